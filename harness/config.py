@@ -1,0 +1,198 @@
+"""Typed trial configuration: validated once at the edge, then passed around as an object.
+
+Defaults are the paper's CIFAR recipe (spec section 5); every key can be set in a
+YAML file or overridden with ``--set key=value``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class TrialConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # --- identity
+    name: str = "trial"  # results go to <output_dir>/<name>/<trial_id>/
+    seed: int = 0
+    output_dir: Path = Path("results")
+
+    # --- data
+    dataset: str = "cifar100"
+    data_dir: Optional[Path] = None  # else $HARNESS_DATA_DIR, else ./data
+    download: bool = False  # let torchvision download CIFAR when nothing is found locally
+    train_subset: Optional[int] = Field(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
+    test_subset: Optional[int] = Field(None, ge=1)
+    val_size: int = Field(0, ge=0)  # held-out train images for temperature scaling; 0 = authors' test-swap protocol
+    synthetic_size: int = Field(2000, ge=1)  # synthetic dataset only
+    synthetic_classes: int = Field(10, ge=2)
+    synthetic_resolution: int = Field(32, ge=8)
+
+    # --- network
+    model: str = "wrn"
+    depth: int = 28
+    width: int = Field(10, ge=1)
+
+    # --- method (spec sections 1, 4)
+    method: str = "vanilla"
+    M: Optional[int] = Field(None, ge=1)  # number of subnetworks; None = the method's default
+    b: int = Field(1, ge=1)  # batch repetition: each sampled image appears b times per batch
+    alpha: float = Field(2.0, ge=0)  # Dirichlet/Beta concentration of the MixMo ratios
+    r: float = Field(3.0, gt=0)  # loss-reweighting exponent 1/r; r = 1 weights heads by lam
+    p: float = Field(0.5, ge=0, le=1)  # Cut-MixMo: per-batch probability of the patch (cut) mixing
+    p_decay_start: float = Field(11 / 12, ge=0, le=1)  # p decays linearly to 0 over the last 1/12 of training
+    msda: Literal["none", "mixup", "cutmix"] = "none"  # sample augmentation applied to each input first
+    msda_alpha: float = Field(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
+    msda_prob: float = Field(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
+
+    # --- optimisation (spec section 5)
+    epochs: int = Field(300, ge=1)
+    batch_size: int = Field(64, ge=1)  # counts repeated entries: 64 with b = 4 is 16 distinct images
+    lr: Optional[float] = Field(None, gt=0)  # None = base_lr / b
+    base_lr: float = Field(0.05, gt=0)  # 0.1 / (2 b): the authors scale lr down with repetition
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    l2: float = Field(3e-4, ge=0)  # L2 term l2 * sum(w^2) on all parameters, added to the loss
+    weight_decay: float = Field(0.0, ge=0)  # decoupled-from-loss decay (Tiny ImageNet recipe uses 1e-4)
+    warmup_epochs: float = Field(1.0, ge=0)  # linear per-step warmup
+    milestones: list[int] = Field(default_factory=lambda: [101, 201, 226])  # 1-indexed epochs of a reference budget
+    milestones_budget: int = Field(300, ge=1)  # milestones are scaled by epochs / milestones_budget
+    lr_gamma: float = Field(0.1, gt=0, le=1)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+
+    # --- execution
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = "fp32"
+    eval_batch_size: int = Field(500, ge=1)
+    eval_every: int = Field(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
+    progress: bool = True
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from harness.data.datasets import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS.names())}")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from harness.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS.names())}")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        from harness.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(METHODS.names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrialConfig":
+        from harness.methods import METHODS
+        from harness.models import MODELS
+
+        MODELS.get(self.model).check_shape(self.depth, self.width)
+        METHODS.get(self.method).check_config(self)
+        if self.batch_size % self.b:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of b = {self.b}")
+        return self
+
+    # --- derived values
+    @property
+    def num_inputs(self) -> int:
+        from harness.methods import METHODS
+
+        return self.M if self.M is not None else METHODS.get(self.method).default_M
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else self.base_lr / self.b
+
+    # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
+    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress")
+
+    def recipe(self) -> dict[str, Any]:
+        """The keys that determine the result, in a canonical JSON-able form."""
+        d = self.model_dump(mode="json", exclude=set(self.RUNTIME_KEYS))
+        d["M"] = self.num_inputs
+        return d
+
+    @property
+    def trial_id(self) -> str:
+        digest = hashlib.sha1(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.method}-{self.model}{self.depth}x{self.width}-M{self.num_inputs}-s{self.seed}-{digest}"
+
+    @property
+    def trial_dir(self) -> Path:
+        return Path(self.output_dir) / self.name / self.trial_id
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["width=4", "method=cutmix"]`` -> dict, values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(TrialConfig.model_fields))
+            msg = f"unknown key; allowed keys: {allowed}"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any], source: str) -> TrialConfig:
+    try:
+        return TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)  # safe loader: no Python object tags
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def load_trial_config(path: Path | None, overrides: list[str] = ()) -> TrialConfig:
+    raw = load_yaml(path) if path is not None else {}
+    raw.update(parse_overrides(list(overrides)))
+    return build_config(raw, str(path) if path else "--set")

@@ -1,0 +1,32 @@
+"""Data: datasets (uint8 arrays) and the batch loader."""
+from __future__ import annotations
+
+import numpy as np
+
+from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits
+
+# Subsets and the validation split use a fixed seed, so every trial of a sweep sees the same images.
+SPLIT_SEED = 0
+
+
+def load_dataset(cfg) -> ImageSplits:
+    """The dataset a trial config asks for, with its subsets and held-out validation split applied."""
+    data = DATASETS.get(cfg.dataset)(
+        data_dir=cfg.data_dir, download=cfg.download, synthetic_size=cfg.synthetic_size,
+        synthetic_classes=cfg.synthetic_classes, synthetic_resolution=cfg.synthetic_resolution,
+    )
+    rng = np.random.default_rng(SPLIT_SEED)
+    order = rng.permutation(len(data.train))
+    if cfg.val_size:
+        if cfg.val_size >= len(order):
+            raise DataError(f"val_size {cfg.val_size} leaves no training images (train has {len(order)})")
+        data.val, order = data.train.take(np.sort(order[: cfg.val_size])), order[cfg.val_size:]
+    if cfg.train_subset is not None:
+        order = order[: cfg.train_subset]
+    data.train = data.train.take(np.sort(order))
+    if cfg.test_subset is not None and cfg.test_subset < len(data.test):
+        data.test = data.test.take(np.sort(rng.permutation(len(data.test))[: cfg.test_subset]))
+    return data
+
+
+__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "load_dataset"]

@@ -1,0 +1,292 @@
+"""Datasets as uint8 arrays: every source ends as ``ImageSplits`` (NHWC uint8 images, int64 labels).
+
+Sources for CIFAR: a folder with ``train.npz``/``test.npz``, the official pickle folder
+(``cifar-100-python/``, ``cifar-10-batches-py/``), torchvision's download, or an image-folder
+tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.registry import Registry
+
+
+class DataError(RuntimeError):
+    """Data missing or unreadable; the message says where we looked and how to get it."""
+
+
+@dataclass
+class ImageArrays:
+    x: np.ndarray  # uint8, (N, H, W, 3)
+    y: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: np.ndarray) -> "ImageArrays":
+        return ImageArrays(self.x[idx], self.y[idx])
+
+
+@dataclass
+class ImageSplits:
+    train: ImageArrays
+    test: ImageArrays
+    num_classes: int
+    mean: tuple[float, float, float]  # per-channel normalisation, on the [0, 1] scale
+    std: tuple[float, float, float]
+    source: str  # where the data came from, for the record
+    classes: list[str] = field(default_factory=list)
+    val: ImageArrays | None = None
+
+
+DATASETS: Registry = Registry("dataset")
+
+# The authors normalise both CIFARs with these statistics (spec section 5).
+CIFAR_MEAN = (0.4914, 0.4824, 0.4467)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_data_dir(data_dir: Path | None) -> Path:
+    if data_dir is not None:
+        return Path(data_dir)
+    return Path(os.environ.get("HARNESS_DATA_DIR", "data"))
+
+
+def _check_arrays(arr: ImageArrays, where: Path, num_classes: int) -> ImageArrays:
+    x, y = arr.x, arr.y
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
+        raise DataError(f"{where}: expected uint8 images (N, H, W, 3) and N labels, got {x.dtype} {x.shape} and {y.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise DataError(f"{where}: labels outside 0..{num_classes - 1}")
+    return ImageArrays(np.ascontiguousarray(x), y.astype(np.int64))
+
+
+def _verify_sha256sums(folder: Path) -> None:
+    sums = folder / "SHA256SUMS"
+    if not sums.exists():
+        return
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        path = folder / name.lstrip("*")
+        if not path.exists():
+            continue
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            raise DataError(f"{path}: checksum mismatch with {sums}; the file is corrupt, download it again")
+
+
+def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
+    _verify_sha256sums(folder)
+    splits = []
+    for split in ("train", "test"):
+        path = folder / f"{split}.npz"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                splits.append(_check_arrays(ImageArrays(z["x"], z["y"]), path, num_classes))
+        except DataError:
+            raise
+        except Exception as err:  # zipfile/KeyError/ValueError: all mean an unreadable file
+            raise DataError(f"{path}: cannot read as an npz with arrays 'x' and 'y' ({err}); the file is corrupt") from None
+    classes_file = folder / "classes.txt"
+    classes = classes_file.read_text().split() if classes_file.exists() else []
+    return splits[0], splits[1], classes
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")  # the official format; only read from the user's data folder
+    except Exception as err:
+        raise DataError(f"{path}: cannot unpickle the official CIFAR file ({err}); the file is corrupt") from None
+
+
+def _pickle_images(d: dict) -> np.ndarray:
+    return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
+    if num_classes == 100:
+        train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
+        meta = _unpickle(folder / "meta")
+        tr = ImageArrays(_pickle_images(train), np.asarray(train[b"fine_labels"]))
+        te = ImageArrays(_pickle_images(test), np.asarray(test[b"fine_labels"]))
+        classes = [c.decode() for c in meta[b"fine_label_names"]]
+    else:
+        batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+        test = _unpickle(folder / "test_batch")
+        tr = ImageArrays(np.concatenate([_pickle_images(b) for b in batches]),
+                         np.concatenate([np.asarray(b[b"labels"]) for b in batches]))
+        te = ImageArrays(_pickle_images(test), np.asarray(test[b"labels"]))
+        classes = [c.decode() for c in _unpickle(folder / "batches.meta")[b"label_names"]]
+    return _check_arrays(tr, folder, num_classes), _check_arrays(te, folder, num_classes), classes
+
+
+def _load_image(path: Path, size: int | None = None) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size, size):
+                raise DataError(f"{path}: expected {size}x{size} pixels, got {im.size[0]}x{im.size[1]}")
+            return np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"{path}: cannot read image ({err})") from None
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
+    """``train/<class>/*.png`` and ``test/<class>/*.png``; classes in sorted order."""
+    classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
+    if len(classes) != num_classes:
+        raise DataError(f"{folder / 'train'}: found {len(classes)} class folders, expected {num_classes}")
+    out = []
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            files = sorted(p for p in (folder / split / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            xs += [_load_image(p) for p in files]
+            ys += [label] * len(files)
+        if not xs:
+            raise DataError(f"{folder / split}: no images found")
+        out.append(_check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / split, num_classes))
+    return out[0], out[1], classes
+
+
+def _is_image_folder(path: Path) -> bool:
+    return (path / "train").is_dir() and (path / "test").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
+
+
+def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool) -> ImageSplits:
+    root = default_data_dir(data_dir)
+    looked: list[str] = []
+    for base in (root / name, root):
+        looked.append(f"{base}/train.npz")
+        if (base / "train.npz").exists():
+            tr, te, classes = read_npz_folder(base, num_classes)
+            return _splits(tr, te, num_classes, classes, f"npz folder {base}")
+        for folder in (base / pickle_dir, base):
+            looked.append(f"{folder}/ (official pickle files)")
+            marker = folder / ("train" if num_classes == 100 else "data_batch_1")
+            if marker.is_file():
+                tr, te, classes = read_cifar_pickle(folder, num_classes)
+                return _splits(tr, te, num_classes, classes, f"official pickle folder {folder}")
+        looked.append(f"{base}/train/<class>/*.png")
+        if _is_image_folder(base):
+            tr, te, classes = read_image_folder(base, num_classes)
+            return _splits(tr, te, num_classes, classes, f"image folder {base}")
+    if download:
+        import torchvision
+
+        dataset_cls = torchvision.datasets.CIFAR100 if num_classes == 100 else torchvision.datasets.CIFAR10
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            dataset_cls(str(root), train=True, download=True)
+            dataset_cls(str(root), train=False, download=True)
+        except Exception as err:
+            raise DataError(f"downloading {name} into {root} failed: {err}") from None
+        tr, te, classes = read_cifar_pickle(root / pickle_dir, num_classes)
+        return _splits(tr, te, num_classes, classes, f"torchvision download into {root}")
+    raise DataError(
+        f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
+        f"Get it with `download: true` (or `--set download=true`), which lets torchvision fetch it into {root}, "
+        f"or point `data_dir` / --data-dir / $HARNESS_DATA_DIR at a folder holding one of the layouts above."
+    )
+
+
+def _splits(tr: ImageArrays, te: ImageArrays, num_classes: int, classes: list[str], source: str) -> ImageSplits:
+    return ImageSplits(tr, te, num_classes, CIFAR_MEAN, CIFAR_STD, source, classes)
+
+
+@DATASETS.register("cifar100")
+def cifar100(data_dir: Path | None = None, download: bool = False, **_) -> ImageSplits:
+    return _cifar("cifar100", 100, "cifar-100-python", data_dir, download)
+
+
+@DATASETS.register("cifar10")
+def cifar10(data_dir: Path | None = None, download: bool = False, **_) -> ImageSplits:
+    return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download)
+
+
+@DATASETS.register("tinyimagenet")
+def tinyimagenet(data_dir: Path | None = None, **_) -> ImageSplits:
+    """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
+    root = default_data_dir(data_dir)
+    candidates = [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root]
+    folder = next((c for c in candidates if (c / "wnids.txt").is_file()), None)
+    if folder is None:
+        raise DataError(
+            "tinyimagenet not found. Looked for wnids.txt in:\n  " + "\n  ".join(map(str, candidates)) + "\n"
+            "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
+            "(data_dir / --data-dir / $HARNESS_DATA_DIR)."
+        )
+    wnids = folder.joinpath("wnids.txt").read_text().split()
+    label = {w: i for i, w in enumerate(wnids)}
+    xs, ys = [], []
+    for w in wnids:
+        files = sorted((folder / "train" / w / "images").glob("*.JPEG"))
+        xs += [_load_image(p, 64) for p in files]
+        ys += [label[w]] * len(files)
+    ann = folder / "val" / "val_annotations.txt"
+    if not ann.is_file():
+        raise DataError(f"{ann}: missing; the tiny-imagenet-200 folder is incomplete")
+    vx, vy = [], []
+    for line in ann.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2:
+            continue
+        if parts[1] not in label:
+            raise DataError(f"{ann}: unknown wnid {parts[1]!r} for {parts[0]}")
+        vx.append(_load_image(folder / "val" / "images" / parts[0], 64))
+        vy.append(label[parts[1]])
+    if not xs or not vx:
+        raise DataError(f"{folder}: no training or validation images found")
+    n = len(wnids)
+    tr = _check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / "train", n)
+    te = _check_arrays(ImageArrays(np.stack(vx), np.asarray(vy)), folder / "val", n)
+    return ImageSplits(tr, te, n, IMAGENET_MEAN, IMAGENET_STD, f"tiny-imagenet-200 folder {folder}", wnids)
+
+
+def synthetic_arrays(n: int, num_classes: int, resolution: int, seed: int) -> ImageArrays:
+    """Class = a smooth random colour pattern, shifted and noised per image: learnable by a small convnet."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(num_classes, 4, 4, 3))
+    reps = -(-resolution // 4)
+    prototypes = np.kron(coarse, np.ones((1, reps, reps, 1)))[:, :resolution, :resolution]
+    y = np.arange(n) % num_classes
+    rng.shuffle(y)
+    shifts = rng.integers(-2, 3, size=(n, 2))
+    imgs = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
+    for i in range(n):
+        proto = np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(0, 1))
+        noisy = 128 + 50 * proto + rng.normal(scale=25, size=proto.shape)
+        imgs[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return ImageArrays(imgs, y.astype(np.int64))
+
+
+@DATASETS.register("synthetic")
+def synthetic(synthetic_size: int = 2000, synthetic_classes: int = 10, synthetic_resolution: int = 32, **_) -> ImageSplits:
+    """Deterministic: the same arguments always give the same images (test set = a fifth of the size)."""
+    seed = synthetic_size * 1_000_003 + synthetic_classes * 1009 + synthetic_resolution
+    both = synthetic_arrays(synthetic_size + max(synthetic_size // 5, synthetic_classes), synthetic_classes,
+                            synthetic_resolution, seed)
+    tr, te = both.take(np.arange(synthetic_size)), both.take(np.arange(synthetic_size, len(both)))
+    return ImageSplits(tr, te, synthetic_classes, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "synthetic",
+                       [f"class{i}" for i in range(synthetic_classes)])

@@ -1,0 +1,91 @@
+"""Batch loader: sampling with batch repetition and crop/flip augmentation as batched tensor ops.
+
+The whole uint8 dataset sits on the training device; a batch is built with a handful of tensor
+ops (no per-sample Python, no host round-trips). All randomness comes from torch's global RNG,
+whose state the trainer checkpoints, so a resumed run draws the same batches.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from harness.data.datasets import ImageArrays
+
+
+def to_device_images(arrays: ImageArrays, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(arrays.x).to(device).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
+    return x, torch.from_numpy(arrays.y).to(device)
+
+
+class Normalize:
+    def __init__(self, mean, std, device):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255
+
+    def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float() - self.mean) / self.std
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Random crop of the original size from the zero-padded images, then a random horizontal flip.
+
+    Each image gets its own offsets; the flip is folded into the column index of the same gather.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    rows = torch.arange(h, device=dev).expand(n, h)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding))
+        rows = rows + torch.randint(0, 2 * padding + 1, (n, 1), device=dev)
+        cols = cols + torch.randint(0, 2 * padding + 1, (n, 1), device=dev)
+    if flip:
+        cols = torch.where(torch.rand(n, 1, device=dev) < 0.5, cols.flip(1), cols)
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1)
+    chan = torch.arange(c, device=dev).view(1, c, 1, 1)
+    return x[batch, chan, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+
+
+class TrainLoader:
+    """Yields (images float NCHW normalised, labels) for one epoch at a time.
+
+    With repetition b, each batch holds batch_size / b distinct images, each b times, every copy
+    augmented independently; an epoch is ceil(N * b / batch_size) steps (every image seen b times).
+    """
+
+    def __init__(self, arrays: ImageArrays, batch_size: int, repetitions: int, mean, std,
+                 device: torch.device, crop_padding: int = 4, flip: bool = True):
+        self.x, self.y = to_device_images(arrays, device)
+        self.distinct = batch_size // repetitions
+        self.repetitions = repetitions
+        self.crop_padding, self.flip = crop_padding, flip
+        self.normalize = Normalize(mean, std, device)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.y) / self.distinct)
+
+    def sample_indices(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(self.y), device=self.y.device)
+        for chunk in order.split(self.distinct):
+            yield chunk.repeat_interleave(self.repetitions)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in self.sample_indices():
+            images = random_crop_flip(self.x[idx], self.crop_padding, self.flip)
+            yield self.normalize(images), self.y[idx]
+
+
+class EvalLoader:
+    """The split in order, normalised, without augmentation; uploaded to the device once."""
+
+    def __init__(self, arrays: ImageArrays, batch_size: int, mean, std, device: torch.device):
+        self.x, self.y = to_device_images(arrays, device)
+        self.batch_size = batch_size
+        self.normalize = Normalize(mean, std, device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.y), self.batch_size):
+            yield self.normalize(self.x[start:start + self.batch_size]), self.y[start:start + self.batch_size]

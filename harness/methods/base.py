@@ -1,0 +1,104 @@
+"""The method interface: pair inputs, draw mixing masks and target weights, compute the loss.
+
+A method turns a loader batch (images, labels) into a ``MixedBatch`` for an M-input model:
+M independent permutations of the batch fill the M input slots; an optional sample
+augmentation (Mixup/CutMix) is applied to each input; ``mixing`` draws the mixing masks and
+ratios; the soft targets are scaled by the loss weights w_i = M lam_i^(1/r) / sum_j lam_j^(1/r).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.methods.mixing import box_masks, loss_weights, sample_beta
+
+
+@dataclass
+class MixedBatch:
+    inputs: torch.Tensor  # (B, M, C, H, W)
+    mix: torch.Tensor | None  # (B, M, 1, h, w) weights of the model's mixing block; None = plain sum
+    targets: torch.Tensor  # (B, M, K) soft targets, already scaled by the loss weights
+    labels: torch.Tensor  # (B, M) the hard label of each input (for train accuracy)
+
+
+class Method:
+    default_M = 1
+    single_network = True  # M must be 1
+    sample_augmentation: str | None = None  # fixed MSDA of the single-network baselines
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        M = cfg.num_inputs
+        if cls.single_network and M != 1:
+            raise ValueError(f"method {cfg.method!r} is a single network: M must be 1, got {M} "
+                             f"(multi-input methods: mimo, linear_mixmo, cut_mixmo)")
+        if not cls.single_network and M < 2:
+            raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M}")
+        if cls.single_network and cfg.msda != "none":
+            raise ValueError(f"msda is for multi-input methods; for a single network use method: mixup or cutmix")
+
+    def __init__(self, cfg, num_classes: int, mix_size: int):
+        self.cfg = cfg
+        self.M = cfg.num_inputs
+        self.num_classes = num_classes
+        self.mix_size = mix_size  # side of the encoded feature map the masks apply to
+        self.msda = self.sample_augmentation or cfg.msda
+
+    # --- to override
+    def mixing(self, n: int, progress: float, device) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """-> (masks (n, M, 1, h, w) summing to 1 over M, or None for the plain sum; ratios lam (n, M))."""
+        return None, torch.full((n, self.M), 1.0 / self.M, device=device)
+
+    def mix_weights(self, masks: torch.Tensor) -> torch.Tensor:
+        """Scale of the mix: MixMo multiplies by M so that the mixed features keep the sum's scale."""
+        return self.M * masks
+
+    # --- shared
+    def prepare(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> MixedBatch:
+        n, dev = x.shape[0], x.device
+        if self.M == 1:
+            order = torch.arange(n, device=dev).unsqueeze(1)
+        else:
+            order = torch.stack([torch.randperm(n, device=dev) for _ in range(self.M)], dim=1)
+        inputs, labels = x[order], y[order]  # (n, M, C, H, W), (n, M)
+        targets = F.one_hot(labels, self.num_classes).float()
+        masks, lams = self.mixing(n, progress, dev)
+        if self.msda != "none":
+            inputs, targets = self._sample_augmentation(inputs, targets, x, y, masks)
+        targets = targets * loss_weights(lams, self.cfg.r).unsqueeze(-1)
+        mix = None if masks is None else self.mix_weights(masks)
+        return MixedBatch(inputs, mix, targets, labels)
+
+    def _sample_augmentation(self, inputs, targets, x, y, masks):
+        """Mixup or CutMix on each input, partner drawn uniformly from the batch, per-sample probability
+        msda_prob. Under a MixMo mask, the CutMix label ratio is the share of the pasted box inside
+        the part of the input that the mask keeps."""
+        n, M, _, H, W = inputs.shape
+        dev = inputs.device
+        partner = torch.randint(0, n, (n, M), device=dev)
+        applied = (torch.rand(n, M, device=dev) < self.cfg.msda_prob).float()
+        ratio = sample_beta(self.cfg.msda_alpha, n * M, dev).view(n, M) * applied
+        if self.msda == "mixup":
+            k = ratio.view(n, M, 1, 1, 1)
+            inputs = (1 - k) * inputs + k * x[partner]
+            kappa = ratio
+        else:
+            box = box_masks(ratio.flatten(), H, W).view(n, M, 1, H, W) * applied.view(n, M, 1, 1, 1)
+            inputs = inputs * (1 - box) + x[partner] * box
+            if masks is None:
+                kappa = box.mean((2, 3, 4))
+            else:
+                visible = (F.interpolate(masks.flatten(0, 1), size=(H, W), mode="nearest").view(n, M, 1, H, W)
+                           if masks.shape[-1] > 1 else masks.expand(n, M, 1, H, W))
+                kappa = (box * visible).sum((2, 3, 4)) / visible.sum((2, 3, 4)).clamp_min(1e-12)
+                kappa = torch.where(visible.sum((2, 3, 4)) > 0, kappa, box.mean((2, 3, 4)))
+        partner_targets = F.one_hot(y[partner], self.num_classes).float()
+        k = kappa.unsqueeze(-1)
+        return inputs, (1 - k) * targets + k * partner_targets
+
+    @staticmethod
+    def loss(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
+        """Soft-target cross-entropy, summed over the M heads, averaged over the batch."""
+        return -(batch.targets * logits.float().log_softmax(-1)).sum((-1, -2)).mean()

@@ -1,0 +1,24 @@
+import torch
+
+from harness.methods.linear_mixmo import LinearMixMo
+from harness.methods.mixing import box_masks, patch_probability
+
+
+class CutMixMo(LinearMixMo):
+    """Cut-MixMo: per batch, with probability p(t), a binary box mask of area lam_k gives input k's
+    features and its complement the others' (a linear mix of them when M > 2); otherwise the batch
+    is mixed linearly. The boxed input k is drawn per batch (role shuffling). Branch-free, so
+    no host synchronisation per step."""
+
+    def mixing(self, n, progress, device):
+        linear_masks, lams = self.linear(n, device)
+        boxed = torch.nn.functional.one_hot(torch.randint(0, self.M, (1,), device=device), self.M).float()
+        s = self.mix_size
+        box = box_masks((lams * boxed).sum(1), s, s).unsqueeze(1)  # (n, 1, 1, s, s)
+        others = lams * (1 - boxed)
+        others = others / others.sum(1, keepdim=True).clamp_min(1e-12)
+        cut_masks = box * boxed.view(1, self.M, 1, 1, 1) + (1 - box) * others.view(n, self.M, 1, 1, 1)
+        p = patch_probability(self.cfg.p, progress, self.cfg.p_decay_start)
+        use_cut = torch.rand((), device=device) < p
+        masks = torch.where(use_cut, cut_masks, linear_masks.expand_as(cut_masks))
+        return masks, masks.mean((2, 3, 4))  # lam reset to each mask's actual mean

@@ -1,0 +1,5 @@
+from harness.methods.base import Method
+
+
+class Vanilla(Method):
+    """A single network trained plainly (M = 1, one-hot targets)."""

@@ -1,0 +1,117 @@
+"""Evaluation metrics on saved head logits (N, M, K): the ensemble averages the M heads' logits."""
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+ECE_BINS = 15
+
+
+def ensemble_logits(head_logits: torch.Tensor) -> torch.Tensor:
+    """(N, M, K) -> (N, K): the mean of the heads' logits (spec section 6), softmax comes after."""
+    return head_logits.float().mean(1)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    k = min(k, logits.shape[-1])
+    return (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).float().mean().item()
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return F.cross_entropy(logits.float(), labels).item()
+
+
+def brier(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over samples of sum_k (p_k - y_k)^2 (ranges over [0, 2])."""
+    probs = logits.float().softmax(-1)
+    return (probs - F.one_hot(labels, probs.shape[-1]).float()).pow(2).sum(-1).mean().item()
+
+
+def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS):
+    """Per equal-width confidence bin: (count, mean confidence, accuracy), on the top-1 confidence."""
+    conf, pred = logits.float().softmax(-1).max(-1)
+    correct = (pred == labels).float()
+    idx = (conf * bins).ceil().long().clamp(1, bins) - 1  # bin i holds (i/bins, (i+1)/bins]
+    count = torch.bincount(idx, minlength=bins).float()
+    sum_conf = torch.bincount(idx, weights=conf, minlength=bins)
+    sum_acc = torch.bincount(idx, weights=correct, minlength=bins)
+    safe = count.clamp_min(1)
+    return count, sum_conf / safe, sum_acc / safe
+
+
+def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    count, conf, acc = calibration_bins(logits, labels, bins)
+    return ((count / count.sum()) * (conf - acc).abs()).sum().item()
+
+
+def diversity(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Averaged over pairs of heads: ratio-error (N01 + N10) / N00 (single errors over shared errors)
+    and disagreement (share of samples whose top-1 predictions differ)."""
+    preds = head_logits.argmax(-1)  # (N, M)
+    ratios, disagreements = [], []
+    for i, j in itertools.combinations(range(preds.shape[1]), 2):
+        wrong_i, wrong_j = preds[:, i] != labels, preds[:, j] != labels
+        n00 = (wrong_i & wrong_j).sum().item()
+        n_single = (wrong_i ^ wrong_j).sum().item()
+        ratios.append(n_single / n00 if n00 else float("inf"))
+        disagreements.append((preds[:, i] != preds[:, j]).float().mean().item())
+    if not ratios:
+        return {}
+    return {"ratio_error": sum(ratios) / len(ratios), "disagreement": sum(disagreements) / len(disagreements)}
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature T minimising the NLL of softmax(logits / T), by LBFGS on log T."""
+    logits = logits.float()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return log_t.exp().item()
+
+
+def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Ensemble top-1/top-5/NLL/ECE/Brier, per-head accuracy and diversity."""
+    ens = ensemble_logits(head_logits)
+    out = {
+        "top1": topk_accuracy(ens, labels, 1),
+        "top5": topk_accuracy(ens, labels, 5),
+        "nll": nll(ens, labels),
+        "ece": ece(ens, labels),
+        "brier": brier(ens, labels),
+    }
+    heads = [topk_accuracy(head_logits[:, i].float(), labels) for i in range(head_logits.shape[1])]
+    out.update({f"head{i}_top1": a for i, a in enumerate(heads)})
+    out["heads_mean_top1"] = sum(heads) / len(heads)
+    out.update(diversity(head_logits, labels))
+    return out
+
+
+def calibrated_metrics(test_logits: torch.Tensor, test_labels: torch.Tensor,
+                       val_logits: torch.Tensor | None = None, val_labels: torch.Tensor | None = None) -> dict:
+    """Temperature-scaled NLL/ECE of the ensemble. With a validation split, T is fitted on it;
+    without, the authors' protocol: fit on one half of the test set, score the other, swap, average."""
+    ens = ensemble_logits(test_logits)
+    if val_logits is not None:
+        t = fit_temperature(ensemble_logits(val_logits), val_labels)
+        scaled = ens / t
+        return {"temperature": t, "cal_nll": nll(scaled, test_labels), "cal_ece": ece(scaled, test_labels),
+                "calibration_protocol": f"temperature fitted on a held-out validation split ({len(val_labels)} train images)"}
+    half = len(test_labels) // 2
+    parts = [(slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))]
+    temps, nlls, eces = [], [], []
+    for fit, score in parts:
+        t = fit_temperature(ens[fit], test_labels[fit])
+        temps.append(t)
+        nlls.append(nll(ens[score] / t, test_labels[score]))
+        eces.append(ece(ens[score] / t, test_labels[score]))
+    return {"temperature": sum(temps) / 2, "cal_nll": sum(nlls) / 2, "cal_ece": sum(eces) / 2,
+            "calibration_protocol": "test-set 50/50 swap (authors' protocol): T fitted on one half, scored on the other, averaged"}

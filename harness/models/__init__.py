@@ -1,0 +1,20 @@
+"""Network registry: each entry has ``check_shape(depth, width)`` and ``build(depth, width, num_classes, num_inputs)``."""
+from harness.models.multi_io import MultiIONet
+from harness.models.preact_resnet import PreActResNet18
+from harness.models.wrn import WideResNet
+from harness.registry import Registry
+
+MODELS: Registry = Registry("model")
+MODELS.register("wrn")(WideResNet)
+MODELS.register("preact_resnet")(PreActResNet18)
+
+
+def build_model(cfg, num_classes: int) -> MultiIONet:
+    return MODELS.get(cfg.model).build(cfg.depth, cfg.width, num_classes, cfg.num_inputs)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = ["MODELS", "MultiIONet", "build_model", "count_parameters"]

@@ -1,0 +1,253 @@
+"""One trial: train with the paper's recipe, checkpoint every epoch, evaluate, write the result folder.
+
+Follow it top to bottom: ``Trainer.run`` -> ``train_epoch`` (loader batch -> method.prepare ->
+model -> method.loss -> SGD step) -> ``evaluate``. A killed trial resumes from its last
+end-of-epoch checkpoint (model, optimizer, RNG states) and ends with the same result.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness import results
+from harness.config import TrialConfig
+from harness.data import ImageArrays, load_dataset
+from harness.data.loader import EvalLoader, TrainLoader
+from harness.methods import METHODS
+from harness.metrics import calibrated_metrics, classification_metrics
+from harness.models import build_model, count_parameters
+
+EpochCallback = Callable[[dict], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available on this machine")
+    return device
+
+
+def milestone_epochs(cfg: TrialConfig) -> list[int]:
+    """0-indexed epochs at which the lr drops, scaled from the reference budget: 1-indexed milestones
+    101/201/226 of 300 are after 100/200/225 epochs, i.e. at 1/3, 2/3 and 3/4 of training."""
+    return [round((m - 1) * cfg.epochs / cfg.milestones_budget) for m in cfg.milestones]
+
+
+def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Linear per-step warmup over the first warmup_epochs, then step decay at the milestones."""
+    lr = cfg.learning_rate * cfg.lr_gamma ** sum(epoch >= m for m in milestone_epochs(cfg))
+    warmup_steps = cfg.warmup_epochs * steps_per_epoch
+    global_step = epoch * steps_per_epoch + step
+    if global_step < warmup_steps:
+        lr *= (global_step + 1) / warmup_steps
+    return lr
+
+
+def _test_fault(epoch: int, trial_id: str) -> None:
+    """Test-only fault injection: HARNESS_TEST_FAULT='kill@E' or 'raise@E', optionally '@substring'
+    of the trial id, acts after epoch E's checkpoint is written."""
+    spec = os.environ.get("HARNESS_TEST_FAULT")
+    if not spec:
+        return
+    action, at_epoch, *match = spec.split("@")
+    if int(at_epoch) != epoch or (match and match[0] not in trial_id):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected test fault after epoch {epoch}")
+
+
+class Trainer:
+    def __init__(self, cfg: TrialConfig, log: Callable[[str], None] = print):
+        self.cfg, self.log = cfg, log
+        self.device = resolve_device(cfg.device)
+        self.dir = cfg.trial_dir
+        torch.manual_seed(cfg.seed)
+        self.data = load_dataset(cfg)
+        d = self.data
+        self.model = build_model(cfg, d.num_classes).to(self.device)
+        resolution = d.train.x.shape[1]
+        self.method = METHODS.get(cfg.method)(cfg, d.num_classes, self.model.mix_size(resolution))
+        self.train_loader = TrainLoader(d.train, cfg.batch_size, cfg.b, d.mean, d.std, self.device,
+                                        cfg.crop_padding, cfg.flip)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
+            # The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly SGD's weight decay.
+            weight_decay=2 * cfg.l2 + cfg.weight_decay, foreach=True,
+        )
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                         if cfg.precision == "bf16" else nullcontext())
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.elapsed = 0.0
+
+    # --- state
+    def state(self) -> dict:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": self.start_epoch, "history": self.history, "elapsed": self.elapsed,
+                 "rng_cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.history, self.elapsed = state["epoch"], state["history"], state["elapsed"]
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+
+    # --- training
+    def train_epoch(self, epoch: int, progress_bar=None) -> dict:
+        cfg, model, method = self.cfg, self.model, self.method
+        model.train()
+        steps = len(self.train_loader)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen = 0
+        for step, (x, y) in enumerate(self.train_loader):
+            lr = learning_rate(cfg, epoch, step, steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            batch = method.prepare(x, y, progress=(epoch + step / steps) / cfg.epochs)
+            with self.autocast:
+                logits = model(batch.inputs, batch.mix)
+            loss = method.loss(logits, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            # accumulated on the device: one host sync per epoch
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(-1) == batch.labels).float().mean(1).sum()
+            seen += len(y)
+            if progress_bar is not None:
+                progress_bar.update(1)
+                if step % 50 == 0:
+                    progress_bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
+        return {"lr": lr, "train_loss": (loss_sum / seen).item(), "train_top1": (correct / seen).item()}
+
+    @torch.no_grad()
+    def predict(self, arrays: ImageArrays) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head logits (N, M, K) in float32 on the CPU, and labels; the same image goes to every encoder."""
+        self.model.eval()
+        d = self.data
+        outs, labels = [], []
+        for x, y in EvalLoader(arrays, self.cfg.eval_batch_size, d.mean, d.std, self.device):
+            with self.autocast:
+                outs.append(self.model(x).float())
+            labels.append(y)
+        return torch.cat(outs).cpu(), torch.cat(labels).cpu()
+
+    def run(self, on_epoch: EpochCallback | None = None, restart: bool = False) -> dict:
+        cfg = self.cfg
+        if results.is_finished(self.dir) and not restart:
+            self.log(f"{self.dir}: already finished")
+            return results.read_json(self.dir / results.METRICS)
+        ckpt = self.dir / results.CHECKPOINT
+        if ckpt.exists() and not restart:
+            self.load_state(results.load_checkpoint(ckpt))
+            self.log(f"resuming {cfg.trial_id} after epoch {self.start_epoch}/{cfg.epochs}")
+        else:
+            for stale in (results.METRICS, results.LOGITS, results.HISTORY, results.CHECKPOINT, results.ERROR):
+                (self.dir / stale).unlink(missing_ok=True)
+        results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
+                                                       "M": cfg.num_inputs, "lr": cfg.learning_rate})
+        bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch)
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar)}
+            if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                logits, labels = self.predict(self.data.test)
+                ens = logits.mean(1)
+                row["test_top1"] = (ens.argmax(-1) == labels).float().mean().item()
+                row["test_nll"] = torch.nn.functional.cross_entropy(ens, labels).item()
+            row["epoch_time_s"] = time.perf_counter() - t0
+            self.elapsed += row["epoch_time_s"]
+            row["elapsed_s"] = self.elapsed
+            self.history.append(row)
+            self.start_epoch = epoch + 1
+            results.save_checkpoint(ckpt, self.state())
+            results.write_csv(self.dir / results.HISTORY, self.history)
+            if bar is not None:
+                bar.set_description(_epoch_summary(row, cfg.epochs))
+            else:
+                self.log(_epoch_summary(row, cfg.epochs))
+            if on_epoch is not None:
+                on_epoch(row)
+            _test_fault(epoch + 1, cfg.trial_id)
+        if bar is not None:
+            bar.close()
+        metrics = self.evaluate()
+        results.write_json(self.dir / results.METRICS, metrics)
+        return metrics
+
+    def evaluate(self) -> dict:
+        t0 = time.perf_counter()
+        logits, labels = self.predict(self.data.test)
+        eval_time = time.perf_counter() - t0
+        metrics = classification_metrics(logits, labels)
+        arrays = {"test_logits": logits.half().numpy(), "test_labels": labels.numpy().astype(np.int64)}
+        if self.data.val is not None:
+            val_logits, val_labels = self.predict(self.data.val)
+            metrics.update(calibrated_metrics(logits, labels, val_logits, val_labels))
+            arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
+        else:
+            metrics.update(calibrated_metrics(logits, labels))
+        results.save_logits(self.dir / results.LOGITS, **arrays)
+        cfg = self.cfg
+        metrics.update({
+            "trial_id": cfg.trial_id, "epochs": cfg.epochs, "num_params": count_parameters(self.model),
+            "train_time_s": self.elapsed, "eval_time_s": eval_time, "test_images": len(labels),
+            "train_images": len(self.data.train), "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            "data_source": self.data.source,
+        })
+        return metrics
+
+
+def _epoch_summary(row: dict, epochs: int) -> str:
+    text = f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.3f} train {100 * row['train_top1']:.1f}%"
+    if "test_top1" in row:
+        text += f" test {100 * row['test_top1']:.2f}%"
+    return text
+
+
+def _progress_bar(cfg: TrialConfig, steps_per_epoch: int, start_epoch: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    total = steps_per_epoch * cfg.epochs
+    return tqdm(total=total, initial=steps_per_epoch * start_epoch, unit="step", dynamic_ncols=True,
+                desc=f"{cfg.trial_id}", mininterval=1.0)
+
+
+def format_summary(cfg: TrialConfig, metrics: dict) -> str:
+    """The one-screen summary printed after a trial."""
+    pct = lambda k: f"{100 * metrics[k]:.2f}%" if k in metrics else "-"
+    heads = " / ".join(f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics)
+    lines = [
+        f"trial      {cfg.trial_id}",
+        f"setup      {cfg.method} on {cfg.dataset}, {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
+        f"{cfg.epochs} epochs, seed {cfg.seed}",
+        f"params     {metrics.get('num_params', 0):,}",
+        f"top-1      {pct('top1')}   top-5 {pct('top5')}   heads {heads}",
+        f"NLL        {metrics['nll']:.4f}   ECE {metrics['ece']:.4f}   Brier {metrics['brier']:.4f}",
+        f"calibrated NLL {metrics['cal_nll']:.4f}   ECE {metrics['cal_ece']:.4f}   T = {metrics['temperature']:.3f}",
+        f"           ({metrics['calibration_protocol']})",
+    ]
+    if "ratio_error" in metrics:
+        lines.append(f"diversity  ratio-error {metrics['ratio_error']:.3f}   disagreement {metrics['disagreement']:.3f}")
+    lines.append(f"time       train {metrics['train_time_s']:.0f} s, test {metrics['eval_time_s']:.1f} s on {metrics['device_name']}")
+    lines.append(f"results    {cfg.trial_dir}")
+    return "\n".join(lines)

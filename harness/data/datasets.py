@@ -264,29 +264,31 @@ def tinyimagenet(data_dir: Path | None = None, **_) -> ImageSplits:
     return ImageSplits(tr, te, n, IMAGENET_MEAN, IMAGENET_STD, f"tiny-imagenet-200 folder {folder}", wnids)
 
 
-def synthetic_arrays(n: int, num_classes: int, resolution: int, seed: int) -> ImageArrays:
-    """Class = a smooth random colour pattern, shifted and noised per image: learnable by a small convnet."""
+def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, seed: int) -> list[ImageArrays]:
+    """Splits sharing one set of class prototypes, each class-balanced. A class = a smooth random
+    colour pattern, shifted and noised per image: learnable by a small convnet."""
     rng = np.random.default_rng(seed)
     coarse = rng.normal(size=(num_classes, 4, 4, 3))
     reps = -(-resolution // 4)
     prototypes = np.kron(coarse, np.ones((1, reps, reps, 1)))[:, :resolution, :resolution]
-    y = np.arange(n) % num_classes
-    rng.shuffle(y)
-    shifts = rng.integers(-2, 3, size=(n, 2))
-    imgs = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
-    for i in range(n):
-        proto = np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(0, 1))
-        noisy = 128 + 50 * proto + rng.normal(scale=25, size=proto.shape)
-        imgs[i] = np.clip(noisy, 0, 255).astype(np.uint8)
-    return ImageArrays(imgs, y.astype(np.int64))
+    splits = []
+    for n in sizes:
+        y = rng.permutation(np.arange(n) % num_classes)
+        shifts = rng.integers(-2, 3, size=(n, 2))
+        imgs = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
+        for i in range(n):
+            proto = np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(0, 1))
+            noisy = 128 + 50 * proto + rng.normal(scale=25, size=proto.shape)
+            imgs[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+        splits.append(ImageArrays(imgs, y.astype(np.int64)))
+    return splits
 
 
 @DATASETS.register("synthetic")
 def synthetic(synthetic_size: int = 2000, synthetic_classes: int = 10, synthetic_resolution: int = 32, **_) -> ImageSplits:
     """Deterministic: the same arguments always give the same images (test set = a fifth of the size)."""
     seed = synthetic_size * 1_000_003 + synthetic_classes * 1009 + synthetic_resolution
-    both = synthetic_arrays(synthetic_size + max(synthetic_size // 5, synthetic_classes), synthetic_classes,
-                            synthetic_resolution, seed)
-    tr, te = both.take(np.arange(synthetic_size)), both.take(np.arange(synthetic_size, len(both)))
+    tr, te = synthetic_arrays((synthetic_size, max(synthetic_size // 5, synthetic_classes)), synthetic_classes,
+                              synthetic_resolution, seed)
     return ImageSplits(tr, te, synthetic_classes, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "synthetic",
                        [f"class{i}" for i in range(synthetic_classes)])

@@ -1,0 +1,73 @@
+"""Metric functions against hand-computed cases."""
+import math
+
+import pytest
+import torch
+
+from harness import metrics as mt
+
+
+def test_accuracy_nll_brier_by_hand():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.5, 3.0, 0.0], [1.0, 1.0, 5.0], [0.5, 0.2, 0.0]])
+    labels = torch.tensor([0, 2, 2, 1])
+    assert mt.topk_accuracy(logits, labels, 1) == pytest.approx(0.5)  # rows 0 and 2
+    assert mt.topk_accuracy(logits, labels, 2) == pytest.approx(0.75)  # + row 3's second guess
+    p = logits.softmax(-1)
+    expected_nll = -sum(math.log(p[i, labels[i]].item()) for i in range(4)) / 4
+    assert mt.nll(logits, labels) == pytest.approx(expected_nll, rel=1e-6)
+    expected_brier = sum(((p[i] - torch.eye(3)[labels[i]]) ** 2).sum().item() for i in range(4)) / 4
+    assert mt.brier(logits, labels) == pytest.approx(expected_brier, rel=1e-6)
+    # perfectly confident and right: Brier 0; confidently wrong: Brier 2
+    assert mt.brier(torch.tensor([[100.0, 0.0]]), torch.tensor([0])) == pytest.approx(0.0, abs=1e-6)
+    assert mt.brier(torch.tensor([[100.0, 0.0]]), torch.tensor([1])) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_ece_by_hand():
+    # two samples at confidence 0.9 (one right), two at 0.6 (both right)
+    l9 = math.log(0.9 / 0.1)
+    l6 = math.log(0.6 / 0.4)
+    logits = torch.tensor([[l9, 0.0], [l9, 0.0], [l6, 0.0], [l6, 0.0]])
+    labels = torch.tensor([0, 1, 0, 0])
+    # bins: |0.9 - 0.5| * 2/4 + |0.6 - 1.0| * 2/4 = 0.2 + 0.2
+    assert mt.ece(logits, labels) == pytest.approx(0.4, abs=1e-5)
+    count, conf, acc = mt.calibration_bins(logits, labels)
+    assert count.sum() == 4 and int(count[13]) == 2 and int(count[8]) == 2  # (13/15, 14/15] and (8/15, 9/15]
+
+
+def test_diversity_counts_pairs_by_hand():
+    labels = torch.tensor([0, 0, 0, 0, 0])
+    # head predictions: h0 = [0, 1, 1, 0, 1], h1 = [0, 0, 1, 1, 1]
+    h0 = torch.tensor([0, 1, 1, 0, 1])
+    h1 = torch.tensor([0, 0, 1, 1, 1])
+    head_logits = torch.stack([torch.nn.functional.one_hot(h, 2).float() for h in (h0, h1)], 1)
+    d = mt.diversity(head_logits, labels)
+    # N00 (both wrong) = 2 (samples 2, 4); single errors = 2 (samples 1, 3)
+    assert d["ratio_error"] == pytest.approx(1.0)
+    assert d["disagreement"] == pytest.approx(2 / 5)
+
+
+def test_ensemble_averages_logits_not_probabilities():
+    head_logits = torch.tensor([[[4.0, 0.0], [0.0, 1.0]]])  # (N=1, M=2, K=2)
+    assert torch.allclose(mt.ensemble_logits(head_logits), torch.tensor([[2.0, 0.5]]))
+    m = mt.classification_metrics(head_logits, torch.tensor([0]))
+    assert m["top1"] == 1.0 and m["head0_top1"] == 1.0 and m["head1_top1"] == 0.0
+    assert m["heads_mean_top1"] == 0.5
+    assert m["nll"] == pytest.approx(-math.log(torch.tensor([2.0, 0.5]).softmax(0)[0].item()), rel=1e-6)
+
+
+def test_temperature_scaling_lowers_nll_of_overconfident_logits():
+    torch.manual_seed(0)
+    n, k = 4000, 10
+    clean = 2 * torch.randn(n, k)
+    labels = torch.distributions.Categorical(logits=clean).sample()  # clean logits are calibrated...
+    overconfident = 4 * clean  # ...and 4x them over-confident
+    t = mt.fit_temperature(overconfident, labels)
+    assert 3.0 < t < 5.5  # recovers roughly the factor 4
+    assert mt.nll(overconfident / t, labels) < 0.8 * mt.nll(overconfident, labels)
+    heads = overconfident.unsqueeze(1)
+    cal = mt.calibrated_metrics(heads, labels)
+    assert cal["cal_nll"] < mt.nll(overconfident, labels) and cal["cal_ece"] < mt.ece(overconfident, labels)
+    assert "swap" in cal["calibration_protocol"]
+    cal_val = mt.calibrated_metrics(heads[:2000], labels[:2000], heads[2000:], labels[2000:])
+    assert "validation" in cal_val["calibration_protocol"]
+    assert cal_val["cal_nll"] < mt.nll(overconfident[:2000], labels[:2000])

@@ -1,0 +1,1 @@
+"""Results to tables and figures: reads trial result folders, never the trainer's internals."""

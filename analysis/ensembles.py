@@ -1,0 +1,41 @@
+"""Deep ensembles composed after the fact from members' saved test logits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from harness.metrics import classification_metrics
+
+# Keys that may differ between members of one deep ensemble.
+MEMBER_KEYS = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size", "download"}
+
+
+def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    trial_dir = Path(trial_dir)
+    config = yaml.safe_load((trial_dir / "config.yaml").read_text())
+    with np.load(trial_dir / "logits.npz", allow_pickle=False) as z:
+        return config, z["test_logits"], z["test_labels"]
+
+
+def compose_ensemble(trial_dirs: list[Path]) -> dict:
+    """Metrics of the deep ensemble of the given trials: every member's heads are pooled and their
+    logits averaged (members of equal M weigh equally). Members must differ only by seed."""
+    if len(trial_dirs) < 2:
+        raise ValueError("a deep ensemble needs at least 2 members")
+    members = [load_member(d) for d in trial_dirs]
+    recipe = lambda c: {k: v for k, v in c.items() if k not in MEMBER_KEYS}
+    first_cfg, _, labels = members[0]
+    for d, (cfg, _, lab) in zip(trial_dirs[1:], members[1:]):
+        diff = sorted(k for k in set(recipe(cfg)) | set(recipe(first_cfg)) if recipe(cfg).get(k) != recipe(first_cfg).get(k))
+        if diff:
+            raise ValueError(f"{d}: differs from {trial_dirs[0]} in {', '.join(diff)}, not only in seed")
+        if not np.array_equal(lab, labels):
+            raise ValueError(f"{d}: evaluated on different test images than {trial_dirs[0]}")
+    heads = torch.from_numpy(np.concatenate([m[1] for m in members], axis=1)).float()
+    out = classification_metrics(heads, torch.from_numpy(labels))
+    out["members"] = len(members)
+    out["seeds"] = [m[0]["seed"] for m in members]
+    return out

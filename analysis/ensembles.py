@@ -1,6 +1,7 @@
 """Deep ensembles composed after the fact from members' saved test logits."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,28 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]
     return out
+
+
+def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[dict]:
+    """Deep ensembles of k members for each (method, sizes) spec: finished trials that differ only
+    by seed are grouped, and the k lowest seeds of each group form the ensemble of size k."""
+    groups: dict[str, list[tuple[int, Path, dict]]] = {}
+    for d in trial_dirs:
+        cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
+        key = json.dumps({k: v for k, v in cfg.items() if k not in MEMBER_KEYS}, sort_keys=True)
+        groups.setdefault(key, []).append((cfg["seed"], Path(d), cfg))
+    rows = []
+    for method, sizes in specs:
+        for members in groups.values():
+            members.sort(key=lambda m: m[0])
+            cfg = members[0][2]
+            if cfg["method"] != method:
+                continue
+            for k in sizes:
+                if len(members) < k:
+                    continue
+                metrics = compose_ensemble([m[1] for m in members[:k]])
+                rows.append({"method": method, "model": cfg["model"], "depth": cfg["depth"], "width": cfg["width"],
+                             "M": cfg["M"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
+                             "member_trials": [m[1].name for m in members[:k]], **metrics})
+    return rows

@@ -24,6 +24,55 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _load_suite_arg(args):
+    from harness.suite import load_suite
+
+    return load_suite(args.suite, data_dir=getattr(args, "data_dir", None))
+
+
+def cmd_run(args) -> int:
+    from harness.sweep import run_sweep
+
+    suite = _load_suite_arg(args)
+    return run_sweep(suite, str(args.suite), address=args.address, restart=args.restart,
+                     dry_run=args.dry_run, tracking_uri=args.tracking_uri)
+
+
+def cmd_status(args) -> int:
+    from harness.sweep import status_table, trials_in_folder
+
+    target = Path(args.target)
+    if target.is_dir():
+        trials = trials_in_folder(target)
+        if not trials:
+            raise ConfigError(f"{target}: no trial folders (expected <trial_id>/config.yaml inside)")
+    else:
+        from harness.suite import expand, resolve_data_dir
+
+        suite = _load_suite_arg(argparse.Namespace(suite=target))
+        resolve_data_dir(suite)
+        trials = expand(suite, str(target))
+    print(status_table(trials))
+    return 0
+
+
+def cmd_sync(args) -> int:
+    from harness.suite import expand, resolve_data_dir
+    from harness.tracking import Tracker, default_tracking_uri
+
+    suite = _load_suite_arg(args)
+    resolve_data_dir(suite)
+    trials = expand(suite, str(args.suite))
+    uri = args.tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
+    tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
+    failed = {t.trial_id for t in trials if (t.trial_dir / "error.txt").exists()}
+    pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
+    if pending:
+        return 1
+    print(f"{uri}: {sum(t.trial_dir.exists() for t in trials)} trial(s) in sync")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
     train.add_argument("--restart", action="store_true", help="discard an existing checkpoint and results")
     train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help="run a suite's grid of trials on Ray Tune, tracked in MLflow (resumable)")
+    run.add_argument("suite", type=Path, help="suite YAML file")
+    run.add_argument("--address", default=None, help="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
+    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (else the suite's, else "
+                     "$MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db)")
+    run.add_argument("--data-dir", help="dataset folder (else the suite's data_dir, else $HARNESS_DATA_DIR)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    run.add_argument("--restart", action="store_true", help="delete this suite's trial folders and start clean")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="a table of a suite's trials and their states")
+    status.add_argument("target", help="suite YAML file, or a results/<suite> folder")
+    status.set_defaults(func=cmd_status)
+
+    sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")
+    sync.add_argument("suite", type=Path, help="suite YAML file")
+    sync.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
+    sync.set_defaults(func=cmd_sync)
     return parser
 
 

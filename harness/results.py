@@ -29,6 +29,7 @@ def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared store
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -53,13 +53,15 @@ def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int)
 
 
 def _test_fault(epoch: int, trial_id: str) -> None:
-    """Test-only fault injection: HARNESS_TEST_FAULT='kill@E' or 'raise@E', optionally '@substring'
-    of the trial id, acts after epoch E's checkpoint is written."""
+    """Test-only fault injection: HARNESS_TEST_FAULT='kill@E' or 'raise@E' acts after epoch E's
+    checkpoint is written ('E+': at every epoch from E on, so retries fail too); an optional
+    '@substring' limits it to the trials whose id contains it."""
     spec = os.environ.get("HARNESS_TEST_FAULT")
     if not spec:
         return
     action, at_epoch, *match = spec.split("@")
-    if int(at_epoch) != epoch or (match and match[0] not in trial_id):
+    hit = epoch >= int(at_epoch[:-1]) if at_epoch.endswith("+") else epoch == int(at_epoch)
+    if not hit or (match and match[0] not in trial_id):
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)

@@ -9,6 +9,11 @@ from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits
 SPLIT_SEED = 0
 
 
+def check_available(cfg) -> None:
+    """Raise DataError (where it looked, how to get it) if the trial's dataset cannot be found; reads nothing."""
+    DATASETS.get(cfg.dataset)(data_dir=cfg.data_dir, download=cfg.download, check_only=True)
+
+
 def load_dataset(cfg) -> ImageSplits:
     """The dataset a trial config asks for, with its subsets and held-out validation split applied."""
     data = DATASETS.get(cfg.dataset)(
@@ -29,4 +34,4 @@ def load_dataset(cfg) -> ImageSplits:
     return data
 
 
-__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "load_dataset"]
+__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "check_available", "load_dataset"]

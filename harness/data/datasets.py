@@ -174,25 +174,30 @@ def _is_image_folder(path: Path) -> bool:
     return (path / "train").is_dir() and (path / "test").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
 
 
-def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool) -> ImageSplits:
-    root = default_data_dir(data_dir)
+def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
+    """-> (reader, folder, description) of the first layout found under root, or (None, looked-at list)."""
     looked: list[str] = []
     for base in (root / name, root):
         looked.append(f"{base}/train.npz")
         if (base / "train.npz").exists():
-            tr, te, classes = read_npz_folder(base, num_classes)
-            return _splits(tr, te, num_classes, classes, f"npz folder {base}")
+            return (read_npz_folder, base, f"npz folder {base}"), looked
         for folder in (base / pickle_dir, base):
             looked.append(f"{folder}/ (official pickle files)")
-            marker = folder / ("train" if num_classes == 100 else "data_batch_1")
-            if marker.is_file():
-                tr, te, classes = read_cifar_pickle(folder, num_classes)
-                return _splits(tr, te, num_classes, classes, f"official pickle folder {folder}")
+            if (folder / ("train" if num_classes == 100 else "data_batch_1")).is_file():
+                return (read_cifar_pickle, folder, f"official pickle folder {folder}"), looked
         looked.append(f"{base}/train/<class>/*.png")
         if _is_image_folder(base):
-            tr, te, classes = read_image_folder(base, num_classes)
-            return _splits(tr, te, num_classes, classes, f"image folder {base}")
-    if download:
+            return (read_image_folder, base, f"image folder {base}"), looked
+    return None, looked
+
+
+def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool,
+           check_only: bool = False) -> ImageSplits | None:
+    root = default_data_dir(data_dir)
+    found, looked = _find_cifar(name, num_classes, pickle_dir, root)
+    if found is None and download:
+        if check_only:
+            return None
         import torchvision
 
         dataset_cls = torchvision.datasets.CIFAR100 if num_classes == 100 else torchvision.datasets.CIFAR10
@@ -202,13 +207,18 @@ def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, 
             dataset_cls(str(root), train=False, download=True)
         except Exception as err:
             raise DataError(f"downloading {name} into {root} failed: {err}") from None
-        tr, te, classes = read_cifar_pickle(root / pickle_dir, num_classes)
-        return _splits(tr, te, num_classes, classes, f"torchvision download into {root}")
-    raise DataError(
-        f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
-        f"Get it with `download: true` (or `--set download=true`), which lets torchvision fetch it into {root}, "
-        f"or point `data_dir` / --data-dir / $HARNESS_DATA_DIR at a folder holding one of the layouts above."
-    )
+        found = (read_cifar_pickle, root / pickle_dir, f"torchvision download into {root}")
+    if found is None:
+        raise DataError(
+            f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
+            f"Get it with `download: true` (or `--set download=true`), which lets torchvision fetch it into {root}, "
+            f"or point `data_dir` / --data-dir / $HARNESS_DATA_DIR at a folder holding one of the layouts above."
+        )
+    if check_only:
+        return None
+    reader, folder, description = found
+    tr, te, classes = reader(folder, num_classes)
+    return _splits(tr, te, num_classes, classes, description)
 
 
 def _splits(tr: ImageArrays, te: ImageArrays, num_classes: int, classes: list[str], source: str) -> ImageSplits:
@@ -216,17 +226,17 @@ def _splits(tr: ImageArrays, te: ImageArrays, num_classes: int, classes: list[st
 
 
 @DATASETS.register("cifar100")
-def cifar100(data_dir: Path | None = None, download: bool = False, **_) -> ImageSplits:
-    return _cifar("cifar100", 100, "cifar-100-python", data_dir, download)
+def cifar100(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
+    return _cifar("cifar100", 100, "cifar-100-python", data_dir, download, check_only)
 
 
 @DATASETS.register("cifar10")
-def cifar10(data_dir: Path | None = None, download: bool = False, **_) -> ImageSplits:
-    return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download)
+def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
+    return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
 
 
 @DATASETS.register("tinyimagenet")
-def tinyimagenet(data_dir: Path | None = None, **_) -> ImageSplits:
+def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
     root = default_data_dir(data_dir)
     candidates = [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root]
@@ -237,6 +247,8 @@ def tinyimagenet(data_dir: Path | None = None, **_) -> ImageSplits:
             "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
             "(data_dir / --data-dir / $HARNESS_DATA_DIR)."
         )
+    if check_only:
+        return None
     wnids = folder.joinpath("wnids.txt").read_text().split()
     label = {w: i for i, w in enumerate(wnids)}
     xs, ys = [], []
@@ -285,8 +297,11 @@ def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, 
 
 
 @DATASETS.register("synthetic")
-def synthetic(synthetic_size: int = 2000, synthetic_classes: int = 10, synthetic_resolution: int = 32, **_) -> ImageSplits:
+def synthetic(synthetic_size: int = 2000, synthetic_classes: int = 10, synthetic_resolution: int = 32,
+              check_only: bool = False, **_) -> ImageSplits:
     """Deterministic: the same arguments always give the same images (test set = a fifth of the size)."""
+    if check_only:
+        return None
     seed = synthetic_size * 1_000_003 + synthetic_classes * 1009 + synthetic_resolution
     tr, te = synthetic_arrays((synthetic_size, max(synthetic_size // 5, synthetic_classes)), synthetic_classes,
                               synthetic_resolution, seed)

@@ -1,0 +1,180 @@
+"""Suite files: a typed schema for a grid of trials, and its expansion into validated trial configs.
+
+    name: quickstart
+    base: {dataset: cifar100, depth: 10, epochs: 3}        # any trial key
+    grid: {method: [vanilla, cut_mixmo], width: [1, 2], seed: [0, 1]}
+    rules:                                                 # set keys on the trials that match `when`
+      - {when: {method: [mimo, linear_mixmo, cut_mixmo]}, set: {M: 2, b: 2}}
+    exclude: [{method: vanilla, width: 2}]                 # drop matching grid points
+    include: [{method: mixup, width: 1}]                   # extra trials (values may be lists)
+    ensembles: [{method: cutmix, sizes: [2, 3]}]           # deep ensembles composed from seeds
+    resources: {cpus: 1, gpus: 0.5}                        # per trial; fractional GPUs allowed
+    concurrency: 4
+    max_retries: 2
+    storage: results                                       # trial folders: <storage>/<name>/<trial_id>/
+    tracking: {uri: null, experiment: null}                # default sqlite:///<storage>/mlflow.db
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml
+
+Scalar = Union[str, int, float, bool, None]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Strict):
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)  # a fraction shares one GPU between trials
+
+
+class Tracking(Strict):
+    enabled: bool = True
+    uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db
+    experiment: Optional[str] = None  # None: the suite name
+
+
+class Rule(Strict):
+    when: dict[str, Union[Scalar, list[Scalar]]]
+    set: dict[str, Any]
+
+
+class EnsembleSpec(Strict):
+    method: str
+    sizes: list[int] = Field(min_length=1)
+
+    @field_validator("sizes")
+    @classmethod
+    def _at_least_two(cls, v):
+        if any(k < 2 for k in v):
+            raise ValueError(f"ensemble sizes must be >= 2, got {v}")
+        return v
+
+
+class Suite(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    exclude: list[dict[str, Union[Scalar, list[Scalar]]]] = Field(default_factory=list)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    ensembles: list[EnsembleSpec] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    concurrency: Optional[int] = Field(None, ge=1)
+    max_retries: int = Field(2, ge=0)
+    storage: str = "results"
+    tracking: Tracking = Field(default_factory=Tracking)
+
+    @field_validator("ensembles", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, dict) else v
+
+    @property
+    def suite_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+
+TRIAL_KEYS = set(TrialConfig.model_fields)
+
+
+def _check_keys(keys, where: str, source: str) -> None:
+    for key in keys:
+        if key not in TRIAL_KEYS:
+            raise ConfigError(f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(sorted(TRIAL_KEYS))}")
+        if key in ("name", "output_dir"):
+            raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
+
+
+def _matches(values: dict[str, Any], pattern: dict[str, Any]) -> bool:
+    def effective(key):
+        return values[key] if key in values else TrialConfig.model_fields[key].default
+
+    return all(effective(k) in (v if isinstance(v, list) else [v]) for k, v in pattern.items())
+
+
+def _product(d: dict[str, Any]) -> list[dict[str, Any]]:
+    keys = list(d)
+    lists = [v if isinstance(v, list) else [v] for v in d.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+
+
+def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
+    path = Path(path)
+    raw = load_yaml(path)
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(path)).replace(
+            "allowed keys: " + ", ".join(sorted(TrialConfig.model_fields)),
+            "allowed keys: " + ", ".join(Suite.model_fields))) from None
+    source = str(path)
+    _check_keys(suite.base, "base", source)
+    _check_keys(suite.grid, "grid", source)
+    for key, values in suite.grid.items():
+        if not values:
+            raise ConfigError(f"{source}: grid.{key}: empty list; give at least one value")
+    for i, rule in enumerate(suite.rules):
+        _check_keys(rule.when, f"rules[{i}].when", source)
+        _check_keys(rule.set, f"rules[{i}].set", source)
+    for i, pattern in enumerate(suite.exclude):
+        _check_keys(pattern, f"exclude[{i}]", source)
+    for i, extra in enumerate(suite.include):
+        _check_keys(extra, f"include[{i}]", source)
+    if data_dir is not None:
+        suite.base["data_dir"] = data_dir
+    return suite
+
+
+def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
+    """The suite's trials, validated, in grid order, without duplicates (same trial id)."""
+    points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
+    for extra in suite.include:
+        points += _product(extra)
+    storage = Path(suite.storage).resolve()
+    trials: dict[str, TrialConfig] = {}
+    for point in points:
+        values = {**suite.base, **point}
+        for rule in suite.rules:
+            if _matches(values, rule.when):
+                values.update(rule.set)
+        values.update(name=suite.name, output_dir=storage)
+        try:
+            cfg = TrialConfig.model_validate(values)
+        except ValidationError as err:
+            label = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise ConfigError(format_validation_error(err, f"{source}: trial ({label})") +
+                              "\n  (fix the value, or drop the combination with an `exclude` rule)") from None
+        trials.setdefault(cfg.trial_id, cfg)
+    if not trials:
+        raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
+    _check_ensembles(suite, list(trials.values()), source)
+    return list(trials.values())
+
+
+def _check_ensembles(suite: Suite, trials: list[TrialConfig], source: str) -> None:
+    for i, spec in enumerate(suite.ensembles):
+        seeds = {t.seed for t in trials if t.method == spec.method}
+        if not seeds:
+            raise ConfigError(f"{source}: ensembles[{i}].method: no trial of method {spec.method!r} in the suite")
+        if max(spec.sizes) > len(seeds):
+            raise ConfigError(f"{source}: ensembles[{i}].sizes: an ensemble of {max(spec.sizes)} needs as many seeds "
+                              f"of {spec.method}, the suite has {len(seeds)}")
+
+
+def resolve_data_dir(suite: Suite) -> None:
+    """Trials run in Ray workers with another working directory: make the data location absolute."""
+    import os
+
+    data_dir = suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
+    if data_dir:
+        suite.base["data_dir"] = str(Path(data_dir).resolve())

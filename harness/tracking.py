@@ -1,0 +1,199 @@
+"""MLflow tracking, reconciled from the trial folders.
+
+The trial folders are the source of truth; MLflow is a view of them. ``Tracker.sync_trial``
+sends whatever a trial folder holds that MLflow has not seen yet (params once, new history
+epochs, final metrics and artifacts), remembering what was sent in ``<trial>/mlflow.json``.
+A tracking outage therefore never loses anything and never stops training: what could not be
+sent is sent by the next ``harness run`` or by ``harness sync``.
+
+One parent run per sweep, one child run per trial (params = the flattened trial config; tags =
+method, width, M, seed, trial id; per-epoch metrics; final metrics; result files as artifacts).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from harness import results
+
+SYNC_STATE = "mlflow.json"
+PARENT_STATE = "mlflow_parent.json"
+EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
+ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS)
+TAG_KEYS = ("method", "model", "depth", "width", "M", "b", "seed", "dataset", "epochs", "trial_id")
+
+
+def default_tracking_uri(storage: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
+def _read_state(path: Path, uri: str) -> dict:
+    try:
+        return json.loads(path.read_text()).get(uri, {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(path: Path, uri: str, state: dict) -> None:
+    try:
+        everything = json.loads(path.read_text())
+    except (OSError, ValueError):
+        everything = {}
+    everything[uri] = state
+    results.write_json(path, everything)
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, suite_name: str, suite_dir: Path):
+        # A server that does not answer should cost seconds, not MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.experiment, self.suite_name = uri, experiment, suite_name
+        self.suite_dir = Path(suite_dir)
+        self.client = MlflowClient(uri)
+        self._experiment_id: str | None = None
+        self._parent: str | None = None
+
+    # --- runs
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+            else:
+                # Local stores keep artifacts beside the results; a server decides for itself.
+                local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
+                location = (self.suite_dir.parent.resolve() / "mlartifacts").as_uri() if local else None
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        return self._experiment_id
+
+    def parent_run_id(self, new: bool = False) -> str:
+        if self._parent is None:
+            state_file = self.suite_dir / PARENT_STATE
+            state = {} if new else _read_state(state_file, self.uri)
+            run_id = state.get("run_id")
+            if run_id is None:
+                run = self.client.create_run(self.experiment_id(), run_name=self.suite_name,
+                                             tags={"harness.suite": self.suite_name, "harness.role": "sweep"})
+                run_id = run.info.run_id
+                _write_state(state_file, self.uri, {"run_id": run_id})
+            self._parent = run_id
+        return self._parent
+
+    def sync_trial(self, trial_dir: Path, failed: bool = False) -> None:
+        """Send what the trial folder holds and MLflow lacks. Raises if the tracking store is unreachable."""
+        from mlflow.entities import Metric, Param
+
+        trial_dir = Path(trial_dir)
+        config_file = trial_dir / results.CONFIG
+        if not config_file.exists():
+            return  # not started yet
+        state_file = trial_dir / SYNC_STATE
+        state = _read_state(state_file, self.uri)
+        if state.get("final"):
+            return
+        config = yaml.safe_load(config_file.read_text())
+        run_id = state.get("run_id")
+        if run_id is None:
+            tags = {"mlflow.parentRunId": self.parent_run_id(), "harness.suite": self.suite_name,
+                    **{k: str(config.get(k)) for k in TAG_KEYS}}
+            run_id = self.client.create_run(self.experiment_id(), run_name=config["trial_id"], tags=tags).info.run_id
+            params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(config.items())]
+            for i in range(0, len(params), 100):
+                self.client.log_batch(run_id, params=params[i:i + 100])
+            state = {"run_id": run_id, "epochs": 0}
+            _write_state(state_file, self.uri, state)
+        now = int(time.time() * 1000)
+        history = _read_history(trial_dir / results.HISTORY)
+        new_rows = [r for r in history if int(r["epoch"]) > state["epochs"]]
+        metrics = [Metric(k, float(r[k]), now, int(r["epoch"])) for r in new_rows for k in EPOCH_METRICS if r.get(k) not in (None, "")]
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(run_id, metrics=metrics[i:i + 500])
+        if new_rows:
+            state["epochs"] = int(new_rows[-1]["epoch"])
+            _write_state(state_file, self.uri, state)
+        if results.is_finished(trial_dir):
+            final = results.read_json(trial_dir / results.METRICS)
+            step = int(config.get("epochs", 0))
+            numbers = [Metric(f"final_{k}", float(v), now, step) for k, v in sorted(final.items())
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")]
+            self.client.log_batch(run_id, metrics=numbers)
+            for name in ARTIFACTS:
+                if (trial_dir / name).exists():
+                    self.client.log_artifact(run_id, str(trial_dir / name))
+            self.client.set_terminated(run_id, "FINISHED")
+            state["final"] = True
+        elif failed and (trial_dir / results.ERROR).exists():
+            self.client.log_artifact(run_id, str(trial_dir / results.ERROR))
+            self.client.set_terminated(run_id, "FAILED")
+            state["final"] = True
+        _write_state(state_file, self.uri, state)
+
+    def finish_parent(self, artifacts: list[Path], status: str) -> None:
+        run_id = self.parent_run_id()
+        for path in artifacts:
+            if Path(path).exists():
+                self.client.log_artifact(run_id, str(path))
+        self.client.set_terminated(run_id, status)
+
+    def sync(self, trial_dirs: list[Path], failed: set[str] = frozenset()) -> list[str]:
+        """Sync every trial; returns the trial ids that could not be sent (the store is down)."""
+        pending = []
+        for i, d in enumerate(trial_dirs):
+            try:
+                self.sync_trial(d, failed=Path(d).name in failed)
+            except Exception as err:  # any failure of the store: keep the rest for later
+                pending = [Path(x).name for x in trial_dirs[i:]]
+                warn(f"tracking: could not reach {self.uri} ({type(err).__name__}: {str(err)[:200]}); "
+                     f"{len(pending)} trial(s) kept for later: run `harness sync` or the same `harness run`")
+                break
+        return pending
+
+
+class BackgroundTracker:
+    """Sends trial updates from a single background thread, so a slow or dead tracking store
+    never blocks the sweep. After a failure it stays quiet until the final ``Tracker.sync``."""
+
+    def __init__(self, tracker: Tracker | None):
+        self.tracker = tracker
+        self.pool = ThreadPoolExecutor(max_workers=1) if tracker else None
+        self.down = False
+
+    def update(self, trial_dir: Path) -> None:
+        if self.pool is not None and not self.down:
+            self.pool.submit(self._sync, trial_dir)
+
+    def _sync(self, trial_dir: Path) -> None:
+        if self.down:
+            return
+        try:
+            self.tracker.sync_trial(trial_dir)
+        except Exception as err:
+            self.down = True
+            warn(f"tracking: could not reach {self.tracker.uri} ({type(err).__name__}); training goes on, "
+                 f"and the results will be sent at the end of the sweep or by `harness sync`")
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _read_history(path: Path) -> list[dict]:
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)

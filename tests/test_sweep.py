@@ -1,0 +1,146 @@
+"""`harness run` on a real local Ray: a synthetic 2-method x 2-width suite, tracked in MLflow (sqlite)."""
+import csv
+import json
+import os
+import signal
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep_helpers import harness, harness_background, write_suite
+
+
+def trial_dirs(root):
+    return sorted(p for p in (root / "results" / "synth").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def child_runs(client, experiment="synth"):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    suite = write_suite(tmp)
+    proc = harness("run", suite)
+    return tmp, suite, proc
+
+
+def test_suite_runs_to_completion_with_result_folders(finished_sweep):
+    tmp, suite, proc = finished_sweep
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "suite synth: 4 trials (0 finished, 4 to run)" in proc.stdout
+    assert "4 finished" in proc.stdout
+    dirs = trial_dirs(tmp)
+    assert len(dirs) == 4
+    for d in dirs:
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert 0 <= metrics["top1"] <= 1 and metrics["trial_id"] == d.name
+        assert [r["epoch"] for r in csv.DictReader(open(d / "history.csv"))] == ["1", "2"]
+    # progress lines: counts by state and running trials' epochs
+    assert "done," in proc.stdout and "running" in proc.stdout and "epoch 1/2" in proc.stdout
+
+
+def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_sweep):
+    tmp, _, _ = finished_sweep
+    client = MlflowClient(f"sqlite:///{tmp / 'results' / 'mlflow.db'}")
+    parents, children = child_runs(client)
+    assert len(parents) == 1 and len(children) == 4
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    assert parents[0].info.status == "FINISHED"
+    for c in children:
+        assert c.info.status == "FINISHED"
+        assert {"method", "width", "M", "seed", "trial_id"} <= set(c.data.tags)
+        assert c.data.params["method"] in ("vanilla", "cut_mixmo") and c.data.params["depth"] == "10"
+        history = client.get_metric_history(c.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        assert "final_top1" in c.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert {"metrics.json", "history.csv", "config.yaml", "logits.npz"} <= artifacts
+
+
+def test_rerun_is_a_no_op_and_status_reports(finished_sweep):
+    tmp, suite, _ = finished_sweep
+    mtimes = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in trial_dirs(tmp)}
+    again = harness("run", suite)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "(4 finished, 0 to run)" in again.stdout
+    assert {d.name: (d / "metrics.json").stat().st_mtime_ns for d in trial_dirs(tmp)} == mtimes
+    status = harness("status", suite)
+    assert status.returncode == 0 and "4 finished" in status.stdout
+    folder_status = harness("status", tmp / "results" / "synth")
+    assert folder_status.returncode == 0 and folder_status.stdout.count("finished") >= 4
+    dry = harness("run", suite, "--dry-run")
+    assert dry.returncode == 0 and "cost:" in dry.stdout and "GPU-hours" in dry.stdout
+
+
+def test_driver_killed_mid_sweep_then_resumed(tmp_path):
+    """SIGKILL the driver while a trial is half-way; the same command finishes the sweep, keeps the
+    finished trials' files untouched and resumes the interrupted trial from its checkpoint."""
+    suite = write_suite(tmp_path, concurrency=1, grid={"method": ["vanilla"], "width": [1, 2], "seed": [0, 1]},
+                        base={"epochs": 6, "synthetic_size": 384}, ensembles={"method": "vanilla", "sizes": [2]})
+    proc = harness_background("run", suite, log=tmp_path / "first.log")
+    root = tmp_path / "results" / "synth"
+    partial = None
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        dirs = [d for d in root.glob("*-s*-*") if d.is_dir()] if root.exists() else []
+        finished = [d for d in dirs if (d / "metrics.json").exists()]
+        running = [d for d in dirs if not (d / "metrics.json").exists() and (d / "history.csv").exists()
+                   and len((d / "history.csv").read_text().splitlines()) >= 3]  # >= 2 epochs done
+        if finished and running:
+            partial = running[0]
+            break
+        time.sleep(0.2)
+    assert partial is not None, (tmp_path / "first.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    time.sleep(2)
+    before = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in finished}
+    rows_before = list(csv.DictReader(open(partial / "history.csv")))
+    second = harness("run", suite)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"({len(finished)} finished, {4 - len(finished)} to run)" in second.stdout
+    for d in finished:
+        assert (d / "metrics.json").stat().st_mtime_ns == before[d.name]
+    rows_after = list(csv.DictReader(open(partial / "history.csv")))
+    assert [r["epoch"] for r in rows_after] == [str(e) for e in range(1, 7)]  # no restarted or repeated epoch
+    assert rows_after[:len(rows_before)] == rows_before  # the epochs before the kill were kept, not redone
+    assert all((d / "metrics.json").exists() for d in root.glob("vanilla-*"))
+    ensembles = json.loads((root / "ensembles.json").read_text())
+    assert sorted(e["width"] for e in ensembles) == [1, 2] and all(e["members"] == 2 for e in ensembles)
+    assert "deep ensemble vanilla wrn-10-1 x2" in second.stdout
+
+
+def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
+    suite = write_suite(tmp_path, max_retries=1)
+    # every attempt of the width-2 Cut-MixMo trial raises after its first epoch; the others are untouched
+    proc = harness("run", suite, HARNESS_TEST_FAULT="raise@1+@cut_mixmo-wrn10x2")
+    assert proc.returncode == 1
+    assert "1 trial(s) failed" in proc.stderr and "cut_mixmo-wrn10x2" in proc.stderr
+    assert "retrying from its last checkpoint" in proc.stdout
+    root = tmp_path / "results" / "synth"
+    failed = next(root.glob("cut_mixmo-wrn10x2-*"))
+    assert "injected test fault" in (failed / "error.txt").read_text()
+    assert not (failed / "metrics.json").exists()
+    assert sum((d / "metrics.json").exists() for d in root.glob("*-M*-s0-*")) == 3
+    status = harness("status", suite)
+    assert "failed" in status.stdout and "injected test fault" in status.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
+    _, children = child_runs(client)
+    states = sorted(c.info.status for c in children)
+    assert states == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+
+
+def test_transient_failure_resumes_from_checkpoint(tmp_path):
+    suite = write_suite(tmp_path, max_retries=2, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 3})
+    proc = harness("run", suite, HARNESS_TEST_FAULT="raise@2")  # fails once, after epoch 2
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "retry 1" in proc.stdout
+    trial = next((tmp_path / "results" / "synth").glob("vanilla-*"))
+    assert [r["epoch"] for r in csv.DictReader(open(trial / "history.csv"))] == ["1", "2", "3"]

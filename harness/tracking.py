@@ -71,7 +71,7 @@ class Tracker:
             else:
                 # Local stores keep artifacts beside the results; a server decides for itself.
                 local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
-                location = (self.suite_dir.parent.resolve() / "mlartifacts").as_uri() if local else None
+                location = (self.suite_dir.parent.resolve() / "mlartifacts" / self.experiment).as_uri() if local else None
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         return self._experiment_id
 

@@ -1,0 +1,85 @@
+"""Tracking against a real `mlflow server` on localhost, and a tracking outage that loses nothing."""
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep_helpers import harness, write_suite
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp_path, port):
+    proc = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not come up: " + (tmp_path / "server.log").read_text()[-2000:])
+
+
+def runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} on {uri}"
+    found = client.search_runs([exp.experiment_id])
+    return client, [r for r in found if r.data.tags.get("harness.role") == "sweep"], \
+        [r for r in found if "mlflow.parentRunId" in r.data.tags]
+
+
+def test_outage_then_sync_then_live_server(tmp_path):
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    suite = write_suite(tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]})
+    # 1. the server is down: training is unaffected, what could not be logged is kept
+    down = harness("run", suite, "--tracking-uri", uri)
+    assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
+    assert "tracking: could not reach" in down.stderr and "harness sync" in down.stderr
+    assert "2 finished" in down.stdout
+    server = start_server(tmp_path, port)
+    try:
+        # 2. the server is back: `harness sync` sends everything
+        synced = harness("sync", suite, "--tracking-uri", uri)
+        assert synced.returncode == 0, synced.stdout + synced.stderr
+        client, parents, children = runs(uri, "synth")
+        assert len(parents) == 1 and len(children) == 2
+        for c in children:
+            assert c.info.status == "FINISHED"
+            assert sorted(m.step for m in client.get_metric_history(c.info.run_id, "test_top1")) == [1, 2]
+            assert "final_top1" in c.data.metrics
+            assert "metrics.json" in {a.path for a in client.list_artifacts(c.info.run_id)}
+        # a second sync sends nothing twice
+        assert harness("sync", suite, "--tracking-uri", uri).returncode == 0
+        assert len(runs(uri, "synth")[2]) == 2
+        assert len(client.get_metric_history(children[0].info.run_id, "test_top1")) == 2
+        # 3. a sweep tracked live on the server
+        (tmp_path / "live").mkdir()
+        live_suite = write_suite(tmp_path / "live", name="live", grid={"method": ["mimo"], "width": [1, 2]})
+        live = harness("run", live_suite, "--tracking-uri", uri)
+        assert live.returncode == 0, live.stdout[-3000:] + live.stderr[-3000:]
+        assert "could not reach" not in live.stderr
+        _, parents, children = runs(uri, "live")
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        assert sorted(c.data.tags["width"] for c in children) == ["1", "2"]
+        assert all(c.data.tags["M"] == "2" and c.info.status == "FINISHED" for c in children)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -1,0 +1,95 @@
+"""Suite files: grid expansion, and a specific error for each kind of bad file."""
+import pytest
+import yaml
+
+from harness.config import ConfigError
+from harness.suite import expand, load_suite
+from sweep_helpers import harness
+
+GOOD = {
+    "name": "t",
+    "base": {"dataset": "synthetic", "depth": 10, "epochs": 1},
+    "grid": {"method": ["vanilla", "cutmix", "cut_mixmo"], "width": [1, 2], "seed": [0, 1]},
+    "rules": [{"when": {"method": ["cut_mixmo"]}, "set": {"M": 2, "b": 4}}],
+    "exclude": [{"method": "vanilla", "width": 2}],
+    "include": [{"method": "mimo", "width": [1, 3], "M": 3}],
+    "ensembles": {"method": "cutmix", "sizes": [2]},
+}
+
+
+def suite_file(tmp_path, suite):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite) if isinstance(suite, dict) else suite)
+    return path
+
+
+def test_grid_rules_exclude_include(tmp_path):
+    path = suite_file(tmp_path, GOOD)
+    trials = expand(load_suite(path), str(path))
+    keys = [(t.method, t.width, t.seed, t.num_inputs, t.b) for t in trials]
+    assert len(trials) == 12 - 2 + 2  # 3 x 2 x 2, minus vanilla at width 2, plus 2 MIMO trials
+    assert ("vanilla", 2, 0, 1, 1) not in keys and ("cut_mixmo", 2, 1, 2, 4) in keys
+    assert ("mimo", 3, 0, 3, 1) in keys and ("cutmix", 1, 1, 1, 1) in keys
+    assert len({t.trial_id for t in trials}) == len(trials)
+    assert all(t.name == "t" and t.output_dir.is_absolute() for t in trials)
+    # ids are stable across expansions
+    assert [t.trial_id for t in expand(load_suite(path))] == [t.trial_id for t in trials]
+
+
+def with_(**changes):
+    suite = yaml.safe_load(yaml.safe_dump(GOOD))
+    for key, value in changes.items():
+        *parents, last = key.split("__")
+        node = suite
+        for p in parents:
+            node = node[p]
+        if value is DELETE:
+            node.pop(last)
+        else:
+            node[last] = value
+    return suite
+
+
+DELETE = object()
+
+BAD = [
+    (with_(colour="red"), r"colour: unknown key; allowed keys: name, description, base, grid"),
+    (with_(base__widht=4), r"base\.widht: unknown trial key; allowed keys: .*width"),
+    (with_(grid__lr_max=[0.1]), r"grid\.lr_max: unknown trial key"),
+    (with_(grid__width=[]), r"grid\.width: empty list; give at least one value"),
+    (with_(grid__width=2), r"grid\.width: Input should be a valid list"),
+    (with_(grid__method=["vanilla", "mixmo"]), r"trial \(method=mixmo, .*unknown method 'mixmo'; allowed: cut_mixmo"),
+    (with_(grid__width=[1, 0]), r"trial \(.*width=0.*width: Input should be greater than or equal to 1"),
+    (with_(base__depth=12), r"depth 12 does not fit the rule depth = 6n \+ 4"),
+    (with_(resources={"cpus": -1}), r"resources\.cpus: Input should be greater than 0"),
+    (with_(resources={"gpus": -0.5}), r"resources\.gpus: Input should be greater than or equal to 0"),
+    (with_(concurrency=0), r"concurrency: Input should be greater than or equal to 1"),
+    (with_(max_retries="often"), r"max_retries: Input should be a valid integer"),
+    (with_(ensembles={"method": "cutmix", "sizes": [1]}), r"ensemble sizes must be >= 2"),
+    (with_(ensembles={"method": "cutmix", "sizes": [3]}), r"ensembles\[0\]\.sizes: an ensemble of 3 needs as many seeds"),
+    (with_(ensembles={"method": "mixup", "sizes": [2]}), r"no trial of method 'mixup'"),
+    (with_(rules=[{"when": {"method": "cut_mixmo"}, "set": {"M": 1}}]), r"needs M >= 2 subnetworks"),
+    (with_(rules=[{"when": {"method": "cut_mixmo"}, "sett": {"M": 2}}]), r"rules\.0\.sett: unknown key"),
+    (with_(base__output_dir="/tmp/x"), r"base\.output_dir: set by the suite"),
+    (with_(name="my suite"), r"name: String should match pattern"),
+    (with_(exclude=[{"method": ["vanilla", "cutmix", "cut_mixmo"]}], include=[]), r"the suite has no trials"),
+    ("name: [unclosed\n", r"not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("suite, expected", BAD, ids=[b[1][:40] for b in BAD])
+def test_bad_suites_give_specific_errors(tmp_path, suite, expected):
+    path = suite_file(tmp_path, suite)
+    with pytest.raises(ConfigError, match="(?s)" + expected) as err:
+        expand(load_suite(path), str(path))
+    assert str(path) in str(err.value)
+
+
+def test_cli_refuses_missing_data_before_running_anything(tmp_path):
+    suite = with_(base__dataset="cifar100", base__data_dir=str(tmp_path / "no-data"), storage=str(tmp_path / "r"))
+    proc = harness("run", suite_file(tmp_path, suite), "--dry-run")
+    assert proc.returncode == 2
+    assert "cifar100 not found" in proc.stderr and str(tmp_path / "no-data") in proc.stderr
+    assert "Traceback" not in proc.stderr
+    bad = harness("run", suite_file(tmp_path, with_(grid__width=[])))
+    assert bad.returncode == 2 and "grid.width: empty list" in bad.stderr and "Traceback" not in bad.stderr

@@ -73,6 +73,36 @@ def cmd_sync(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from analysis.report import build_report
+
+    target = Path(args.target)
+    specs, expected, suite = None, {}, None
+    if target.is_dir():
+        suite_dir = target
+    else:
+        from harness.suite import expand, resolve_data_dir
+
+        suite = _load_suite_arg(argparse.Namespace(suite=target))
+        resolve_data_dir(suite)
+        expected = {t.trial_id: f"{t.method}, width {t.width}, seed {t.seed}" for t in expand(suite, str(target))}
+        specs = [(e.method, e.sizes) for e in suite.ensembles] or None
+        suite_dir = suite.suite_dir
+    if not suite_dir.is_dir():
+        raise ConfigError(f"{suite_dir}: no results yet (run `harness run` first)")
+    report = build_report(suite_dir, specs, expected)
+    print(f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, {len(report['figures'])} figure files)")
+    if report["missing"]:
+        print(f"{len(report['missing'])} trial(s) missing from the report:")
+        for tid, why in report["missing"].items():
+            print(f"  {tid}: {why}")
+    if suite is not None and suite.tracking.enabled:
+        from harness.tracking import log_report
+
+        log_report(suite, report["dir"], args.tracking_uri)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="a table of a suite's trials and their states")
     status.add_argument("target", help="suite YAML file, or a results/<suite> folder")
     status.set_defaults(func=cmd_status)
+
+    report = sub.add_parser("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
+    report.add_argument("target", help="suite YAML file, or a results/<suite> folder")
+    report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
+    report.set_defaults(func=cmd_report)
 
     sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")
     sync.add_argument("suite", type=Path, help="suite YAML file")

@@ -197,3 +197,17 @@ def _read_history(path: Path) -> list[dict]:
 
 def warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def log_report(suite, report_dir: Path, tracking_uri: str | None = None) -> None:
+    """Attach a report folder to the sweep's parent run (if the sweep has one); warn on an outage."""
+    uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
+    state = _read_state(suite.suite_dir / PARENT_STATE, uri)
+    if "run_id" not in state:
+        return
+    try:
+        tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
+        tracker.client.log_artifacts(state["run_id"], str(report_dir), artifact_path="report")
+        print(f"report logged to MLflow run {state['run_id']} ({uri})")
+    except Exception as err:
+        warn(f"tracking: could not log the report to {uri} ({type(err).__name__}: {str(err)[:200]})")

@@ -1,0 +1,73 @@
+"""Collect a sweep's result folders into one table (a row per trial), and compose deep ensembles."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis.ensembles import MEMBER_KEYS, ensembles_for
+
+GROUP_KEYS = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs"]
+
+
+def trial_state(trial_dir: Path) -> tuple[str, str]:
+    if (trial_dir / "metrics.json").exists():
+        return "finished", ""
+    if (trial_dir / "error.txt").exists():
+        return "failed", (trial_dir / "error.txt").read_text().strip().splitlines()[-1][:200]
+    return ("partial" if (trial_dir / "checkpoint.pt").exists() else "pending"), ""
+
+
+def collect(suite_dir: Path) -> pd.DataFrame:
+    """A row per trial folder: its config, state, and (finished trials) final metrics."""
+    rows = []
+    for config_file in sorted(Path(suite_dir).glob("*/config.yaml")):
+        trial_dir = config_file.parent
+        cfg = yaml.safe_load(config_file.read_text())
+        state, error = trial_state(trial_dir)
+        row = {**{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))}, "state": state, "error": error,
+               "trial_dir": str(trial_dir)}
+        if state == "finished":
+            metrics = json.loads((trial_dir / "metrics.json").read_text())
+            row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
+            row["train_gpu_hours"] = metrics["train_time_s"] / 3600 if metrics.get("device", "").startswith("cuda") else float("nan")
+            row["train_hours"] = metrics["train_time_s"] / 3600
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["members"] = 1
+    return frame
+
+
+def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None) -> pd.DataFrame:
+    """Deep ensembles from finished trials that differ only by seed. Without specs: every method
+    with at least two seeds, every size from 2 to its number of seeds."""
+    if frame.empty:
+        return frame
+    done = frame[frame.state == "finished"]
+    if specs is None:
+        keys = [k for k in GROUP_KEYS if k in done]
+        specs = []
+        for method, group in done.groupby("method"):
+            most = group.groupby(keys, dropna=False).seed.nunique().max()
+            if most >= 2:
+                specs.append((method, list(range(2, most + 1))))
+    rows = ensembles_for([Path(d) for d in done.trial_dir], specs)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    params = done.groupby(["model", "depth", "width", "method", "M"]).num_params.first()
+    out["num_params"] = [params.get((r.model, r.depth, r.width, r.method, r.M), float("nan")) * r.members
+                         for r in out.itertuples()]
+    by_trial = done.set_index("trial_id")
+    out["train_hours"] = [sum(by_trial.loc[t, "train_hours"] for t in members) for members in out.member_trials]
+    out["eval_time_s"] = [sum(by_trial.loc[t, "eval_time_s"] for t in members) for members in out.member_trials]
+    for key in ("msda", "b"):
+        out[key] = [by_trial.loc[members[0], key] for members in out.member_trials]
+    out["state"] = "finished"
+    return out
+
+
+__all__ = ["collect", "ensemble_rows", "GROUP_KEYS", "MEMBER_KEYS"]

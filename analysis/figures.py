@@ -1,0 +1,133 @@
+"""Figures (matplotlib): Fig. 2-style width plots, NLL/ECE against width, reliability diagrams,
+diversity against individual accuracy. Each function returns its Figure and saves PNG + SVG."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from analysis.tables import label  # noqa: E402
+from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
+
+STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+         "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
+ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]
+COLORS = dict(zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728"]))
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = [path.with_suffix(".png"), path.with_suffix(".svg")]
+    for p in out:
+        fig.savefig(p, bbox_inches="tight")
+    return out
+
+
+def _series(summary: pd.DataFrame):
+    """(label, colour, linestyle, rows sorted by width) for each method / ensemble size."""
+    keys = summary.assign(_order=summary.method.map(lambda m: ORDER.index(m) if m in ORDER else 99))
+    for (_, method, msda, members), rows in keys.groupby(["_order", "method", "msda", "members"], dropna=False):
+        rows = rows.sort_values("width")
+        yield label(rows.iloc[0]), COLORS.get(method, None), "--" if members > 1 else "-", rows
+
+
+def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
+    """Top-1 against width (Fig. 2 of the paper) and against parameter count; error bars = std over seeds."""
+    with plt.rc_context(STYLE):
+        fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(10, 4))
+        for name, color, style, rows in _series(summary):
+            err = 100 * rows.top1_std.fillna(0)
+            marker = "s" if style == "--" else "o"
+            ax_w.errorbar(rows.width, 100 * rows.top1_mean, yerr=err, label=name, color=color, ls=style, marker=marker, capsize=3)
+            ax_p.errorbar(rows.num_params_mean / 1e6, 100 * rows.top1_mean, yerr=err, label=name, color=color,
+                          ls=style, marker=marker, capsize=3)
+        ax_w.set_xlabel("width w")
+        ax_w.set_ylabel("top-1 accuracy (%)")
+        ax_w.set_title("Top-1 against width")
+        ax_w.set_xticks(sorted(summary.width.unique()))
+        ax_p.set_xlabel("parameters (millions)")
+        ax_p.set_xscale("log")
+        ax_p.set_title("Top-1 against parameters")
+        ax_w.legend(fontsize=8)
+        fig.suptitle(_network_title(summary))
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for metric, ax, title in (("nll", axes[0], "NLL"), ("ece", axes[1], "ECE (15 bins)")):
+            for name, color, style, rows in _series(summary):
+                ax.errorbar(rows.width, rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), label=name,
+                            color=color, ls=style, marker="o", capsize=3)
+            ax.set_xlabel("width w")
+            ax.set_ylabel(title)
+            ax.set_title(f"{title} against width (before temperature scaling)")
+            ax.set_xticks(sorted(summary.width.unique()))
+        axes[0].legend(fontsize=8)
+        fig.suptitle(_network_title(summary))
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
+    """Per method (its widest, lowest-seed finished trial): reliability diagrams before and after
+    temperature scaling, with the ECE in the title."""
+    done = trials[trials.state == "finished"].sort_values(["width", "seed"], ascending=[False, True])
+    picks = [done[done.method == m].iloc[0] for m in ORDER + sorted(set(done.method) - set(ORDER)) if (done.method == m).any()]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(picks), 2, figsize=(7, 3.2 * len(picks)), squeeze=False)
+        for row, trial in zip(axes, picks):
+            with np.load(Path(trial.trial_dir) / "logits.npz") as z:
+                logits = ensemble_logits(torch.from_numpy(z["test_logits"]))
+                labels = torch.from_numpy(z["test_labels"])
+            for ax, scaled, when in ((row[0], logits, "before"), (row[1], logits / trial.temperature, f"after (T = {trial.temperature:.2f})")):
+                count, conf, acc = calibration_bins(scaled, labels)
+                edges = np.linspace(0, 1, len(count) + 1)
+                centers = (edges[:-1] + edges[1:]) / 2
+                filled = count.numpy() > 0
+                ax.bar(centers[filled], acc.numpy()[filled], width=1 / len(count), edgecolor="black", alpha=0.7, label="accuracy")
+                ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+                ax.set_xlim(0, 1)
+                ax.set_ylim(0, 1)
+                ax.set_xlabel("confidence")
+                ax.set_ylabel("accuracy")
+                ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(scaled, labels):.4f}", fontsize=8)
+        axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) -> plt.Figure:
+    """Ratio-error between subnetworks (or ensemble members) against their mean individual top-1."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        multi = trials[(trials.state == "finished") & (trials.M > 1)] if "ratio_error" in trials else trials.iloc[:0]
+        for method, rows in multi.groupby("method"):
+            ax.scatter(100 * rows.heads_mean_top1, rows.ratio_error, label=f"{method} (heads)", color=COLORS.get(method), marker="o")
+        if not ensembles.empty:
+            for (method, k), rows in ensembles.groupby(["method", "members"]):
+                ax.scatter(100 * rows.heads_mean_top1, rows.ratio_error, label=f"{method} ensemble of {k} (members)",
+                           color=COLORS.get(method), marker="s", facecolors="none")
+        ax.set_xlabel("mean individual top-1 (%)")
+        ax.set_ylabel("ratio-error (N01 + N10) / N00")
+        ax.set_title("Diversity against individual accuracy, one point per trial")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def _network_title(summary: pd.DataFrame) -> str:
+    first = summary.iloc[0]
+    return f"{first.dataset}, {first.model}-{first.depth}-w, {int(first.epochs)} epochs"

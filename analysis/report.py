@@ -1,0 +1,88 @@
+"""`harness report`: a sweep's result folders -> tables (Markdown, CSV, LaTeX), figures (PNG, SVG)
+and an HTML page, results/<suite>/report/index.html. Works on a partial sweep and says what is missing."""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from analysis import figures, tables
+from analysis.collect import collect, ensemble_rows
+
+
+def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None,
+                 expected: dict[str, str] | None = None) -> dict:
+    """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing"}.
+    ``expected`` maps trial ids that should exist to a short description (from the suite file)."""
+    suite_dir = Path(suite_dir)
+    out = suite_dir / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    trials = collect(suite_dir)
+    missing = _missing(trials, expected or {})
+    report = {"dir": out, "tables": [], "figures": [], "missing": missing}
+    finished = trials[trials.state == "finished"] if not trials.empty else trials
+    sections = []
+    if finished.empty:
+        sections.append("<p>No finished trial yet.</p>")
+    else:
+        ensembles = ensemble_rows(trials, ensemble_specs)
+        rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
+        summary = tables.summarize(rows)
+        summary.to_csv(out / "summary_raw.csv", index=False)
+        main = tables.display_table(summary)
+        published = tables.published_vs_reproduced(summary)
+        report["tables"] += tables.write_table(main, out / "results", "Mean ± std over seeds (n = number of seeds).")
+        report["tables"] += tables.write_table(published, out / "published_vs_reproduced",
+                                               "Published top-1 (spec section 7) beside ours; difference = ours - published (midpoint).")
+        sections.append("<h2>Results</h2>" + main.to_html(index=False, classes="results", border=0))
+        sections.append("<h2>Published vs reproduced</h2>" + (published.to_html(index=False, border=0) if not published.empty
+                        else "<p>No setting of this sweep matches a published one (same dataset, network, width, method, M).</p>"))
+        figs = []
+        for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
+            stem = "{}_{}{}_{}ep".format(*key)
+            figs.append((f"Top-1 against width ({stem})", figures.width_figure(group, out / "figures" / f"width_{stem}")))
+            figs.append((f"NLL and ECE against width ({stem})", figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}")))
+        figs.append(("Reliability diagrams", figures.reliability_figure(finished, out / "figures" / "reliability")))
+        figs.append(("Diversity", figures.diversity_figure(finished, ensembles, out / "figures" / "diversity")))
+        for _, fig in figs:
+            plt.close(fig)
+        report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
+        for png in sorted((out / "figures").glob("*.png")):
+            sections.append(f'<h2>{html.escape(png.stem)}</h2><img src="figures/{png.name}" alt="{html.escape(png.stem)}">')
+    if missing:
+        items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
+        sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
+    (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
+    (out / "missing.json").write_text(json.dumps(missing, indent=2) + "\n")
+    return report
+
+
+def _missing(trials: pd.DataFrame, expected: dict[str, str]) -> dict[str, str]:
+    missing = {}
+    states = {} if trials.empty else dict(zip(trials.trial_id, zip(trials.state, trials.error)))
+    for tid, (state, error) in states.items():
+        if state != "finished":
+            missing[tid] = state + (f": {error}" if error else "")
+    for tid, what in expected.items():
+        if tid not in states:
+            missing[tid] = f"not started ({what})"
+    return missing
+
+
+def _page(name: str, total: int, finished: int, sections: list[str]) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}: harness report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }}
+th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
+th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} .missing {{ color: #a33; }}
+</style></head><body>
+<h1>Sweep <code>{html.escape(name)}</code></h1>
+<p>{finished} of {total} trials finished.</p>
+{''.join(sections)}
+</body></html>
+"""

@@ -1,0 +1,93 @@
+"""Comparison tables: mean +- std over seeds per setting, and published vs reproduced."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
+# (column, label, scale, decimals)
+METRICS = [
+    ("top1", "top-1 %", 100, 2), ("top5", "top-5 %", 100, 2), ("nll", "NLL", 1, 3), ("ece", "ECE", 1, 4),
+    ("brier", "Brier", 1, 4), ("cal_nll", "cal. NLL", 1, 3), ("cal_ece", "cal. ECE", 1, 4),
+    ("heads_mean_top1", "heads top-1 %", 100, 2), ("ratio_error", "ratio-error", 1, 3),
+    ("disagreement", "disagreement", 1, 3), ("num_params", "params (M)", 1e-6, 2),
+    ("train_hours", "train h", 1, 3), ("eval_time_s", "test s", 1, 2),
+]
+PUBLISHED = Path(__file__).with_name("published.csv")
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting (method, width, ensemble size, ...): mean and std of every metric over
+    seeds, and n, the number of seeds (or of ensembles) behind it."""
+    rows = rows[rows.state == "finished"].copy()
+    if "msda" not in rows:
+        rows["msda"] = "none"
+    present = [m for m, *_ in METRICS if m in rows]
+    grouped = rows.groupby(SETTING, dropna=False)
+    mean = grouped[present].mean()
+    std = grouped[present].std(ddof=1)  # NaN for n = 1
+    out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
+    out["n"] = grouped.size()
+    return out.reset_index().sort_values(["dataset", "model", "depth", "width", "members", "method"]).reset_index(drop=True)
+
+
+def _cell(mean: float, std: float, scale: float, decimals: int) -> str:
+    if mean != mean:  # NaN
+        return "-"
+    text = f"{mean * scale:.{decimals}f}"
+    return text + (f" ± {std * scale:.{decimals}f}" if std == std else "")
+
+
+def label(row) -> str:
+    name = row["method"] + (f" + {row['msda']}" if row.get("msda", "none") not in ("none", None) else "")
+    return name + (f" (ensemble of {int(row['members'])})" if row["members"] > 1 else "")
+
+
+def display_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The human-readable table: a row per method (and ensemble size), cells 'mean ± std'."""
+    out = pd.DataFrame({
+        "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
+        "method": [label(r) for _, r in summary.iterrows()],
+        "M": summary["M"].astype(int), "b": summary["b"].astype(int), "epochs": summary["epochs"].astype(int),
+        "n": summary["n"].astype(int),
+    })
+    for m, name, scale, decimals in METRICS:
+        if f"{m}_mean" in summary:
+            out[name] = [_cell(a, s, scale, decimals) for a, s in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
+    return out
+
+
+def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
+    """Our top-1 beside the published one for every setting the sweep shares with the paper."""
+    published = pd.read_csv(PUBLISHED, dtype={"b": "Int64"})
+    ours = summary[summary.members == 1]
+    keys = ["dataset", "model", "depth", "width", "method", "msda", "M"]
+    joined = ours.merge(published, on=keys, how="inner", suffixes=("", "_published"))
+    if joined.empty:
+        return pd.DataFrame(columns=["dataset", "network", "method", "M", "b", "epochs", "published top-1 %",
+                                     "ours top-1 %", "n", "difference"])
+    mid = (joined.top1_low + joined.top1_high) / 2
+    return pd.DataFrame({
+        "dataset": joined.dataset,
+        "network": [f"{r.model}-{r.depth}-{r.width}" for r in joined.itertuples()],
+        "method": [label(r) for _, r in joined.iterrows()],
+        "M": joined.M.astype(int), "b": joined.b.astype(int), "epochs": joined.epochs.astype(int),
+        "published top-1 %": [f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(joined.top1_low, joined.top1_high)],
+        "ours top-1 %": [_cell(a, s, 100, 2) for a, s in zip(joined.top1_mean, joined.top1_std)],
+        "n": joined.n.astype(int),
+        "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
+    })
+
+
+def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
+    """Markdown, CSV and LaTeX versions of a table."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    md, csv, tex = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")
+    md.write_text(f"{caption}\n\n" + (table.to_markdown(index=False) if not table.empty else "(no rows)") + "\n")
+    table.to_csv(csv, index=False)
+    tex.write_text(table.to_latex(index=False, caption=caption, escape=True))
+    return [md, csv, tex]
+
+
+__all__ = ["summarize", "display_table", "published_vs_reproduced", "write_table", "label"]

@@ -1,0 +1,160 @@
+"""`harness report` on fixture results with known numbers: aggregation, ensembles, published join,
+figures (checked on the matplotlib objects), the HTML page in headless Chromium, partial sweeps."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from analysis import figures, tables
+from analysis.collect import collect, ensemble_rows
+from analysis.report import build_report
+from harness.config import TrialConfig
+from harness.metrics import calibrated_metrics, classification_metrics
+
+N, K = 10, 3
+LABELS = np.arange(N) % K
+
+
+def head_logits(correct: list[bool], rng) -> np.ndarray:
+    """(N, K) logits whose argmax is right exactly where `correct` says, with random margins."""
+    out = rng.normal(0, 0.1, size=(N, K))
+    for i, ok in enumerate(correct):
+        target = LABELS[i] if ok else (LABELS[i] + 1) % K
+        out[i, target] += 2 + rng.random()
+    return out
+
+
+def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
+    """A finished trial folder as the trainer writes it, from logits with a known accuracy."""
+    config = TrialConfig(**{"dataset": "cifar100", "depth": 16, "width": 2, "epochs": 3, "seed": seed,
+                            "name": root.name, "output_dir": root.parent, **cfg})
+    rng = np.random.default_rng(seed * 100 + config.width)
+    heads = heads or [[i < round(accuracy * N) for i in range(N)]] * config.num_inputs
+    logits = np.stack([head_logits(h, rng) for h in heads], axis=1).astype(np.float16)
+    d = config.trial_dir
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({**config.model_dump(mode="json"), "trial_id": config.trial_id,
+                                                   "M": config.num_inputs, "lr": config.learning_rate}))
+    np.savez(d / "logits.npz", test_logits=logits, test_labels=LABELS)
+    t, y = torch.from_numpy(logits).float(), torch.from_numpy(LABELS)
+    metrics = {**classification_metrics(t, y), **calibrated_metrics(t, y), "trial_id": config.trial_id,
+               "num_params": 1_000_000 * config.width ** 2 * config.num_inputs, "train_time_s": 3600.0,
+               "eval_time_s": 2.0, "device": "cpu"}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "results" / "fixture"
+    for seed, acc in zip((0, 1, 2), (0.5, 0.6, 0.7)):
+        make_trial(root, seed, acc, method="vanilla")
+        make_trial(root, seed, acc, method="vanilla", width=4)
+    make_trial(root, 0, method="cut_mixmo", M=2, b=2, heads=[[True] * 6 + [False] * 4, [False] * 4 + [True] * 6])
+    make_trial(root, 0, method="cut_mixmo", M=2, b=2, width=4, heads=[[True] * 7 + [False] * 3] * 2)
+    return root
+
+
+def test_mean_and_std_over_seeds_are_exact(sweep):
+    summary = tables.summarize(collect(sweep))
+    row = summary[(summary.method == "vanilla") & (summary.width == 2) & (summary.members == 1)].iloc[0]
+    assert row.n == 3
+    assert row.top1_mean == pytest.approx(0.6) and row.top1_std == pytest.approx(0.1)  # ddof = 1
+    shown = tables.display_table(summary)
+    assert "60.00 ± 10.00" in shown["top-1 %"].tolist()
+    single = summary[(summary.method == "cut_mixmo") & (summary.width == 2)].iloc[0]
+    assert single.n == 1 and np.isnan(single.top1_std)
+    # two heads of 60% each whose errors do not overlap: ratio-error = 8 single errors / 0 shared
+    assert single.heads_mean_top1_mean == pytest.approx(0.6)
+
+
+def test_deep_ensemble_is_the_average_of_member_logits(sweep):
+    trials = collect(sweep)
+    ens = ensemble_rows(trials, [("vanilla", [2, 3])])
+    assert sorted(zip(ens.width, ens.members)) == [(2, 2), (2, 3), (4, 2), (4, 3)]
+    row = ens[(ens.width == 2) & (ens.members == 2)].iloc[0]
+    # by hand: average the logits of seeds 0 and 1 and count correct argmaxes
+    dirs = trials[(trials.method == "vanilla") & (trials.width == 2)].sort_values("seed").trial_dir.tolist()
+    avg = sum(np.load(f"{d}/logits.npz")["test_logits"].astype(np.float32)[:, 0] for d in dirs[:2]) / 2
+    assert row.top1 == pytest.approx((avg.argmax(1) == LABELS).mean())
+    assert row.num_params == 2 * 4_000_000 and row.train_hours == pytest.approx(2.0)
+
+
+def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
+    root = tmp_path / "results" / "paper"
+    make_trial(root, 0, 0.8, method="vanilla", depth=28, width=10)
+    make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, msda="cutmix", depth=28, width=10)
+    make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, depth=16, width=10)  # WRN-16: not in the paper
+    published = tables.published_vs_reproduced(tables.summarize(collect(root)))
+    assert len(published) == 2
+    vanilla = published[published.method == "vanilla"].iloc[0]
+    assert vanilla["published top-1 %"] == "81.79" and vanilla["ours top-1 %"] == "80.00"
+    assert vanilla["difference"] == "-1.79"
+    cut = published[published.method == "cut_mixmo + cutmix"].iloc[0]
+    assert cut["published top-1 %"] == "85.77-85.92" and float(cut["difference"]) == pytest.approx(90 - 85.845, abs=0.006)
+
+
+def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
+    trials = collect(sweep)
+    ens = ensemble_rows(trials, [("vanilla", [2])])
+    summary = tables.summarize(pd.concat([trials, ens], ignore_index=True))
+    fig = figures.width_figure(summary, tmp_path / "f" / "width")
+    ax_w, ax_p = fig.axes[:2]
+    assert ax_w.get_xlabel() == "width w" and ax_w.get_ylabel() == "top-1 accuracy (%)"
+    assert ax_p.get_xlabel() == "parameters (millions)" and ax_p.get_xscale() == "log"
+    legend = [t.get_text() for t in ax_w.get_legend().get_texts()]
+    assert legend == ["vanilla", "vanilla (ensemble of 2)", "cut_mixmo"]
+    vanilla_line = ax_w.get_lines()[0]
+    assert list(vanilla_line.get_xdata()) == [2, 4] and list(vanilla_line.get_ydata()) == pytest.approx([60, 60])
+    assert (tmp_path / "f" / "width.png").exists() and (tmp_path / "f" / "width.svg").exists()
+    cal = figures.calibration_width_figure(summary, tmp_path / "f" / "cal")
+    assert [a.get_ylabel() for a in cal.axes[:2]] == ["NLL", "ECE (15 bins)"]
+    rel = figures.reliability_figure(trials, tmp_path / "f" / "rel")
+    titles = [a.get_title() for a in rel.axes]
+    assert len(titles) == 4 and all("ECE" in t for t in titles)  # 2 methods x (before, after)
+    assert "before" in titles[0] and "after (T =" in titles[1]
+    div = figures.diversity_figure(trials, ens, tmp_path / "f" / "div")
+    assert div.axes[0].get_xlabel() == "mean individual top-1 (%)"
+    assert [t.get_text() for t in div.axes[0].get_legend().get_texts()] == ["cut_mixmo (heads)", "vanilla ensemble of 2 (members)"]
+
+
+def test_partial_sweep_report_says_what_is_missing(sweep):
+    failed = make_trial(sweep, 5, method="cutmix")
+    (failed / "metrics.json").unlink()
+    (failed / "error.txt").write_text("Traceback...\nRuntimeError: CUDA out of memory\n")
+    report = build_report(sweep, expected={"mimo-wrn16x2-M2-s0-00000000": "mimo, width 2, seed 0"})
+    assert report["missing"][failed.name] == "failed: RuntimeError: CUDA out of memory"
+    assert report["missing"]["mimo-wrn16x2-M2-s0-00000000"].startswith("not started")
+    page = (report["dir"] / "index.html").read_text()
+    assert "Missing (2 trials)" in page and "CUDA out of memory" in page
+    assert {p.name for p in report["figures"]} >= {"width_cifar100_wrn16_3ep.png", "reliability.svg", "diversity.png"}
+
+
+def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Debian's chromium is needed for this test (.ci/run installs it)")
+    report = build_report(sweep, [("vanilla", [2])])
+    page = report["dir"] / "index.html"
+    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<table" in dom.stdout and "vanilla (ensemble of 2)" in dom.stdout
+    assert "ERR_FILE_NOT_FOUND" not in dom.stderr and "Uncaught" not in dom.stderr
+    shot = tmp_path / "page.png"
+    subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # tables and figures drawn, not a blank page
+    for img in report["figures"]:
+        if img.suffix == ".png":
+            assert f'src="figures/{img.name}"' in page.read_text()

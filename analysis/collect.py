@@ -8,16 +8,9 @@ import pandas as pd
 import yaml
 
 from analysis.ensembles import MEMBER_KEYS, ensembles_for
+from harness.results import trial_state
 
 GROUP_KEYS = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs"]
-
-
-def trial_state(trial_dir: Path) -> tuple[str, str]:
-    if (trial_dir / "metrics.json").exists():
-        return "finished", ""
-    if (trial_dir / "error.txt").exists():
-        return "failed", (trial_dir / "error.txt").read_text().strip().splitlines()[-1][:200]
-    return ("partial" if (trial_dir / "checkpoint.pt").exists() else "pending"), ""
 
 
 def collect(suite_dir: Path) -> pd.DataFrame:
@@ -38,6 +31,8 @@ def collect(suite_dir: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["members"] = 1
+    frame.attrs["config_keys"] = sorted({k for config_file in Path(suite_dir).glob("*/config.yaml")
+                                         for k in yaml.safe_load(config_file.read_text())})
     return frame
 
 
@@ -64,8 +59,9 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
     by_trial = done.set_index("trial_id")
     out["train_hours"] = [sum(by_trial.loc[t, "train_hours"] for t in members) for members in out.member_trials]
     out["eval_time_s"] = [sum(by_trial.loc[t, "eval_time_s"] for t in members) for members in out.member_trials]
-    for key in ("msda", "b"):
-        out[key] = [by_trial.loc[members[0], key] for members in out.member_trials]
+    for key in frame.attrs.get("config_keys", []):  # the members' shared config, for grouping
+        if key not in out and key in by_trial:
+            out[key] = [by_trial.loc[members[0], key] for members in out.member_trials]
     out["state"] = "finished"
     return out
 

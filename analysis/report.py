@@ -30,7 +30,7 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
     else:
         ensembles = ensemble_rows(trials, ensemble_specs)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        summary = tables.summarize(rows)
+        summary = tables.summarize(rows, trials.attrs.get("config_keys", []))
         summary.to_csv(out / "summary_raw.csv", index=False)
         main = tables.display_table(summary)
         published = tables.published_vs_reproduced(summary)
@@ -43,11 +43,11 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
         figs = []
         for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
             stem = "{}_{}{}_{}ep".format(*key)
-            figs.append((f"Top-1 against width ({stem})", figures.width_figure(group, out / "figures" / f"width_{stem}")))
-            figs.append((f"NLL and ECE against width ({stem})", figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}")))
-        figs.append(("Reliability diagrams", figures.reliability_figure(finished, out / "figures" / "reliability")))
-        figs.append(("Diversity", figures.diversity_figure(finished, ensembles, out / "figures" / "diversity")))
-        for _, fig in figs:
+            figs.append(figures.width_figure(group, out / "figures" / f"width_{stem}"))
+            figs.append(figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}"))
+        figs.append(figures.reliability_figure(finished, out / "figures" / "reliability"))
+        figs.append(figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"))
+        for fig in figs:
             plt.close(fig)
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         for png in sorted((out / "figures").glob("*.png")):

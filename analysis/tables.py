@@ -17,19 +17,36 @@ METRICS = [
 PUBLISHED = Path(__file__).with_name("published.csv")
 
 
-def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+# Config keys that never make two trials different settings.
+NOT_SETTING = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size",
+               "download", "eval_every", "lr"}  # lr is derived from base_lr and b
+
+
+def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
+    """Recipe keys beyond SETTING whose values differ between trials (e.g. train_subset after an edit
+    of the suite): they split settings too, so that different recipes are never averaged together."""
+    return [k for k in config_keys if k in rows and k not in SETTING and k not in NOT_SETTING
+            and rows[k].astype(str).nunique() > 1]
+
+
+def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
     """One row per setting (method, width, ensemble size, ...): mean and std of every metric over
     seeds, and n, the number of seeds (or of ensembles) behind it."""
     rows = rows[rows.state == "finished"].copy()
     if "msda" not in rows:
         rows["msda"] = "none"
     present = [m for m, *_ in METRICS if m in rows]
-    grouped = rows.groupby(SETTING, dropna=False)
+    extra = varying_keys(rows, list(config_keys))
+    for k in extra:
+        rows[k] = rows[k].astype(str)
+    grouped = rows.groupby(SETTING + extra, dropna=False)
     mean = grouped[present].mean()
     std = grouped[present].std(ddof=1)  # NaN for n = 1
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n"] = grouped.size()
-    return out.reset_index().sort_values(["dataset", "model", "depth", "width", "members", "method"]).reset_index(drop=True)
+    out = out.reset_index().sort_values(["dataset", "model", "depth", "width", "members", "method"]).reset_index(drop=True)
+    out.attrs["extra_keys"] = extra
+    return out
 
 
 def _cell(mean: float, std: float, scale: float, decimals: int) -> str:
@@ -50,6 +67,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
         "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
         "method": [label(r) for _, r in summary.iterrows()],
         "M": summary["M"].astype(int), "b": summary["b"].astype(int), "epochs": summary["epochs"].astype(int),
+        **{k: summary[k] for k in summary.attrs.get("extra_keys", [])},
         "n": summary["n"].astype(int),
     })
     for m, name, scale, decimals in METRICS:

@@ -85,3 +85,18 @@ def read_json(path: Path) -> dict:
 
 def is_finished(trial_dir: Path) -> bool:
     return (Path(trial_dir) / METRICS).exists()
+
+
+def completed_epochs(trial_dir: Path) -> int:
+    path = Path(trial_dir) / HISTORY
+    return max(0, len(path.read_text().strip().splitlines()) - 1) if path.exists() else 0
+
+
+def trial_state(trial_dir: Path) -> tuple[str, str]:
+    """(state, error): finished | failed (with the error's last line) | partial | pending."""
+    trial_dir = Path(trial_dir)
+    if is_finished(trial_dir):
+        return "finished", ""
+    if (trial_dir / ERROR).exists():
+        return "failed", (trial_dir / ERROR).read_text().strip().splitlines()[-1][:200]
+    return ("partial" if (trial_dir / CHECKPOINT).exists() else "pending"), ""

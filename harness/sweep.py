@@ -25,27 +25,15 @@ from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import BackgroundTracker, Tracker, default_tracking_uri
 
 
-# --- trial states, read from the folders
-def trial_state(trial_dir: Path) -> tuple[str, str]:
-    """(state, detail): finished | failed | partial | pending."""
-    if results.is_finished(trial_dir):
-        m = results.read_json(trial_dir / results.METRICS)
-        return "finished", f"top1 {100 * m['top1']:.2f}%"
-    ckpt_epochs = _history_epochs(trial_dir)
-    if (trial_dir / results.ERROR).exists():
-        first_line = (trial_dir / results.ERROR).read_text().strip().splitlines()[-1][:80]
-        return "failed", f"after epoch {ckpt_epochs}: {first_line}"
-    if ckpt_epochs:
-        return "partial", f"epoch {ckpt_epochs}"
-    return "pending", ""
-
-
-def _history_epochs(trial_dir: Path) -> int:
-    path = trial_dir / results.HISTORY
-    if not path.exists():
-        return 0
-    lines = path.read_text().strip().splitlines()
-    return max(0, len(lines) - 1)
+def state_detail(trial_dir: Path) -> tuple[str, str]:
+    """A trial's state and a short detail for the status table."""
+    state, error = results.trial_state(trial_dir)
+    epochs = results.completed_epochs(trial_dir)
+    if state == "finished":
+        return state, f"top1 {100 * results.read_json(trial_dir / results.METRICS)['top1']:.2f}%"
+    if state == "failed":
+        return state, f"after epoch {epochs}: {error[:80]}"
+    return state, f"epoch {epochs}" if epochs else ""
 
 
 def trials_in_folder(suite_dir: Path) -> list[TrialConfig]:
@@ -64,14 +52,14 @@ def trials_in_folder(suite_dir: Path) -> list[TrialConfig]:
 def status_table(trials: list[TrialConfig]) -> str:
     rows = [("trial", "method", "width", "M", "b", "seed", "epochs", "state", "detail")]
     for cfg in trials:
-        state, detail = trial_state(cfg.trial_dir)
+        state, detail = state_detail(cfg.trial_dir)
         rows.append((cfg.trial_id, cfg.method, str(cfg.width), str(cfg.num_inputs), str(cfg.b), str(cfg.seed),
                      str(cfg.epochs), state, detail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     counts = {}
     for cfg in trials:
-        s = trial_state(cfg.trial_dir)[0]
+        s = results.trial_state(cfg.trial_dir)[0]
         counts[s] = counts.get(s, 0) + 1
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(lines)
@@ -80,12 +68,13 @@ def status_table(trials: list[TrialConfig]) -> str:
 def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
     flops = [trial_flops(t) for t in trials]
     todo = [f for t, f in zip(trials, flops) if not results.is_finished(t.trial_dir)]
-    hours = lambda f: f / (REFERENCE_TFLOPS * 1e12) / 3600
+    seconds = sum(todo) / (REFERENCE_TFLOPS * 1e12)
     done = len(trials) - len(todo)
     return (f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
             f"results in {suite.suite_dir.resolve()}\n"
             f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run "
-            f"(~{hours(sum(todo)):.2f} GPU-hours at {REFERENCE_TFLOPS:.0f} TFLOP/s, an H200 running compiled bf16)")
+            f"(~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
+            f"an H200 running compiled bf16)")
 
 
 # --- the trainable, run by Ray in a worker process

@@ -158,3 +158,14 @@ def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
     for img in report["figures"]:
         if img.suffix == ".png":
             assert f'src="figures/{img.name}"' in page.read_text()
+
+
+def test_trials_with_different_recipes_are_never_averaged_together(tmp_path):
+    root = tmp_path / "results" / "edited"
+    make_trial(root, 0, 0.5, method="vanilla", train_subset=1000)
+    make_trial(root, 0, 0.7, method="vanilla", train_subset=2000)  # the suite was edited and re-run
+    trials = collect(root)
+    summary = tables.summarize(trials, trials.attrs["config_keys"])
+    assert len(summary) == 2 and sorted(summary.top1_mean) == pytest.approx([0.5, 0.7])
+    assert summary.attrs["extra_keys"] == ["train_subset"]
+    assert sorted(tables.display_table(summary)["train_subset"]) == ["1000", "2000"]

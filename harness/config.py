@@ -77,31 +77,16 @@ class TrialConfig(BaseModel):
     eval_every: int = Field(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
     progress: bool = True
 
-    @field_validator("dataset")
+    @field_validator("dataset", "model", "method")
     @classmethod
-    def _known_dataset(cls, v: str) -> str:
+    def _registered(cls, v: str, info) -> str:
         from harness.data.datasets import DATASETS
-
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset {v!r}; allowed: {', '.join(DATASETS.names())}")
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, v: str) -> str:
+        from harness.methods import METHODS
         from harness.models import MODELS
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model {v!r}; allowed: {', '.join(MODELS.names())}")
-        return v
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, v: str) -> str:
-        from harness.methods import METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(METHODS.names())}")
+        registry = {"dataset": DATASETS, "model": MODELS, "method": METHODS}[info.field_name]
+        if v not in registry:
+            raise ValueError(f"unknown {info.field_name} {v!r}; allowed: {', '.join(registry.names())}")
         return v
 
     @model_validator(mode="after")

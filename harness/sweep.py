@@ -191,7 +191,6 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
               dry_run: bool = False, tracking_uri: str | None = None) -> int:
     resolve_data_dir(suite)
     trials = expand(suite, source)
-    by_id = {t.trial_id: t for t in trials}
     if restart and not dry_run:
         for t in trials:
             shutil.rmtree(t.trial_dir, ignore_errors=True)

@@ -6,7 +6,6 @@ end-of-epoch checkpoint (model, optimizer, RNG states) and ends with the same re
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time

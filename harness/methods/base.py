@@ -37,7 +37,7 @@ class Method:
         if not cls.single_network and M < 2:
             raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M}")
         if cls.single_network and cfg.msda != "none":
-            raise ValueError(f"msda is for multi-input methods; for a single network use method: mixup or cutmix")
+            raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
 
     def __init__(self, cfg, num_classes: int, mix_size: int):
         self.cfg = cfg

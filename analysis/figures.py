@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -53,6 +54,9 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         ax_w.set_xticks(sorted(summary.width.unique()))
         ax_p.set_xlabel("parameters (millions)")
         ax_p.set_xscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        ax_p.xaxis.set_major_formatter(plain)
+        ax_p.xaxis.set_minor_formatter(plain)
         ax_p.set_title("Top-1 against parameters")
         ax_w.legend(fontsize=8)
         fig.suptitle(_network_title(summary))

@@ -22,7 +22,7 @@ from harness.config import TrialConfig
 from harness.data import check_available
 from harness.cost import REFERENCE_TFLOPS, format_flops, trial_flops
 from harness.suite import Suite, expand, resolve_data_dir
-from harness.tracking import BackgroundTracker, Tracker, default_tracking_uri
+from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, default_tracking_uri
 
 
 def state_detail(trial_dir: Path) -> tuple[str, str]:
@@ -195,8 +195,8 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
         for t in trials:
             shutil.rmtree(t.trial_dir, ignore_errors=True)
     print(plan_text(suite, trials), flush=True)
-    for key in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
-        check_available(key)  # missing data fails here, with its message, not in every trial
+    for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
+        check_available(cfg)  # missing data fails here, with its message, not in every trial
     if dry_run:
         print(status_table(trials))
         return 0
@@ -206,7 +206,7 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
         uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
         tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
         if restart:
-            (suite.suite_dir / "mlflow_parent.json").unlink(missing_ok=True)
+            (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
     todo = [t for t in trials if not results.is_finished(t.trial_dir)]
     failed: set[str] = set()
@@ -241,8 +241,7 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
         tune.with_resources(run_trial, trial_resources),
         param_space={"cpus": suite.resources.cpus, "case": tune.grid_search(grid)},
         tune_config=tune.TuneConfig(max_concurrent_trials=suite.concurrency, reuse_actors=True,
-                                    trial_dirname_creator=lambda trial: trial.config["case"]["trial_id"],
-                                    trial_name_creator=lambda trial: trial.config["case"]["trial_id"]),
+                                    trial_dirname_creator=_tid, trial_name_creator=_tid),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(suite.suite_dir.resolve() / ".tune"),

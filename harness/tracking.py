@@ -75,10 +75,10 @@ class Tracker:
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         return self._experiment_id
 
-    def parent_run_id(self, new: bool = False) -> str:
+    def parent_run_id(self) -> str:
         if self._parent is None:
             state_file = self.suite_dir / PARENT_STATE
-            state = {} if new else _read_state(state_file, self.uri)
+            state = _read_state(state_file, self.uri)
             run_id = state.get("run_id")
             if run_id is None:
                 run = self.client.create_run(self.experiment_id(), run_name=self.suite_name,

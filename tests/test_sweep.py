@@ -144,3 +144,16 @@ def test_transient_failure_resumes_from_checkpoint(tmp_path):
     assert "retry 1" in proc.stdout
     trial = next((tmp_path / "results" / "synth").glob("vanilla-*"))
     assert [r["epoch"] for r in csv.DictReader(open(trial / "history.csv"))] == ["1", "2", "3"]
+
+
+def test_new_grid_values_run_alone_and_restart_runs_everything(tmp_path):
+    one = {"method": ["vanilla"], "width": [1]}
+    assert harness("run", write_suite(tmp_path, grid=one, base={"epochs": 1})).returncode == 0
+    first = next((tmp_path / "results" / "synth").glob("vanilla-wrn10x1-*")) / "metrics.json"
+    stamp = first.stat().st_mtime_ns
+    grown = harness("run", write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1, 2]}, base={"epochs": 1}))
+    assert grown.returncode == 0 and "(1 finished, 1 to run)" in grown.stdout
+    assert first.stat().st_mtime_ns == stamp
+    restarted = harness("run", tmp_path / "suite.yaml", "--restart")
+    assert restarted.returncode == 0 and "(0 finished, 2 to run)" in restarted.stdout
+    assert first.stat().st_mtime_ns != stamp

@@ -7,32 +7,30 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis.ensembles import MEMBER_KEYS, ensembles_for
+from analysis.ensembles import ensembles_for
+from analysis.tables import SETTING
 from harness.results import trial_state
-
-GROUP_KEYS = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs"]
 
 
 def collect(suite_dir: Path) -> pd.DataFrame:
     """A row per trial folder: its config, state, and (finished trials) final metrics."""
-    rows = []
+    rows, config_keys = [], set()
     for config_file in sorted(Path(suite_dir).glob("*/config.yaml")):
         trial_dir = config_file.parent
         cfg = yaml.safe_load(config_file.read_text())
+        config_keys |= set(cfg)
         state, error = trial_state(trial_dir)
         row = {**{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))}, "state": state, "error": error,
                "trial_dir": str(trial_dir)}
         if state == "finished":
             metrics = json.loads((trial_dir / "metrics.json").read_text())
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
-            row["train_gpu_hours"] = metrics["train_time_s"] / 3600 if metrics.get("device", "").startswith("cuda") else float("nan")
             row["train_hours"] = metrics["train_time_s"] / 3600
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["members"] = 1
-    frame.attrs["config_keys"] = sorted({k for config_file in Path(suite_dir).glob("*/config.yaml")
-                                         for k in yaml.safe_load(config_file.read_text())})
+    frame.attrs["config_keys"] = sorted(config_keys)
     return frame
 
 
@@ -43,7 +41,7 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
         return frame
     done = frame[frame.state == "finished"]
     if specs is None:
-        keys = [k for k in GROUP_KEYS if k in done]
+        keys = [k for k in SETTING if k in done and k != "members"]
         specs = []
         for method, group in done.groupby("method"):
             most = group.groupby(keys, dropna=False).seed.nunique().max()
@@ -66,4 +64,4 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
     return out
 
 
-__all__ = ["collect", "ensemble_rows", "GROUP_KEYS", "MEMBER_KEYS"]
+__all__ = ["collect", "ensemble_rows"]

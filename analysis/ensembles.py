@@ -14,6 +14,10 @@ from harness.metrics import classification_metrics
 MEMBER_KEYS = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size", "download"}
 
 
+def _recipe(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in MEMBER_KEYS}
+
+
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     trial_dir = Path(trial_dir)
     config = yaml.safe_load((trial_dir / "config.yaml").read_text())
@@ -27,10 +31,11 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
     if len(trial_dirs) < 2:
         raise ValueError("a deep ensemble needs at least 2 members")
     members = [load_member(d) for d in trial_dirs]
-    recipe = lambda c: {k: v for k, v in c.items() if k not in MEMBER_KEYS}
     first_cfg, _, labels = members[0]
+    first = _recipe(first_cfg)
     for d, (cfg, _, lab) in zip(trial_dirs[1:], members[1:]):
-        diff = sorted(k for k in set(recipe(cfg)) | set(recipe(first_cfg)) if recipe(cfg).get(k) != recipe(first_cfg).get(k))
+        other = _recipe(cfg)
+        diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
         if diff:
             raise ValueError(f"{d}: differs from {trial_dirs[0]} in {', '.join(diff)}, not only in seed")
         if not np.array_equal(lab, labels):
@@ -48,7 +53,7 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
     groups: dict[str, list[tuple[int, Path, dict]]] = {}
     for d in trial_dirs:
         cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
-        key = json.dumps({k: v for k, v in cfg.items() if k not in MEMBER_KEYS}, sort_keys=True)
+        key = json.dumps(_recipe(cfg), sort_keys=True)
         groups.setdefault(key, []).append((cfg["seed"], Path(d), cfg))
     rows = []
     for method, sizes in specs:

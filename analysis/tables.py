@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.ensembles import MEMBER_KEYS
+
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
 METRICS = [
@@ -18,8 +20,7 @@ PUBLISHED = Path(__file__).with_name("published.csv")
 
 
 # Config keys that never make two trials different settings.
-NOT_SETTING = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size",
-               "download", "eval_every", "lr"}  # lr is derived from base_lr and b
+NOT_SETTING = MEMBER_KEYS | {"eval_every", "lr"}  # lr is derived from base_lr and b
 
 
 def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
-from harness.data import ImageArrays, load_dataset
+from harness.data import load_dataset
 from harness.data.loader import EvalLoader, TrainLoader
 from harness.methods import METHODS
 from harness.metrics import calibrated_metrics, classification_metrics
@@ -87,6 +87,7 @@ class Trainer:
         )
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
+        self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
         self.start_epoch = 0
         self.elapsed = 0.0
@@ -138,12 +139,15 @@ class Trainer:
         return {"lr": lr, "train_loss": (loss_sum / seen).item(), "train_top1": (correct / seen).item()}
 
     @torch.no_grad()
-    def predict(self, arrays: ImageArrays) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head logits (N, M, K) in float32 on the CPU, and labels; the same image goes to every encoder."""
+    def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Head logits (N, M, K) of the "test" or "val" split in float32 on the CPU, and labels; the
+        same image goes to every encoder. Each split is uploaded to the device once."""
         self.model.eval()
-        d = self.data
+        if split not in self.eval_loaders:
+            d = self.data
+            self.eval_loaders[split] = EvalLoader(getattr(d, split), self.cfg.eval_batch_size, d.mean, d.std, self.device)
         outs, labels = [], []
-        for x, y in EvalLoader(arrays, self.cfg.eval_batch_size, d.mean, d.std, self.device):
+        for x, y in self.eval_loaders[split]:
             with self.autocast:
                 outs.append(self.model(x).float())
             labels.append(y)
@@ -168,7 +172,7 @@ class Trainer:
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar)}
             if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                logits, labels = self.predict(self.data.test)
+                logits, labels = self.predict("test")
                 ens = logits.mean(1)
                 row["test_top1"] = (ens.argmax(-1) == labels).float().mean().item()
                 row["test_nll"] = torch.nn.functional.cross_entropy(ens, labels).item()
@@ -194,12 +198,12 @@ class Trainer:
 
     def evaluate(self) -> dict:
         t0 = time.perf_counter()
-        logits, labels = self.predict(self.data.test)
+        logits, labels = self.predict("test")
         eval_time = time.perf_counter() - t0
         metrics = classification_metrics(logits, labels)
         arrays = {"test_logits": logits.half().numpy(), "test_labels": labels.numpy().astype(np.int64)}
         if self.data.val is not None:
-            val_logits, val_labels = self.predict(self.data.val)
+            val_logits, val_labels = self.predict("val")
             metrics.update(calibrated_metrics(logits, labels, val_logits, val_labels))
             arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
         else:

@@ -58,18 +58,18 @@ def cmd_status(args) -> int:
 
 def cmd_sync(args) -> int:
     from harness.suite import expand, resolve_data_dir
-    from harness.tracking import Tracker, default_tracking_uri
+    from harness.results import ERROR
+    from harness.tracking import Tracker
 
     suite = _load_suite_arg(args)
     resolve_data_dir(suite)
     trials = expand(suite, str(args.suite))
-    uri = args.tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
-    tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
-    failed = {t.trial_id for t in trials if (t.trial_dir / "error.txt").exists()}
+    tracker = Tracker.for_suite(suite, args.tracking_uri)
+    failed = {t.trial_id for t in trials if (t.trial_dir / ERROR).exists()}
     pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
     if pending:
         return 1
-    print(f"{uri}: {sum(t.trial_dir.exists() for t in trials)} trial(s) in sync")
+    print(f"{tracker.uri}: {sum(t.trial_dir.exists() for t in trials)} trial(s) in sync")
     return 0
 
 

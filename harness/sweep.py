@@ -22,7 +22,7 @@ from harness.config import TrialConfig
 from harness.data import check_available
 from harness.cost import REFERENCE_TFLOPS, format_flops, trial_flops
 from harness.suite import Suite, expand, resolve_data_dir
-from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, default_tracking_uri
+from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
 
 def state_detail(trial_dir: Path) -> tuple[str, str]:
@@ -43,24 +43,21 @@ def trials_in_folder(suite_dir: Path) -> list[TrialConfig]:
     trials = []
     for config_file in sorted(Path(suite_dir).glob("*/" + results.CONFIG)):
         raw = yaml.safe_load(config_file.read_text())
-        extra = {"trial_id", "M", "lr"}
-        cfg = TrialConfig.model_validate({k: v for k, v in raw.items() if k not in extra} | {"M": raw.get("M")})
-        trials.append(cfg)
+        derived = ("trial_id", "lr")  # written beside the config, not part of it
+        trials.append(TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived}))
     return trials
 
 
 def status_table(trials: list[TrialConfig]) -> str:
     rows = [("trial", "method", "width", "M", "b", "seed", "epochs", "state", "detail")]
+    counts: dict[str, int] = {}
     for cfg in trials:
         state, detail = state_detail(cfg.trial_dir)
+        counts[state] = counts.get(state, 0) + 1
         rows.append((cfg.trial_id, cfg.method, str(cfg.width), str(cfg.num_inputs), str(cfg.b), str(cfg.seed),
                      str(cfg.epochs), state, detail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    counts = {}
-    for cfg in trials:
-        s = results.trial_state(cfg.trial_dir)[0]
-        counts[s] = counts.get(s, 0) + 1
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(lines)
 
@@ -82,10 +79,9 @@ def run_trial(config: dict) -> None:
     from harness.trainer import Trainer
 
     cfg = TrialConfig.model_validate(config["case"]["trial"])
-    cpus = int(config.get("cpus", 1)) or 1
     import torch
 
-    torch.set_num_threads(max(1, cpus))
+    torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     try:
         trainer = Trainer(cfg, log=lambda s: None)
         report = lambda row: tune.report({**row, "trial_id": cfg.trial_id})
@@ -203,8 +199,7 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
     suite.suite_dir.mkdir(parents=True, exist_ok=True)
     tracker = None
     if suite.tracking.enabled:
-        uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
-        tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
+        tracker = Tracker.for_suite(suite, tracking_uri)
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send

@@ -62,6 +62,12 @@ class Tracker:
         self._experiment_id: str | None = None
         self._parent: str | None = None
 
+    @classmethod
+    def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
+        """The suite's tracker: --tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in storage."""
+        uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
+        return cls(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
+
     # --- runs
     def experiment_id(self) -> str:
         if self._experiment_id is None:
@@ -201,12 +207,12 @@ def warn(msg: str) -> None:
 
 def log_report(suite, report_dir: Path, tracking_uri: str | None = None) -> None:
     """Attach a report folder to the sweep's parent run (if the sweep has one); warn on an outage."""
-    uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
+    tracker = Tracker.for_suite(suite, tracking_uri)
+    uri = tracker.uri
     state = _read_state(suite.suite_dir / PARENT_STATE, uri)
     if "run_id" not in state:
         return
     try:
-        tracker = Tracker(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
         tracker.client.log_artifacts(state["run_id"], str(report_dir), artifact_path="report")
         print(f"report logged to MLflow run {state['run_id']} ({uri})")
     except Exception as err:

@@ -24,6 +24,51 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _bool_or_mode(value: str):
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def cmd_bench(args) -> int:
+    from harness.bench import run_bench, save
+    from harness.bench.runner import default_reference_workers
+
+    overrides = list(args.set or [])
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    cfg = load_trial_config(args.config, overrides)
+    for loader in args.loader or []:
+        if loader not in ("device", "ffcv"):
+            raise ConfigError(f"--loader {loader!r}: allowed: device, ffcv")
+    workers = args.reference_workers if args.reference_workers is not None else default_reference_workers()
+    result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision],
+                       [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile],
+                       args.loader or [cfg.loader], args.warmup, args.steps, workers, reference=not args.no_reference)
+    print()
+    print(result.table())
+    out = args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
+    print(f"\n{save(result, out)}")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from harness.config import build_config
+    from harness.data import load_dataset
+    from harness.data.ffcv_loader import beton_dir, beton_path, write_beton
+
+    raw = {"dataset": args.dataset}
+    if args.data_dir:
+        raw["data_dir"] = args.data_dir
+    if args.out:
+        raw["ffcv_dir"] = args.out
+    cfg = build_config(raw, "harness data prepare")
+    data = load_dataset(cfg)
+    for split in ("train", "test"):
+        arrays = getattr(data, split)
+        path = write_beton(arrays, beton_path(beton_dir(cfg), cfg.dataset, split), workers=args.workers)
+        print(f"{path}: {len(arrays)} images, {path.stat().st_size / 2**20:.1f} MiB")
+    return 0
+
+
 def _load_suite_arg(args):
     from harness.suite import load_suite
 
@@ -132,6 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("target", help="suite YAML file, or a results/<suite> folder")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
     report.set_defaults(func=cmd_report)
+
+    bench = sub.add_parser("bench", help="samples/s of the loader and the training step against the authors' pipeline")
+    bench.add_argument("config", type=Path, nargs="?", help="trial YAML file: dataset, model, method, M, b, ...")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    bench.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
+    bench.add_argument("--batch-size", type=int, nargs="+", help="batch sizes of the step (default: the config's)")
+    bench.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="precisions of the step")
+    bench.add_argument("--compile", nargs="+", help="false, true or a torch.compile mode (reduce-overhead, max-autotune)")
+    bench.add_argument("--loader", nargs="+", help="device and/or ffcv (default: the config's)")
+    bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, worker start-up)")
+    bench.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    bench.add_argument("--reference-workers", type=int, default=None, help="reference DataLoader workers (default: min(10, CPUs))")
+    bench.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
+    bench.add_argument("--json", type=Path, help="where to write the results (default results/bench/...json)")
+    bench.set_defaults(func=cmd_bench)
+
+    data = sub.add_parser("data", help="dataset utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_sub.add_parser("prepare", help="write a dataset's train/test splits as FFCV .beton files")
+    prepare.add_argument("dataset", help="a registered dataset (cifar10, cifar100, tinyimagenet, synthetic)")
+    prepare.add_argument("--format", choices=["ffcv"], default="ffcv", help="output format")
+    prepare.add_argument("--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); .beton files go to <data-dir>/ffcv")
+    prepare.add_argument("--out", help="folder for the .beton files (else <data-dir>/ffcv); point ffcv_dir at it")
+    prepare.add_argument("--workers", type=int, default=4, help="writer processes")
+    prepare.set_defaults(func=cmd_data_prepare)
 
     sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")
     sync.add_argument("suite", type=Path, help="suite YAML file")

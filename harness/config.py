@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,7 +72,12 @@ class TrialConfig(BaseModel):
 
     # --- execution
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast; about 2x the fp32 step on an H100/H200
+    loader: Literal["device", "ffcv"] = "device"  # device: the uint8 dataset lives on the training device
+    loader_workers: int = Field(8, ge=1)  # ffcv only: decoding threads
+    ffcv_dir: Optional[Path] = None  # ffcv only: where `harness data prepare` wrote the .beton files
+    channels_last: Optional[bool] = None  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = False  # torch.compile the model
     eval_batch_size: int = Field(500, ge=1)
     eval_every: int = Field(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
     progress: bool = True
@@ -112,7 +117,8 @@ class TrialConfig(BaseModel):
         return self.lr if self.lr is not None else self.base_lr / self.b
 
     # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
-    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress")
+    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress",
+                                               "loader", "loader_workers", "ffcv_dir", "channels_last", "compile")
 
     def recipe(self) -> dict[str, Any]:
         """The keys that determine the result, in a canonical JSON-able form."""

@@ -17,8 +17,8 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
-from harness.data import load_dataset
-from harness.data.loader import EvalLoader, TrainLoader
+from harness.data import build_train_loader, load_dataset
+from harness.data.loader import EvalLoader
 from harness.methods import METHODS
 from harness.metrics import calibrated_metrics, classification_metrics
 from harness.models import build_model, count_parameters
@@ -76,17 +76,24 @@ class Trainer:
         self.data = load_dataset(cfg)
         d = self.data
         self.model = build_model(cfg, d.num_classes).to(self.device)
+        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
         resolution = d.train.x.shape[1]
         self.method = METHODS.get(cfg.method)(cfg, d.num_classes, self.model.mix_size(resolution))
-        self.train_loader = TrainLoader(d.train, cfg.batch_size, cfg.b, d.mean, d.std, self.device,
-                                        cfg.crop_padding, cfg.flip)
+        self.train_loader = build_train_loader(cfg, d, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
             # The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly SGD's weight decay.
-            weight_decay=2 * cfg.l2 + cfg.weight_decay, foreach=True,
+            weight_decay=2 * cfg.l2 + cfg.weight_decay,
+            # one fused kernel for all parameters on CUDA; multi-tensor ops on the CPU
+            **({"fused": True} if self.device.type == "cuda" else {"foreach": True}),
         )
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                          if cfg.precision == "bf16" else nullcontext())
+        # Training runs the compiled module (same parameters); evaluation the eager one.
+        self.train_model = (torch.compile(self.model, mode=None if cfg.compile is True else cfg.compile)
+                            if cfg.compile else self.model)
         self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -110,24 +117,29 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
     # --- training
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, progress: float):
+        """One SGD step on a loader batch -> (loss, head logits, the method's batch); no host sync."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.method.prepare(x, y, progress=progress)
+        with self.autocast:
+            logits = self.train_model(batch.inputs, batch.mix)
+        loss = self.method.loss(logits, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss, logits, batch
+
     def train_epoch(self, epoch: int, progress_bar=None) -> dict:
-        cfg, model, method = self.cfg, self.model, self.method
-        model.train()
+        cfg = self.cfg
+        self.model.train()
         steps = len(self.train_loader)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         seen = 0
         for step, (x, y) in enumerate(self.train_loader):
             lr = learning_rate(cfg, epoch, step, steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            batch = method.prepare(x, y, progress=(epoch + step / steps) / cfg.epochs)
-            with self.autocast:
-                logits = model(batch.inputs, batch.mix)
-            loss = method.loss(logits, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss, logits, batch = self.step(x, y, lr, progress=(epoch + step / steps) / cfg.epochs)
             # accumulated on the device: one host sync per epoch
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(-1) == batch.labels).float().mean(1).sum()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits
+from harness.data.loader import TrainLoader
 
 # Subsets and the validation split use a fixed seed, so every trial of a sweep sees the same images.
 SPLIT_SEED = 0
@@ -21,6 +22,7 @@ def load_dataset(cfg) -> ImageSplits:
         synthetic_classes=cfg.synthetic_classes, synthetic_resolution=cfg.synthetic_resolution,
     )
     rng = np.random.default_rng(SPLIT_SEED)
+    data.train_total = len(data.train)
     order = rng.permutation(len(data.train))
     if cfg.val_size:
         if cfg.val_size >= len(order):
@@ -28,10 +30,21 @@ def load_dataset(cfg) -> ImageSplits:
         data.val, order = data.train.take(np.sort(order[: cfg.val_size])), order[cfg.val_size:]
     if cfg.train_subset is not None:
         order = order[: cfg.train_subset]
-    data.train = data.train.take(np.sort(order))
+    data.train_index = np.sort(order)
+    data.train = data.train.take(data.train_index)
     if cfg.test_subset is not None and cfg.test_subset < len(data.test):
         data.test = data.test.take(np.sort(rng.permutation(len(data.test))[: cfg.test_subset]))
     return data
 
 
-__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "check_available", "load_dataset"]
+def build_train_loader(cfg, data: ImageSplits, device):
+    """The training loader the config asks for: ``device`` (default) or ``ffcv``."""
+    if cfg.loader == "ffcv":
+        from harness.data.ffcv_loader import FFCVTrainLoader
+
+        return FFCVTrainLoader(cfg, data.train_index, data.train_total, cfg.batch_size, cfg.b, data.mean, data.std,
+                               device, cfg.crop_padding, cfg.flip, seed=cfg.seed)
+    return TrainLoader(data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip)
+
+
+__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "build_train_loader", "check_available", "load_dataset"]

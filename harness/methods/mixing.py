@@ -7,12 +7,13 @@ import torch
 def sample_beta(alpha: float, n: int, device) -> torch.Tensor:
     """n draws of Beta(alpha, alpha) (from torch's global RNG)."""
     a = torch.full((n,), float(alpha), device=device)
-    return torch.distributions.Beta(a, a).sample()
+    return torch.distributions.Beta(a, a, validate_args=False).sample()  # validation would sync with the host
 
 
 def sample_dirichlet(alpha: float, m: int, n: int, device) -> torch.Tensor:
     """(n, m) ratios ~ Dirichlet(alpha, ..., alpha), one row per sample."""
-    return torch.distributions.Dirichlet(torch.full((n, m), float(alpha), device=device)).sample()
+    concentration = torch.full((n, m), float(alpha), device=device)
+    return torch.distributions.Dirichlet(concentration, validate_args=False).sample()
 
 
 def box_masks(area: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -50,7 +50,10 @@ class MultiIONet(nn.Module):
         if x.dim() == 4:
             x = x.unsqueeze(1).expand(-1, m, -1, -1, -1)
         b, _, c, h, w = x.shape
-        encoded = self.encoders(x.reshape(b, m * c, h, w))
+        x = x.reshape(b, m * c, h, w)
+        if self.encoders.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # follow the weights' layout (NHWC on GPUs)
+        encoded = self.encoders(x)
         if m > 1:
             encoded = encoded.view(b, m, -1, *encoded.shape[-2:])
             encoded = (encoded if mix is None else encoded * mix).sum(1)

@@ -1,0 +1,219 @@
+"""`harness bench`: samples/s of the loader alone and of the full training step, after a warm-up,
+side by side with the reference pipeline (``reference.py``) timed in the same process.
+
+Samples count batch entries (repetitions included), as the batch size does. Every timed region
+ends with a device synchronisation.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from harness.config import TrialConfig
+from harness.methods.base import Method, MixedBatch
+from harness.models import build_model
+
+
+@dataclass
+class Row:
+    part: str  # "loader" or "step"
+    pipeline: str
+    batch_size: int
+    samples_per_s: float
+    ratio: float | None = None  # against the reference row of the same part
+    peak_memory_gb: float | None = None
+    seconds: float = 0.0
+    steps: int = 0
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    config: dict
+    device: str
+    device_name: str
+    torch: str
+    cpu_threads: int
+    rows: list[Row] = field(default_factory=list)
+
+    def table(self) -> str:
+        from tabulate import tabulate
+
+        body = [[r.part, r.pipeline, r.batch_size, f"{r.samples_per_s:,.0f}",
+                 "-" if r.ratio is None else f"{r.ratio:.2f}x",
+                 "-" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}", r.note] for r in self.rows]
+        return tabulate(body, headers=["part", "pipeline", "batch", "samples/s", "vs reference", "peak GB", "note"])
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cycle(make_iter: Callable[[], Iterator]) -> Iterator:
+    while True:
+        yield from make_iter()
+
+
+def timed(device: torch.device, work: Callable[[], object], warmup: int, steps: int) -> float:
+    """Seconds for ``steps`` calls of ``work`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        work()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        work()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _peak_gb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _variant(cfg: TrialConfig, **update) -> TrialConfig:
+    return TrialConfig(**{**cfg.model_dump(), **update})
+
+
+def _label(cfg: TrialConfig, channels_last: bool) -> str:
+    parts = [cfg.loader + " loader", cfg.precision]
+    if channels_last:
+        parts.append("channels_last")
+    if cfg.compile:
+        parts.append("compiled" if cfg.compile is True else f"compiled ({cfg.compile})")
+    return ", ".join(parts)
+
+
+def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], compiles: list,
+              loaders: list[str], warmup: int, steps: int, reference_workers: int, reference: bool = True,
+              log: Callable[[str], None] = print) -> BenchResult:
+    from harness.bench.reference import reference_loader
+    from harness.trainer import Trainer, resolve_device
+
+    cfg = _variant(cfg, progress=False)
+    device = resolve_device(cfg.device)
+    result = BenchResult(
+        config={**cfg.recipe(), "device": cfg.device, "batch_sizes": batch_sizes, "precisions": precisions,
+                "compiles": compiles, "loaders": loaders, "warmup": warmup, "steps": steps,
+                "reference_workers": reference_workers},
+        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        torch=torch.__version__, cpu_threads=torch.get_num_threads(),
+    )
+
+    def add(row: Row) -> None:
+        result.rows.append(row)
+        log(f"  {row.part:6s} {row.pipeline:60s} batch {row.batch_size:4d}: {row.samples_per_s:10,.0f} samples/s")
+
+    base = Trainer(_variant(cfg, batch_size=batch_sizes[0]), log=lambda s: None)
+    data, bs0 = base.data, batch_sizes[0]
+    ref_loader_rate = ref_step_rate = None
+    log(f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
+        f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps")
+
+    # --- the loaders alone (each batch through the method: pairing, masks, targets)
+    if reference:
+        ref = reference_loader(data.train, base.method, data.mean, data.std, bs0, cfg.b, reference_workers,
+                               pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
+        batches = _cycle(lambda: iter(ref))
+        seconds = timed(device, lambda: next(batches), warmup, steps)
+        batches.close()  # stops the workers before the next measurement
+        ref_loader_rate = steps * bs0 / seconds
+        add(Row("loader", f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing", bs0,
+                ref_loader_rate, seconds=seconds, steps=steps))
+    for loader in loaders:
+        trainer = base if loader == cfg.loader else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None)
+        batches = _cycle(lambda: iter(trainer.train_loader))
+
+        def load_and_mix():
+            x, y = next(batches)
+            return trainer.method.prepare(x, y, progress=0.5)
+
+        seconds = timed(device, load_and_mix, warmup, steps)
+        rate = steps * bs0 / seconds
+        add(Row("loader", f"{loader} loader + batched mixing on {device.type}", bs0, rate,
+                ratio=rate / ref_loader_rate if ref_loader_rate else None, seconds=seconds, steps=steps))
+
+    # --- the full training step
+    if reference:
+        ref_step_rate = _reference_step(cfg, data, base.method, bs0, device, reference_workers, warmup, steps, add)
+    for bs, precision, compile_mode, loader in itertools.product(batch_sizes, precisions, compiles, loaders):
+        variant = _variant(cfg, batch_size=bs, precision=precision, compile=compile_mode, loader=loader)
+        _reset_peak(device)
+        try:
+            trainer = Trainer(variant, log=lambda s: None)
+            batches = _cycle(lambda: iter(trainer.train_loader))
+
+            def step():
+                x, y = next(batches)
+                return trainer.step(x, y, lr=1e-3, progress=0.5)
+
+            seconds = timed(device, step, warmup, steps)
+        except Exception as err:  # a variant that cannot run here (compile without a compiler, OOM) is reported
+            add(Row("step", _label(variant, False), bs, float("nan"), note=f"failed: {type(err).__name__}: {err}"[:200]))
+            continue
+        rate = steps * bs / seconds
+        channels_last = trainer.model.encoders.weight.is_contiguous(memory_format=torch.channels_last)
+        add(Row("step", _label(variant, channels_last), bs, rate,
+                ratio=rate / ref_step_rate if ref_step_rate else None, peak_memory_gb=_peak_gb(device),
+                seconds=seconds, steps=steps))
+        del trainer
+    return result
+
+
+def _reference_step(cfg, data, method, batch_size, device, workers, warmup, steps, add) -> float:
+    """The authors' way: PIL loader, host-to-device copy, fp32 eager NCHW model, per-parameter SGD."""
+    from harness.bench.reference import reference_loader
+
+    _reset_peak(device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, data.num_classes).to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                                weight_decay=2 * cfg.l2, foreach=False)
+    ref = reference_loader(data.train, method, data.mean, data.std, batch_size, cfg.b, workers,
+                           pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
+    batches = _cycle(lambda: iter(ref))
+
+    def step():
+        b = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        batch = MixedBatch(b["inputs"], b.get("mix"), b["targets"], b["labels"])
+        loss = Method.loss(model(batch.inputs, batch.mix), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    seconds = timed(device, step, warmup, steps)
+    batches.close()
+    rate = steps * batch_size / seconds
+    add(Row("step", f"reference: PIL loader ({workers} workers), fp32 eager", batch_size, rate,
+            peak_memory_gb=_peak_gb(device), seconds=seconds, steps=steps))
+    del model, optimizer
+    return rate
+
+
+def save(result: BenchResult, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_json(), indent=1))
+    return path
+
+
+def default_reference_workers() -> int:
+    return min(10, os.cpu_count() or 1)  # the authors' loader used 10 workers

@@ -42,7 +42,7 @@ def cmd_bench(args) -> int:
     workers = args.reference_workers if args.reference_workers is not None else default_reference_workers()
     result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision],
                        [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile],
-                       args.loader or [cfg.loader], args.warmup, args.steps, workers, reference=not args.no_reference)
+                       args.loader or [cfg.loader], args.warmup, args.steps, args.loader_steps, workers, reference=not args.no_reference)
     print()
     print(result.table())
     out = args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
@@ -55,7 +55,9 @@ def cmd_data_prepare(args) -> int:
     from harness.data import load_dataset
     from harness.data.ffcv_loader import beton_dir, beton_path, write_beton
 
-    raw = {"dataset": args.dataset}
+    from harness.config import parse_overrides
+
+    raw = {"dataset": args.dataset, **parse_overrides(list(args.set or []))}
     if args.data_dir:
         raw["data_dir"] = args.data_dir
     if args.out:
@@ -187,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compile", nargs="+", help="false, true or a torch.compile mode (reduce-overhead, max-autotune)")
     bench.add_argument("--loader", nargs="+", help="device and/or ffcv (default: the config's)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, worker start-up)")
-    bench.add_argument("--steps", type=int, default=20, help="timed steps per row")
+    bench.add_argument("--steps", type=int, default=20, help="timed training steps per row")
+    bench.add_argument("--loader-steps", type=int, default=200, help="timed batches per loader row")
     bench.add_argument("--reference-workers", type=int, default=None, help="reference DataLoader workers (default: min(10, CPUs))")
     bench.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     bench.add_argument("--json", type=Path, help="where to write the results (default results/bench/...json)")
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); .beton files go to <data-dir>/ffcv")
     prepare.add_argument("--out", help="folder for the .beton files (else <data-dir>/ffcv); point ffcv_dir at it")
     prepare.add_argument("--workers", type=int, default=4, help="writer processes")
+    prepare.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset keys (e.g. synthetic_size=500)")
     prepare.set_defaults(func=cmd_data_prepare)
 
     sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")

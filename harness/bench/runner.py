@@ -56,6 +56,16 @@ class BenchResult:
         return {**asdict(self), "rows": [asdict(r) for r in self.rows]}
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -102,8 +112,8 @@ def _label(cfg: TrialConfig, channels_last: bool) -> str:
 
 
 def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], compiles: list,
-              loaders: list[str], warmup: int, steps: int, reference_workers: int, reference: bool = True,
-              log: Callable[[str], None] = print) -> BenchResult:
+              loaders: list[str], warmup: int, steps: int, loader_steps: int, reference_workers: int,
+              reference: bool = True, log: Callable[[str], None] = print) -> BenchResult:
     from harness.bench.reference import reference_loader
     from harness.trainer import Trainer, resolve_device
 
@@ -111,9 +121,9 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
     device = resolve_device(cfg.device)
     result = BenchResult(
         config={**cfg.recipe(), "device": cfg.device, "batch_sizes": batch_sizes, "precisions": precisions,
-                "compiles": compiles, "loaders": loaders, "warmup": warmup, "steps": steps,
+                "compiles": compiles, "loaders": loaders, "warmup": warmup, "steps": steps, "loader_steps": loader_steps,
                 "reference_workers": reference_workers},
-        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         torch=torch.__version__, cpu_threads=torch.get_num_threads(),
     )
 
@@ -125,46 +135,37 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
     data, bs0 = base.data, batch_sizes[0]
     ref_loader_rate = ref_step_rate = None
     log(f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
-        f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps")
+        f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps "
+        f"({loader_steps} for the loaders)")
 
     # --- the loaders alone (each batch through the method: pairing, masks, targets)
     if reference:
         ref = reference_loader(data.train, base.method, data.mean, data.std, bs0, cfg.b, reference_workers,
                                pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
         batches = _cycle(lambda: iter(ref))
-        seconds = timed(device, lambda: next(batches), warmup, steps)
+        seconds = timed(device, lambda: next(batches), warmup, loader_steps)
         batches.close()  # stops the workers before the next measurement
-        ref_loader_rate = steps * bs0 / seconds
+        ref_loader_rate = loader_steps * bs0 / seconds
         add(Row("loader", f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing", bs0,
-                ref_loader_rate, seconds=seconds, steps=steps))
+                ref_loader_rate, seconds=seconds, steps=loader_steps))
     for loader in loaders:
-        trainer = base if loader == cfg.loader else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None)
-        batches = _cycle(lambda: iter(trainer.train_loader))
-
-        def load_and_mix():
-            x, y = next(batches)
-            return trainer.method.prepare(x, y, progress=0.5)
-
-        seconds = timed(device, load_and_mix, warmup, steps)
-        rate = steps * bs0 / seconds
+        same = loader == cfg.loader
+        seconds = _time_trainer(base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
+                                device, warmup, loader_steps, train=False)
+        rate = loader_steps * bs0 / seconds
         add(Row("loader", f"{loader} loader + batched mixing on {device.type}", bs0, rate,
-                ratio=rate / ref_loader_rate if ref_loader_rate else None, seconds=seconds, steps=steps))
+                ratio=rate / ref_loader_rate if ref_loader_rate else None, seconds=seconds, steps=loader_steps))
 
     # --- the full training step
     if reference:
         ref_step_rate = _reference_step(cfg, data, base.method, bs0, device, reference_workers, warmup, steps, add)
+    del base
     for bs, precision, compile_mode, loader in itertools.product(batch_sizes, precisions, compiles, loaders):
         variant = _variant(cfg, batch_size=bs, precision=precision, compile=compile_mode, loader=loader)
         _reset_peak(device)
         try:
             trainer = Trainer(variant, log=lambda s: None)
-            batches = _cycle(lambda: iter(trainer.train_loader))
-
-            def step():
-                x, y = next(batches)
-                return trainer.step(x, y, lr=1e-3, progress=0.5)
-
-            seconds = timed(device, step, warmup, steps)
+            seconds = _time_trainer(trainer, device, warmup, steps, train=True)
         except Exception as err:  # a variant that cannot run here (compile without a compiler, OOM) is reported
             add(Row("step", _label(variant, False), bs, float("nan"), note=f"failed: {type(err).__name__}: {err}"[:200]))
             continue
@@ -173,8 +174,21 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
         add(Row("step", _label(variant, channels_last), bs, rate,
                 ratio=rate / ref_step_rate if ref_step_rate else None, peak_memory_gb=_peak_gb(device),
                 seconds=seconds, steps=steps))
-        del trainer
+        del trainer  # free its memory before the next variant
     return result
+
+
+def _time_trainer(trainer, device: torch.device, warmup: int, steps: int, train: bool) -> float:
+    """The trainer's loader and the method's batch preparation, plus the SGD step if ``train``."""
+    batches = _cycle(lambda: iter(trainer.train_loader))
+
+    def work():
+        x, y = next(batches)
+        if train:
+            return trainer.step(x, y, lr=1e-3, progress=0.5)
+        return trainer.method.prepare(x, y, progress=0.5)
+
+    return timed(device, work, warmup, steps)
 
 
 def _reference_step(cfg, data, method, batch_size, device, workers, warmup, steps, add) -> float:
@@ -204,7 +218,6 @@ def _reference_step(cfg, data, method, batch_size, device, workers, warmup, step
     rate = steps * batch_size / seconds
     add(Row("step", f"reference: PIL loader ({workers} workers), fp32 eager", batch_size, rate,
             peak_memory_gb=_peak_gb(device), seconds=seconds, steps=steps))
-    del model, optimizer
     return rate
 
 

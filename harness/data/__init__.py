@@ -22,7 +22,6 @@ def load_dataset(cfg) -> ImageSplits:
         synthetic_classes=cfg.synthetic_classes, synthetic_resolution=cfg.synthetic_resolution,
     )
     rng = np.random.default_rng(SPLIT_SEED)
-    data.train_total = len(data.train)
     order = rng.permutation(len(data.train))
     if cfg.val_size:
         if cfg.val_size >= len(order):
@@ -42,7 +41,7 @@ def build_train_loader(cfg, data: ImageSplits, device):
     if cfg.loader == "ffcv":
         from harness.data.ffcv_loader import FFCVTrainLoader
 
-        return FFCVTrainLoader(cfg, data.train_index, data.train_total, cfg.batch_size, cfg.b, data.mean, data.std,
+        return FFCVTrainLoader(cfg, data.train_index, data.train.y, data.train.x.shape[1], cfg.batch_size, cfg.b, data.mean, data.std,
                                device, cfg.crop_padding, cfg.flip, seed=cfg.seed)
     return TrainLoader(data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip)
 

@@ -44,7 +44,6 @@ class ImageSplits:
     classes: list[str] = field(default_factory=list)
     val: ImageArrays | None = None
     train_index: np.ndarray | None = None  # rows of the source's train split kept in ``train``
-    train_total: int = 0  # size of the source's train split
 
 
 DATASETS: Registry = Registry("dataset")

@@ -51,7 +51,8 @@ class _Rows:
 
 
 def write_beton(arrays: ImageArrays, path: Path, workers: int = 2) -> Path:
-    """Write images (raw, lossless) and labels; a ``.json`` beside it records the count for checks."""
+    """Write images (raw, lossless) and labels; ``.json`` and ``.labels.npy`` beside it let a loader check
+    that the file still matches the dataset it is used for."""
     require_ffcv()
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
@@ -64,7 +65,24 @@ def write_beton(arrays: ImageArrays, path: Path, workers: int = 2) -> Path:
     DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(_Rows(arrays))
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps({"images": len(arrays), "resolution": side}))
+    np.save(path.with_suffix(".labels.npy"), arrays.y)
     return path
+
+
+def check_beton(path: Path, dataset: str, train_index: np.ndarray, labels: np.ndarray, resolution: int) -> None:
+    """DataError unless the file holds this dataset: the same resolution and the same labels at the trial's rows."""
+    redo = f"write it (again) with `harness data prepare {dataset} --format ffcv` (loader: ffcv)"
+    if not path.exists():
+        raise DataError(f"{path}: no FFCV file for {dataset}; {redo}")
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+        stored = np.load(path.with_suffix(".labels.npy"))
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: its .json/.labels.npy record is missing or unreadable ({err}); {redo}") from None
+    if meta["resolution"] != resolution or len(stored) <= int(train_index.max(initial=0)) \
+            or not np.array_equal(stored[train_index], labels):
+        raise DataError(f"{path}: holds {meta['images']} images of {meta['resolution']} px that do not match the "
+                        f"{dataset} train split in use ({resolution} px, labels differ); {redo}")
 
 
 def _repeated_order(base_order_cls, repetitions: int, seed: int):
@@ -81,7 +99,7 @@ def _repeated_order(base_order_cls, repetitions: int, seed: int):
 class FFCVTrainLoader:
     """Yields (images float NCHW normalised on ``device``, labels) for one epoch at a time."""
 
-    def __init__(self, cfg, train_index: np.ndarray, num_images: int, batch_size: int, repetitions: int,
+    def __init__(self, cfg, train_index: np.ndarray, labels: np.ndarray, resolution: int, batch_size: int, repetitions: int,
                  mean, std, device: torch.device, crop_padding: int = 4, flip: bool = True, seed: int = 0):
         require_ffcv()
         from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
@@ -90,13 +108,7 @@ class FFCVTrainLoader:
         from ffcv.traversal_order import Random
 
         path = beton_path(beton_dir(cfg), cfg.dataset, "train")
-        if not path.exists():
-            raise DataError(f"{path}: no FFCV file for {cfg.dataset}; write it with "
-                            f"`harness data prepare {cfg.dataset} --format ffcv` (loader: ffcv)")
-        meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-        if meta.get("images", num_images) != num_images:
-            raise DataError(f"{path}: holds {meta['images']} images, but the {cfg.dataset} train split has "
-                            f"{num_images}; write it again with `harness data prepare {cfg.dataset} --format ffcv`")
+        check_beton(path, cfg.dataset, train_index, labels, resolution)
         image_ops = [SimpleRGBImageDecoder()]  # compiled (numba) ops first, ToTensor last: see the module doc
         if crop_padding:
             image_ops.append(RandomTranslate(padding=crop_padding))

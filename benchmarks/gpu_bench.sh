@@ -8,7 +8,7 @@
 #   DEPTH=10 WIDTH=1 SIZE=512 STEPS=2 LOADER_STEPS=5 WORKERS=2 OUT=/tmp/gb benchmarks/gpu_bench.sh
 set -uo pipefail
 OUT=${OUT:-results/gpu_bench}
-DEPTH=${DEPTH:-28} WIDTH=${WIDTH:-10} SIZE=${SIZE:-20000} STEPS=${STEPS:-50} WARMUP=${WARMUP:-5}
+DEPTH=${DEPTH:-28} WIDTH=${WIDTH:-10} SIZE=${SIZE:-8000} STEPS=${STEPS:-50} WARMUP=${WARMUP:-5}
 LOADER_STEPS=${LOADER_STEPS:-200} WORKERS=${WORKERS:-10}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -35,4 +35,7 @@ bench eager --batch-size 64 --precision fp32 bf16 --compile false --reference-wo
 bench compiled --batch-size 64 256 --precision bf16 --compile false true --no-reference
 # 3. CUDA graphs through torch.compile's reduce-overhead mode
 bench graphs --batch-size 64 256 --precision bf16 --compile reduce-overhead --no-reference
+# 4. where the time of a bf16 eager step at batch 256 goes
+python3 benchmarks/profile_step.py --set depth="$DEPTH" --set width="$WIDTH" --set batch_size=256 --set precision=bf16 \
+    --steps 5 --rows 30 > "$OUT/profile.txt" 2>&1; head -c 6000 "$OUT/profile.txt"
 } 2>&1 | tee "$OUT/log.txt"

@@ -16,7 +16,7 @@ def check(method: str, steps: int = 30) -> str:
     cfg = TrialConfig(dataset="synthetic", synthetic_size=1024, depth=16, width=1, method=method, progress=False,
                       device="cuda", precision="bf16", msda="cutmix" if method == "cut_mixmo" else "none", **extra)
     trainer = Trainer(cfg, log=lambda s: None)
-    batches = iter(trainer.train_loader)
+    batches = (batch for _ in range(steps + 1) for batch in trainer.train_loader)
     trainer.step(*next(batches), lr=0.01, progress=0.0)  # first step: cuDNN/cuBLAS set-up may sync
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -73,6 +73,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.dir = cfg.trial_dir
         torch.manual_seed(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
         self.data = load_dataset(cfg)
         d = self.data
         self.model = build_model(cfg, d.num_classes).to(self.device)

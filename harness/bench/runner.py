@@ -133,32 +133,29 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
 
     base = Trainer(_variant(cfg, batch_size=batch_sizes[0]), log=lambda s: None)
     data, bs0 = base.data, batch_sizes[0]
-    ref_loader_rate = ref_step_rate = None
     log(f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
         f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps "
         f"({loader_steps} for the loaders)")
 
-    # --- the loaders alone (each batch through the method: pairing, masks, targets)
+    # --- the loaders alone (each batch through the method: pairing, masks, targets); the harness's
+    # pipelines first, the reference last, so its worker processes cannot slow the others down
+    for loader in loaders:
+        same = loader == cfg.loader
+        seconds = _time_trainer(base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
+                                device, warmup, loader_steps, train=False)
+        add(Row("loader", f"{loader} loader + batched mixing on {device.type}", bs0, loader_steps * bs0 / seconds,
+                seconds=seconds, steps=loader_steps))
     if reference:
         ref = reference_loader(data.train, base.method, data.mean, data.std, bs0, cfg.b, reference_workers,
                                pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
         batches = _cycle(lambda: iter(ref))
         seconds = timed(device, lambda: next(batches), warmup, loader_steps)
-        batches.close()  # stops the workers before the next measurement
-        ref_loader_rate = loader_steps * bs0 / seconds
+        batches.close()  # stops the workers
         add(Row("loader", f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing", bs0,
-                ref_loader_rate, seconds=seconds, steps=loader_steps))
-    for loader in loaders:
-        same = loader == cfg.loader
-        seconds = _time_trainer(base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
-                                device, warmup, loader_steps, train=False)
-        rate = loader_steps * bs0 / seconds
-        add(Row("loader", f"{loader} loader + batched mixing on {device.type}", bs0, rate,
-                ratio=rate / ref_loader_rate if ref_loader_rate else None, seconds=seconds, steps=loader_steps))
+                loader_steps * bs0 / seconds, seconds=seconds, steps=loader_steps))
 
     # --- the full training step
-    if reference:
-        ref_step_rate = _reference_step(cfg, data, base.method, bs0, device, reference_workers, warmup, steps, add)
+    method = base.method
     del base
     for bs, precision, compile_mode, loader in itertools.product(batch_sizes, precisions, compiles, loaders):
         variant = _variant(cfg, batch_size=bs, precision=precision, compile=compile_mode, loader=loader)
@@ -169,12 +166,18 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
         except Exception as err:  # a variant that cannot run here (compile without a compiler, OOM) is reported
             add(Row("step", _label(variant, False), bs, float("nan"), note=f"failed: {type(err).__name__}: {err}"[:200]))
             continue
-        rate = steps * bs / seconds
         channels_last = trainer.model.encoders.weight.is_contiguous(memory_format=torch.channels_last)
-        add(Row("step", _label(variant, channels_last), bs, rate,
-                ratio=rate / ref_step_rate if ref_step_rate else None, peak_memory_gb=_peak_gb(device),
+        add(Row("step", _label(variant, channels_last), bs, steps * bs / seconds, peak_memory_gb=_peak_gb(device),
                 seconds=seconds, steps=steps))
         del trainer  # free its memory before the next variant
+    if reference:
+        _reference_step(cfg, data, method, bs0, device, reference_workers, warmup, steps, add)
+    for part in ("loader", "step"):
+        ref_rows = [r for r in result.rows if r.part == part and r.pipeline.startswith("reference")]
+        for r in result.rows:
+            if ref_rows and r.part == part and r is not ref_rows[0]:
+                r.ratio = r.samples_per_s / ref_rows[0].samples_per_s
+    result.rows.sort(key=lambda r: (r.part, r.ratio is not None))  # per part: the reference row first
     return result
 
 
@@ -191,7 +194,7 @@ def _time_trainer(trainer, device: torch.device, warmup: int, steps: int, train:
     return timed(device, work, warmup, steps)
 
 
-def _reference_step(cfg, data, method, batch_size, device, workers, warmup, steps, add) -> float:
+def _reference_step(cfg, data, method, batch_size, device, workers, warmup, steps, add) -> None:
     """The authors' way: PIL loader, host-to-device copy, fp32 eager NCHW model, per-parameter SGD."""
     from harness.bench.reference import reference_loader
 
@@ -215,10 +218,8 @@ def _reference_step(cfg, data, method, batch_size, device, workers, warmup, step
 
     seconds = timed(device, step, warmup, steps)
     batches.close()
-    rate = steps * batch_size / seconds
-    add(Row("step", f"reference: PIL loader ({workers} workers), fp32 eager", batch_size, rate,
+    add(Row("step", f"reference: PIL loader ({workers} workers), fp32 eager", batch_size, steps * batch_size / seconds,
             peak_memory_gb=_peak_gb(device), seconds=seconds, steps=steps))
-    return rate
 
 
 def save(result: BenchResult, path: Path) -> Path:

@@ -6,9 +6,10 @@ import math
 
 import torch
 
-# Effective training throughput used to turn FLOPs into GPU-hours: WRN-28-10 Cut-MixMo compiled in
-# bf16 on one H200 runs 6,543 samples/s at 35.7 GFLOP per sample (issue 5's measurement): ~234 TFLOP/s.
-REFERENCE_TFLOPS = 234.0
+# Effective training throughput used to turn FLOPs into GPU-hours: WRN-28-10 Cut-MixMo, bf16, compiled
+# with CUDA graphs, batch 64, ran 7,846 samples/s on one H100 at 35.7 GFLOP per sample
+# (benchmarks/README.md): ~280 TFLOP/s.
+REFERENCE_TFLOPS = 280.0
 DATASET_SIZES = {"cifar10": (50000, 10000, 10, 32), "cifar100": (50000, 10000, 100, 32),
                  "tinyimagenet": (100000, 10000, 200, 64)}
 

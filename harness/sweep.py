@@ -71,7 +71,7 @@ def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
             f"results in {suite.suite_dir.resolve()}\n"
             f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run "
             f"(~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
-            f"an H200 running compiled bf16)")
+            f"an H100 running WRN-28-10 in bf16 with CUDA graphs)")
 
 
 # --- the trainable, run by Ray in a worker process

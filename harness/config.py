@@ -78,6 +78,13 @@ class TrialConfig(BaseModel):
     ffcv_dir: Optional[Path] = None  # ffcv only: where `harness data prepare` wrote the .beton files
     channels_last: Optional[bool] = None  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = False  # torch.compile the model
+
+    # --- engine and data parallelism
+    engine: Literal["torch", "deepspeed"] = "torch"
+    zero_stage: int = Field(0, ge=0, le=2)  # deepspeed only: 1 partitions optimizer state, 2 also gradients
+    grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step; batch_size stays the global batch
+    deepspeed: dict[str, Any] = Field(default_factory=dict)  # raw DeepSpeed settings, merged over the generated ones
+    workers_per_trial: int = Field(1, ge=1)  # data-parallel workers (Ray Train); the global batch is split between them
     eval_batch_size: int = Field(500, ge=1)
     eval_every: int = Field(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
     progress: bool = True
@@ -103,6 +110,14 @@ class TrialConfig(BaseModel):
         METHODS.get(self.method).check_config(self)
         if self.batch_size % self.b:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of b = {self.b}")
+        shards = self.workers_per_trial * self.grad_accum_steps
+        if self.batch_size % shards:
+            raise ValueError(f"batch_size {self.batch_size} does not split into workers_per_trial x grad_accum_steps = "
+                             f"{shards} equal micro-batches")
+        if self.engine != "deepspeed" and (self.zero_stage or self.deepspeed):
+            raise ValueError("zero_stage and deepspeed settings need engine: deepspeed")
+        if self.engine == "deepspeed" and self.compile:
+            raise ValueError("compile is for engine: torch (the DeepSpeed engine runs eagerly)")
         return self
 
     # --- derived values
@@ -118,11 +133,18 @@ class TrialConfig(BaseModel):
 
     # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
     RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress",
-                                               "loader", "loader_workers", "ffcv_dir", "channels_last", "compile")
+                                               "loader", "loader_workers", "ffcv_dir", "channels_last", "compile",
+                                               "workers_per_trial")  # same global batch, synchronised BN: same result
+
+    # Keys added after results existed: left out of the trial id at their defaults, so old ids stay valid.
+    ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = ("engine", "zero_stage", "grad_accum_steps", "deepspeed")
 
     def recipe(self) -> dict[str, Any]:
         """The keys that determine the result, in a canonical JSON-able form."""
         d = self.model_dump(mode="json", exclude=set(self.RUNTIME_KEYS))
+        for key in self.ID_KEYS_IF_SET:
+            if d[key] == self.model_fields[key].get_default(call_default_factory=True):
+                del d[key]
         d["M"] = self.num_inputs
         return d
 

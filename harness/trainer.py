@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
@@ -18,6 +17,8 @@ import torch
 from harness import results
 from harness.config import TrialConfig
 from harness.data import build_train_loader, load_dataset
+from harness.distributed import all_reduce_sum, barrier, current_world, globalize_batch_norm, shard
+from harness.engines import build_engine
 from harness.data.loader import EvalLoader
 from harness.methods import METHODS
 from harness.metrics import calibrated_metrics, classification_metrics
@@ -77,33 +78,27 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
         self.data = load_dataset(cfg)
         d = self.data
-        self.model = build_model(cfg, d.num_classes).to(self.device)
+        self.world = current_world()
+        model = build_model(cfg, d.num_classes).to(self.device)
+        if self.world.size > 1:
+            globalize_batch_norm(model)  # statistics over the global batch, as on one worker
         channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last)
         resolution = d.train.x.shape[1]
-        self.method = METHODS.get(cfg.method)(cfg, d.num_classes, self.model.mix_size(resolution))
+        self.method = METHODS.get(cfg.method)(cfg, d.num_classes, model.mix_size(resolution))
         self.train_loader = build_train_loader(cfg, d, self.device)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
-            # The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly SGD's weight decay.
-            weight_decay=2 * cfg.l2 + cfg.weight_decay,
-            # one fused kernel for all parameters on CUDA; multi-tensor ops on the CPU
-            **({"fused": True} if self.device.type == "cuda" else {"foreach": True}),
-        )
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                         if cfg.precision == "bf16" else nullcontext())
-        # Training runs the compiled module (same parameters); evaluation the eager one.
-        self.train_model = (torch.compile(self.model, mode=None if cfg.compile is True else cfg.compile)
-                            if cfg.compile else self.model)
+        self.engine = build_engine(cfg, model, self.device, self.world)
+        self.model = self.engine.model
         self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
         self.start_epoch = 0
         self.elapsed = 0.0
 
     # --- state
-    def state(self) -> dict:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+    def state(self, epoch: int) -> dict:
+        """Collective under DeepSpeed (every rank writes its part of the engine's state)."""
+        state = {"model": self.model.state_dict(), "engine": self.engine.save(self.dir, epoch),
                  "epoch": self.start_epoch, "history": self.history, "elapsed": self.elapsed,
                  "rng_cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
@@ -112,7 +107,7 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.engine.load(self.dir, state["engine"])
         self.start_epoch, self.history, self.elapsed = state["epoch"], state["history"], state["elapsed"]
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -120,37 +115,45 @@ class Trainer:
 
     # --- training
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, progress: float):
-        """One SGD step on a loader batch -> (loss, head logits, the method's batch); no host sync."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        """One optimizer step on a loader batch; no host sync. Every worker prepares the same global batch
+        and trains on its slice, in grad_accum_steps micro-batches. -> this worker's (summed loss, correct
+        head predictions, entries)."""
+        cfg, n = self.cfg, len(y)
+        self.engine.set_lr(lr)
         batch = self.method.prepare(x, y, progress=progress)
-        with self.autocast:
-            logits = self.train_model(batch.inputs, batch.mix)
-        loss = self.method.loss(logits, batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss, logits, batch
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        count = 0
+        for part in shard(n, self.world, cfg.grad_accum_steps):
+            micro = batch.select(part)
+            size = part.stop - part.start
+            logits = self.engine.forward(micro.inputs, micro.mix)
+            loss = self.method.loss(logits, micro)
+            # weighted so that the average over workers and micro-batches is the global batch's mean loss
+            self.engine.backward(loss * (size * self.world.size * cfg.grad_accum_steps / n))
+            loss_sum += loss.detach() * size
+            correct += (logits.detach().argmax(-1) == micro.labels).float().mean(1).sum()
+            count += size
+        self.engine.step()
+        return loss_sum, correct, count
 
     def train_epoch(self, epoch: int, progress_bar=None) -> dict:
         cfg = self.cfg
         self.model.train()
         steps = len(self.train_loader)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
-        seen = 0
+        totals = torch.zeros(3, device=self.device)  # loss sum, correct, entries: on the device, one sync per epoch
         for step, (x, y) in enumerate(self.train_loader):
             lr = learning_rate(cfg, epoch, step, steps)
-            loss, logits, batch = self.step(x, y, lr, progress=(epoch + step / steps) / cfg.epochs)
-            # accumulated on the device: one host sync per epoch
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(-1) == batch.labels).float().mean(1).sum()
-            seen += len(y)
+            loss_sum, correct, count = self.step(x, y, lr, progress=(epoch + step / steps) / cfg.epochs)
+            totals[0] += loss_sum
+            totals[1] += correct
+            totals[2] += count
             if progress_bar is not None:
                 progress_bar.update(1)
                 if step % 50 == 0:
-                    progress_bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.4f}")
-        return {"lr": lr, "train_loss": (loss_sum / seen).item(), "train_top1": (correct / seen).item()}
+                    progress_bar.set_postfix(loss=f"{(loss_sum / count).item():.3f}", lr=f"{lr:.4f}")
+        loss_sum, correct, seen = all_reduce_sum(totals).tolist()  # over the workers
+        return {"lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen}
 
     @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,30 +165,36 @@ class Trainer:
             self.eval_loaders[split] = EvalLoader(getattr(d, split), self.cfg.eval_batch_size, d.mean, d.std, self.device)
         outs, labels = [], []
         for x, y in self.eval_loaders[split]:
-            with self.autocast:
-                outs.append(self.model(x).float())
+            outs.append(self.engine.infer(x).float())
             labels.append(y)
         return torch.cat(outs).cpu(), torch.cat(labels).cpu()
 
     def run(self, on_epoch: EpochCallback | None = None, restart: bool = False) -> dict:
-        cfg = self.cfg
+        """Train the remaining epochs and evaluate. With several workers every rank runs this; rank 0
+        alone writes the result folder and evaluates."""
+        cfg, main = self.cfg, self.world.is_main
         if results.is_finished(self.dir) and not restart:
             self.log(f"{self.dir}: already finished")
             return results.read_json(self.dir / results.METRICS)
         ckpt = self.dir / results.CHECKPOINT
         if ckpt.exists() and not restart:
             self.load_state(results.load_checkpoint(ckpt))
-            self.log(f"resuming {cfg.trial_id} after epoch {self.start_epoch}/{cfg.epochs}")
-        else:
+            if main:
+                self.log(f"resuming {cfg.trial_id} after epoch {self.start_epoch}/{cfg.epochs}")
+        elif main:
             for stale in (results.METRICS, results.LOGITS, results.HISTORY, results.CHECKPOINT, results.ERROR):
                 (self.dir / stale).unlink(missing_ok=True)
-        results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
-                                                       "M": cfg.num_inputs, "lr": cfg.learning_rate})
-        bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch)
+        if main:
+            results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
+                                                           "M": cfg.num_inputs, "lr": cfg.learning_rate})
+            for name, content in self.engine.config_files().items():
+                results.write_json(self.dir / name, content)
+        barrier()
+        bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch) if main else None
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar)}
-            if cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict("test")
                 ens = logits.mean(1)
                 row["test_top1"] = (ens.argmax(-1) == labels).float().mean().item()
@@ -195,20 +204,24 @@ class Trainer:
             row["elapsed_s"] = self.elapsed
             self.history.append(row)
             self.start_epoch = epoch + 1
-            results.save_checkpoint(ckpt, self.state())
-            results.write_csv(self.dir / results.HISTORY, self.history)
-            if bar is not None:
-                bar.set_description(_epoch_summary(row, cfg.epochs))
-            else:
-                self.log(_epoch_summary(row, cfg.epochs))
+            state = self.state(epoch + 1)  # every rank: DeepSpeed writes its partitions
+            if main:
+                results.save_checkpoint(ckpt, state)
+                results.write_csv(self.dir / results.HISTORY, self.history)
+                if bar is not None:
+                    bar.set_description(_epoch_summary(row, cfg.epochs))
+                else:
+                    self.log(_epoch_summary(row, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(row)
             _test_fault(epoch + 1, cfg.trial_id)
         if bar is not None:
             bar.close()
-        metrics = self.evaluate()
-        results.write_json(self.dir / results.METRICS, metrics)
-        return metrics
+        if main:
+            results.write_json(self.dir / results.METRICS, self.evaluate())
+        barrier()
+        self.engine.close()
+        return results.read_json(self.dir / results.METRICS)
 
     def evaluate(self) -> dict:
         t0 = time.perf_counter()
@@ -229,7 +242,7 @@ class Trainer:
             "train_time_s": self.elapsed, "eval_time_s": eval_time, "test_images": len(labels),
             "train_images": len(self.data.train), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "data_source": self.data.source,
+            "data_source": self.data.source, "engine": cfg.engine, "workers": self.world.size,
         })
         return metrics
 

@@ -22,6 +22,11 @@ class MixedBatch:
     targets: torch.Tensor  # (B, M, K) soft targets, already scaled by the loss weights
     labels: torch.Tensor  # (B, M) the hard label of each input (for train accuracy)
 
+    def select(self, rows: slice) -> "MixedBatch":
+        """A slice of the batch (a worker's shard, a micro-batch)."""
+        return MixedBatch(self.inputs[rows], None if self.mix is None else self.mix[rows], self.targets[rows],
+                          self.labels[rows])
+
 
 class Method:
     default_M = 1

@@ -1,0 +1,86 @@
+"""The DeepSpeed engine: its configuration is built from the recipe (precision, ZeRO stage, gradient
+accumulation; the same SGD, lr schedule and L2 term as the torch engine) and written to the trial
+folder; raw settings under ``deepspeed:`` are merged over it. The optimizer is torch's SGD handed to
+DeepSpeed, so no DeepSpeed op needs compiling for it."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from harness.distributed import close_process_group, ensure_process_group
+from harness.engines.torch_engine import sgd
+
+CHECKPOINT_DIR = "deepspeed"  # inside the trial folder: one tag per epoch, the previous one removed
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def deepspeed_config(cfg, world_size: int) -> dict:
+    micro = cfg.batch_size // (world_size * cfg.grad_accum_steps)
+    generated = {
+        "train_batch_size": cfg.batch_size,  # the recipe's global batch
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": cfg.grad_accum_steps,
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.precision == "bf16"},  # bf16 weights, fp32 master weights in the optimizer
+        "gradient_clipping": 0.0,  # the recipe clips nothing
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _merge(generated, cfg.deepspeed)
+
+
+class DeepSpeedEngine:
+    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, world):
+        import deepspeed
+
+        self.owns_group = ensure_process_group(device)
+        self.config = deepspeed_config(cfg, world.size)
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model.parameters()), config=self.config)
+        self.model = self.engine.module
+        self.dtype = torch.bfloat16 if self.config["bf16"]["enabled"] else torch.float32
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+
+    def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        return self.engine(inputs.to(self.dtype), None if mix is None else mix.to(self.dtype))
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps itself
+
+    def step(self) -> None:
+        self.engine.step()  # an optimizer step at the accumulation boundary, gradients zeroed
+
+    # --- checkpoints: DeepSpeed's own (optimizer partitions, fp32 master weights), every rank writes its part
+    def save(self, trial_dir: Path, epoch: int) -> dict:
+        folder = Path(trial_dir) / CHECKPOINT_DIR
+        tag = f"epoch{epoch}"
+        self.engine.save_checkpoint(str(folder), tag=tag)
+        if self.engine.global_rank == 0:
+            for old in folder.glob("epoch*"):
+                if old.name != tag:
+                    shutil.rmtree(old, ignore_errors=True)
+        return {"deepspeed_tag": tag}
+
+    def load(self, trial_dir: Path, state: dict) -> None:
+        self.engine.load_checkpoint(str(Path(trial_dir) / CHECKPOINT_DIR), tag=state["deepspeed_tag"],
+                                    load_optimizer_states=True, load_lr_scheduler_states=False)
+
+    def config_files(self) -> dict:
+        return {"deepspeed_config.json": self.config}
+
+    def close(self) -> None:
+        if self.owns_group:
+            close_process_group()

@@ -1,0 +1,65 @@
+"""The torch engine: SGD (fused on CUDA), bf16 autocast, optional torch.compile, DDP across workers."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+
+def sgd(cfg, params, **options) -> torch.optim.SGD:
+    """The recipe's optimizer. The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly
+    SGD's weight decay, so the loss itself stays the cross-entropy."""
+    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                           weight_decay=2 * cfg.l2 + cfg.weight_decay, **options)
+
+
+class TorchEngine:
+    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, world):
+        self.model, self.device = model, device
+        module = model
+        if world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # buffers (batch-norm running statistics) are already global: GlobalBatchNorm2d
+            module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                             broadcast_buffers=False)
+        # Training runs the compiled module (same parameters); evaluation the eager one.
+        self.train_module = (torch.compile(module, mode=None if cfg.compile is True else cfg.compile)
+                             if cfg.compile else module)
+        # one fused kernel for all parameters on CUDA; multi-tensor ops on the CPU
+        self.optimizer = sgd(cfg, model.parameters(), **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
+        self.accum = cfg.grad_accum_steps
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        with self.autocast():
+            return self.train_module(inputs, mix)
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return self.model(x)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.accum).backward()  # DDP averages the gradients over the workers
+
+    def step(self) -> None:
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # --- checkpoints: the optimizer state travels in the trial's checkpoint.pt
+    def save(self, trial_dir: Path, epoch: int) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load(self, trial_dir: Path, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def config_files(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass

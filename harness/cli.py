@@ -16,12 +16,39 @@ def cmd_train(args) -> int:
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     cfg = load_trial_config(args.config, overrides)
-    trainer = Trainer(cfg)
-    print(f"{cfg.trial_id}: {len(trainer.data.train)} train / {len(trainer.data.test)} test images "
-          f"from {trainer.data.source}; {len(trainer.train_loader)} steps/epoch on {trainer.device}", flush=True)
-    metrics = trainer.run(restart=args.restart)
+    if cfg.workers_per_trial > 1:
+        metrics = _train_on_workers(cfg, args.restart)
+    else:
+        trainer = Trainer(cfg)
+        print(f"{cfg.trial_id}: {len(trainer.data.train)} train / {len(trainer.data.test)} test images "
+              f"from {trainer.data.source}; {len(trainer.train_loader)} steps/epoch on {trainer.device}", flush=True)
+        metrics = trainer.run(restart=args.restart)
     print(format_summary(cfg, metrics))
     return 0
+
+
+def _train_on_workers(cfg, restart: bool) -> dict:
+    """workers_per_trial > 1 outside a sweep: a local Ray (or $RAY_ADDRESS) runs the Ray Train workers."""
+    import os
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    from harness import results
+    from harness.data import check_available
+    from harness.distributed import run_on_workers
+    from harness.trainer import resolve_device
+
+    check_available(cfg)
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, include_dashboard=False,
+             configure_logging=False)
+    gpus = 1.0 if resolve_device(cfg.device).type == "cuda" else 0.0
+    cpus = max(1.0, (os.cpu_count() or 1) // cfg.workers_per_trial) if not gpus else 1.0
+    print(f"{cfg.trial_id}: {cfg.workers_per_trial} workers ({'GPU' if gpus else f'{cpus:g} CPUs'} each), "
+          f"engine {cfg.engine}", flush=True)
+    run_on_workers(cfg, cpus_per_worker=cpus, gpus_per_worker=gpus, restart=restart,
+                   on_epoch=lambda row: print(f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.3f}", flush=True))
+    return results.read_json(cfg.trial_dir / results.METRICS)
 
 
 def _bool_or_mode(value: str):
@@ -42,7 +69,8 @@ def cmd_bench(args) -> int:
     workers = args.reference_workers if args.reference_workers is not None else default_reference_workers()
     result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision],
                        [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile],
-                       args.loader or [cfg.loader], args.warmup, args.steps, args.loader_steps, workers, reference=not args.no_reference)
+                       args.loader or [cfg.loader], args.warmup, args.steps, args.loader_steps, workers,
+                       reference=not args.no_reference, engines=args.engine)
     print()
     print(result.table())
     out = args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
@@ -188,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="precisions of the step")
     bench.add_argument("--compile", nargs="+", help="false, true or a torch.compile mode (reduce-overhead, max-autotune)")
     bench.add_argument("--loader", nargs="+", help="device and/or ffcv (default: the config's)")
+    bench.add_argument("--engine", nargs="+", choices=["torch", "deepspeed"], help="engines of the step (default: the config's)")
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, worker start-up)")
     bench.add_argument("--steps", type=int, default=20, help="timed training steps per row")
     bench.add_argument("--loader-steps", type=int, default=200, help="timed batches per loader row")

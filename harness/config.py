@@ -143,7 +143,7 @@ class TrialConfig(BaseModel):
         """The keys that determine the result, in a canonical JSON-able form."""
         d = self.model_dump(mode="json", exclude=set(self.RUNTIME_KEYS))
         for key in self.ID_KEYS_IF_SET:
-            if d[key] == self.model_fields[key].get_default(call_default_factory=True):
+            if d[key] == type(self).model_fields[key].get_default(call_default_factory=True):
                 del d[key]
         d["M"] = self.num_inputs
         return d

@@ -7,6 +7,7 @@ workers. So N workers compute what one worker computes on the whole batch, up to
 """
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 from dataclasses import dataclass
@@ -39,23 +40,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_process_group(device: torch.device) -> bool:
+def ensure_process_group(device: torch.device) -> None:
     """A process group of one when none exists (DeepSpeed needs one even for a single worker; without
-    RANK/WORLD_SIZE/... it reaches for MPI). Returns whether it was created here."""
+    RANK/WORLD_SIZE/... it reaches for MPI). It lives as long as the process: DeepSpeed keeps a handle
+    to the first group it saw, so a later trial in the same process reuses it."""
     if dist.is_initialized():
-        return False
+        return
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
-    return True
-
-
-def close_process_group() -> None:
-    """Every rank ends with a barrier, then leaves the group (two-process runs otherwise abort at exit now and then)."""
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    atexit.register(dist.destroy_process_group)
 
 
 def barrier() -> None:
@@ -69,6 +64,22 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the workers, with the gradient summed back (every worker's loss depends on every input)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics cover the global batch: per-channel sums are all-reduced
     (through autograd, so gradients flow across workers). Runs with gloo on the CPU, where torch's
@@ -77,12 +88,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         count = torch.full((1,), x.numel() / c, device=x.device)
-        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)

@@ -76,20 +76,41 @@ def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
 
 # --- the trainable, run by Ray in a worker process
 def run_trial(config: dict) -> None:
-    from harness.trainer import Trainer
-
     cfg = TrialConfig.model_validate(config["case"]["trial"])
     import torch
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     try:
-        trainer = Trainer(cfg, log=lambda s: None)
-        report = lambda row: tune.report({**row, "trial_id": cfg.trial_id})
-        metrics = trainer.run(on_epoch=report)
+        if cfg.workers_per_trial > 1:
+            from harness.distributed import run_on_workers
+
+            # the workers report each epoch to Tune themselves (TuneReportCallback)
+            run_on_workers(cfg, cpus_per_worker=config.get("cpus", 1), gpus_per_worker=config.get("gpus", 0))
+            metrics = results.read_json(cfg.trial_dir / results.METRICS)
+        else:
+            from harness.trainer import Trainer
+
+            trainer = Trainer(cfg, log=lambda s: None)
+            metrics = trainer.run(on_epoch=lambda row: tune.report({**row, "trial_id": cfg.trial_id}))
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1})
     except Exception:  # not SystemExit: Tune ends finished trials that way
         results.write_text(cfg.trial_dir / results.ERROR, traceback.format_exc())
         raise
+
+
+def trial_resources(suite: Suite):
+    """Per-trial resource request. ``resources`` are per worker: a one-worker trial holds them itself; a
+    trial of N workers only drives its Ray Train workers, which reserve N x resources of their own."""
+    from ray.tune import PlacementGroupFactory
+
+    per_worker = {"CPU": suite.resources.cpus, "GPU": suite.resources.gpus}
+
+    def request(config: dict) -> PlacementGroupFactory:
+        if config["case"]["trial"].get("workers_per_trial", 1) > 1:
+            return PlacementGroupFactory([{"memory": 1}])  # a token: Ray refuses an all-zero bundle, any CPU would be missed
+        return PlacementGroupFactory([per_worker])
+
+    return request
 
 
 @dataclass
@@ -228,13 +249,12 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
              include_dashboard=False, log_to_driver=False, configure_logging=False)
-    trial_resources = {"cpu": suite.resources.cpus, "gpu": suite.resources.gpus}
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
     tracking = BackgroundTracker(tracker)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources),
-        param_space={"cpus": suite.resources.cpus, "case": tune.grid_search(grid)},
+        tune.with_resources(run_trial, trial_resources(suite)),
+        param_space={"cpus": suite.resources.cpus, "gpus": suite.resources.gpus, "case": tune.grid_search(grid)},
         tune_config=tune.TuneConfig(max_concurrent_trials=suite.concurrency, reuse_actors=True,
                                     trial_dirname_creator=_tid, trial_name_creator=_tid),
         run_config=tune.RunConfig(

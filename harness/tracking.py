@@ -26,7 +26,8 @@ SYNC_STATE = "mlflow.json"
 PARENT_STATE = "mlflow_parent.json"
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
 ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS)
-TAG_KEYS = ("method", "model", "depth", "width", "M", "b", "seed", "dataset", "epochs", "trial_id")
+TAG_KEYS = ("method", "model", "depth", "width", "M", "b", "seed", "dataset", "epochs", "trial_id", "engine",
+            "workers_per_trial")
 
 
 def default_tracking_uri(storage: Path) -> str:

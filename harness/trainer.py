@@ -52,16 +52,16 @@ def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int)
     return lr
 
 
-def _test_fault(epoch: int, trial_id: str) -> None:
+def _test_fault(epoch: int, trial_dir: str) -> None:
     """Test-only fault injection: HARNESS_TEST_FAULT='kill@E' or 'raise@E' acts after epoch E's
     checkpoint is written ('E+': at every epoch from E on, so retries fail too); an optional
-    '@substring' limits it to the trials whose id contains it."""
+    '@substring' limits it to the trials whose folder path (results/<suite>/<trial_id>) contains it."""
     spec = os.environ.get("HARNESS_TEST_FAULT")
     if not spec:
         return
     action, at_epoch, *match = spec.split("@")
     hit = epoch >= int(at_epoch[:-1]) if at_epoch.endswith("+") else epoch == int(at_epoch)
-    if not hit or (match and match[0] not in trial_id):
+    if not hit or (match and match[0] not in trial_dir):
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -214,13 +214,12 @@ class Trainer:
                     self.log(_epoch_summary(row, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(row)
-            _test_fault(epoch + 1, cfg.trial_id)
+            _test_fault(epoch + 1, str(self.dir))
         if bar is not None:
             bar.close()
         if main:
             results.write_json(self.dir / results.METRICS, self.evaluate())
         barrier()
-        self.engine.close()
         return results.read_json(self.dir / results.METRICS)
 
     def evaluate(self) -> dict:
@@ -280,6 +279,10 @@ def format_summary(cfg: TrialConfig, metrics: dict) -> str:
     ]
     if "ratio_error" in metrics:
         lines.append(f"diversity  ratio-error {metrics['ratio_error']:.3f}   disagreement {metrics['disagreement']:.3f}")
+    if cfg.engine != "torch" or cfg.workers_per_trial > 1:
+        zero = f", ZeRO {cfg.zero_stage}" if cfg.engine == "deepspeed" else ""
+        lines.append(f"engine     {cfg.engine}{zero}, {cfg.precision}, {metrics.get('workers', 1)} worker(s), "
+                     f"{cfg.grad_accum_steps} micro-batch(es) per step")
     lines.append(f"time       train {metrics['train_time_s']:.0f} s, test {metrics['eval_time_s']:.1f} s on {metrics['device_name']}")
     lines.append(f"results    {cfg.trial_dir}")
     return "\n".join(lines)

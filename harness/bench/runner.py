@@ -104,6 +104,8 @@ def _variant(cfg: TrialConfig, **update) -> TrialConfig:
 
 def _label(cfg: TrialConfig, channels_last: bool) -> str:
     parts = [cfg.loader + " loader", cfg.precision]
+    if cfg.engine == "deepspeed":
+        parts.insert(0, f"DeepSpeed (ZeRO {cfg.zero_stage})")
     if channels_last:
         parts.append("channels_last")
     if cfg.compile:
@@ -113,7 +115,8 @@ def _label(cfg: TrialConfig, channels_last: bool) -> str:
 
 def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], compiles: list,
               loaders: list[str], warmup: int, steps: int, loader_steps: int, reference_workers: int,
-              reference: bool = True, log: Callable[[str], None] = print) -> BenchResult:
+              reference: bool = True, engines: list[str] | None = None,
+              log: Callable[[str], None] = print) -> BenchResult:
     from harness.bench.reference import reference_loader
     from harness.trainer import Trainer, resolve_device
 
@@ -121,7 +124,7 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
     device = resolve_device(cfg.device)
     result = BenchResult(
         config={**cfg.recipe(), "device": cfg.device, "batch_sizes": batch_sizes, "precisions": precisions,
-                "compiles": compiles, "loaders": loaders, "warmup": warmup, "steps": steps, "loader_steps": loader_steps,
+                "compiles": compiles, "loaders": loaders, "engines": engines or [cfg.engine], "warmup": warmup, "steps": steps, "loader_steps": loader_steps,
                 "reference_workers": reference_workers},
         device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         torch=torch.__version__, cpu_threads=torch.get_num_threads(),
@@ -157,8 +160,13 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
     # --- the full training step
     method = base.method
     del base
-    for bs, precision, compile_mode, loader in itertools.product(batch_sizes, precisions, compiles, loaders):
-        variant = _variant(cfg, batch_size=bs, precision=precision, compile=compile_mode, loader=loader)
+    for bs, engine, precision, compile_mode, loader in itertools.product(batch_sizes, engines or [cfg.engine], precisions,
+                                                                         compiles, loaders):
+        if engine == "deepspeed" and compile_mode:
+            continue  # the DeepSpeed engine runs eagerly
+        engine_keys = {} if engine == "deepspeed" else {"zero_stage": 0, "deepspeed": {}}  # DeepSpeed's keys on its rows only
+        variant = _variant(cfg, batch_size=bs, engine=engine, precision=precision, compile=compile_mode, loader=loader,
+                           **engine_keys)
         _reset_peak(device)
         try:
             trainer = Trainer(variant, log=lambda s: None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from harness.distributed import close_process_group, ensure_process_group
+from harness.distributed import ensure_process_group
 from harness.engines.torch_engine import sgd
 
 CHECKPOINT_DIR = "deepspeed"  # inside the trial folder: one tag per epoch, the previous one removed
@@ -29,6 +29,7 @@ def deepspeed_config(cfg, world_size: int) -> dict:
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_allow_untested_optimizer": True,  # torch's SGD under ZeRO: the recipe's optimizer, kept
         "bf16": {"enabled": cfg.precision == "bf16"},  # bf16 weights, fp32 master weights in the optimizer
         "gradient_clipping": 0.0,  # the recipe clips nothing
         "steps_per_print": 10**9,
@@ -41,11 +42,12 @@ class DeepSpeedEngine:
     def __init__(self, cfg, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 
-        self.owns_group = ensure_process_group(device)
+        ensure_process_group(device)
         self.config = deepspeed_config(cfg, world.size)
+        self.dtype = torch.bfloat16 if self.config["bf16"]["enabled"] else torch.float32
+        model.to(self.dtype)  # DeepSpeed casts the parameters only; batch-norm statistics must follow
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model.parameters()), config=self.config)
         self.model = self.engine.module
-        self.dtype = torch.bfloat16 if self.config["bf16"]["enabled"] else torch.float32
 
     def set_lr(self, lr: float) -> None:
         for group in self.engine.optimizer.param_groups:
@@ -80,7 +82,3 @@ class DeepSpeedEngine:
 
     def config_files(self) -> dict:
         return {"deepspeed_config.json": self.config}
-
-    def close(self) -> None:
-        if self.owns_group:
-            close_process_group()

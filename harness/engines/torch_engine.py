@@ -21,9 +21,7 @@ class TorchEngine:
         if world.size > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            # buffers (batch-norm running statistics) are already global: GlobalBatchNorm2d
-            module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                             broadcast_buffers=False)
+            module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # Training runs the compiled module (same parameters); evaluation the eager one.
         self.train_module = (torch.compile(module, mode=None if cfg.compile is True else cfg.compile)
                              if cfg.compile else module)
@@ -60,6 +58,3 @@ class TorchEngine:
 
     def config_files(self) -> dict:
         return {}
-
-    def close(self) -> None:
-        pass

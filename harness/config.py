@@ -116,8 +116,9 @@ class TrialConfig(BaseModel):
                              f"{shards} equal micro-batches")
         if self.engine != "deepspeed" and (self.zero_stage or self.deepspeed):
             raise ValueError("zero_stage and deepspeed settings need engine: deepspeed")
-        if self.engine == "deepspeed" and self.compile:
-            raise ValueError("compile is for engine: torch (the DeepSpeed engine runs eagerly)")
+        if self.engine == "deepspeed" and (self.compile or self.channels_last):
+            raise ValueError("compile and channels_last are for engine: torch (DeepSpeed runs eagerly and "
+                             "broadcasts dense parameters)")
         return self
 
     # --- derived values

@@ -118,11 +118,10 @@ def globalize_batch_norm(module: nn.Module) -> nn.Module:
 
 
 def shard(n: int, world: World, parts: int = 1) -> list[slice]:
-    """This worker's slice of a global batch of n entries, cut into ``parts`` micro-batches."""
-    per_worker = -(-n // world.size)
-    start, stop = min(n, world.rank * per_worker), min(n, (world.rank + 1) * per_worker)
-    step = -(-(stop - start) // parts) or 1
-    return [slice(i, min(i + step, stop)) for i in range(start, stop, step)]
+    """This worker's ``parts`` micro-batches of a global batch of n entries (n a multiple of world.size * parts)."""
+    size = n // (world.size * parts)
+    start = world.rank * parts * size
+    return [slice(start + i * size, start + (i + 1) * size) for i in range(parts)]
 
 
 # --- Ray Train: a trial as N workers

@@ -82,7 +82,8 @@ class Trainer:
         model = build_model(cfg, d.num_classes).to(self.device)
         if self.world.size > 1:
             globalize_batch_norm(model)  # statistics over the global batch, as on one worker
-        channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        channels_last = (cfg.channels_last if cfg.channels_last is not None
+                         else self.device.type == "cuda" and cfg.engine == "torch")  # DeepSpeed needs dense parameters
         if channels_last:
             model.to(memory_format=torch.channels_last)
         resolution = d.train.x.shape[1]
@@ -118,24 +119,24 @@ class Trainer:
         """One optimizer step on a loader batch; no host sync. Every worker prepares the same global batch
         and trains on its slice, in grad_accum_steps micro-batches. -> this worker's (summed loss, correct
         head predictions, entries)."""
-        cfg, n = self.cfg, len(y)
-        self.engine.set_lr(lr)
-        batch = self.method.prepare(x, y, progress=progress)
+        cfg = self.cfg
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
-        count = 0
-        for part in shard(n, self.world, cfg.grad_accum_steps):
+        batch = self.method.prepare(x, y, progress=progress)
+        pieces = self.world.size * cfg.grad_accum_steps
+        n = len(y) - len(y) % pieces  # a short last batch loses the few entries that do not split evenly
+        if n == 0:
+            return loss_sum, correct, 0
+        self.engine.set_lr(lr)
+        parts = shard(n, self.world, cfg.grad_accum_steps)
+        for i, part in enumerate(parts):
             micro = batch.select(part)
-            size = part.stop - part.start
             logits = self.engine.forward(micro.inputs, micro.mix)
             loss = self.method.loss(logits, micro)
-            # weighted so that the average over workers and micro-batches is the global batch's mean loss
-            self.engine.backward(loss * (size * self.world.size * cfg.grad_accum_steps / n))
-            loss_sum += loss.detach() * size
+            self.engine.backward(loss, boundary=i == len(parts) - 1)  # averaged over micro-batches and workers
+            loss_sum += loss.detach() * len(micro.labels)
             correct += (logits.detach().argmax(-1) == micro.labels).float().mean(1).sum()
-            count += size
-        self.engine.step()
-        return loss_sum, correct, count
+        return loss_sum, correct, n // self.world.size
 
     def train_epoch(self, epoch: int, progress_bar=None) -> dict:
         cfg = self.cfg
@@ -151,7 +152,7 @@ class Trainer:
             if progress_bar is not None:
                 progress_bar.update(1)
                 if step % 50 == 0:
-                    progress_bar.set_postfix(loss=f"{(loss_sum / count).item():.3f}", lr=f"{lr:.4f}")
+                    progress_bar.set_postfix(loss=f"{(loss_sum / max(count, 1)).item():.3f}", lr=f"{lr:.4f}")
         loss_sum, correct, seen = all_reduce_sum(totals).tolist()  # over the workers
         return {"lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen}
 

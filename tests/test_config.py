@@ -26,6 +26,13 @@ def write(tmp_path, text):
     ("precision: fp16\n", r"precision: Input should be 'fp32' or 'bf16'"),
     ("method: vanilla\nmsda: cutmix\n", r"for a single network use method: mixup or cutmix"),
     ("- a\n- b\n", r"expected a mapping"),
+    ("workers_per_trial: 3\n", r"batch_size 64 does not split into workers_per_trial x grad_accum_steps = 3"),
+    ("zero_stage: 1\n", r"zero_stage and deepspeed settings need engine: deepspeed"),
+    ("engine: deepspeed\nzero_stage: 3\n", r"zero_stage: Input should be less than or equal to 2"),
+    ("engine: deepspeed\ncompile: true\n", r"compile and channels_last are for engine: torch"),
+    ("engine: jax\n", r"engine: Input should be 'torch' or 'deepspeed'"),
+    ("loader: dali\n", r"loader: Input should be 'device' or 'ffcv'"),
+    ("compile: fast\n", r"compile"),
     ("width: [\n", r"not valid YAML"),
 ])
 def test_bad_configs_name_the_problem(tmp_path, text, expected):
@@ -65,3 +72,14 @@ def test_cli_prints_one_clear_error_and_exits_2(tmp_path, capsys):
     assert main(["train", "--set", "dataset=cifar100", "--data-dir", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "cifar100 not found" in err and "Traceback" not in err
+
+
+def test_keys_added_later_keep_old_trial_ids():
+    base = TrialConfig(method="cut_mixmo", width=4)
+    assert base.trial_id == "cut_mixmo-wrn28x4-M2-s0-" + base.trial_id.rsplit("-", 1)[1]
+    assert "engine" not in base.recipe() and "workers_per_trial" not in base.recipe()
+    # how a trial runs does not change its id; what it computes does
+    for runtime in ({"workers_per_trial": 2}, {"compile": "reduce-overhead"}, {"loader": "ffcv"}, {"channels_last": True}):
+        assert TrialConfig(method="cut_mixmo", width=4, **runtime).trial_id == base.trial_id
+    for recipe in ({"engine": "deepspeed"}, {"grad_accum_steps": 2}, {"precision": "bf16"}):
+        assert TrialConfig(method="cut_mixmo", width=4, **recipe).trial_id != base.trial_id

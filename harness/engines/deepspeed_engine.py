@@ -59,11 +59,12 @@ class DeepSpeedEngine:
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.dtype))
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.engine.backward(loss)  # scales by 1 / gradient_accumulation_steps itself
-
-    def step(self) -> None:
-        self.engine.step()  # an optimizer step at the accumulation boundary, gradients zeroed
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        """DeepSpeed scales by 1 / gradient_accumulation_steps itself and steps (zeroing the gradients)
+        only at the boundary, which the trainer states rather than DeepSpeed counting micro-steps."""
+        self.engine.set_gradient_accumulation_boundary(boundary)
+        self.engine.backward(loss)
+        self.engine.step()
 
     # --- checkpoints: DeepSpeed's own (optimizer partitions, fp32 master weights), every rank writes its part
     def save(self, trial_dir: Path, epoch: int) -> dict:

@@ -42,12 +42,12 @@ class TorchEngine:
         with self.autocast():
             return self.model(x)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.accum).backward()  # DDP averages the gradients over the workers
-
-    def step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        """Accumulate a micro-batch's gradient (DDP averages over the workers); step at the boundary."""
+        (loss / self.accum).backward()
+        if boundary:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
 
     # --- checkpoints: the optimizer state travels in the trial's checkpoint.pt
     def save(self, trial_dir: Path, epoch: int) -> dict:

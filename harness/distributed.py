@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +33,15 @@ def current_world() -> World:
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     return World()
+
+
+def node_name() -> str:
+    """The machine this process runs on: host name, plus the Ray node id inside a Ray cluster (several Ray
+    nodes can share a host)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
+    return socket.gethostname()
 
 
 def _free_port() -> int:

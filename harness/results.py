@@ -5,6 +5,7 @@
     history.csv     one row per epoch
     checkpoint.pt   the last end-of-epoch training state (resume point)
     logits.npz      float16 test logits of every head (N, M, K) + labels (and validation ones)
+    attempts.json   where each run of the trial (first start and every retry) ran, from which epoch
     metrics.json    final metrics; written last, so its presence means "finished"
 """
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 import torch
 import yaml
 
-CONFIG, HISTORY, CHECKPOINT, LOGITS, METRICS, ERROR = (
-    "config.yaml", "history.csv", "checkpoint.pt", "logits.npz", "metrics.json", "error.txt")
+CONFIG, HISTORY, CHECKPOINT, LOGITS, METRICS, ERROR, ATTEMPTS = (
+    "config.yaml", "history.csv", "checkpoint.pt", "logits.npz", "metrics.json", "error.txt", "attempts.json")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -81,6 +82,17 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def record_attempt(trial_dir: Path, node: str, from_epoch: int) -> list[dict]:
+    """Append this run of the trial (node, the epoch it starts after, when) to attempts.json."""
+    import time
+
+    path = Path(trial_dir) / ATTEMPTS
+    attempts = json.loads(path.read_text()) if path.exists() else []
+    attempts.append({"node": node, "from_epoch": from_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(path, attempts)
+    return attempts
 
 
 def is_finished(trial_dir: Path) -> bool:

@@ -74,6 +74,15 @@ class Suite(Strict):
     storage: str = "results"
     tracking: Tracking = Field(default_factory=Tracking)
 
+    @field_validator("storage")
+    @classmethod
+    def _filesystem_path(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"{v!r}: object-store URIs are not supported yet; use a filesystem path, shared by "
+                             "every node on a multi-node cluster (NFS, EFS, Lustre, or a bucket mounted with "
+                             "mountpoint-s3/gcsfuse)")
+        return v
+
     @field_validator("ensembles", mode="before")
     @classmethod
     def _one_or_many(cls, v):

@@ -21,6 +21,7 @@ from harness import results
 from harness.config import TrialConfig
 from harness.data import check_available
 from harness.cost import REFERENCE_TFLOPS, format_flops, trial_flops
+from harness.storage import check_cluster_storage
 from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
@@ -249,6 +250,7 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
              include_dashboard=False, log_to_driver=False, configure_logging=False)
+    check_cluster_storage(suite.suite_dir)  # before any trial runs
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
     tracking = BackgroundTracker(tracker)

@@ -17,7 +17,7 @@ import torch
 from harness import results
 from harness.config import TrialConfig
 from harness.data import build_train_loader, load_dataset
-from harness.distributed import all_reduce_sum, barrier, current_world, globalize_batch_norm, shard
+from harness.distributed import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
 from harness.engines import build_engine
 from harness.data.loader import EvalLoader
 from harness.methods import METHODS
@@ -185,7 +185,9 @@ class Trainer:
         elif main:
             for stale in (results.METRICS, results.LOGITS, results.HISTORY, results.CHECKPOINT, results.ERROR):
                 (self.dir / stale).unlink(missing_ok=True)
+        node = node_name()
         if main:
+            self.attempts = results.record_attempt(self.dir, node, self.start_epoch)
             results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
                                                            "M": cfg.num_inputs, "lr": cfg.learning_rate})
             for name, content in self.engine.config_files().items():
@@ -194,7 +196,7 @@ class Trainer:
         bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch) if main else None
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar)}
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar), "node": node}
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict("test")
                 ens = logits.mean(1)
@@ -243,6 +245,7 @@ class Trainer:
             "train_images": len(self.data.train), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "data_source": self.data.source, "engine": cfg.engine, "workers": self.world.size,
+            "nodes": list(dict.fromkeys(a["node"] for a in self.attempts)),  # every node that ran it, in order
         })
         return metrics
 

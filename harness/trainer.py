@@ -97,9 +97,9 @@ class Trainer:
         self.elapsed = 0.0
 
     # --- state
-    def state(self, epoch: int) -> dict:
+    def state(self) -> dict:
         """Collective under DeepSpeed (every rank writes its part of the engine's state)."""
-        state = {"model": self.model.state_dict(), "engine": self.engine.save(self.dir, epoch),
+        state = {"model": self.model.state_dict(), "engine": self.engine.save(self.dir, self.start_epoch),
                  "epoch": self.start_epoch, "history": self.history, "elapsed": self.elapsed,
                  "rng_cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
@@ -207,7 +207,7 @@ class Trainer:
             row["elapsed_s"] = self.elapsed
             self.history.append(row)
             self.start_epoch = epoch + 1
-            state = self.state(epoch + 1)  # every rank: DeepSpeed writes its partitions
+            state = self.state()  # every rank: DeepSpeed writes its partitions
             if main:
                 results.save_checkpoint(ckpt, state)
                 results.write_csv(self.dir / results.HISTORY, self.history)

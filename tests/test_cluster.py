@@ -8,7 +8,6 @@ import signal
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from harness.storage import filesystem_type, storage_problem
 from sweep_helpers import harness, harness_background, write_suite

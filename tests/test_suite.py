@@ -93,3 +93,16 @@ def test_cli_refuses_missing_data_before_running_anything(tmp_path):
     assert "Traceback" not in proc.stderr
     bad = harness("run", suite_file(tmp_path, with_(grid__width=[])))
     assert bad.returncode == 2 and "grid.width: empty list" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parents[1] / "suites").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_suites_load_and_expand(path):
+    suite = load_suite(path)
+    trials = expand(suite, str(path))
+    assert trials and len({t.trial_id for t in trials}) == len(trials)
+    members = {(e.method, size) for e in suite.ensembles for size in e.sizes}
+    for method, size in members:  # every deep ensemble has enough seeds at each width
+        widths = {t.width for t in trials if t.method == method}
+        for w in widths:
+            assert len({t.seed for t in trials if t.method == method and t.width == w}) >= size, (method, w)

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, load_trial_config
+from harness.config import ConfigError, build_config, load_trial_config
 from harness.data import DataError
 
 
@@ -63,12 +63,15 @@ def cmd_bench(args) -> int:
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
     cfg = load_trial_config(args.config, overrides)
+    compiles = [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile]
+    for bs in args.batch_size or []:  # bad values stop here with the key named, not inside a timed run
+        build_config({**cfg.model_dump(), "batch_size": bs}, "--batch-size")
+    for mode in compiles:
+        build_config({**cfg.model_dump(), "engine": "torch", "zero_stage": 0, "deepspeed": {}, "compile": mode}, "--compile")
     for loader in args.loader or []:
-        if loader not in ("device", "ffcv"):
-            raise ConfigError(f"--loader {loader!r}: allowed: device, ffcv")
+        build_config({**cfg.model_dump(), "loader": loader}, "--loader")
     workers = args.reference_workers if args.reference_workers is not None else default_reference_workers()
-    result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision],
-                       [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile],
+    result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision], compiles,
                        args.loader or [cfg.loader], args.warmup, args.steps, args.loader_steps, workers,
                        reference=not args.no_reference, engines=args.engine)
     print()

@@ -134,3 +134,13 @@ def test_bench_prints_ratios_against_the_reference_and_writes_json(tmp_path, cap
             ref = rows[0] if r["part"] == "loader" else steps[0]
             assert r["ratio"] == pytest.approx(r["samples_per_s"] / ref["samples_per_s"])
     assert result["config"]["method"] == "cut_mixmo" and result["device"] == "cpu"
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--compile", "fast"], "--compile: invalid configuration"),
+    (["--set", "b=4", "--batch-size", "30"], "batch_size 30 is not a multiple of b = 4"),
+    (["--loader", "dali"], "loader: Input should be 'device' or 'ffcv'"),
+])
+def test_bench_refuses_bad_values_before_timing(capsys, args, expected):
+    assert main(["bench", "--set", "dataset=synthetic", *args]) == 2
+    assert expected in capsys.readouterr().err

@@ -5,17 +5,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, build_config, load_trial_config
+from harness.config import ConfigError, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
+
+
+def _trial_config(args):
+    """The trial config of `train` and `bench`: the YAML file, then --set overrides, then --data-dir."""
+    overrides = list(args.set or [])
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    return load_trial_config(args.config, overrides)
 
 
 def cmd_train(args) -> int:
     from harness.trainer import Trainer, format_summary
 
-    overrides = list(args.set or [])
-    if args.data_dir:
-        overrides.append(f"data_dir={args.data_dir}")
-    cfg = load_trial_config(args.config, overrides)
+    cfg = _trial_config(args)
     if cfg.workers_per_trial > 1:
         metrics = _train_on_workers(cfg, args.restart)
     else:
@@ -59,10 +64,7 @@ def cmd_bench(args) -> int:
     from harness.bench import run_bench, save
     from harness.bench.runner import default_reference_workers
 
-    overrides = list(args.set or [])
-    if args.data_dir:
-        overrides.append(f"data_dir={args.data_dir}")
-    cfg = load_trial_config(args.config, overrides)
+    cfg = _trial_config(args)
     compiles = [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile]
     for bs in args.batch_size or []:  # bad values stop here with the key named, not inside a timed run
         build_config({**cfg.model_dump(), "batch_size": bs}, "--batch-size")
@@ -82,11 +84,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from harness.config import build_config
     from harness.data import load_dataset
     from harness.data.ffcv_loader import beton_dir, beton_path, write_beton
-
-    from harness.config import parse_overrides
 
     raw = {"dataset": args.dataset, **parse_overrides(list(args.set or []))}
     if args.data_dir:

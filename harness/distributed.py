@@ -63,13 +63,17 @@ def ensure_process_group(device: torch.device) -> None:
     atexit.register(dist.destroy_process_group)
 
 
+def _several_workers() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_workers():
         dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if _several_workers():
         dist.all_reduce(values)
     return values
 
@@ -96,7 +100,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     SyncBatchNorm does not; identical to BatchNorm2d in a world of one and in eval mode."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and _several_workers()):
             return super().forward(x)
         c = x.shape[1]
         xf = x.float()

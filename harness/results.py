@@ -84,15 +84,20 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def record_attempt(trial_dir: Path, node: str, from_epoch: int) -> list[dict]:
+def record_attempt(trial_dir: Path, node: str, from_epoch: int) -> None:
     """Append this run of the trial (node, the epoch it starts after, when) to attempts.json."""
     import time
 
     path = Path(trial_dir) / ATTEMPTS
-    attempts = json.loads(path.read_text()) if path.exists() else []
+    attempts = read_json(path) if path.exists() else []
     attempts.append({"node": node, "from_epoch": from_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     write_json(path, attempts)
-    return attempts
+
+
+def trial_nodes(trial_dir: Path) -> list[str]:
+    """Every node that ran the trial (first start and retries), in order, each once."""
+    path = Path(trial_dir) / ATTEMPTS
+    return list(dict.fromkeys(a["node"] for a in read_json(path))) if path.exists() else []
 
 
 def is_finished(trial_dir: Path) -> bool:

@@ -118,13 +118,11 @@ class Tracker:
                 self.client.log_batch(run_id, params=params[i:i + 100])
             state = {"run_id": run_id, "epochs": 0}
             _write_state(state_file, self.uri, state)
-        attempts_file = trial_dir / results.ATTEMPTS
-        if attempts_file.exists():  # where the trial (and each retry) ran
-            nodes = ",".join(dict.fromkeys(a["node"] for a in json.loads(attempts_file.read_text())))
-            if state.get("nodes") != nodes:
-                self.client.set_tag(run_id, "harness.nodes", nodes)
-                state["nodes"] = nodes
-                _write_state(state_file, self.uri, state)
+        nodes = ",".join(results.trial_nodes(trial_dir))  # where the trial (and each retry) ran
+        if nodes and state.get("nodes") != nodes:
+            self.client.set_tag(run_id, "harness.nodes", nodes)
+            state["nodes"] = nodes
+            _write_state(state_file, self.uri, state)
         now = int(time.time() * 1000)
         history = _read_history(trial_dir / results.HISTORY)
         new_rows = [r for r in history if int(r["epoch"]) > state["epochs"]]

@@ -187,7 +187,7 @@ class Trainer:
                 (self.dir / stale).unlink(missing_ok=True)
         node = node_name()
         if main:
-            self.attempts = results.record_attempt(self.dir, node, self.start_epoch)
+            results.record_attempt(self.dir, node, self.start_epoch)
             results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
                                                            "M": cfg.num_inputs, "lr": cfg.learning_rate})
             for name, content in self.engine.config_files().items():
@@ -245,7 +245,7 @@ class Trainer:
             "train_images": len(self.data.train), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "data_source": self.data.source, "engine": cfg.engine, "workers": self.world.size,
-            "nodes": list(dict.fromkeys(a["node"] for a in self.attempts)),  # every node that ran it, in order
+            "nodes": results.trial_nodes(self.dir),  # every node that ran it, in order
         })
         return metrics
 

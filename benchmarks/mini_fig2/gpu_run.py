@@ -30,8 +30,8 @@ def log(msg: str) -> None:
     print(f"[{time.time() - START:6.0f} s] {msg}", flush=True)
 
 
-def launch(args: list[str], logfile: Path, module: bool = True) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1", "PYTHONUNBUFFERED": "1",
+def launch(args: list[str], logfile: Path, module: bool = True, compile_threads: int = 1) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": str(compile_threads), "PYTHONUNBUFFERED": "1",
            "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}  # probes compile, trials reuse
     return subprocess.Popen([sys.executable, *(["-m", "harness"] if module else []), *args], stdout=logfile.open("w"),
                             stderr=subprocess.STDOUT, env=env)
@@ -88,7 +88,8 @@ def probe(trials, work: Path, deadline: float, steps: int) -> tuple[dict[str, fl
         path = work / f"{cfg.trial_id}.yaml"
         path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
         procs[cfg.trial_id] = launch([__file__, "--probe-one", str(path), str(ready), str(len(trials)), str(steps),
-                                      str(deadline - 30)], work / f"probe_{cfg.trial_id}.log", module=False)
+                                      str(deadline - 30)], work / f"probe_{cfg.trial_id}.log", module=False,
+                                     compile_threads=max(1, (os.cpu_count() or 1) // len(trials)))
     codes = wait_all(procs, deadline, status=lambda: f"probe: {sum(p.poll() is None for p in procs.values())} "
                                                      f"running, {len(list(ready.iterdir()))} compiled")
     rates, failed = {}, set()

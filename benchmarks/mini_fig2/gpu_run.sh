@@ -28,5 +28,5 @@ if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; 
 else
     echo "MPS: not available" | tee -a "$OUT/machine.txt"
 fi
-python3 benchmarks/mini_fig2/gpu_run.py suites/cifar100_mini_fig2.yaml --data-dir /tmp/data --out "$OUT" \
+python3 benchmarks/mini_fig2/gpu_run.py "${SUITE:-suites/cifar100_mini_fig2.yaml}" --data-dir /tmp/data --out "$OUT" \
     --budget-s "$((BUDGET - SECONDS))" ${EXTRA:-}  # EXTRA: e.g. a CPU dry run's --set overrides

@@ -41,7 +41,7 @@ def _series(summary: pd.DataFrame):
 def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     """Top-1 against width (Fig. 2 of the paper) and against parameter count; error bars = std over seeds."""
     with plt.rc_context(STYLE):
-        fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(11.5, 4))
         for name, color, style, rows in _series(summary):
             err = 100 * rows.top1_std.fillna(0)
             marker = "s" if style == "--" else "o"
@@ -59,7 +59,7 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         ax_p.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
             lambda v, _: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "25" else ""))
         ax_p.set_title("Top-1 against parameters")
-        ax_w.legend(fontsize=8)
+        ax_p.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves, never on them
         fig.suptitle(_network_title(summary))
         fig.tight_layout()
         _save(fig, path)
@@ -108,6 +108,36 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.set_ylabel("accuracy")
                 ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(scaled, labels):.4f}", fontsize=8)
         axes[0][0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
+    """Test top-1 against epoch (the history's evaluations), one panel per width, one line per trial;
+    None when no trial was evaluated at two epochs or more."""
+    curves = []
+    for _, trial in trials[trials.state == "finished"].iterrows():
+        file = Path(trial.trial_dir) / "history.csv"
+        history = pd.read_csv(file) if file.exists() else pd.DataFrame()
+        points = history.dropna(subset=["test_top1"]) if "test_top1" in history else history.iloc[:0]
+        if len(points) >= 2:
+            curves.append((trial, points))
+    if not curves:
+        return None
+    widths = sorted({t.width for t, _ in curves})
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(widths), figsize=(4 * len(widths) + 1.5, 3.6), squeeze=False, sharey=True)
+        for ax, width in zip(axes[0], widths):
+            for trial, points in curves:
+                if trial.width == width:
+                    ax.plot(points.epoch, 100 * points.test_top1, marker=".", color=COLORS.get(trial.method),
+                            ls="-" if trial.seed == 0 else ":", label=f"{label(trial)} s{trial.seed}")
+            ax.set_title(f"{trial.model}-{trial.depth}-{width}")
+            ax.set_xlabel("epoch")
+        axes[0][0].set_ylabel("test top-1 (%)")
+        axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle("Test top-1 during training")
         fig.tight_layout()
         _save(fig, path)
     return fig

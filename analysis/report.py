@@ -47,7 +47,8 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
             figs.append(figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}"))
         figs.append(figures.reliability_figure(finished, out / "figures" / "reliability"))
         figs.append(figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"))
-        for fig in figs:
+        figs.append(figures.curves_figure(finished, out / "figures" / "curves"))
+        for fig in filter(None, figs):
             plt.close(fig)
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         for png in sorted((out / "figures").glob("*.png")):

@@ -107,7 +107,7 @@ def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
     ax_w, ax_p = fig.axes[:2]
     assert ax_w.get_xlabel() == "width w" and ax_w.get_ylabel() == "top-1 accuracy (%)"
     assert ax_p.get_xlabel() == "parameters (millions)" and ax_p.get_xscale() == "log"
-    legend = [t.get_text() for t in ax_w.get_legend().get_texts()]
+    legend = [t.get_text() for t in ax_p.get_legend().get_texts()]
     assert legend == ["vanilla", "vanilla (ensemble of 2)", "cut_mixmo"]
     vanilla_line = ax_w.get_lines()[0]
     assert list(vanilla_line.get_xdata()) == [2, 4] and list(vanilla_line.get_ydata()) == pytest.approx([60, 60])
@@ -169,3 +169,22 @@ def test_trials_with_different_recipes_are_never_averaged_together(tmp_path):
     assert len(summary) == 2 and sorted(summary.top1_mean) == pytest.approx([0.5, 0.7])
     assert summary.attrs["extra_keys"] == ["train_subset"]
     assert sorted(tables.display_table(summary)["train_subset"]) == ["1000", "2000"]
+
+
+def test_curves_figure_plots_each_evaluated_history(sweep, tmp_path):
+    assert figures.curves_figure(collect(sweep), tmp_path / "none") is None  # no history: no figure
+    top1 = {"vanilla": [0.2, 0.4, 0.5], "cut_mixmo": [0.1, 0.3, 0.6]}
+    for method, values in top1.items():
+        trial = next(sweep.glob(f"{method}-wrn16x4-*-s0-*"))
+        rows = [{"epoch": e + 1, "train_loss": 1.0, "test_top1": v} for e, v in enumerate(values)]
+        rows.insert(1, {"epoch": 1.5, "train_loss": 1.0, "test_top1": None})  # an epoch without evaluation
+        pd.DataFrame(rows).to_csv(trial / "history.csv", index=False)
+    fig = figures.curves_figure(collect(sweep), tmp_path / "f" / "curves")
+    (ax,) = fig.axes
+    assert ax.get_title() == "wrn-16-4" and ax.get_ylabel() == "test top-1 (%)"
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"vanilla s0", "cut_mixmo s0"}
+    for method, values in top1.items():
+        assert list(lines[f"{method} s0"].get_xdata()) == [1, 2, 3]
+        assert list(lines[f"{method} s0"].get_ydata()) == pytest.approx([100 * v for v in values])
+    assert (tmp_path / "f" / "curves.png").exists()

@@ -115,31 +115,52 @@ def cmd_run(args) -> int:
                      dry_run=args.dry_run, tracking_uri=args.tracking_uri)
 
 
+def _results_target(target: str):
+    """`status` / `report` TARGET -> (local suite folder, object store or None, suite name, suite or None).
+    A suite or folder in an object store is first copied here (without checkpoints)."""
+    from harness.storage import CACHE_ONLY, ObjectStore, driver_cache_dir, is_uri
+
+    suite = None
+    if is_uri(target):
+        parent, name = target.rstrip("/").rsplit("/", 1)
+        store, suite_dir = ObjectStore(parent), driver_cache_dir(parent) / name
+    elif Path(target).is_dir():
+        store, suite_dir, name = None, Path(target), Path(target).name
+    else:
+        from harness.suite import resolve_data_dir
+
+        suite = _load_suite_arg(argparse.Namespace(suite=Path(target)))
+        resolve_data_dir(suite)
+        store, suite_dir, name = suite.store, suite.suite_dir, suite.name
+    if store is not None:
+        store.pull(name, suite_dir, skip=CACHE_ONLY)
+    return suite_dir, store, name, suite
+
+
 def cmd_status(args) -> int:
     from harness.sweep import status_table, trials_in_folder
 
-    target = Path(args.target)
-    if target.is_dir():
-        trials = trials_in_folder(target)
+    suite_dir, _, _, suite = _results_target(args.target)
+    if suite is None:
+        trials = trials_in_folder(suite_dir)
         if not trials:
-            raise ConfigError(f"{target}: no trial folders (expected <trial_id>/config.yaml inside)")
+            raise ConfigError(f"{args.target}: no trial folders (expected <trial_id>/config.yaml inside)")
     else:
-        from harness.suite import expand, resolve_data_dir
+        from harness.suite import expand
 
-        suite = _load_suite_arg(argparse.Namespace(suite=target))
-        resolve_data_dir(suite)
-        trials = expand(suite, str(target))
+        trials = expand(suite, str(args.target))
     print(status_table(trials))
     return 0
 
 
 def cmd_sync(args) -> int:
-    from harness.suite import expand, resolve_data_dir
+    from harness.suite import expand
     from harness.results import ERROR
     from harness.tracking import Tracker
 
-    suite = _load_suite_arg(args)
-    resolve_data_dir(suite)
+    _, _, _, suite = _results_target(str(args.suite))
+    if suite is None:
+        raise ConfigError(f"{args.suite}: `harness sync` needs the suite's YAML file, not a results folder")
     trials = expand(suite, str(args.suite))
     tracker = Tracker.for_suite(suite, args.tracking_uri)
     failed = {t.trial_id for t in trials if (t.trial_dir / ERROR).exists()}
@@ -153,21 +174,18 @@ def cmd_sync(args) -> int:
 def cmd_report(args) -> int:
     from analysis.report import build_report
 
-    target = Path(args.target)
-    specs, expected, suite = None, {}, None
-    if target.is_dir():
-        suite_dir = target
-    else:
-        from harness.suite import expand, resolve_data_dir
+    suite_dir, store, name, suite = _results_target(args.target)
+    specs, expected = None, {}
+    if suite is not None:
+        from harness.suite import expand
 
-        suite = _load_suite_arg(argparse.Namespace(suite=target))
-        resolve_data_dir(suite)
-        expected = {t.trial_id: f"{t.method}, width {t.width}, seed {t.seed}" for t in expand(suite, str(target))}
+        expected = {t.trial_id: f"{t.method}, width {t.width}, seed {t.seed}" for t in expand(suite, str(args.target))}
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
-        suite_dir = suite.suite_dir
     if not suite_dir.is_dir():
-        raise ConfigError(f"{suite_dir}: no results yet (run `harness run` first)")
+        raise ConfigError(f"{store.uri + '/' + name if store else suite_dir}: no results yet (run `harness run` first)")
     report = build_report(suite_dir, specs, expected)
+    if store is not None:
+        store.push(report["dir"], f"{name}/report")
     print(f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, {len(report['figures'])} figure files)")
     if report["missing"]:
         print(f"{len(report['missing'])} trial(s) missing from the report:")
@@ -202,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="a table of a suite's trials and their states")
-    status.add_argument("target", help="suite YAML file, or a results/<suite> folder")
+    status.add_argument("target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)")
     status.set_defaults(func=cmd_status)
 
     report = sub.add_parser("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
-    report.add_argument("target", help="suite YAML file, or a results/<suite> folder")
+    report.add_argument("target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)")
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
     report.set_defaults(func=cmd_report)
 

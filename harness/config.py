@@ -25,6 +25,7 @@ class TrialConfig(BaseModel):
     name: str = "trial"  # results go to <output_dir>/<name>/<trial_id>/
     seed: int = 0
     output_dir: Path = Path("results")
+    store: Optional[str] = None  # object-store URI the trial folder is mirrored to (output_dir is then node-local)
 
     # --- data
     dataset: str = "cifar100"
@@ -135,7 +136,7 @@ class TrialConfig(BaseModel):
     # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
     RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress",
                                                "loader", "loader_workers", "ffcv_dir", "channels_last", "compile",
-                                               "workers_per_trial")  # same global batch, synchronised BN: same result
+                                               "workers_per_trial", "store")  # same global batch, synchronised BN: same result
 
     # Keys added after results existed: left out of the trial id at their defaults, so old ids stay valid.
     ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = ("engine", "zero_stage", "grad_accum_steps", "deepspeed")

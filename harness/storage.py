@@ -1,12 +1,17 @@
 """Where a sweep keeps its trial folders, and whether every node of the cluster can reach it.
 
 A trial retried on another node resumes from the checkpoint its first node wrote, so on a cluster
-that spans several hosts the storage must be a shared filesystem (NFS, EFS, Lustre, ...).
+that spans several hosts the storage must be shared: a filesystem every node mounts (NFS, EFS,
+Lustre, ...) or an object store (s3://, gs://, ...: ``ObjectStore``), which trials mirror to.
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
+
+from harness.config import ConfigError
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "wekafs",
@@ -51,9 +56,154 @@ def check_cluster_storage(storage: Path) -> None:
     """Raise ConfigError if the connected Ray cluster spans several hosts and ``storage`` is node-local."""
     import ray
 
-    from harness.config import ConfigError
-
     hosts = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
     problem = storage_problem(Path(storage), hosts)
     if problem:
         raise ConfigError(problem)
+
+
+# --- object stores: a suite's `storage` as a URI (s3://bucket/prefix, gs://..., any pyarrow.fs scheme)
+CACHE_ONLY = {"checkpoint.pt", "deepspeed"}  # what the driver, status and report never need to download
+_MANIFEST = ".pushed.json"  # in a local folder: size and mtime of each file as last mirrored
+
+
+def is_uri(storage) -> bool:
+    return "://" in str(storage)
+
+
+def staging_root() -> Path:
+    """Node-local folder where trials work and the driver caches results when storage is an object store."""
+    return Path(os.environ.get("HARNESS_STAGING_DIR") or Path.home() / ".cache" / "harness" / "staging")
+
+
+def node_staging_dir() -> Path:
+    """This node's working folder (one per Ray node, so nodes never share a working copy)."""
+    from harness.distributed import node_name
+
+    return staging_root() / node_name().replace("/", "-")
+
+
+def driver_cache_dir(uri: str) -> Path:
+    """The driver's (and `harness status` / `report`'s) local copy of a store's results."""
+    import hashlib
+
+    return staging_root() / "driver" / hashlib.sha1(uri.rstrip("/").encode()).hexdigest()[:12]
+
+
+class ObjectStore:
+    """A storage URI through pyarrow.fs. Trials work in a node-local folder and mirror it here after
+    every epoch (``push``); a trial retried on another node, the driver, status and report first
+    download what they lack (``pull``). Only changed files move, by size and modification time."""
+
+    SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")  # what pyarrow.fs opens from a URI
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        scheme = self.uri.split("://", 1)[0]
+        if scheme not in self.SCHEMES or not self.uri.split("://", 1)[1]:
+            raise ConfigError(f"storage {uri!r}: not an object-store URI pyarrow can open; use one of "
+                              f"{', '.join(s + '://bucket/prefix' for s in self.SCHEMES[:2])} (or {', '.join(self.SCHEMES[2:])}), "
+                              "or a filesystem path")
+        self._fs = None
+
+    def _open(self):
+        """(pyarrow filesystem, root path), opened on first use: S3 may ask the network for the bucket's region."""
+        if self._fs is None:
+            import pyarrow.fs
+
+            try:
+                self._fs, root = pyarrow.fs.FileSystem.from_uri(self.uri)
+            except Exception as err:  # malformed URI, missing credentials, unknown bucket
+                raise ConfigError(f"storage {self.uri!r}: pyarrow cannot open it ({err})") from None
+            self._root = root.rstrip("/")
+        return self._fs, self._root
+
+    def list(self, rel: str) -> dict[str, tuple[int, int]]:
+        """{path relative to rel: (size, mtime ns)} of the files under rel (empty if none)."""
+        import pyarrow.fs
+
+        fs, root = self._open()
+        base = f"{root}/{rel}"
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True))
+        return {i.path[len(base) + 1:]: (i.size, i.mtime_ns or 0) for i in infos if i.type == pyarrow.fs.FileType.File}
+
+    def push(self, local: Path, rel: str, skip: set[str] = frozenset()) -> int:
+        """Upload the files of ``local`` that changed since the last push or pull; returns how many."""
+        fs, root = self._open()
+        local = Path(local)
+        manifest = _read_manifest(local)
+        sent = 0
+        for path in sorted(local.rglob("*")):
+            name = path.relative_to(local).as_posix()
+            if not path.is_file() or _hidden(name) or skip & set(name.split("/")):
+                continue
+            stat = path.stat()
+            if manifest.get(name) == [stat.st_size, stat.st_mtime_ns]:
+                continue
+            with path.open("rb") as src, fs.open_output_stream(f"{root}/{rel}/{name}") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+            manifest[name] = [stat.st_size, stat.st_mtime_ns]
+            sent += 1
+        if sent:
+            _write_manifest(local, manifest)
+        return sent
+
+    def pull(self, rel: str, local: Path, skip: set[str] = frozenset()) -> int:
+        """Download the files under ``rel`` that ``local`` lacks or holds an older copy of; returns how many."""
+        fs, root = self._open()
+        local = Path(local)
+        manifest = _read_manifest(local)
+        got = 0
+        for name, (size, mtime_ns) in self.list(rel).items():
+            if _hidden(name) or skip & set(name.split("/")):
+                continue
+            target = local / name
+            if target.exists() and (target.stat().st_size == size and target.stat().st_mtime_ns >= mtime_ns):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.pull")
+            with fs.open_input_stream(f"{root}/{rel}/{name}") as src, tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.replace(tmp, target)
+            manifest[name] = [size, mtime_ns]  # already in the store: no need to push it back
+            got += 1
+        if got:
+            _write_manifest(local, manifest)
+        return got
+
+
+    def delete(self, rel: str) -> None:
+        fs, root = self._open()
+        fs.delete_dir_contents(f"{root}/{rel}", missing_dir_ok=True)
+
+
+def _hidden(name: str) -> bool:
+    return any(part.startswith(".") for part in name.split("/"))
+
+
+def _read_manifest(local: Path) -> dict:
+    try:
+        return json.loads((local / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_manifest(local: Path, manifest: dict) -> None:
+    local.mkdir(parents=True, exist_ok=True)
+    tmp = local / f"{_MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, local / _MANIFEST)
+
+
+def working_copy(cfg):
+    """A trial whose storage is an object store works in this node's staging folder: returns the
+    config pointed there, its folder filled from the store (a retry on another node resumes from
+    the last checkpoint pushed), and a function that mirrors the folder back. Otherwise: (cfg, no-op)."""
+    if not cfg.store:
+        return cfg, lambda: 0
+    store = ObjectStore(cfg.store)
+    local = cfg.model_copy(update={"output_dir": node_staging_dir()})
+    rel = f"{cfg.name}/{cfg.trial_id}"
+    store.pull(rel, local.trial_dir)
+    return local, lambda: store.push(local.trial_dir, rel)

@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml
+from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
 Scalar = Union[str, int, float, bool, None]
 
@@ -76,11 +77,12 @@ class Suite(Strict):
 
     @field_validator("storage")
     @classmethod
-    def _filesystem_path(cls, v: str) -> str:
-        if "://" in v:
-            raise ValueError(f"{v!r}: object-store URIs are not supported yet; use a filesystem path, shared by "
-                             "every node on a multi-node cluster (NFS, EFS, Lustre, or a bucket mounted with "
-                             "mountpoint-s3/gcsfuse)")
+    def _storage(cls, v: str) -> str:
+        if is_uri(v):
+            try:
+                ObjectStore(v)  # a scheme pyarrow cannot open is refused here rather than in every trial
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
         return v
 
     @field_validator("ensembles", mode="before")
@@ -89,8 +91,18 @@ class Suite(Strict):
         return [v] if isinstance(v, dict) else v
 
     @property
+    def store(self) -> ObjectStore | None:
+        return ObjectStore(self.storage) if is_uri(self.storage) else None
+
+    @property
+    def results_root(self) -> Path:
+        """Where this machine reads and writes the suite's folders: the storage path, or for an
+        object store its local copy (trials and the driver synchronise it with the store)."""
+        return driver_cache_dir(self.storage) if is_uri(self.storage) else Path(self.storage)
+
+    @property
     def suite_dir(self) -> Path:
-        return Path(self.storage) / self.name
+        return self.results_root / self.name
 
 
 TRIAL_KEYS = set(TrialConfig.model_fields)
@@ -149,14 +161,15 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
     points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
     for extra in suite.include:
         points += _product(extra)
-    storage = Path(suite.storage).resolve()
+    storage = suite.results_root.resolve()
+    store = suite.storage if is_uri(suite.storage) else None
     trials: dict[str, TrialConfig] = {}
     for point in points:
         values = {**suite.base, **point}
         for rule in suite.rules:
             if _matches(values, rule.when):
                 values.update(rule.set)
-        values.update(name=suite.name, output_dir=storage)
+        values.update(name=suite.name, output_dir=storage, store=store)
         try:
             cfg = TrialConfig.model_validate(values)
         except ValidationError as err:
@@ -166,6 +179,9 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
         trials.setdefault(cfg.trial_id, cfg)
     if not trials:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
+    if store and any(t.workers_per_trial > 1 for t in trials.values()):
+        raise ConfigError(f"{source}: storage {store!r}: an object store cannot hold trials of several workers yet "
+                          "(workers_per_trial > 1 write on several nodes); use a shared filesystem for them")
     _check_ensembles(suite, list(trials.values()), source)
     return list(trials.values())
 

@@ -21,7 +21,7 @@ from harness import results
 from harness.config import TrialConfig
 from harness.data import check_available
 from harness.cost import REFERENCE_TFLOPS, format_flops, trial_flops
-from harness.storage import check_cluster_storage
+from harness.storage import CACHE_ONLY, check_cluster_storage, working_copy
 from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
@@ -77,7 +77,7 @@ def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
 
 # --- the trainable, run by Ray in a worker process
 def run_trial(config: dict) -> None:
-    cfg = TrialConfig.model_validate(config["case"]["trial"])
+    cfg, mirror = working_copy(TrialConfig.model_validate(config["case"]["trial"]))
     import torch
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
@@ -91,11 +91,17 @@ def run_trial(config: dict) -> None:
         else:
             from harness.trainer import Trainer
 
+            def on_epoch(row: dict) -> None:
+                mirror()  # the checkpoint reaches the object store before Tune hears of the epoch
+                tune.report({**row, "trial_id": cfg.trial_id})
+
             trainer = Trainer(cfg, log=lambda s: None)
-            metrics = trainer.run(on_epoch=lambda row: tune.report({**row, "trial_id": cfg.trial_id}))
+            metrics = trainer.run(on_epoch=on_epoch)
+        mirror()
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1})
     except Exception:  # not SystemExit: Tune ends finished trials that way
         results.write_text(cfg.trial_dir / results.ERROR, traceback.format_exc())
+        mirror()
         raise
 
 
@@ -209,9 +215,14 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
               dry_run: bool = False, tracking_uri: str | None = None) -> int:
     resolve_data_dir(suite)
     trials = expand(suite, source)
+    store = suite.store
     if restart and not dry_run:
         for t in trials:
             shutil.rmtree(t.trial_dir, ignore_errors=True)
+            if store:
+                store.delete(f"{suite.name}/{t.trial_id}")
+    if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
+        store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials), flush=True)
     for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
         check_available(cfg)  # missing data fails here, with its message, not in every trial
@@ -229,11 +240,15 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
     failed: set[str] = set()
     if todo:
         failed = _tune(suite, todo, address, tracker)
+        if store:
+            store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:
             _finish_tracking(suite, trials, tracker, failed)
     ensembles = _compose_ensembles(suite, trials)
+    if store:  # the suite's own files (parent run, status, ensembles) beside the trials
+        store.push(suite.suite_dir, suite.name)
     print(status_table(trials))
     for line in ensembles:
         print(line)
@@ -250,7 +265,8 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
              include_dashboard=False, log_to_driver=False, configure_logging=False)
-    check_cluster_storage(suite.suite_dir)  # before any trial runs
+    if not suite.store:
+        check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
     tracking = BackgroundTracker(tracker)

@@ -51,13 +51,13 @@ def _write_state(path: Path, uri: str, state: dict) -> None:
 
 
 class Tracker:
-    def __init__(self, uri: str, experiment: str, suite_name: str, suite_dir: Path):
+    def __init__(self, uri: str, experiment: str, suite_name: str, suite_dir: Path, artifact_root: str | None = None):
         # A server that does not answer should cost seconds, not MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow.tracking import MlflowClient
 
-        self.uri, self.experiment, self.suite_name = uri, experiment, suite_name
+        self.uri, self.experiment, self.suite_name, self.artifact_root = uri, experiment, suite_name, artifact_root
         self.suite_dir = Path(suite_dir)
         self.client = MlflowClient(uri)
         self._experiment_id: str | None = None
@@ -66,8 +66,9 @@ class Tracker:
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
         """The suite's tracker: --tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in storage."""
-        uri = tracking_uri or suite.tracking.uri or default_tracking_uri(Path(suite.storage))
-        return cls(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir)
+        uri = tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root)
+        return cls(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir,
+                   artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None)
 
     # --- runs
     def experiment_id(self) -> str:
@@ -76,9 +77,11 @@ class Tracker:
             if exp is not None:
                 self._experiment_id = exp.experiment_id
             else:
-                # Local stores keep artifacts beside the results; a server decides for itself.
+                # Local stores keep artifacts beside the results (in the object store, if that is the
+                # storage); a server decides for itself (its --artifacts-destination).
                 local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
-                location = (self.suite_dir.parent.resolve() / "mlartifacts" / self.experiment).as_uri() if local else None
+                root = self.artifact_root or (self.suite_dir.parent.resolve() / "mlartifacts").as_uri()
+                location = f"{root}/{self.experiment}" if local else None
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         return self._experiment_id
 

@@ -269,7 +269,8 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
-    tracking = BackgroundTracker(tracker)
+    store = suite.store
+    tracking = BackgroundTracker(tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY)))
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite)),
         param_space={"cpus": suite.resources.cpus, "gpus": suite.resources.gpus, "case": tune.grid_search(grid)},

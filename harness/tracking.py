@@ -17,6 +17,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -177,8 +178,8 @@ class BackgroundTracker:
     """Sends trial updates from a single background thread, so a slow or dead tracking store
     never blocks the sweep. After a failure it stays quiet until the final ``Tracker.sync``."""
 
-    def __init__(self, tracker: Tracker | None):
-        self.tracker = tracker
+    def __init__(self, tracker: Tracker | None, fetch: Callable[[Path], object] | None = None):
+        self.tracker, self.fetch = tracker, fetch  # fetch: bring a trial folder up to date first (object store)
         self.pool = ThreadPoolExecutor(max_workers=1) if tracker else None
         self.down = False
 
@@ -189,6 +190,11 @@ class BackgroundTracker:
     def _sync(self, trial_dir: Path) -> None:
         if self.down:
             return
+        if self.fetch is not None:
+            try:
+                self.fetch(trial_dir)
+            except Exception as err:  # the end of the sweep fetches everything again
+                warn(f"storage: could not fetch {trial_dir.name} ({type(err).__name__}: {str(err)[:200]})")
         try:
             self.tracker.sync_trial(trial_dir)
         except Exception as err:

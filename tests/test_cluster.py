@@ -136,8 +136,6 @@ def test_node_local_storage_is_refused_on_a_multi_host_cluster(tmp_path):
     assert storage_problem(tmp_path, {"10.0.0.1", "10.0.0.2"}, "nfs4") is None
     problem = storage_problem(tmp_path, {"10.0.0.1", "10.0.0.2"}, "ext4")
     assert "node-local filesystem (ext4)" in problem and "spans 2 hosts" in problem and "shared filesystem" in problem
-    proc = harness("run", write_suite(tmp_path, storage="s3://bucket/results"))
-    assert proc.returncode == 2 and "object-store URIs are not supported yet" in proc.stderr
 
 
 def test_ray_cluster_yaml_is_a_valid_cluster_launcher_config():

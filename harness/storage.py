@@ -6,6 +6,7 @@ Lustre, ...) or an object store (s3://, gs://, ...: ``ObjectStore``), which tria
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -85,8 +86,6 @@ def node_staging_dir() -> Path:
 
 def driver_cache_dir(uri: str) -> Path:
     """The driver's (and `harness status` / `report`'s) local copy of a store's results."""
-    import hashlib
-
     return staging_root() / "driver" / hashlib.sha1(uri.rstrip("/").encode()).hexdigest()[:12]
 
 

@@ -129,11 +129,11 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(widths), figsize=(4 * len(widths) + 1.5, 3.6), squeeze=False, sharey=True)
         for ax, width in zip(axes[0], widths):
-            for trial, points in curves:
-                if trial.width == width:
-                    ax.plot(points.epoch, 100 * points.test_top1, marker=".", color=COLORS.get(trial.method),
-                            ls="-" if trial.seed == 0 else ":", label=f"{label(trial)} s{trial.seed}")
-            ax.set_title(f"{trial.model}-{trial.depth}-{width}")
+            panel = [(trial, points) for trial, points in curves if trial.width == width]
+            for trial, points in panel:
+                ax.plot(points.epoch, 100 * points.test_top1, marker=".", color=COLORS.get(trial.method),
+                        ls="-" if trial.seed == 0 else ":", label=f"{label(trial)} s{trial.seed}")
+            ax.set_title(f"{panel[0][0].model}-{panel[0][0].depth}-{width}")
             ax.set_xlabel("epoch")
         axes[0][0].set_ylabel("test top-1 (%)")
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))

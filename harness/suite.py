@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -90,8 +91,9 @@ class Suite(Strict):
     def _one_or_many(cls, v):
         return [v] if isinstance(v, dict) else v
 
-    @property
+    @functools.cached_property
     def store(self) -> ObjectStore | None:
+        """The object store of a URI storage (one per suite: it opens its filesystem once), else None."""
         return ObjectStore(self.storage) if is_uri(self.storage) else None
 
     @property

@@ -265,11 +265,11 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
 
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
              include_dashboard=False, log_to_driver=False, configure_logging=False)
-    if not suite.store:
+    store = suite.store
+    if not store:
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
-    store = suite.store
     tracking = BackgroundTracker(tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY)))
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite)),

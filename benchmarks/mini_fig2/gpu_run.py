@@ -56,24 +56,22 @@ def probe_one(config: Path, ready: Path, total: int, warmup: int, steps: int, un
     ready (or `until`), then time `steps` steps, so that every rate is measured with the GPU shared."""
     import torch
 
-    from harness.bench.runner import _cycle, _sync
+    from harness.bench.runner import _cycle, timed
     from harness.config import load_trial_config
     from harness.trainer import Trainer
 
     cfg = load_trial_config(config)
     trainer = Trainer(cfg, log=lambda s: None)
     batches = _cycle(lambda: iter(trainer.train_loader))
-    for _ in range(warmup):
-        trainer.step(*next(batches), lr=1e-3, progress=0.5)
-    _sync(trainer.device)
+
+    def step():
+        return trainer.step(*next(batches), lr=1e-3, progress=0.5)
+
+    timed(trainer.device, step, warmup, 0)  # compiles and records the CUDA graphs
     (ready / cfg.trial_id).touch()
     while len(list(ready.iterdir())) < total and time.time() < until:
         time.sleep(0.2)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        trainer.step(*next(batches), lr=1e-3, progress=0.5)
-    _sync(trainer.device)
-    rate = steps / (time.perf_counter() - t0)
+    rate = steps / timed(trainer.device, step, 0, steps)
     print(json.dumps({"steps_per_s": rate, "all_ready": len(list(ready.iterdir())) >= total,
                       "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}))
 

@@ -57,12 +57,12 @@ class ReferenceDataset(Dataset):
     """Item i: image i in input slot 0 and M - 1 random partners, each PIL-augmented, mixed per sample."""
 
     def __init__(self, arrays: ImageArrays, method, mean, std, crop_padding: int = 4, flip: bool = True,
-                 progress: float = 0.0):
+                 progress: float = 0.0, seed: int = 0):
         self.arrays, self.method, self.progress = arrays, method, progress
         size = arrays.x.shape[1]
         self.transform = T.Compose([T.RandomCrop(size, padding=crop_padding), T.RandomHorizontalFlip(0.5 if flip else 0.0),
                                     T.ToTensor(), T.Normalize(mean, std)])
-        self.rng = np.random.default_rng()
+        self.rng = np.random.default_rng(seed)  # workers replace it with their own streams
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -128,7 +128,7 @@ def _worker_init(worker_id: int) -> None:
 
 def reference_loader(arrays: ImageArrays, method, mean, std, batch_size: int, repetitions: int, workers: int,
                      pin_memory: bool = False, crop_padding: int = 4, flip: bool = True, seed: int = 0) -> DataLoader:
-    dataset = ReferenceDataset(arrays, method, mean, std, crop_padding, flip)
+    dataset = ReferenceDataset(arrays, method, mean, std, crop_padding, flip, seed=seed)
     return DataLoader(dataset, batch_sampler=RepeatedBatchSampler(len(arrays), batch_size, repetitions, seed),
                       num_workers=workers, pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
                       prefetch_factor=2 if workers else None)

@@ -144,12 +144,25 @@ def _worker_loop(config: dict) -> None:
     import ray.train
 
     from harness.config import TrialConfig
+    from harness.storage import working_copy
     from harness.trainer import Trainer
 
-    cfg = TrialConfig.model_validate(config["trial"])
+    world = current_world()
+    copy = working_copy(TrialConfig.model_validate(config["trial"]), rank=world.rank)
+    cfg = copy.cfg
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    trainer = Trainer(cfg, log=lambda s: None)
-    trainer.run(on_epoch=lambda row: ray.train.report({**row, "trial_id": cfg.trial_id}), restart=config.get("restart", False))
+
+    def on_epoch(row: dict) -> None:
+        if copy.store:  # rank 0's checkpoint.pt goes up after every rank's part of it
+            if not world.is_main:
+                copy.push()
+            barrier()
+            if world.is_main:
+                copy.push()
+        ray.train.report({**row, "trial_id": cfg.trial_id})
+
+    Trainer(cfg, log=lambda s: None).run(on_epoch=on_epoch, restart=config.get("restart", False))
+    copy.push()  # rank 0: the metrics and logits
 
 
 def run_on_workers(cfg, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, restart: bool = False,

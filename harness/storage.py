@@ -10,9 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.config import ConfigError
+from harness.config import ConfigError, TrialConfig
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "wekafs",
@@ -66,6 +67,7 @@ def check_cluster_storage(storage: Path) -> None:
 # --- object stores: a suite's `storage` as a URI (s3://bucket/prefix, gs://..., any pyarrow.fs scheme)
 CACHE_ONLY = {"checkpoint.pt", "deepspeed"}  # what the driver, status and report never need to download
 _MANIFEST = ".pushed.json"  # in a local folder: size and mtime of each file as last mirrored
+_LAST = "checkpoint.pt"  # pushed after the files it refers to
 
 
 def is_uri(storage) -> bool:
@@ -126,13 +128,15 @@ class ObjectStore:
         infos = fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True))
         return {i.path[len(base) + 1:]: (i.size, i.mtime_ns or 0) for i in infos if i.type == pyarrow.fs.FileType.File}
 
-    def push(self, local: Path, rel: str, skip: set[str] = frozenset()) -> int:
-        """Upload the files of ``local`` that changed since the last push or pull; returns how many."""
+    def push(self, local: Path, rel: str, skip: set[str] = frozenset(), prune: bool = False) -> int:
+        """Upload the files of ``local`` that changed since the last push or pull (the checkpoint last: it
+        must not point at parts not yet uploaded); returns how many. ``prune`` also deletes from the store
+        what was pushed or pulled here and is gone locally (a trial's older DeepSpeed tags)."""
         fs, root = self._open()
         local = Path(local)
         manifest = _read_manifest(local)
         sent = 0
-        for path in sorted(local.rglob("*")):
+        for path in sorted(local.rglob("*"), key=lambda p: (p.name == _LAST, p)):
             name = path.relative_to(local).as_posix()
             if not path.is_file() or _hidden(name) or skip & set(name.split("/")):
                 continue
@@ -143,7 +147,19 @@ class ObjectStore:
                 shutil.copyfileobj(src, dst, 1 << 22)
             manifest[name] = [stat.st_size, stat.st_mtime_ns]
             sent += 1
-        if sent:
+        gone = [name for name in manifest if prune and not (local / name).is_file()]
+        for name in gone:
+            del manifest[name]
+            # the highest folder deleted locally goes as a whole (S3 would keep an empty marker for it)
+            folder = next((p for p in reversed(Path(name).parents[:-1]) if not (local / p).exists()), None)
+            try:
+                if folder is None:
+                    fs.delete_file(f"{root}/{rel}/{name}")
+                else:
+                    fs.delete_dir(f"{root}/{rel}/{folder.as_posix()}")
+            except FileNotFoundError:
+                pass  # another rank of the trial deleted it first
+        if sent or gone:
             _write_manifest(local, manifest)
         return sent
 
@@ -171,7 +187,6 @@ class ObjectStore:
             _write_manifest(local, manifest)
         return got
 
-
     def delete(self, rel: str) -> None:
         fs, root = self._open()
         fs.delete_dir_contents(f"{root}/{rel}", missing_dir_ok=True)
@@ -195,14 +210,35 @@ def _write_manifest(local: Path, manifest: dict) -> None:
     os.replace(tmp, local / _MANIFEST)
 
 
-def working_copy(cfg):
-    """A trial whose storage is an object store works in this node's staging folder: returns the
-    config pointed there, its folder filled from the store (a retry on another node resumes from
-    the last checkpoint pushed), and a function that mirrors the folder back. Otherwise: (cfg, no-op)."""
+@dataclass
+class WorkingCopy:
+    """A trial folder in node-local staging, mirrored to the trial's object store (no-op without one)."""
+
+    cfg: TrialConfig  # pointed at the local folder
+    store: ObjectStore | None = None
+    skip: frozenset = frozenset()
+
+    @property
+    def rel(self) -> str:
+        return f"{self.cfg.name}/{self.cfg.trial_id}"
+
+    def pull(self) -> None:
+        if self.store:
+            self.store.pull(self.rel, self.cfg.trial_dir, self.skip)
+
+    def push(self) -> None:
+        if self.store:
+            self.store.push(self.cfg.trial_dir, self.rel, self.skip, prune=True)
+
+
+def working_copy(cfg: TrialConfig, rank: int | None = None, skip: frozenset = frozenset()) -> WorkingCopy:
+    """Where a trial works. With an object store: this node's staging folder (one per rank of a trial of
+    several workers, so no two processes share a copy), filled afresh from the store: the store, not what
+    an earlier attempt left here unpushed, is the state a retry resumes from. Otherwise the trial's folder."""
     if not cfg.store:
-        return cfg, lambda: 0
-    store = ObjectStore(cfg.store)
-    local = cfg.model_copy(update={"output_dir": node_staging_dir()})
-    rel = f"{cfg.name}/{cfg.trial_id}"
-    store.pull(rel, local.trial_dir)
-    return local, lambda: store.push(local.trial_dir, rel)
+        return WorkingCopy(cfg)
+    folder = node_staging_dir() if rank is None else node_staging_dir() / f"rank{rank}"
+    copy = WorkingCopy(cfg.model_copy(update={"output_dir": folder}), ObjectStore(cfg.store), frozenset(skip))
+    shutil.rmtree(copy.cfg.trial_dir, ignore_errors=True)
+    copy.pull()
+    return copy

@@ -181,9 +181,6 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
         trials.setdefault(cfg.trial_id, cfg)
     if not trials:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
-    if store and any(t.workers_per_trial > 1 for t in trials.values()):
-        raise ConfigError(f"{source}: storage {store!r}: an object store cannot hold trials of several workers yet "
-                          "(workers_per_trial > 1 write on several nodes); use a shared filesystem for them")
     _check_ensembles(suite, list(trials.values()), source)
     return list(trials.values())
 

@@ -77,31 +77,40 @@ def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
 
 # --- the trainable, run by Ray in a worker process
 def run_trial(config: dict) -> None:
-    cfg, mirror = working_copy(TrialConfig.model_validate(config["case"]["trial"]))
+    trial = TrialConfig.model_validate(config["case"]["trial"])
+    several = trial.workers_per_trial > 1
+    # one worker trains here, on this node's copy; several workers each mirror a copy of their own,
+    # and this process only needs their results
+    copy = working_copy(trial, skip=CACHE_ONLY if several else frozenset())
+    cfg = copy.cfg
     import torch
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     try:
-        if cfg.workers_per_trial > 1:
+        if several:
             from harness.distributed import run_on_workers
 
             # the workers report each epoch to Tune themselves (TuneReportCallback)
             run_on_workers(cfg, cpus_per_worker=config.get("cpus", 1), gpus_per_worker=config.get("gpus", 0))
+            copy.pull()
             metrics = results.read_json(cfg.trial_dir / results.METRICS)
         else:
             from harness.trainer import Trainer
 
             def on_epoch(row: dict) -> None:
-                mirror()  # the checkpoint reaches the object store before Tune hears of the epoch
+                copy.push()  # the checkpoint reaches the object store before Tune hears of the epoch
                 tune.report({**row, "trial_id": cfg.trial_id})
 
             trainer = Trainer(cfg, log=lambda s: None)
             metrics = trainer.run(on_epoch=on_epoch)
-        mirror()
+            copy.push()
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1})
     except Exception:  # not SystemExit: Tune ends finished trials that way
         results.write_text(cfg.trial_dir / results.ERROR, traceback.format_exc())
-        mirror()
+        try:
+            copy.push()
+        except Exception as upload:  # the trial's own error is the one to raise
+            print(f"{cfg.trial_id}: could not upload {results.ERROR} to {cfg.store}: {upload}", file=sys.stderr)
         raise
 
 

@@ -223,7 +223,7 @@ class Trainer:
         if main:
             results.write_json(self.dir / results.METRICS, self.evaluate())
         barrier()
-        return results.read_json(self.dir / results.METRICS)
+        return results.read_json(self.dir / results.METRICS) if main else {}  # other ranks may work elsewhere
 
     def evaluate(self) -> dict:
         t0 = time.perf_counter()

@@ -7,12 +7,14 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
 
+import pyarrow.fs
 import pytest
 
 from harness.storage import CACHE_ONLY, ObjectStore
@@ -81,6 +83,23 @@ def test_push_and_pull_move_changed_files_only(tmp_path, s3):
     assert (dst / "a.txt").read_text() == "two" and (dst / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
     assert not (dst / "checkpoint.pt").exists()
     assert store.pull("t", dst, skip=CACHE_ONLY) == 0 and store.push(dst, "t") == 0  # pulled files are not sent back
+
+    # prune: what a copy pushed or pulled and then deleted goes from the store too, a deleted folder as a whole
+    (src / "ds" / "epoch1").mkdir(parents=True)
+    (src / "ds" / "epoch1" / "part").write_bytes(b"old")
+    (src / "ds" / "latest").write_text("epoch1")
+    assert store.push(src, "t", prune=True) == 2
+    assert store.pull("t", dst) == 3  # dst: a second copy (another rank) holding the same files
+    shutil.rmtree(src / "ds" / "epoch1")
+    (src / "a.txt").unlink()
+    assert store.push(src, "t") == 0 and len(stored(s3, "t")) == 5  # without prune nothing is deleted
+    store.push(src, "t", prune=True)
+    assert set(stored(s3, "t")) == {"sub/b.bin", "checkpoint.pt", "ds/latest"}
+    fs, root = store._open()
+    assert fs.get_file_info(f"{root}/t/ds/epoch1").type == pyarrow.fs.FileType.NotFound  # no empty folder marker left
+    shutil.rmtree(dst / "ds" / "epoch1")
+    store.push(dst, "t", prune=True)  # the other copy prunes what is already gone: no error
+    assert set(stored(s3, "t")) == {"sub/b.bin", "checkpoint.pt", "ds/latest"}  # nor brings back its unchanged a.txt
     store.delete("t")
     assert stored(s3, "t") == {}
 
@@ -89,8 +108,6 @@ def test_bad_object_store_settings_are_refused_before_anything_runs(tmp_path):
     proc = harness("run", write_suite(tmp_path, storage="ftp://host/results"))
     assert proc.returncode == 2
     assert "storage" in proc.stderr and "'ftp://host/results'" in proc.stderr and "s3://bucket/prefix" in proc.stderr
-    proc = harness("run", write_suite(tmp_path, storage="s3://bucket/results", base={"workers_per_trial": 2}), "--dry-run")
-    assert proc.returncode == 2 and "workers_per_trial > 1" in proc.stderr and "shared filesystem" in proc.stderr
 
 
 def epochs_in(history: bytes) -> list[int]:
@@ -149,7 +166,8 @@ def test_a_lost_node_resumes_its_trial_from_the_checkpoint_in_the_store(tmp_path
         while time.time() < deadline:
             time.sleep(0.2)
             found = [h for h in staging.glob("*/synth/*/history.csv") if h.parts[-4] != "driver"]
-            if found and 2 <= len(found[0].read_text().splitlines()) - 1 < 8:
+            # epoch 3 written here: epoch 2's checkpoint is in the store (pushed before epoch 3 began)
+            if found and 3 <= len(found[0].read_text().splitlines()) - 1 < 8:
                 history = found[0]
                 break
         assert history is not None, (tmp_path / "driver.log").read_text()[-3000:]
@@ -167,3 +185,33 @@ def test_a_lost_node_resumes_its_trial_from_the_checkpoint_in_the_store(tmp_path
     assert second_node != first_node and (staging / second_node / "synth" / trial / "metrics.json").exists()
     assert epochs_in(read(s3, f"synth/{trial}/history.csv")) == list(range(1, 11))  # no gap, no repeat
     assert f"{trial}/metrics.json" in stored(s3, "synth")
+
+
+@pytest.fixture
+def fault_after_epoch_2(monkeypatch):
+    """Every trial process fails once, after epoch 2 (the cluster's nodes, started after this, inherit it)."""
+    monkeypatch.setenv("HARNESS_TEST_FAULT", "raise@2")
+
+
+def test_a_trial_of_two_workers_on_two_nodes_mirrors_and_resumes_from_the_store(tmp_path, s3, fault_after_epoch_2, cluster):
+    c, workers = cluster
+    suite = write_suite(tmp_path, storage=s3, grid={"method": ["cut_mixmo"], "width": [1]}, max_retries=1,
+                        base={"epochs": 4, "workers_per_trial": 2, "engine": "deepspeed", "zero_stage": 1})
+    proc = harness("run", suite, "--address", c.address)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = stored(s3, "synth")
+    (trial,) = {name.split("/")[0] for name in files if name.endswith("/metrics.json")}
+    # one CPU per node: the two ranks ran on different nodes, each in its own staging folder
+    copies = list((tmp_path / "staging").glob(f"*/rank*/synth/{trial}"))
+    assert {p.parents[1].name for p in copies} == {"rank0", "rank1"} and len({p.parents[2] for p in copies}) == 2
+    # failed after epoch 2 on both ranks, retried: resumed from the store's checkpoint, every rank's part of it
+    tries = json.loads(read(s3, f"synth/{trial}/attempts.json"))
+    assert [t["from_epoch"] for t in tries] == [0, 2]
+    assert epochs_in(read(s3, f"synth/{trial}/history.csv")) == [1, 2, 3, 4]
+    assert json.loads(read(s3, f"synth/{trial}/metrics.json"))["workers"] == 2
+    # the store keeps DeepSpeed's last two tags only, each with both ranks' optimizer partitions
+    tags = {name.split("/")[2] for name in files if name.startswith(f"{trial}/deepspeed/epoch")}
+    assert tags == {"epoch3", "epoch4"}
+    for tag in tags:
+        parts = [name for name in files if name.startswith(f"{trial}/deepspeed/{tag}/") and "optim_states" in name]
+        assert len(parts) == 2 and any("rank_0" in p for p in parts) and any("rank_1" in p for p in parts), parts

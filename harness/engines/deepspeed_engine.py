@@ -71,10 +71,11 @@ class DeepSpeedEngine:
         folder = Path(trial_dir) / CHECKPOINT_DIR
         tag = f"epoch{epoch}"
         self.engine.save_checkpoint(str(folder), tag=tag)
-        if self.engine.global_rank == 0:
-            for old in folder.glob("epoch*"):
-                if old.name != tag:
-                    shutil.rmtree(old, ignore_errors=True)
+        # the previous tag stays until the next save: checkpoint.pt still points at it until it is rewritten;
+        # every rank prunes (its folder may be its own working copy)
+        for old in folder.glob("epoch*"):
+            if old.name[5:].isdigit() and int(old.name[5:]) < epoch - 1:
+                shutil.rmtree(old, ignore_errors=True)
         return {"deepspeed_tag": tag}
 
     def load(self, trial_dir: Path, state: dict) -> None:

@@ -147,7 +147,7 @@ class ObjectStore:
                 shutil.copyfileobj(src, dst, 1 << 22)
             manifest[name] = [stat.st_size, stat.st_mtime_ns]
             sent += 1
-        gone = [name for name in manifest if prune and not (local / name).is_file()]
+        gone = [name for name in manifest if not (local / name).is_file()] if prune else []
         for name in gone:
             del manifest[name]
             # the highest folder deleted locally goes as a whole (S3 would keep an empty marker for it)

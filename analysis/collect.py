@@ -1,29 +1,33 @@
 """Collect a sweep's result folders into one table (a row per trial), and compose deep ensembles."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from analysis.ensembles import ensembles_for
 from analysis.tables import SETTING
-from harness.results import trial_state
+from harness.results import CONFIG, CorruptFile, TrialFolder
 
 
 def collect(suite_dir: Path) -> pd.DataFrame:
-    """A row per trial folder: its config, state, and (finished trials) final metrics."""
+    """A row per trial folder: its config, state, and (finished trials) final metrics. A folder whose
+    files cannot be read is a row in state `corrupt`, its error naming the file."""
     rows, config_keys = [], set()
-    for config_file in sorted(Path(suite_dir).glob("*/config.yaml")):
-        trial_dir = config_file.parent
-        cfg = yaml.safe_load(config_file.read_text())
+    for config_file in sorted(Path(suite_dir).glob("*/" + CONFIG)):
+        folder = TrialFolder(config_file.parent)
+        state = folder.state()
+        try:
+            cfg = folder.config()
+        except CorruptFile as err:
+            rows.append({"trial_id": folder.trial_id, "state": "corrupt", "error": f"{CONFIG}: {err.reason}",
+                         "trial_dir": str(folder.path)})
+            continue
         config_keys |= set(cfg)
-        state, error = trial_state(trial_dir)
-        row = {**{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))}, "state": state, "error": error,
-               "trial_dir": str(trial_dir)}
-        if state == "finished":
-            metrics = json.loads((trial_dir / "metrics.json").read_text())
+        row = {**{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))}, "state": state.state,
+               "error": state.detail, "trial_dir": str(folder.path)}
+        if state.state == "finished":
+            metrics = folder.metrics()
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
             row["train_hours"] = metrics["train_time_s"] / 3600
         rows.append(row)

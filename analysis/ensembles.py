@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from harness.metrics import classification_metrics
+from harness.results import TrialFolder
 
 # Keys that may differ between members of one deep ensemble.
 MEMBER_KEYS = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size", "download"}
@@ -19,10 +19,9 @@ def _recipe(config: dict) -> dict:
 
 
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    trial_dir = Path(trial_dir)
-    config = yaml.safe_load((trial_dir / "config.yaml").read_text())
-    with np.load(trial_dir / "logits.npz", allow_pickle=False) as z:
-        return config, z["test_logits"], z["test_labels"]
+    folder = TrialFolder(trial_dir)
+    logits = folder.logits()
+    return folder.config(), logits["test_logits"], logits["test_labels"]
 
 
 def compose_ensemble(trial_dirs: list[Path]) -> dict:
@@ -52,7 +51,7 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
     by seed are grouped, and the k lowest seeds of each group form the ensemble of size k."""
     groups: dict[str, list[tuple[int, Path, dict]]] = {}
     for d in trial_dirs:
-        cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
+        cfg = TrialFolder(d).config()
         key = json.dumps(_recipe(cfg), sort_keys=True)
         groups.setdefault(key, []).append((cfg["seed"], Path(d), cfg))
     rows = []

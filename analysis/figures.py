@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from analysis.tables import label  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
+from harness.results import HISTORY, TrialFolder  # noqa: E402
 
 STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
          "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
@@ -92,9 +93,9 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(picks), 2, figsize=(7, 3.2 * len(picks)), squeeze=False)
         for row, trial in zip(axes, picks):
-            with np.load(Path(trial.trial_dir) / "logits.npz") as z:
-                logits = ensemble_logits(torch.from_numpy(z["test_logits"]))
-                labels = torch.from_numpy(z["test_labels"])
+            saved = TrialFolder(trial.trial_dir).logits()
+            logits = ensemble_logits(torch.from_numpy(saved["test_logits"]))
+            labels = torch.from_numpy(saved["test_labels"])
             for ax, scaled, when in ((row[0], logits, "before"), (row[1], logits / trial.temperature, f"after (T = {trial.temperature:.2f})")):
                 count, conf, acc = calibration_bins(scaled, labels)
                 edges = np.linspace(0, 1, len(count) + 1)
@@ -118,7 +119,7 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
     None when no trial was evaluated at two epochs or more."""
     curves = []
     for _, trial in trials[trials.state == "finished"].iterrows():
-        file = Path(trial.trial_dir) / "history.csv"
+        file = TrialFolder(trial.trial_dir) / HISTORY
         history = pd.read_csv(file) if file.exists() else pd.DataFrame()
         points = history.dropna(subset=["test_top1"]) if "test_top1" in history else history.iloc[:0]
         if len(points) >= 2:

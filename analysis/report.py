@@ -15,14 +15,16 @@ from analysis.collect import collect, ensemble_rows
 
 def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None,
                  expected: dict[str, str] | None = None) -> dict:
-    """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing"}.
+    """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt"}
+    (trial folders with an unreadable file: left out, and listed as missing with the reason).
     ``expected`` maps trial ids that should exist to a short description (from the suite file)."""
     suite_dir = Path(suite_dir)
     out = suite_dir / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir)
     missing = _missing(trials, expected or {})
-    report = {"dir": out, "tables": [], "figures": [], "missing": missing}
+    corrupt = {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
+    report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt}
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
     if finished.empty:

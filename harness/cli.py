@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness.config import ConfigError, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
+from harness.results import CorruptFile, ResourceError
 
 
 def _trial_config(args):
@@ -21,15 +22,35 @@ def cmd_train(args) -> int:
     from harness.trainer import Trainer, format_summary
 
     cfg = _trial_config(args)
-    if cfg.workers_per_trial > 1:
-        metrics = _train_on_workers(cfg, args.restart)
-    else:
-        trainer = Trainer(cfg)
-        print(f"{cfg.trial_id}: {len(trainer.data.train)} train / {len(trainer.data.test)} test images "
-              f"from {trainer.data.source}; {len(trainer.train_loader)} steps/epoch on {trainer.device}", flush=True)
-        metrics = trainer.run(restart=args.restart)
+    try:
+        if cfg.workers_per_trial > 1:
+            metrics = _train_on_workers(cfg, args.restart)
+        else:
+            trainer = Trainer(cfg)
+            print(f"{cfg.trial_id}: {len(trainer.data.train)} train / {len(trainer.data.test)} test images "
+                  f"from {trainer.data.source}; {len(trainer.train_loader)} steps/epoch on {trainer.device}", flush=True)
+            metrics = trainer.run(restart=args.restart)
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted([cfg.trial_dir], "harness train")) from None
     print(format_summary(cfg, metrics))
     return 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept."""
+
+
+def _interrupted(trial_dirs: list[Path], command: str) -> str:
+    """What Ctrl-C kept: only trials with an end-of-epoch checkpoint resume where they stopped."""
+    from harness.results import TrialFolder
+
+    partial = [d for d in trial_dirs if TrialFolder(d).state().state == "partial"]
+    if not partial:
+        return f"interrupted before any epoch ended: nothing to resume from; `{command}` starts again from scratch"
+    epochs = ", ".join(f"{d.name} after epoch {TrialFolder(d).state().epochs}" for d in partial[:5])
+    more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
+    return (f"interrupted; run `{command}` again to resume from the last end-of-epoch checkpoints ({epochs}{more}); "
+            f"epochs in progress are lost")
 
 
 def _train_on_workers(cfg, restart: bool) -> dict:
@@ -53,7 +74,7 @@ def _train_on_workers(cfg, restart: bool) -> dict:
           f"engine {cfg.engine}", flush=True)
     run_on_workers(cfg, cpus_per_worker=cpus, gpus_per_worker=gpus, restart=restart,
                    on_epoch=lambda row: print(f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.3f}", flush=True))
-    return results.read_json(cfg.trial_dir / results.METRICS)
+    return results.TrialFolder(cfg.trial_dir).metrics()
 
 
 def _bool_or_mode(value: str):
@@ -111,8 +132,14 @@ def cmd_run(args) -> int:
     from harness.sweep import run_sweep
 
     suite = _load_suite_arg(args)
-    return run_sweep(suite, str(args.suite), address=args.address, restart=args.restart,
-                     dry_run=args.dry_run, tracking_uri=args.tracking_uri)
+    try:
+        return run_sweep(suite, str(args.suite), address=args.address, restart=args.restart,
+                         dry_run=args.dry_run, tracking_uri=args.tracking_uri, break_lock=args.break_lock)
+    except KeyboardInterrupt:
+        from harness.suite import expand
+
+        dirs = [t.trial_dir for t in expand(suite, str(args.suite))]
+        raise Interrupted(_interrupted(dirs, f"harness run {args.suite}")) from None
 
 
 def _results_target(target: str):
@@ -138,36 +165,43 @@ def _results_target(target: str):
 
 
 def cmd_status(args) -> int:
-    from harness.sweep import status_table, trials_in_folder
+    from harness.lock import describe, running_trials
+    from harness.sweep import status_rows, status_table, trials_in_folder
 
-    suite_dir, _, _, suite = _results_target(args.target)
+    suite_dir, store, name, suite = _results_target(args.target)
+    driver, running = running_trials(suite_dir, store, name)
+    corrupt = {}
     if suite is None:
-        trials = trials_in_folder(suite_dir)
-        if not trials:
-            raise ConfigError(f"{args.target}: no trial folders (expected <trial_id>/config.yaml inside)")
+        trials, corrupt = trials_in_folder(suite_dir)
+        if not trials and not corrupt:
+            raise ConfigError(f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/config.yaml inside)")
     else:
         from harness.suite import expand
 
         trials = expand(suite, str(args.target))
-    print(status_table(trials))
+    print(status_table(status_rows(trials, running, corrupt)))
+    if driver is not None:
+        print(f"driver: {describe(driver)}")
     return 0
 
 
 def cmd_sync(args) -> int:
+    from harness.lock import SuiteLock
+    from harness.results import TrialFolder
     from harness.suite import expand
-    from harness.results import ERROR
     from harness.tracking import Tracker
 
-    _, _, _, suite = _results_target(str(args.suite))
+    _, store, _, suite = _results_target(str(args.suite))
     if suite is None:
         raise ConfigError(f"{args.suite}: `harness sync` needs the suite's YAML file, not a results folder")
     trials = expand(suite, str(args.suite))
     tracker = Tracker.for_suite(suite, args.tracking_uri)
-    failed = {t.trial_id for t in trials if (t.trial_dir / ERROR).exists()}
-    pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
+    with SuiteLock(suite.suite_dir, store, suite.name, f"harness sync {args.suite}"):
+        failed = {t.trial_id for t in trials if TrialFolder(t.trial_dir).state().state == "failed"}
+        pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
     if pending:
         return 1
-    print(f"{tracker.uri}: {sum(t.trial_dir.exists() for t in trials)} trial(s) in sync")
+    print(f"{tracker.uri}: {sum(t.trial_dir.exists() for t in trials)} trial folder(s) checked")
     return 0
 
 
@@ -182,8 +216,14 @@ def cmd_report(args) -> int:
         expected = {t.trial_id: f"{t.method}, width {t.width}, seed {t.seed}" for t in expand(suite, str(args.target))}
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
     if not suite_dir.is_dir():
-        raise ConfigError(f"{store.uri + '/' + name if store else suite_dir}: no results yet (run `harness run` first)")
+        where = f"{store.uri}/{name}" if store else f"{suite_dir.resolve()}"
+        relative = "" if store or Path(suite.storage if suite else suite_dir).is_absolute() else (
+            " (`storage` is relative to the folder `harness` runs in; run it where you ran `harness run`, "
+            "or give the results folder)")
+        raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
     report = build_report(suite_dir, specs, expected)
+    for tid, why in report["corrupt"].items():
+        print(f"warning: {tid} left out of the report: {why}", file=sys.stderr)
     if store is not None:
         store.push(report["dir"], f"{name}/report")
     print(f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, {len(report['figures'])} figure files)")
@@ -217,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="dataset folder (else the suite's data_dir, else $HARNESS_DATA_DIR)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     run.add_argument("--restart", action="store_true", help="delete this suite's trial folders and start clean")
+    run.add_argument("--break-lock", action="store_true", help="take the suite over from a driver that holds its "
+                     "lock but is gone (a lock whose holder died on this host, or went silent, is taken over anyway)")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="a table of a suite's trials and their states")
@@ -267,12 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, CorruptFile) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; the last end-of-epoch checkpoint is kept, run the same command to resume", file=sys.stderr)
+    except ResourceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except Interrupted as err:
+        print(err, file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory: lower batch_size or the width (or eval_batch_size)", file=sys.stderr)
+        return 3
+    except RuntimeError as err:
+        if type(err).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+            raise
+        print(f"error: out of GPU memory ({str(err).splitlines()[0][:200]}): lower batch_size or the width "
+              f"(or eval_batch_size)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,18 +18,26 @@ class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the file."""
 
 
+# Strict numbers and booleans: `width: '2'` or `width: true` is an error, not a silent coercion; paths
+# stay lax (a YAML string is a path). inf and nan are refused everywhere.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+LaxPath = Annotated[Path, Field(strict=False)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # a single folder name: no '..', no '/', at most 100 characters
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+
+
 class TrialConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**STRICT, validate_assignment=True)
 
     # --- identity
-    name: str = "trial"  # results go to <output_dir>/<name>/<trial_id>/
-    seed: int = 0
-    output_dir: Path = Path("results")
+    name: str = Field("trial", pattern=NAME_PATTERN)  # results go to <output_dir>/<name>/<trial_id>/
+    seed: int = Field(0, ge=0)
+    output_dir: LaxPath = Path("results")
     store: Optional[str] = None  # object-store URI the trial folder is mirrored to (output_dir is then node-local)
 
     # --- data
     dataset: str = "cifar100"
-    data_dir: Optional[Path] = None  # else $HARNESS_DATA_DIR, else ./data
+    data_dir: Optional[LaxPath] = None  # else $HARNESS_DATA_DIR, else ./data
     download: bool = False  # let torchvision download CIFAR when nothing is found locally
     train_subset: Optional[int] = Field(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
     test_subset: Optional[int] = Field(None, ge=1)
@@ -72,11 +80,11 @@ class TrialConfig(BaseModel):
     flip: bool = True
 
     # --- execution
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast; about 2x the fp32 step on an H100/H200
     loader: Literal["device", "ffcv"] = "device"  # device: the uint8 dataset lives on the training device
     loader_workers: int = Field(8, ge=1)  # ffcv only: decoding threads
-    ffcv_dir: Optional[Path] = None  # ffcv only: where `harness data prepare` wrote the .beton files
+    ffcv_dir: Optional[LaxPath] = None  # ffcv only: where `harness data prepare` wrote the .beton files
     channels_last: Optional[bool] = None  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = False  # torch.compile the model
 
@@ -109,6 +117,9 @@ class TrialConfig(BaseModel):
 
         MODELS.get(self.model).check_shape(self.depth, self.width)
         METHODS.get(self.method).check_config(self)
+        if any(not 1 <= m <= self.milestones_budget for m in self.milestones) or self.milestones != sorted(set(self.milestones)):
+            raise ValueError(f"milestones {self.milestones}: increasing epochs between 1 and milestones_budget "
+                             f"= {self.milestones_budget}")
         if self.batch_size % self.b:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of b = {self.b}")
         shards = self.workers_per_trial * self.grad_accum_steps
@@ -167,7 +178,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {pair!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value != "" else None
+        out[key.strip()] = parse_yaml(value, f"--set {pair}") if value != "" else None
     return out
 
 
@@ -190,16 +201,87 @@ def build_config(raw: dict[str, Any], source: str) -> TrialConfig:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+MAX_YAML_BYTES = 1 << 20  # a suite or trial file is a few KiB; anything larger is not one
+MAX_YAML_NODES = 100_000  # values after alias expansion: stops "billion laughs" before it eats the memory
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python object tags) that refuses duplicate keys: the second `base:` of a
+    file would otherwise silently replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: later keys may override merged ones
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node, memo: dict, active: set) -> int:
+    """Number of values the node stands for once every alias is expanded (aliases share node objects)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in active:
+        raise ConfigError("an alias refers to the value that contains it (a recursive structure)")
+    active.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo, active) + _expanded_size(v, memo, active) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, memo, active) for v in node.value)
+    else:
+        size = 1
+    active.discard(id(node))
+    memo[id(node)] = size
+    if size > MAX_YAML_NODES:
+        raise ConfigError(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded (an alias bomb?)")
+    return size
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Safe YAML with duplicate keys and alias expansion refused; errors name the source."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{source}: not valid YAML: {where}{err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
+    """A suite or trial file: UTF-8 YAML mapping, at most 1 MiB."""
     path = Path(path)
     try:
-        text = path.read_text()
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a suite or trial file is at most {MAX_YAML_BYTES:,}")
+        data = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     try:
-        raw = yaml.safe_load(text)  # safe loader: no Python object tags
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError(f"{path}: not UTF-8 text: byte {err.start} is {data[err.start:err.start + 1]!r}{hint}; "
+                          "save the file as UTF-8") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: a binary file (it holds NUL bytes), not a YAML suite or trial file")
+    raw = parse_yaml(text, str(path))
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -10,6 +10,9 @@ import torch
 # with CUDA graphs, batch 64, ran 7,846 samples/s on one H100 at 35.7 GFLOP per sample
 # (benchmarks/README.md): ~280 TFLOP/s.
 REFERENCE_TFLOPS = 280.0
+# The same for one CPU core, end to end (data, steps, evaluation): the quickstart suite, 101 TFLOP of
+# training, ran in 598 s on a 2-core machine (README); WRN-16-2 on full CIFAR-100 gave 104 on one core.
+CPU_GFLOPS_PER_CORE = 85.0
 DATASET_SIZES = {"cifar10": (50000, 10000, 10, 32), "cifar100": (50000, 10000, 100, 32),
                  "tinyimagenet": (100000, 10000, 200, 64)}
 

@@ -78,6 +78,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return log_t.exp().item()
 
 
+def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The ensemble's test top-1 and NLL, in the history of every evaluated epoch."""
+    ens = ensemble_logits(head_logits)
+    return {"test_top1": (ens.argmax(-1) == labels).float().mean().item(), "test_nll": nll(ens, labels)}
+
+
 def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Ensemble top-1/top-5/NLL/ECE/Brier, per-head accuracy and diversity."""
     ens = ensemble_logits(head_logits)

@@ -1,32 +1,57 @@
-"""A trial's result folder, written atomically: a crash never leaves a half-written file.
+"""A trial's result folder: its one owner. Every file is written atomically (a crash never leaves a
+half-written file), every read says which file is unreadable and why, and nothing read executes code.
 
 <output_dir>/<name>/<trial_id>/
-    config.yaml     the resolved trial configuration
-    history.csv     one row per epoch
-    checkpoint.pt   the last end-of-epoch training state (resume point)
-    logits.npz      float16 test logits of every head (N, M, K) + labels (and validation ones)
-    attempts.json   where each run of the trial (first start and every retry) ran, from which epoch
-    metrics.json    final metrics; written last, so its presence means "finished"
+    config.yaml         the resolved trial configuration
+    history.csv         one row per epoch
+    checkpoint.pt       the last end-of-epoch training state (resume point), read weights-only
+    checkpoint.prev.pt  the one before it: the fallback when the last one cannot be read
+    deepspeed/          DeepSpeed's per-rank state of the last two epochs (engine: deepspeed)
+    logits.npz          float16 test logits of every head (N, M, K) + labels (and validation ones)
+    attempts.json       where each run of the trial (first start and every retry) ran, from which epoch
+    error.txt           the traceback of the last failed run
+    metrics.json        final metrics; written last, so its presence means "finished"
 """
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-import torch
-import yaml
 
-CONFIG, HISTORY, CHECKPOINT, LOGITS, METRICS, ERROR, ATTEMPTS = (
-    "config.yaml", "history.csv", "checkpoint.pt", "logits.npz", "metrics.json", "error.txt", "attempts.json")
+CONFIG, HISTORY, CHECKPOINT, PREVIOUS, LOGITS, METRICS, ERROR, ATTEMPTS = (
+    "config.yaml", "history.csv", "checkpoint.pt", "checkpoint.prev.pt", "logits.npz", "metrics.json", "error.txt",
+    "attempts.json")
+DEEPSPEED_DIR = "deepspeed"
+CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
 
 
-def _atomic_write(path: Path, write) -> None:
+class CorruptFile(Exception):
+    """A result file that exists but cannot be read (truncated, garbled, refused by the weights-only loader)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class ResourceError(RuntimeError):
+    """The machine ran out of something (disk, memory): said plainly, not as the library's internal error."""
+
+
+# --- atomic writes
+def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it (``keep_previous``: the old
+    file is first renamed there, so a crash between the two renames leaves the previous version)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -36,10 +61,36 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, Exception) and _out_of_space(err, path.parent):
+            raise ResourceError(f"{path}: no space left on device ({_free(path.parent)} free on the filesystem of "
+                                f"{path.parent}); free some space and run the same command again to resume") from err
         raise
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    """ENOSPC, or a library's wrapped write error (torch: 'enforce fail ... inline_container.cc') on a full disk."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20  # the write failed and less than 1 MiB is left
+    except OSError:
+        return False
+
+
+def _free(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -51,6 +102,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_yaml(path: Path, obj: Any) -> None:
+    import yaml
+
     write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
@@ -63,12 +116,30 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
+def read_json(path: Path) -> Any:
+    """JSON from a result file; CorruptFile (with the path) when it cannot be parsed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CorruptFile(path, f"not valid JSON ({err})") from None
 
 
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)  # weights-only: no code runs on load
+    """A checkpoint, weights-only (no code runs on load); CorruptFile when it cannot be read or is refused."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CorruptFile(path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise CorruptFile(path, f"unreadable ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CorruptFile(path, "not a harness checkpoint (no epoch)")
+    return state
 
 
 def save_logits(path: Path, **arrays: np.ndarray) -> None:
@@ -76,44 +147,154 @@ def save_logits(path: Path, **arrays: np.ndarray) -> None:
 
 
 def load_logits(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def _check_zip(path: Path, members: tuple[str, ...] = ()) -> None:
+    """Cheap integrity check (the zip directory sits at the end: a truncated file fails here)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = {n.rsplit("/", 1)[-1] for n in z.namelist()}
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CorruptFile(path, f"truncated or not a zip archive ({err})") from None
+    lacking = [m for m in members if m not in names]
+    if lacking:
+        raise CorruptFile(path, f"lacks {', '.join(lacking)}")
 
 
-def record_attempt(trial_dir: Path, node: str, from_epoch: int) -> None:
-    """Append this run of the trial (node, the epoch it starts after, when) to attempts.json."""
-    import time
+@dataclass(frozen=True)
+class TrialState:
+    """pending | partial | finished | failed | corrupt (running is known to the driver, see harness.lock)."""
 
-    path = Path(trial_dir) / ATTEMPTS
-    attempts = read_json(path) if path.exists() else []
-    attempts.append({"node": node, "from_epoch": from_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    write_json(path, attempts)
-
-
-def trial_nodes(trial_dir: Path) -> list[str]:
-    """Every node that ran the trial (first start and retries), in order, each once."""
-    path = Path(trial_dir) / ATTEMPTS
-    return list(dict.fromkeys(a["node"] for a in read_json(path))) if path.exists() else []
+    state: str
+    epochs: int = 0  # epochs done
+    detail: str = ""  # failed: the error's last line; corrupt: the file and why it cannot be read
 
 
-def is_finished(trial_dir: Path) -> bool:
-    return (Path(trial_dir) / METRICS).exists()
+class TrialFolder:
+    """Reads and writes one trial folder; the trainer, sweep, tracking, storage and analysis all go through it."""
 
+    def __init__(self, path: Path):
+        self.path = Path(path)
 
-def completed_epochs(trial_dir: Path) -> int:
-    path = Path(trial_dir) / HISTORY
-    return max(0, len(path.read_text().strip().splitlines()) - 1) if path.exists() else 0
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
 
+    @property
+    def trial_id(self) -> str:
+        return self.path.name
 
-def trial_state(trial_dir: Path) -> tuple[str, str]:
-    """(state, error): finished | failed (with the error's last line) | partial | pending."""
-    trial_dir = Path(trial_dir)
-    if is_finished(trial_dir):
-        return "finished", ""
-    if (trial_dir / ERROR).exists():
-        return "failed", (trial_dir / ERROR).read_text().strip().splitlines()[-1][:200]
-    return ("partial" if (trial_dir / CHECKPOINT).exists() else "pending"), ""
+    # --- reading
+    def config(self) -> dict:
+        from harness.config import ConfigError, parse_yaml
+
+        path = self.path / CONFIG
+        try:
+            config = parse_yaml(path.read_bytes().decode("utf-8"), str(path))
+        except (ConfigError, UnicodeDecodeError) as err:
+            raise CorruptFile(path, str(err).removeprefix(f"{path}: ")) from None
+        if not isinstance(config, dict) or "trial_id" not in config:
+            raise CorruptFile(path, "not a trial configuration (no trial_id)")
+        return config
+
+    def metrics(self) -> dict:
+        metrics = read_json(self.path / METRICS)
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("top1"), (int, float)):
+            raise CorruptFile(self.path / METRICS, "not a metrics record (no top1)")
+        return metrics
+
+    def history(self) -> list[dict]:
+        path = self.path / HISTORY
+        if not path.exists():
+            return []
+        try:
+            rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8"))))
+            [float(r["epoch"]) for r in rows]
+        except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
+            raise CorruptFile(path, f"not a history table ({err})") from None
+        return rows
+
+    def logits(self) -> dict[str, np.ndarray]:
+        return load_logits(self.path / LOGITS)
+
+    def attempts(self) -> list[dict]:
+        path = self.path / ATTEMPTS
+        return read_json(path) if path.exists() else []
+
+    def nodes(self) -> list[str]:
+        """Every node that ran the trial (first start and retries), in order, each once."""
+        return list(dict.fromkeys(a["node"] for a in self.attempts()))
+
+    def error(self) -> str | None:
+        path = self.path / ERROR
+        return path.read_text(errors="replace") if path.exists() else None
+
+    def is_finished(self) -> bool:
+        return self.state().state == "finished"
+
+    def state(self) -> TrialState:
+        """Reads every file that decides the state; an unreadable one makes the trial `corrupt` (the next
+        `harness run` retrains it from its last readable checkpoint)."""
+        if not self.path.is_dir():
+            return TrialState("pending")
+        try:
+            epochs = len(self.history())
+            if (self.path / METRICS).exists():
+                self.config()
+                self.metrics()
+                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"))
+                return TrialState("finished", epochs)
+            checkpoints = [c for c in CHECKPOINTS if (self.path / c).exists()]
+            for name in checkpoints:
+                _check_zip(self.path / name)
+        except CorruptFile as err:
+            return TrialState("corrupt", 0, f"{err.path.name}: {err.reason}")
+        error = self.error()
+        if error is not None:
+            return TrialState("failed", epochs, (error.strip().splitlines() or ["(empty error.txt)"])[-1][:200])
+        return TrialState("partial" if checkpoints else "pending", epochs)
+
+    # --- writing (the trainer, on the main rank)
+    def begin(self, config: dict, node: str, from_epoch: int, extra: dict[str, dict] = {}) -> None:
+        """Record this run of the trial (node, the epoch it starts after) and write its configuration."""
+        import time
+
+        attempts = self.attempts() if (self.path / ATTEMPTS).exists() else []
+        attempts.append({"node": node, "from_epoch": from_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(self.path / ATTEMPTS, attempts)
+        write_yaml(self.path / CONFIG, config)
+        for name, content in extra.items():
+            write_json(self.path / name, content)
+
+    def clear(self) -> None:
+        """A fresh start: drop what an earlier run left (results, checkpoints, the error)."""
+        for name in (METRICS, LOGITS, HISTORY, CHECKPOINT, PREVIOUS, ERROR):
+            (self.path / name).unlink(missing_ok=True)
+
+    def read_checkpoint(self, name: str) -> dict | None:
+        path = self.path / name
+        return load_checkpoint(path) if path.exists() else None
+
+    def set_aside(self, name: str) -> Path:
+        """Move an unreadable checkpoint out of the resume chain (kept for inspection)."""
+        target = self.path / (name + CORRUPT_SUFFIX)
+        os.replace(self.path / name, target)
+        return target
+
+    def save_epoch(self, state: dict, history: list[dict]) -> None:
+        """The end-of-epoch checkpoint (the previous one kept as the fallback), then the history."""
+        import torch
+
+        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f), keep_previous=self.path / PREVIOUS)
+        write_csv(self.path / HISTORY, history)
+
+    def finish(self, metrics: dict, arrays: dict[str, np.ndarray]) -> None:
+        save_logits(self.path / LOGITS, **arrays)
+        write_json(self.path / METRICS, metrics)  # last: its presence means finished
+
+    def fail(self, text: str) -> None:
+        write_text(self.path / ERROR, text)

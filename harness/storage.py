@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import ConfigError, TrialConfig
+from harness.results import CHECKPOINT, DEEPSPEED_DIR, PREVIOUS
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
 NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "wekafs",
@@ -54,6 +55,19 @@ def storage_problem(storage: Path, hosts: set[str], fstype: str | None = None) -
             f"Lustre, ...; see ray_cluster.yaml), or set HARNESS_SHARED_STORAGE=1 if this path is shared.")
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """ConfigError unless ``folder`` can be created and written here (storage under a file, in /proc, read-only...)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"{what}: {folder.resolve()} is not a writable folder ({err.strerror or err}); "
+                          f"point `storage` at a folder you can write") from None
+
+
 def check_cluster_storage(storage: Path) -> None:
     """Raise ConfigError if the connected Ray cluster spans several hosts and ``storage`` is node-local."""
     import ray
@@ -65,9 +79,9 @@ def check_cluster_storage(storage: Path) -> None:
 
 
 # --- object stores: a suite's `storage` as a URI (s3://bucket/prefix, gs://..., any pyarrow.fs scheme)
-CACHE_ONLY = {"checkpoint.pt", "deepspeed"}  # what the driver, status and report never need to download
+CACHE_ONLY = {CHECKPOINT, PREVIOUS, DEEPSPEED_DIR}  # what the driver, status and report never need to download
 _MANIFEST = ".pushed.json"  # in a local folder: size and mtime of each file as last mirrored
-_LAST = "checkpoint.pt"  # pushed after the files it refers to
+_LAST = CHECKPOINT  # pushed after the files it refers to
 
 
 def is_uri(storage) -> bool:
@@ -186,6 +200,24 @@ class ObjectStore:
         if got:
             _write_manifest(local, manifest)
         return got
+
+    def read_text(self, rel: str) -> str:
+        """A small file's text; FileNotFoundError if there is none."""
+        fs, root = self._open()
+        with fs.open_input_stream(f"{root}/{rel}") as src:
+            return src.read().decode()
+
+    def write_text(self, rel: str, text: str) -> None:
+        fs, root = self._open()
+        with fs.open_output_stream(f"{root}/{rel}") as dst:
+            dst.write(text.encode())
+
+    def delete_file(self, rel: str) -> None:
+        fs, root = self._open()
+        try:
+            fs.delete_file(f"{root}/{rel}")
+        except FileNotFoundError:
+            pass
 
     def delete(self, rel: str) -> None:
         fs, root = self._open()

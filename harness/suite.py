@@ -18,19 +18,39 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml
+from harness.config import NAME_PATTERN, STRICT, ConfigError, TrialConfig, format_validation_error, load_yaml
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
 Scalar = Union[str, int, float, bool, None]
+MAX_TRIALS = 10_000  # the paper's Fig. 2 grid is ~100 trials; a bigger grid is almost always a typo
+# MLflow tracking URIs the harness accepts (MLflow also takes a bare path: written as file:///path here)
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
+
+
+def check_tracking_uri(uri: str) -> str:
+    """A tracking URI MLflow can open, or ConfigError naming what is allowed."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]  # postgresql+psycopg2://...
+    ok = scheme in TRACKING_SCHEMES and (scheme.startswith("databricks") or parsed.netloc or parsed.path)
+    if scheme == "sqlite":
+        ok = uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
+    if not ok:
+        raise ConfigError(f"tracking URI {uri!r}: not one MLflow can open; use sqlite:///path/to/mlflow.db, "
+                          f"file:///path/to/mlruns, http(s)://host:port of an `mlflow server`, or a database URI "
+                          f"({', '.join(TRACKING_SCHEMES)})")
+    return uri
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
 
 class Resources(Strict):
@@ -41,7 +61,17 @@ class Resources(Strict):
 class Tracking(Strict):
     enabled: bool = True
     uri: Optional[str] = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db
-    experiment: Optional[str] = None  # None: the suite name
+    experiment: Optional[str] = Field(None, min_length=1, max_length=200)  # None: the suite name
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                check_tracking_uri(v)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return v
 
 
 class Rule(Strict):
@@ -62,7 +92,7 @@ class EnsembleSpec(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=NAME_PATTERN)  # the results folder's name
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -73,7 +103,7 @@ class Suite(Strict):
     resources: Resources = Field(default_factory=Resources)
     concurrency: Optional[int] = Field(None, ge=1)
     max_retries: int = Field(2, ge=0)
-    storage: str = "results"
+    storage: str = Field("results", min_length=1)
     tracking: Tracking = Field(default_factory=Tracking)
 
     @field_validator("storage")
@@ -125,6 +155,10 @@ def _matches(values: dict[str, Any], pattern: dict[str, Any]) -> bool:
     return all(effective(k) in (v if isinstance(v, list) else [v]) for k, v in pattern.items())
 
 
+def _count(d: dict[str, Any]) -> int:
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in d.values())
+
+
 def _product(d: dict[str, Any]) -> list[dict[str, Any]]:
     keys = list(d)
     lists = [v if isinstance(v, list) else [v] for v in d.values()]
@@ -149,10 +183,18 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
     for i, rule in enumerate(suite.rules):
         _check_keys(rule.when, f"rules[{i}].when", source)
         _check_keys(rule.set, f"rules[{i}].set", source)
-    for i, pattern in enumerate(suite.exclude):
-        _check_keys(pattern, f"exclude[{i}]", source)
     for i, extra in enumerate(suite.include):
         _check_keys(extra, f"include[{i}]", source)
+    size = _count(suite.grid) + sum(_count(extra) for extra in suite.include)
+    if size > MAX_TRIALS:
+        raise ConfigError(f"{source}: grid: {size:,} trials (the product of the grid's lists, plus `include`); a suite "
+                          f"holds at most {MAX_TRIALS:,}: split it into several suites or shorten the lists")
+    points = _product(suite.grid)
+    for i, pattern in enumerate(suite.exclude):
+        _check_keys(pattern, f"exclude[{i}]", source)
+        if not any(_matches(p, pattern) for p in points):
+            raise ConfigError(f"{source}: exclude[{i}]: {pattern} matches no grid point; check its keys and values "
+                              f"against the grid ({', '.join(f'{k}: {v}' for k, v in suite.grid.items())})")
     if data_dir is not None:
         suite.base["data_dir"] = data_dir
     return suite

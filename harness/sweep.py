@@ -1,9 +1,10 @@
 """The sweep driver: a suite's trials on Ray Tune, resumable at any point, tracked in MLflow.
 
 Idempotent by construction: a trial's folder (<storage>/<suite>/<trial_id>/) says whether it is
-finished (metrics.json), partial (checkpoint.pt: resumed from there) or not started. Running the
-same command again runs only what is missing; Tune retries a failing trial, which resumes from
-its last end-of-epoch checkpoint.
+finished (metrics.json), partial (checkpoint.pt: resumed from there), corrupt (a file that cannot be
+read: retrained from its last readable checkpoint) or not started. Running the same command again
+runs only what is missing; Tune retries a failing trial, which resumes from its last end-of-epoch
+checkpoint. One driver per suite: the suite lock (harness.lock) turns a second one away.
 """
 from __future__ import annotations
 
@@ -20,69 +21,110 @@ from ray import tune
 from harness import results
 from harness.config import TrialConfig
 from harness.data import check_available
-from harness.cost import REFERENCE_TFLOPS, format_flops, trial_flops
-from harness.storage import CACHE_ONLY, check_cluster_storage, working_copy
+from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
+from harness.cluster import check_resources, start_ray
+from harness.lock import SuiteLock
+from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable, working_copy
 from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
 
-def state_detail(trial_dir: Path) -> tuple[str, str]:
-    """A trial's state and a short detail for the status table."""
-    state, error = results.trial_state(trial_dir)
-    epochs = results.completed_epochs(trial_dir)
-    if state == "finished":
-        return state, f"top1 {100 * results.read_json(trial_dir / results.METRICS)['top1']:.2f}%"
-    if state == "failed":
-        return state, f"after epoch {epochs}: {error[:80]}"
-    return state, f"epoch {epochs}" if epochs else ""
-
-
-def trials_in_folder(suite_dir: Path) -> list[TrialConfig]:
-    """The trials whose folders exist under a results/<suite> folder."""
-    import yaml
-
-    trials = []
-    for config_file in sorted(Path(suite_dir).glob("*/" + results.CONFIG)):
-        raw = yaml.safe_load(config_file.read_text())
-        derived = ("trial_id", "lr")  # written beside the config, not part of it
-        trials.append(TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived}))
-    return trials
-
-
-def status_table(trials: list[TrialConfig]) -> str:
-    rows = [("trial", "method", "width", "M", "b", "seed", "epochs", "state", "detail")]
-    counts: dict[str, int] = {}
+def status_rows(trials: list[TrialConfig], running: dict[str, dict] | None = None,
+                corrupt: dict[str, str] | None = None) -> list[tuple[str, ...]]:
+    """A row per trial: identity, state and a short detail; ``running`` is the live driver's view."""
+    running = running or {}
+    rows = []
     for cfg in trials:
-        state, detail = state_detail(cfg.trial_dir)
-        counts[state] = counts.get(state, 0) + 1
+        state = results.TrialFolder(cfg.trial_dir).state()
+        name, detail = state.state, state.detail
+        if name == "finished":
+            detail = f"top1 {100 * results.TrialFolder(cfg.trial_dir).metrics()['top1']:.2f}%"
+        elif cfg.trial_id in running:
+            name, detail = "running", _running_detail(running[cfg.trial_id], cfg.epochs)
+        elif name == "failed":
+            detail = f"after epoch {state.epochs}: {detail[:80]}"
+        elif name == "partial":
+            detail = f"epoch {state.epochs}"
         rows.append((cfg.trial_id, cfg.method, str(cfg.width), str(cfg.num_inputs), str(cfg.b), str(cfg.seed),
-                     str(cfg.epochs), state, detail))
+                     str(cfg.epochs), name, detail))
+    for tid, why in (corrupt or {}).items():
+        rows.append((tid, "?", "?", "?", "?", "?", "?", "corrupt", why))
+    return rows
+
+
+def _running_detail(r: dict, epochs: int) -> str:
+    if "in_epoch" in r:
+        return f"epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']}"
+    if "epoch" in r:
+        return f"epoch {r['epoch']}/{epochs} done"
+    return "starting"
+
+
+def trials_in_folder(suite_dir: Path) -> tuple[list[TrialConfig], dict[str, str]]:
+    """The trials whose folders exist under a results/<suite> folder, and those whose config is unreadable."""
+    trials, corrupt = [], {}
+    for config_file in sorted(Path(suite_dir).glob("*/" + results.CONFIG)):
+        folder = results.TrialFolder(config_file.parent)
+        try:
+            raw = folder.config()
+            derived = ("trial_id", "lr")  # written beside the config, not part of it
+            trials.append(TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived}))
+        except (results.CorruptFile, ValueError) as err:
+            corrupt[folder.trial_id] = f"{results.CONFIG}: {str(err).splitlines()[0][-150:]}"
+    return trials, corrupt
+
+
+def status_table(rows: list[tuple[str, ...]]) -> str:
+    rows = [("trial", "method", "width", "M", "b", "seed", "epochs", "state", "detail"), *rows]
+    counts: dict[str, int] = {}
+    for r in rows[1:]:
+        counts[r[7]] = counts.get(r[7], 0) + 1
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(lines)
 
 
-def plan_text(suite: Suite, trials: list[TrialConfig]) -> str:
+def plan_text(suite: Suite, trials: list[TrialConfig], address: str | None = None) -> str:
     flops = [trial_flops(t) for t in trials]
-    todo = [f for t, f in zip(trials, flops) if not results.is_finished(t.trial_dir)]
-    seconds = sum(todo) / (REFERENCE_TFLOPS * 1e12)
+    todo = [f for t, f in zip(trials, flops) if not results.TrialFolder(t.trial_dir).is_finished()]
     done = len(trials) - len(todo)
-    return (f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
-            f"results in {suite.suite_dir.resolve()}\n"
-            f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run "
-            f"(~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
-            f"an H100 running WRN-28-10 in bf16 with CUDA graphs)")
+    lines = [f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
+             f"results in {suite.suite_dir.resolve()}"]
+    head = f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run"
+    if suite.resources.gpus > 0:
+        seconds = sum(todo) / (REFERENCE_TFLOPS * 1e12)
+        lines.append(f"{head} (~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
+                     f"an H100 running WRN-28-10 in bf16 with CUDA graphs)")
+        if address is None and not os.environ.get("RAY_ADDRESS") and not _local_gpu():
+            lines.append("warning: the suite asks for GPUs (`resources.gpus`), but this machine has none and no "
+                         "--address names a cluster")
+    else:
+        cores = min(os.cpu_count() or 1, suite.resources.cpus * (suite.concurrency or len(trials)))
+        seconds = sum(todo) / (CPU_GFLOPS_PER_CORE * 1e9 * max(1.0, cores))
+        lines.append(f"{head} (on CPUs: ~{_duration(seconds)} on {cores:g} core(s) of this machine at ~"
+                     f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)")
+    return "\n".join(lines)
+
+
+def _local_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # --- the trainable, run by Ray in a worker process
+PROGRESS_EVERY_S = 10.0  # in-epoch progress reports: often enough for the view, rare enough to cost nothing
+
+
 def run_trial(config: dict) -> None:
     trial = TrialConfig.model_validate(config["case"]["trial"])
     several = trial.workers_per_trial > 1
     # one worker trains here, on this node's copy; several workers each mirror a copy of their own,
     # and this process only needs their results
-    copy = working_copy(trial, skip=CACHE_ONLY if several else frozenset())
-    cfg = copy.cfg
+    local = working_copy(trial, skip=CACHE_ONLY if several else frozenset())
+    cfg = local.cfg
+    folder = results.TrialFolder(cfg.trial_dir)
     import torch
 
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
@@ -92,26 +134,52 @@ def run_trial(config: dict) -> None:
 
             # the workers report each epoch to Tune themselves (TuneReportCallback)
             run_on_workers(cfg, cpus_per_worker=config.get("cpus", 1), gpus_per_worker=config.get("gpus", 0))
-            copy.pull()
-            metrics = results.read_json(cfg.trial_dir / results.METRICS)
+            local.pull()
+            metrics = folder.metrics()
         else:
             from harness.trainer import Trainer
 
             def on_epoch(row: dict) -> None:
-                copy.push()  # the checkpoint reaches the object store before Tune hears of the epoch
+                local.push()  # the checkpoint reaches the object store before Tune hears of the epoch
                 tune.report({**row, "trial_id": cfg.trial_id})
 
-            trainer = Trainer(cfg, log=lambda s: None)
-            metrics = trainer.run(on_epoch=on_epoch)
-            copy.push()
+            trainer = Trainer(cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None)
+            metrics = trainer.run(on_epoch=on_epoch, on_step=_step_reporter(cfg.trial_id))
+            local.push()
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1})
-    except Exception:  # not SystemExit: Tune ends finished trials that way
-        results.write_text(cfg.trial_dir / results.ERROR, traceback.format_exc())
+    except Exception as err:  # not SystemExit: Tune ends finished trials that way
+        folder.fail(traceback.format_exc() + _plain_reason(err))
         try:
-            copy.push()
+            local.push()
         except Exception as upload:  # the trial's own error is the one to raise
             print(f"{cfg.trial_id}: could not upload {results.ERROR} to {cfg.store}: {upload}", file=sys.stderr)
         raise
+
+
+def _plain_reason(err: Exception) -> str:
+    """The last line of error.txt (what status shows): resource exhaustion said as such."""
+    import torch
+
+    if isinstance(err, torch.OutOfMemoryError) or isinstance(err, MemoryError):
+        return "\nout of memory: lower batch_size or the width, or give each trial more memory (resources)\n"
+    return ""
+
+
+def _step_reporter(trial_id: str):
+    """An on_step callback that reports in-epoch progress to Tune every PROGRESS_EVERY_S."""
+    clock = {"last": time.monotonic(), "epoch": -1, "t0": 0.0}
+
+    def on_step(epoch: int, step: int, steps: int) -> None:
+        now = time.monotonic()
+        if epoch != clock["epoch"]:
+            clock.update(epoch=epoch, t0=now, first=step)
+        if now - clock["last"] >= PROGRESS_EVERY_S and step > clock["first"]:
+            clock["last"] = now
+            rate = (step - clock["first"]) / (now - clock["t0"])  # steps/s in this epoch so far
+            tune.report({"trial_id": trial_id, "in_epoch": epoch + 1, "step": step, "steps": steps,
+                         "steps_per_s": rate})
+
+    return on_step
 
 
 def trial_resources(suite: Suite):
@@ -131,41 +199,78 @@ def trial_resources(suite: Suite):
 
 @dataclass
 class Progress:
-    """A readable view of a sweep: counts by state, running trials' epoch and metric, an ETA."""
+    """A readable view of a sweep: elapsed time, counts by state, each running trial's epoch and step,
+    and an ETA from the FLOPs left and the rates the running trials measure (so a trial of M = 2, b = 2
+    counts for its doubled steps)."""
 
     trials: dict[str, TrialConfig]
+    flops: dict[str, float]  # training FLOPs of each trial
     finished: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
-    running: dict[str, dict] = field(default_factory=dict)
+    running: dict[str, dict] = field(default_factory=dict)  # trial id -> its last report
+    done_fraction: dict[str, float] = field(default_factory=dict)  # of started trials
+    rates: dict[str, float] = field(default_factory=dict)  # FLOP/s of each trial, last measured
     retries: dict[str, int] = field(default_factory=dict)
-    epoch_times: list[float] = field(default_factory=list)
-    concurrency: int = 1
+    started: float = field(default_factory=time.time)
     last_print: float = 0.0
+    on_change: object = None  # called with the running view (the suite lock's heartbeat record)
+
+    def update(self, tid: str, result: dict) -> None:
+        cfg, flops = self.trials[tid], self.flops[tid]
+        if "in_epoch" in result:
+            self.done_fraction[tid] = (result["in_epoch"] - 1 + result["step"] / result["steps"]) / cfg.epochs
+            self.rates[tid] = result["steps_per_s"] * flops / (result["steps"] * cfg.epochs)
+        elif "epoch_time_s" in result:
+            self.done_fraction[tid] = result["epoch"] / cfg.epochs
+            self.rates[tid] = flops / cfg.epochs / max(result["epoch_time_s"], 1e-9)
+        self.running[tid] = result
+        self._changed()
+
+    def start(self, tid: str) -> None:
+        self.running.setdefault(tid, {})
+        self._changed()
+
+    def end(self, tid: str, ok: bool) -> None:
+        self.running.pop(tid, None)
+        (self.finished if ok else self.failed).add(tid)
+        self.done_fraction[tid] = 1.0
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change({t: {k: r[k] for k in ("epoch", "in_epoch", "step", "steps") if k in r}
+                            for t, r in self.running.items()})
+
+    def eta(self) -> float | None:
+        """Seconds left: the FLOPs still to train over the summed rate of the running trials."""
+        live = [self.rates[t] for t in self.running if t in self.rates]
+        if not live:
+            return None
+        left = sum(self.flops[t] * (1 - self.done_fraction.get(t, 0.0))
+                   for t in self.trials if t not in self.finished and t not in self.failed)
+        return left / sum(live)
 
     def line(self) -> str:
         pending = len(self.trials) - len(self.finished) - len(self.failed) - len(self.running)
-        parts = [f"[{time.strftime('%H:%M:%S')}] {len(self.finished)} done, {len(self.running)} running, "
-                 f"{pending} pending, {len(self.failed)} failed"]
+        head = (f"[{time.strftime('%H:%M:%S')}] elapsed {_duration(time.time() - self.started)}: "
+                f"{len(self.finished)} done, {len(self.running)} running, {pending} pending, {len(self.failed)} failed")
         eta = self.eta()
-        if eta is not None:
-            parts[0] += f", ETA {_duration(eta)}"
+        head += f", ETA {_duration(eta)}" if eta is not None else ", ETA after the first measurements"
+        parts = [head]
         for tid, r in sorted(self.running.items()):
             epochs = self.trials[tid].epochs
             retry = f" (retry {self.retries[tid]})" if self.retries.get(tid) else ""
-            if "epoch" not in r:
-                parts.append(f"    {tid}: starting{retry}")
-                continue
-            metric = f" test {100 * r['test_top1']:.1f}%" if r.get("test_top1") is not None else ""
-            parts.append(f"    {tid}: epoch {r['epoch']}/{epochs} loss {r['train_loss']:.3f}{metric}{retry}")
+            if "in_epoch" in r:
+                prev = r.get("last_epoch_row", {})
+                metric = f", last epoch loss {prev['train_loss']:.3f}" if prev else ""
+                parts.append(f"    {tid}: epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']} "
+                             f"({100 * r['step'] / r['steps']:.0f}%){metric}{retry}")
+            elif "epoch" in r:
+                metric = f" test {100 * r['test_top1']:.1f}%" if r.get("test_top1") is not None else ""
+                parts.append(f"    {tid}: epoch {r['epoch']}/{epochs} loss {r['train_loss']:.3f}{metric}{retry}")
+            else:
+                parts.append(f"    {tid}: starting (loading data, building the model){retry}")
         return "\n".join(parts)
-
-    def eta(self) -> float | None:
-        if not self.epoch_times:
-            return None
-        per_epoch = sum(self.epoch_times[-20:]) / len(self.epoch_times[-20:])
-        remaining = sum(cfg.epochs - self.running.get(tid, {}).get("epoch", 0)
-                        for tid, cfg in self.trials.items() if tid not in self.finished and tid not in self.failed)
-        return remaining * per_epoch / max(1, self.concurrency)
 
     def show(self, force: bool = False, every: float = 10.0) -> None:
         if force or time.time() - self.last_print >= every:
@@ -189,7 +294,7 @@ class SweepCallback(tune.Callback):
         return {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.progress.running.setdefault(_tid(trial), {})
+        self.progress.start(_tid(trial))
         self.progress.show(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
@@ -198,21 +303,25 @@ class SweepCallback(tune.Callback):
         print(f"trial {tid} failed; retrying from its last checkpoint (retry {self.progress.retries[tid]})", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if "epoch_time_s" in result and not result.get("done"):
-            self.progress.epoch_times.append(result["epoch_time_s"])
-            self.progress.running[_tid(trial)] = result
-        self.tracking.update(self.progress.trials[_tid(trial)].trial_dir)
+        tid = _tid(trial)
+        if result.get("done"):
+            return
+        if "in_epoch" in result:
+            last = self.progress.running.get(tid, {})
+            row = last if "epoch_time_s" in last else last.get("last_epoch_row", {})
+            self.progress.update(tid, {**result, "last_epoch_row": row})
+        elif "epoch_time_s" in result:
+            self.progress.update(tid, result)
+            self.tracking.update(self.progress.trials[tid].trial_dir)
         self.progress.show()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.running.pop(_tid(trial), None)
-        self.progress.finished.add(_tid(trial))
+        self.progress.end(_tid(trial), ok=True)
         self.tracking.update(self.progress.trials[_tid(trial)].trial_dir)
         self.progress.show(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.progress.running.pop(_tid(trial), None)
-        self.progress.failed.add(_tid(trial))
+        self.progress.end(_tid(trial), ok=False)
         self.progress.show(force=True)
 
 
@@ -221,34 +330,44 @@ def _tid(trial) -> str:
 
 
 def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bool = False,
-              dry_run: bool = False, tracking_uri: str | None = None) -> int:
+              dry_run: bool = False, tracking_uri: str | None = None, break_lock: bool = False) -> int:
     resolve_data_dir(suite)
     trials = expand(suite, source)
+    if dry_run:
+        print(plan_text(suite, trials, address), flush=True)
+        for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
+            check_available(cfg)
+        print(status_table(status_rows(trials)))
+        return 0
     store = suite.store
-    if restart and not dry_run:
+    check_writable(suite.suite_dir, f"{source}: storage" if not store else "the local copy of the object store")
+    tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
+    with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
+        return _run_locked(suite, trials, source, address, restart, tracker, lock)
+
+
+def _run_locked(suite: Suite, trials: list[TrialConfig], source: str, address: str | None, restart: bool,
+                tracker: Tracker | None, lock: SuiteLock) -> int:
+    store = suite.store
+    if restart:
         for t in trials:
             shutil.rmtree(t.trial_dir, ignore_errors=True)
             if store:
                 store.delete(f"{suite.name}/{t.trial_id}")
     if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-    print(plan_text(suite, trials), flush=True)
+    print(plan_text(suite, trials, address), flush=True)
     for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
         check_available(cfg)  # missing data fails here, with its message, not in every trial
-    if dry_run:
-        print(status_table(trials))
-        return 0
-    suite.suite_dir.mkdir(parents=True, exist_ok=True)
-    tracker = None
-    if suite.tracking.enabled:
-        tracker = Tracker.for_suite(suite, tracking_uri)
+    _warn_corrupt(trials)
+    if tracker is not None:
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
-    todo = [t for t in trials if not results.is_finished(t.trial_dir)]
+    todo = [t for t in trials if not results.TrialFolder(t.trial_dir).is_finished()]
     failed: set[str] = set()
     if todo:
-        failed = _tune(suite, todo, address, tracker)
+        failed = _tune(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     if tracker is not None:
@@ -258,27 +377,37 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
     ensembles = _compose_ensembles(suite, trials)
     if store:  # the suite's own files (parent run, status, ensembles) beside the trials
         store.push(suite.suite_dir, suite.name)
-    print(status_table(trials))
+    print(status_table(status_rows(trials)))
     for line in ensembles:
         print(line)
     if failed:
-        print(f"{len(failed)} trial(s) failed (errors in their error.txt): " + ", ".join(sorted(failed)), file=sys.stderr)
+        print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
+        for tid in sorted(failed):
+            state = results.TrialFolder(suite.suite_dir / tid).state()
+            print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / results.ERROR})", file=sys.stderr)
         return 1
     return 0
 
 
-def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None) -> set[str]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    import ray
+def _warn_corrupt(trials: list[TrialConfig]) -> None:
+    for t in trials:
+        state = results.TrialFolder(t.trial_dir).state()
+        if state.state == "corrupt":
+            print(f"warning: {t.trial_id}: {state.detail}; it is retrained from its last readable checkpoint",
+                  file=sys.stderr, flush=True)
 
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
-             include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None,
+          lock: SuiteLock) -> set[str]:
+    local = start_ray(address)
+    several = max(t.workers_per_trial for t in todo)
+    check_resources({"CPU": suite.resources.cpus, "GPU": suite.resources.gpus}, several, local)
     store = suite.store
     if not store:
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
-    progress = Progress({t.trial_id: t for t in todo}, concurrency=suite.concurrency or len(todo))
+    progress = Progress({t.trial_id: t for t in todo}, {t.trial_id: trial_flops(t) for t in todo},
+                        on_change=lock.set_running)
     tracking = BackgroundTracker(tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY)))
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite)),
@@ -306,9 +435,9 @@ def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -
 
     try:
         summary = suite.suite_dir / "status.txt"
-        results.write_text(summary, status_table(trials) + "\n")
+        results.write_text(summary, status_table(status_rows(trials)) + "\n")
         artifacts = [summary, suite.suite_dir / "ensembles.json"]
-        done = all(results.is_finished(t.trial_dir) for t in trials)
+        done = all(results.TrialFolder(t.trial_dir).is_finished() for t in trials)
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")
     except Exception as err:
         warn(f"tracking: could not close the sweep's parent run ({type(err).__name__}: {err})")
@@ -319,7 +448,7 @@ def _compose_ensembles(suite: Suite, trials: list[TrialConfig]) -> list[str]:
 
     if not suite.ensembles:
         return []
-    rows = ensembles_for([t.trial_dir for t in trials if results.is_finished(t.trial_dir)],
+    rows = ensembles_for([t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
                          [(spec.method, spec.sizes) for spec in suite.ensembles])
     results.write_json(suite.suite_dir / "ensembles.json", rows)
     return [f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "

@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from harness import results
 
 SYNC_STATE = "mlflow.json"
@@ -67,7 +65,9 @@ class Tracker:
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
         """The suite's tracker: --tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in storage."""
-        uri = tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root)
+        from harness.suite import check_tracking_uri
+
+        uri = check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
         return cls(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir,
                    artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None)
 
@@ -104,14 +104,14 @@ class Tracker:
         from mlflow.entities import Metric, Param
 
         trial_dir = Path(trial_dir)
-        config_file = trial_dir / results.CONFIG
-        if not config_file.exists():
+        folder = results.TrialFolder(trial_dir)
+        if not (trial_dir / results.CONFIG).exists():
             return  # not started yet
         state_file = trial_dir / SYNC_STATE
         state = _read_state(state_file, self.uri)
         if state.get("final"):
             return
-        config = yaml.safe_load(config_file.read_text())
+        config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
         run_id = state.get("run_id")
         if run_id is None:
             tags = {"mlflow.parentRunId": self.parent_run_id(), "harness.suite": self.suite_name,
@@ -122,13 +122,13 @@ class Tracker:
                 self.client.log_batch(run_id, params=params[i:i + 100])
             state = {"run_id": run_id, "epochs": 0}
             _write_state(state_file, self.uri, state)
-        nodes = ",".join(results.trial_nodes(trial_dir))  # where the trial (and each retry) ran
+        nodes = ",".join(folder.nodes())  # where the trial (and each retry) ran
         if nodes and state.get("nodes") != nodes:
             self.client.set_tag(run_id, "harness.nodes", nodes)
             state["nodes"] = nodes
             _write_state(state_file, self.uri, state)
         now = int(time.time() * 1000)
-        history = _read_history(trial_dir / results.HISTORY)
+        history = folder.history()
         new_rows = [r for r in history if int(r["epoch"]) > state["epochs"]]
         metrics = [Metric(k, float(r[k]), now, int(r["epoch"])) for r in new_rows for k in EPOCH_METRICS if r.get(k) not in (None, "")]
         for i in range(0, len(metrics), 500):
@@ -136,8 +136,8 @@ class Tracker:
         if new_rows:
             state["epochs"] = int(new_rows[-1]["epoch"])
             _write_state(state_file, self.uri, state)
-        if results.is_finished(trial_dir):
-            final = results.read_json(trial_dir / results.METRICS)
+        if folder.is_finished():
+            final = folder.metrics()
             step = int(config.get("epochs", 0))
             numbers = [Metric(f"final_{k}", float(v), now, step) for k, v in sorted(final.items())
                        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")]
@@ -161,11 +161,15 @@ class Tracker:
         self.client.set_terminated(run_id, status)
 
     def sync(self, trial_dirs: list[Path], failed: set[str] = frozenset()) -> list[str]:
-        """Sync every trial; returns the trial ids that could not be sent (the store is down)."""
+        """Sync every trial; returns the trial ids that could not be sent (the store is down). A trial folder
+        with an unreadable file is skipped with a warning: it says nothing about the tracking store."""
         pending = []
         for i, d in enumerate(trial_dirs):
             try:
                 self.sync_trial(d, failed=Path(d).name in failed)
+            except results.CorruptFile as err:
+                warn(f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({err}); "
+                     f"`harness run` retrains it, then it is sent")
             except Exception as err:  # any failure of the store: keep the rest for later
                 pending = [Path(x).name for x in trial_dirs[i:]]
                 warn(f"tracking: could not reach {self.uri} ({type(err).__name__}: {str(err)[:200]}); "
@@ -197,6 +201,8 @@ class BackgroundTracker:
                 warn(f"storage: could not fetch {trial_dir.name} ({type(err).__name__}: {str(err)[:200]})")
         try:
             self.tracker.sync_trial(trial_dir)
+        except results.CorruptFile as err:
+            warn(f"tracking: trial {trial_dir.name} skipped for now ({err})")
         except Exception as err:
             self.down = True
             warn(f"tracking: could not reach {self.tracker.uri} ({type(err).__name__}); training goes on, "
@@ -205,15 +211,6 @@ class BackgroundTracker:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-
-
-def _read_history(path: Path) -> list[dict]:
-    import csv
-
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def warn(msg: str) -> None:

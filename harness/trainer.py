@@ -6,6 +6,7 @@ end-of-epoch checkpoint (model, optimizer, RNG states) and ends with the same re
 """
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -21,10 +22,11 @@ from harness.distributed import all_reduce_sum, barrier, current_world, globaliz
 from harness.engines import build_engine
 from harness.data.loader import EvalLoader
 from harness.methods import METHODS
-from harness.metrics import calibrated_metrics, classification_metrics
+from harness.metrics import calibrated_metrics, classification_metrics, epoch_metrics
 from harness.models import build_model, count_parameters
 
 EpochCallback = Callable[[dict], None]
+StepCallback = Callable[[int, int, int], None]  # (epoch index, steps done in it, steps per epoch)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -73,6 +75,7 @@ class Trainer:
         self.cfg, self.log = cfg, log
         self.device = resolve_device(cfg.device)
         self.dir = cfg.trial_dir
+        self.folder = results.TrialFolder(self.dir)
         torch.manual_seed(cfg.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
@@ -138,7 +141,7 @@ class Trainer:
             correct += (logits.detach().argmax(-1) == micro.labels).float().mean(1).sum()
         return loss_sum, correct, n // self.world.size
 
-    def train_epoch(self, epoch: int, progress_bar=None) -> dict:
+    def train_epoch(self, epoch: int, progress_bar=None, on_step: StepCallback | None = None) -> dict:
         cfg = self.cfg
         self.model.train()
         steps = len(self.train_loader)
@@ -149,6 +152,8 @@ class Trainer:
             totals[0] += loss_sum
             totals[1] += correct
             totals[2] += count
+            if on_step is not None:
+                on_step(epoch, step + 1, steps)
             if progress_bar is not None:
                 progress_bar.update(1)
                 if step % 50 == 0:
@@ -170,38 +175,55 @@ class Trainer:
             labels.append(y)
         return torch.cat(outs).cpu(), torch.cat(labels).cpu()
 
-    def run(self, on_epoch: EpochCallback | None = None, restart: bool = False) -> dict:
+    def resume(self) -> bool:
+        """Load the newest checkpoint that reads (weights-only; DeepSpeed's files checked first), setting
+        unreadable ones aside; False when none does (the trial starts from scratch)."""
+        for name in results.CHECKPOINTS:
+            try:
+                state = self.folder.read_checkpoint(name)
+                if state is None:
+                    continue
+                self.engine.verify(self.dir, state["engine"])
+            except results.CorruptFile as err:
+                aside = self.folder.set_aside(name) if self.world.is_main else None
+                self.log(f"warning: {err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint")
+                continue
+            self.load_state(state)
+            return True
+        return False
+
+    def run(self, on_epoch: EpochCallback | None = None, restart: bool = False,
+            on_step: StepCallback | None = None) -> dict:
         """Train the remaining epochs and evaluate. With several workers every rank runs this; rank 0
-        alone writes the result folder and evaluates."""
-        cfg, main = self.cfg, self.world.is_main
-        if results.is_finished(self.dir) and not restart:
+        alone writes the result folder and evaluates. ``on_step(epoch, step, steps)`` is called after
+        every optimizer step (no host sync), ``on_epoch(row)`` after every checkpoint."""
+        cfg, main, folder = self.cfg, self.world.is_main, self.folder
+        if not restart and folder.is_finished():
             self.log(f"{self.dir}: already finished")
-            return results.read_json(self.dir / results.METRICS)
-        ckpt = self.dir / results.CHECKPOINT
-        if ckpt.exists() and not restart:
-            self.load_state(results.load_checkpoint(ckpt))
+            return folder.metrics()
+        if not restart and self.resume():
             if main:
                 self.log(f"resuming {cfg.trial_id} after epoch {self.start_epoch}/{cfg.epochs}")
+                for stale in (results.METRICS, results.LOGITS, results.ERROR):  # unreadable ones, or a failure's
+                    (self.dir / stale).unlink(missing_ok=True)
         elif main:
-            for stale in (results.METRICS, results.LOGITS, results.HISTORY, results.CHECKPOINT, results.ERROR):
-                (self.dir / stale).unlink(missing_ok=True)
+            folder.clear()
         node = node_name()
         if main:
-            results.record_attempt(self.dir, node, self.start_epoch)
-            results.write_yaml(self.dir / results.CONFIG, {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id,
-                                                           "M": cfg.num_inputs, "lr": cfg.learning_rate})
-            for name, content in self.engine.config_files().items():
-                results.write_json(self.dir / name, content)
+            folder.begin({**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id, "M": cfg.num_inputs,
+                          "lr": cfg.learning_rate}, node, self.start_epoch, self.engine.config_files())
         barrier()
         bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch) if main else None
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar), "node": node}
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar, on_step), "node": node}
+            if not math.isfinite(row["train_loss"]):
+                raise FloatingPointError(f"{cfg.trial_id}: the training loss is {row['train_loss']} after epoch "
+                                         f"{epoch + 1} (lr {cfg.learning_rate:g}): training diverged; lower base_lr "
+                                         f"or check the schedule")
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict("test")
-                ens = logits.mean(1)
-                row["test_top1"] = (ens.argmax(-1) == labels).float().mean().item()
-                row["test_nll"] = torch.nn.functional.cross_entropy(ens, labels).item()
+                row.update(epoch_metrics(logits, labels))
             row["epoch_time_s"] = time.perf_counter() - t0
             self.elapsed += row["epoch_time_s"]
             row["elapsed_s"] = self.elapsed
@@ -209,8 +231,7 @@ class Trainer:
             self.start_epoch = epoch + 1
             state = self.state()  # every rank: DeepSpeed writes its partitions
             if main:
-                results.save_checkpoint(ckpt, state)
-                results.write_csv(self.dir / results.HISTORY, self.history)
+                folder.save_epoch(state, self.history)
                 if bar is not None:
                     bar.set_description(_epoch_summary(row, cfg.epochs))
                 else:
@@ -221,11 +242,12 @@ class Trainer:
         if bar is not None:
             bar.close()
         if main:
-            results.write_json(self.dir / results.METRICS, self.evaluate())
+            folder.finish(*self.evaluate())
         barrier()
-        return results.read_json(self.dir / results.METRICS) if main else {}  # other ranks may work elsewhere
+        return folder.metrics() if main else {}  # other ranks may work elsewhere
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Final metrics, and the logits to save beside them."""
         t0 = time.perf_counter()
         logits, labels = self.predict("test")
         eval_time = time.perf_counter() - t0
@@ -237,7 +259,6 @@ class Trainer:
             arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
         else:
             metrics.update(calibrated_metrics(logits, labels))
-        results.save_logits(self.dir / results.LOGITS, **arrays)
         cfg = self.cfg
         metrics.update({
             "trial_id": cfg.trial_id, "epochs": cfg.epochs, "num_params": count_parameters(self.model),
@@ -245,9 +266,9 @@ class Trainer:
             "train_images": len(self.data.train), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "data_source": self.data.source, "engine": cfg.engine, "workers": self.world.size,
-            "nodes": results.trial_nodes(self.dir),  # every node that ran it, in order
+            "nodes": self.folder.nodes(),  # every node that ran it, in order
         })
-        return metrics
+        return metrics, arrays
 
 
 def _epoch_summary(row: dict, epochs: int) -> str:

@@ -212,8 +212,9 @@ def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, 
     if found is None:
         raise DataError(
             f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
-            f"Get it with `download: true` (or `--set download=true`), which lets torchvision fetch it into {root}, "
-            f"or point `data_dir` / --data-dir / $HARNESS_DATA_DIR at a folder holding one of the layouts above."
+            f"Point --data-dir (or `data_dir:` in the file, or $HARNESS_DATA_DIR) at a folder holding one of the "
+            f"layouts above, or let torchvision fetch it into {root}: `download: true` in a suite's `base:` "
+            f"(`harness run`), or `--set download=true` (`harness train`)."
         )
     if check_only:
         return None

@@ -11,8 +11,25 @@ import torch
 
 from harness.distributed import ensure_process_group
 from harness.engines.torch_engine import sgd
+from harness.results import DEEPSPEED_DIR, CorruptFile
 
-CHECKPOINT_DIR = "deepspeed"  # inside the trial folder: one tag per epoch, the previous one removed
+CHECKPOINT_DIR = DEEPSPEED_DIR  # inside the trial folder: one tag per epoch, the last two kept
+
+
+def _safe_globals() -> list:
+    """The only classes DeepSpeed's checkpoints pickle besides tensors and containers (ZeRO 0-2, fp32/bf16)."""
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_weights_only(path, map_location=None):
+    """What DeepSpeed's own loader does with torch.load(weights_only=False), minus code execution: a
+    pickle that names any other callable is refused."""
+    with torch.serialization.safe_globals(_safe_globals()):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -47,6 +64,7 @@ class DeepSpeedEngine:
         self.dtype = torch.bfloat16 if self.config["bf16"]["enabled"] else torch.float32
         model.to(self.dtype)  # DeepSpeed casts the parameters only; batch-norm statistics must follow
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model.parameters()), config=self.config)
+        self.engine.checkpoint_engine.load = load_weights_only  # every file DeepSpeed reads back goes through it
         self.model = self.engine.module
 
     def set_lr(self, lr: float) -> None:
@@ -77,6 +95,22 @@ class DeepSpeedEngine:
             if old.name[5:].isdigit() and int(old.name[5:]) < epoch - 1:
                 shutil.rmtree(old, ignore_errors=True)
         return {"deepspeed_tag": tag}
+
+    def verify(self, trial_dir: Path, state: dict) -> None:
+        """Every file of the checkpoint's tag reads weights-only (before any of it is loaded), else CorruptFile."""
+        import pickle
+
+        folder = Path(trial_dir) / CHECKPOINT_DIR / state["deepspeed_tag"]
+        files = sorted(folder.glob("*.pt"))
+        if not files:
+            raise CorruptFile(folder, "missing: the DeepSpeed state this checkpoint points at")
+        for path in files:
+            try:
+                load_weights_only(path, map_location="cpu")
+            except pickle.UnpicklingError as err:
+                raise CorruptFile(path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})") from None
+            except (RuntimeError, EOFError, ValueError, OSError) as err:
+                raise CorruptFile(path, f"unreadable ({str(err).splitlines()[0][:200]})") from None
 
     def load(self, trial_dir: Path, state: dict) -> None:
         self.engine.load_checkpoint(str(Path(trial_dir) / CHECKPOINT_DIR), tag=state["deepspeed_tag"],

@@ -53,6 +53,9 @@ class TorchEngine:
     def save(self, trial_dir: Path, epoch: int) -> dict:
         return {"optimizer": self.optimizer.state_dict()}
 
+    def verify(self, trial_dir: Path, state: dict) -> None:
+        """Nothing beyond checkpoint.pt to check: the optimizer state travels in it."""
+
     def load(self, trial_dir: Path, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
 

@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except ResourceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
+    except FloatingPointError as err:  # the trainer's divergence check
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Interrupted as err:
         print(err, file=sys.stderr)
         return 130

@@ -146,8 +146,14 @@ class SuiteLock:
                 pass
 
     def set_running(self, running: dict[str, dict]) -> None:
-        """What the driver is running now ({trial_id: {epoch, step, steps}}), written with the next heartbeat."""
+        """What the driver is running now ({trial_id: {epoch, step, steps}}): written at once, at most every
+        2 s (else with the next heartbeat)."""
         self.record["running"] = running
+        if time.time() - self.record.get("updated", 0) >= 2.0:
+            try:
+                self._write(exclusive=False)
+            except Exception:
+                pass
 
     def beat(self) -> None:
         self._write(exclusive=False)

@@ -20,14 +20,15 @@ import functools
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from harness.config import NAME_PATTERN, STRICT, ConfigError, TrialConfig, format_validation_error, load_yaml
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
 Scalar = Union[str, int, float, bool, None]
+STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
 MAX_TRIALS = 10_000  # the paper's Fig. 2 grid is ~100 trials; a bigger grid is almost always a typo
 # MLflow tracking URIs the harness accepts (MLflow also takes a bare path: written as file:///path here)
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")
@@ -148,6 +149,24 @@ def _check_keys(keys, where: str, source: str) -> None:
             raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
 
 
+@functools.lru_cache(maxsize=None)
+def _field_adapter(key: str) -> TypeAdapter:
+    field = TrialConfig.model_fields[key]
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return TypeAdapter(annotation, config=STRICT_VALUES)
+
+
+def _check_values(values: dict[str, Any], where: str, source: str, lists: bool = False) -> None:
+    """Each value against its trial key's type and bounds (combinations are checked when trials expand)."""
+    for key, value in values.items():
+        for i, v in enumerate(value if lists and isinstance(value, list) else [value]):
+            try:
+                _field_adapter(key).validate_python(v)
+            except ValidationError as err:
+                at = f"{where}.{key}" + (f"[{i}]" if lists and isinstance(value, list) else "")
+                raise ConfigError(f"{source}: {at}: {err.errors()[0]['msg']} (got {v!r})") from None
+
+
 def _matches(values: dict[str, Any], pattern: dict[str, Any]) -> bool:
     def effective(key):
         return values[key] if key in values else TrialConfig.model_fields[key].default
@@ -176,15 +195,19 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
             "allowed keys: " + ", ".join(Suite.model_fields))) from None
     source = str(path)
     _check_keys(suite.base, "base", source)
+    _check_values(suite.base, "base", source)
     _check_keys(suite.grid, "grid", source)
+    _check_values(suite.grid, "grid", source, lists=True)
     for key, values in suite.grid.items():
         if not values:
             raise ConfigError(f"{source}: grid.{key}: empty list; give at least one value")
     for i, rule in enumerate(suite.rules):
         _check_keys(rule.when, f"rules[{i}].when", source)
         _check_keys(rule.set, f"rules[{i}].set", source)
+        _check_values(rule.set, f"rules[{i}].set", source)
     for i, extra in enumerate(suite.include):
         _check_keys(extra, f"include[{i}]", source)
+        _check_values(extra, f"include[{i}]", source, lists=True)
     size = _count(suite.grid) + sum(_count(extra) for extra in suite.include)
     if size > MAX_TRIALS:
         raise ConfigError(f"{source}: grid: {size:,} trials (the product of the grid's lists, plus `include`); a suite "

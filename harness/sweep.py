@@ -114,7 +114,8 @@ def _local_gpu() -> bool:
 
 
 # --- the trainable, run by Ray in a worker process
-PROGRESS_EVERY_S = 10.0  # in-epoch progress reports: often enough for the view, rare enough to cost nothing
+# in-epoch progress reports: often enough for the view, rare enough to cost nothing ($HARNESS_PROGRESS_S for tests)
+PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
 
 
 def run_trial(config: dict) -> None:

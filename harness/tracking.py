@@ -165,6 +165,11 @@ class Tracker:
         with an unreadable file is skipped with a warning: it says nothing about the tracking store."""
         pending = []
         for i, d in enumerate(trial_dirs):
+            state = results.TrialFolder(d).state()
+            if state.state == "corrupt":
+                warn(f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({state.detail}); "
+                     f"`harness run` retrains it")
+                continue
             try:
                 self.sync_trial(d, failed=Path(d).name in failed)
             except results.CorruptFile as err:

@@ -1,9 +1,21 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from harness.config import TrialConfig
+
+# Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
+# folder of their own (short: Ray's socket paths must fit in 107 bytes), so they never join, or are joined
+# by, a user's Ray or another test run's.
+RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

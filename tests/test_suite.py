@@ -59,7 +59,7 @@ BAD = [
     (with_(grid__width=[]), r"grid\.width: empty list; give at least one value"),
     (with_(grid__width=2), r"grid\.width: Input should be a valid list"),
     (with_(grid__method=["vanilla", "mixmo"]), r"trial \(method=mixmo, .*unknown method 'mixmo'; allowed: cut_mixmo"),
-    (with_(grid__width=[2, 0]), r"trial \(.*width=0.*width: Input should be greater than or equal to 1"),
+    (with_(grid__width=[2, 0]), r"grid\.width\[1\]: Input should be greater than or equal to 1 \(got 0\)"),
     (with_(base__depth=12), r"depth 12 does not fit the rule depth = 6n \+ 4"),
     (with_(resources={"cpus": -1}), r"resources\.cpus: Input should be greater than 0"),
     (with_(resources={"gpus": -0.5}), r"resources\.gpus: Input should be greater than or equal to 0"),
@@ -74,6 +74,23 @@ BAD = [
     (with_(name="my suite"), r"name: String should match pattern"),
     (with_(exclude=[{"method": ["vanilla", "cutmix", "cut_mixmo"]}], include=[]), r"the suite has no trials"),
     ("name: [unclosed\n", r"not valid YAML"),
+    # values that used to pass validation and crash later, or be silently coerced
+    (with_(name=".."), r"name: String should match pattern"),
+    (with_(name="a" * 300), r"name: String should match pattern"),
+    (with_(base__device="banana"), r"base\.device: String should match pattern '\^\(auto\|cpu\|cuda"),
+    (with_(tracking={"uri": "garbage"}), r"tracking\.uri: .*not one MLflow can open; use sqlite:///"),
+    (with_(base__base_lr=float("inf")), r"base\.base_lr: Input should be a finite number"),
+    (with_(base__milestones=[0, 400]), r"milestones \[0, 400\]: increasing epochs between 1 and milestones_budget = 300"),
+    (with_(grid__width=[1, "2"]), r"grid\.width\[1\]: Input should be a valid integer \(got '2'\)"),
+    (with_(grid__width=[True]), r"grid\.width\[0\]: Input should be a valid integer \(got True\)"),
+    (with_(resources={"cpus": "1"}), r"resources\.cpus: Input should be a valid number"),
+    (with_(concurrency=True), r"concurrency: Input should be a valid integer"),
+    (with_(exclude=[{"method": "vanilla", "width": 7}]), r"exclude\[0\]: .*matches no grid point"),
+    (with_(grid__seed=list(range(1000)), grid__width=list(range(1, 1001))), r"grid: 3,000,002 trials .* at most 10,000"),
+    ("name: t\nbase: {depth: 10}\ngrid: {width: [1]}\nbase: {epochs: 1}\n", r"line 4, column 1: duplicate key 'base' \(first at line 2\)"),
+    ("name: t\nbase:\n  deepspeed:\n    a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"  # an alias bomb: 10^7 values
+     + "".join(f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 7)),
+     r"more than 100,000 values once its aliases are expanded"),
 ]
 
 

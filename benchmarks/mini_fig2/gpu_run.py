@@ -189,11 +189,11 @@ def main() -> int:
     t0 = time.time()
 
     def status() -> str:
-        done = [results.completed_epochs(c.trial_dir) for c in runs]
+        done = [results.TrialFolder(c.trial_dir).state().epochs for c in runs]
         return f"trials: {sum(p.poll() is None for p in procs.values())} running, epochs done {sum(done)}/{epochs * len(runs)}"
 
     codes = wait_all(procs, deadline - 35, status=status)
-    finished = [c for c in runs if results.is_finished(c.trial_dir)]
+    finished = [c for c in runs if results.TrialFolder(c.trial_dir).is_finished()]
     log(f"{len(finished)}/{len(runs)} trials finished in {time.time() - t0:.0f} s")
     for c in runs:
         if c not in finished:

@@ -1,4 +1,5 @@
 """Collect a sweep's result folders into one table (a row per trial), and compose deep ensembles."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,12 +21,22 @@ def collect(suite_dir: Path) -> pd.DataFrame:
         try:
             cfg = folder.config()
         except CorruptFile as err:
-            rows.append({"trial_id": folder.trial_id, "state": "corrupt", "error": f"{CONFIG}: {err.reason}",
-                         "trial_dir": str(folder.path)})
+            rows.append(
+                {
+                    "trial_id": folder.trial_id,
+                    "state": "corrupt",
+                    "error": f"{CONFIG}: {err.reason}",
+                    "trial_dir": str(folder.path),
+                }
+            )
             continue
         config_keys |= set(cfg)
-        row = {**{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))}, "state": state.state,
-               "error": state.detail, "trial_dir": str(folder.path)}
+        row = {
+            **{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))},
+            "state": state.state,
+            "error": state.detail,
+            "trial_dir": str(folder.path),
+        }
         if state.state == "finished":
             metrics = folder.metrics()
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
@@ -56,8 +67,9 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
     if out.empty:
         return out
     params = done.groupby(["model", "depth", "width", "method", "M"]).num_params.first()
-    out["num_params"] = [params.get((r.model, r.depth, r.width, r.method, r.M), float("nan")) * r.members
-                         for r in out.itertuples()]
+    out["num_params"] = [
+        params.get((r.model, r.depth, r.width, r.method, r.M), float("nan")) * r.members for r in out.itertuples()
+    ]
     by_trial = done.set_index("trial_id")
     out["train_hours"] = [sum(by_trial.loc[t, "train_hours"] for t in members) for members in out.member_trials]
     out["eval_time_s"] = [sum(by_trial.loc[t, "eval_time_s"] for t in members) for members in out.member_trials]

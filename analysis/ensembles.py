@@ -1,4 +1,5 @@
 """Deep ensembles composed after the fact from members' saved test logits."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,17 @@ from harness.metrics import classification_metrics
 from harness.results import TrialFolder
 
 # Keys that may differ between members of one deep ensemble.
-MEMBER_KEYS = {"seed", "trial_id", "name", "output_dir", "data_dir", "device", "progress", "eval_batch_size", "download"}
+MEMBER_KEYS = {
+    "seed",
+    "trial_id",
+    "name",
+    "output_dir",
+    "data_dir",
+    "device",
+    "progress",
+    "eval_batch_size",
+    "download",
+}
 
 
 def _recipe(config: dict) -> dict:
@@ -65,7 +76,17 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
                 if len(members) < k:
                     continue
                 metrics = compose_ensemble([m[1] for m in members[:k]])
-                rows.append({"method": method, "model": cfg["model"], "depth": cfg["depth"], "width": cfg["width"],
-                             "M": cfg["M"], "dataset": cfg["dataset"], "epochs": cfg["epochs"],
-                             "member_trials": [m[1].name for m in members[:k]], **metrics})
+                rows.append(
+                    {
+                        "method": method,
+                        "model": cfg["model"],
+                        "depth": cfg["depth"],
+                        "width": cfg["width"],
+                        "M": cfg["M"],
+                        "dataset": cfg["dataset"],
+                        "epochs": cfg["epochs"],
+                        "member_trials": [m[1].name for m in members[:k]],
+                        **metrics,
+                    }
+                )
     return rows

@@ -1,5 +1,6 @@
 """Figures (matplotlib): Fig. 2-style width plots, NLL/ECE against width, reliability diagrams,
 diversity against individual accuracy. Each function returns its Figure and saves PNG + SVG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,15 @@ from analysis.tables import label  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import HISTORY, TrialFolder  # noqa: E402
 
-STYLE = {"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
-         "axes.spines.right": False, "legend.frameon": False, "font.size": 9}
+STYLE = {
+    "figure.dpi": 110,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "font.size": 9,
+}
 ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]
 COLORS = dict(zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728"]))
 
@@ -46,9 +54,19 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         for name, color, style, rows in _series(summary):
             err = 100 * rows.top1_std.fillna(0)
             marker = "s" if style == "--" else "o"
-            ax_w.errorbar(rows.width, 100 * rows.top1_mean, yerr=err, label=name, color=color, ls=style, marker=marker, capsize=3)
-            ax_p.errorbar(rows.num_params_mean / 1e6, 100 * rows.top1_mean, yerr=err, label=name, color=color,
-                          ls=style, marker=marker, capsize=3)
+            ax_w.errorbar(
+                rows.width, 100 * rows.top1_mean, yerr=err, label=name, color=color, ls=style, marker=marker, capsize=3
+            )
+            ax_p.errorbar(
+                rows.num_params_mean / 1e6,
+                100 * rows.top1_mean,
+                yerr=err,
+                label=name,
+                color=color,
+                ls=style,
+                marker=marker,
+                capsize=3,
+            )
         ax_w.set_xlabel("width w")
         ax_w.set_ylabel("top-1 accuracy (%)")
         ax_w.set_title("Top-1 against width")
@@ -57,8 +75,9 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         ax_p.set_xscale("log")
         ax_p.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         # minor ticks labelled at 2x and 5x only: all nine crowd each other within a decade
-        ax_p.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-            lambda v, _: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "25" else ""))
+        ax_p.xaxis.set_minor_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and f"{v:.0e}"[0] in "25" else "")
+        )
         ax_p.set_title("Top-1 against parameters")
         ax_p.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves, never on them
         fig.suptitle(_network_title(summary))
@@ -72,8 +91,16 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for metric, ax, title in (("nll", axes[0], "NLL"), ("ece", axes[1], "ECE (15 bins)")):
             for name, color, style, rows in _series(summary):
-                ax.errorbar(rows.width, rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0), label=name,
-                            color=color, ls=style, marker="o", capsize=3)
+                ax.errorbar(
+                    rows.width,
+                    rows[f"{metric}_mean"],
+                    yerr=rows[f"{metric}_std"].fillna(0),
+                    label=name,
+                    color=color,
+                    ls=style,
+                    marker="o",
+                    capsize=3,
+                )
             ax.set_xlabel("width w")
             ax.set_ylabel(title)
             ax.set_title(f"{title} against width (before temperature scaling)")
@@ -89,19 +116,33 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
     """Per method (its widest, lowest-seed finished trial): reliability diagrams before and after
     temperature scaling, with the ECE in the title."""
     done = trials[trials.state == "finished"].sort_values(["width", "seed"], ascending=[False, True])
-    picks = [done[done.method == m].iloc[0] for m in ORDER + sorted(set(done.method) - set(ORDER)) if (done.method == m).any()]
+    picks = [
+        done[done.method == m].iloc[0]
+        for m in ORDER + sorted(set(done.method) - set(ORDER))
+        if (done.method == m).any()
+    ]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(picks), 2, figsize=(7, 3.2 * len(picks)), squeeze=False)
         for row, trial in zip(axes, picks):
             saved = TrialFolder(trial.trial_dir).logits()
             logits = ensemble_logits(torch.from_numpy(saved["test_logits"]))
             labels = torch.from_numpy(saved["test_labels"])
-            for ax, scaled, when in ((row[0], logits, "before"), (row[1], logits / trial.temperature, f"after (T = {trial.temperature:.2f})")):
+            for ax, scaled, when in (
+                (row[0], logits, "before"),
+                (row[1], logits / trial.temperature, f"after (T = {trial.temperature:.2f})"),
+            ):
                 count, conf, acc = calibration_bins(scaled, labels)
                 edges = np.linspace(0, 1, len(count) + 1)
                 centers = (edges[:-1] + edges[1:]) / 2
                 filled = count.numpy() > 0
-                ax.bar(centers[filled], acc.numpy()[filled], width=1 / len(count), edgecolor="black", alpha=0.7, label="accuracy")
+                ax.bar(
+                    centers[filled],
+                    acc.numpy()[filled],
+                    width=1 / len(count),
+                    edgecolor="black",
+                    alpha=0.7,
+                    label="accuracy",
+                )
                 ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
@@ -132,8 +173,14 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
         for ax, width in zip(axes[0], widths):
             panel = [(trial, points) for trial, points in curves if trial.width == width]
             for trial, points in panel:
-                ax.plot(points.epoch, 100 * points.test_top1, marker=".", color=COLORS.get(trial.method),
-                        ls="-" if trial.seed == 0 else ":", label=f"{label(trial)} s{trial.seed}")
+                ax.plot(
+                    points.epoch,
+                    100 * points.test_top1,
+                    marker=".",
+                    color=COLORS.get(trial.method),
+                    ls="-" if trial.seed == 0 else ":",
+                    label=f"{label(trial)} s{trial.seed}",
+                )
             ax.set_title(f"{panel[0][0].model}-{panel[0][0].depth}-{width}")
             ax.set_xlabel("epoch")
         axes[0][0].set_ylabel("test top-1 (%)")
@@ -150,11 +197,23 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
         fig, ax = plt.subplots(figsize=(6, 4.5))
         multi = trials[(trials.state == "finished") & (trials.M > 1)] if "ratio_error" in trials else trials.iloc[:0]
         for method, rows in multi.groupby("method"):
-            ax.scatter(100 * rows.heads_mean_top1, rows.ratio_error, label=f"{method} (heads)", color=COLORS.get(method), marker="o")
+            ax.scatter(
+                100 * rows.heads_mean_top1,
+                rows.ratio_error,
+                label=f"{method} (heads)",
+                color=COLORS.get(method),
+                marker="o",
+            )
         if not ensembles.empty:
             for (method, k), rows in ensembles.groupby(["method", "members"]):
-                ax.scatter(100 * rows.heads_mean_top1, rows.ratio_error, label=f"{method} ensemble of {k} (members)",
-                           color=COLORS.get(method), marker="s", facecolors="none")
+                ax.scatter(
+                    100 * rows.heads_mean_top1,
+                    rows.ratio_error,
+                    label=f"{method} ensemble of {k} (members)",
+                    color=COLORS.get(method),
+                    marker="s",
+                    facecolors="none",
+                )
         ax.set_xlabel("mean individual top-1 (%)")
         ax.set_ylabel("ratio-error (N01 + N10) / N00")
         ax.set_title("Diversity against individual accuracy, one point per trial")

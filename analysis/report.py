@@ -1,5 +1,6 @@
 """`harness report`: a sweep's result folders -> tables (Markdown, CSV, LaTeX), figures (PNG, SVG)
 and an HTML page, results/<suite>/report/index.html. Works on a partial sweep and says what is missing."""
+
 from __future__ import annotations
 
 import html
@@ -13,8 +14,9 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 
 
-def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None,
-                 expected: dict[str, str] | None = None) -> dict:
+def build_report(
+    suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None, expected: dict[str, str] | None = None
+) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt"}
     (trial folders with an unreadable file: left out, and listed as missing with the reason).
     ``expected`` maps trial ids that should exist to a short description (from the suite file)."""
@@ -23,7 +25,9 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir)
     missing = _missing(trials, expected or {})
-    corrupt = {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
+    corrupt = (
+        {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
+    )
     report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt}
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
@@ -37,11 +41,21 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
         main = tables.display_table(summary)
         published = tables.published_vs_reproduced(summary)
         report["tables"] += tables.write_table(main, out / "results", "Mean ± std over seeds (n = number of seeds).")
-        report["tables"] += tables.write_table(published, out / "published_vs_reproduced",
-                                               "Published top-1 (spec section 7) beside ours; difference = ours - published (midpoint).")
+        report["tables"] += tables.write_table(
+            published,
+            out / "published_vs_reproduced",
+            "Published top-1 (spec section 7) beside ours; difference = ours - published (midpoint).",
+        )
         sections.append("<h2>Results</h2>" + main.to_html(index=False, classes="results", border=0))
-        sections.append("<h2>Published vs reproduced</h2>" + (published.to_html(index=False, border=0) if not published.empty
-                        else "<p>No setting of this sweep matches a published one (same dataset, network, width, method, M).</p>"))
+        sections.append(
+            "<h2>Published vs reproduced</h2>"
+            + (
+                published.to_html(index=False, border=0)
+                if not published.empty
+                else "<p>No setting of this sweep matches a published one "
+                "(same dataset, network, width, method, M).</p>"
+            )
+        )
         figs = []
         for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
             stem = "{}_{}{}_{}ep".format(*key)
@@ -54,7 +68,9 @@ def build_report(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | 
             plt.close(fig)
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         for png in sorted((out / "figures").glob("*.png")):
-            sections.append(f'<h2>{html.escape(png.stem)}</h2><img src="figures/{png.name}" alt="{html.escape(png.stem)}">')
+            sections.append(
+                f'<h2>{html.escape(png.stem)}</h2><img src="figures/{png.name}" alt="{html.escape(png.stem)}">'
+            )
     if missing:
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
         sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
@@ -86,6 +102,6 @@ th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} .missing {{ color: #a33
 </style></head><body>
 <h1>Sweep <code>{html.escape(name)}</code></h1>
 <p>{finished} of {total} trials finished.</p>
-{''.join(sections)}
+{"".join(sections)}
 </body></html>
 """

@@ -1,4 +1,5 @@
 """Comparison tables: mean +- std over seeds per setting, and published vs reproduced."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,19 @@ from analysis.ensembles import MEMBER_KEYS
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
 METRICS = [
-    ("top1", "top-1 %", 100, 2), ("top5", "top-5 %", 100, 2), ("nll", "NLL", 1, 3), ("ece", "ECE", 1, 4),
-    ("brier", "Brier", 1, 4), ("cal_nll", "cal. NLL", 1, 3), ("cal_ece", "cal. ECE", 1, 4),
-    ("heads_mean_top1", "heads top-1 %", 100, 2), ("ratio_error", "ratio-error", 1, 3),
-    ("disagreement", "disagreement", 1, 3), ("num_params", "params (M)", 1e-6, 2),
-    ("train_hours", "train h", 1, 3), ("eval_time_s", "test s", 1, 2),
+    ("top1", "top-1 %", 100, 2),
+    ("top5", "top-5 %", 100, 2),
+    ("nll", "NLL", 1, 3),
+    ("ece", "ECE", 1, 4),
+    ("brier", "Brier", 1, 4),
+    ("cal_nll", "cal. NLL", 1, 3),
+    ("cal_ece", "cal. ECE", 1, 4),
+    ("heads_mean_top1", "heads top-1 %", 100, 2),
+    ("ratio_error", "ratio-error", 1, 3),
+    ("disagreement", "disagreement", 1, 3),
+    ("num_params", "params (M)", 1e-6, 2),
+    ("train_hours", "train h", 1, 3),
+    ("eval_time_s", "test s", 1, 2),
 ]
 PUBLISHED = Path(__file__).with_name("published.csv")
 
@@ -26,8 +35,11 @@ NOT_SETTING = MEMBER_KEYS | {"eval_every", "lr"}  # lr is derived from base_lr a
 def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
     """Recipe keys beyond SETTING whose values differ between trials (e.g. train_subset after an edit
     of the suite): they split settings too, so that different recipes are never averaged together."""
-    return [k for k in config_keys if k in rows and k not in SETTING and k not in NOT_SETTING
-            and rows[k].astype(str).nunique() > 1]
+    return [
+        k
+        for k in config_keys
+        if k in rows and k not in SETTING and k not in NOT_SETTING and rows[k].astype(str).nunique() > 1
+    ]
 
 
 def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
@@ -45,7 +57,11 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
     std = grouped[present].std(ddof=1)  # NaN for n = 1
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n"] = grouped.size()
-    out = out.reset_index().sort_values(["dataset", "model", "depth", "width", "members", "method"]).reset_index(drop=True)
+    out = (
+        out.reset_index()
+        .sort_values(["dataset", "model", "depth", "width", "members", "method"])
+        .reset_index(drop=True)
+    )
     out.attrs["extra_keys"] = extra
     return out
 
@@ -64,13 +80,17 @@ def label(row) -> str:
 
 def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The human-readable table: a row per method (and ensemble size), cells 'mean ± std'."""
-    out = pd.DataFrame({
-        "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
-        "method": [label(r) for _, r in summary.iterrows()],
-        "M": summary["M"].astype(int), "b": summary["b"].astype(int), "epochs": summary["epochs"].astype(int),
-        **{k: summary[k] for k in summary.attrs.get("extra_keys", [])},
-        "n": summary["n"].astype(int),
-    })
+    out = pd.DataFrame(
+        {
+            "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
+            "method": [label(r) for _, r in summary.iterrows()],
+            "M": summary["M"].astype(int),
+            "b": summary["b"].astype(int),
+            "epochs": summary["epochs"].astype(int),
+            **{k: summary[k] for k in summary.attrs.get("extra_keys", [])},
+            "n": summary["n"].astype(int),
+        }
+    )
     for m, name, scale, decimals in METRICS:
         if f"{m}_mean" in summary:
             out[name] = [_cell(a, s, scale, decimals) for a, s in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
@@ -84,19 +104,37 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
     keys = ["dataset", "model", "depth", "width", "method", "msda", "M"]
     joined = ours.merge(published, on=keys, how="inner", suffixes=("", "_published"))
     if joined.empty:
-        return pd.DataFrame(columns=["dataset", "network", "method", "M", "b", "epochs", "published top-1 %",
-                                     "ours top-1 %", "n", "difference"])
+        return pd.DataFrame(
+            columns=[
+                "dataset",
+                "network",
+                "method",
+                "M",
+                "b",
+                "epochs",
+                "published top-1 %",
+                "ours top-1 %",
+                "n",
+                "difference",
+            ]
+        )
     mid = (joined.top1_low + joined.top1_high) / 2
-    return pd.DataFrame({
-        "dataset": joined.dataset,
-        "network": [f"{r.model}-{r.depth}-{r.width}" for r in joined.itertuples()],
-        "method": [label(r) for _, r in joined.iterrows()],
-        "M": joined.M.astype(int), "b": joined.b.astype(int), "epochs": joined.epochs.astype(int),
-        "published top-1 %": [f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(joined.top1_low, joined.top1_high)],
-        "ours top-1 %": [_cell(a, s, 100, 2) for a, s in zip(joined.top1_mean, joined.top1_std)],
-        "n": joined.n.astype(int),
-        "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
-    })
+    return pd.DataFrame(
+        {
+            "dataset": joined.dataset,
+            "network": [f"{r.model}-{r.depth}-{r.width}" for r in joined.itertuples()],
+            "method": [label(r) for _, r in joined.iterrows()],
+            "M": joined.M.astype(int),
+            "b": joined.b.astype(int),
+            "epochs": joined.epochs.astype(int),
+            "published top-1 %": [
+                f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(joined.top1_low, joined.top1_high)
+            ],
+            "ours top-1 %": [_cell(a, s, 100, 2) for a, s in zip(joined.top1_mean, joined.top1_std)],
+            "n": joined.n.astype(int),
+            "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
+        }
+    )
 
 
 def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:

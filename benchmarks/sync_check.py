@@ -3,6 +3,7 @@ run under ``torch.cuda.set_sync_debug_mode("error")``, which raises at the first
 
     python3 benchmarks/sync_check.py [method ...]
 """
+
 import sys
 
 import torch
@@ -13,8 +14,18 @@ from harness.trainer import Trainer
 
 def check(method: str, steps: int = 30) -> str:
     extra = {"M": 2, "b": 2} if method in ("mimo", "linear_mixmo", "cut_mixmo") else {}
-    cfg = TrialConfig(dataset="synthetic", synthetic_size=1024, depth=16, width=1, method=method, progress=False,
-                      device="cuda", precision="bf16", msda="cutmix" if method == "cut_mixmo" else "none", **extra)
+    cfg = TrialConfig(
+        dataset="synthetic",
+        synthetic_size=1024,
+        depth=16,
+        width=1,
+        method=method,
+        progress=False,
+        device="cuda",
+        precision="bf16",
+        msda="cutmix" if method == "cut_mixmo" else "none",
+        **extra,
+    )
     trainer = Trainer(cfg, log=lambda s: None)
     batches = (batch for _ in range(steps + 1) for batch in trainer.train_loader)
     trainer.step(*next(batches), lr=0.01, progress=0.0)  # first step: cuDNN/cuBLAS set-up may sync

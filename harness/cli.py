@@ -1,11 +1,13 @@
 """The ``harness`` command line."""
+
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, build_config, load_trial_config, parse_overrides
+from harness.config import ConfigError, TrialConfig, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
 from harness.results import CorruptFile, ResourceError
 
@@ -19,17 +21,36 @@ def _trial_config(args):
 
 
 def cmd_train(args) -> int:
-    from harness.trainer import Trainer, format_summary
+    from harness.launch import train_trial
 
     cfg = _trial_config(args)
+    cpus, gpus = 1.0, 0.0
+    if cfg.workers_per_trial > 1:  # N workers through Ray Train: $RAY_ADDRESS, else a local Ray of its own
+        from harness.cluster import start_ray
+        from harness.data import check_available
+        from harness.trainer import resolve_device
+
+        check_available(cfg)
+        start_ray()
+        gpus = 1.0 if resolve_device(cfg.device).type == "cuda" else 0.0
+        cpus = max(1.0, (os.cpu_count() or 1) // cfg.workers_per_trial) if not gpus else 1.0
+        print(
+            f"{cfg.trial_id}: {cfg.workers_per_trial} workers ({'GPU' if gpus else f'{cpus:g} CPUs'} each), "
+            f"engine {cfg.engine}",
+            flush=True,
+        )
     try:
-        if cfg.workers_per_trial > 1:
-            metrics = _train_on_workers(cfg, args.restart)
-        else:
-            trainer = Trainer(cfg)
-            print(f"{cfg.trial_id}: {len(trainer.data.train)} train / {len(trainer.data.test)} test images "
-                  f"from {trainer.data.source}; {len(trainer.train_loader)} steps/epoch on {trainer.device}", flush=True)
-            metrics = trainer.run(restart=args.restart)
+        metrics = train_trial(
+            cfg,
+            restart=args.restart,
+            cpus_per_worker=cpus,
+            gpus_per_worker=gpus,
+            on_epoch=lambda row: (
+                print(f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.3f}", flush=True)
+                if cfg.workers_per_trial > 1
+                else None
+            ),
+        )
     except KeyboardInterrupt:
         raise Interrupted(_interrupted([cfg.trial_dir], "harness train")) from None
     print(format_summary(cfg, metrics))
@@ -49,32 +70,48 @@ def _interrupted(trial_dirs: list[Path], command: str) -> str:
         return f"interrupted before any epoch ended: nothing to resume from; `{command}` starts again from scratch"
     epochs = ", ".join(f"{d.name} after epoch {TrialFolder(d).state().epochs}" for d in partial[:5])
     more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
-    return (f"interrupted; run `{command}` again to resume from the last end-of-epoch checkpoints ({epochs}{more}); "
-            f"epochs in progress are lost")
+    return (
+        f"interrupted; run `{command}` again to resume from the last end-of-epoch checkpoints ({epochs}{more}); "
+        f"epochs in progress are lost"
+    )
 
 
-def _train_on_workers(cfg, restart: bool) -> dict:
-    """workers_per_trial > 1 outside a sweep: a local Ray (or $RAY_ADDRESS) runs the Ray Train workers."""
-    import os
+def format_summary(cfg: TrialConfig, metrics: dict) -> str:
+    """The one-screen summary printed after a trial."""
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    import ray
+    def pct(key: str) -> str:
+        return f"{100 * metrics[key]:.2f}%" if key in metrics else "-"
 
-    from harness import results
-    from harness.data import check_available
-    from harness.distributed import run_on_workers
-    from harness.trainer import resolve_device
-
-    check_available(cfg)
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, include_dashboard=False,
-             configure_logging=False)
-    gpus = 1.0 if resolve_device(cfg.device).type == "cuda" else 0.0
-    cpus = max(1.0, (os.cpu_count() or 1) // cfg.workers_per_trial) if not gpus else 1.0
-    print(f"{cfg.trial_id}: {cfg.workers_per_trial} workers ({'GPU' if gpus else f'{cpus:g} CPUs'} each), "
-          f"engine {cfg.engine}", flush=True)
-    run_on_workers(cfg, cpus_per_worker=cpus, gpus_per_worker=gpus, restart=restart,
-                   on_epoch=lambda row: print(f"epoch {row['epoch']}/{cfg.epochs} loss {row['train_loss']:.3f}", flush=True))
-    return results.TrialFolder(cfg.trial_dir).metrics()
+    heads = " / ".join(
+        f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics
+    )
+    lines = [
+        f"trial      {cfg.trial_id}",
+        f"setup      {cfg.method} on {cfg.dataset}, {cfg.model}-{cfg.depth}-{cfg.width}, "
+        f"M={cfg.num_inputs}, b={cfg.b}, "
+        f"{cfg.epochs} epochs, seed {cfg.seed}",
+        f"params     {metrics.get('num_params', 0):,}",
+        f"top-1      {pct('top1')}   top-5 {pct('top5')}   heads {heads}",
+        f"NLL        {metrics['nll']:.4f}   ECE {metrics['ece']:.4f}   Brier {metrics['brier']:.4f}",
+        f"calibrated NLL {metrics['cal_nll']:.4f}   ECE {metrics['cal_ece']:.4f}   T = {metrics['temperature']:.3f}",
+        f"           ({metrics['calibration_protocol']})",
+    ]
+    if "ratio_error" in metrics:
+        lines.append(
+            f"diversity  ratio-error {metrics['ratio_error']:.3f}   disagreement {metrics['disagreement']:.3f}"
+        )
+    if cfg.engine != "torch" or cfg.workers_per_trial > 1:
+        zero = f", ZeRO {cfg.zero_stage}" if cfg.engine == "deepspeed" else ""
+        lines.append(
+            f"engine     {cfg.engine}{zero}, {cfg.precision}, {metrics.get('workers', 1)} worker(s), "
+            f"{cfg.grad_accum_steps} micro-batch(es) per step"
+        )
+    lines.append(
+        f"time       train {metrics['train_time_s']:.0f} s, test {metrics['eval_time_s']:.1f} s "
+        f"on {metrics['device_name']}"
+    )
+    lines.append(f"results    {cfg.trial_dir}")
+    return "\n".join(lines)
 
 
 def _bool_or_mode(value: str):
@@ -90,16 +127,30 @@ def cmd_bench(args) -> int:
     for bs in args.batch_size or []:  # bad values stop here with the key named, not inside a timed run
         build_config({**cfg.model_dump(), "batch_size": bs}, "--batch-size")
     for mode in compiles:
-        build_config({**cfg.model_dump(), "engine": "torch", "zero_stage": 0, "deepspeed": {}, "compile": mode}, "--compile")
+        build_config(
+            {**cfg.model_dump(), "engine": "torch", "zero_stage": 0, "deepspeed": {}, "compile": mode}, "--compile"
+        )
     for loader in args.loader or []:
         build_config({**cfg.model_dump(), "loader": loader}, "--loader")
     workers = args.reference_workers if args.reference_workers is not None else default_reference_workers()
-    result = run_bench(cfg, args.batch_size or [cfg.batch_size], args.precision or [cfg.precision], compiles,
-                       args.loader or [cfg.loader], args.warmup, args.steps, args.loader_steps, workers,
-                       reference=not args.no_reference, engines=args.engine)
+    result = run_bench(
+        cfg,
+        args.batch_size or [cfg.batch_size],
+        args.precision or [cfg.precision],
+        compiles,
+        args.loader or [cfg.loader],
+        args.warmup,
+        args.steps,
+        args.loader_steps,
+        workers,
+        reference=not args.no_reference,
+        engines=args.engine,
+    )
     print()
     print(result.table())
-    out = args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
+    out = (
+        args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
+    )
     print(f"\n{save(result, out)}")
     return 0
 
@@ -133,8 +184,15 @@ def cmd_run(args) -> int:
 
     suite = _load_suite_arg(args)
     try:
-        return run_sweep(suite, str(args.suite), address=args.address, restart=args.restart,
-                         dry_run=args.dry_run, tracking_uri=args.tracking_uri, break_lock=args.break_lock)
+        return run_sweep(
+            suite,
+            str(args.suite),
+            address=args.address,
+            restart=args.restart,
+            dry_run=args.dry_run,
+            tracking_uri=args.tracking_uri,
+            break_lock=args.break_lock,
+        )
     except KeyboardInterrupt:
         from harness.suite import expand
 
@@ -174,7 +232,9 @@ def cmd_status(args) -> int:
     if suite is None:
         trials, corrupt = trials_in_folder(suite_dir)
         if not trials and not corrupt:
-            raise ConfigError(f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/config.yaml inside)")
+            raise ConfigError(
+                f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/config.yaml inside)"
+            )
     else:
         from harness.suite import expand
 
@@ -217,16 +277,24 @@ def cmd_report(args) -> int:
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
     if not suite_dir.is_dir():
         where = f"{store.uri}/{name}" if store else f"{suite_dir.resolve()}"
-        relative = "" if store or Path(suite.storage if suite else suite_dir).is_absolute() else (
-            " (`storage` is relative to the folder `harness` runs in; run it where you ran `harness run`, "
-            "or give the results folder)")
+        relative = (
+            ""
+            if store or Path(suite.storage if suite else suite_dir).is_absolute()
+            else (
+                " (`storage` is relative to the folder `harness` runs in; run it where you ran `harness run`, "
+                "or give the results folder)"
+            )
+        )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
     report = build_report(suite_dir, specs, expected)
     for tid, why in report["corrupt"].items():
         print(f"warning: {tid} left out of the report: {why}", file=sys.stderr)
     if store is not None:
         store.push(report["dir"], f"{name}/report")
-    print(f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, {len(report['figures'])} figure files)")
+    print(
+        f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, "
+        f"{len(report['figures'])} figure files)"
+    )
     if report["missing"]:
         print(f"{len(report['missing'])} trial(s) missing from the report:")
         for tid, why in report["missing"].items():
@@ -252,21 +320,32 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite's grid of trials on Ray Tune, tracked in MLflow (resumable)")
     run.add_argument("suite", type=Path, help="suite YAML file")
     run.add_argument("--address", default=None, help="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
-    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (else the suite's, else "
-                     "$MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db)")
+    run.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (else the suite's, else $MLFLOW_TRACKING_URI, else sqlite:///<storage>/mlflow.db)",
+    )
     run.add_argument("--data-dir", help="dataset folder (else the suite's data_dir, else $HARNESS_DATA_DIR)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     run.add_argument("--restart", action="store_true", help="delete this suite's trial folders and start clean")
-    run.add_argument("--break-lock", action="store_true", help="take the suite over from a driver that holds its "
-                     "lock but is gone (a lock whose holder died on this host, or went silent, is taken over anyway)")
+    run.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="take the suite over from a driver that holds its "
+        "lock but is gone (a lock whose holder died on this host, or went silent, is taken over anyway)",
+    )
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="a table of a suite's trials and their states")
-    status.add_argument("target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)")
+    status.add_argument(
+        "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
+    )
     status.set_defaults(func=cmd_status)
 
     report = sub.add_parser("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
-    report.add_argument("target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)")
+    report.add_argument(
+        "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
+    )
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
     report.set_defaults(func=cmd_report)
 
@@ -276,13 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
     bench.add_argument("--batch-size", type=int, nargs="+", help="batch sizes of the step (default: the config's)")
     bench.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="precisions of the step")
-    bench.add_argument("--compile", nargs="+", help="false, true or a torch.compile mode (reduce-overhead, max-autotune)")
+    bench.add_argument(
+        "--compile", nargs="+", help="false, true or a torch.compile mode (reduce-overhead, max-autotune)"
+    )
     bench.add_argument("--loader", nargs="+", help="device and/or ffcv (default: the config's)")
-    bench.add_argument("--engine", nargs="+", choices=["torch", "deepspeed"], help="engines of the step (default: the config's)")
+    bench.add_argument(
+        "--engine", nargs="+", choices=["torch", "deepspeed"], help="engines of the step (default: the config's)"
+    )
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, worker start-up)")
     bench.add_argument("--steps", type=int, default=20, help="timed training steps per row")
     bench.add_argument("--loader-steps", type=int, default=200, help="timed batches per loader row")
-    bench.add_argument("--reference-workers", type=int, default=None, help="reference DataLoader workers (default: min(10, CPUs))")
+    bench.add_argument(
+        "--reference-workers", type=int, default=None, help="reference DataLoader workers (default: min(10, CPUs))"
+    )
     bench.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     bench.add_argument("--json", type=Path, help="where to write the results (default results/bench/...json)")
     bench.set_defaults(func=cmd_bench)
@@ -292,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = data_sub.add_parser("prepare", help="write a dataset's train/test splits as FFCV .beton files")
     prepare.add_argument("dataset", help="a registered dataset (cifar10, cifar100, tinyimagenet, synthetic)")
     prepare.add_argument("--format", choices=["ffcv"], default="ffcv", help="output format")
-    prepare.add_argument("--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); .beton files go to <data-dir>/ffcv")
+    prepare.add_argument(
+        "--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); .beton files go to <data-dir>/ffcv"
+    )
     prepare.add_argument("--out", help="folder for the .beton files (else <data-dir>/ffcv); point ffcv_dir at it")
     prepare.add_argument("--workers", type=int, default=4, help="writer processes")
     prepare.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset keys (e.g. synthetic_size=500)")
@@ -330,8 +417,11 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as err:
         if type(err).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
             raise
-        print(f"error: out of GPU memory ({str(err).splitlines()[0][:200]}): lower batch_size or the width "
-              f"(or eval_batch_size)", file=sys.stderr)
+        print(
+            f"error: out of GPU memory ({str(err).splitlines()[0][:200]}): lower batch_size or the width "
+            f"(or eval_batch_size)",
+            file=sys.stderr,
+        )
         return 3
 
 

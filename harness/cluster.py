@@ -5,6 +5,7 @@ records: another user's, another job's, or one a test suite left behind, possibl
 never does that: it joins a cluster only when ``--address`` or ``$RAY_ADDRESS`` names one (``auto``
 included), and otherwise starts a fresh local Ray that ends with the command.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,19 @@ def check_resources(per_worker: dict[str, float], workers: int, local: bool) -> 
     have = "; ".join(", ".join(f"{k} {node.get(k, 0):g}" for k in wanted) for node in nodes) or "no node"
     ask = ", ".join(f"{k} {v:g}" for k, v in wanted.items())
     if local:
-        hint = ("no GPU here: set `resources: {gpus: 0}` (trials then run on the CPU) or pass --address to use a "
-                "cluster with GPUs" if wanted.get("GPU") else "lower the suite's `resources`")
-        raise ConfigError(f"suite `resources`: each of its {workers} worker(s) asks for {ask}, but this machine's "
-                          f"local Ray has {have}: {hint}")
-    print(f"warning: each worker asks for {ask}, but no node of the cluster has it now ({have}); the trials wait "
-          f"until the autoscaler adds one", file=sys.stderr, flush=True)
+        hint = (
+            "no GPU here: set `resources: {gpus: 0}` (trials then run on the CPU) or pass --address to use a "
+            "cluster with GPUs"
+            if wanted.get("GPU")
+            else "lower the suite's `resources`"
+        )
+        raise ConfigError(
+            f"suite `resources`: each of its {workers} worker(s) asks for {ask}, but this machine's "
+            f"local Ray has {have}: {hint}"
+        )
+    print(
+        f"warning: each worker asks for {ask}, but no node of the cluster has it now ({have}); the trials wait "
+        f"until the autoscaler adds one",
+        file=sys.stderr,
+        flush=True,
+    )

@@ -3,6 +3,7 @@
 Defaults are the paper's CIFAR recipe (spec section 5); every key can be set in a
 YAML file or overridden with ``--set key=value``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,20 +118,28 @@ class TrialConfig(BaseModel):
 
         MODELS.get(self.model).check_shape(self.depth, self.width)
         METHODS.get(self.method).check_config(self)
-        if any(not 1 <= m <= self.milestones_budget for m in self.milestones) or self.milestones != sorted(set(self.milestones)):
-            raise ValueError(f"milestones {self.milestones}: increasing epochs between 1 and milestones_budget "
-                             f"= {self.milestones_budget}")
+        if any(not 1 <= m <= self.milestones_budget for m in self.milestones) or self.milestones != sorted(
+            set(self.milestones)
+        ):
+            raise ValueError(
+                f"milestones {self.milestones}: increasing epochs between 1 and milestones_budget "
+                f"= {self.milestones_budget}"
+            )
         if self.batch_size % self.b:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of b = {self.b}")
         shards = self.workers_per_trial * self.grad_accum_steps
         if self.batch_size % shards:
-            raise ValueError(f"batch_size {self.batch_size} does not split into workers_per_trial x grad_accum_steps = "
-                             f"{shards} equal micro-batches")
+            raise ValueError(
+                f"batch_size {self.batch_size} does not split into workers_per_trial x grad_accum_steps = "
+                f"{shards} equal micro-batches"
+            )
         if self.engine != "deepspeed" and (self.zero_stage or self.deepspeed):
             raise ValueError("zero_stage and deepspeed settings need engine: deepspeed")
         if self.engine == "deepspeed" and (self.compile or self.channels_last):
-            raise ValueError("compile and channels_last are for engine: torch (DeepSpeed runs eagerly and "
-                             "broadcasts dense parameters)")
+            raise ValueError(
+                "compile and channels_last are for engine: torch (DeepSpeed runs eagerly and "
+                "broadcasts dense parameters)"
+            )
         return self
 
     # --- derived values
@@ -145,9 +154,22 @@ class TrialConfig(BaseModel):
         return self.lr if self.lr is not None else self.base_lr / self.b
 
     # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
-    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = ("name", "output_dir", "data_dir", "download", "device", "eval_batch_size", "progress",
-                                               "loader", "loader_workers", "ffcv_dir", "channels_last", "compile",
-                                               "workers_per_trial", "store")  # same global batch, synchronised BN: same result
+    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "output_dir",
+        "data_dir",
+        "download",
+        "device",
+        "eval_batch_size",
+        "progress",
+        "loader",
+        "loader_workers",
+        "ffcv_dir",
+        "channels_last",
+        "compile",
+        "workers_per_trial",
+        "store",
+    )  # same global batch, synchronised BN: same result
 
     # Keys added after results existed: left out of the trial id at their defaults, so old ids stay valid.
     ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = ("engine", "zero_stage", "grad_accum_steps", "deepspeed")
@@ -218,7 +240,8 @@ class _StrictLoader(yaml.SafeLoader):
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark)
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                )
             seen[key] = line
         return super().construct_mapping(node, deep)
 
@@ -269,7 +292,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a suite or trial file is at most {MAX_YAML_BYTES:,}")
+            raise ConfigError(
+                f"{path}: {path.stat().st_size:,} bytes; a suite or trial file is at most {MAX_YAML_BYTES:,}"
+            )
         data = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
@@ -277,8 +302,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ConfigError(f"{path}: not UTF-8 text: byte {err.start} is {data[err.start:err.start + 1]!r}{hint}; "
-                          "save the file as UTF-8") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte {err.start} is {data[err.start : err.start + 1]!r}{hint}; "
+            "save the file as UTF-8"
+        ) from None
     if "\x00" in text:
         raise ConfigError(f"{path}: a binary file (it holds NUL bytes), not a YAML suite or trial file")
     raw = parse_yaml(text, str(path))

@@ -1,10 +1,15 @@
 """Training cost estimates from FLOP counts (torch's FLOP counter on the meta device: no compute)."""
+
 from __future__ import annotations
 
 import functools
 import math
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
 
 # Effective training throughput used to turn FLOPs into GPU-hours: WRN-28-10 Cut-MixMo, bf16, compiled
 # with CUDA graphs, batch 64, ran 7,846 samples/s on one H100 at 35.7 GFLOP per sample
@@ -13,12 +18,17 @@ REFERENCE_TFLOPS = 280.0
 # The same for one CPU core, end to end (data, steps, evaluation): the quickstart suite, 101 TFLOP of
 # training, ran in 598 s on a 2-core machine (README); WRN-16-2 on full CIFAR-100 gave 104 on one core.
 CPU_GFLOPS_PER_CORE = 85.0
-DATASET_SIZES = {"cifar10": (50000, 10000, 10, 32), "cifar100": (50000, 10000, 100, 32),
-                 "tinyimagenet": (100000, 10000, 200, 64)}
+DATASET_SIZES = {
+    "cifar10": (50000, 10000, 10, 32),
+    "cifar100": (50000, 10000, 100, 32),
+    "tinyimagenet": (100000, 10000, 200, 64),
+}
 
 
 @functools.lru_cache(maxsize=None)
-def step_flops_per_sample(model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int) -> float:
+def step_flops_per_sample(
+    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
+) -> float:
     """FLOPs of one training step (forward + backward) per sample."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -33,9 +43,14 @@ def step_flops_per_sample(model: str, depth: int, width: int, num_inputs: int, n
     return float(counter.get_total_flops())
 
 
-def trial_flops(cfg) -> float:
+def trial_flops(cfg: TrialConfig) -> float:
     if cfg.dataset == "synthetic":
-        n_train, n_test, classes, res = cfg.synthetic_size, cfg.synthetic_size // 5, cfg.synthetic_classes, cfg.synthetic_resolution
+        n_train, n_test, classes, res = (
+            cfg.synthetic_size,
+            cfg.synthetic_size // 5,
+            cfg.synthetic_classes,
+            cfg.synthetic_resolution,
+        )
     else:
         n_train, n_test, classes, res = DATASET_SIZES[cfg.dataset]
     n_train = min(n_train - cfg.val_size, cfg.train_subset or n_train)

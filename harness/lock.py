@@ -9,6 +9,7 @@ On a shared filesystem it is created with O_CREAT | O_EXCL (atomic on local file
 object store has no exclusive create: the driver writes its record, waits, and reads it back; of two
 drivers that raced, only the last writer reads its own record back.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,20 +50,34 @@ def is_live(record: dict, now: float | None = None) -> bool:
 
 
 def describe(record: dict) -> str:
-    return (f"`{record.get('command', 'harness run')}` (pid {record.get('pid')} on {record.get('host')}, "
-            f"since {record.get('started', '?')})")
+    return (
+        f"`{record.get('command', 'harness run')}` (pid {record.get('pid')} on {record.get('host')}, "
+        f"since {record.get('started', '?')})"
+    )
 
 
 class SuiteLock:
     """``with SuiteLock(suite_dir, store, rel, command):`` holds the suite for the block."""
 
-    def __init__(self, suite_dir: Path, store=None, rel: str | None = None, command: str = "harness run",
-                 break_lock: bool = False):
+    def __init__(
+        self,
+        suite_dir: Path,
+        store=None,
+        rel: str | None = None,
+        command: str = "harness run",
+        break_lock: bool = False,
+    ):
         self.path = Path(suite_dir) / LOCK
         self.store, self.rel = store, f"{rel}/{LOCK}" if rel else None
         self.break_lock = break_lock
-        self.record = {"host": socket.gethostname(), "pid": os.getpid(), "command": command,
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "token": uuid.uuid4().hex, "running": {}}
+        self.record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "command": command,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "token": uuid.uuid4().hex,
+            "running": {},
+        }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.where = f"{store.uri}/{self.rel}" if store else str(self.path)
@@ -121,10 +136,14 @@ class SuiteLock:
                     raise LockHeld(
                         f"{self.where}: this suite is being run by {describe(held)}; wait for it to finish "
                         f"(`harness status` shows its progress), or, if that driver is gone, run again with "
-                        f"--break-lock")
+                        f"--break-lock"
+                    )
                 what = "broken (--break-lock)" if held and is_live(held) else "stale"
-                print(f"lock: {self.where} held by {describe(held) if held else 'an unreadable record'} is {what}; "
-                      f"taking it over", flush=True)
+                print(
+                    f"lock: {self.where} held by {describe(held) if held else 'an unreadable record'} is {what}; "
+                    f"taking it over",
+                    flush=True,
+                )
                 self._remove_stale(held)
             if not self._write(exclusive=True):
                 continue  # another driver created it between our read and our write: look again

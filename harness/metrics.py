@@ -1,4 +1,5 @@
 """Evaluation metrics on saved head logits (N, M, K): the ensemble averages the M heads' logits."""
+
 from __future__ import annotations
 
 import itertools
@@ -101,16 +102,26 @@ def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> d
     return out
 
 
-def calibrated_metrics(test_logits: torch.Tensor, test_labels: torch.Tensor,
-                       val_logits: torch.Tensor | None = None, val_labels: torch.Tensor | None = None) -> dict:
+def calibrated_metrics(
+    test_logits: torch.Tensor,
+    test_labels: torch.Tensor,
+    val_logits: torch.Tensor | None = None,
+    val_labels: torch.Tensor | None = None,
+) -> dict:
     """Temperature-scaled NLL/ECE of the ensemble. With a validation split, T is fitted on it;
     without, the authors' protocol: fit on one half of the test set, score the other, swap, average."""
     ens = ensemble_logits(test_logits)
     if val_logits is not None:
         t = fit_temperature(ensemble_logits(val_logits), val_labels)
         scaled = ens / t
-        return {"temperature": t, "cal_nll": nll(scaled, test_labels), "cal_ece": ece(scaled, test_labels),
-                "calibration_protocol": f"temperature fitted on a held-out validation split ({len(val_labels)} train images)"}
+        return {
+            "temperature": t,
+            "cal_nll": nll(scaled, test_labels),
+            "cal_ece": ece(scaled, test_labels),
+            "calibration_protocol": (
+                f"temperature fitted on a held-out validation split ({len(val_labels)} train images)"
+            ),
+        }
     half = len(test_labels) // 2
     parts = [(slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))]
     temps, nlls, eces = [], [], []
@@ -119,5 +130,11 @@ def calibrated_metrics(test_logits: torch.Tensor, test_labels: torch.Tensor,
         temps.append(t)
         nlls.append(nll(ens[score] / t, test_labels[score]))
         eces.append(ece(ens[score] / t, test_labels[score]))
-    return {"temperature": sum(temps) / 2, "cal_nll": sum(nlls) / 2, "cal_ece": sum(eces) / 2,
-            "calibration_protocol": "test-set 50/50 swap (authors' protocol): T fitted on one half, scored on the other, averaged"}
+    return {
+        "temperature": sum(temps) / 2,
+        "cal_nll": sum(nlls) / 2,
+        "cal_ece": sum(eces) / 2,
+        "calibration_protocol": (
+            "test-set 50/50 swap (authors' protocol): T fitted on one half, scored on the other, averaged"
+        ),
+    }

@@ -1,4 +1,5 @@
 """A name -> factory registry, in the spirit of timm's ``register_model``."""
+
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar

@@ -12,6 +12,7 @@ half-written file), every read says which file is unreadable and why, and nothin
     error.txt           the traceback of the last failed run
     metrics.json        final metrics; written last, so its presence means "finished"
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,15 @@ from typing import Any, Callable
 import numpy as np
 
 CONFIG, HISTORY, CHECKPOINT, PREVIOUS, LOGITS, METRICS, ERROR, ATTEMPTS = (
-    "config.yaml", "history.csv", "checkpoint.pt", "checkpoint.prev.pt", "logits.npz", "metrics.json", "error.txt",
-    "attempts.json")
+    "config.yaml",
+    "history.csv",
+    "checkpoint.pt",
+    "checkpoint.prev.pt",
+    "logits.npz",
+    "metrics.json",
+    "error.txt",
+    "attempts.json",
+)
 DEEPSPEED_DIR = "deepspeed"
 CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
@@ -67,8 +75,10 @@ def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, Exception) and _out_of_space(err, path.parent):
-            raise ResourceError(f"{path}: no space left on device ({_free(path.parent)} free on the filesystem of "
-                                f"{path.parent}); free some space and run the same command again to resume") from err
+            raise ResourceError(
+                f"{path}: no space left on device ({_free(path.parent)} free on the filesystem of "
+                f"{path.parent}); free some space and run the same command again to resume"
+            ) from err
         raise
 
 

@@ -4,6 +4,7 @@ A trial retried on another node resumes from the checkpoint its first node wrote
 that spans several hosts the storage must be shared: a filesystem every node mounts (NFS, EFS,
 Lustre, ...) or an object store (s3://, gs://, ...: ``ObjectStore``), which trials mirror to.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,9 +18,27 @@ from harness.config import ConfigError, TrialConfig
 from harness.results import CHECKPOINT, DEEPSPEED_DIR, PREVIOUS
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
-NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "9p", "wekafs",
-                       "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs", "fuse.sshfs", "fuse.glusterfs", "fuse.ceph-fuse",
-                       "fuse.mountpoint-s3", "fuse.rclone"}
+NETWORK_FILESYSTEMS = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "ceph",
+    "glusterfs",
+    "9p",
+    "wekafs",
+    "fuse.s3fs",
+    "fuse.gcsfuse",
+    "fuse.juicefs",
+    "fuse.sshfs",
+    "fuse.glusterfs",
+    "fuse.ceph-fuse",
+    "fuse.mountpoint-s3",
+    "fuse.rclone",
+}
 
 
 def filesystem_type(path: Path, mounts: str | None = None) -> str:
@@ -49,10 +68,12 @@ def storage_problem(storage: Path, hosts: set[str], fstype: str | None = None) -
     fstype = fstype or filesystem_type(storage)
     if fstype in NETWORK_FILESYSTEMS:
         return None
-    return (f"storage {storage} is on a node-local filesystem ({fstype}), but the Ray cluster spans {len(hosts)} "
-            f"hosts ({', '.join(sorted(hosts))}): a trial retried on another node could not resume and its results "
-            f"would be scattered. Set the suite's `storage` to a shared filesystem mounted on every node (NFS, EFS, "
-            f"Lustre, ...; see ray_cluster.yaml), or set HARNESS_SHARED_STORAGE=1 if this path is shared.")
+    return (
+        f"storage {storage} is on a node-local filesystem ({fstype}), but the Ray cluster spans {len(hosts)} "
+        f"hosts ({', '.join(sorted(hosts))}): a trial retried on another node could not resume and its results "
+        f"would be scattered. Set the suite's `storage` to a shared filesystem mounted on every node (NFS, EFS, "
+        f"Lustre, ...; see ray_cluster.yaml), or set HARNESS_SHARED_STORAGE=1 if this path is shared."
+    )
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -64,8 +85,10 @@ def check_writable(folder: Path, what: str) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ConfigError(f"{what}: {folder.resolve()} is not a writable folder ({err.strerror or err}); "
-                          f"point `storage` at a folder you can write") from None
+        raise ConfigError(
+            f"{what}: {folder.resolve()} is not a writable folder ({err.strerror or err}); "
+            f"point `storage` at a folder you can write"
+        ) from None
 
 
 def check_cluster_storage(storage: Path) -> None:
@@ -95,7 +118,7 @@ def staging_root() -> Path:
 
 def node_staging_dir() -> Path:
     """This node's working folder (one per Ray node, so nodes never share a working copy)."""
-    from harness.distributed import node_name
+    from harness.parallel import node_name
 
     return staging_root() / node_name().replace("/", "-")
 
@@ -116,9 +139,11 @@ class ObjectStore:
         self.uri = uri.rstrip("/")
         scheme = self.uri.split("://", 1)[0]
         if scheme not in self.SCHEMES or not self.uri.split("://", 1)[1]:
-            raise ConfigError(f"storage {uri!r}: not an object-store URI pyarrow can open; use one of "
-                              f"{', '.join(s + '://bucket/prefix' for s in self.SCHEMES[:2])} (or {', '.join(self.SCHEMES[2:])}), "
-                              "or a filesystem path")
+            raise ConfigError(
+                f"storage {uri!r}: not an object-store URI pyarrow can open; use one of "
+                f"{', '.join(s + '://bucket/prefix' for s in self.SCHEMES[:2])} (or {', '.join(self.SCHEMES[2:])}), "
+                "or a filesystem path"
+            )
         self._fs = None
 
     def _open(self):
@@ -140,7 +165,7 @@ class ObjectStore:
         fs, root = self._open()
         base = f"{root}/{rel}"
         infos = fs.get_file_info(pyarrow.fs.FileSelector(base, recursive=True, allow_not_found=True))
-        return {i.path[len(base) + 1:]: (i.size, i.mtime_ns or 0) for i in infos if i.type == pyarrow.fs.FileType.File}
+        return {i.path[len(base) + 1 :]: (i.size, i.mtime_ns or 0) for i in infos if i.type == pyarrow.fs.FileType.File}
 
     def push(self, local: Path, rel: str, skip: set[str] = frozenset(), prune: bool = False) -> int:
         """Upload the files of ``local`` that changed since the last push or pull (the checkpoint last: it

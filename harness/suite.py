@@ -1,19 +1,20 @@
 """Suite files: a typed schema for a grid of trials, and its expansion into validated trial configs.
 
-    name: quickstart
-    base: {dataset: cifar100, depth: 10, epochs: 3}        # any trial key
-    grid: {method: [vanilla, cut_mixmo], width: [1, 2], seed: [0, 1]}
-    rules:                                                 # set keys on the trials that match `when`
-      - {when: {method: [mimo, linear_mixmo, cut_mixmo]}, set: {M: 2, b: 2}}
-    exclude: [{method: vanilla, width: 2}]                 # drop matching grid points
-    include: [{method: mixup, width: 1}]                   # extra trials (values may be lists)
-    ensembles: [{method: cutmix, sizes: [2, 3]}]           # deep ensembles composed from seeds
-    resources: {cpus: 1, gpus: 0.5}                        # per trial; fractional GPUs allowed
-    concurrency: 4
-    max_retries: 2
-    storage: results                                       # trial folders: <storage>/<name>/<trial_id>/
-    tracking: {uri: null, experiment: null}                # default sqlite:///<storage>/mlflow.db
+name: quickstart
+base: {dataset: cifar100, depth: 10, epochs: 3}        # any trial key
+grid: {method: [vanilla, cut_mixmo], width: [1, 2], seed: [0, 1]}
+rules:                                                 # set keys on the trials that match `when`
+  - {when: {method: [mimo, linear_mixmo, cut_mixmo]}, set: {M: 2, b: 2}}
+exclude: [{method: vanilla, width: 2}]                 # drop matching grid points
+include: [{method: mixup, width: 1}]                   # extra trials (values may be lists)
+ensembles: [{method: cutmix, sizes: [2, 3]}]           # deep ensembles composed from seeds
+resources: {cpus: 1, gpus: 0.5}                        # per trial; fractional GPUs allowed
+concurrency: 4
+max_retries: 2
+storage: results                                       # trial folders: <storage>/<name>/<trial_id>/
+tracking: {uri: null, experiment: null}                # default sqlite:///<storage>/mlflow.db
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,9 +45,11 @@ def check_tracking_uri(uri: str) -> str:
     if scheme == "sqlite":
         ok = uri.startswith("sqlite:///") and len(uri) > len("sqlite:///")
     if not ok:
-        raise ConfigError(f"tracking URI {uri!r}: not one MLflow can open; use sqlite:///path/to/mlflow.db, "
-                          f"file:///path/to/mlruns, http(s)://host:port of an `mlflow server`, or a database URI "
-                          f"({', '.join(TRACKING_SCHEMES)})")
+        raise ConfigError(
+            f"tracking URI {uri!r}: not one MLflow can open; use sqlite:///path/to/mlflow.db, "
+            f"file:///path/to/mlruns, http(s)://host:port of an `mlflow server`, or a database URI "
+            f"({', '.join(TRACKING_SCHEMES)})"
+        )
     return uri
 
 
@@ -144,7 +147,9 @@ TRIAL_KEYS = set(TrialConfig.model_fields)
 def _check_keys(keys, where: str, source: str) -> None:
     for key in keys:
         if key not in TRIAL_KEYS:
-            raise ConfigError(f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(sorted(TRIAL_KEYS))}")
+            raise ConfigError(
+                f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(sorted(TRIAL_KEYS))}"
+            )
         if key in ("name", "output_dir"):
             raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
 
@@ -190,9 +195,12 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, str(path)).replace(
-            "allowed keys: " + ", ".join(sorted(TrialConfig.model_fields)),
-            "allowed keys: " + ", ".join(Suite.model_fields))) from None
+        raise ConfigError(
+            format_validation_error(err, str(path)).replace(
+                "allowed keys: " + ", ".join(sorted(TrialConfig.model_fields)),
+                "allowed keys: " + ", ".join(Suite.model_fields),
+            )
+        ) from None
     source = str(path)
     _check_keys(suite.base, "base", source)
     _check_values(suite.base, "base", source)
@@ -210,14 +218,18 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
         _check_values(extra, f"include[{i}]", source, lists=True)
     size = _count(suite.grid) + sum(_count(extra) for extra in suite.include)
     if size > MAX_TRIALS:
-        raise ConfigError(f"{source}: grid: {size:,} trials (the product of the grid's lists, plus `include`); a suite "
-                          f"holds at most {MAX_TRIALS:,}: split it into several suites or shorten the lists")
+        raise ConfigError(
+            f"{source}: grid: {size:,} trials (the product of the grid's lists, plus `include`); a suite "
+            f"holds at most {MAX_TRIALS:,}: split it into several suites or shorten the lists"
+        )
     points = _product(suite.grid)
     for i, pattern in enumerate(suite.exclude):
         _check_keys(pattern, f"exclude[{i}]", source)
         if not any(_matches(p, pattern) for p in points):
-            raise ConfigError(f"{source}: exclude[{i}]: {pattern} matches no grid point; check its keys and values "
-                              f"against the grid ({', '.join(f'{k}: {v}' for k, v in suite.grid.items())})")
+            raise ConfigError(
+                f"{source}: exclude[{i}]: {pattern} matches no grid point; check its keys and values "
+                f"against the grid ({', '.join(f'{k}: {v}' for k, v in suite.grid.items())})"
+            )
     if data_dir is not None:
         suite.base["data_dir"] = data_dir
     return suite
@@ -241,8 +253,10 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
             cfg = TrialConfig.model_validate(values)
         except ValidationError as err:
             label = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise ConfigError(format_validation_error(err, f"{source}: trial ({label})") +
-                              "\n  (fix the value, or drop the combination with an `exclude` rule)") from None
+            raise ConfigError(
+                format_validation_error(err, f"{source}: trial ({label})")
+                + "\n  (fix the value, or drop the combination with an `exclude` rule)"
+            ) from None
         trials.setdefault(cfg.trial_id, cfg)
     if not trials:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
@@ -256,8 +270,10 @@ def _check_ensembles(suite: Suite, trials: list[TrialConfig], source: str) -> No
         if not seeds:
             raise ConfigError(f"{source}: ensembles[{i}].method: no trial of method {spec.method!r} in the suite")
         if max(spec.sizes) > len(seeds):
-            raise ConfigError(f"{source}: ensembles[{i}].sizes: an ensemble of {max(spec.sizes)} needs as many seeds "
-                              f"of {spec.method}, the suite has {len(seeds)}")
+            raise ConfigError(
+                f"{source}: ensembles[{i}].sizes: an ensemble of {max(spec.sizes)} needs as many seeds "
+                f"of {spec.method}, the suite has {len(seeds)}"
+            )
 
 
 def resolve_data_dir(suite: Suite) -> None:

@@ -6,31 +6,32 @@ read: retrained from its last readable checkpoint) or not started. Running the s
 runs only what is missing; Tune retries a failing trial, which resumes from its last end-of-epoch
 checkpoint. One driver per suite: the suite lock (harness.lock) turns a second one away.
 """
+
 from __future__ import annotations
 
 import os
 import shutil
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ray import tune
 
 from harness import results
-from harness.config import TrialConfig
-from harness.data import check_available
-from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
 from harness.cluster import check_resources, start_ray
+from harness.config import TrialConfig
+from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
+from harness.data import check_available
 from harness.lock import SuiteLock
-from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable, working_copy
+from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
 
-def status_rows(trials: list[TrialConfig], running: dict[str, dict] | None = None,
-                corrupt: dict[str, str] | None = None) -> list[tuple[str, ...]]:
+def status_rows(
+    trials: list[TrialConfig], running: dict[str, dict] | None = None, corrupt: dict[str, str] | None = None
+) -> list[tuple[str, ...]]:
     """A row per trial: identity, state and a short detail; ``running`` is the live driver's view."""
     running = running or {}
     rows = []
@@ -45,8 +46,19 @@ def status_rows(trials: list[TrialConfig], running: dict[str, dict] | None = Non
             detail = f"after epoch {state.epochs}: {detail[:80]}"
         elif name == "partial":
             detail = f"epoch {state.epochs}"
-        rows.append((cfg.trial_id, cfg.method, str(cfg.width), str(cfg.num_inputs), str(cfg.b), str(cfg.seed),
-                     str(cfg.epochs), name, detail))
+        rows.append(
+            (
+                cfg.trial_id,
+                cfg.method,
+                str(cfg.width),
+                str(cfg.num_inputs),
+                str(cfg.b),
+                str(cfg.seed),
+                str(cfg.epochs),
+                name,
+                detail,
+            )
+        )
     for tid, why in (corrupt or {}).items():
         rows.append((tid, "?", "?", "?", "?", "?", "?", "corrupt", why))
     return rows
@@ -89,21 +101,29 @@ def plan_text(suite: Suite, trials: list[TrialConfig], address: str | None = Non
     flops = [trial_flops(t) for t in trials]
     todo = [f for t, f in zip(trials, flops) if not results.TrialFolder(t.trial_dir).is_finished()]
     done = len(trials) - len(todo)
-    lines = [f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
-             f"results in {suite.suite_dir.resolve()}"]
+    lines = [
+        f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
+        f"results in {suite.suite_dir.resolve()}"
+    ]
     head = f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run"
     if suite.resources.gpus > 0:
         seconds = sum(todo) / (REFERENCE_TFLOPS * 1e12)
-        lines.append(f"{head} (~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
-                     f"an H100 running WRN-28-10 in bf16 with CUDA graphs)")
+        lines.append(
+            f"{head} (~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
+            f"an H100 running WRN-28-10 in bf16 with CUDA graphs)"
+        )
         if address is None and not os.environ.get("RAY_ADDRESS") and not _local_gpu():
-            lines.append("warning: the suite asks for GPUs (`resources.gpus`), but this machine has none and no "
-                         "--address names a cluster")
+            lines.append(
+                "warning: the suite asks for GPUs (`resources.gpus`), but this machine has none and no "
+                "--address names a cluster"
+            )
     else:
         cores = min(os.cpu_count() or 1, suite.resources.cpus * (suite.concurrency or len(trials)))
         seconds = sum(todo) / (CPU_GFLOPS_PER_CORE * 1e9 * max(1.0, cores))
-        lines.append(f"{head} (on CPUs: ~{_duration(seconds)} on {cores:g} core(s) of this machine at ~"
-                     f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)")
+        lines.append(
+            f"{head} (on CPUs: ~{_duration(seconds)} on {cores:g} core(s) of this machine at ~"
+            f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)"
+        )
     return "\n".join(lines)
 
 
@@ -119,51 +139,24 @@ PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
 
 
 def run_trial(config: dict) -> None:
-    trial = TrialConfig.model_validate(config["case"]["trial"])
-    several = trial.workers_per_trial > 1
-    # one worker trains here, on this node's copy; several workers each mirror a copy of their own,
-    # and this process only needs their results
-    local = working_copy(trial, skip=CACHE_ONLY if several else frozenset())
-    cfg = local.cfg
-    folder = results.TrialFolder(cfg.trial_dir)
+    """The Tune trainable: one trial through the launcher, its epochs and in-epoch progress reported to Tune."""
     import torch
 
+    from harness.launch import train_trial
+
+    cfg = TrialConfig.model_validate(config["case"]["trial"])
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
-    try:
-        if several:
-            from harness.distributed import run_on_workers
-
-            # the workers report each epoch to Tune themselves (TuneReportCallback)
-            run_on_workers(cfg, cpus_per_worker=config.get("cpus", 1), gpus_per_worker=config.get("gpus", 0))
-            local.pull()
-            metrics = folder.metrics()
-        else:
-            from harness.trainer import Trainer
-
-            def on_epoch(row: dict) -> None:
-                local.push()  # the checkpoint reaches the object store before Tune hears of the epoch
-                tune.report({**row, "trial_id": cfg.trial_id})
-
-            trainer = Trainer(cfg, log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None)
-            metrics = trainer.run(on_epoch=on_epoch, on_step=_step_reporter(cfg.trial_id))
-            local.push()
-        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1})
-    except Exception as err:  # not SystemExit: Tune ends finished trials that way
-        folder.fail(traceback.format_exc() + _plain_reason(err))
-        try:
-            local.push()
-        except Exception as upload:  # the trial's own error is the one to raise
-            print(f"{cfg.trial_id}: could not upload {results.ERROR} to {cfg.store}: {upload}", file=sys.stderr)
-        raise
-
-
-def _plain_reason(err: Exception) -> str:
-    """The last line of error.txt (what status shows): resource exhaustion said as such."""
-    import torch
-
-    if isinstance(err, torch.OutOfMemoryError) or isinstance(err, MemoryError):
-        return "\nout of memory: lower batch_size or the width, or give each trial more memory (resources)\n"
-    return ""
+    metrics = train_trial(
+        cfg,
+        cpus_per_worker=config.get("cpus", 1),
+        gpus_per_worker=config.get("gpus", 0),
+        on_epoch=lambda row: tune.report({**row, "trial_id": cfg.trial_id}),
+        on_step=_step_reporter(cfg.trial_id),
+        log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None,
+    )
+    tune.report(
+        {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1}
+    )
 
 
 def _step_reporter(trial_id: str):
@@ -177,8 +170,9 @@ def _step_reporter(trial_id: str):
         if now - clock["last"] >= PROGRESS_EVERY_S and step > clock["first"]:
             clock["last"] = now
             rate = (step - clock["first"]) / (now - clock["t0"])  # steps/s in this epoch so far
-            tune.report({"trial_id": trial_id, "in_epoch": epoch + 1, "step": step, "steps": steps,
-                         "steps_per_s": rate})
+            tune.report(
+                {"trial_id": trial_id, "in_epoch": epoch + 1, "step": step, "steps": steps, "steps_per_s": rate}
+            )
 
     return on_step
 
@@ -192,7 +186,9 @@ def trial_resources(suite: Suite):
 
     def request(config: dict) -> PlacementGroupFactory:
         if config["case"]["trial"].get("workers_per_trial", 1) > 1:
-            return PlacementGroupFactory([{"memory": 1}])  # a token: Ray refuses an all-zero bundle, any CPU would be missed
+            return PlacementGroupFactory(
+                [{"memory": 1}]
+            )  # a token: Ray refuses an all-zero bundle, any CPU would be missed
         return PlacementGroupFactory([per_worker])
 
     return request
@@ -239,22 +235,31 @@ class Progress:
 
     def _changed(self) -> None:
         if self.on_change is not None:
-            self.on_change({t: {k: r[k] for k in ("epoch", "in_epoch", "step", "steps") if k in r}
-                            for t, r in self.running.items()})
+            self.on_change(
+                {
+                    t: {k: r[k] for k in ("epoch", "in_epoch", "step", "steps") if k in r}
+                    for t, r in self.running.items()
+                }
+            )
 
     def eta(self) -> float | None:
         """Seconds left: the FLOPs still to train over the summed rate of the running trials."""
         live = [self.rates[t] for t in self.running if t in self.rates]
         if not live:
             return None
-        left = sum(self.flops[t] * (1 - self.done_fraction.get(t, 0.0))
-                   for t in self.trials if t not in self.finished and t not in self.failed)
+        left = sum(
+            self.flops[t] * (1 - self.done_fraction.get(t, 0.0))
+            for t in self.trials
+            if t not in self.finished and t not in self.failed
+        )
         return left / sum(live)
 
     def line(self) -> str:
         pending = len(self.trials) - len(self.finished) - len(self.failed) - len(self.running)
-        head = (f"[{time.strftime('%H:%M:%S')}] elapsed {_duration(time.time() - self.started)}: "
-                f"{len(self.finished)} done, {len(self.running)} running, {pending} pending, {len(self.failed)} failed")
+        head = (
+            f"[{time.strftime('%H:%M:%S')}] elapsed {_duration(time.time() - self.started)}: "
+            f"{len(self.finished)} done, {len(self.running)} running, {pending} pending, {len(self.failed)} failed"
+        )
         eta = self.eta()
         head += f", ETA {_duration(eta)}" if eta is not None else ", ETA after the first measurements"
         parts = [head]
@@ -264,8 +269,10 @@ class Progress:
             if "in_epoch" in r:
                 prev = r.get("last_epoch_row", {})
                 metric = f", last epoch loss {prev['train_loss']:.3f}" if prev else ""
-                parts.append(f"    {tid}: epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']} "
-                             f"({100 * r['step'] / r['steps']:.0f}%){metric}{retry}")
+                parts.append(
+                    f"    {tid}: epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']} "
+                    f"({100 * r['step'] / r['steps']:.0f}%){metric}{retry}"
+                )
             elif "epoch" in r:
                 metric = f" test {100 * r['test_top1']:.1f}%" if r.get("test_top1") is not None else ""
                 parts.append(f"    {tid}: epoch {r['epoch']}/{epochs} loss {r['train_loss']:.3f}{metric}{retry}")
@@ -330,8 +337,15 @@ def _tid(trial) -> str:
     return trial.config["case"]["trial_id"]
 
 
-def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bool = False,
-              dry_run: bool = False, tracking_uri: str | None = None, break_lock: bool = False) -> int:
+def run_sweep(
+    suite: Suite,
+    source: str,
+    address: str | None = None,
+    restart: bool = False,
+    dry_run: bool = False,
+    tracking_uri: str | None = None,
+    break_lock: bool = False,
+) -> int:
     resolve_data_dir(suite)
     trials = expand(suite, source)
     if dry_run:
@@ -347,8 +361,15 @@ def run_sweep(suite: Suite, source: str, address: str | None = None, restart: bo
         return _run_locked(suite, trials, source, address, restart, tracker, lock)
 
 
-def _run_locked(suite: Suite, trials: list[TrialConfig], source: str, address: str | None, restart: bool,
-                tracker: Tracker | None, lock: SuiteLock) -> int:
+def _run_locked(
+    suite: Suite,
+    trials: list[TrialConfig],
+    source: str,
+    address: str | None,
+    restart: bool,
+    tracker: Tracker | None,
+    lock: SuiteLock,
+) -> int:
     store = suite.store
     if restart:
         for t in trials:
@@ -394,12 +415,16 @@ def _warn_corrupt(trials: list[TrialConfig]) -> None:
     for t in trials:
         state = results.TrialFolder(t.trial_dir).state()
         if state.state == "corrupt":
-            print(f"warning: {t.trial_id}: {state.detail}; it is retrained from its last readable checkpoint",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: {t.trial_id}: {state.detail}; it is retrained from its last readable checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
-def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None,
-          lock: SuiteLock) -> set[str]:
+def _tune(
+    suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None, lock: SuiteLock
+) -> set[str]:
     local = start_ray(address)
     several = max(t.workers_per_trial for t in todo)
     check_resources({"CPU": suite.resources.cpus, "GPU": suite.resources.gpus}, several, local)
@@ -407,14 +432,21 @@ def _tune(suite: Suite, todo: list[TrialConfig], address: str | None, tracker: T
     if not store:
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
-    progress = Progress({t.trial_id: t for t in todo}, {t.trial_id: trial_flops(t) for t in todo},
-                        on_change=lock.set_running)
-    tracking = BackgroundTracker(tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY)))
+    progress = Progress(
+        {t.trial_id: t for t in todo}, {t.trial_id: trial_flops(t) for t in todo}, on_change=lock.set_running
+    )
+    tracking = BackgroundTracker(
+        tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY))
+    )
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite)),
         param_space={"cpus": suite.resources.cpus, "gpus": suite.resources.gpus, "case": tune.grid_search(grid)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=suite.concurrency, reuse_actors=True,
-                                    trial_dirname_creator=_tid, trial_name_creator=_tid),
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=suite.concurrency,
+            reuse_actors=True,
+            trial_dirname_creator=_tid,
+            trial_name_creator=_tid,
+        ),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(suite.suite_dir.resolve() / ".tune"),
@@ -449,8 +481,13 @@ def _compose_ensembles(suite: Suite, trials: list[TrialConfig]) -> list[str]:
 
     if not suite.ensembles:
         return []
-    rows = ensembles_for([t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
-                         [(spec.method, spec.sizes) for spec in suite.ensembles])
+    rows = ensembles_for(
+        [t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
+        [(spec.method, spec.sizes) for spec in suite.ensembles],
+    )
     results.write_json(suite.suite_dir / "ensembles.json", rows)
-    return [f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "
-            f"(seeds {r['seeds']}): top1 {100 * r['top1']:.2f}%" for r in rows]
+    return [
+        f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "
+        f"(seeds {r['seeds']}): top1 {100 * r['top1']:.2f}%"
+        for r in rows
+    ]

@@ -9,6 +9,7 @@ sent is sent by the next ``harness run`` or by ``harness sync``.
 One parent run per sweep, one child run per trial (params = the flattened trial config; tags =
 method, width, M, seed, trial id; per-epoch metrics; final metrics; result files as artifacts).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,20 @@ SYNC_STATE = "mlflow.json"
 PARENT_STATE = "mlflow_parent.json"
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
 ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS, results.ATTEMPTS)
-TAG_KEYS = ("method", "model", "depth", "width", "M", "b", "seed", "dataset", "epochs", "trial_id", "engine",
-            "workers_per_trial")
+TAG_KEYS = (
+    "method",
+    "model",
+    "depth",
+    "width",
+    "M",
+    "b",
+    "seed",
+    "dataset",
+    "epochs",
+    "trial_id",
+    "engine",
+    "workers_per_trial",
+)
 
 
 def default_tracking_uri(storage: Path) -> str:
@@ -68,8 +81,13 @@ class Tracker:
         from harness.suite import check_tracking_uri
 
         uri = check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
-        return cls(uri, suite.tracking.experiment or suite.name, suite.name, suite.suite_dir,
-                   artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None)
+        return cls(
+            uri,
+            suite.tracking.experiment or suite.name,
+            suite.name,
+            suite.suite_dir,
+            artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None,
+        )
 
     # --- runs
     def experiment_id(self) -> str:
@@ -92,8 +110,11 @@ class Tracker:
             state = _read_state(state_file, self.uri)
             run_id = state.get("run_id")
             if run_id is None:
-                run = self.client.create_run(self.experiment_id(), run_name=self.suite_name,
-                                             tags={"harness.suite": self.suite_name, "harness.role": "sweep"})
+                run = self.client.create_run(
+                    self.experiment_id(),
+                    run_name=self.suite_name,
+                    tags={"harness.suite": self.suite_name, "harness.role": "sweep"},
+                )
                 run_id = run.info.run_id
                 _write_state(state_file, self.uri, {"run_id": run_id})
             self._parent = run_id
@@ -114,12 +135,17 @@ class Tracker:
         config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
         run_id = state.get("run_id")
         if run_id is None:
-            tags = {"mlflow.parentRunId": self.parent_run_id(), "harness.suite": self.suite_name,
-                    **{k: str(config.get(k)) for k in TAG_KEYS}}
+            tags = {
+                "mlflow.parentRunId": self.parent_run_id(),
+                "harness.suite": self.suite_name,
+                **{k: str(config.get(k)) for k in TAG_KEYS},
+            }
             run_id = self.client.create_run(self.experiment_id(), run_name=config["trial_id"], tags=tags).info.run_id
-            params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(config.items())]
+            params = [
+                Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(config.items())
+            ]
             for i in range(0, len(params), 100):
-                self.client.log_batch(run_id, params=params[i:i + 100])
+                self.client.log_batch(run_id, params=params[i : i + 100])
             state = {"run_id": run_id, "epochs": 0}
             _write_state(state_file, self.uri, state)
         nodes = ",".join(folder.nodes())  # where the trial (and each retry) ran
@@ -130,17 +156,25 @@ class Tracker:
         now = int(time.time() * 1000)
         history = folder.history()
         new_rows = [r for r in history if int(r["epoch"]) > state["epochs"]]
-        metrics = [Metric(k, float(r[k]), now, int(r["epoch"])) for r in new_rows for k in EPOCH_METRICS if r.get(k) not in (None, "")]
+        metrics = [
+            Metric(k, float(r[k]), now, int(r["epoch"]))
+            for r in new_rows
+            for k in EPOCH_METRICS
+            if r.get(k) not in (None, "")
+        ]
         for i in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[i:i + 500])
+            self.client.log_batch(run_id, metrics=metrics[i : i + 500])
         if new_rows:
             state["epochs"] = int(new_rows[-1]["epoch"])
             _write_state(state_file, self.uri, state)
         if folder.is_finished():
             final = folder.metrics()
             step = int(config.get("epochs", 0))
-            numbers = [Metric(f"final_{k}", float(v), now, step) for k, v in sorted(final.items())
-                       if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")]
+            numbers = [
+                Metric(f"final_{k}", float(v), now, step)
+                for k, v in sorted(final.items())
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+            ]
             self.client.log_batch(run_id, metrics=numbers)
             for name in ARTIFACTS:
                 if (trial_dir / name).exists():
@@ -167,18 +201,24 @@ class Tracker:
         for i, d in enumerate(trial_dirs):
             state = results.TrialFolder(d).state()
             if state.state == "corrupt":
-                warn(f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({state.detail}); "
-                     f"`harness run` retrains it")
+                warn(
+                    f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({state.detail}); "
+                    f"`harness run` retrains it"
+                )
                 continue
             try:
                 self.sync_trial(d, failed=Path(d).name in failed)
             except results.CorruptFile as err:
-                warn(f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({err}); "
-                     f"`harness run` retrains it, then it is sent")
+                warn(
+                    f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({err}); "
+                    f"`harness run` retrains it, then it is sent"
+                )
             except Exception as err:  # any failure of the store: keep the rest for later
                 pending = [Path(x).name for x in trial_dirs[i:]]
-                warn(f"tracking: could not reach {self.uri} ({type(err).__name__}: {str(err)[:200]}); "
-                     f"{len(pending)} trial(s) kept for later: run `harness sync` or the same `harness run`")
+                warn(
+                    f"tracking: could not reach {self.uri} ({type(err).__name__}: {str(err)[:200]}); "
+                    f"{len(pending)} trial(s) kept for later: run `harness sync` or the same `harness run`"
+                )
                 break
         return pending
 
@@ -210,8 +250,10 @@ class BackgroundTracker:
             warn(f"tracking: trial {trial_dir.name} skipped for now ({err})")
         except Exception as err:
             self.down = True
-            warn(f"tracking: could not reach {self.tracker.uri} ({type(err).__name__}); training goes on, "
-                 f"and the results will be sent at the end of the sweep or by `harness sync`")
+            warn(
+                f"tracking: could not reach {self.tracker.uri} ({type(err).__name__}); training goes on, "
+                f"and the results will be sent at the end of the sweep or by `harness sync`"
+            )
 
     def close(self) -> None:
         if self.pool is not None:

@@ -4,11 +4,10 @@ Follow it top to bottom: ``Trainer.run`` -> ``train_epoch`` (loader batch -> met
 model -> method.loss -> SGD step) -> ``evaluate``. A killed trial resumes from its last
 end-of-epoch checkpoint (model, optimizer, RNG states) and ends with the same result.
 """
+
 from __future__ import annotations
 
 import math
-import os
-import signal
 import time
 from typing import Callable
 
@@ -18,12 +17,12 @@ import torch
 from harness import results
 from harness.config import TrialConfig
 from harness.data import build_train_loader, load_dataset
-from harness.distributed import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
-from harness.engines import build_engine
 from harness.data.loader import EvalLoader
+from harness.engines import build_engine
 from harness.methods import METHODS
 from harness.metrics import calibrated_metrics, classification_metrics, epoch_metrics
 from harness.models import build_model, count_parameters
+from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
 
 EpochCallback = Callable[[dict], None]
 StepCallback = Callable[[int, int, int], None]  # (epoch index, steps done in it, steps per epoch)
@@ -54,22 +53,6 @@ def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int)
     return lr
 
 
-def _test_fault(epoch: int, trial_dir: str) -> None:
-    """Test-only fault injection: HARNESS_TEST_FAULT='kill@E' or 'raise@E' acts after epoch E's
-    checkpoint is written ('E+': at every epoch from E on, so retries fail too); an optional
-    '@substring' limits it to the trials whose folder path (results/<suite>/<trial_id>) contains it."""
-    spec = os.environ.get("HARNESS_TEST_FAULT")
-    if not spec:
-        return
-    action, at_epoch, *match = spec.split("@")
-    hit = epoch >= int(at_epoch[:-1]) if at_epoch.endswith("+") else epoch == int(at_epoch)
-    if not hit or (match and match[0] not in trial_dir):
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected test fault after epoch {epoch}")
-
-
 class Trainer:
     def __init__(self, cfg: TrialConfig, log: Callable[[str], None] = print):
         self.cfg, self.log = cfg, log
@@ -85,8 +68,9 @@ class Trainer:
         model = build_model(cfg, d.num_classes).to(self.device)
         if self.world.size > 1:
             globalize_batch_norm(model)  # statistics over the global batch, as on one worker
-        channels_last = (cfg.channels_last if cfg.channels_last is not None
-                         else self.device.type == "cuda" and cfg.engine == "torch")  # DeepSpeed needs dense parameters
+        channels_last = (
+            cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda" and cfg.engine == "torch"
+        )  # DeepSpeed needs dense parameters
         if channels_last:
             model.to(memory_format=torch.channels_last)
         resolution = d.train.x.shape[1]
@@ -96,15 +80,25 @@ class Trainer:
         self.model = self.engine.model
         self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
-        self.start_epoch = 0
+        self.epochs_done = 0
         self.elapsed = 0.0
+        if self.world.is_main:
+            self.log(
+                f"{cfg.trial_id}: {len(d.train)} train / {len(d.test)} test images from {d.source}; "
+                f"{len(self.train_loader)} steps/epoch on {self.device}"
+            )
 
     # --- state
     def state(self) -> dict:
         """Collective under DeepSpeed (every rank writes its part of the engine's state)."""
-        state = {"model": self.model.state_dict(), "engine": self.engine.save(self.dir, self.start_epoch),
-                 "epoch": self.start_epoch, "history": self.history, "elapsed": self.elapsed,
-                 "rng_cpu": torch.get_rng_state()}
+        state = {
+            "model": self.model.state_dict(),
+            "engine": self.engine.save(self.dir, self.epochs_done),
+            "epoch": self.epochs_done,
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "rng_cpu": torch.get_rng_state(),
+        }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -112,7 +106,7 @@ class Trainer:
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.engine.load(self.dir, state["engine"])
-        self.start_epoch, self.history, self.elapsed = state["epoch"], state["history"], state["elapsed"]
+        self.epochs_done, self.history, self.elapsed = state["epoch"], state["history"], state["elapsed"]
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -168,7 +162,9 @@ class Trainer:
         self.model.eval()
         if split not in self.eval_loaders:
             d = self.data
-            self.eval_loaders[split] = EvalLoader(getattr(d, split), self.cfg.eval_batch_size, d.mean, d.std, self.device)
+            self.eval_loaders[split] = EvalLoader(
+                getattr(d, split), self.cfg.eval_batch_size, d.mean, d.std, self.device
+            )
         outs, labels = [], []
         for x, y in self.eval_loaders[split]:
             outs.append(self.engine.infer(x).float())
@@ -186,14 +182,17 @@ class Trainer:
                 self.engine.verify(self.dir, state["engine"])
             except results.CorruptFile as err:
                 aside = self.folder.set_aside(name) if self.world.is_main else None
-                self.log(f"warning: {err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint")
+                self.log(
+                    f"warning: {err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint"
+                )
                 continue
             self.load_state(state)
             return True
         return False
 
-    def run(self, on_epoch: EpochCallback | None = None, restart: bool = False,
-            on_step: StepCallback | None = None) -> dict:
+    def run(
+        self, on_epoch: EpochCallback | None = None, restart: bool = False, on_step: StepCallback | None = None
+    ) -> dict:
         """Train the remaining epochs and evaluate. With several workers every rank runs this; rank 0
         alone writes the result folder and evaluates. ``on_step(epoch, step, steps)`` is called after
         every optimizer step (no host sync), ``on_epoch(row)`` after every checkpoint."""
@@ -203,24 +202,30 @@ class Trainer:
             return folder.metrics()
         if not restart and self.resume():
             if main:
-                self.log(f"resuming {cfg.trial_id} after epoch {self.start_epoch}/{cfg.epochs}")
+                self.log(f"resuming {cfg.trial_id} after epoch {self.epochs_done}/{cfg.epochs}")
                 for stale in (results.METRICS, results.LOGITS, results.ERROR):  # unreadable ones, or a failure's
                     (self.dir / stale).unlink(missing_ok=True)
         elif main:
             folder.clear()
         node = node_name()
         if main:
-            folder.begin({**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id, "M": cfg.num_inputs,
-                          "lr": cfg.learning_rate}, node, self.start_epoch, self.engine.config_files())
+            folder.begin(
+                {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id, "M": cfg.num_inputs, "lr": cfg.learning_rate},
+                node,
+                self.epochs_done,
+                self.engine.config_files(),
+            )
         barrier()
-        bar = _progress_bar(cfg, len(self.train_loader), self.start_epoch) if main else None
-        for epoch in range(self.start_epoch, cfg.epochs):
+        bar = _progress_bar(cfg, len(self.train_loader), self.epochs_done) if main else None
+        for epoch in range(self.epochs_done, cfg.epochs):
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar, on_step), "node": node}
             if not math.isfinite(row["train_loss"]):
-                raise FloatingPointError(f"{cfg.trial_id}: the training loss is {row['train_loss']} after epoch "
-                                         f"{epoch + 1} (lr {cfg.learning_rate:g}): training diverged; lower base_lr "
-                                         f"or check the schedule")
+                raise FloatingPointError(
+                    f"{cfg.trial_id}: the training loss is {row['train_loss']} after epoch "
+                    f"{epoch + 1} (lr {cfg.learning_rate:g}): training diverged; lower base_lr "
+                    f"or check the schedule"
+                )
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict("test")
                 row.update(epoch_metrics(logits, labels))
@@ -228,7 +233,7 @@ class Trainer:
             self.elapsed += row["epoch_time_s"]
             row["elapsed_s"] = self.elapsed
             self.history.append(row)
-            self.start_epoch = epoch + 1
+            self.epochs_done = epoch + 1
             state = self.state()  # every rank: DeepSpeed writes its partitions
             if main:
                 folder.save_epoch(state, self.history)
@@ -238,7 +243,6 @@ class Trainer:
                     self.log(_epoch_summary(row, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(row)
-            _test_fault(epoch + 1, str(self.dir))
         if bar is not None:
             bar.close()
         if main:
@@ -260,14 +264,23 @@ class Trainer:
         else:
             metrics.update(calibrated_metrics(logits, labels))
         cfg = self.cfg
-        metrics.update({
-            "trial_id": cfg.trial_id, "epochs": cfg.epochs, "num_params": count_parameters(self.model),
-            "train_time_s": self.elapsed, "eval_time_s": eval_time, "test_images": len(labels),
-            "train_images": len(self.data.train), "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-            "data_source": self.data.source, "engine": cfg.engine, "workers": self.world.size,
-            "nodes": self.folder.nodes(),  # every node that ran it, in order
-        })
+        metrics.update(
+            {
+                "trial_id": cfg.trial_id,
+                "epochs": cfg.epochs,
+                "num_params": count_parameters(self.model),
+                "train_time_s": self.elapsed,
+                "eval_time_s": eval_time,
+                "test_images": len(labels),
+                "train_images": len(self.data.train),
+                "device": str(self.device),
+                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+                "data_source": self.data.source,
+                "engine": cfg.engine,
+                "workers": self.world.size,
+                "nodes": self.folder.nodes(),  # every node that ran it, in order
+            }
+        )
         return metrics, arrays
 
 
@@ -278,36 +291,17 @@ def _epoch_summary(row: dict, epochs: int) -> str:
     return text
 
 
-def _progress_bar(cfg: TrialConfig, steps_per_epoch: int, start_epoch: int):
+def _progress_bar(cfg: TrialConfig, steps_per_epoch: int, epochs_done: int):
     if not cfg.progress:
         return None
     from tqdm import tqdm
 
     total = steps_per_epoch * cfg.epochs
-    return tqdm(total=total, initial=steps_per_epoch * start_epoch, unit="step", dynamic_ncols=True,
-                desc=f"{cfg.trial_id}", mininterval=1.0)
-
-
-def format_summary(cfg: TrialConfig, metrics: dict) -> str:
-    """The one-screen summary printed after a trial."""
-    pct = lambda k: f"{100 * metrics[k]:.2f}%" if k in metrics else "-"
-    heads = " / ".join(f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics)
-    lines = [
-        f"trial      {cfg.trial_id}",
-        f"setup      {cfg.method} on {cfg.dataset}, {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
-        f"{cfg.epochs} epochs, seed {cfg.seed}",
-        f"params     {metrics.get('num_params', 0):,}",
-        f"top-1      {pct('top1')}   top-5 {pct('top5')}   heads {heads}",
-        f"NLL        {metrics['nll']:.4f}   ECE {metrics['ece']:.4f}   Brier {metrics['brier']:.4f}",
-        f"calibrated NLL {metrics['cal_nll']:.4f}   ECE {metrics['cal_ece']:.4f}   T = {metrics['temperature']:.3f}",
-        f"           ({metrics['calibration_protocol']})",
-    ]
-    if "ratio_error" in metrics:
-        lines.append(f"diversity  ratio-error {metrics['ratio_error']:.3f}   disagreement {metrics['disagreement']:.3f}")
-    if cfg.engine != "torch" or cfg.workers_per_trial > 1:
-        zero = f", ZeRO {cfg.zero_stage}" if cfg.engine == "deepspeed" else ""
-        lines.append(f"engine     {cfg.engine}{zero}, {cfg.precision}, {metrics.get('workers', 1)} worker(s), "
-                     f"{cfg.grad_accum_steps} micro-batch(es) per step")
-    lines.append(f"time       train {metrics['train_time_s']:.0f} s, test {metrics['eval_time_s']:.1f} s on {metrics['device_name']}")
-    lines.append(f"results    {cfg.trial_dir}")
-    return "\n".join(lines)
+    return tqdm(
+        total=total,
+        initial=steps_per_epoch * epochs_done,
+        unit="step",
+        dynamic_ncols=True,
+        desc=f"{cfg.trial_id}",
+        mininterval=1.0,
+    )

@@ -1,17 +1,25 @@
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from harness.config import TrialConfig
+from helpers import free_port, start_server
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
 # folder of their own (short: Ray's socket paths must fit in 107 bytes), so they never join, or are joined
 # by, a user's Ray or another test run's.
 RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests on the real CIFAR-100 are slow by nature: the fast lane (`-m "not slow"`) leaves them out."""
+    for item in items:
+        if "real_data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -23,14 +31,28 @@ def real_data_dir() -> Path:
     """The real CIFAR-100 folder. In CI (.ci/run sets HARNESS_DATA_DIR) these tests must run, never skip."""
     root = os.environ.get("HARNESS_DATA_DIR")
     if not root or not (Path(root) / "cifar100" / "train.npz").exists():
-        pytest.fail("real-data test: set HARNESS_DATA_DIR to a folder holding cifar100/train.npz "
-                    "(.ci/run points it at ../shared/data)")
+        pytest.fail(
+            "real-data test: set HARNESS_DATA_DIR to a folder holding cifar100/train.npz "
+            "(.ci/run points it at ../shared/data)"
+        )
     return Path(root)
 
 
-def tiny_config(**overrides) -> TrialConfig:
-    """A synthetic trial small enough to train in seconds."""
-    base = dict(dataset="synthetic", synthetic_size=256, synthetic_classes=4, synthetic_resolution=16,
-                depth=10, width=1, epochs=2, batch_size=32, eval_batch_size=128, progress=False, eval_every=1)
-    base.update(overrides)
-    return TrialConfig(**base)
+@pytest.fixture
+def cluster():
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials can only run on the workers
+    workers = [c.add_node(num_cpus=1) for _ in range(2)]
+    c.wait_for_nodes()
+    yield c, workers
+    c.shutdown()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = start_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    os.killpg(proc.pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
 """The reference pipeline against the device path (same distributions), and `harness bench` itself."""
+
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ from harness.cli import main
 from harness.data import ImageArrays, load_dataset
 from harness.data.loader import TrainLoader
 from harness.methods import METHODS
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def is_cut(masks: np.ndarray) -> np.ndarray:
@@ -68,8 +69,9 @@ def test_cutmix_label_ratios_match_the_reference():
         dev_kappa.append(1 - batch.targets[torch.arange(len(y)), 0, batch.labels[:, 0]])
     dev_kappa = torch.cat(dev_kappa).numpy()
     ref = reference_loader(arrays, method, (0.5,) * 3, (0.25,) * 3, batch_size=100, repetitions=1, workers=0)
-    ref_kappa = np.concatenate([(1 - b["targets"][torch.arange(len(b["labels"])), 0, b["labels"][:, 0]]).numpy()
-                                for b in ref])
+    ref_kappa = np.concatenate(
+        [(1 - b["targets"][torch.arange(len(b["labels"])), 0, b["labels"][:, 0]]).numpy() for b in ref]
+    )
     # no label mix unless CutMix is applied (p = 0.5), its box is not empty (floor(8 sqrt(ratio)) // 2 > 0:
     # ratio >= 1/16 of a uniform ratio) and its partner is another image (from the batch of 100 on the
     # device, from the 4000 images in the reference); 0.035 is 4.4 binomial standard deviations
@@ -91,8 +93,16 @@ def test_reference_sampler_repeats_like_the_device_loader():
 
 
 def test_device_and_reference_pipelines_agree_on_real_images(real_data_dir):
-    cfg = tiny_config(dataset="cifar100", data_dir=real_data_dir, train_subset=2000, method="cut_mixmo", b=2,
-                      batch_size=64, depth=10, width=1)
+    cfg = tiny_config(
+        dataset="cifar100",
+        data_dir=real_data_dir,
+        train_subset=2000,
+        method="cut_mixmo",
+        b=2,
+        batch_size=64,
+        depth=10,
+        width=1,
+    )
     data = load_dataset(cfg)
     method = METHODS.get("cut_mixmo")(cfg, 100, mix_size=32)
     torch.manual_seed(0)
@@ -116,21 +126,59 @@ def test_device_and_reference_pipelines_agree_on_real_images(real_data_dir):
 
 def test_bench_prints_ratios_against_the_reference_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench", "--set", "dataset=synthetic", "--set", "synthetic_size=256", "--set", "synthetic_resolution=16",
-                 "--set", "depth=10", "--set", "width=1", "--set", "method=cut_mixmo", "--set", "b=4",
-                 "--batch-size", "32", "64", "--precision", "fp32", "bf16", "--warmup", "1", "--steps", "3", "--loader-steps", "5",
-                 "--reference-workers", "1", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "--set",
+            "dataset=synthetic",
+            "--set",
+            "synthetic_size=256",
+            "--set",
+            "synthetic_resolution=16",
+            "--set",
+            "depth=10",
+            "--set",
+            "width=1",
+            "--set",
+            "method=cut_mixmo",
+            "--set",
+            "b=4",
+            "--batch-size",
+            "32",
+            "64",
+            "--precision",
+            "fp32",
+            "bf16",
+            "--warmup",
+            "1",
+            "--steps",
+            "3",
+            "--loader-steps",
+            "5",
+            "--reference-workers",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "vs reference" in printed and "samples/s" in printed
     result = json.loads(out.read_text())
     rows = result["rows"]
-    assert [(r["part"], r["pipeline"].split(":")[0]) for r in rows[:2]] == [("loader", "reference"), ("loader", "device loader + batched mixing on cpu")]
+    assert [(r["part"], r["pipeline"].split(":")[0]) for r in rows[:2]] == [
+        ("loader", "reference"),
+        ("loader", "device loader + batched mixing on cpu"),
+    ]
     steps = [r for r in rows if r["part"] == "step"]
     assert steps[0]["pipeline"].startswith("reference") and steps[0]["ratio"] is None
     lean = steps[1:]
     assert [(r["batch_size"], r["pipeline"]) for r in lean] == [
-        (32, "device loader, fp32"), (32, "device loader, bf16"), (64, "device loader, fp32"), (64, "device loader, bf16")]
+        (32, "device loader, fp32"),
+        (32, "device loader, bf16"),
+        (64, "device loader, fp32"),
+        (64, "device loader, bf16"),
+    ]
     for r in rows:
         assert r["samples_per_s"] > 0 and r["steps"] == (5 if r["part"] == "loader" else 3)
         if r["ratio"] is not None:
@@ -139,11 +187,14 @@ def test_bench_prints_ratios_against_the_reference_and_writes_json(tmp_path, cap
     assert result["config"]["method"] == "cut_mixmo" and result["device"] == "cpu"
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--compile", "fast"], "--compile: invalid configuration"),
-    (["--set", "b=4", "--batch-size", "30"], "batch_size 30 is not a multiple of b = 4"),
-    (["--loader", "dali"], "loader: Input should be 'device' or 'ffcv'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--compile", "fast"], "--compile: invalid configuration"),
+        (["--set", "b=4", "--batch-size", "30"], "batch_size 30 is not a multiple of b = 4"),
+        (["--loader", "dali"], "loader: Input should be 'device' or 'ffcv'"),
+    ],
+)
 def test_bench_refuses_bad_values_before_timing(capsys, args, expected):
     assert main(["bench", "--set", "dataset=synthetic", *args]) == 2
     assert expected in capsys.readouterr().err

@@ -1,8 +1,7 @@
 """Multi-node: a real Ray cluster on this machine (a head with no CPUs and two worker nodes, Ray's
 ``cluster_utils.Cluster``), `harness run --address` against it, a real `mlflow server`; trials spread
 over the workers, a worker node lost mid-trial, the driver lost mid-sweep."""
-import csv
-import json
+
 import os
 import signal
 import time
@@ -10,51 +9,9 @@ import time
 import pytest
 
 from harness.storage import filesystem_type, storage_problem
-from sweep_helpers import harness, harness_background, write_suite
-from test_tracking_server import free_port, runs, start_server
+from helpers import attempts, epochs, harness, harness_background, node_of, runs, trial_dirs, write_suite
 
-pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def cluster():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # trials can only run on the workers
-    workers = [c.add_node(num_cpus=1) for _ in range(2)]
-    c.wait_for_nodes()
-    yield c, workers
-    c.shutdown()
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    proc = start_server(tmp_path, port)
-    yield f"http://127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGKILL)
-
-
-def attempts(trial_dir):
-    path = trial_dir / "attempts.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def epochs(trial_dir):
-    path = trial_dir / "history.csv"
-    return [int(r["epoch"]) for r in csv.DictReader(open(path))] if path.exists() else []
-
-
-def trial_dirs(tmp_path, name="synth"):
-    root = tmp_path / "results" / name
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def node_of(workers, attempt):
-    """The cluster node an attempt ran on (attempts record host/<node id prefix>)."""
-    prefix = attempt["node"].split("/")[1]
-    return next(w for w in workers if w.node_id.startswith(prefix))
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_trials_spread_over_the_worker_nodes_and_reach_the_mlflow_server(tmp_path, cluster, mlflow_server):
@@ -76,8 +33,12 @@ def test_trials_spread_over_the_worker_nodes_and_reach_the_mlflow_server(tmp_pat
 
 def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, cluster):
     c, workers = cluster
-    suite = write_suite(tmp_path, grid={"method": ["cut_mixmo"], "width": [1]},
-                        base={"epochs": 10, "synthetic_size": 1024}, max_retries=2)
+    suite = write_suite(
+        tmp_path,
+        grid={"method": ["cut_mixmo"], "width": [1]},
+        base={"epochs": 10, "synthetic_size": 1024},
+        max_retries=2,
+    )
     driver = harness_background("run", suite, "--address", c.address, log=tmp_path / "driver.log")
     try:
         trial = None
@@ -103,8 +64,9 @@ def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, clust
 
 def test_a_killed_driver_is_replaced_without_rerunning_finished_trials(tmp_path, cluster):
     c, _ = cluster
-    suite = write_suite(tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1, 2]},
-                        base={"epochs": 6, "synthetic_size": 512})
+    suite = write_suite(
+        tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1, 2]}, base={"epochs": 6, "synthetic_size": 512}
+    )
     driver = harness_background("run", suite, "--address", c.address, log=tmp_path / "driver1.log")
     deadline = time.time() + 300
     finished = []

@@ -1,4 +1,5 @@
 """Bad configurations give clear errors that name the key and what is allowed."""
+
 import pytest
 
 from harness.cli import main
@@ -11,30 +12,40 @@ def write(tmp_path, text):
     return path
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("method: mixmo\n", r"method: unknown method 'mixmo'; allowed: cut_mixmo, cutmix, linear_mixmo, mimo, mixup, vanilla"),
-    ("method: cut_mixmo\nM: 0\n", r"M: Input should be greater than or equal to 1"),
-    ("method: cut_mixmo\nM: 1\n", r"needs M >= 2 subnetworks, got 1"),
-    ("method: cutmix\nM: 2\n", r"is a single network: M must be 1, got 2"),
-    ("depth: 27\n", r"depth 27 does not fit the rule depth = 6n \+ 4"),
-    ("width: 0\n", r"width: Input should be greater than or equal to 1"),
-    ("width: 2.5\n", r"width: Input should be a valid integer"),
-    ("model: resnet50\n", r"unknown model 'resnet50'; allowed: preact_resnet, wrn"),
-    ("dataset: imagenet\n", r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, synthetic, tinyimagenet"),
-    ("widht: 4\n", r"widht: unknown key; allowed keys: .*width"),
-    ("b: 3\n", r"batch_size 64 is not a multiple of b = 3"),
-    ("precision: fp16\n", r"precision: Input should be 'fp32' or 'bf16'"),
-    ("method: vanilla\nmsda: cutmix\n", r"for a single network use method: mixup or cutmix"),
-    ("- a\n- b\n", r"expected a mapping"),
-    ("workers_per_trial: 3\n", r"batch_size 64 does not split into workers_per_trial x grad_accum_steps = 3"),
-    ("zero_stage: 1\n", r"zero_stage and deepspeed settings need engine: deepspeed"),
-    ("engine: deepspeed\nzero_stage: 3\n", r"zero_stage: Input should be less than or equal to 2"),
-    ("engine: deepspeed\ncompile: true\n", r"compile and channels_last are for engine: torch"),
-    ("engine: jax\n", r"engine: Input should be 'torch' or 'deepspeed'"),
-    ("loader: dali\n", r"loader: Input should be 'device' or 'ffcv'"),
-    ("compile: fast\n", r"compile"),
-    ("width: [\n", r"not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "method: mixmo\n",
+            r"method: unknown method 'mixmo'; allowed: cut_mixmo, cutmix, linear_mixmo, mimo, mixup, vanilla",
+        ),
+        ("method: cut_mixmo\nM: 0\n", r"M: Input should be greater than or equal to 1"),
+        ("method: cut_mixmo\nM: 1\n", r"needs M >= 2 subnetworks, got 1"),
+        ("method: cutmix\nM: 2\n", r"is a single network: M must be 1, got 2"),
+        ("depth: 27\n", r"depth 27 does not fit the rule depth = 6n \+ 4"),
+        ("width: 0\n", r"width: Input should be greater than or equal to 1"),
+        ("width: 2.5\n", r"width: Input should be a valid integer"),
+        ("model: resnet50\n", r"unknown model 'resnet50'; allowed: preact_resnet, wrn"),
+        ("dataset: imagenet\n", r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, synthetic, tinyimagenet"),
+        ("widht: 4\n", r"widht: unknown key; allowed keys: .*width"),
+        ("b: 3\n", r"batch_size 64 is not a multiple of b = 3"),
+        ("precision: fp16\n", r"precision: Input should be 'fp32' or 'bf16'"),
+        ("method: vanilla\nmsda: cutmix\n", r"for a single network use method: mixup or cutmix"),
+        ("- a\n- b\n", r"expected a mapping"),
+        ("workers_per_trial: 3\n", r"batch_size 64 does not split into workers_per_trial x grad_accum_steps = 3"),
+        ("zero_stage: 1\n", r"zero_stage and deepspeed settings need engine: deepspeed"),
+        ("engine: deepspeed\nzero_stage: 3\n", r"zero_stage: Input should be less than or equal to 2"),
+        ("engine: deepspeed\ncompile: true\n", r"compile and channels_last are for engine: torch"),
+        ("engine: jax\n", r"engine: Input should be 'torch' or 'deepspeed'"),
+        ("loader: dali\n", r"loader: Input should be 'device' or 'ffcv'"),
+        (
+            "compile: fast\n",
+            r"compile\.literal\['default','reduce-overhead','max-autotune'\]: Input should be 'default', "
+            r"'reduce-overhead' or 'max-autotune'",
+        ),
+        ("width: [\n", r"not valid YAML"),
+    ],
+)
 def test_bad_configs_name_the_problem(tmp_path, text, expected):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=expected) as err:
@@ -79,7 +90,12 @@ def test_keys_added_later_keep_old_trial_ids():
     assert base.trial_id == "cut_mixmo-wrn28x4-M2-s0-" + base.trial_id.rsplit("-", 1)[1]
     assert "engine" not in base.recipe() and "workers_per_trial" not in base.recipe()
     # how a trial runs does not change its id; what it computes does
-    for runtime in ({"workers_per_trial": 2}, {"compile": "reduce-overhead"}, {"loader": "ffcv"}, {"channels_last": True}):
+    for runtime in (
+        {"workers_per_trial": 2},
+        {"compile": "reduce-overhead"},
+        {"loader": "ffcv"},
+        {"channels_last": True},
+    ):
         assert TrialConfig(method="cut_mixmo", width=4, **runtime).trial_id == base.trial_id
     for recipe in ({"engine": "deepspeed"}, {"grad_accum_steps": 2}, {"precision": "bf16"}):
         assert TrialConfig(method="cut_mixmo", width=4, **recipe).trial_id != base.trial_id

@@ -1,4 +1,5 @@
 """Every dataset source read on small fixtures; the shared CIFAR-100 verified by its pixel checksums."""
+
 import hashlib
 import pickle
 
@@ -8,7 +9,7 @@ from PIL import Image
 
 from harness.data import DATASETS, DataError, load_dataset
 from harness.data.datasets import synthetic_arrays
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def fake_images(n, size=32, seed=0):
@@ -54,7 +55,7 @@ def test_official_cifar10_pickle_folder(tmp_path):
     folder.mkdir(parents=True)
     x = fake_images(12)
     for i in range(1, 6):
-        _pickle(folder / f"data_batch_{i}", {b"data": chw_rows(x[2 * i - 2:2 * i]), b"labels": [i, i]})
+        _pickle(folder / f"data_batch_{i}", {b"data": chw_rows(x[2 * i - 2 : 2 * i]), b"labels": [i, i]})
     _pickle(folder / "test_batch", {b"data": chw_rows(x[10:]), b"labels": [0, 9]})
     _pickle(folder / "batches.meta", {b"label_names": [f"k{i}".encode() for i in range(10)]})
     data = DATASETS.get("cifar10")(data_dir=tmp_path)
@@ -139,10 +140,14 @@ def test_corrupt_data_is_reported_with_its_path(tmp_path):
 
 def test_shared_cifar100_pixels_match_their_checksums(real_data_dir):
     data = DATASETS.get("cifar100")(data_dir=real_data_dir)
-    assert hashlib.sha256(data.train.x.tobytes()).hexdigest() == \
-        "2aa2e92a742ec0fbd361b0b1386394899dfac5a05c448330d3371fd9b63b3e87"
-    assert hashlib.sha256(data.test.x.tobytes()).hexdigest() == \
-        "2716d826d85ee9ca7f948fb4dc3b3d7515225d1a436d1c4b7e6975855da3d9ee"
+    assert (
+        hashlib.sha256(data.train.x.tobytes()).hexdigest()
+        == "2aa2e92a742ec0fbd361b0b1386394899dfac5a05c448330d3371fd9b63b3e87"
+    )
+    assert (
+        hashlib.sha256(data.test.x.tobytes()).hexdigest()
+        == "2716d826d85ee9ca7f948fb4dc3b3d7515225d1a436d1c4b7e6975855da3d9ee"
+    )
     assert np.bincount(data.train.y).tolist() == [500] * 100 and np.bincount(data.test.y).tolist() == [100] * 100
     assert len(data.classes) == 100 and data.classes[0] == "apple"
 

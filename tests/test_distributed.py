@@ -1,5 +1,6 @@
 """Engines and data-parallel trials: the torch and DeepSpeed engines agree, N workers (Ray Train, gloo)
 compute what one worker computes on the same global batch, and multi-worker trials resume."""
+
 import csv
 import json
 import os
@@ -8,10 +9,12 @@ import pytest
 import torch
 
 from harness import results
-from harness.distributed import run_on_workers, shard, World
+from harness.distributed import World, run_on_workers, shard
 from harness.engines.deepspeed_engine import deepspeed_config
 from harness.trainer import Trainer
-from conftest import tiny_config
+from helpers import tiny_config
+
+pytestmark = pytest.mark.slow  # Ray, subprocesses: the full lane (CI) runs them
 
 FAULT = "raise@1@faulty"  # raise after epoch 1 in trials whose folder path contains "faulty"
 
@@ -37,8 +40,15 @@ def test_shards_cover_the_batch_in_order():
 
 
 def test_deepspeed_config_comes_from_the_recipe(tmp_path):
-    cfg = tiny_config(engine="deepspeed", zero_stage=2, precision="bf16", batch_size=64, grad_accum_steps=2,
-                      workers_per_trial=2, deepspeed={"zero_optimization": {"overlap_comm": True}, "steps_per_print": 5})
+    cfg = tiny_config(
+        engine="deepspeed",
+        zero_stage=2,
+        precision="bf16",
+        batch_size=64,
+        grad_accum_steps=2,
+        workers_per_trial=2,
+        deepspeed={"zero_optimization": {"overlap_comm": True}, "steps_per_print": 5},
+    )
     conf = deepspeed_config(cfg, world_size=2)
     assert conf["train_batch_size"] == 64 and conf["train_micro_batch_size_per_gpu"] == 16
     assert conf["gradient_accumulation_steps"] == 2 and conf["bf16"] == {"enabled": True}
@@ -50,8 +60,9 @@ def test_deepspeed_config_comes_from_the_recipe(tmp_path):
 def test_torch_and_deepspeed_engines_agree_on_one_worker(tmp_path, accum):
     runs = {}
     for engine in ("torch", "deepspeed"):
-        cfg = tiny_config(method="cut_mixmo", b=2, epochs=2, engine=engine, grad_accum_steps=accum,
-                          output_dir=tmp_path / engine)
+        cfg = tiny_config(
+            method="cut_mixmo", b=2, epochs=2, engine=engine, grad_accum_steps=accum, output_dir=tmp_path / engine
+        )
         metrics = Trainer(cfg, log=lambda s: None).run()
         runs[engine] = cfg
         assert metrics["engine"] == engine and metrics["workers"] == 1
@@ -68,16 +79,28 @@ def ray_cluster():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"HARNESS_TEST_FAULT": FAULT}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"HARNESS_TEST_FAULT": FAULT}},
+    )
     yield
     ray.shutdown()
 
 
 @pytest.mark.parametrize("engine, zero_stage", [("torch", 0), ("deepspeed", 1)])
 def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_cluster, engine, zero_stage):
-    one = tiny_config(method="cut_mixmo", b=2, epochs=1, synthetic_size=128, engine=engine, zero_stage=zero_stage,
-                      output_dir=tmp_path / "one")
+    one = tiny_config(
+        method="cut_mixmo",
+        b=2,
+        epochs=1,
+        synthetic_size=128,
+        engine=engine,
+        zero_stage=zero_stage,
+        output_dir=tmp_path / "one",
+    )
     Trainer(one, log=lambda s: None).run()
     two = one.model_copy(update={"workers_per_trial": 2, "output_dir": tmp_path / "two"})
     assert two.trial_id == one.trial_id  # the worker count does not change what is computed
@@ -90,8 +113,17 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
 
 @pytest.mark.parametrize("engine, zero_stage, precision", [("torch", 0, "fp32"), ("deepspeed", 1, "bf16")])
 def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_cluster, engine, zero_stage, precision):
-    base = dict(method="cut_mixmo", b=2, epochs=3, lr=0.05, synthetic_size=256, engine=engine, zero_stage=zero_stage,
-                precision=precision, workers_per_trial=2)
+    base = dict(
+        method="cut_mixmo",
+        b=2,
+        epochs=3,
+        lr=0.05,
+        synthetic_size=256,
+        engine=engine,
+        zero_stage=zero_stage,
+        precision=precision,
+        workers_per_trial=2,
+    )
     clean = tiny_config(**base, output_dir=tmp_path / "clean")
     run_on_workers(clean)
     faulty = tiny_config(**base, output_dir=tmp_path / "faulty")
@@ -115,10 +147,14 @@ def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_c
 def test_a_suite_of_two_worker_trials_runs_through_harness_run(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweep_helpers import harness, write_suite
+    from helpers import harness, write_suite
 
-    suite = write_suite(tmp_path, base={"workers_per_trial": 2, "epochs": 2}, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]},
-                        concurrency=1)
+    suite = write_suite(
+        tmp_path,
+        base={"workers_per_trial": 2, "epochs": 2},
+        grid={"method": ["vanilla", "cut_mixmo"], "width": [1]},
+        concurrency=1,
+    )
     proc = harness("run", suite)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 finished" in proc.stdout

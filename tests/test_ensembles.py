@@ -8,7 +8,9 @@ from analysis.ensembles import compose_ensemble
 def fake_trial(root, seed, logits, labels, width=2):
     d = root / f"t{seed}"
     d.mkdir()
-    (d / "config.yaml").write_text(yaml.safe_dump({"method": "cutmix", "width": width, "seed": seed, "trial_id": f"x{seed}"}))
+    (d / "config.yaml").write_text(
+        yaml.safe_dump({"method": "cutmix", "width": width, "seed": seed, "trial_id": f"x{seed}"})
+    )
     np.savez(d / "logits.npz", test_logits=np.asarray(logits, np.float16), test_labels=np.asarray(labels))
     return d
 

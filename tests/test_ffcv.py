@@ -2,6 +2,7 @@
 
 FFCV's compiled pipelines can hang rather than fail (libffcv/ffcv#396), so every test here has a timeout.
 """
+
 import csv
 import json
 
@@ -15,8 +16,7 @@ from harness.cli import main
 from harness.data import ImageArrays, load_dataset
 from harness.data.ffcv_loader import FFCVTrainLoader, beton_path, write_beton
 from harness.trainer import Trainer
-from conftest import tiny_config
-from test_loader import RAW, coordinate_image, offsets_and_flip
+from helpers import RAW, coordinate_image, offsets_and_flip, tiny_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,8 +26,13 @@ def read_sequential(path, batch_size=100):
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor
 
-    loader = Loader(str(path), batch_size=batch_size, num_workers=2, order=OrderOption.SEQUENTIAL,
-                    pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()], "label": [IntDecoder(), ToTensor(), Squeeze()]})
+    loader = Loader(
+        str(path),
+        batch_size=batch_size,
+        num_workers=2,
+        order=OrderOption.SEQUENTIAL,
+        pipelines={"image": [SimpleRGBImageDecoder(), ToTensor()], "label": [IntDecoder(), ToTensor(), Squeeze()]},
+    )
     xs, ys = [], []
     for x, y in loader:  # FFCV reuses its output buffers: copy each batch
         xs.append(x.numpy().copy())
@@ -54,8 +59,17 @@ def coordinate_beton(tmp_path, n):
 def test_ffcv_loader_repeats_and_augments_like_the_device_loader(tmp_path):
     n = 2000
     cfg, labels = coordinate_beton(tmp_path, n)
-    loader = FFCVTrainLoader(cfg, np.arange(n), labels, 32, batch_size=64, repetitions=4, mean=RAW["mean"], std=RAW["std"],
-                             device=torch.device("cpu"))
+    loader = FFCVTrainLoader(
+        cfg,
+        np.arange(n),
+        labels,
+        32,
+        batch_size=64,
+        repetitions=4,
+        mean=RAW["mean"],
+        std=RAW["std"],
+        device=torch.device("cpu"),
+    )
     assert len(loader) == 125  # 2000 images x 4 / 64
     counts = np.zeros(n, int)
     views, independent = [], 0
@@ -66,7 +80,7 @@ def test_ffcv_loader_repeats_and_augments_like_the_device_loader(tmp_path):
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
         batch_views = [offsets_and_flip(img.permute(1, 2, 0).numpy()) for img in x]
         views += batch_views
-        independent += sum(len(set(batch_views[i:i + 4])) > 1 for i in range(0, len(batch_views), 4))
+        independent += sum(len(set(batch_views[i : i + 4])) > 1 for i in range(0, len(batch_views), 4))
     assert (counts == 4).all()  # an epoch shows every image b times
     assert independent > 0.9 * n  # the copies are augmented independently
     for axis in (0, 1):
@@ -85,24 +99,77 @@ def test_ffcv_loader_uses_the_trial_subset_and_refuses_a_stale_file(tmp_path):
     from harness.data import DataError
 
     for wrong_labels, resolution in ((labels[subset] + 1, 32), (labels[subset], 16)):
-        with pytest.raises(DataError, match="holds 500 images of 32 px that do not match.*harness data prepare synthetic"):
+        with pytest.raises(
+            DataError, match="holds 500 images of 32 px that do not match.*harness data prepare synthetic"
+        ):
             FFCVTrainLoader(cfg, subset, wrong_labels, resolution, 20, 1, RAW["mean"], RAW["std"], torch.device("cpu"))
     with pytest.raises(DataError, match="no FFCV file.*harness data prepare"):
-        FFCVTrainLoader(cfg.model_copy(update={"ffcv_dir": tmp_path / "none"}), subset, labels[subset], 32, 20, 1,
-                        RAW["mean"], RAW["std"], torch.device("cpu"))
+        FFCVTrainLoader(
+            cfg.model_copy(update={"ffcv_dir": tmp_path / "none"}),
+            subset,
+            labels[subset],
+            32,
+            20,
+            1,
+            RAW["mean"],
+            RAW["std"],
+            torch.device("cpu"),
+        )
 
 
 def test_data_prepare_then_a_trial_on_the_ffcv_loader(tmp_path, capsys):
     out = tmp_path / "ffcv"
     assert main(["data", "prepare", "synthetic", "--format", "ffcv", "--out", str(out), "--workers", "1"]) == 0
     assert "synthetic_train.beton: 2000 images" in capsys.readouterr().out
-    cfg = tiny_config(loader="ffcv", ffcv_dir=out, loader_workers=2, synthetic_size=2000, method="cut_mixmo", b=2,
-                      epochs=3, lr=0.05, output_dir=tmp_path / "runs", train_subset=512)
-    assert main(["train", "--set", f"ffcv_dir={out}", "--set", "loader=ffcv", "--set", "dataset=synthetic",
-                 "--set", "synthetic_resolution=16", "--set", "epochs=1"]) == 2  # prepared at 32 px: refused
+    cfg = tiny_config(
+        loader="ffcv",
+        ffcv_dir=out,
+        loader_workers=2,
+        synthetic_size=2000,
+        method="cut_mixmo",
+        b=2,
+        epochs=3,
+        lr=0.05,
+        output_dir=tmp_path / "runs",
+        train_subset=512,
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                f"ffcv_dir={out}",
+                "--set",
+                "loader=ffcv",
+                "--set",
+                "dataset=synthetic",
+                "--set",
+                "synthetic_resolution=16",
+                "--set",
+                "epochs=1",
+            ]
+        )
+        == 2
+    )  # prepared at 32 px: refused
     assert "do not match the synthetic train split in use (16 px" in capsys.readouterr().err
-    assert main(["data", "prepare", "synthetic", "--out", str(out), "--workers", "1",
-                 "--set", "synthetic_classes=4", "--set", "synthetic_resolution=16"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                "synthetic",
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--set",
+                "synthetic_classes=4",
+                "--set",
+                "synthetic_resolution=16",
+            ]
+        )
+        == 0
+    )
     metrics = Trainer(cfg, log=lambda s: None).run()
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / results.HISTORY))]
     assert len(losses) == 3 and losses[-1] < losses[0]

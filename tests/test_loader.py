@@ -1,4 +1,5 @@
 """The batch loader: repetition structure, and crops/flips distributed as torchvision's reference."""
+
 import numpy as np
 import torch
 from PIL import Image
@@ -6,25 +7,7 @@ from scipy import stats
 
 from harness.data import ImageArrays
 from harness.data.loader import EvalLoader, TrainLoader
-
-RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # "normalised" = the raw pixel values
-
-
-def coordinate_image(size=32):
-    """R encodes the row and G the column (1-based, x7), so a crop's offset and flip can be read back."""
-    img = np.zeros((size, size, 3), np.uint8)
-    img[..., 0] = (np.arange(size)[:, None] + 1) * 7
-    img[..., 1] = (np.arange(size)[None, :] + 1) * 7
-    return img
-
-
-def offsets_and_flip(img):
-    """img (H, W, 3) after crop+flip -> (row offset 0..8, col offset 0..8, flipped)."""
-    img = np.asarray(img, dtype=np.int64)
-    flipped = img[16, 17, 1] < img[16, 16, 1]
-    oy = img[16, 16, 0] // 7 - 1 - 12
-    ox = img[16, 16, 1] // 7 - 1 - (15 if flipped else 16) + 4
-    return int(oy), int(ox), bool(flipped)
+from helpers import RAW, coordinate_image, offsets_and_flip
 
 
 def test_repetition_structure_and_epoch_length():
@@ -51,7 +34,7 @@ def test_repeated_copies_are_augmented_independently():
     loader = TrainLoader(arrays, batch_size=16, repetitions=4, device=torch.device("cpu"), **RAW)
     x, _ = next(iter(loader))
     views = [offsets_and_flip(img.permute(1, 2, 0).numpy()) for img in x]
-    groups = [views[i:i + 4] for i in range(0, 16, 4)]
+    groups = [views[i : i + 4] for i in range(0, 16, 4)]
     assert sum(len(set(g)) > 1 for g in groups) >= 3
 
 

@@ -1,4 +1,5 @@
 """Metric functions against hand-computed cases."""
+
 import math
 
 import pytest

@@ -4,10 +4,15 @@ import torch
 from harness.models import MODELS, count_parameters
 
 
+def on_meta(name, *shape):
+    """A network with no storage (parameter counts and layout without allocating or initialising)."""
+    with torch.device("meta"):
+        return MODELS.get(name).build(*shape)
+
+
 def test_wrn_28_10_parameter_counts_match_the_authors():
-    wrn = MODELS.get("wrn")
-    assert count_parameters(wrn.build(28, 10, 100, 1)) == 36_536_884  # "about 36.5 M"
-    assert count_parameters(wrn.build(28, 10, 100, 2)) == 36_601_416  # printed by the authors' model
+    assert count_parameters(on_meta("wrn", 28, 10, 100, 1)) == 36_536_884  # "about 36.5 M"
+    assert count_parameters(on_meta("wrn", 28, 10, 100, 2)) == 36_601_416  # printed by the authors' model
 
 
 @pytest.mark.parametrize("M", [1, 2, 3])
@@ -24,8 +29,7 @@ def test_output_shapes(M):
 
 
 def test_wrn_layout_and_init():
-    torch.manual_seed(0)
-    model = MODELS.get("wrn").build(28, 10, 100, 2)
+    model = on_meta("wrn", 28, 10, 100, 2)
     blocks = [m for m in model.core if m.__class__.__name__ == "WideBasicBlock"]
     assert len(blocks) == 12
     assert [b.conv2.out_channels for b in blocks[::4]] == [160, 320, 640]
@@ -33,7 +37,10 @@ def test_wrn_layout_and_init():
     assert strided.conv1.stride == (1, 1) and strided.conv2.stride == (2, 2) and strided.conv2.padding == (0, 0)
     assert all(not isinstance(m, torch.nn.Conv2d) or m.bias is None for m in model.modules())
     assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    w = blocks[5].conv1.weight  # fan-in 160 * 9: He std sqrt(2 / 1440), truncated at 2 std
+    torch.manual_seed(0)
+    model = MODELS.get("wrn").build(28, 4, 100, 2)  # the initialisation, on a narrower WRN-28
+    blocks = [m for m in model.core if m.__class__.__name__ == "WideBasicBlock"]
+    w = blocks[5].conv1.weight  # fan-in 64 * 9: He std sqrt(2 / 576), truncated at 2 std
     std = (2 / w[0].numel()) ** 0.5
     assert w.abs().max() <= 2 * std + 1e-6
     assert abs(w.std().item() / std - 0.88) < 0.03  # a normal truncated at 2 std keeps 0.88 of its std
@@ -47,7 +54,7 @@ def test_wrn_layout_and_init():
 
 
 def test_preact_resnet_18_width_scales_parameters_quadratically():
-    counts = [count_parameters(MODELS.get("preact_resnet").build(18, w, 200, 1)) for w in (1, 2, 3)]
+    counts = [count_parameters(on_meta("preact_resnet", 18, w, 200, 1)) for w in (1, 2, 3)]
     assert 11_000_000 < counts[0] < 11_500_000  # the standard PreActResNet-18 size
     assert 3.8 < counts[1] / counts[0] < 4.1 and 8.5 < counts[2] / counts[0] < 9.1
 

@@ -3,6 +3,7 @@
 harness uses it, a multi-node Ray cluster whose nodes each work in their own staging folder: trial
 folders, checkpoints, the report and MLflow's artifacts end up in the bucket; a trial whose node is
 lost resumes on the other node from the checkpoint in the bucket."""
+
 import csv
 import io
 import json
@@ -18,11 +19,9 @@ import pyarrow.fs
 import pytest
 
 from harness.storage import CACHE_ONLY, ObjectStore
-from sweep_helpers import harness, harness_background, write_suite
-from test_cluster import cluster, node_of  # noqa: F401 (the cluster fixture)
-from test_tracking_server import free_port
+from helpers import free_port, harness, harness_background, node_of, write_suite
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 BUCKET = "harness-test"
 
 
@@ -30,8 +29,12 @@ BUCKET = "harness-test"
 def s3(tmp_path, monkeypatch):
     """An S3 endpoint with one bucket; the environment every process (Ray nodes included) reads it from."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=open(tmp_path / "s3.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(tmp_path / "s3.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -41,9 +44,14 @@ def s3(tmp_path, monkeypatch):
         except OSError:
             assert proc.poll() is None and time.time() < deadline, (tmp_path / "s3.log").read_text()[-2000:]
             time.sleep(0.2)
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "HARNESS_STAGING_DIR": str(tmp_path / "staging")}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HARNESS_STAGING_DIR": str(tmp_path / "staging"),
+    }.items():
         monkeypatch.setenv(key, value)
     import boto3
 
@@ -80,7 +88,9 @@ def test_push_and_pull_move_changed_files_only(tmp_path, s3):
 
     dst = tmp_path / "dst"
     assert store.pull("t", dst, skip=CACHE_ONLY) == 2
-    assert (dst / "a.txt").read_text() == "two" and (dst / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+    assert (dst / "a.txt").read_text() == "two" and (dst / "sub" / "b.bin").read_bytes() == (
+        src / "sub" / "b.bin"
+    ).read_bytes()
     assert not (dst / "checkpoint.pt").exists()
     assert store.pull("t", dst, skip=CACHE_ONLY) == 0 and store.push(dst, "t") == 0  # pulled files are not sent back
 
@@ -116,7 +126,9 @@ def epochs_in(history: bytes) -> list[int]:
 
 def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_store(tmp_path, s3, cluster):
     c, workers = cluster
-    suite = write_suite(tmp_path, storage=s3, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3})
+    suite = write_suite(
+        tmp_path, storage=s3, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3}
+    )
     proc = harness("run", suite, "--address", c.address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = stored(s3, "synth")
@@ -124,15 +136,19 @@ def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_s
     assert len(trials) == 2
     nodes = set()
     for trial in trials:
-        assert {f"{trial}/{f}" for f in ("config.yaml", "history.csv", "checkpoint.pt", "logits.npz", "attempts.json",
-                                         "metrics.json")} <= set(files)
+        assert {
+            f"{trial}/{f}"
+            for f in ("config.yaml", "history.csv", "checkpoint.pt", "logits.npz", "attempts.json", "metrics.json")
+        } <= set(files)
         assert epochs_in(read(s3, f"synth/{trial}/history.csv")) == [1, 2, 3]
         (attempt,) = json.loads(read(s3, f"synth/{trial}/attempts.json"))
         nodes.add(node_of(workers, attempt).node_id)
         # the trial worked in its node's own staging folder
         assert (tmp_path / "staging" / attempt["node"].replace("/", "-") / "synth" / trial / "metrics.json").exists()
     assert nodes == {w.node_id for w in workers}
-    assert {"mlflow_parent.json", "status.txt"} <= set(files), sorted(f for f in files if "/" not in f)  # the suite's own files
+    assert {"mlflow_parent.json", "status.txt"} <= set(files), sorted(
+        f for f in files if "/" not in f
+    )  # the suite's own files
 
     from mlflow.tracking import MlflowClient
 
@@ -142,7 +158,9 @@ def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_s
     artifacts = stored(s3, "mlartifacts/synth")
     for run in client.search_runs([exp.experiment_id]):
         if run.info.run_name in trials:
-            assert any(name.startswith(f"{run.info.run_id}/artifacts/") and name.endswith("history.csv") for name in artifacts)
+            assert any(
+                name.startswith(f"{run.info.run_id}/artifacts/") and name.endswith("history.csv") for name in artifacts
+            )
 
     # another machine (an empty staging folder) reports straight from the bucket, and stores the report there
     elsewhere = {"HARNESS_STAGING_DIR": str(tmp_path / "elsewhere")}
@@ -156,8 +174,13 @@ def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_s
 
 def test_a_lost_node_resumes_its_trial_from_the_checkpoint_in_the_store(tmp_path, s3, cluster):
     c, workers = cluster
-    suite = write_suite(tmp_path, storage=s3, grid={"method": ["cut_mixmo"], "width": [1]},
-                        base={"epochs": 10, "synthetic_size": 1024}, max_retries=2)
+    suite = write_suite(
+        tmp_path,
+        storage=s3,
+        grid={"method": ["cut_mixmo"], "width": [1]},
+        base={"epochs": 10, "synthetic_size": 1024},
+        max_retries=2,
+    )
     staging = tmp_path / "staging"
     driver = harness_background("run", suite, "--address", c.address, log=tmp_path / "driver.log")
     try:
@@ -193,10 +216,17 @@ def fault_after_epoch_2(monkeypatch):
     monkeypatch.setenv("HARNESS_TEST_FAULT", "raise@2")
 
 
-def test_a_trial_of_two_workers_on_two_nodes_mirrors_and_resumes_from_the_store(tmp_path, s3, fault_after_epoch_2, cluster):
+def test_a_trial_of_two_workers_on_two_nodes_mirrors_and_resumes_from_the_store(
+    tmp_path, s3, fault_after_epoch_2, cluster
+):
     c, workers = cluster
-    suite = write_suite(tmp_path, storage=s3, grid={"method": ["cut_mixmo"], "width": [1]}, max_retries=1,
-                        base={"epochs": 4, "workers_per_trial": 2, "engine": "deepspeed", "zero_stage": 1})
+    suite = write_suite(
+        tmp_path,
+        storage=s3,
+        grid={"method": ["cut_mixmo"], "width": [1]},
+        max_retries=1,
+        base={"epochs": 4, "workers_per_trial": 2, "engine": "deepspeed", "zero_stage": 1},
+    )
     proc = harness("run", suite, "--address", c.address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = stored(s3, "synth")

@@ -1,5 +1,6 @@
 """`harness report` on fixture results with known numbers: aggregation, ensembles, published join,
 figures (checked on the matplotlib objects), the HTML page in headless Chromium, partial sweeps."""
+
 import json
 import shutil
 import subprocess
@@ -31,20 +32,44 @@ def head_logits(correct: list[bool], rng) -> np.ndarray:
 
 def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
     """A finished trial folder as the trainer writes it, from logits with a known accuracy."""
-    config = TrialConfig(**{"dataset": "cifar100", "depth": 16, "width": 2, "epochs": 3, "seed": seed,
-                            "name": root.name, "output_dir": root.parent, **cfg})
+    config = TrialConfig(
+        **{
+            "dataset": "cifar100",
+            "depth": 16,
+            "width": 2,
+            "epochs": 3,
+            "seed": seed,
+            "name": root.name,
+            "output_dir": root.parent,
+            **cfg,
+        }
+    )
     rng = np.random.default_rng(seed * 100 + config.width)
     heads = heads or [[i < round(accuracy * N) for i in range(N)]] * config.num_inputs
     logits = np.stack([head_logits(h, rng) for h in heads], axis=1).astype(np.float16)
     d = config.trial_dir
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({**config.model_dump(mode="json"), "trial_id": config.trial_id,
-                                                   "M": config.num_inputs, "lr": config.learning_rate}))
+    (d / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                **config.model_dump(mode="json"),
+                "trial_id": config.trial_id,
+                "M": config.num_inputs,
+                "lr": config.learning_rate,
+            }
+        )
+    )
     np.savez(d / "logits.npz", test_logits=logits, test_labels=LABELS)
     t, y = torch.from_numpy(logits).float(), torch.from_numpy(LABELS)
-    metrics = {**classification_metrics(t, y), **calibrated_metrics(t, y), "trial_id": config.trial_id,
-               "num_params": 1_000_000 * config.width ** 2 * config.num_inputs, "train_time_s": 3600.0,
-               "eval_time_s": 2.0, "device": "cpu"}
+    metrics = {
+        **classification_metrics(t, y),
+        **calibrated_metrics(t, y),
+        "trial_id": config.trial_id,
+        "num_params": 1_000_000 * config.width**2 * config.num_inputs,
+        "train_time_s": 3600.0,
+        "eval_time_s": 2.0,
+        "device": "cpu",
+    }
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
 
@@ -96,7 +121,9 @@ def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
     assert vanilla["published top-1 %"] == "81.79" and vanilla["ours top-1 %"] == "80.00"
     assert vanilla["difference"] == "-1.79"
     cut = published[published.method == "cut_mixmo + cutmix"].iloc[0]
-    assert cut["published top-1 %"] == "85.77-85.92" and float(cut["difference"]) == pytest.approx(90 - 85.845, abs=0.006)
+    assert cut["published top-1 %"] == "85.77-85.92" and float(cut["difference"]) == pytest.approx(
+        90 - 85.845, abs=0.006
+    )
 
 
 def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
@@ -120,7 +147,10 @@ def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
     assert "before" in titles[0] and "after (T =" in titles[1]
     div = figures.diversity_figure(trials, ens, tmp_path / "f" / "div")
     assert div.axes[0].get_xlabel() == "mean individual top-1 (%)"
-    assert [t.get_text() for t in div.axes[0].get_legend().get_texts()] == ["cut_mixmo (heads)", "vanilla ensemble of 2 (members)"]
+    assert [t.get_text() for t in div.axes[0].get_legend().get_texts()] == [
+        "cut_mixmo (heads)",
+        "vanilla ensemble of 2 (members)",
+    ]
 
 
 def test_partial_sweep_report_says_what_is_missing(sweep):
@@ -141,16 +171,31 @@ def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
         pytest.fail("Debian's chromium is needed for this test (.ci/run installs it)")
     report = build_report(sweep, [("vanilla", [2])])
     page = report["dir"] / "index.html"
-    args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chrome'}", "--enable-logging=stderr", "--v=0"]
+    args = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<table" in dom.stdout and "vanilla (ensemble of 2)" in dom.stdout
     assert "ERR_FILE_NOT_FOUND" not in dom.stderr and "Uncaught" not in dom.stderr
     shot = tmp_path / "page.png"
-    subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
-                   capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        args + [f"--screenshot={shot}", "--window-size=1200,2400", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"))

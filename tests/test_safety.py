@@ -1,6 +1,6 @@
 """Safe and solid in real use: its own Ray, nothing in a results folder executes, one driver per suite,
 corrupt files survived, bad values refused up front, resource errors said plainly, honest progress."""
-import csv
+
 import json
 import os
 import signal
@@ -13,13 +13,12 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
 from harness import results
 from harness.lock import LOCK, LockHeld, SuiteLock, is_live
 from harness.results import TrialFolder
 from harness.sweep import Progress
 from harness.trainer import Trainer
-from sweep_helpers import harness, harness_background, write_suite
+from helpers import attempts, epochs, harness, harness_background, tiny_config, trial_dirs, write_suite
 
 
 class Payload:
@@ -32,23 +31,22 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def fail_after(epoch: int):
+    """An on_epoch callback that stops the trial once epoch ``epoch``'s checkpoint is written."""
+
+    def on_epoch(row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise RuntimeError(f"injected failure after epoch {epoch}")
+
+    return on_epoch
+
+
 def plant(path: Path, marker: Path) -> None:
     torch.save({"epoch": 1, "model": Payload(marker)}, path)
 
 
-def history_epochs(trial_dir: Path) -> list[int]:
-    return [int(r["epoch"]) for r in csv.DictReader(open(trial_dir / results.HISTORY))]
-
-
-def starts(trial_dir: Path) -> list[int]:
-    return [a["from_epoch"] for a in json.loads((trial_dir / results.ATTEMPTS).read_text())]
-
-
-def trial_dirs(tmp_path: Path, suite="synth") -> list[Path]:
-    return sorted(p for p in (tmp_path / "results" / suite).iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 # --- Ray: never a stranger's cluster
+@pytest.mark.slow
 def test_run_starts_its_own_ray_when_a_dead_cluster_is_recorded(tmp_path):
     """The first-hour failure: /tmp/ray/ray_current_cluster names a cluster that is gone (here: a port nothing
     listens on). ray.init(address=None) would try to join it for a minute; `harness run` starts its own."""
@@ -78,6 +76,7 @@ def test_ray_target_is_local_unless_an_address_is_named(monkeypatch):
     assert ray_target() == "ray://head:10001" and ray_target("auto") == "auto"
 
 
+@pytest.mark.slow
 def test_a_suite_asking_for_a_gpu_on_a_machine_without_one_is_refused(tmp_path):
     suite = write_suite(tmp_path, resources={"cpus": 1, "gpus": 1}, grid={"method": ["vanilla"], "width": [1]})
     dry = harness("run", suite, "--dry-run")
@@ -89,13 +88,13 @@ def test_a_suite_asking_for_a_gpu_on_a_machine_without_one_is_refused(tmp_path):
 
 
 # --- nothing in a results folder executes code
-@pytest.mark.parametrize("planted, resumed_from", [([results.CHECKPOINT], 1), ([results.CHECKPOINT, results.PREVIOUS], 0)])
-def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path, planted, resumed_from, monkeypatch):
+@pytest.mark.parametrize(
+    "planted, resumed_from", [([results.CHECKPOINT], 1), ([results.CHECKPOINT, results.PREVIOUS], 0)]
+)
+def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path, planted, resumed_from):
     cfg = tiny_config(epochs=3, output_dir=tmp_path)
-    monkeypatch.setenv("HARNESS_TEST_FAULT", "raise@2")
     with pytest.raises(RuntimeError, match="injected"):
-        Trainer(cfg, log=lambda s: None).run()
-    monkeypatch.delenv("HARNESS_TEST_FAULT")
+        Trainer(cfg, log=lambda s: None).run(on_epoch=fail_after(2))
     marker = tmp_path / "pwned"
     for name in planted:
         plant(cfg.trial_dir / name, marker)
@@ -106,17 +105,16 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path
         assert any("refused by the weights-only loader" in line and name in line for line in logs), logs
         assert (cfg.trial_dir / (name + results.CORRUPT_SUFFIX)).exists()
     # the last checkpoint refused: resumed from the one before; both refused: from scratch
-    assert starts(cfg.trial_dir) == [0, resumed_from]
-    assert history_epochs(cfg.trial_dir) == [1, 2, 3] and TrialFolder(cfg.trial_dir).is_finished()
+    assert [a["from_epoch"] for a in attempts(cfg.trial_dir)] == [0, resumed_from]
+    assert epochs(cfg.trial_dir) == [1, 2, 3] and TrialFolder(cfg.trial_dir).is_finished()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tags, resumed_from", [(["epoch2"], 1), (["epoch1", "epoch2"], 0)])
-def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, monkeypatch, tags, resumed_from):
+def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, tags, resumed_from):
     cfg = tiny_config(epochs=3, output_dir=tmp_path, engine="deepspeed", zero_stage=1)
-    monkeypatch.setenv("HARNESS_TEST_FAULT", "raise@2")
     with pytest.raises(RuntimeError, match="injected"):
-        Trainer(cfg, log=lambda s: None).run()
-    monkeypatch.delenv("HARNESS_TEST_FAULT")
+        Trainer(cfg, log=lambda s: None).run(on_epoch=fail_after(2))
     marker = tmp_path / "pwned"
     planted = [p for tag in tags for p in (cfg.trial_dir / "deepspeed" / tag).glob("*.pt")]
     assert len(planted) == 2 * len(tags)  # model states and ZeRO optimizer states of each tag
@@ -126,7 +124,11 @@ def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, monkeypatch, tag
     Trainer(cfg, log=logs.append).run()
     assert not marker.exists()
     assert sum("refused by the weights-only loader" in line for line in logs) == len(tags), logs
-    assert starts(cfg.trial_dir) == [0, resumed_from] and history_epochs(cfg.trial_dir) == [1, 2, 3]
+    assert [a["from_epoch"] for a in attempts(cfg.trial_dir)] == [0, resumed_from] and epochs(cfg.trial_dir) == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_deepspeed_reads_its_own_files_weights_only(tmp_path):
@@ -157,7 +159,11 @@ def test_lock_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
     first = SuiteLock(tmp_path, command="harness run a.yaml")
     first.acquire()
     record = json.loads((tmp_path / LOCK).read_text())
-    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname() and record["command"] == "harness run a.yaml"
+    assert (
+        record["pid"] == os.getpid()
+        and record["host"] == socket.gethostname()
+        and record["command"] == "harness run a.yaml"
+    )
     with pytest.raises(LockHeld, match=f"being run by `harness run a.yaml` \\(pid {os.getpid()} on .*--break-lock"):
         SuiteLock(tmp_path).acquire()
     first.release()
@@ -178,9 +184,14 @@ def test_lock_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_second_driver_is_turned_away_and_status_shows_running(tmp_path):
-    suite = write_suite(tmp_path, base={"epochs": 5, "synthetic_size": 4096, "synthetic_resolution": 32}, concurrency=1,
-                        grid={"method": ["vanilla"], "width": [1, 2]})
+    suite = write_suite(
+        tmp_path,
+        base={"epochs": 5, "synthetic_size": 4096, "synthetic_resolution": 32},
+        concurrency=1,
+        grid={"method": ["vanilla"], "width": [1, 2]},
+    )
     log = tmp_path / "first.log"
     first = harness_background("run", suite, log=log, HARNESS_PROGRESS_S="0.5")
     try:
@@ -205,6 +216,7 @@ def test_second_driver_is_turned_away_and_status_shows_running(tmp_path):
 
 
 # --- corrupt files
+@pytest.mark.slow
 def test_corrupt_trial_folders_are_reported_skipped_and_retrained(tmp_path):
     suite = write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1, 2]})
     first = harness("run", suite)
@@ -227,11 +239,14 @@ def test_corrupt_trial_folders_are_reported_skipped_and_retrained(tmp_path):
     again = harness("run", suite)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "it is retrained from its last readable checkpoint" in again.stderr
-    assert starts(garbled) == [0, 2]  # from its last checkpoint: only the evaluation reran
-    assert starts(truncated) == [0, 1]  # the truncated one set aside, resumed from the one before
+    assert [a["from_epoch"] for a in attempts(garbled)] == [0, 2]  # from its last checkpoint: only the evaluation reran
+    assert [a["from_epoch"] for a in attempts(truncated)] == [
+        0,
+        1,
+    ]  # the truncated one set aside, resumed from the one before
     assert (truncated / (results.CHECKPOINT + results.CORRUPT_SUFFIX)).exists()
     for d in (garbled, truncated):
-        assert TrialFolder(d).is_finished() and history_epochs(d) == [1, 2]
+        assert TrialFolder(d).is_finished() and epochs(d) == [1, 2]
     assert "2 finished" in harness("status", suite).stdout
 
 
@@ -246,7 +261,9 @@ def test_unusable_storage_and_tracking_are_refused_up_front(tmp_path):
     suite = write_suite(tmp_path)
     proc = harness("run", suite, "--tracking-uri", "banana://x")
     assert proc.returncode == 2 and "tracking URI 'banana://x': not one MLflow can open" in proc.stderr
-    assert not (tmp_path / "results" / "synth").exists() or not list((tmp_path / "results" / "synth").glob("*/config.yaml"))
+    assert not (tmp_path / "results" / "synth").exists() or not list(
+        (tmp_path / "results" / "synth").glob("*/config.yaml")
+    )
 
 
 def test_bad_suite_files_name_the_problem(tmp_path):
@@ -270,8 +287,17 @@ def test_train_refuses_coerced_values_and_divergence_is_said_plainly(tmp_path):
     proc = harness("train", "--set", "dataset=synthetic", "--set", "device=banana")
     assert proc.returncode == 2 and "device: String should match pattern" in proc.stderr
     config = tmp_path / "diverge.yaml"
-    config.write_text(yaml.safe_dump({**tiny_config().model_dump(mode="json"), "base_lr": 1e12, "l2": 0.0,
-                                      "output_dir": str(tmp_path), "epochs": 3}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **tiny_config().model_dump(mode="json"),
+                "base_lr": 1e12,
+                "l2": 0.0,
+                "output_dir": str(tmp_path),
+                "epochs": 3,
+            }
+        )
+    )
     proc = harness("train", config)
     assert proc.returncode == 1 and "training diverged" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
@@ -293,8 +319,11 @@ def test_full_disk_is_reported_as_such(tmp_path):
 
 def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
     config = tmp_path / "trial.yaml"
-    config.write_text(yaml.safe_dump({**tiny_config(synthetic_size=20000, epochs=2).model_dump(mode="json"),
-                                      "output_dir": str(tmp_path)}))
+    config.write_text(
+        yaml.safe_dump(
+            {**tiny_config(synthetic_size=20000, epochs=2).model_dump(mode="json"), "output_dir": str(tmp_path)}
+        )
+    )
     log = tmp_path / "train.log"
     proc = harness_background("train", config, log=log)
     deadline = time.time() + 120
@@ -307,8 +336,13 @@ def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
 
 def test_report_from_another_folder_says_where_it_looked(tmp_path):
     suite = write_suite(tmp_path, storage="results")
-    proc = subprocess.run([os.sys.executable, "-m", "harness", "report", str(suite)], cwd=tmp_path / "..",
-                          capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    proc = subprocess.run(
+        [os.sys.executable, "-m", "harness", "report", str(suite)],
+        cwd=tmp_path / "..",
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
     assert proc.returncode == 2
     assert f"no results yet in {(tmp_path / '..').resolve() / 'results' / 'synth'}" in proc.stderr
     assert "relative to the folder" in proc.stderr

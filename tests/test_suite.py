@@ -1,10 +1,11 @@
 """Suite files: grid expansion, and a specific error for each kind of bad file."""
+
 import pytest
 import yaml
 
 from harness.config import ConfigError
 from harness.suite import expand, load_suite
-from sweep_helpers import harness
+from helpers import harness
 
 GOOD = {
     "name": "t",
@@ -66,7 +67,10 @@ BAD = [
     (with_(concurrency=0), r"concurrency: Input should be greater than or equal to 1"),
     (with_(max_retries="often"), r"max_retries: Input should be a valid integer"),
     (with_(ensembles={"method": "cutmix", "sizes": [1]}), r"ensemble sizes must be >= 2"),
-    (with_(ensembles={"method": "cutmix", "sizes": [3]}), r"ensembles\[0\]\.sizes: an ensemble of 3 needs as many seeds"),
+    (
+        with_(ensembles={"method": "cutmix", "sizes": [3]}),
+        r"ensembles\[0\]\.sizes: an ensemble of 3 needs as many seeds",
+    ),
     (with_(ensembles={"method": "mixup", "sizes": [2]}), r"no trial of method 'mixup'"),
     (with_(rules=[{"when": {"method": "cut_mixmo"}, "set": {"M": 1}}]), r"needs M >= 2 subnetworks"),
     (with_(rules=[{"when": {"method": "cut_mixmo"}, "sett": {"M": 2}}]), r"rules\.0\.sett: unknown key"),
@@ -80,17 +84,28 @@ BAD = [
     (with_(base__device="banana"), r"base\.device: String should match pattern '\^\(auto\|cpu\|cuda"),
     (with_(tracking={"uri": "garbage"}), r"tracking\.uri: .*not one MLflow can open; use sqlite:///"),
     (with_(base__base_lr=float("inf")), r"base\.base_lr: Input should be a finite number"),
-    (with_(base__milestones=[0, 400]), r"milestones \[0, 400\]: increasing epochs between 1 and milestones_budget = 300"),
+    (
+        with_(base__milestones=[0, 400]),
+        r"milestones \[0, 400\]: increasing epochs between 1 and milestones_budget = 300",
+    ),
     (with_(grid__width=[1, "2"]), r"grid\.width\[1\]: Input should be a valid integer \(got '2'\)"),
     (with_(grid__width=[True]), r"grid\.width\[0\]: Input should be a valid integer \(got True\)"),
     (with_(resources={"cpus": "1"}), r"resources\.cpus: Input should be a valid number"),
     (with_(concurrency=True), r"concurrency: Input should be a valid integer"),
     (with_(exclude=[{"method": "vanilla", "width": 7}]), r"exclude\[0\]: .*matches no grid point"),
-    (with_(grid__seed=list(range(1000)), grid__width=list(range(1, 1001))), r"grid: 3,000,002 trials .* at most 10,000"),
-    ("name: t\nbase: {depth: 10}\ngrid: {width: [1]}\nbase: {epochs: 1}\n", r"line 4, column 1: duplicate key 'base' \(first at line 2\)"),
-    ("name: t\nbase:\n  deepspeed:\n    a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"  # an alias bomb: 10^7 values
-     + "".join(f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 7)),
-     r"more than 100,000 values once its aliases are expanded"),
+    (
+        with_(grid__seed=list(range(1000)), grid__width=list(range(1, 1001))),
+        r"grid: 3,000,002 trials .* at most 10,000",
+    ),
+    (
+        "name: t\nbase: {depth: 10}\ngrid: {width: [1]}\nbase: {epochs: 1}\n",
+        r"line 4, column 1: duplicate key 'base' \(first at line 2\)",
+    ),
+    (
+        "name: t\nbase:\n  deepspeed:\n    a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"  # an alias bomb: 10^7 values
+        + "".join(f"    a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 7)),
+        r"more than 100,000 values once its aliases are expanded",
+    ),
 ]
 
 
@@ -112,8 +127,9 @@ def test_cli_refuses_missing_data_before_running_anything(tmp_path):
     assert bad.returncode == 2 and "grid.width: empty list" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).parents[1] / "suites").glob("*.yaml")),
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((__import__("pathlib").Path(__file__).parents[1] / "suites").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_shipped_suites_load_and_expand(path):
     suite = load_suite(path)
     trials = expand(suite, str(path))

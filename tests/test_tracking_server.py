@@ -1,48 +1,13 @@
 """Tracking against a real `mlflow server` on localhost, and a tracking outage that loses nothing."""
+
 import os
 import signal
-import socket
-import subprocess
-import time
-import urllib.request
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from sweep_helpers import harness, write_suite
+from helpers import free_port, harness, runs, start_server, write_suite
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp_path, port):
-    proc = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts")],
-        stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc
-        except OSError:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not come up: " + (tmp_path / "server.log").read_text()[-2000:])
-
-
-def runs(uri, experiment):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None, f"no experiment {experiment} on {uri}"
-    found = client.search_runs([exp.experiment_id])
-    return client, [r for r in found if r.data.tags.get("harness.role") == "sweep"], \
-        [r for r in found if "mlflow.parentRunId" in r.data.tags]
+pytestmark = pytest.mark.slow  # Ray, subprocesses: the full lane (CI) runs them
 
 
 def test_outage_then_sync_then_live_server(tmp_path):

@@ -1,4 +1,5 @@
 """The trainer: lr schedule, a short synthetic training, the result folder, resume after SIGKILL."""
+
 import csv
 import json
 import os
@@ -11,7 +12,7 @@ import torch
 
 from harness import results
 from harness.trainer import Trainer, learning_rate, milestone_epochs
-from conftest import tiny_config
+from helpers import tiny_config
 
 
 def test_milestones_scale_with_the_epoch_budget():
@@ -37,14 +38,24 @@ def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M,
     cfg = tiny_config(method=method, b=b, epochs=4, output_dir=tmp_path, synthetic_size=512, lr=0.05)
     metrics = Trainer(cfg, log=lambda s: None).run()
     d = cfg.trial_dir
-    assert {p.name for p in d.iterdir()} >= {"config.yaml", "history.csv", "metrics.json", "logits.npz", "checkpoint.pt"}
+    assert {p.name for p in d.iterdir()} >= {
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "logits.npz",
+        "checkpoint.pt",
+    }
     rows = list(csv.DictReader(open(d / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]
     assert metrics["top1"] > 0.6  # 4 classes: chance is 0.25
     logits = results.load_logits(d / "logits.npz")
-    assert logits["test_logits"].dtype == np.float16 and logits["test_logits"].shape == (len(logits["test_labels"]), M, 4)
+    assert logits["test_logits"].dtype == np.float16 and logits["test_logits"].shape == (
+        len(logits["test_labels"]),
+        M,
+        4,
+    )
     saved = json.loads((d / "metrics.json").read_text())
     assert saved["top1"] == metrics["top1"] and saved["trial_id"] == cfg.trial_id
     assert "calibration_protocol" in saved and f"head{M - 1}_top1" in saved
@@ -73,8 +84,19 @@ def train_cli(cfg_overrides, out, fault=None):
 
 
 def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
-    overrides = dict(dataset="synthetic", synthetic_size=256, synthetic_classes=4, synthetic_resolution=16,
-                     depth=10, width=1, epochs=3, batch_size=32, method="cut_mixmo", b=2, progress="false")
+    overrides = dict(
+        dataset="synthetic",
+        synthetic_size=256,
+        synthetic_classes=4,
+        synthetic_resolution=16,
+        depth=10,
+        width=1,
+        epochs=3,
+        batch_size=32,
+        method="cut_mixmo",
+        b=2,
+        progress="false",
+    )
     cfg = tiny_config(**{k: v for k, v in overrides.items() if k != "progress"})
     killed = train_cli(overrides, tmp_path / "a", fault="kill@1")
     assert killed.returncode == -9, killed.stderr
@@ -124,8 +146,16 @@ def test_compiled_channels_last_step_matches_the_eager_step(tmp_path):
 
 
 def test_compiled_bf16_trial_learns_on_cpu(tmp_path):
-    cfg = tiny_config(method="cut_mixmo", b=2, epochs=3, lr=0.05, synthetic_size=512, compile=True,
-                      precision="bf16", output_dir=tmp_path)
+    cfg = tiny_config(
+        method="cut_mixmo",
+        b=2,
+        epochs=3,
+        lr=0.05,
+        synthetic_size=512,
+        compile=True,
+        precision="bf16",
+        output_dir=tmp_path,
+    )
     metrics = Trainer(cfg, log=lambda s: None).run()
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / "history.csv"))]
     assert losses[-1] < losses[0] and metrics["top1"] > 0.5  # 4 classes: chance 0.25

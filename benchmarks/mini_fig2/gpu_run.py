@@ -11,6 +11,7 @@ machine has neither): every trial of the suite at once as its own `harness train
 
     python benchmarks/mini_fig2/gpu_run.py suites/cifar100_mini_fig2.yaml --data-dir /tmp/data --out $OUT --budget-s 540
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,20 @@ def log(msg: str) -> None:
 
 
 def launch(args: list[str], logfile: Path, module: bool = True, compile_threads: int = 1) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": str(compile_threads), "PYTHONUNBUFFERED": "1",
-           "TORCHINDUCTOR_FX_GRAPH_CACHE": "1", "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}  # probes compile, trials reuse
-    return subprocess.Popen([sys.executable, *(["-m", "harness"] if module else []), *args], stdout=logfile.open("w"),
-                            stderr=subprocess.STDOUT, env=env)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TORCHINDUCTOR_COMPILE_THREADS": str(compile_threads),
+        "PYTHONUNBUFFERED": "1",
+        "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+        "TORCHINDUCTOR_AUTOGRAD_CACHE": "1",
+    }  # probes compile, trials reuse
+    return subprocess.Popen(
+        [sys.executable, *(["-m", "harness"] if module else []), *args],
+        stdout=logfile.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
 
 
 def wait_all(procs: dict, deadline: float, every: float = 20.0, status=None) -> dict:
@@ -72,8 +83,15 @@ def probe_one(config: Path, ready: Path, total: int, warmup: int, steps: int, un
     while len(list(ready.iterdir())) < total and time.time() < until:
         time.sleep(0.2)
     rate = steps / timed(trainer.device, step, 0, steps)
-    print(json.dumps({"steps_per_s": rate, "all_ready": len(list(ready.iterdir())) >= total,
-                      "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}))
+    print(
+        json.dumps(
+            {
+                "steps_per_s": rate,
+                "all_ready": len(list(ready.iterdir())) >= total,
+                "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+            }
+        )
+    )
 
 
 def probe(trials, work: Path, deadline: float, steps: int) -> tuple[dict[str, float], set[str]]:
@@ -85,11 +103,19 @@ def probe(trials, work: Path, deadline: float, steps: int) -> tuple[dict[str, fl
     for cfg in trials:
         path = work / f"{cfg.trial_id}.yaml"
         path.write_text(json.dumps(cfg.model_dump(mode="json")))  # JSON is YAML
-        procs[cfg.trial_id] = launch([__file__, "--probe-one", str(path), str(ready), str(len(trials)), str(steps),
-                                      str(deadline - 30)], work / f"probe_{cfg.trial_id}.log", module=False,
-                                     compile_threads=max(1, (os.cpu_count() or 1) // len(trials)))
-    codes = wait_all(procs, deadline, status=lambda: f"probe: {sum(p.poll() is None for p in procs.values())} "
-                                                     f"running, {len(list(ready.iterdir()))} compiled")
+        procs[cfg.trial_id] = launch(
+            [__file__, "--probe-one", str(path), str(ready), str(len(trials)), str(steps), str(deadline - 30)],
+            work / f"probe_{cfg.trial_id}.log",
+            module=False,
+            compile_threads=max(1, (os.cpu_count() or 1) // len(trials)),
+        )
+    codes = wait_all(
+        procs,
+        deadline,
+        status=lambda: (
+            f"probe: {sum(p.poll() is None for p in procs.values())} running, {len(list(ready.iterdir()))} compiled"
+        ),
+    )
     rates, failed = {}, set()
     for cfg in trials:
         key, rates[cfg.trial_id] = cfg.trial_id, float("nan")
@@ -107,8 +133,13 @@ def pack(trial_dirs: list[Path], suite_dir: Path, out: Path, limit: int = 18 * 2
     """The trial folders without checkpoints, the report and the logs, in at most `most` archives of at most
     `limit` bytes before compression (the device tool returns 8 files of 16 MiB; 3 are the logs)."""
     skip = {"checkpoint.pt", "deepspeed"}
-    items = [p for d in trial_dirs if d.exists() for p in sorted(d.rglob("*"))
-             if p.is_file() and not skip & set(p.relative_to(d).parts)]
+    items = [
+        p
+        for d in trial_dirs
+        if d.exists()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and not skip & set(p.relative_to(d).parts)
+    ]
     items += [p for p in sorted((suite_dir / "report").rglob("*")) if p.is_file()]
     items += [p for p in sorted((suite_dir / "logs").glob("*")) if p.is_file()]
     bins: list[list[Path]] = [[]]
@@ -143,7 +174,9 @@ def main() -> int:
     ap.add_argument("--fallback-rate", type=float, default=10, help="steps/s assumed if no probe finished")
     ap.add_argument("--reserve-s", type=float, default=90, help="kept for trial start-up, evaluation, report, packing")
     ap.add_argument("--max-epochs", type=int, default=60)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (dry runs)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (dry runs)"
+    )
     args = ap.parse_args()
     from harness import results
     from harness.config import TrialConfig, parse_overrides
@@ -169,16 +202,29 @@ def main() -> int:
     epoch_s = max(steps[k] / rates[k] for k in rates)
     left = deadline - time.time() - args.reserve_s
     epochs = max(1, min(args.max_epochs, int(left / epoch_s)))
-    log("probe (steps/s with all trials sharing the GPU): " +
-        ", ".join(f"{t.method}-w{t.width}-s{t.seed} {rates[t.trial_id]:.1f}" for t in trials))
-    log(f"slowest trial: {epoch_s:.1f} s/epoch; {left:.0f} s left for training -> {epochs} epochs"
-        + (f"; without torch.compile (its probe failed): {sorted(failed_probe)}" if failed_probe else ""))
+    log(
+        "probe (steps/s with all trials sharing the GPU): "
+        + ", ".join(f"{t.method}-w{t.width}-s{t.seed} {rates[t.trial_id]:.1f}" for t in trials)
+    )
+    log(
+        f"slowest trial: {epoch_s:.1f} s/epoch; {left:.0f} s left for training -> {epochs} epochs"
+        + (f"; without torch.compile (its probe failed): {sorted(failed_probe)}" if failed_probe else "")
+    )
     runs = []
     for t in trials:
         update = {"epochs": epochs} | ({"compile": False} if t.trial_id in failed_probe else {})
         runs.append(TrialConfig.model_validate({**t.model_dump(), **update}))
-    results.write_json(args.out / "plan.json", {"epochs": epochs, "no_compile": sorted(failed_probe), "rates_steps_per_s": rates, "steps_per_epoch": steps,
-                                               "probe_s": time.time() - START, "trials": [c.trial_id for c in runs]})
+    results.write_json(
+        args.out / "plan.json",
+        {
+            "epochs": epochs,
+            "no_compile": sorted(failed_probe),
+            "rates_steps_per_s": rates,
+            "steps_per_epoch": steps,
+            "probe_s": time.time() - START,
+            "trials": [c.trial_id for c in runs],
+        },
+    )
 
     # 3. the trials
     procs = {}
@@ -190,7 +236,8 @@ def main() -> int:
 
     def status() -> str:
         done = [results.TrialFolder(c.trial_dir).state().epochs for c in runs]
-        return f"trials: {sum(p.poll() is None for p in procs.values())} running, epochs done {sum(done)}/{epochs * len(runs)}"
+        running = sum(p.poll() is None for p in procs.values())
+        return f"trials: {running} running, epochs done {sum(done)}/{epochs * len(runs)}"
 
     codes = wait_all(procs, deadline - 35, status=status)
     finished = [c for c in runs if results.TrialFolder(c.trial_dir).is_finished()]
@@ -200,9 +247,18 @@ def main() -> int:
             log(f"{c.trial_id} (exit {codes[c.trial_id]}):\n" + (work / f"train_{c.trial_id}.log").read_text()[-800:])
 
     # 4. report and archives
-    subprocess.run([sys.executable, "-m", "harness", "report", str(suite_dir)], timeout=max(5, deadline - time.time() - 15))
-    results.write_json(args.out / "plan.json", {**results.read_json(args.out / "plan.json"), "train_s": time.time() - t0,
-                                               "finished": [c.trial_id for c in finished], "total_s": time.time() - START})
+    subprocess.run(
+        [sys.executable, "-m", "harness", "report", str(suite_dir)], timeout=max(5, deadline - time.time() - 15)
+    )
+    results.write_json(
+        args.out / "plan.json",
+        {
+            **results.read_json(args.out / "plan.json"),
+            "train_s": time.time() - t0,
+            "finished": [c.trial_id for c in finished],
+            "total_s": time.time() - START,
+        },
+    )
     pack([c.trial_dir for c in runs], suite_dir, args.out)
     log(f"done: {len(finished)}/{len(runs)} trials, {epochs} epochs each")
     return 0 if len(finished) == len(runs) else 1

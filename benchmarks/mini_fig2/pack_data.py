@@ -9,6 +9,7 @@ same `train_subset`), so trial ids and data match a run on the full files. Pixel
     python benchmarks/mini_fig2/pack_data.py pack ../shared/data/cifar100 .mini_fig2_data --train-subset 20000
     python benchmarks/mini_fig2/pack_data.py unpack .mini_fig2_data /tmp/data/cifar100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,13 @@ def _sha(x: np.ndarray) -> str:
 def _encode(x: np.ndarray, out: Path, stem: str) -> int:
     files = 0
     for start in range(0, len(x), TILE):
-        chunk = x[start:start + TILE]
+        chunk = x[start : start + TILE]
         rows = -(-len(chunk) // 100)
         pad = np.zeros((rows * 100 - len(chunk), *chunk.shape[1:]), np.uint8)
         mosaic = np.concatenate([chunk, pad]).reshape(rows, 100, 32, 32, 3).transpose(0, 2, 1, 3, 4)
-        Image.fromarray(mosaic.reshape(rows * 32, 100 * 32, 3)).save(out / f"{stem}_{files:03d}.webp", "WEBP",
-                                                                      lossless=True, quality=100, method=6)
+        Image.fromarray(mosaic.reshape(rows * 32, 100 * 32, 3)).save(
+            out / f"{stem}_{files:03d}.webp", "WEBP", lossless=True, quality=100, method=6
+        )
         files += 1
     return files
 
@@ -58,8 +60,13 @@ def pack(src: Path, out: Path, train_subset: int) -> None:
     with np.load(src / "test.npz") as z:
         x_test, y_test = z["x"], z["y"]
     keep = np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(y_train))[:train_subset])
-    meta = {"train_rows": len(y_train), "train_keep": len(keep), "test_rows": len(y_test),
-            "train_sha256": _sha(x_train[keep]), "test_sha256": _sha(x_test)}
+    meta = {
+        "train_rows": len(y_train),
+        "train_keep": len(keep),
+        "test_rows": len(y_test),
+        "train_sha256": _sha(x_train[keep]),
+        "test_sha256": _sha(x_test),
+    }
     np.savez_compressed(out / "labels.npz", keep=keep, y_train=y_train, y_test=y_test)
     _encode(x_train[keep], out, "train")
     _encode(x_test, out, "test")
@@ -83,7 +90,9 @@ def unpack(src: Path, out: Path) -> None:
     np.savez(out / "test.npz", x=x_test, y=labels["y_test"])
     if (src / "classes.txt").exists():
         (out / "classes.txt").write_text((src / "classes.txt").read_text())
-    print(f"unpacked {len(kept)} train (of {len(x_train)} rows) + {len(x_test)} test images into {out}; checksums match")
+    print(
+        f"unpacked {len(kept)} train (of {len(x_train)} rows) + {len(x_test)} test images into {out}; checksums match"
+    )
 
 
 if __name__ == "__main__":

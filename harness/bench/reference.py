@@ -7,6 +7,7 @@ repeats every index b times. The step on top is fp32, eager, NCHW, with a per-pa
 The per-batch choices of Cut-MixMo (cut or linear, which input gets the box) are drawn per sample
 here: the same marginal distribution per sample, and the same amount of per-sample work.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,12 +57,27 @@ def sample_masks(method, progress: float, rng: np.random.Generator) -> tuple[np.
 class ReferenceDataset(Dataset):
     """Item i: image i in input slot 0 and M - 1 random partners, each PIL-augmented, mixed per sample."""
 
-    def __init__(self, arrays: ImageArrays, method, mean, std, crop_padding: int = 4, flip: bool = True,
-                 progress: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        arrays: ImageArrays,
+        method,
+        mean,
+        std,
+        crop_padding: int = 4,
+        flip: bool = True,
+        progress: float = 0.0,
+        seed: int = 0,
+    ):
         self.arrays, self.method, self.progress = arrays, method, progress
         size = arrays.x.shape[1]
-        self.transform = T.Compose([T.RandomCrop(size, padding=crop_padding), T.RandomHorizontalFlip(0.5 if flip else 0.0),
-                                    T.ToTensor(), T.Normalize(mean, std)])
+        self.transform = T.Compose(
+            [
+                T.RandomCrop(size, padding=crop_padding),
+                T.RandomHorizontalFlip(0.5 if flip else 0.0),
+                T.ToTensor(),
+                T.Normalize(mean, std),
+            ]
+        )
         self.rng = np.random.default_rng(seed)  # workers replace it with their own streams
 
     def __len__(self) -> int:
@@ -97,7 +113,9 @@ class ReferenceDataset(Dataset):
                         visible = F.interpolate(torch.from_numpy(masks[slot])[None], size=(H, W), mode="nearest")[0, 0]
                         if visible.sum() > 0:
                             kappa = float((cut * visible).sum() / visible.sum())
-                targets[slot] = (1 - kappa) * targets[slot] + kappa * F.one_hot(torch.tensor(self.arrays.y[j]), K).float()
+                targets[slot] = (1 - kappa) * targets[slot] + kappa * F.one_hot(
+                    torch.tensor(self.arrays.y[j]), K
+                ).float()
         targets = targets * loss_weights(torch.from_numpy(lams), cfg.r).unsqueeze(-1)
         item = {"inputs": inputs, "targets": targets, "labels": labels}
         if masks is not None:
@@ -126,9 +144,25 @@ def _worker_init(worker_id: int) -> None:
     info.dataset.rng = np.random.default_rng(info.seed)  # each worker its own stream
 
 
-def reference_loader(arrays: ImageArrays, method, mean, std, batch_size: int, repetitions: int, workers: int,
-                     pin_memory: bool = False, crop_padding: int = 4, flip: bool = True, seed: int = 0) -> DataLoader:
+def reference_loader(
+    arrays: ImageArrays,
+    method,
+    mean,
+    std,
+    batch_size: int,
+    repetitions: int,
+    workers: int,
+    pin_memory: bool = False,
+    crop_padding: int = 4,
+    flip: bool = True,
+    seed: int = 0,
+) -> DataLoader:
     dataset = ReferenceDataset(arrays, method, mean, std, crop_padding, flip, seed=seed)
-    return DataLoader(dataset, batch_sampler=RepeatedBatchSampler(len(arrays), batch_size, repetitions, seed),
-                      num_workers=workers, pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
-                      prefetch_factor=2 if workers else None)
+    return DataLoader(
+        dataset,
+        batch_sampler=RepeatedBatchSampler(len(arrays), batch_size, repetitions, seed),
+        num_workers=workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=2 if workers else None,
+    )

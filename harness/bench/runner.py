@@ -4,6 +4,7 @@ side by side with the reference pipeline (``reference.py``) timed in the same pr
 Samples count batch entries (repetitions included), as the batch size does. Every timed region
 ends with a device synchronisation.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -47,9 +48,18 @@ class BenchResult:
     def table(self) -> str:
         from tabulate import tabulate
 
-        body = [[r.part, r.pipeline, r.batch_size, f"{r.samples_per_s:,.0f}",
-                 "-" if r.ratio is None else f"{r.ratio:.2f}x",
-                 "-" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}", r.note] for r in self.rows]
+        body = [
+            [
+                r.part,
+                r.pipeline,
+                r.batch_size,
+                f"{r.samples_per_s:,.0f}",
+                "-" if r.ratio is None else f"{r.ratio:.2f}x",
+                "-" if r.peak_memory_gb is None else f"{r.peak_memory_gb:.2f}",
+                r.note,
+            ]
+            for r in self.rows
+        ]
         return tabulate(body, headers=["part", "pipeline", "batch", "samples/s", "vs reference", "peak GB", "note"])
 
     def to_json(self) -> dict:
@@ -113,21 +123,43 @@ def _label(cfg: TrialConfig, channels_last: bool) -> str:
     return ", ".join(parts)
 
 
-def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], compiles: list,
-              loaders: list[str], warmup: int, steps: int, loader_steps: int, reference_workers: int,
-              reference: bool = True, engines: list[str] | None = None,
-              log: Callable[[str], None] = print) -> BenchResult:
+def run_bench(
+    cfg: TrialConfig,
+    batch_sizes: list[int],
+    precisions: list[str],
+    compiles: list,
+    loaders: list[str],
+    warmup: int,
+    steps: int,
+    loader_steps: int,
+    reference_workers: int,
+    reference: bool = True,
+    engines: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> BenchResult:
     from harness.bench.reference import reference_loader
     from harness.trainer import Trainer, resolve_device
 
     cfg = _variant(cfg, progress=False)
     device = resolve_device(cfg.device)
     result = BenchResult(
-        config={**cfg.recipe(), "device": cfg.device, "batch_sizes": batch_sizes, "precisions": precisions,
-                "compiles": compiles, "loaders": loaders, "engines": engines or [cfg.engine], "warmup": warmup, "steps": steps, "loader_steps": loader_steps,
-                "reference_workers": reference_workers},
-        device=str(device), device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        torch=torch.__version__, cpu_threads=torch.get_num_threads(),
+        config={
+            **cfg.recipe(),
+            "device": cfg.device,
+            "batch_sizes": batch_sizes,
+            "precisions": precisions,
+            "compiles": compiles,
+            "loaders": loaders,
+            "engines": engines or [cfg.engine],
+            "warmup": warmup,
+            "steps": steps,
+            "loader_steps": loader_steps,
+            "reference_workers": reference_workers,
+        },
+        device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        torch=torch.__version__,
+        cpu_threads=torch.get_num_threads(),
     )
 
     def add(row: Row) -> None:
@@ -136,47 +168,95 @@ def run_bench(cfg: TrialConfig, batch_sizes: list[int], precisions: list[str], c
 
     base = Trainer(_variant(cfg, batch_size=batch_sizes[0]), log=lambda s: None)
     data, bs0 = base.data, batch_sizes[0]
-    log(f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
+    log(
+        f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
         f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps "
-        f"({loader_steps} for the loaders)")
+        f"({loader_steps} for the loaders)"
+    )
 
     # --- the loaders alone (each batch through the method: pairing, masks, targets); the harness's
     # pipelines first, the reference last, so its worker processes cannot slow the others down
     for loader in loaders:
         same = loader == cfg.loader
-        seconds = _time_trainer(base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
-                                device, warmup, loader_steps, train=False)
-        add(Row("loader", f"{loader} loader + batched mixing on {device.type}", bs0, loader_steps * bs0 / seconds,
-                seconds=seconds, steps=loader_steps))
+        seconds = _time_trainer(
+            base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
+            device,
+            warmup,
+            loader_steps,
+            train=False,
+        )
+        add(
+            Row(
+                "loader",
+                f"{loader} loader + batched mixing on {device.type}",
+                bs0,
+                loader_steps * bs0 / seconds,
+                seconds=seconds,
+                steps=loader_steps,
+            )
+        )
     if reference:
-        ref = reference_loader(data.train, base.method, data.mean, data.std, bs0, cfg.b, reference_workers,
-                               pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
+        ref = reference_loader(
+            data.train,
+            base.method,
+            data.mean,
+            data.std,
+            bs0,
+            cfg.b,
+            reference_workers,
+            pin_memory=device.type == "cuda",
+            crop_padding=cfg.crop_padding,
+            flip=cfg.flip,
+        )
         batches = _cycle(lambda: iter(ref))
         seconds = timed(device, lambda: next(batches), warmup, loader_steps)
         batches.close()  # stops the workers
-        add(Row("loader", f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing", bs0,
-                loader_steps * bs0 / seconds, seconds=seconds, steps=loader_steps))
+        add(
+            Row(
+                "loader",
+                f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing",
+                bs0,
+                loader_steps * bs0 / seconds,
+                seconds=seconds,
+                steps=loader_steps,
+            )
+        )
 
     # --- the full training step
     method = base.method
     del base
-    for bs, engine, precision, compile_mode, loader in itertools.product(batch_sizes, engines or [cfg.engine], precisions,
-                                                                         compiles, loaders):
+    for bs, engine, precision, compile_mode, loader in itertools.product(
+        batch_sizes, engines or [cfg.engine], precisions, compiles, loaders
+    ):
         if engine == "deepspeed" and compile_mode:
             continue  # the DeepSpeed engine runs eagerly
-        engine_keys = {} if engine == "deepspeed" else {"zero_stage": 0, "deepspeed": {}}  # DeepSpeed's keys on its rows only
-        variant = _variant(cfg, batch_size=bs, engine=engine, precision=precision, compile=compile_mode, loader=loader,
-                           **engine_keys)
+        engine_keys = (
+            {} if engine == "deepspeed" else {"zero_stage": 0, "deepspeed": {}}
+        )  # DeepSpeed's keys on its rows only
+        variant = _variant(
+            cfg, batch_size=bs, engine=engine, precision=precision, compile=compile_mode, loader=loader, **engine_keys
+        )
         _reset_peak(device)
         try:
             trainer = Trainer(variant, log=lambda s: None)
             seconds = _time_trainer(trainer, device, warmup, steps, train=True)
         except Exception as err:  # a variant that cannot run here (compile without a compiler, OOM) is reported
-            add(Row("step", _label(variant, False), bs, float("nan"), note=f"failed: {type(err).__name__}: {err}"[:200]))
+            add(
+                Row("step", _label(variant, False), bs, float("nan"), note=f"failed: {type(err).__name__}: {err}"[:200])
+            )
             continue
         channels_last = trainer.model.encoders.weight.is_contiguous(memory_format=torch.channels_last)
-        add(Row("step", _label(variant, channels_last), bs, steps * bs / seconds, peak_memory_gb=_peak_gb(device),
-                seconds=seconds, steps=steps))
+        add(
+            Row(
+                "step",
+                _label(variant, channels_last),
+                bs,
+                steps * bs / seconds,
+                peak_memory_gb=_peak_gb(device),
+                seconds=seconds,
+                steps=steps,
+            )
+        )
         del trainer  # free its memory before the next variant
     if reference:
         _reference_step(cfg, data, method, bs0, device, reference_workers, warmup, steps, add)
@@ -202,17 +282,33 @@ def _time_trainer(trainer, device: torch.device, warmup: int, steps: int, train:
     return timed(device, work, warmup, steps)
 
 
-def _reference_step(cfg, data, method, batch_size, device, workers, warmup, steps, add) -> None:
+def _reference_step(cfg: TrialConfig, data, method, batch_size, device, workers, warmup, steps, add) -> None:
     """The authors' way: PIL loader, host-to-device copy, fp32 eager NCHW model, per-parameter SGD."""
     from harness.bench.reference import reference_loader
 
     _reset_peak(device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, data.num_classes).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                                weight_decay=2 * cfg.l2, foreach=False)
-    ref = reference_loader(data.train, method, data.mean, data.std, batch_size, cfg.b, workers,
-                           pin_memory=device.type == "cuda", crop_padding=cfg.crop_padding, flip=cfg.flip)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=1e-3,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=2 * cfg.l2,
+        foreach=False,
+    )
+    ref = reference_loader(
+        data.train,
+        method,
+        data.mean,
+        data.std,
+        batch_size,
+        cfg.b,
+        workers,
+        pin_memory=device.type == "cuda",
+        crop_padding=cfg.crop_padding,
+        flip=cfg.flip,
+    )
     batches = _cycle(lambda: iter(ref))
 
     def step():
@@ -226,8 +322,17 @@ def _reference_step(cfg, data, method, batch_size, device, workers, warmup, step
 
     seconds = timed(device, step, warmup, steps)
     batches.close()
-    add(Row("step", f"reference: PIL loader ({workers} workers), fp32 eager", batch_size, steps * batch_size / seconds,
-            peak_memory_gb=_peak_gb(device), seconds=seconds, steps=steps))
+    add(
+        Row(
+            "step",
+            f"reference: PIL loader ({workers} workers), fp32 eager",
+            batch_size,
+            steps * batch_size / seconds,
+            peak_memory_gb=_peak_gb(device),
+            seconds=seconds,
+            steps=steps,
+        )
+    )
 
 
 def save(result: BenchResult, path: Path) -> Path:

@@ -1,32 +1,41 @@
 """Data: datasets (uint8 arrays) and the batch loader."""
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits
 from harness.data.loader import TrainLoader
 
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
+
 # Subsets and the validation split use a fixed seed, so every trial of a sweep sees the same images.
 SPLIT_SEED = 0
 
 
-def check_available(cfg) -> None:
+def check_available(cfg: TrialConfig) -> None:
     """Raise DataError (where it looked, how to get it) if the trial's dataset cannot be found; reads nothing."""
     DATASETS.get(cfg.dataset)(data_dir=cfg.data_dir, download=cfg.download, check_only=True)
 
 
-def load_dataset(cfg) -> ImageSplits:
+def load_dataset(cfg: TrialConfig) -> ImageSplits:
     """The dataset a trial config asks for, with its subsets and held-out validation split applied."""
     data = DATASETS.get(cfg.dataset)(
-        data_dir=cfg.data_dir, download=cfg.download, synthetic_size=cfg.synthetic_size,
-        synthetic_classes=cfg.synthetic_classes, synthetic_resolution=cfg.synthetic_resolution,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        synthetic_size=cfg.synthetic_size,
+        synthetic_classes=cfg.synthetic_classes,
+        synthetic_resolution=cfg.synthetic_resolution,
     )
     rng = np.random.default_rng(SPLIT_SEED)
     order = rng.permutation(len(data.train))
     if cfg.val_size:
         if cfg.val_size >= len(order):
             raise DataError(f"val_size {cfg.val_size} leaves no training images (train has {len(order)})")
-        data.val, order = data.train.take(np.sort(order[: cfg.val_size])), order[cfg.val_size:]
+        data.val, order = data.train.take(np.sort(order[: cfg.val_size])), order[cfg.val_size :]
     if cfg.train_subset is not None:
         order = order[: cfg.train_subset]
     data.train_index = np.sort(order)
@@ -36,14 +45,34 @@ def load_dataset(cfg) -> ImageSplits:
     return data
 
 
-def build_train_loader(cfg, data: ImageSplits, device):
+def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
     """The training loader the config asks for: ``device`` (default) or ``ffcv``."""
     if cfg.loader == "ffcv":
         from harness.data.ffcv_loader import FFCVTrainLoader
 
-        return FFCVTrainLoader(cfg, data.train_index, data.train.y, data.train.x.shape[1], cfg.batch_size, cfg.b, data.mean, data.std,
-                               device, cfg.crop_padding, cfg.flip, seed=cfg.seed)
+        return FFCVTrainLoader(
+            cfg,
+            data.train_index,
+            data.train.y,
+            data.train.x.shape[1],
+            cfg.batch_size,
+            cfg.b,
+            data.mean,
+            data.std,
+            device,
+            cfg.crop_padding,
+            cfg.flip,
+            seed=cfg.seed,
+        )
     return TrainLoader(data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip)
 
 
-__all__ = ["DATASETS", "DataError", "ImageArrays", "ImageSplits", "build_train_loader", "check_available", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "ImageArrays",
+    "ImageSplits",
+    "build_train_loader",
+    "check_available",
+    "load_dataset",
+]

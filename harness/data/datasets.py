@@ -4,6 +4,7 @@ Sources for CIFAR: a folder with ``train.npz``/``test.npz``, the official pickle
 (``cifar-100-python/``, ``cifar-10-batches-py/``), torchvision's download, or an image-folder
 tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,9 @@ def default_data_dir(data_dir: Path | None) -> Path:
 def _check_arrays(arr: ImageArrays, where: Path, num_classes: int) -> ImageArrays:
     x, y = arr.x, arr.y
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
-        raise DataError(f"{where}: expected uint8 images (N, H, W, 3) and N labels, got {x.dtype} {x.shape} and {y.shape}")
+        raise DataError(
+            f"{where}: expected uint8 images (N, H, W, 3) and N labels, got {x.dtype} {x.shape} and {y.shape}"
+        )
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         raise DataError(f"{where}: labels outside 0..{num_classes - 1}")
     return ImageArrays(np.ascontiguousarray(x), y.astype(np.int64))
@@ -100,7 +103,9 @@ def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageA
         except DataError:
             raise
         except Exception as err:  # zipfile/KeyError/ValueError: all mean an unreadable file
-            raise DataError(f"{path}: cannot read as an npz with arrays 'x' and 'y' ({err}); the file is corrupt") from None
+            raise DataError(
+                f"{path}: cannot read as an npz with arrays 'x' and 'y' ({err}); the file is corrupt"
+            ) from None
     classes_file = folder / "classes.txt"
     classes = classes_file.read_text().split() if classes_file.exists() else []
     return splits[0], splits[1], classes
@@ -128,8 +133,10 @@ def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
     else:
         batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
         test = _unpickle(folder / "test_batch")
-        tr = ImageArrays(np.concatenate([_pickle_images(b) for b in batches]),
-                         np.concatenate([np.asarray(b[b"labels"]) for b in batches]))
+        tr = ImageArrays(
+            np.concatenate([_pickle_images(b) for b in batches]),
+            np.concatenate([np.asarray(b[b"labels"]) for b in batches]),
+        )
         te = ImageArrays(_pickle_images(test), np.asarray(test[b"labels"]))
         classes = [c.decode() for c in _unpickle(folder / "batches.meta")[b"label_names"]]
     return _check_arrays(tr, folder, num_classes), _check_arrays(te, folder, num_classes), classes
@@ -172,7 +179,9 @@ def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
 
 
 def _is_image_folder(path: Path) -> bool:
-    return (path / "train").is_dir() and (path / "test").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
+    return (
+        (path / "train").is_dir() and (path / "test").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
+    )
 
 
 def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
@@ -192,8 +201,9 @@ def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
     return None, looked
 
 
-def _cifar(name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool,
-           check_only: bool = False) -> ImageSplits | None:
+def _cifar(
+    name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool, check_only: bool = False
+) -> ImageSplits | None:
     root = default_data_dir(data_dir)
     found, looked = _find_cifar(name, num_classes, pickle_dir, root)
     if found is None and download:
@@ -299,13 +309,26 @@ def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, 
 
 
 @DATASETS.register("synthetic")
-def synthetic(synthetic_size: int = 2000, synthetic_classes: int = 10, synthetic_resolution: int = 32,
-              check_only: bool = False, **_) -> ImageSplits:
+def synthetic(
+    synthetic_size: int = 2000,
+    synthetic_classes: int = 10,
+    synthetic_resolution: int = 32,
+    check_only: bool = False,
+    **_,
+) -> ImageSplits:
     """Deterministic: the same arguments always give the same images (test set = a fifth of the size)."""
     if check_only:
         return None
     seed = synthetic_size * 1_000_003 + synthetic_classes * 1009 + synthetic_resolution
-    tr, te = synthetic_arrays((synthetic_size, max(synthetic_size // 5, synthetic_classes)), synthetic_classes,
-                              synthetic_resolution, seed)
-    return ImageSplits(tr, te, synthetic_classes, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "synthetic",
-                       [f"class{i}" for i in range(synthetic_classes)])
+    tr, te = synthetic_arrays(
+        (synthetic_size, max(synthetic_size // 5, synthetic_classes)), synthetic_classes, synthetic_resolution, seed
+    )
+    return ImageSplits(
+        tr,
+        te,
+        synthetic_classes,
+        (0.5, 0.5, 0.5),
+        (0.25, 0.25, 0.25),
+        "synthetic",
+        [f"class{i}" for i in range(synthetic_classes)],
+    )

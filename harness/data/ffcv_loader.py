@@ -8,11 +8,12 @@ images, each copy augmented independently. Trap avoided (libffcv/ffcv#396): on t
 with ``NormalizeImage`` after ``ToTensor`` never finishes; the compiled image ops all stay before
 ``ToTensor`` and normalisation runs in torch.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -20,16 +21,21 @@ import torch
 from harness.data.datasets import DataError, ImageArrays, default_data_dir
 from harness.data.loader import Normalize
 
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
+
 
 def require_ffcv():
     try:
         import ffcv  # noqa: F401
     except ImportError as err:
-        raise DataError("loader: ffcv needs the optional FFCV extra: apt-get install libopencv-dev libturbojpeg0-dev "
-                        f"pkg-config && pip install 'harness[ffcv]' ({err})") from None
+        raise DataError(
+            "loader: ffcv needs the optional FFCV extra: apt-get install libopencv-dev libturbojpeg0-dev "
+            f"pkg-config && pip install 'harness[ffcv]' ({err})"
+        ) from None
 
 
-def beton_dir(cfg) -> Path:
+def beton_dir(cfg: TrialConfig) -> Path:
     return Path(cfg.ffcv_dir) if cfg.ffcv_dir is not None else default_data_dir(cfg.data_dir) / "ffcv"
 
 
@@ -79,10 +85,15 @@ def check_beton(path: Path, dataset: str, train_index: np.ndarray, labels: np.nd
         stored = np.load(path.with_suffix(".labels.npy"))
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: its .json/.labels.npy record is missing or unreadable ({err}); {redo}") from None
-    if meta["resolution"] != resolution or len(stored) <= int(train_index.max(initial=0)) \
-            or not np.array_equal(stored[train_index], labels):
-        raise DataError(f"{path}: holds {meta['images']} images of {meta['resolution']} px that do not match the "
-                        f"{dataset} train split in use ({resolution} px, labels differ); {redo}")
+    if (
+        meta["resolution"] != resolution
+        or len(stored) <= int(train_index.max(initial=0))
+        or not np.array_equal(stored[train_index], labels)
+    ):
+        raise DataError(
+            f"{path}: holds {meta['images']} images of {meta['resolution']} px that do not match the "
+            f"{dataset} train split in use ({resolution} px, labels differ); {redo}"
+        )
 
 
 def _repeated_order(base_order_cls, repetitions: int, seed: int):
@@ -99,8 +110,21 @@ def _repeated_order(base_order_cls, repetitions: int, seed: int):
 class FFCVTrainLoader:
     """Yields (images float NCHW normalised on ``device``, labels) for one epoch at a time."""
 
-    def __init__(self, cfg, train_index: np.ndarray, labels: np.ndarray, resolution: int, batch_size: int, repetitions: int,
-                 mean, std, device: torch.device, crop_padding: int = 4, flip: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        train_index: np.ndarray,
+        labels: np.ndarray,
+        resolution: int,
+        batch_size: int,
+        repetitions: int,
+        mean,
+        std,
+        device: torch.device,
+        crop_padding: int = 4,
+        flip: bool = True,
+        seed: int = 0,
+    ):
         require_ffcv()
         from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
         from ffcv.loader import Loader, OrderOption
@@ -115,10 +139,18 @@ class FFCVTrainLoader:
         if flip:
             image_ops.append(RandomHorizontalFlip())
         self.loader = Loader(
-            str(path), batch_size=batch_size, num_workers=cfg.loader_workers, order=OrderOption.RANDOM,
-            indices=np.asarray(train_index), drop_last=False, os_cache=True, seed=seed,
-            pipelines={"image": image_ops + [ToTensor(), ToTorchImage()],
-                       "label": [IntDecoder(), ToTensor(), Squeeze()]},
+            str(path),
+            batch_size=batch_size,
+            num_workers=cfg.loader_workers,
+            order=OrderOption.RANDOM,
+            indices=np.asarray(train_index),
+            drop_last=False,
+            os_cache=True,
+            seed=seed,
+            pipelines={
+                "image": image_ops + [ToTensor(), ToTorchImage()],
+                "label": [IntDecoder(), ToTensor(), Squeeze()],
+            },
         )
         # Loader(order=<a TraversalOrder subclass>) fails in ffcv 1.0.2 (it tests isinstance on the
         # class), so the repeated order replaces the random one after construction.

@@ -4,6 +4,7 @@ The whole uint8 dataset sits on the training device; a batch is built with a han
 ops (no per-sample Python, no host round-trips). All randomness comes from torch's global RNG,
 whose state the trainer checkpoints, so a resumed run draws the same batches.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,17 @@ class TrainLoader:
     augmented independently; an epoch is ceil(N * b / batch_size) steps (every image seen b times).
     """
 
-    def __init__(self, arrays: ImageArrays, batch_size: int, repetitions: int, mean, std,
-                 device: torch.device, crop_padding: int = 4, flip: bool = True):
+    def __init__(
+        self,
+        arrays: ImageArrays,
+        batch_size: int,
+        repetitions: int,
+        mean,
+        std,
+        device: torch.device,
+        crop_padding: int = 4,
+        flip: bool = True,
+    ):
         self.x, self.y = to_device_images(arrays, device)
         self.distinct = batch_size // repetitions
         self.repetitions = repetitions
@@ -86,4 +96,4 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self.y), self.batch_size):
-            yield self.normalize(self.x[start:start + self.batch_size]), self.y[start:start + self.batch_size]
+            yield self.normalize(self.x[start : start + self.batch_size]), self.y[start : start + self.batch_size]

@@ -1,10 +1,50 @@
-"""Engines: how the model's gradients become an optimizer step (the torch engine, or DeepSpeed)."""
+"""Engines: how the model's gradients become an optimizer step (the torch engine, or DeepSpeed).
+
+A new engine is one file implementing ``Engine`` plus one line in ``build_engine``.
+"""
+
 from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
 
 from harness.engines.torch_engine import TorchEngine
 
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
+    from harness.parallel import World
 
-def build_engine(cfg, model, device, world):
+
+class Engine(Protocol):
+    """What the trainer asks of an engine."""
+
+    model: torch.nn.Module  # the plain module: evaluation, state_dict
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
+        """Training forward pass (autocast, compiled or wrapped module as the engine sees fit)."""
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def backward(self, loss: torch.Tensor, boundary: bool) -> None:
+        """Accumulate a micro-batch's gradient; step at the boundary of the last one."""
+
+    def save(self, trial_dir: Path, epoch: int) -> dict:
+        """The engine's part of the checkpoint (written into checkpoint.pt; may write files of its own)."""
+
+    def verify(self, trial_dir: Path, state: dict) -> None:
+        """Raise results.CorruptFile if the files ``state`` points at cannot be read safely."""
+
+    def load(self, trial_dir: Path, state: dict) -> None: ...
+
+    def config_files(self) -> dict[str, dict]:
+        """Extra JSON files for the trial folder (name -> content)."""
+
+
+def build_engine(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world: World) -> Engine:
     """The engine the config names, wrapping ``model`` (already on ``device``) for ``world``."""
     if cfg.engine == "deepspeed":
         from harness.engines.deepspeed_engine import DeepSpeedEngine
@@ -13,4 +53,4 @@ def build_engine(cfg, model, device, world):
     return TorchEngine(cfg, model, device, world)
 
 
-__all__ = ["TorchEngine", "build_engine"]
+__all__ = ["Engine", "TorchEngine", "build_engine"]

@@ -2,16 +2,21 @@
 accumulation; the same SGD, lr schedule and L2 term as the torch engine) and written to the trial
 folder; raw settings under ``deepspeed:`` are merged over it. The optimizer is torch's SGD handed to
 DeepSpeed, so no DeepSpeed op needs compiling for it."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from harness.distributed import ensure_process_group
 from harness.engines.torch_engine import sgd
+from harness.parallel import ensure_process_group
 from harness.results import DEEPSPEED_DIR, CorruptFile
+
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
 
 CHECKPOINT_DIR = DEEPSPEED_DIR  # inside the trial folder: one tag per epoch, the last two kept
 
@@ -39,7 +44,7 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def deepspeed_config(cfg, world_size: int) -> dict:
+def deepspeed_config(cfg: TrialConfig, world_size: int) -> dict:
     micro = cfg.batch_size // (world_size * cfg.grad_accum_steps)
     generated = {
         "train_batch_size": cfg.batch_size,  # the recipe's global batch
@@ -56,7 +61,7 @@ def deepspeed_config(cfg, world_size: int) -> dict:
 
 
 class DeepSpeedEngine:
-    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, world):
+    def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 
         ensure_process_group(device)
@@ -108,13 +113,19 @@ class DeepSpeedEngine:
             try:
                 load_weights_only(path, map_location="cpu")
             except pickle.UnpicklingError as err:
-                raise CorruptFile(path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})") from None
+                raise CorruptFile(
+                    path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})"
+                ) from None
             except (RuntimeError, EOFError, ValueError, OSError) as err:
                 raise CorruptFile(path, f"unreadable ({str(err).splitlines()[0][:200]})") from None
 
     def load(self, trial_dir: Path, state: dict) -> None:
-        self.engine.load_checkpoint(str(Path(trial_dir) / CHECKPOINT_DIR), tag=state["deepspeed_tag"],
-                                    load_optimizer_states=True, load_lr_scheduler_states=False)
+        self.engine.load_checkpoint(
+            str(Path(trial_dir) / CHECKPOINT_DIR),
+            tag=state["deepspeed_tag"],
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
 
     def config_files(self) -> dict:
         return {"deepspeed_config.json": self.config}

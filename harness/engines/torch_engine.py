@@ -1,21 +1,32 @@
 """The torch engine: SGD (fused on CUDA), bf16 autocast, optional torch.compile, DDP across workers."""
+
 from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
 
-def sgd(cfg, params, **options) -> torch.optim.SGD:
+
+def sgd(cfg: TrialConfig, params, **options) -> torch.optim.SGD:
     """The recipe's optimizer. The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly
     SGD's weight decay, so the loss itself stays the cross-entropy."""
-    return torch.optim.SGD(params, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                           weight_decay=2 * cfg.l2 + cfg.weight_decay, **options)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.learning_rate,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=2 * cfg.l2 + cfg.weight_decay,
+        **options,
+    )
 
 
 class TorchEngine:
-    def __init__(self, cfg, model: torch.nn.Module, device: torch.device, world):
+    def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         self.model, self.device = model, device
         module = model
         if world.size > 1:
@@ -23,11 +34,16 @@ class TorchEngine:
 
             module = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # Training runs the compiled module (same parameters); evaluation the eager one.
-        self.train_module = (torch.compile(module, mode=None if cfg.compile is True else cfg.compile)
-                             if cfg.compile else module)
+        self.train_module = (
+            torch.compile(module, mode=None if cfg.compile is True else cfg.compile) if cfg.compile else module
+        )
         # one fused kernel for all parameters on CUDA; multi-tensor ops on the CPU
-        self.optimizer = sgd(cfg, model.parameters(), **({"fused": True} if device.type == "cuda" else {"foreach": True}))
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
+        self.optimizer = sgd(
+            cfg, model.parameters(), **({"fused": True} if device.type == "cuda" else {"foreach": True})
+        )
+        self.autocast = (
+            (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
+        )
         self.accum = cfg.grad_accum_steps
 
     def set_lr(self, lr: float) -> None:

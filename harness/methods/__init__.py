@@ -1,5 +1,6 @@
 """Method registry: a new method is one file plus one line here."""
-from harness.methods.base import MixedBatch, Method
+
+from harness.methods.base import Method, MixedBatch
 from harness.methods.cut_mixmo import CutMixMo
 from harness.methods.cutmix import CutMix
 from harness.methods.linear_mixmo import LinearMixMo

@@ -5,14 +5,19 @@ M independent permutations of the batch fill the M input slots; an optional samp
 augmentation (Mixup/CutMix) is applied to each input; ``mixing`` draws the mixing masks and
 ratios; the soft targets are scaled by the loss weights w_i = M lam_i^(1/r) / sum_j lam_j^(1/r).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from harness.methods.mixing import box_masks, loss_weights, sample_beta
+
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
 
 
 @dataclass
@@ -24,8 +29,9 @@ class MixedBatch:
 
     def select(self, rows: slice) -> "MixedBatch":
         """A slice of the batch (a worker's shard, a micro-batch)."""
-        return MixedBatch(self.inputs[rows], None if self.mix is None else self.mix[rows], self.targets[rows],
-                          self.labels[rows])
+        return MixedBatch(
+            self.inputs[rows], None if self.mix is None else self.mix[rows], self.targets[rows], self.labels[rows]
+        )
 
 
 class Method:
@@ -34,17 +40,19 @@ class Method:
     sample_augmentation: str | None = None  # fixed MSDA of the single-network baselines
 
     @classmethod
-    def check_config(cls, cfg) -> None:
+    def check_config(cls, cfg: TrialConfig) -> None:
         M = cfg.num_inputs
         if cls.single_network and M != 1:
-            raise ValueError(f"method {cfg.method!r} is a single network: M must be 1, got {M} "
-                             f"(multi-input methods: mimo, linear_mixmo, cut_mixmo)")
+            raise ValueError(
+                f"method {cfg.method!r} is a single network: M must be 1, got {M} "
+                f"(multi-input methods: mimo, linear_mixmo, cut_mixmo)"
+            )
         if not cls.single_network and M < 2:
             raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M}")
         if cls.single_network and cfg.msda != "none":
             raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
 
-    def __init__(self, cfg, num_classes: int, mix_size: int):
+    def __init__(self, cfg: TrialConfig, num_classes: int, mix_size: int):
         self.cfg = cfg
         self.M = cfg.num_inputs
         self.num_classes = num_classes
@@ -95,8 +103,11 @@ class Method:
             if masks is None:
                 kappa = box.mean((2, 3, 4))
             else:
-                visible = (F.interpolate(masks.flatten(0, 1), size=(H, W), mode="nearest").view(n, M, 1, H, W)
-                           if masks.shape[-1] > 1 else masks.expand(n, M, 1, H, W))
+                visible = (
+                    F.interpolate(masks.flatten(0, 1), size=(H, W), mode="nearest").view(n, M, 1, H, W)
+                    if masks.shape[-1] > 1
+                    else masks.expand(n, M, 1, H, W)
+                )
                 kappa = (box * visible).sum((2, 3, 4)) / visible.sum((2, 3, 4)).clamp_min(1e-12)
                 kappa = torch.where(visible.sum((2, 3, 4)) > 0, kappa, box.mean((2, 3, 4)))
         partner_targets = F.one_hot(y[partner], self.num_classes).float()

@@ -1,4 +1,5 @@
 """Mixing primitives shared by the methods: ratios, box masks, loss weights, the patch schedule."""
+
 from __future__ import annotations
 
 import torch

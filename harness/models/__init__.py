@@ -1,15 +1,24 @@
-"""Network registry: each entry has ``check_shape(depth, width)`` and ``build(depth, width, num_classes, num_inputs)``."""
+"""Network registry: each entry has ``check_shape(depth, width)`` and
+``build(depth, width, num_classes, num_inputs)``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from harness.models.multi_io import MultiIONet
 from harness.models.preact_resnet import PreActResNet18
 from harness.models.wrn import WideResNet
 from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.config import TrialConfig
 
 MODELS: Registry = Registry("model")
 MODELS.register("wrn")(WideResNet)
 MODELS.register("preact_resnet")(PreActResNet18)
 
 
-def build_model(cfg, num_classes: int) -> MultiIONet:
+def build_model(cfg: TrialConfig, num_classes: int) -> MultiIONet:
     return MODELS.get(cfg.model).build(cfg.depth, cfg.width, num_classes, cfg.num_inputs)
 
 

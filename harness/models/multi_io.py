@@ -4,6 +4,7 @@ Models know mixing weights, not methods: ``mix`` is a (B, M, 1, h, w) tensor (h 
 linear mix) that scales each encoded input before the sum; ``None`` is the plain sum, used at
 test time, where the same image goes to every encoder.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,14 +28,29 @@ def init_weights(module: nn.Module) -> None:
 
 
 class MultiIONet(nn.Module):
-    def __init__(self, core: nn.Module, core_features: int, num_classes: int, num_inputs: int,
-                 encoder_channels: int, encoder_stride: int, in_channels: int = 3):
+    def __init__(
+        self,
+        core: nn.Module,
+        core_features: int,
+        num_classes: int,
+        num_inputs: int,
+        encoder_channels: int,
+        encoder_stride: int,
+        in_channels: int = 3,
+    ):
         super().__init__()
         self.num_inputs, self.num_classes = num_inputs, num_classes
         self.encoder_stride = encoder_stride
         # M encoders as one grouped conv: group i sees input i only (same parameters as M convs).
-        self.encoders = nn.Conv2d(in_channels * num_inputs, encoder_channels * num_inputs, 3,
-                                  stride=encoder_stride, padding=1, bias=False, groups=num_inputs)
+        self.encoders = nn.Conv2d(
+            in_channels * num_inputs,
+            encoder_channels * num_inputs,
+            3,
+            stride=encoder_stride,
+            padding=1,
+            bias=False,
+            groups=num_inputs,
+        )
         self.core = core
         # M heads as one linear layer: rows [i*K, (i+1)*K) are head i.
         self.heads = nn.Linear(core_features, num_classes * num_inputs)

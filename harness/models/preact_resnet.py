@@ -1,5 +1,6 @@
 """PreActResNet-18-w for Tiny ImageNet (spec section 2): a 3x3 stride-2 stem to 64 channels,
 no max-pool, four stages of two pre-activation blocks with 64w, 128w, 256w, 512w channels."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -15,8 +16,9 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.shortcut = (nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-                         if stride != 1 or in_planes != planes else None)
+        self.shortcut = (
+            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False) if stride != 1 or in_planes != planes else None
+        )
 
     def forward(self, x):
         out = F.relu(self.bn1(x))
@@ -29,7 +31,7 @@ class PreActResNetCore(nn.Sequential):
     def __init__(self, width: int, stem_channels: int = 64, blocks=(2, 2, 2, 2)):
         layers, in_planes = [], stem_channels
         for stage, n in enumerate(blocks):
-            planes = 64 * width * 2 ** stage
+            planes = 64 * width * 2**stage
             for i in range(n):
                 layers.append(PreActBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
                 in_planes = planes

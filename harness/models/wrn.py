@@ -1,4 +1,5 @@
 """WideResNet-d-w with pre-activation basic blocks, as in the MixMo authors' code (spec section 2)."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -20,8 +21,11 @@ class WideBasicBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes, momentum=BN_MOMENTUM)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1 if stride == 1 else 0, bias=False)
-        self.shortcut = (nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-                         if stride != 1 or in_planes != planes else nn.Identity())
+        self.shortcut = (
+            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+            if stride != 1 or in_planes != planes
+            else nn.Identity()
+        )
 
     def forward(self, x):
         out = self.conv1(F.relu(self.bn1(x)))
@@ -39,8 +43,12 @@ class WideResNetCore(nn.Sequential):
             for i in range(n):
                 layers.append(WideBasicBlock(in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
-        layers += [nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM), nn.ReLU(inplace=True),
-                   nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [
+            nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        ]
         super().__init__(*layers)
         self.out_features = in_planes
 
@@ -51,8 +59,10 @@ class WideResNet:
     @staticmethod
     def check_shape(depth: int, width: int) -> None:
         if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"WideResNet depth {depth} does not fit the rule depth = 6n + 4 with n >= 1 "
-                             f"(allowed: 10, 16, 22, 28, 34, 40, ...)")
+            raise ValueError(
+                f"WideResNet depth {depth} does not fit the rule depth = 6n + 4 with n >= 1 "
+                f"(allowed: 10, 16, 22, 28, 34, 40, ...)"
+            )
         if width < 1:
             raise ValueError(f"WideResNet width must be an integer >= 1, got {width}")
 

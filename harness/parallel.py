@@ -1,10 +1,12 @@
-"""Data parallelism: the worker's place in the process group, batch norm over the global batch, and
-the launch of a trial's N workers through Ray Train.
+"""Data parallelism at the torch level: the worker's place in the process group, collectives that are
+no-ops for one worker, and batch norm over the global batch. A leaf: it imports nothing of the harness
+(the Ray Train launch of N workers is in harness.launch).
 
 Every worker builds the same global batch (same seed, same draws: loader, pairing, masks), keeps
 its slice of it and averages gradients with the others; batch-norm statistics are summed across
 workers. So N workers compute what one worker computes on the whole batch, up to float rounding.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -12,7 +14,6 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -108,7 +109,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         stats = _AllReduceSum.apply(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum
@@ -123,7 +124,9 @@ def globalize_batch_norm(module: nn.Module) -> nn.Module:
     """Replace every BatchNorm2d by a GlobalBatchNorm2d holding the same parameters and buffers."""
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
-            new = GlobalBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            new = GlobalBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             new.load_state_dict(child.state_dict())
             setattr(module, name, new.to(child.weight.device))
         else:
@@ -136,79 +139,3 @@ def shard(n: int, world: World, parts: int = 1) -> list[slice]:
     size = n // (world.size * parts)
     start = world.rank * parts * size
     return [slice(start + i * size, start + (i + 1) * size) for i in range(parts)]
-
-
-# --- Ray Train: a trial as N workers
-
-def _worker_loop(config: dict) -> None:
-    import ray.train
-
-    from harness.config import TrialConfig
-    from harness.storage import working_copy
-    from harness.trainer import Trainer
-
-    world = current_world()
-    copy = working_copy(TrialConfig.model_validate(config["trial"]), rank=world.rank)
-    cfg = copy.cfg
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-
-    def on_epoch(row: dict) -> None:
-        if copy.store:  # rank 0's checkpoint.pt goes up after every rank's part of it
-            if not world.is_main:
-                copy.push()
-            barrier()
-            if world.is_main:
-                copy.push()
-        ray.train.report({**row, "trial_id": cfg.trial_id})
-
-    Trainer(cfg, log=lambda s: None).run(on_epoch=on_epoch, restart=config.get("restart", False))
-    copy.push()  # rank 0: the metrics and logits
-
-
-def run_on_workers(cfg, cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, restart: bool = False,
-                   on_epoch: Callable[[dict], None] | None = None) -> None:
-    """Run the trial as ``cfg.workers_per_trial`` data-parallel workers (Ray Train's TorchTrainer: gloo on
-    CPUs, NCCL on GPUs). Inside a Tune trial, the workers' per-epoch rows reach Tune. Call with Ray up."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    callbacks = []
-    if _in_tune_session():
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
-    elif on_epoch is not None:
-        callbacks.append(_EpochCallback(on_epoch))
-    use_gpu = gpus_per_worker > 0
-    resources = {"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if use_gpu else {})}
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={"trial": cfg.model_dump(mode="json"), "threads": max(1, int(cpus_per_worker)), "restart": restart},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.workers_per_trial, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=ray.train.RunConfig(
-            name=cfg.trial_id, storage_path=str((cfg.trial_dir / ".ray_train").resolve()),
-            failure_config=ray.train.FailureConfig(max_failures=0),  # retries are Tune's: they resume from checkpoint.pt
-            callbacks=callbacks,
-        ),
-    )
-    trainer.fit()
-
-
-def _epoch_callback_class():
-    from ray.train.v2.api.callback import UserCallback
-
-    class EpochCallback(UserCallback):
-        def __init__(self, on_epoch):
-            self.on_epoch = on_epoch
-
-        def after_report(self, run_context, metrics, checkpoint):
-            self.on_epoch(metrics[0])
-
-    return EpochCallback
-
-
-def _EpochCallback(on_epoch):  # noqa: N802 - a class built on first use, so importing this module needs no Ray
-    return _epoch_callback_class()(on_epoch)

@@ -1,0 +1,171 @@
+"""Helpers shared by the tests: suites written into a temporary folder, `harness` as a subprocess, trial
+folders read back, an `mlflow server` on localhost, images whose crops can be read back."""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness.config import TrialConfig
+
+SUITE = yaml.safe_load((Path(__file__).parent / "suites" / "synthetic_2x2.yaml").read_text())
+
+
+def write_suite(tmp_path: Path, **changes) -> Path:
+    suite = {**SUITE, "storage": str(tmp_path / "results"), **changes}
+    suite["base"] = {**SUITE["base"], **changes.get("base", {})}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def harness_env(**extra) -> dict:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("HARNESS_TEST_FAULT", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        env=harness_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def harness_background(*args, log: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *map(str, args)],
+        env=harness_env(**env),
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def tiny_config(**overrides) -> TrialConfig:
+    """A synthetic trial small enough to train in seconds."""
+    base = dict(
+        dataset="synthetic",
+        synthetic_size=256,
+        synthetic_classes=4,
+        synthetic_resolution=16,
+        depth=10,
+        width=1,
+        epochs=2,
+        batch_size=32,
+        eval_batch_size=128,
+        progress=False,
+        eval_every=1,
+    )
+    base.update(overrides)
+    return TrialConfig(**base)
+
+
+# --- trial folders
+def trial_dirs(tmp_path, name="synth"):
+    root = tmp_path / "results" / name
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def attempts(trial_dir):
+    path = trial_dir / "attempts.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def epochs(trial_dir):
+    path = trial_dir / "history.csv"
+    return [int(r["epoch"]) for r in csv.DictReader(open(path))] if path.exists() else []
+
+
+def node_of(workers, attempt):
+    """The cluster node an attempt ran on (attempts record host/<node id prefix>)."""
+    prefix = attempt["node"].split("/")[1]
+    return next(w for w in workers if w.node_id.startswith(prefix))
+
+
+# --- an mlflow server on localhost
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp_path, port):
+    proc = subprocess.Popen(
+        [
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=open(tmp_path / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("mlflow server did not come up: " + (tmp_path / "server.log").read_text()[-2000:])
+
+
+def runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment} on {uri}"
+    found = client.search_runs([exp.experiment_id])
+    return (
+        client,
+        [r for r in found if r.data.tags.get("harness.role") == "sweep"],
+        [r for r in found if "mlflow.parentRunId" in r.data.tags],
+    )
+
+
+# --- images whose crop offset and flip can be read back
+RAW = dict(mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))  # "normalised" = the raw pixel values
+
+
+def coordinate_image(size=32):
+    """R encodes the row and G the column (1-based, x7), so a crop's offset and flip can be read back."""
+    img = np.zeros((size, size, 3), np.uint8)
+    img[..., 0] = (np.arange(size)[:, None] + 1) * 7
+    img[..., 1] = (np.arange(size)[None, :] + 1) * 7
+    return img
+
+
+def offsets_and_flip(img):
+    """img (H, W, 3) after crop+flip -> (row offset 0..8, col offset 0..8, flipped)."""
+    img = np.asarray(img, dtype=np.int64)
+    flipped = img[16, 17, 1] < img[16, 16, 1]
+    oy = img[16, 16, 0] // 7 - 1 - 12
+    ox = img[16, 16, 1] // 7 - 1 - (15 if flipped else 16) + 4
+    return int(oy), int(ox), bool(flipped)

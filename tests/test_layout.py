@@ -1,0 +1,127 @@
+"""The package's shape: no import cycle between harness modules (lazy imports inside functions count),
+every module imports on its own, and no result file name is spelled out outside its owner."""
+
+import ast
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def modules(package: str = "harness") -> dict[str, Path]:
+    found = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the harness modules it imports anywhere in its file (top level or inside a function)."""
+    mods = modules()
+    graph = {}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        tree = ast.parse(path.read_text())
+        for block in [n for n in ast.walk(tree) if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]:
+            block.body = []  # annotations only: not an import at run time
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            deps |= {c for c in candidates if c in mods and c != name}
+        graph[name] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_between_harness_modules():
+    graph = import_graph()
+    assert len(graph) > 30 and "harness.parallel" in graph["harness.trainer"]
+    assert cycles(graph) == []
+
+
+def test_the_torch_level_distribution_helpers_are_a_leaf():
+    assert import_graph()["harness.parallel"] == set()
+
+
+@pytest.mark.slow
+def test_every_module_imports_on_its_own():
+    names = [n for n in sorted(modules()) + sorted(modules("analysis")) if not n.endswith("__main__")]
+
+    def load(name):
+        proc = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True)
+        return name, proc.returncode, proc.stderr[-500:]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        failures = [(n, err) for n, rc, err in pool.map(load, names) if rc]
+    assert failures == []
+
+
+def test_result_file_names_have_one_owner():
+    """Trial-folder file names are string literals in harness/results.py only (the others import them)."""
+    names = {
+        "config.yaml",
+        "checkpoint.pt",
+        "checkpoint.prev.pt",
+        "metrics.json",
+        "logits.npz",
+        "history.csv",
+        "attempts.json",
+        "error.txt",
+    }
+    offenders = []
+    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py")):
+        if path.name == "results.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert offenders == []

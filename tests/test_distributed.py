@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from harness import results
-from harness.distributed import World, run_on_workers, shard
 from harness.engines.deepspeed_engine import deepspeed_config
+from harness.launch import run_on_workers
+from harness.parallel import World, shard
 from harness.trainer import Trainer
 from helpers import tiny_config
 

@@ -44,7 +44,7 @@ def build_report(
         report["tables"] += tables.write_table(
             published,
             out / "published_vs_reproduced",
-            "Published top-1 (spec section 7) beside ours; difference = ours - published (midpoint).",
+            "Published top-1 (the authors' released runs) beside ours; difference = ours - published (midpoint).",
         )
         sections.append("<h2>Results</h2>" + main.to_html(index=False, classes="results", border=0))
         sections.append(

@@ -1,6 +1,6 @@
 """Typed trial configuration: validated once at the edge, then passed around as an object.
 
-Defaults are the paper's CIFAR recipe (spec section 5); every key can be set in a
+Defaults are the paper's CIFAR recipe (docs/recipe.md §5); every key can be set in a
 YAML file or overridden with ``--set key=value``.
 """
 
@@ -23,6 +23,10 @@ class ConfigError(ValueError):
 # stay lax (a YAML string is a path). inf and nan are refused everywhere.
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 LaxPath = Annotated[Path, Field(strict=False)]
+# Bumped when the code computes something else for the same keys, so that older results are never resumed
+# or averaged with newer ones (2: the authors' initialisation, PreActResNet, schedule edges and MSDA
+# partners; docs/recipe.md).
+RECIPE_VERSION = 2
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # a single folder name: no '..', no '/', at most 100 characters
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
 
@@ -52,7 +56,7 @@ class TrialConfig(BaseModel):
     depth: int = 28
     width: int = Field(10, ge=1)
 
-    # --- method (spec sections 1, 4)
+    # --- method (docs/recipe.md §1, §4)
     method: str = "vanilla"
     M: Optional[int] = Field(None, ge=1)  # number of subnetworks; None = the method's default
     b: int = Field(1, ge=1)  # batch repetition: each sampled image appears b times per batch
@@ -60,11 +64,13 @@ class TrialConfig(BaseModel):
     r: float = Field(3.0, gt=0)  # loss-reweighting exponent 1/r; r = 1 weights heads by lam
     p: float = Field(0.5, ge=0, le=1)  # Cut-MixMo: per-batch probability of the patch (cut) mixing
     p_decay_start: float = Field(11 / 12, ge=0, le=1)  # p decays linearly to 0 over the last 1/12 of training
+    p_clock: Literal["epoch", "step"] = "epoch"  # the schedule's clock: epoch / epochs (authors') or per step
     msda: Literal["none", "mixup", "cutmix"] = "none"  # sample augmentation applied to each input first
     msda_alpha: float = Field(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
     msda_prob: float = Field(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
+    msda_partner: Literal["dataset", "batch"] = "dataset"  # authors: the pasted partner is any training image
 
-    # --- optimisation (spec section 5)
+    # --- optimisation (docs/recipe.md §5)
     epochs: int = Field(300, ge=1)
     batch_size: int = Field(64, ge=1)  # counts repeated entries: 64 with b = 4 is 16 distinct images
     lr: Optional[float] = Field(None, gt=0)  # None = base_lr / b
@@ -77,6 +83,7 @@ class TrialConfig(BaseModel):
     milestones: list[int] = Field(default_factory=lambda: [101, 201, 226])  # 1-indexed epochs of a reference budget
     milestones_budget: int = Field(300, ge=1)  # milestones are scaled by epochs / milestones_budget
     lr_gamma: float = Field(0.1, gt=0, le=1)
+    drop_last: bool = True  # the authors' loader drops an epoch's last partial batch
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
 
@@ -133,6 +140,12 @@ class TrialConfig(BaseModel):
                 f"batch_size {self.batch_size} does not split into workers_per_trial x grad_accum_steps = "
                 f"{shards} equal micro-batches"
             )
+        msda = METHODS.get(self.method).sample_augmentation or self.msda
+        if self.loader == "ffcv" and msda != "none" and self.msda_partner == "dataset":
+            raise ValueError(
+                "msda_partner: dataset (partners drawn from the training set) needs loader: device; "
+                "with loader: ffcv set msda_partner: batch"
+            )
         if self.engine != "deepspeed" and (self.zero_stage or self.deepspeed):
             raise ValueError("zero_stage and deepspeed settings need engine: deepspeed")
         if self.engine == "deepspeed" and (self.compile or self.channels_last):
@@ -181,6 +194,7 @@ class TrialConfig(BaseModel):
             if d[key] == type(self).model_fields[key].get_default(call_default_factory=True):
                 del d[key]
         d["M"] = self.num_inputs
+        d["recipe_version"] = RECIPE_VERSION
         return d
 
     @property

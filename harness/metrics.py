@@ -11,7 +11,7 @@ ECE_BINS = 15
 
 
 def ensemble_logits(head_logits: torch.Tensor) -> torch.Tensor:
-    """(N, M, K) -> (N, K): the mean of the heads' logits (spec section 6), softmax comes after."""
+    """(N, M, K) -> (N, K): the mean of the heads' logits (docs/recipe.md §6), softmax comes after."""
     return head_logits.float().mean(1)
 
 
@@ -45,6 +45,48 @@ def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE
 def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
     count, conf, acc = calibration_bins(logits, labels, bins)
     return ((count / count.sum()) * (conf - acc).abs()).sum().item()
+
+
+def tace(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS, threshold: float = 1e-3) -> float:
+    """Thresholded adaptive calibration error (the authors' TACE): per class, the probabilities above
+    ``threshold`` sorted into ``bins`` bins of equal count (the last one takes the remainder); the mean
+    |confidence - accuracy| of each bin, weighted by its size, summed, over N * K. Empty bins add nothing."""
+    probs = logits.float().softmax(-1)
+    n, k = probs.shape
+    total = 0.0
+    for c in range(k):
+        conf, order = probs[:, c].sort()
+        hit = (labels[order] == c).float()
+        keep = conf > threshold
+        conf, hit = conf[keep], hit[keep]
+        size = len(conf) // bins
+        for i in range(bins):
+            start, end = i * size, (i + 1) * size if i < bins - 1 else len(conf)
+            if end > start:
+                total += (conf[start:end].mean() - hit[start:end].mean()).abs().item() * (end - start)
+    return total / (n * k)
+
+
+def auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    """Area under the ROC curve of ``scores`` separating ``positives`` (bool) from the rest: the
+    Mann-Whitney statistic, ties counted one half (average ranks). nan without both classes."""
+    scores, positives = scores.double().flatten(), positives.bool().flatten()
+    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    sorted_scores, order = scores.sort()
+    _, inverse, counts = sorted_scores.unique_consecutive(return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts + 1  # rank of each tie group's first member
+    average = (first + (counts - 1) / 2).double()  # each member of a tie group gets the group's mean rank
+    ranks = torch.empty_like(scores)
+    ranks[order] = average[inverse]
+    return ((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
+
+
+def misclassification_auroc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """How well the top-1 confidence separates correct from wrong predictions (the authors' "auc")."""
+    conf, pred = logits.float().softmax(-1).max(-1)
+    return auroc(conf, pred == labels)
 
 
 def diversity(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -93,7 +135,9 @@ def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> d
         "top5": topk_accuracy(ens, labels, 5),
         "nll": nll(ens, labels),
         "ece": ece(ens, labels),
+        "tace": tace(ens, labels),
         "brier": brier(ens, labels),
+        "misclassification_auroc": misclassification_auroc(ens, labels),
     }
     heads = [topk_accuracy(head_logits[:, i].float(), labels) for i in range(head_logits.shape[1])]
     out.update({f"head{i}_top1": a for i, a in enumerate(heads)})

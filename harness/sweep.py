@@ -30,25 +30,30 @@ from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
 
 
 def status_rows(
-    trials: list[TrialConfig], running: dict[str, dict] | None = None, corrupt: dict[str, str] | None = None
+    trials: list[TrialConfig | tuple[TrialConfig, Path]],
+    running: dict[str, dict] | None = None,
+    corrupt: dict[str, str] | None = None,
 ) -> list[tuple[str, ...]]:
-    """A row per trial: identity, state and a short detail; ``running`` is the live driver's view."""
+    """A row per trial (a config, or a config and the folder it was read from): identity, state and a
+    short detail; ``running`` is the live driver's view."""
     running = running or {}
     rows = []
-    for cfg in trials:
-        state = results.TrialFolder(cfg.trial_dir).state()
+    for entry in trials:
+        cfg, trial_dir = entry if isinstance(entry, tuple) else (entry, entry.trial_dir)
+        tid = trial_dir.name
+        state = results.TrialFolder(trial_dir).state()
         name, detail = state.state, state.detail
         if name == "finished":
-            detail = f"top1 {100 * results.TrialFolder(cfg.trial_dir).metrics()['top1']:.2f}%"
-        elif cfg.trial_id in running:
-            name, detail = "running", _running_detail(running[cfg.trial_id], cfg.epochs)
+            detail = f"top1 {100 * results.TrialFolder(trial_dir).metrics()['top1']:.2f}%"
+        elif tid in running:
+            name, detail = "running", _running_detail(running[tid], cfg.epochs)
         elif name == "failed":
             detail = f"after epoch {state.epochs}: {detail[:80]}"
         elif name == "partial":
             detail = f"epoch {state.epochs}"
         rows.append(
             (
-                cfg.trial_id,
+                tid,
                 cfg.method,
                 str(cfg.width),
                 str(cfg.num_inputs),
@@ -72,15 +77,17 @@ def _running_detail(r: dict, epochs: int) -> str:
     return "starting"
 
 
-def trials_in_folder(suite_dir: Path) -> tuple[list[TrialConfig], dict[str, str]]:
-    """The trials whose folders exist under a results/<suite> folder, and those whose config is unreadable."""
+def trials_in_folder(suite_dir: Path) -> tuple[list[tuple[TrialConfig, Path]], dict[str, str]]:
+    """The trials whose folders exist under a results/<suite> folder (each with its folder: one written by an
+    older recipe version has another id today), and those whose config is unreadable."""
     trials, corrupt = [], {}
     for config_file in sorted(Path(suite_dir).glob("*/" + results.CONFIG)):
         folder = results.TrialFolder(config_file.parent)
         try:
             raw = folder.config()
             derived = ("trial_id", "lr")  # written beside the config, not part of it
-            trials.append(TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived}))
+            cfg = TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived})
+            trials.append((cfg, folder.path))
         except (results.CorruptFile, ValueError) as err:
             corrupt[folder.trial_id] = f"{results.CONFIG}: {str(err).splitlines()[0][-150:]}"
     return trials, corrupt

@@ -43,13 +43,22 @@ def milestone_epochs(cfg: TrialConfig) -> list[int]:
     return [round((m - 1) * cfg.epochs / cfg.milestones_budget) for m in cfg.milestones]
 
 
+def training_progress(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The clock of the patch-probability schedule, in (0, 1]: the epoch's number (1-based) over the
+    number of epochs, as the authors' (constant within an epoch; the last epoch sits at 1, where p is 0),
+    or, with ``p_clock: step``, the share of training done at this step."""
+    if cfg.p_clock == "step":
+        return (epoch + step / steps_per_epoch) / cfg.epochs
+    return (epoch + 1) / cfg.epochs
+
+
 def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Linear per-step warmup over the first warmup_epochs, then step decay at the milestones."""
     lr = cfg.learning_rate * cfg.lr_gamma ** sum(epoch >= m for m in milestone_epochs(cfg))
     warmup_steps = cfg.warmup_epochs * steps_per_epoch
     global_step = epoch * steps_per_epoch + step
     if global_step < warmup_steps:
-        lr *= (global_step + 1) / warmup_steps
+        lr *= min(1.0, (global_step + 1) / warmup_steps)  # a fractional warmup length must not overshoot
     return lr
 
 
@@ -74,8 +83,10 @@ class Trainer:
         if channels_last:
             model.to(memory_format=torch.channels_last)
         resolution = d.train.x.shape[1]
-        self.method = METHODS.get(cfg.method)(cfg, d.num_classes, model.mix_size(resolution))
         self.train_loader = build_train_loader(cfg, d, self.device)
+        self.method = METHODS.get(cfg.method)(cfg, d.num_classes, model.mix_size(resolution))
+        if self.method.msda != "none" and cfg.msda_partner == "dataset":
+            self.method.partners = self.train_loader.sample  # Mixup/CutMix partners: any training image
         self.engine = build_engine(cfg, model, self.device, self.world)
         self.model = self.engine.model
         self.eval_loaders: dict[str, EvalLoader] = {}
@@ -142,7 +153,7 @@ class Trainer:
         totals = torch.zeros(3, device=self.device)  # loss sum, correct, entries: on the device, one sync per epoch
         for step, (x, y) in enumerate(self.train_loader):
             lr = learning_rate(cfg, epoch, step, steps)
-            loss_sum, correct, count = self.step(x, y, lr, progress=(epoch + step / steps) / cfg.epochs)
+            loss_sum, correct, count = self.step(x, y, lr, progress=training_progress(cfg, epoch, step, steps))
             totals[0] += loss_sum
             totals[1] += correct
             totals[2] += count

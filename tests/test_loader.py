@@ -14,8 +14,8 @@ def test_repetition_structure_and_epoch_length():
     torch.manual_seed(0)
     n = 1000
     arrays = ImageArrays(np.zeros((n, 8, 8, 3), np.uint8), np.arange(n))
-    loader = TrainLoader(arrays, batch_size=64, repetitions=4, device=torch.device("cpu"), **RAW)
-    assert len(loader) == 63  # ceil(1000 * 4 / 64)
+    loader = TrainLoader(arrays, batch_size=64, repetitions=4, device=torch.device("cpu"), drop_last=False, **RAW)
+    assert len(loader) == 63  # ceil(1000 * 4 / 64): every image once
     counts = np.zeros(n, int)
     batches = list(loader.sample_indices())
     assert len(batches) == 63

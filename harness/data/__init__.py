@@ -64,7 +64,9 @@ def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
             cfg.flip,
             seed=cfg.seed,
         )
-    return TrainLoader(data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip)
+    return TrainLoader(
+        data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip, cfg.drop_last
+    )
 
 
 __all__ = [

@@ -49,7 +49,7 @@ class ImageSplits:
 
 DATASETS: Registry = Registry("dataset")
 
-# The authors normalise both CIFARs with these statistics (spec section 5).
+# The authors normalise both CIFARs with these statistics (docs/recipe.md §3).
 CIFAR_MEAN = (0.4914, 0.4824, 0.4467)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -144,7 +144,7 @@ class FFCVTrainLoader:
             num_workers=cfg.loader_workers,
             order=OrderOption.RANDOM,
             indices=np.asarray(train_index),
-            drop_last=False,
+            drop_last=cfg.drop_last,  # the authors drop an epoch's last partial batch
             os_cache=True,
             seed=seed,
             pipelines={

@@ -52,7 +52,9 @@ class TrainLoader:
     """Yields (images float NCHW normalised, labels) for one epoch at a time.
 
     With repetition b, each batch holds batch_size / b distinct images, each b times, every copy
-    augmented independently; an epoch is ceil(N * b / batch_size) steps (every image seen b times).
+    augmented independently; an epoch is floor(N * b / batch_size) steps, the last partial batch dropped
+    as in the authors' loader (``drop_last=False``: ceil, every image seen b times). ``sample(k)`` draws
+    k augmented training images uniformly, independently of the epoch's order.
     """
 
     def __init__(
@@ -65,20 +67,28 @@ class TrainLoader:
         device: torch.device,
         crop_padding: int = 4,
         flip: bool = True,
+        drop_last: bool = True,
     ):
         self.x, self.y = to_device_images(arrays, device)
+        self.drop_last = drop_last
         self.distinct = batch_size // repetitions
         self.repetitions = repetitions
         self.crop_padding, self.flip = crop_padding, flip
         self.normalize = Normalize(mean, std, device)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.y) / self.distinct)
+        steps = len(self.y) / self.distinct
+        return max(1, math.floor(steps)) if self.drop_last else math.ceil(steps)
 
     def sample_indices(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(self.y), device=self.y.device)
-        for chunk in order.split(self.distinct):
+        for chunk in order.split(self.distinct)[: len(self)]:
             yield chunk.repeat_interleave(self.repetitions)
+
+    def sample(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k training images drawn uniformly with replacement, augmented like a batch, and their labels."""
+        idx = torch.randint(0, len(self.y), (k,), device=self.y.device)
+        return self.normalize(random_crop_flip(self.x[idx], self.crop_padding, self.flip)), self.y[idx]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in self.sample_indices():

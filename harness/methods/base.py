@@ -9,7 +9,7 @@ ratios; the soft targets are scaled by the loss weights w_i = M lam_i^(1/r) / su
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,8 @@ from harness.methods.mixing import box_masks, loss_weights, sample_beta
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
+
+PartnerSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # k -> (images, labels) of k training images
 
 
 @dataclass
@@ -52,12 +54,15 @@ class Method:
         if cls.single_network and cfg.msda != "none":
             raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
 
-    def __init__(self, cfg: TrialConfig, num_classes: int, mix_size: int):
+    def __init__(self, cfg: TrialConfig, num_classes: int, mix_size: int, partners: PartnerSource | None = None):
         self.cfg = cfg
         self.M = cfg.num_inputs
         self.num_classes = num_classes
         self.mix_size = mix_size  # side of the encoded feature map the masks apply to
         self.msda = self.sample_augmentation or cfg.msda
+        # where Mixup/CutMix partners come from: k images drawn from the training set (the authors'), or,
+        # without a source, the batch itself
+        self.partners = partners
 
     # --- to override
     def mixing(self, n: int, progress: float, device) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -85,34 +90,42 @@ class Method:
         return MixedBatch(inputs, mix, targets, labels)
 
     def _sample_augmentation(self, inputs, targets, x, y, masks):
-        """Mixup or CutMix on each input, partner drawn uniformly from the batch, per-sample probability
-        msda_prob. Under a MixMo mask, the CutMix label ratio is the share of the pasted box inside
-        the part of the input that the mask keeps."""
+        """Mixup or CutMix on each input, with probability msda_prob per input; the partner is a training
+        image drawn uniformly (from the partner source, else from the batch). Under a MixMo mask, the label
+        ratio is the partner's share of the part of the input that the mask keeps, and, as in the authors'
+        code, the two images swap roles when the partner would get the larger share: an input's own label
+        always keeps at least half."""
         n, M, _, H, W = inputs.shape
         dev = inputs.device
-        partner = torch.randint(0, n, (n, M), device=dev)
+        if self.partners is not None:
+            partner_x, partner_y = self.partners(n * M)
+            partner_x, partner_y = partner_x.view(n, M, *partner_x.shape[1:]), partner_y.view(n, M)
+        else:
+            index = torch.randint(0, n, (n, M), device=dev)
+            partner_x, partner_y = x[index], y[index]
         applied = (torch.rand(n, M, device=dev) < self.cfg.msda_prob).float()
         ratio = sample_beta(self.cfg.msda_alpha, n * M, dev).view(n, M) * applied
         if self.msda == "mixup":
-            k = ratio.view(n, M, 1, 1, 1)
-            inputs = (1 - k) * inputs + k * x[partner]
-            kappa = ratio
+            paste = ratio.view(n, M, 1, 1, 1).expand(n, M, 1, H, W)
         else:
-            box = box_masks(ratio.flatten(), H, W).view(n, M, 1, H, W) * applied.view(n, M, 1, 1, 1)
-            inputs = inputs * (1 - box) + x[partner] * box
-            if masks is None:
-                kappa = box.mean((2, 3, 4))
-            else:
-                visible = (
-                    F.interpolate(masks.flatten(0, 1), size=(H, W), mode="nearest").view(n, M, 1, H, W)
-                    if masks.shape[-1] > 1
-                    else masks.expand(n, M, 1, H, W)
-                )
-                kappa = (box * visible).sum((2, 3, 4)) / visible.sum((2, 3, 4)).clamp_min(1e-12)
-                kappa = torch.where(visible.sum((2, 3, 4)) > 0, kappa, box.mean((2, 3, 4)))
-        partner_targets = F.one_hot(y[partner], self.num_classes).float()
+            paste = box_masks(ratio.flatten(), H, W).view(n, M, 1, H, W) * applied.view(n, M, 1, 1, 1)
+        if masks is None or self.M == 1:
+            kappa = paste.mean((2, 3, 4))
+        else:
+            visible = (
+                F.interpolate(masks.flatten(0, 1), size=(H, W), mode="nearest").view(n, M, 1, H, W)
+                if masks.shape[-1] > 1
+                else masks.expand(n, M, 1, H, W)
+            )
+            kappa = (paste * visible).sum((2, 3, 4)) / visible.sum((2, 3, 4)).clamp_min(1e-12)
+            kappa = torch.where(visible.sum((2, 3, 4)) > 0, kappa, paste.mean((2, 3, 4)))
+            swap = kappa > 0.5  # the partner would dominate: it becomes the background, the own image the paste
+            paste = torch.where(swap.view(n, M, 1, 1, 1), 1 - paste, paste)
+            kappa = torch.where(swap, 1 - kappa, kappa)
+        mixed = inputs * (1 - paste) + partner_x * paste
+        partner_targets = F.one_hot(partner_y, self.num_classes).float()
         k = kappa.unsqueeze(-1)
-        return inputs, (1 - k) * targets + k * partner_targets
+        return mixed, (1 - k) * targets + k * partner_targets
 
     @staticmethod
     def loss(logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:

@@ -36,14 +36,14 @@ def box_masks(area: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def loss_weights(lams: torch.Tensor, r: float) -> torch.Tensor:
     """w_i = M lam_i^(1/r) / sum_j lam_j^(1/r) over the last dim: r = 1 is proportional to lam,
-    larger r flattens the weights towards 1 (spec section 4)."""
+    larger r flattens the weights towards 1 (docs/recipe.md §1)."""
     powered = lams.clamp_min(0) ** (1.0 / r)
     return lams.shape[-1] * powered / powered.sum(-1, keepdim=True).clamp_min(1e-12)
 
 
 def patch_probability(p: float, progress: float, decay_start: float) -> float:
     """Probability of the patch (cut) mix at training progress t in [0, 1]: p until decay_start,
-    then linear to 0 at the end (spec: p(t) = 0.5 (1 - t) / (1/12) for t >= 11/12)."""
+    then linear to 0 at the end (docs/recipe.md §1: p(t) = 0.5 (1 - t) / (1/12) for t >= 11/12)."""
     if progress < decay_start or decay_start >= 1:
         return p
     return max(0.0, p * (1 - progress) / (1 - decay_start))

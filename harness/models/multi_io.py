@@ -12,13 +12,18 @@ import math
 import torch
 from torch import nn
 
+# std of a unit normal truncated at +-2 (TensorFlow's variance-scaling initialiser divides by it, and so do
+# the authors: the truncated draw then has exactly He's std sqrt(2 / fan_in))
+TRUNCATED_STD = 0.87962566103423978
 
-def init_weights(module: nn.Module) -> None:
-    """Conv and linear weights ~ truncated normal with He fan-in scale; zero biases; BN at identity."""
+
+def init_weights(module: nn.Module, head_std: float | None = None) -> None:
+    """Conv and linear weights ~ normal truncated at 2 std, scaled so that their std is exactly He's
+    sqrt(2 / fan_in); ``head_std``: the heads from N(0, head_std) instead; zero biases; BN at identity."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fan_in = m.weight[0].numel()
-            std = math.sqrt(2.0 / fan_in)
+            std = math.sqrt(2.0 / fan_in) / TRUNCATED_STD
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -37,6 +42,7 @@ class MultiIONet(nn.Module):
         encoder_channels: int,
         encoder_stride: int,
         in_channels: int = 3,
+        head_std: float | None = None,
     ):
         super().__init__()
         self.num_inputs, self.num_classes = num_inputs, num_classes
@@ -55,6 +61,8 @@ class MultiIONet(nn.Module):
         # M heads as one linear layer: rows [i*K, (i+1)*K) are head i.
         self.heads = nn.Linear(core_features, num_classes * num_inputs)
         init_weights(self)
+        if head_std is not None:  # PreActResNet: the authors draw its linear head(s) from N(0, 0.01)
+            nn.init.normal_(self.heads.weight, std=head_std)
 
     def mix_size(self, input_size: int) -> int:
         """Side of the encoded feature map on which masks are applied."""

@@ -1,4 +1,4 @@
-"""PreActResNet-18-w for Tiny ImageNet (spec section 2): a 3x3 stride-2 stem to 64 channels,
+"""PreActResNet-18-w for Tiny ImageNet (docs/recipe.md §2): a 3x3 stride-2 stem to 64 channels,
 no max-pool, four stages of two pre-activation blocks with 64w, 128w, 256w, 512w channels."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class PreActResNetCore(nn.Sequential):
             for i in range(n):
                 layers.append(PreActBlock(in_planes, planes, 2 if stage > 0 and i == 0 else 1))
                 in_planes = planes
-        layers += [nn.BatchNorm2d(in_planes), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]  # the authors' network: no BN-ReLU before the pooling
         super().__init__(*layers)
         self.out_features = in_planes
 
@@ -51,4 +51,6 @@ class PreActResNet18:
     @staticmethod
     def build(depth: int, width: int, num_classes: int, num_inputs: int) -> MultiIONet:
         core = PreActResNetCore(width)
-        return MultiIONet(core, core.out_features, num_classes, num_inputs, encoder_channels=64, encoder_stride=2)
+        return MultiIONet(
+            core, core.out_features, num_classes, num_inputs, encoder_channels=64, encoder_stride=2, head_std=0.01
+        )

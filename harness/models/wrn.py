@@ -1,4 +1,4 @@
-"""WideResNet-d-w with pre-activation basic blocks, as in the MixMo authors' code (spec section 2)."""
+"""WideResNet-d-w with pre-activation basic blocks, as in the MixMo authors' code (docs/recipe.md §2)."""
 
 from __future__ import annotations
 

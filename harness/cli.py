@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 from harness.config import ConfigError, TrialConfig, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
-from harness.results import CorruptFile, ResourceError
+from harness.results import CorruptFile, ResourceError, out_of_memory
 
 
 def _trial_config(args):
@@ -411,15 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("error: out of memory: lower batch_size or the width (or eval_batch_size)", file=sys.stderr)
-        return 3
-    except RuntimeError as err:
-        if type(err).__name__ != "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
             raise
+        asked = re.search(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?\w+)", str(err))
         print(
-            f"error: out of GPU memory ({str(err).splitlines()[0][:200]}): lower batch_size or the width "
-            f"(or eval_batch_size)",
+            f"error: out of memory{f' (asked for {asked.group(1)} more)' if asked else ''}: lower batch_size, "
+            f"the width or eval_batch_size, or run where there is more memory",
             file=sys.stderr,
         )
         return 3

@@ -16,7 +16,7 @@ import torch
 
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
-from harness.results import TrialFolder
+from harness.results import TrialFolder, out_of_memory
 from harness.storage import CACHE_ONLY, working_copy
 from harness.trainer import EpochCallback, StepCallback, Trainer
 
@@ -67,7 +67,7 @@ def train_trial(
 
 def _plain_reason(err: Exception) -> str:
     """A last line for error.txt (what `harness status` shows) that says what ran out."""
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+    if out_of_memory(err):
         return "\nout of memory: lower batch_size or the width, or give each trial more memory (resources)\n"
     return ""
 

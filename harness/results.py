@@ -96,6 +96,15 @@ def _out_of_space(err: BaseException, folder: Path) -> bool:
         return False
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """torch.OutOfMemoryError (GPU), MemoryError, or the CPU allocator's "can't allocate memory"."""
+    return (
+        isinstance(err, MemoryError)
+        or type(err).__name__ == "OutOfMemoryError"
+        or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+    )
+
+
 def _free(folder: Path) -> str:
     try:
         return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"

@@ -317,6 +317,23 @@ def test_full_disk_is_reported_as_such(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+def test_out_of_memory_is_reported_as_such(tmp_path):
+    """A 6 GB address-space limit: the CPU allocator fails inside the first step."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 10**9, 6 * 10**9))
+
+    config = tmp_path / "trial.yaml"
+    big = tiny_config(synthetic_size=512, synthetic_resolution=32, depth=16, width=8, batch_size=512, epochs=1)
+    config.write_text(yaml.safe_dump({**big.model_dump(mode="json"), "output_dir": str(tmp_path)}))
+    proc = subprocess.run(
+        [os.sys.executable, "-m", "harness", "train", str(config)], capture_output=True, text=True, preexec_fn=limit
+    )
+    assert proc.returncode == 3 and "error: out of memory (asked for" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "enforce fail" not in proc.stderr
+
+
 def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
     config = tmp_path / "trial.yaml"
     config.write_text(

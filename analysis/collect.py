@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.ensembles import ensembles_for
+from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.results import CONFIG, CorruptFile, TrialFolder
 
@@ -38,7 +38,13 @@ def collect(suite_dir: Path) -> pd.DataFrame:
             "trial_dir": str(folder.path),
         }
         if state.state == "finished":
-            metrics = folder.metrics()
+            # calibrated metrics recomputed from the saved logits: one protocol for every row and figure
+            saved = folder.logits()
+            metrics = {
+                **folder.metrics(),
+                **recalibrated(saved)[2],
+                "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
+            }
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
             row["train_hours"] = metrics["train_time_s"] / 3600
         rows.append(row)

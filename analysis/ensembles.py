@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.metrics import classification_metrics
+from harness.metrics import calibrate, calibrated_metrics, classification_metrics
 from harness.results import TrialFolder
 
 # Keys that may differ between members of one deep ensemble.
@@ -27,6 +27,31 @@ MEMBER_KEYS = {
 
 def _recipe(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in MEMBER_KEYS}
+
+
+def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """A trial's (or ensemble's) saved logits through the one calibration protocol (harness.metrics.calibrate):
+    (scaled ensemble logits, labels, calibrated metrics). The report's tables and figures both use it, so they
+    cannot disagree."""
+    labels = torch.from_numpy(saved["test_labels"])
+    val = (
+        (torch.from_numpy(saved["val_logits"]).float(), torch.from_numpy(saved["val_labels"]))
+        if "val_logits" in saved
+        else (None, None)
+    )
+    test = torch.from_numpy(saved["test_logits"]).float()
+    scaled, _ = calibrate(test, labels, *val)
+    return scaled, labels, calibrated_metrics(test, labels, *val)
+
+
+def bootstrap_top1_halfwidth(logits: np.ndarray, labels: np.ndarray, draws: int = 1000, seed: int = 0) -> float:
+    """Half-width of the 95% percentile-bootstrap interval of the ensemble's top-1 over test images."""
+    correct = torch.from_numpy(logits).float().mean(1).argmax(-1) == torch.from_numpy(labels)
+    rng = torch.Generator().manual_seed(seed)
+    index = torch.randint(0, len(correct), (draws, len(correct)), generator=rng)
+    means = correct[index].float().mean(1)
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
+    return (high - low) / 2
 
 
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -50,8 +75,10 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
             raise ValueError(f"{d}: differs from {trial_dirs[0]} in {', '.join(diff)}, not only in seed")
         if not np.array_equal(lab, labels):
             raise ValueError(f"{d}: evaluated on different test images than {trial_dirs[0]}")
-    heads = torch.from_numpy(np.concatenate([m[1] for m in members], axis=1)).float()
-    out = classification_metrics(heads, torch.from_numpy(labels))
+    heads = np.concatenate([m[1] for m in members], axis=1)
+    out = classification_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels))
+    out.update(recalibrated({"test_logits": heads, "test_labels": labels})[2])
+    out["top1_boot_ci"] = bootstrap_top1_halfwidth(heads, labels)
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]
     return out

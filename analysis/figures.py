@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from analysis.ensembles import recalibrated  # noqa: E402
 from analysis.tables import label  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import HISTORY, TrialFolder  # noqa: E402
@@ -52,7 +53,7 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     with plt.rc_context(STYLE):
         fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(11.5, 4))
         for name, color, style, rows in _series(summary):
-            err = 100 * rows.top1_std.fillna(0)
+            err = 100 * rows.top1_ci.fillna(0)  # the tables' 95% interval
             marker = "s" if style == "--" else "o"
             ax_w.errorbar(
                 rows.width, 100 * rows.top1_mean, yerr=err, label=name, color=color, ls=style, marker=marker, capsize=3
@@ -94,7 +95,7 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.errorbar(
                     rows.width,
                     rows[f"{metric}_mean"],
-                    yerr=rows[f"{metric}_std"].fillna(0),
+                    yerr=rows[f"{metric}_ci"].fillna(0),
                     label=name,
                     color=color,
                     ls=style,
@@ -114,7 +115,8 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
 
 def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
     """Per method (its widest, lowest-seed finished trial): reliability diagrams before and after
-    temperature scaling, with the ECE in the title."""
+    temperature scaling (the report's one protocol, so the ECE in each title is the table's), with the
+    number of test images in each confidence bin and the confidence histogram below the bars."""
     done = trials[trials.state == "finished"].sort_values(["width", "seed"], ascending=[False, True])
     picks = [
         done[done.method == m].iloc[0]
@@ -122,16 +124,14 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
         if (done.method == m).any()
     ]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(picks), 2, figsize=(7, 3.2 * len(picks)), squeeze=False)
+        fig, axes = plt.subplots(len(picks), 2, figsize=(7.5, 3.4 * len(picks)), squeeze=False)
         for row, trial in zip(axes, picks):
             saved = TrialFolder(trial.trial_dir).logits()
+            scaled, labels, calibrated = recalibrated(saved)
             logits = ensemble_logits(torch.from_numpy(saved["test_logits"]))
-            labels = torch.from_numpy(saved["test_labels"])
-            for ax, scaled, when in (
-                (row[0], logits, "before"),
-                (row[1], logits / trial.temperature, f"after (T = {trial.temperature:.2f})"),
-            ):
-                count, conf, acc = calibration_bins(scaled, labels)
+            temps = " / ".join(f"{t:.2f}" for t in calibrated["temperatures"])
+            for ax, shown, when in ((row[0], logits, "before"), (row[1], scaled, f"after (T = {temps})")):
+                count, conf, acc = calibration_bins(shown, labels)
                 edges = np.linspace(0, 1, len(count) + 1)
                 centers = (edges[:-1] + edges[1:]) / 2
                 filled = count.numpy() > 0
@@ -141,15 +141,19 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
                     width=1 / len(count),
                     edgecolor="black",
                     alpha=0.7,
-                    label="accuracy",
+                    label="accuracy in the bin",
                 )
+                share = count.numpy() / count.sum().item()
+                ax.bar(centers, share, width=1 / len(count), color="tab:gray", alpha=0.5, label="share of images")
+                for x, c, a in zip(centers[filled], count.numpy()[filled], acc.numpy()[filled]):
+                    ax.text(x, min(a + 0.02, 0.93), f"{int(c)}", ha="center", fontsize=5, rotation=90)
                 ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1)
-                ax.set_xlabel("confidence")
+                ax.set_xlabel("confidence (bins of 1/15; numbers: images per bin)")
                 ax.set_ylabel("accuracy")
-                ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(scaled, labels):.4f}", fontsize=8)
-        axes[0][0].legend(fontsize=7, loc="upper left")
+                ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(shown, labels):.4f}", fontsize=8)
+        axes[0][0].legend(fontsize=6, loc="upper left")
         fig.tight_layout()
         _save(fig, path)
     return fig
@@ -225,4 +229,7 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
 
 def _network_title(summary: pd.DataFrame) -> str:
     first = summary.iloc[0]
-    return f"{first.dataset}, {first.model}-{first.depth}-w, {int(first.epochs)} epochs"
+    return (
+        f"{first.dataset}, {first.model}-{first.depth}-w, {int(first.epochs)} epochs; "
+        f"bars: 95% interval over seeds (none where n = 1)"
+    )

@@ -44,9 +44,17 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
     ]
 
 
+def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the two-sided t-interval of a mean of n values with sample std ``std``."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / n**0.5) if n >= 2 else float("nan")
+
+
 def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
-    """One row per setting (method, width, ensemble size, ...): mean and std of every metric over
-    seeds, and n, the number of seeds (or of ensembles) behind it."""
+    """One row per setting (method, width, ensemble size, ...): mean, std and the 95% interval's half-width
+    (``_ci``) of every metric over seeds, and n, the number of seeds (or of ensembles) behind it. With n = 1
+    the top-1's interval is the bootstrap one over test images (``top1_ci_kind``)."""
     rows = rows[rows.state == "finished"].copy()
     if "msda" not in rows:
         rows["msda"] = "none"
@@ -59,6 +67,14 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
     std = grouped[present].std(ddof=1)  # NaN for n = 1
     out = mean.add_suffix("_mean").join(std.add_suffix("_std"))
     out["n"] = grouped.size()
+    for m in present:
+        out[f"{m}_ci"] = [t_halfwidth(sd, n) for sd, n in zip(out[f"{m}_std"], out["n"])]
+    out["top1_ci_kind"] = "t"
+    if "top1_boot_ci" in rows:
+        boot = grouped["top1_boot_ci"].first()
+        single = out["n"] == 1
+        out.loc[single, "top1_ci"] = boot[single]
+        out.loc[single & boot.notna(), "top1_ci_kind"] = "bootstrap"
     out = (
         out.reset_index()
         .sort_values(["dataset", "model", "depth", "width", "members", "method"])
@@ -68,11 +84,18 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
     return out
 
 
-def _cell(mean: float, std: float, scale: float, decimals: int) -> str:
+def _cell(mean: float, half: float, scale: float, decimals: int, mark: str = "") -> str:
+    """'mean ± half-width of the 95% interval' (non-breaking, so a cell never wraps); mark: † = bootstrap."""
     if mean != mean:  # NaN
         return "-"
     text = f"{mean * scale:.{decimals}f}"
-    return text + (f" ± {std * scale:.{decimals}f}" if std == std else "")
+    return text + (f"\u00a0±\u00a0{half * scale:.{decimals}f}{mark}" if half == half else "")
+
+
+CAPTION = (
+    "Mean over seeds ± the half-width of its 95% t-interval (n = number of seeds, or of distinct ensembles); "
+    "with n = 1, top-1's ± is the 95% bootstrap interval over test images (marked †), the other metrics have none."
+)
 
 
 def label(row) -> str:
@@ -95,7 +118,10 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
     )
     for m, name, scale, decimals in METRICS:
         if f"{m}_mean" in summary:
-            out[name] = [_cell(a, s, scale, decimals) for a, s in zip(summary[f"{m}_mean"], summary[f"{m}_std"])]
+            marks = summary["top1_ci_kind"].map({"bootstrap": "†"}).fillna("") if m == "top1" else [""] * len(summary)
+            out[name] = [
+                _cell(a, h, scale, decimals, k) for a, h, k in zip(summary[f"{m}_mean"], summary[f"{m}_ci"], marks)
+            ]
     return out
 
 
@@ -118,6 +144,7 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
                 "ours top-1 %",
                 "n",
                 "difference",
+                "verdict",
             ]
         )
     mid = (joined.top1_low + joined.top1_high) / 2
@@ -132,11 +159,25 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
             "published top-1 %": [
                 f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(joined.top1_low, joined.top1_high)
             ],
-            "ours top-1 %": [_cell(a, s, 100, 2) for a, s in zip(joined.top1_mean, joined.top1_std)],
+            "ours top-1 %": [
+                _cell(a, h, 100, 2, "†" if k == "bootstrap" else "")
+                for a, h, k in zip(joined.top1_mean, joined.top1_ci, joined.top1_ci_kind)
+            ],
             "n": joined.n.astype(int),
             "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
+            "verdict": [
+                _verdict(a, h, lo / 100, hi / 100)
+                for a, h, lo, hi in zip(joined.top1_mean, joined.top1_ci, joined.top1_low, joined.top1_high)
+            ],
         }
     )
+
+
+def _verdict(mean: float, half: float, low: float, high: float) -> str:
+    """'within' when our 95% interval meets the published value (or range), 'outside' when not."""
+    if half != half:
+        return "no interval"
+    return "within" if mean - half <= high and mean + half >= low else "outside"
 
 
 def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:

@@ -292,8 +292,10 @@ def cmd_report(args) -> int:
         print(f"warning: {tid} left out of the report: {why}", file=sys.stderr)
     if store is not None:
         store.push(report["dir"], f"{name}/report")
+    if report.get("summary"):
+        print(report["summary"] + "\n")
     print(
-        f"report: {report['dir'] / 'index.html'} ({len(report['tables'])} table files, "
+        f"report: {(report['dir'] / 'index.html').resolve().as_uri()} ({len(report['tables'])} table files, "
         f"{len(report['figures'])} figure files)"
     )
     if report["missing"]:
@@ -301,9 +303,10 @@ def cmd_report(args) -> int:
         for tid, why in report["missing"].items():
             print(f"  {tid}: {why}")
     if suite is not None and suite.tracking.enabled:
-        from harness.tracking import log_report
+        from harness.tracking import log_report, mlflow_hint
 
         log_report(suite, report["dir"], args.tracking_uri)
+        print(mlflow_hint(suite, args.tracking_uri))
     return 0
 
 

@@ -26,7 +26,7 @@ from harness.data import check_available
 from harness.lock import SuiteLock
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand, resolve_data_dir
-from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker
+from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
 
 
 def status_rows(
@@ -409,6 +409,9 @@ def _run_locked(
     print(status_table(status_rows(trials)))
     for line in ensembles:
         print(line)
+    if tracker is not None:
+        print(mlflow_hint(suite, tracker.uri))
+    print(f"report: harness report {source}")
     if failed:
         print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
         for tid in sorted(failed):

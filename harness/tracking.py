@@ -276,3 +276,11 @@ def log_report(suite, report_dir: Path, tracking_uri: str | None = None) -> None
         print(f"report logged to MLflow run {state['run_id']} ({uri})")
     except Exception as err:
         warn(f"tracking: could not log the report to {uri} ({type(err).__name__}: {str(err)[:200]})")
+
+
+def mlflow_hint(suite, tracking_uri: str | None = None) -> str:
+    """How to look at the suite's runs in the MLflow UI."""
+    uri = tracking_uri or suite.tracking.uri or Tracker.for_suite(suite, tracking_uri).uri
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow: {uri} (experiment {suite.tracking.experiment or suite.name})"
+    return f"MLflow: mlflow ui --backend-store-uri {uri}   (experiment {suite.tracking.experiment or suite.name})"

@@ -68,7 +68,15 @@ def test_temperature_scaling_lowers_nll_of_overconfident_logits():
     heads = overconfident.unsqueeze(1)
     cal = mt.calibrated_metrics(heads, labels)
     assert cal["cal_nll"] < mt.nll(overconfident, labels) and cal["cal_ece"] < mt.ece(overconfident, labels)
-    assert "swap" in cal["calibration_protocol"]
+    assert "cross-fit" in cal["calibration_protocol"]
+    # the cross-fit exactly: each half scaled by the T fitted on the other, metrics over all images
+    t_a, t_b = (
+        mt.fit_temperature(overconfident[:2000], labels[:2000]),
+        mt.fit_temperature(overconfident[2000:], labels[2000:]),
+    )
+    scaled = torch.cat([overconfident[:2000] / t_b, overconfident[2000:] / t_a])
+    assert cal["temperatures"] == [t_a, t_b] and cal["temperature"] == (t_a + t_b) / 2
+    assert cal["cal_nll"] == mt.nll(scaled, labels) and cal["cal_ece"] == mt.ece(scaled, labels)
     cal_val = mt.calibrated_metrics(heads[:2000], labels[:2000], heads[2000:], labels[2000:])
     assert "validation" in cal_val["calibration_protocol"]
     assert cal_val["cal_nll"] < mt.nll(overconfident[:2000], labels[:2000])

@@ -91,7 +91,7 @@ def test_mean_and_std_over_seeds_are_exact(sweep):
     assert row.n == 3
     assert row.top1_mean == pytest.approx(0.6) and row.top1_std == pytest.approx(0.1)  # ddof = 1
     shown = tables.display_table(summary)
-    assert "60.00 ± 10.00" in shown["top-1 %"].tolist()
+    assert "60.00\u00a0±\u00a024.84" in shown["top-1 %"].tolist()  # the 95% t-interval: 4.3027 x 0.1 / sqrt(3)
     single = summary[(summary.method == "cut_mixmo") & (summary.width == 2)].iloc[0]
     assert single.n == 1 and np.isnan(single.top1_std)
     # two heads of 60% each whose errors do not overlap: ratio-error = 8 single errors / 0 shared
@@ -118,8 +118,9 @@ def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
     published = tables.published_vs_reproduced(tables.summarize(collect(root)))
     assert len(published) == 2
     vanilla = published[published.method == "vanilla"].iloc[0]
-    assert vanilla["published top-1 %"] == "81.79" and vanilla["ours top-1 %"] == "80.00"
-    assert vanilla["difference"] == "-1.79"
+    assert vanilla["published top-1 %"] == "81.79" and vanilla["ours top-1 %"].startswith("80.00\u00a0±\u00a0")
+    assert vanilla["ours top-1 %"].endswith("†")  # one seed: the bootstrap interval over the test images
+    assert vanilla["difference"] == "-1.79" and vanilla["verdict"] == "within"
     cut = published[published.method == "cut_mixmo + cutmix"].iloc[0]
     assert cut["published top-1 %"] == "85.77-85.92" and float(cut["difference"]) == pytest.approx(
         90 - 85.845, abs=0.006
@@ -233,3 +234,40 @@ def test_curves_figure_plots_each_evaluated_history(sweep, tmp_path):
         assert list(lines[f"{method} s0"].get_xdata()) == [1, 2, 3]
         assert list(lines[f"{method} s0"].get_ydata()) == pytest.approx([100 * v for v in values])
     assert (tmp_path / "f" / "curves.png").exists()
+
+
+def test_the_tables_calibrated_metrics_are_the_reliability_panels(sweep, tmp_path):
+    """One protocol: the ECE printed in each 'after' panel is the table's calibrated ECE of that trial, and
+    the page states the protocol (and says why calibration can lose, when it does)."""
+    trials = collect(sweep)
+    fig = figures.reliability_figure(trials, tmp_path / "rel")
+    done = trials[trials.state == "finished"]
+    for row in fig.axes[1::2][: len(set(done.method))]:
+        if not row.get_title():
+            continue
+        title = row.get_title()
+        method, width = title.split(" w=")[0], int(title.split(" w=")[1].split(",")[0])
+        ece_shown = float(title.rsplit("ECE ", 1)[1])
+        pick = done[(done.method == method.split(" ")[0]) & (done.width == width)].sort_values("seed").iloc[0]
+        assert ece_shown == pytest.approx(pick.cal_ece, abs=5e-5)  # the title's 4 decimals
+    report = build_report(sweep)
+    page = (report["dir"] / "index.html").read_text()
+    assert "one protocol: test-set cross-fit" in page
+
+
+def test_intervals_by_hand(sweep):
+    """Seeds 0, 1, 2 of the fixture have top-1 0.5, 0.6, 0.7: mean 0.6, std 0.1, t(0.975, 2) = 4.302653."""
+    rows = collect(sweep)
+    summary = tables.summarize(rows[rows.state == "finished"], rows.attrs["config_keys"])
+    three = summary[summary.n == 3].iloc[0]
+    assert three.top1_mean == pytest.approx(0.6) and three.top1_ci == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-6)
+    assert three.top1_ci_kind == "t"
+    assert tables.t_halfwidth(0.1, 1) != tables.t_halfwidth(0.1, 1)  # no interval from one value
+    # one seed: the bootstrap interval over test images, near 1.96 sqrt(p (1 - p) / N)
+    from analysis.ensembles import bootstrap_top1_halfwidth
+
+    labels = np.arange(2000) % 10
+    logits = np.zeros((2000, 1, 10), np.float32)
+    logits[np.arange(2000), 0, np.where(np.arange(2000) % 2 == 0, labels, (labels + 1) % 10)] = 5  # half right
+    half = bootstrap_top1_halfwidth(logits, labels)
+    assert half == pytest.approx(1.96 * (0.25 / 2000) ** 0.5, rel=0.12)

@@ -87,6 +87,48 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     return fig
 
 
+def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
+    """Top-1 against training hours and against parameters (inference cost grows with them): every setting
+    one point, the Pareto front (no other setting both cheaper and better) joined and circled."""
+    from analysis.tables import pareto_front
+
+    rows = summary.dropna(subset=["top1_mean"]).reset_index(drop=True)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
+        for ax, cost, name in (
+            (axes[0], "train_hours_mean", "training hours"),
+            (axes[1], "num_params_mean", "parameters"),
+        ):
+            if cost not in rows:
+                continue
+            for _, r in rows.iterrows():
+                ax.scatter(
+                    r[cost],
+                    100 * r.top1_mean,
+                    color=COLORS.get(r.method),
+                    marker="s" if r.members > 1 else "o",
+                    label=label(r),
+                )
+                ax.annotate(
+                    f"w={r.width}", (r[cost], 100 * r.top1_mean), fontsize=6, xytext=(3, 3), textcoords="offset points"
+                )
+            front = rows[pareto_front(list(rows[cost]), list(rows.top1_mean))].sort_values(cost)
+            ax.plot(front[cost], 100 * front.top1_mean, "k:", lw=1)
+            ax.scatter(
+                front[cost], 100 * front.top1_mean, s=120, facecolors="none", edgecolors="black", label="Pareto front"
+            )
+            ax.set_xscale("log")
+            ax.set_xlabel(name + " (log)")
+            ax.set_ylabel("top-1 accuracy (%)")
+            ax.set_title(f"Top-1 against {name}")
+        handles = dict(zip(*reversed(axes[1].get_legend_handles_labels())))
+        axes[1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        fig.suptitle(_network_title(rows) + "; squares: deep ensembles")
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
 def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))

@@ -15,7 +15,10 @@ from analysis.collect import collect, ensemble_rows
 
 
 def build_report(
-    suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None, expected: dict[str, str] | None = None
+    suite_dir: Path,
+    ensemble_specs: list[tuple[str, list[int]]] | None = None,
+    expected: dict[str, str] | None = None,
+    source: str | None = None,
 ) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt"}
     (trial folders with an unreadable file: left out, and listed as missing with the reason).
@@ -42,49 +45,179 @@ def build_report(
         compact = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
         report["summary"] = main[compact].to_string(index=False) + "\n" + tables.CAPTION
         published = tables.published_vs_reproduced(summary)
-        report["tables"] += tables.write_table(main, out / "results", tables.CAPTION)
+        paired = tables.paired_table(tables.paired_differences(finished))
+        captions = {
+            "results": tables.CAPTION,
+            "paired_differences": (
+                "Cut-MixMo's top-1 minus a baseline's, trained at the same width with the same seeds: mean difference "
+                "(points) ± the half-width of its 95% interval, and the two-sided p-value of the test named."
+            ),
+            "published_vs_reproduced": (
+                "Published top-1 (the authors' released runs) beside ours (± as in the results table); difference = "
+                "ours - published (midpoint); verdict: whether our 95% interval meets the published value."
+            ),
+        }
+        report["tables"] += tables.write_table(main, out / "results", captions["results"])
         report["tables"] += tables.write_table(
-            published,
-            out / "published_vs_reproduced",
-            "Published top-1 (the authors' released runs) beside ours (± as in the results table); difference = ours "
-            "- published (midpoint); verdict: whether our 95% interval meets the published value.",
+            published, out / "published_vs_reproduced", captions["published_vs_reproduced"]
         )
-        sections.append(
-            "<h2>Results</h2>"
-            + main.to_html(index=False, classes="results", border=0)
-            + f"<p>{html.escape(tables.CAPTION)}</p>"
-        )
-        sections.append("<h2>Calibration</h2>" + calibration_note(finished))
-        sections.append(
-            "<h2>Published vs reproduced</h2>"
-            + (
-                published.to_html(index=False, border=0)
-                if not published.empty
-                else "<p>No setting of this sweep matches a published one "
-                "(same dataset, network, width, method, M).</p>"
-            )
-        )
-        figs = []
+        if not paired.empty:
+            report["tables"] += tables.write_table(paired, out / "paired_differences", captions["paired_differences"])
+        setup = _setup(finished)
+        figs = []  # in the page's order: Fig. 2 first, then cost, calibration, diversity, learning curves
         for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
             stem = "{}_{}{}_{}ep".format(*key)
-            figs.append(figures.width_figure(group, out / "figures" / f"width_{stem}"))
-            figs.append(figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}"))
-        figs.append(figures.reliability_figure(finished, out / "figures" / "reliability"))
-        figs.append(figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"))
-        figs.append(figures.curves_figure(finished, out / "figures" / "curves"))
-        for fig in filter(None, figs):
-            plt.close(fig)
-        report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
-        for png in sorted((out / "figures").glob("*.png")):
-            sections.append(
-                f'<h2>{html.escape(png.stem)}</h2><img src="figures/{png.name}" alt="{html.escape(png.stem)}">'
+            figs.append(
+                (
+                    figures.width_figure(group, out / "figures" / f"width_{stem}"),
+                    f"width_{stem}",
+                    f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(group),
+                )
             )
+        figs.append(
+            (
+                figures.cost_figure(summary, out / "figures" / "cost"),
+                "cost",
+                f"Cost: top-1 against training hours and parameters, every setting one point (squares: deep "
+                f"ensembles), the Pareto front circled ({setup}).",
+            )
+        )
+        for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
+            stem = "{}_{}{}_{}ep".format(*key)
+            figs.append(
+                (
+                    figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}"),
+                    f"calibration_{stem}",
+                    f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(group),
+                )
+            )
+        figs.append(
+            (
+                figures.reliability_figure(finished, out / "figures" / "reliability"),
+                "reliability",
+                "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
+                "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = "
+                "share of test images per bin; the ECE in each title is the table's.",
+            )
+        )
+        figs.append(
+            (
+                figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"),
+                "diversity",
+                f"Diversity between heads or members against their individual top-1 ({setup}).",
+            )
+        )
+        figs.append(
+            (
+                figures.curves_figure(finished, out / "figures" / "curves"),
+                "curves",
+                f"Test top-1 during training, one line per trial ({setup}).",
+            )
+        )
+        report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
+        headings = {
+            "width": "Top-1 against width (Fig. 2)",
+            "cost": "Cost",
+            "calibration": "Calibration",
+            "diversity": "Diversity",
+            "curves": "Learning curves",
+        }
+        for fig, stem, caption in figs:
+            if fig is None:
+                continue
+            plt.close(fig)
+            kind = stem.split("_")[0]
+            if kind in headings:  # each heading once, before its first figure
+                sections.append(
+                    f"<h2>{headings.pop(kind)}</h2>" + (calibration_note(finished) if kind == "calibration" else "")
+                )
+            sections.append(
+                f'<figure><img src="figures/{stem}.png" alt="{html.escape(stem)}"><figcaption>{html.escape(caption)} '
+                f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
+            )
+        sections.append(_table_section("Results", main, captions["results"], "results"))
+        if not paired.empty:
+            sections.append(
+                _table_section("Paired differences", paired, captions["paired_differences"], "paired_differences")
+            )
+        sections.append(
+            _table_section(
+                "Published vs reproduced", published, captions["published_vs_reproduced"], "published_vs_reproduced"
+            )
+            if not published.empty
+            else "<h2>Published vs reproduced</h2><p>No setting of this sweep matches a published one "
+            "(same dataset, network, width, method, M).</p>"
+        )
+        sections.insert(0, _metadata(finished, source))
     if missing:
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
         sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
     (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
     (out / "missing.json").write_text(json.dumps(missing, indent=2) + "\n")
     return report
+
+
+def _table_section(title: str, table: pd.DataFrame, caption: str, stem: str) -> str:
+    links = " ".join(f'<a href="{stem}.{ext}">{ext.upper()}</a>' for ext in ("csv", "md", "tex"))
+    return (
+        f"<h2>{html.escape(title)}</h2>"
+        + table.to_html(index=False, classes="results", border=0)
+        + f"<p class=caption>{html.escape(caption)} {links}</p>"
+    )
+
+
+def _setup(finished: pd.DataFrame) -> str:
+    """Dataset, subset and budget of the trials, for captions."""
+    parts = []
+    for key, name in (("dataset", ""), ("epochs", " epochs")):
+        values = sorted(set(finished[key].dropna()))
+        parts.append(", ".join(f"{v}{name}" for v in values))
+    images = sorted(set(finished.train_images.dropna().astype(int))) if "train_images" in finished else []
+    tests = sorted(set(finished.test_images.dropna().astype(int))) if "test_images" in finished else []
+    if images:
+        parts.append(f"{'/'.join(f'{i:,}' for i in images)} training images")
+    if tests:
+        parts.append(f"{'/'.join(f'{i:,}' for i in tests)} test images")
+    return "; ".join(p for p in parts if p)
+
+
+def _bars(group: pd.DataFrame) -> str:
+    ns = sorted(set(group.n.astype(int)))
+    return f"Error bars: 95% interval over seeds (n = {', '.join(map(str, ns))}; none where n = 1)."
+
+
+def _metadata(finished: pd.DataFrame, source: str | None) -> str:
+    """Harness version and commit, hardware, training time, the suite file."""
+    import importlib.metadata
+    import subprocess
+
+    try:
+        version = importlib.metadata.version("harness")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    devices = ", ".join(sorted(set(finished.device_name.dropna()))) if "device_name" in finished else "unknown"
+    hours = finished.train_time_s.sum() / 3600 if "train_time_s" in finished else float("nan")
+    items = [
+        f"harness {version} (commit {commit})",
+        f"hardware: {devices}",
+        f"training time: {hours:.2f} h over {len(finished)} trials",
+    ]
+    if source:
+        items.append(f"suite file: <code>{html.escape(str(source))}</code>")
+    return "<p class=meta>" + " · ".join(items) + "</p>"
 
 
 def calibration_note(finished: pd.DataFrame) -> str:
@@ -130,6 +263,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
 table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }}
 th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
 th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} .missing {{ color: #a33; }}
+td {{ white-space: nowrap; }} figure {{ margin: 1.5em 0; }}
+figcaption, .caption, .meta {{ font-size: 0.85em; color: #444; }}
 </style></head><body>
 <h1>Sweep <code>{html.escape(name)}</code></h1>
 <p>{finished} of {total} trials finished.</p>

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.ensembles import MEMBER_KEYS
+from harness.results import TrialFolder
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
@@ -191,3 +193,82 @@ def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
 
 
 __all__ = ["summarize", "display_table", "published_vs_reproduced", "write_table", "label"]
+
+
+# --- paired comparisons and cost
+PAIRED_BASELINES = ("vanilla", "cutmix")  # what Cut-MixMo is compared with, trial by trial
+
+
+def _correct(trial_dir: str) -> np.ndarray:
+    saved = TrialFolder(trial_dir).logits()
+    return saved["test_logits"].astype(np.float32).mean(1).argmax(-1) == saved["test_labels"]
+
+
+def paired_differences(trials: pd.DataFrame, method: str = "cut_mixmo", draws: int = 2000) -> pd.DataFrame:
+    """Top-1 of ``method`` minus each baseline's, trained at the same width with the same seeds (finished
+    single trials only). With k >= 2 shared seeds: the mean difference, its 95% t-interval and the paired
+    t-test's two-sided p-value. With one: the difference over the same test images, a 95% paired bootstrap
+    interval and the bootstrap p-value (twice the smaller tail around 0)."""
+    from scipy import stats
+
+    done = trials[(trials.state == "finished") & (trials.members == 1)] if "members" in trials else trials
+    rows = []
+    for baseline in PAIRED_BASELINES:
+        for (dataset, model, depth, width), group in done.groupby(["dataset", "model", "depth", "width"]):
+            ours = group[group.method == method].set_index("seed")
+            base = group[(group.method == baseline) & (group.msda.fillna("none") == "none")].set_index("seed")
+            seeds = sorted(set(ours.index) & set(base.index))
+            if not seeds:
+                continue
+            diffs = np.array([ours.top1[s] - base.top1[s] for s in seeds], dtype=float)
+            if len(seeds) >= 2:
+                half = t_halfwidth(diffs.std(ddof=1), len(seeds))
+                p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+                kind = "paired t over seeds"
+            else:
+                a, b = _correct(ours.trial_dir[seeds[0]]), _correct(base.trial_dir[seeds[0]])
+                rng = np.random.default_rng(0)
+                index = rng.integers(0, len(a), (draws, len(a)))
+                boot = (a[index].astype(float) - b[index].astype(float)).mean(1)
+                low, high = np.quantile(boot, [0.025, 0.975])
+                half = (high - low) / 2
+                p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+                kind = "paired bootstrap over test images"
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "network": f"{model}-{depth}-{width}",
+                    "width": width,
+                    "comparison": f"{method} - {baseline}",
+                    "seeds": len(seeds),
+                    "difference": diffs.mean(),
+                    "ci": half,
+                    "p": p,
+                    "test": kind,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def paired_table(paired: pd.DataFrame) -> pd.DataFrame:
+    if paired.empty:
+        return paired
+    return pd.DataFrame(
+        {
+            "network": paired.network,
+            "comparison": paired.comparison,
+            "seeds": paired.seeds,
+            "top-1 difference (points)": [_cell(d, h, 100, 2) for d, h in zip(paired.difference, paired.ci)],
+            "p": [f"{p:.3g}" for p in paired.p],
+            "test": paired.test,
+        }
+    )
+
+
+def pareto_front(cost: list[float], score: list[float]) -> list[bool]:
+    """Which points no other point beats: none has lower-or-equal cost and higher-or-equal score with one
+    of the two strictly better."""
+    return [
+        not any((c2 <= c and s2 >= s) and (c2 < c or s2 > s) for c2, s2 in zip(cost, score))
+        for c, s in zip(cost, score)
+    ]

@@ -287,7 +287,7 @@ def cmd_report(args) -> int:
             )
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
-    report = build_report(suite_dir, specs, expected)
+    report = build_report(suite_dir, specs, expected, source=str(args.target))
     for tid, why in report["corrupt"].items():
         print(f"warning: {tid} left out of the report: {why}", file=sys.stderr)
     if store is not None:

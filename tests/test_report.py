@@ -69,6 +69,7 @@ def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
         "train_time_s": 3600.0,
         "eval_time_s": 2.0,
         "device": "cpu",
+        "device_name": "cpu",
     }
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
@@ -271,3 +272,43 @@ def test_intervals_by_hand(sweep):
     logits[np.arange(2000), 0, np.where(np.arange(2000) % 2 == 0, labels, (labels + 1) % 10)] = 5  # half right
     half = bootstrap_top1_halfwidth(logits, labels)
     assert half == pytest.approx(1.96 * (0.25 / 2000) ** 0.5, rel=0.12)
+
+
+def test_paired_differences_by_hand(tmp_path):
+    """Cut-MixMo 0.6, 0.8, 0.9 against vanilla 0.5, 0.6, 0.7 on seeds 0-2 (10 test images each): differences
+    0.1, 0.2, 0.2; mean 1/6, sd 0.057735, t = 5.0 with 2 df: p = 0.037750; half-width 4.302653 x sd / sqrt(3)."""
+    root = tmp_path / "results" / "paired"
+    for seed, (ours, base) in enumerate(((0.6, 0.5), (0.8, 0.6), (0.9, 0.7))):
+        make_trial(root, seed, ours, method="cut_mixmo", M=2, b=2)
+        make_trial(root, seed, base, method="vanilla")
+    make_trial(root, 0, 0.7, method="cut_mixmo", M=2, b=2, width=4)  # one seed: the bootstrap over test images
+    make_trial(root, 0, 0.4, method="vanilla", width=4)
+    paired = tables.paired_differences(collect(root))
+    three = paired[paired.width == 2].iloc[0]
+    assert three.comparison == "cut_mixmo - vanilla" and three.seeds == 3
+    assert three.difference == pytest.approx(1 / 6) and three.p == pytest.approx(0.037750, abs=1e-5)
+    assert three.ci == pytest.approx(4.302653 * 0.0577350 / 3**0.5, rel=1e-5)
+    one = paired[paired.width == 4].iloc[0]
+    assert one.seeds == 1 and one.difference == pytest.approx(0.3) and one.test == "paired bootstrap over test images"
+    # 7 images right against 4 (the same first 4): 3 discordant images decide. A resample has no discordant
+    # image with probability 0.7^10 = 0.0282, so the bootstrap p-value is about 2 x 0.0282 = 0.056
+    assert one.p == pytest.approx(2 * 0.7**10, abs=0.015) and 0 < one.ci < 0.35
+
+
+def test_pareto_front_by_hand():
+    cost = [1.0, 2.0, 2.0, 3.0, 4.0]
+    score = [0.50, 0.60, 0.55, 0.60, 0.70]
+    # (2, 0.55) is beaten by (2, 0.60); (3, 0.60) by (2, 0.60); the rest trade cost for score
+    assert tables.pareto_front(cost, score) == [True, True, False, False, True]
+
+
+def test_the_page_puts_fig_2_first_and_captions_and_links_everything(sweep):
+    report = build_report(sweep, source="suites/fixture.yaml")
+    page = (report["dir"] / "index.html").read_text()
+    order = [page.index(h) for h in ("Top-1 against width (Fig. 2)", "<h2>Cost", "<h2>Calibration", "<h2>Results")]
+    assert order == sorted(order)
+    assert page.count("<figcaption>") == page.count("<figure>") >= 5
+    for png in (report["dir"] / "figures").glob("*.png"):
+        assert f'href="figures/{png.name}"' in page and f'href="figures/{png.stem}.svg"' in page
+    assert 'href="results.csv"' in page and "suite file: <code>suites/fixture.yaml</code>" in page
+    assert "harness " in page and "hardware: cpu" in page and "95% t-interval" in page

@@ -41,6 +41,7 @@ def build_report(
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
         summary = tables.summarize(rows, trials.attrs.get("config_keys", []))
         summary.to_csv(out / "summary_raw.csv", index=False)
+        report["summary_frame"] = summary
         main = tables.display_table(summary)
         compact = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
         report["summary"] = main[compact].to_string(index=False) + "\n" + tables.CAPTION

@@ -305,7 +305,7 @@ def cmd_report(args) -> int:
     if suite is not None and suite.tracking.enabled:
         from harness.tracking import log_report, mlflow_hint
 
-        log_report(suite, report["dir"], args.tracking_uri)
+        log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))
     return 0
 

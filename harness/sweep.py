@@ -399,11 +399,11 @@ def _run_locked(
         failed = _tune(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    ensembles = _compose_ensembles(suite, trials)  # before the parent run closes: ensembles.json goes with it
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:
             _finish_tracking(suite, trials, tracker, failed)
-    ensembles = _compose_ensembles(suite, trials)
     if store:  # the suite's own files (parent run, status, ensembles) beside the trials
         store.push(suite.suite_dir, suite.name)
     print(status_table(status_rows(trials)))

@@ -24,6 +24,7 @@ from harness import results
 
 SYNC_STATE = "mlflow.json"
 PARENT_STATE = "mlflow_parent.json"
+NOT_METRICS = {"workers", "epochs", "test_images", "train_images"}  # in metrics.json, but facts, not results
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
 ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS, results.ATTEMPTS)
 TAG_KEYS = (
@@ -73,6 +74,7 @@ class Tracker:
         self.suite_dir = Path(suite_dir)
         self.client = MlflowClient(uri)
         self._experiment_id: str | None = None
+        self.suite_params: dict[str, str] = {}  # logged to the parent run when it is created
         self._parent: str | None = None
 
     @classmethod
@@ -81,13 +83,15 @@ class Tracker:
         from harness.suite import check_tracking_uri
 
         uri = check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
-        return cls(
+        tracker = cls(
             uri,
             suite.tracking.experiment or suite.name,
             suite.name,
             suite.suite_dir,
             artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None,
         )
+        tracker.suite_params = suite_params(suite)
+        return tracker
 
     # --- runs
     def experiment_id(self) -> str:
@@ -116,6 +120,11 @@ class Tracker:
                     tags={"harness.suite": self.suite_name, "harness.role": "sweep"},
                 )
                 run_id = run.info.run_id
+                from mlflow.entities import Param
+
+                params = [Param(k, v) for k, v in sorted(self.suite_params.items())]
+                for i in range(0, len(params), 100):
+                    self.client.log_batch(run_id, params=params[i : i + 100])
                 _write_state(state_file, self.uri, {"run_id": run_id})
             self._parent = run_id
         return self._parent
@@ -173,7 +182,11 @@ class Tracker:
             numbers = [
                 Metric(f"final_{k}", float(v), now, step)
                 for k, v in sorted(final.items())
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+                if isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and v == v
+                and abs(v) != float("inf")
+                and k not in NOT_METRICS
             ]
             self.client.log_batch(run_id, metrics=numbers)
             for name in ARTIFACTS:
@@ -264,14 +277,49 @@ def warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
-def log_report(suite, report_dir: Path, tracking_uri: str | None = None) -> None:
-    """Attach a report folder to the sweep's parent run (if the sweep has one); warn on an outage."""
+def suite_params(suite) -> dict[str, str]:
+    """The suite as MLflow params: one per top-level key, one per key of base/resources/tracking."""
+    params = {}
+    for key, value in suite.model_dump(mode="json", exclude={"description"}).items():
+        items = (
+            value.items() if key in ("base", "resources", "tracking") and isinstance(value, dict) else [(None, value)]
+        )
+        for sub, v in items:
+            name = f"{key}.{sub}" if sub else key
+            params[name] = (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000]
+    return params
+
+
+def summary_metrics(summary) -> dict[str, float]:
+    """The report's aggregated results as parent-run metrics: '<metric>/<setting>' (mean over seeds)."""
+    out = {}
+    for _, r in summary.iterrows():
+        msda = f"_{r.msda}" if r.get("msda") not in (None, "none") and r.get("msda") == r.get("msda") else ""
+        setting = f"{r.method}{msda}-{r.model}{int(r.depth)}x{int(r.width)}-M{int(r.M)}"
+        setting += f"-ensemble{int(r.members)}" if r.members > 1 else ""
+        for metric in ("top1", "nll", "ece", "cal_nll", "cal_ece"):
+            value = r.get(f"{metric}_mean")
+            if value is not None and value == value:
+                out[f"{metric}/{setting}"] = float(value)
+    return out
+
+
+def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary=None) -> None:
+    """Attach a report folder (after it is written) and its aggregated results to the sweep's parent run (if
+    the sweep has one); warn on an outage."""
     tracker = Tracker.for_suite(suite, tracking_uri)
     uri = tracker.uri
     state = _read_state(suite.suite_dir / PARENT_STATE, uri)
     if "run_id" not in state:
         return
     try:
+        if summary is not None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, v, now, 0) for k, v in sorted(summary_metrics(summary).items())]
+            for i in range(0, len(metrics), 500):
+                tracker.client.log_batch(state["run_id"], metrics=metrics[i : i + 500])
         tracker.client.log_artifacts(state["run_id"], str(report_dir), artifact_path="report")
         print(f"report logged to MLflow run {state['run_id']} ({uri})")
     except Exception as err:

@@ -56,6 +56,8 @@ def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_swe
     assert len(parents) == 1 and len(children) == 4
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert parents[0].info.status == "FINISHED"
+    assert parents[0].data.params["name"] == "synth" and "cut_mixmo" in parents[0].data.params["grid"]
+    assert parents[0].data.params["base.depth"] == "10" and parents[0].data.params["concurrency"] == "2"
     for c in children:
         assert c.info.status == "FINISHED"
         assert {"method", "width", "M", "seed", "trial_id"} <= set(c.data.tags)
@@ -63,6 +65,7 @@ def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_swe
         history = client.get_metric_history(c.info.run_id, "train_loss")
         assert sorted(m.step for m in history) == [1, 2]
         assert "final_top1" in c.data.metrics
+        assert "final_workers" not in c.data.metrics and "final_epochs" not in c.data.metrics  # facts, not results
         artifacts = {a.path for a in client.list_artifacts(c.info.run_id)}
         assert {"metrics.json", "history.csv", "config.yaml", "logits.npz"} <= artifacts
 
@@ -172,3 +175,20 @@ def test_new_grid_values_run_alone_and_restart_runs_everything(tmp_path):
     restarted = harness("run", tmp_path / "suite.yaml", "--restart")
     assert restarted.returncode == 0 and "(0 finished, 2 to run)" in restarted.stdout
     assert first.stat().st_mtime_ns != stamp
+
+
+def test_report_goes_to_the_parent_run_with_the_aggregated_results(finished_sweep):
+    tmp, suite, _ = finished_sweep
+    proc = harness("report", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        "top-1 %" in proc.stdout
+        and "file://" in proc.stdout
+        and "mlflow ui --backend-store-uri sqlite:///" in proc.stdout
+    )
+    client = MlflowClient(f"sqlite:///{tmp / 'results' / 'mlflow.db'}")
+    parents, _ = child_runs(client)
+    metrics = client.get_run(parents[0].info.run_id).data.metrics
+    assert {"top1/vanilla-wrn10x1-M1", "top1/cut_mixmo-wrn10x2-M2", "cal_ece/vanilla-wrn10x2-M1"} <= set(metrics)
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/index.html" in artifacts

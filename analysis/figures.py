@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from analysis.ensembles import recalibrated  # noqa: E402
-from analysis.tables import label  # noqa: E402
+from analysis.tables import PAPER_ORDER, label  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import HISTORY, TrialFolder  # noqa: E402
 
@@ -28,7 +28,7 @@ STYLE = {
     "legend.frameon": False,
     "font.size": 9,
 }
-ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]
+ORDER = PAPER_ORDER
 COLORS = dict(zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728"]))
 
 
@@ -148,7 +148,7 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
             ax.set_ylabel(title)
             ax.set_title(f"{title} against width (before temperature scaling)")
             ax.set_xticks(sorted(summary.width.unique()))
-        axes[0].legend(fontsize=8)
+        axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves
         fig.suptitle(_network_title(summary))
         fig.tight_layout()
         _save(fig, path)
@@ -250,6 +250,14 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
                 color=COLORS.get(method),
                 marker="o",
             )
+            for _, r in rows.iterrows():
+                ax.annotate(
+                    f"w={r.width}",
+                    (100 * r.heads_mean_top1, r.ratio_error),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         if not ensembles.empty:
             for (method, k), rows in ensembles.groupby(["method", "members"]):
                 ax.scatter(
@@ -262,8 +270,8 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
                 )
         ax.set_xlabel("mean individual top-1 (%)")
         ax.set_ylabel("ratio-error (N01 + N10) / N00")
-        ax.set_title("Diversity against individual accuracy, one point per trial")
-        ax.legend(fontsize=8)
+        ax.set_title("Diversity against individual accuracy, one point per trial (labels: width)")
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         _save(fig, path)
     return fig

@@ -153,8 +153,12 @@ def build_report(
     if missing:
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
         sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
-    (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
     (out / "missing.json").write_text(json.dumps(missing, indent=2) + "\n")
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "index.html")
+    sections.append(
+        "<h2>Files</h2><p class=meta>" + " · ".join(f'<a href="{f}">{html.escape(f)}</a>' for f in files) + "</p>"
+    )
+    (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
     return report
 
 

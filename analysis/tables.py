@@ -10,6 +10,7 @@ import pandas as pd
 from analysis.ensembles import MEMBER_KEYS
 from harness.results import TrialFolder
 
+PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]  # the paper's tables
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
 METRICS = [
@@ -79,7 +80,9 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
         out.loc[single & boot.notna(), "top1_ci_kind"] = "bootstrap"
     out = (
         out.reset_index()
-        .sort_values(["dataset", "model", "depth", "width", "members", "method"])
+        .assign(_order=lambda f: f.method.map(lambda m: PAPER_ORDER.index(m) if m in PAPER_ORDER else 99))
+        .sort_values(["dataset", "model", "depth", "width", "members", "_order", "method"])
+        .drop(columns="_order")
         .reset_index(drop=True)
     )
     out.attrs["extra_keys"] = extra

@@ -79,6 +79,7 @@ class SuiteLock:
             "running": {},
         }
         self._stop = threading.Event()
+        self._writing = threading.Lock()  # the heartbeat thread and set_running share the temporary file
         self._thread: threading.Thread | None = None
         self.where = f"{store.uri}/{self.rel}" if store else str(self.path)
 
@@ -95,6 +96,10 @@ class SuiteLock:
             return {}  # garbled: treated as stale
 
     def _write(self, exclusive: bool) -> bool:
+        with self._writing:
+            return self._write_record(exclusive)
+
+    def _write_record(self, exclusive: bool) -> bool:
         self.record["updated"] = time.time()
         data = json.dumps(self.record)
         if self.store:

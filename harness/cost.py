@@ -54,7 +54,8 @@ def trial_flops(cfg: TrialConfig) -> float:
     else:
         n_train, n_test, classes, res = DATASET_SIZES[cfg.dataset]
     n_train = min(n_train - cfg.val_size, cfg.train_subset or n_train)
-    steps = math.ceil(n_train * cfg.b / cfg.batch_size) * cfg.epochs
+    per_epoch = n_train * cfg.b / cfg.batch_size  # the loader drops a last partial batch unless drop_last is off
+    steps = (max(1, math.floor(per_epoch)) if cfg.drop_last else math.ceil(per_epoch)) * cfg.epochs
     per_sample = step_flops_per_sample(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, classes, res)
     return steps * cfg.batch_size * per_sample
 

@@ -215,6 +215,7 @@ class Progress:
     done_fraction: dict[str, float] = field(default_factory=dict)  # of started trials
     rates: dict[str, float] = field(default_factory=dict)  # FLOP/s of each trial, last measured
     retries: dict[str, int] = field(default_factory=dict)
+    concurrency: int = 1  # trials at once
     started: float = field(default_factory=time.time)
     last_print: float = 0.0
     on_change: object = None  # called with the running view (the suite lock's heartbeat record)
@@ -250,16 +251,16 @@ class Progress:
             )
 
     def eta(self) -> float | None:
-        """Seconds left: the FLOPs still to train over the summed rate of the running trials."""
-        live = [self.rates[t] for t in self.running if t in self.rates]
-        if not live:
-            return None
-        left = sum(
-            self.flops[t] * (1 - self.done_fraction.get(t, 0.0))
-            for t in self.trials
-            if t not in self.finished and t not in self.failed
-        )
-        return left / sum(live)
+        """Seconds left: the FLOPs still to train over the rate of the trial slots. A slot trains at the mean
+        FLOP rate of the running trials (of every trial measured so far while none runs); there are as many
+        slots as the concurrency allows, at most the trials left."""
+        measured = [self.rates[t] for t in self.running if t in self.rates] or list(self.rates.values())
+        left_trials = [t for t in self.trials if t not in self.finished and t not in self.failed]
+        if not measured or not left_trials:
+            return None if not measured else 0.0
+        left = sum(self.flops[t] * (1 - self.done_fraction.get(t, 0.0)) for t in left_trials)
+        slots = min(self.concurrency, len(left_trials))
+        return left / (sum(measured) / len(measured) * slots)
 
     def line(self) -> str:
         pending = len(self.trials) - len(self.finished) - len(self.failed) - len(self.running)
@@ -443,7 +444,10 @@ def _tune(
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
     grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
     progress = Progress(
-        {t.trial_id: t for t in todo}, {t.trial_id: trial_flops(t) for t in todo}, on_change=lock.set_running
+        {t.trial_id: t for t in todo},
+        {t.trial_id: trial_flops(t) for t in todo},
+        concurrency=suite.concurrency or len(todo),
+        on_change=lock.set_running,
     )
     tracking = BackgroundTracker(
         tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY))

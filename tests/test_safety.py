@@ -375,16 +375,17 @@ def test_missing_data_hint_names_flags_that_exist(tmp_path):
 # --- progress you can trust
 def test_eta_counts_each_trials_flops_at_the_measured_rates():
     small, big = tiny_config(epochs=4), tiny_config(epochs=4, method="cut_mixmo", M=2, b=2)
-    progress = Progress({"small": small, "big": big}, {"small": 100.0, "big": 400.0})
+    progress = Progress({"small": small, "big": big}, {"small": 100.0, "big": 400.0}, concurrency=2)
     assert progress.eta() is None and "ETA after the first measurements" in progress.line()
     progress.start("small")
     assert "small: starting" in progress.line()
-    # small: epoch 1 done in 5 s (25 FLOP / 5 s = 5 FLOP/s); 75 FLOP left of it, 400 of big
+    # small: epoch 1 done in 5 s (25 FLOP / 5 s = 5 FLOP/s); 75 FLOP left of it, 400 of big; two slots at 5 FLOP/s
     progress.update("small", {"epoch": 1, "epoch_time_s": 5.0, "train_loss": 1.0})
-    assert progress.eta() == pytest.approx(475 / 5)
-    # big starts: half of its epoch 2 done at 2 steps/s of 10 steps per epoch -> 400/40 FLOP per step * 2 = 20 FLOP/s
+    assert progress.eta() == pytest.approx(475 / (2 * 5))
+    # big: half of its epoch 2 done at 2 steps/s of 10 steps per epoch: 400 / 40 FLOP per step x 2 = 20 FLOP/s
     progress.update("big", {"in_epoch": 2, "step": 5, "steps": 10, "steps_per_s": 2.0})
-    assert progress.eta() == pytest.approx((75 + 400 * (1 - 1.5 / 4)) / (5 + 20))
+    assert progress.eta() == pytest.approx((75 + 400 * (1 - 1.5 / 4)) / (2 * (5 + 20) / 2))
     assert "big: epoch 2/4, step 5/10 (50%)" in progress.line() and "elapsed " in progress.line()
+    # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)
     assert progress.eta() == pytest.approx(400 * (1 - 1.5 / 4) / 20)

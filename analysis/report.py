@@ -46,7 +46,7 @@ def build_report(
         compact = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
         report["summary"] = main[compact].to_string(index=False) + "\n" + tables.CAPTION
         published = tables.published_vs_reproduced(summary)
-        paired = tables.paired_table(tables.paired_differences(finished))
+        paired = tables.paired_table(tables.paired_differences(finished, ensembles))
         captions = {
             "results": tables.CAPTION,
             "paired_differences": (

@@ -202,52 +202,84 @@ __all__ = ["summarize", "display_table", "published_vs_reproduced", "write_table
 PAIRED_BASELINES = ("vanilla", "cutmix")  # what Cut-MixMo is compared with, trial by trial
 
 
-def _correct(trial_dir: str) -> np.ndarray:
-    saved = TrialFolder(trial_dir).logits()
-    return saved["test_logits"].astype(np.float32).mean(1).argmax(-1) == saved["test_labels"]
+def _correct(trial_dirs: list[str]) -> np.ndarray:
+    """Per test image, whether the trial (or the deep ensemble of the trials: their heads' logits pooled) is right."""
+    saved = [TrialFolder(d).logits() for d in trial_dirs]
+    heads = np.concatenate([s["test_logits"].astype(np.float32) for s in saved], axis=1)
+    return heads.mean(1).argmax(-1) == saved[0]["test_labels"]
 
 
-def paired_differences(trials: pd.DataFrame, method: str = "cut_mixmo", draws: int = 2000) -> pd.DataFrame:
-    """Top-1 of ``method`` minus each baseline's, trained at the same width with the same seeds (finished
-    single trials only). With k >= 2 shared seeds: the mean difference, its 95% t-interval and the paired
-    t-test's two-sided p-value. With one: the difference over the same test images, a 95% paired bootstrap
-    interval and the bootstrap p-value (twice the smaller tail around 0)."""
+def _bootstrap(a: np.ndarray, b: np.ndarray, draws: int) -> tuple[float, float]:
+    """(half-width of the 95% paired-bootstrap interval of mean(a - b) over test images, two-sided p)."""
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, len(a), (draws, len(a)))
+    boot = (a[index].astype(float) - b[index].astype(float)).mean(1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return (high - low) / 2, float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+
+
+def paired_differences(
+    trials: pd.DataFrame, ensembles: pd.DataFrame | None = None, method: str = "cut_mixmo", draws: int = 2000
+) -> pd.DataFrame:
+    """Top-1 of ``method`` minus each baseline's at the same width (finished trials). Single baselines are
+    paired by seed: with k >= 2 shared seeds, the mean difference, its 95% t-interval and the paired t-test's
+    two-sided p-value; with one, the difference over the same test images with a 95% paired bootstrap interval
+    and p-value. A deep ensemble of 2 (the same parameter count as M = 2) is compared with ``method``'s
+    lowest seed over the same test images, by the paired bootstrap."""
     from scipy import stats
 
-    done = trials[(trials.state == "finished") & (trials.members == 1)] if "members" in trials else trials
+    done = trials[trials.state == "finished"]
     rows = []
-    for baseline in PAIRED_BASELINES:
-        for (dataset, model, depth, width), group in done.groupby(["dataset", "model", "depth", "width"]):
-            ours = group[group.method == method].set_index("seed")
+    for (dataset, model, depth, width), group in done.groupby(["dataset", "model", "depth", "width"]):
+        ours = group[group.method == method].set_index("seed")
+        if ours.empty:
+            continue
+        common = {"dataset": dataset, "network": f"{model}-{depth}-{width}", "width": width}
+        for baseline in PAIRED_BASELINES:
             base = group[(group.method == baseline) & (group.msda.fillna("none") == "none")].set_index("seed")
             seeds = sorted(set(ours.index) & set(base.index))
             if not seeds:
                 continue
             diffs = np.array([ours.top1[s] - base.top1[s] for s in seeds], dtype=float)
             if len(seeds) >= 2:
-                half = t_halfwidth(diffs.std(ddof=1), len(seeds))
-                p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+                half, p = t_halfwidth(diffs.std(ddof=1), len(seeds)), float(stats.ttest_1samp(diffs, 0.0).pvalue)
                 kind = "paired t over seeds"
             else:
-                a, b = _correct(ours.trial_dir[seeds[0]]), _correct(base.trial_dir[seeds[0]])
-                rng = np.random.default_rng(0)
-                index = rng.integers(0, len(a), (draws, len(a)))
-                boot = (a[index].astype(float) - b[index].astype(float)).mean(1)
-                low, high = np.quantile(boot, [0.025, 0.975])
-                half = (high - low) / 2
-                p = float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+                a, b = _correct([ours.trial_dir[seeds[0]]]), _correct([base.trial_dir[seeds[0]]])
+                half, p = _bootstrap(a, b, draws)
                 kind = "paired bootstrap over test images"
             rows.append(
                 {
-                    "dataset": dataset,
-                    "network": f"{model}-{depth}-{width}",
-                    "width": width,
+                    **common,
                     "comparison": f"{method} - {baseline}",
                     "seeds": len(seeds),
                     "difference": diffs.mean(),
                     "ci": half,
                     "p": p,
                     "test": kind,
+                }
+            )
+        pairs = (
+            ensembles[(ensembles.members == 2) & (ensembles.width == width)]
+            if ensembles is not None and not ensembles.empty
+            else []
+        )
+        for _, ens in pairs.iterrows() if len(pairs) else []:
+            if ens.method not in PAIRED_BASELINES or ens.get("dataset") != dataset or ens.get("depth") != depth:
+                continue
+            seed = min(ours.index)
+            members = [done.set_index("trial_id").trial_dir[t] for t in ens.member_trials]
+            a, b = _correct([ours.trial_dir[seed]]), _correct(members)
+            half, p = _bootstrap(a, b, draws)
+            rows.append(
+                {
+                    **common,
+                    "comparison": f"{method} - {ens.method} ensemble of 2",
+                    "seeds": 1,
+                    "difference": float(a.mean() - b.mean()),
+                    "ci": half,
+                    "p": p,
+                    "test": f"paired bootstrap over test images (seed {seed} vs the ensemble)",
                 }
             )
     return pd.DataFrame(rows)

@@ -283,16 +283,21 @@ def test_paired_differences_by_hand(tmp_path):
         make_trial(root, seed, base, method="vanilla")
     make_trial(root, 0, 0.7, method="cut_mixmo", M=2, b=2, width=4)  # one seed: the bootstrap over test images
     make_trial(root, 0, 0.4, method="vanilla", width=4)
-    paired = tables.paired_differences(collect(root))
+    make_trial(root, 1, 0.4, method="vanilla", width=4)  # with seed 0: a deep ensemble of 2 vanilla networks
+    trials = collect(root)
+    paired = tables.paired_differences(trials, ensemble_rows(trials, [("vanilla", [2])]))
     three = paired[paired.width == 2].iloc[0]
     assert three.comparison == "cut_mixmo - vanilla" and three.seeds == 3
     assert three.difference == pytest.approx(1 / 6) and three.p == pytest.approx(0.037750, abs=1e-5)
     assert three.ci == pytest.approx(4.302653 * 0.0577350 / 3**0.5, rel=1e-5)
-    one = paired[paired.width == 4].iloc[0]
+    one = paired[(paired.width == 4) & (paired.comparison == "cut_mixmo - vanilla")].iloc[0]
     assert one.seeds == 1 and one.difference == pytest.approx(0.3) and one.test == "paired bootstrap over test images"
     # 7 images right against 4 (the same first 4): 3 discordant images decide. A resample has no discordant
     # image with probability 0.7^10 = 0.0282, so the bootstrap p-value is about 2 x 0.0282 = 0.056
     assert one.p == pytest.approx(2 * 0.7**10, abs=0.015) and 0 < one.ci < 0.35
+    # the deep ensemble of the two vanilla seeds (both right on the first 4 images) against Cut-MixMo's seed 0
+    ens = paired[(paired.width == 4) & (paired.comparison == "cut_mixmo - vanilla ensemble of 2")].iloc[0]
+    assert ens.difference == pytest.approx(0.3) and ens.test.startswith("paired bootstrap")
 
 
 def test_pareto_front_by_hand():

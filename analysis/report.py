@@ -43,8 +43,7 @@ def build_report(
         summary.to_csv(out / "summary_raw.csv", index=False)
         report["summary_frame"] = summary
         main = tables.display_table(summary)
-        compact = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
-        report["summary"] = main[compact].to_string(index=False) + "\n" + tables.CAPTION
+        report["summary"] = compact_table(main)
         published = tables.published_vs_reproduced(summary)
         paired = tables.paired_table(tables.paired_differences(finished, ensembles))
         captions = {
@@ -160,6 +159,23 @@ def build_report(
     )
     (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
     return report
+
+
+def compact_table(main: pd.DataFrame) -> str:
+    """The results table in a few columns, for the terminal."""
+    columns = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
+    return main[columns].to_string(index=False) + "\n" + tables.CAPTION
+
+
+def terminal_summary(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None) -> str:
+    """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
+    trials = collect(suite_dir)
+    if trials.empty or not (trials.state == "finished").any():
+        return ""
+    finished = trials[trials.state == "finished"]
+    ensembles = ensemble_rows(trials, ensemble_specs)
+    rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
+    return compact_table(tables.display_table(tables.summarize(rows, trials.attrs.get("config_keys", []))))
 
 
 def _table_section(title: str, table: pd.DataFrame, caption: str, stem: str) -> str:

@@ -410,9 +410,14 @@ def _run_locked(
     print(status_table(status_rows(trials)))
     for line in ensembles:
         print(line)
+    from analysis.report import terminal_summary
+
+    summary = terminal_summary(suite.suite_dir, [(e.method, e.sizes) for e in suite.ensembles] or None)
+    if summary:
+        print("\n" + summary + "\n")
     if tracker is not None:
         print(mlflow_hint(suite, tracker.uri))
-    print(f"report: harness report {source}")
+    print(f"figures and tables: harness report {source}")
     if failed:
         print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
         for tid in sorted(failed):

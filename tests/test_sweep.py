@@ -47,6 +47,10 @@ def test_suite_runs_to_completion_with_result_folders(finished_sweep):
         assert metrics["top1"] == float(history[-1]["test_top1"])
     # progress lines: counts by state and running trials' epochs
     assert "done," in proc.stdout and "running" in proc.stdout and "epoch 1/2" in proc.stdout
+    # the end: the compact results table, how to open MLflow, how to get the report
+    assert (
+        "top-1 %" in proc.stdout and "95% t-interval" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    )
 
 
 def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_sweep):

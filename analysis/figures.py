@@ -281,5 +281,5 @@ def _network_title(summary: pd.DataFrame) -> str:
     first = summary.iloc[0]
     return (
         f"{first.dataset}, {first.model}-{first.depth}-w, {int(first.epochs)} epochs; "
-        f"bars: 95% interval over seeds (none where n = 1)"
+        f"bars: 95% interval (over seeds; one seed: top-1 bootstrap over test images)"
     )

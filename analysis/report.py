@@ -204,7 +204,10 @@ def _setup(finished: pd.DataFrame) -> str:
 
 def _bars(group: pd.DataFrame) -> str:
     ns = sorted(set(group.n.astype(int)))
-    return f"Error bars: 95% interval over seeds (n = {', '.join(map(str, ns))}; none where n = 1)."
+    return (
+        f"Error bars: 95% interval over seeds (n = {', '.join(map(str, ns))}); with one seed, top-1's bootstrap "
+        f"interval over test images, and no bar for the other metrics."
+    )
 
 
 def _metadata(finished: pd.DataFrame, source: str | None) -> str:

@@ -88,17 +88,24 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
 
 
 def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
-    """Top-1 against training hours and against parameters (inference cost grows with them): every setting
-    one point, the Pareto front (no other setting both cheaper and better) joined and circled."""
+    """Top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble counts all its
+    members): every setting one point, the Pareto front (no other setting both cheaper and better) circled."""
     from analysis.tables import pareto_front
+    from harness.cost import inference_flops_per_image
 
     rows = summary.dropna(subset=["top1_mean"]).reset_index(drop=True)
+    rows["inference_gflops"] = [
+        inference_flops_per_image(r.model, int(r.depth), int(r.width), int(r.M), *_shape(r)) * r.members / 1e9
+        for _, r in rows.iterrows()
+    ]
+    panels = (
+        ("train_hours_mean", "training hours"),
+        ("num_params_mean", "parameters"),
+        ("inference_gflops", "inference GFLOP per image"),
+    )
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(11.5, 4))
-        for ax, cost, name in (
-            (axes[0], "train_hours_mean", "training hours"),
-            (axes[1], "num_params_mean", "parameters"),
-        ):
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+        for ax, (cost, name) in zip(axes, panels):
             if cost not in rows:
                 continue
             for _, r in rows.iterrows():
@@ -121,12 +128,22 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
             ax.set_xlabel(name + " (log)")
             ax.set_ylabel("top-1 accuracy (%)")
             ax.set_title(f"Top-1 against {name}")
-        handles = dict(zip(*reversed(axes[1].get_legend_handles_labels())))
-        axes[1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        handles = dict(zip(*reversed(axes[-1].get_legend_handles_labels())))
+        axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(_network_title(rows) + "; squares: deep ensembles")
         fig.tight_layout()
         _save(fig, path)
     return fig
+
+
+def _shape(row) -> tuple[int, int]:
+    """(classes, resolution) of a summary row's dataset."""
+    from harness.cost import dataset_shape
+
+    classes, resolution = row.get("synthetic_classes", 10), row.get("synthetic_resolution", 32)
+    return dataset_shape(
+        row.dataset, int(classes) if classes == classes else 10, int(resolution) if resolution == resolution else 32
+    )
 
 
 def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:

@@ -78,8 +78,9 @@ def build_report(
             (
                 figures.cost_figure(summary, out / "figures" / "cost"),
                 "cost",
-                f"Cost: top-1 against training hours and parameters, every setting one point (squares: deep "
-                f"ensembles), the Pareto front circled ({setup}).",
+                f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
+                f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
+                f"circled ({setup}).",
             )
         )
         for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):

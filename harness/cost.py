@@ -43,6 +43,31 @@ def step_flops_per_sample(
     return float(counter.get_total_flops())
 
 
+@functools.lru_cache(maxsize=None)
+def inference_flops_per_image(
+    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
+) -> float:
+    """FLOPs of one test image through the network (forward only; the same image to all M encoders)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.models import MODELS
+
+    with torch.device("meta"):
+        net = MODELS.get(model).build(depth, width, num_classes, num_inputs)
+        x = torch.empty(1, 3, resolution, resolution)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:
+    """(classes, image side) of a dataset."""
+    if dataset == "synthetic":
+        return synthetic_classes, synthetic_resolution
+    return DATASET_SIZES[dataset][2], DATASET_SIZES[dataset][3]
+
+
 def trial_flops(cfg: TrialConfig) -> float:
     if cfg.dataset == "synthetic":
         n_train, n_test, classes, res = (

@@ -83,13 +83,13 @@ def test_cutmix_label_ratios_match_the_reference():
 def test_reference_sampler_repeats_like_the_device_loader():
     sampler = RepeatedBatchSampler(1000, batch_size=64, repetitions=4)
     batches = list(sampler)
-    assert len(batches) == len(sampler) == 63
+    assert len(batches) == len(sampler) == 62  # floor(1000 / 16): the last partial batch dropped, as the authors'
     counts = np.zeros(1000, int)
     for batch in batches:
         groups = np.array(batch).reshape(-1, 4)
-        assert (groups == groups[:, :1]).all()
+        assert (groups == groups[:, :1]).all() and len(batch) == 64
         np.add.at(counts, batch, 1)
-    assert (counts == 4).all()
+    assert (counts == 4).sum() == 992 and (counts == 0).sum() == 8  # every image b times, but for the dropped 8
 
 
 def test_device_and_reference_pipelines_agree_on_real_images(real_data_dir):
@@ -109,7 +109,7 @@ def test_device_and_reference_pipelines_agree_on_real_images(real_data_dir):
     loader = TrainLoader(data.train, 64, 2, data.mean, data.std, torch.device("cpu"))
     dev = [method.prepare(x, y, progress=0.5) for x, y in loader]
     ref = list(reference_loader(data.train, method, data.mean, data.std, 64, 2, workers=0))
-    assert len(ref) == len(dev) == 63  # 2000 images seen twice in batches of 64
+    assert len(ref) == len(dev) == 62  # 2000 images twice in batches of 64, the last partial batch dropped
     for key in ("inputs", "mix", "targets"):
         a = torch.cat([getattr(b, key) for b in dev])
         b = torch.cat([r[key] for r in ref])

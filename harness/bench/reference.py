@@ -131,11 +131,11 @@ class RepeatedBatchSampler(Sampler):
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return -(-self.n // self.distinct)
+        return max(1, self.n // self.distinct)  # the authors' sampler drops the last partial batch
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator)
-        for chunk in order.split(self.distinct):
+        for chunk in order.split(self.distinct)[: len(self)]:
             yield chunk.repeat_interleave(self.repetitions).tolist()
 
 

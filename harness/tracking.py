@@ -192,6 +192,8 @@ class Tracker:
             for name in ARTIFACTS:
                 if (trial_dir / name).exists():
                     self.client.log_artifact(run_id, str(trial_dir / name))
+            if "workers" in final:  # how many workers trained it: a fact about the run, so a tag
+                self.client.set_tag(run_id, "harness.workers", str(final["workers"]))
             self.client.set_terminated(run_id, "FINISHED")
             state["final"] = True
         elif failed and (trial_dir / results.ERROR).exists():

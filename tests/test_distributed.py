@@ -165,5 +165,5 @@ def test_a_suite_of_two_worker_trials_runs_through_harness_run(tmp_path):
     assert len(children) == 2
     for run in children:
         assert run.data.params["workers_per_trial"] == "2" and run.data.tags["workers_per_trial"] == "2"
-        assert run.data.metrics["final_workers"] == 2
+        assert run.data.tags["harness.workers"] == "2" and "final_workers" not in run.data.metrics
         assert client.get_metric_history(run.info.run_id, "train_loss")[-1].step == 2  # per-epoch rows reached MLflow

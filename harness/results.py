@@ -278,7 +278,7 @@ class TrialFolder:
         return TrialState("partial" if checkpoints else "pending", epochs)
 
     # --- writing (the trainer, on the main rank)
-    def begin(self, config: dict, node: str, from_epoch: int, extra: dict[str, dict] = {}) -> None:
+    def begin(self, config: dict, node: str, from_epoch: int, extra: dict[str, dict] | None = None) -> None:
         """Record this run of the trial (node, the epoch it starts after) and write its configuration."""
         import time
 
@@ -286,7 +286,7 @@ class TrialFolder:
         attempts.append({"node": node, "from_epoch": from_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
         write_json(self.path / ATTEMPTS, attempts)
         write_yaml(self.path / CONFIG, config)
-        for name, content in extra.items():
+        for name, content in (extra or {}).items():
             write_json(self.path / name, content)
 
     def clear(self) -> None:

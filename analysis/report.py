@@ -64,57 +64,50 @@ def build_report(
         if not paired.empty:
             report["tables"] += tables.write_table(paired, out / "paired_differences", captions["paired_differences"])
         setup = _setup(finished)
-        figs = []  # in the page's order: Fig. 2 first, then cost, calibration, diversity, learning curves
-        for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
-            stem = "{}_{}{}_{}ep".format(*key)
-            figs.append(
+        groups = list(summary.groupby(["dataset", "model", "depth", "epochs"]))
+        stems = ["{}_{}{}_{}ep".format(*key) for key, _ in groups]
+        figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
+            *[
                 (
-                    figures.width_figure(group, out / "figures" / f"width_{stem}"),
-                    f"width_{stem}",
-                    f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(group),
+                    figures.width_figure(g, out / "figures" / f"width_{s}"),
+                    f"width_{s}",
+                    f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
                 )
-            )
-        figs.append(
+                for s, (_, g) in zip(stems, groups)
+            ],
             (
                 figures.cost_figure(summary, out / "figures" / "cost"),
                 "cost",
                 f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
                 f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
                 f"circled ({setup}).",
-            )
-        )
-        for key, group in summary.groupby(["dataset", "model", "depth", "epochs"]):
-            stem = "{}_{}{}_{}ep".format(*key)
-            figs.append(
+            ),
+            *[
                 (
-                    figures.calibration_width_figure(group, out / "figures" / f"calibration_{stem}"),
-                    f"calibration_{stem}",
-                    f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(group),
+                    figures.calibration_width_figure(g, out / "figures" / f"calibration_{s}"),
+                    f"calibration_{s}",
+                    f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
                 )
-            )
-        figs.append(
+                for s, (_, g) in zip(stems, groups)
+            ],
             (
                 figures.reliability_figure(finished, out / "figures" / "reliability"),
                 "reliability",
                 "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
-                "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = "
-                "share of test images per bin; the ECE in each title is the table's.",
-            )
-        )
-        figs.append(
+                "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
+                "of test images per bin; the ECE in each title is the table's.",
+            ),
             (
                 figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"),
                 "diversity",
                 f"Diversity between heads or members against their individual top-1 ({setup}).",
-            )
-        )
-        figs.append(
+            ),
             (
                 figures.curves_figure(finished, out / "figures" / "curves"),
                 "curves",
                 f"Test top-1 during training, one line per trial ({setup}).",
-            )
-        )
+            ),
+        ]
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         headings = {
             "width": "Top-1 against width (Fig. 2)",

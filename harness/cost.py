@@ -26,39 +26,38 @@ DATASET_SIZES = {
 
 
 @functools.lru_cache(maxsize=None)
+def _flops(
+    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int, train: bool
+) -> float:
+    """FLOPs of one sample through the network on the meta device (no compute): a training step (M inputs,
+    forward + backward) or a test image (forward, the same image to all M encoders)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.models import MODELS
+
+    with torch.device("meta"):
+        net = MODELS.get(model).build(depth, width, num_classes, num_inputs)
+        x = torch.empty(1, *((num_inputs,) if train else ()), 3, resolution, resolution)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.set_grad_enabled(train):
+        out = net(x)
+        if train:
+            out.sum().backward()
+    return float(counter.get_total_flops())
+
+
 def step_flops_per_sample(
     model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
 ) -> float:
     """FLOPs of one training step (forward + backward) per sample."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from harness.models import MODELS
-
-    with torch.device("meta"):
-        net = MODELS.get(model).build(depth, width, num_classes, num_inputs)
-        x = torch.empty(1, num_inputs, 3, resolution, resolution)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        net(x).sum().backward()
-    return float(counter.get_total_flops())
+    return _flops(model, depth, width, num_inputs, num_classes, resolution, train=True)
 
 
-@functools.lru_cache(maxsize=None)
 def inference_flops_per_image(
     model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
 ) -> float:
     """FLOPs of one test image through the network (forward only; the same image to all M encoders)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from harness.models import MODELS
-
-    with torch.device("meta"):
-        net = MODELS.get(model).build(depth, width, num_classes, num_inputs)
-        x = torch.empty(1, 3, resolution, resolution)
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(x)
-    return float(counter.get_total_flops())
+    return _flops(model, depth, width, num_inputs, num_classes, resolution, train=False)
 
 
 def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.metrics import calibrate, calibrated_metrics, classification_metrics
+from harness.metrics import calibrate, classification_metrics
 from harness.results import TrialFolder
 
 # Keys that may differ between members of one deep ensemble.
@@ -40,8 +40,8 @@ def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tens
         else (None, None)
     )
     test = torch.from_numpy(saved["test_logits"]).float()
-    scaled, _ = calibrate(test, labels, *val)
-    return scaled, labels, calibrated_metrics(test, labels, *val)
+    scaled, calibrated = calibrate(test, labels, *val)  # temperatures fitted once
+    return scaled, labels, calibrated
 
 
 def bootstrap_top1_halfwidth(logits: np.ndarray, labels: np.ndarray, draws: int = 1000, seed: int = 0) -> float:

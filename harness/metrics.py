@@ -152,10 +152,11 @@ def calibrate(
     val_logits: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
-    """The one temperature-scaling protocol: the ensemble's test logits scaled, and how. With a validation
-    split, one T fitted on it. Without, the authors' cross-fit: T_a fitted on the first half of the test set
-    scales the second half, T_b fitted on the second scales the first; every test image is scored by a
-    temperature that never saw it, and the calibrated metrics are those of all N scaled images together."""
+    """The one temperature-scaling protocol: the ensemble's test logits scaled, and the record of it
+    (temperatures, protocol, calibrated NLL and ECE). With a validation split, one T fitted on it. Without,
+    the authors' cross-fit: T_a fitted on the first half of the test set scales the second half, T_b fitted
+    on the second scales the first; every test image is scored by a temperature that never saw it, and the
+    calibrated metrics are those of all N scaled images together."""
     ens = ensemble_logits(test_logits)
     if val_logits is not None:
         t = fit_temperature(ensemble_logits(val_logits), val_labels)
@@ -164,7 +165,7 @@ def calibrate(
             "temperatures": [t],
             "calibration_protocol": f"T fitted on a held-out validation split ({len(val_labels)} train images)",
         }
-        return ens / t, info
+        return _scored(ens / t, test_labels, info)
     half = len(test_labels) // 2
     t_a = fit_temperature(ens[:half], test_labels[:half])
     t_b = fit_temperature(ens[half:], test_labels[half:])
@@ -177,7 +178,11 @@ def calibrate(
             f"the other half; metrics over all of them"
         ),
     }
-    return scaled, info
+    return _scored(scaled, test_labels, info)
+
+
+def _scored(scaled: torch.Tensor, labels: torch.Tensor, info: dict) -> tuple[torch.Tensor, dict]:
+    return scaled, {**info, "cal_nll": nll(scaled, labels), "cal_ece": ece(scaled, labels)}
 
 
 def calibrated_metrics(
@@ -187,5 +192,4 @@ def calibrated_metrics(
     val_labels: torch.Tensor | None = None,
 ) -> dict:
     """Temperature-scaled NLL and ECE of the ensemble (``calibrate``'s protocol), with the temperatures."""
-    scaled, info = calibrate(test_logits, test_labels, val_logits, val_labels)
-    return {**info, "cal_nll": nll(scaled, test_labels), "cal_ece": ece(scaled, test_labels)}
+    return calibrate(test_logits, test_labels, val_logits, val_labels)[1]

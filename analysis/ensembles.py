@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis.stats import bootstrap, right_per_image
 from harness.metrics import calibrate, classification_metrics
 from harness.results import TrialFolder
 
@@ -44,14 +45,9 @@ def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tens
     return scaled, labels, calibrated
 
 
-def bootstrap_top1_halfwidth(logits: np.ndarray, labels: np.ndarray, draws: int = 1000, seed: int = 0) -> float:
-    """Half-width of the 95% percentile-bootstrap interval of the ensemble's top-1 over test images."""
-    correct = torch.from_numpy(logits).float().mean(1).argmax(-1) == torch.from_numpy(labels)
-    rng = torch.Generator().manual_seed(seed)
-    index = torch.randint(0, len(correct), (draws, len(correct)), generator=rng)
-    means = correct[index].float().mean(1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975])).tolist()
-    return (high - low) / 2
+def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray) -> float:
+    """Half-width of the 95% bootstrap interval of the ensemble's top-1 over test images."""
+    return bootstrap(right_per_image(head_logits, labels))[0]
 
 
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.ensembles import MEMBER_KEYS
+from analysis.stats import bootstrap, right_per_image, t_halfwidth
 from harness.results import TrialFolder
 
 PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]  # the paper's tables
@@ -45,13 +46,6 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
         for k in config_keys
         if k in rows and k not in SETTING and k not in NOT_SETTING and rows[k].astype(str).nunique() > 1
     ]
-
-
-def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
-    """Half-width of the two-sided t-interval of a mean of n values with sample std ``std``."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / n**0.5) if n >= 2 else float("nan")
 
 
 def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
@@ -202,20 +196,10 @@ __all__ = ["summarize", "display_table", "published_vs_reproduced", "write_table
 PAIRED_BASELINES = ("vanilla", "cutmix")  # what Cut-MixMo is compared with, trial by trial
 
 
-def _correct(trial_dirs: list[str]) -> np.ndarray:
-    """Per test image, whether the trial (or the deep ensemble of the trials: their heads' logits pooled) is right."""
+def _right(trial_dirs: list[str]) -> np.ndarray:
+    """Per test image, whether the trial (or the deep ensemble of the trials: their heads pooled) is right."""
     saved = [TrialFolder(d).logits() for d in trial_dirs]
-    heads = np.concatenate([s["test_logits"].astype(np.float32) for s in saved], axis=1)
-    return heads.mean(1).argmax(-1) == saved[0]["test_labels"]
-
-
-def _bootstrap(a: np.ndarray, b: np.ndarray, draws: int) -> tuple[float, float]:
-    """(half-width of the 95% paired-bootstrap interval of mean(a - b) over test images, two-sided p)."""
-    rng = np.random.default_rng(0)
-    index = rng.integers(0, len(a), (draws, len(a)))
-    boot = (a[index].astype(float) - b[index].astype(float)).mean(1)
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return (high - low) / 2, float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
+    return right_per_image(np.concatenate([s["test_logits"] for s in saved], axis=1), saved[0]["test_labels"])
 
 
 def paired_differences(
@@ -245,8 +229,8 @@ def paired_differences(
                 half, p = t_halfwidth(diffs.std(ddof=1), len(seeds)), float(stats.ttest_1samp(diffs, 0.0).pvalue)
                 kind = "paired t over seeds"
             else:
-                a, b = _correct([ours.trial_dir[seeds[0]]]), _correct([base.trial_dir[seeds[0]]])
-                half, p = _bootstrap(a, b, draws)
+                a, b = _right([ours.trial_dir[seeds[0]]]), _right([base.trial_dir[seeds[0]]])
+                half, p = bootstrap(a, b, draws)
                 kind = "paired bootstrap over test images"
             rows.append(
                 {
@@ -269,8 +253,8 @@ def paired_differences(
                 continue
             seed = min(ours.index)
             members = [done.set_index("trial_id").trial_dir[t] for t in ens.member_trials]
-            a, b = _correct([ours.trial_dir[seed]]), _correct(members)
-            half, p = _bootstrap(a, b, draws)
+            a, b = _right([ours.trial_dir[seed]]), _right(members)
+            half, p = bootstrap(a, b, draws)
             rows.append(
                 {
                     **common,

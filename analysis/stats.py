@@ -1,0 +1,27 @@
+"""Intervals and tests of the report: t-intervals over seeds, bootstraps over test images."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the two-sided t-interval of a mean of n values with sample std ``std``."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / n**0.5) if n >= 2 else float("nan")
+
+
+def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per test image, whether the ensemble of the heads (N, M, K) (the mean of their logits) is right."""
+    return head_logits.astype(np.float32).mean(1).argmax(-1) == labels
+
+
+def bootstrap(a: np.ndarray, b: np.ndarray | None = None, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """(half-width of the 95% percentile-bootstrap interval of mean(a), or of mean(a - b) paired over the same
+    test images, and the two-sided bootstrap p-value of that mean being 0: twice the smaller tail)."""
+    values = a.astype(float) - (0.0 if b is None else b.astype(float))
+    index = np.random.default_rng(seed).integers(0, len(values), (draws, len(values)))
+    boot = values[index].mean(1)
+    low, high = np.quantile(boot, [0.025, 0.975])
+    return (high - low) / 2, float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))

@@ -66,10 +66,10 @@ def _interrupted(trial_dirs: list[Path], command: str) -> str:
     """What Ctrl-C kept: only trials with an end-of-epoch checkpoint resume where they stopped."""
     from harness.results import TrialFolder
 
-    partial = [d for d in trial_dirs if TrialFolder(d).state().state == "partial"]
+    partial = [(d, state) for d in trial_dirs if (state := TrialFolder(d).state()).state == "partial"]
     if not partial:
         return f"interrupted before any epoch ended: nothing to resume from; `{command}` starts again from scratch"
-    epochs = ", ".join(f"{d.name} after epoch {TrialFolder(d).state().epochs}" for d in partial[:5])
+    epochs = ", ".join(f"{d.name} after epoch {state.epochs}" for d, state in partial[:5])
     more = f" and {len(partial) - 5} more" if len(partial) > 5 else ""
     return (
         f"interrupted; run `{command}` again to resume from the last end-of-epoch checkpoints ({epochs}{more}); "

@@ -389,12 +389,15 @@ def _run_locked(
     print(plan_text(suite, trials, address), flush=True)
     for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
         check_available(cfg)  # missing data fails here, with its message, not in every trial
-    _warn_corrupt(trials)
+    states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
+    for tid, state in states.items():
+        if state.state == "corrupt":
+            print(f"warning: {tid}: {state.detail}; it is retrained from its last readable checkpoint", file=sys.stderr)
     if tracker is not None:
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
-    todo = [t for t in trials if not results.TrialFolder(t.trial_dir).is_finished()]
+    todo = [t for t in trials if states[t.trial_id].state != "finished"]
     failed: set[str] = set()
     if todo:
         failed = _tune(suite, todo, address, tracker, lock)
@@ -425,17 +428,6 @@ def _run_locked(
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / results.ERROR})", file=sys.stderr)
         return 1
     return 0
-
-
-def _warn_corrupt(trials: list[TrialConfig]) -> None:
-    for t in trials:
-        state = results.TrialFolder(t.trial_dir).state()
-        if state.state == "corrupt":
-            print(
-                f"warning: {t.trial_id}: {state.detail}; it is retrained from its last readable checkpoint",
-                file=sys.stderr,
-                flush=True,
-            )
 
 
 def _tune(

@@ -43,6 +43,13 @@ TAG_KEYS = (
 )
 
 
+def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
+    """--tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in the storage; checked."""
+    from harness.suite import check_tracking_uri
+
+    return check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
+
+
 def default_tracking_uri(storage: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
 
@@ -79,12 +86,9 @@ class Tracker:
 
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
-        """The suite's tracker: --tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in storage."""
-        from harness.suite import check_tracking_uri
-
-        uri = check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
+        """The suite's tracker (at ``suite_tracking_uri``)."""
         tracker = cls(
-            uri,
+            suite_tracking_uri(suite, tracking_uri),
             suite.tracking.experiment or suite.name,
             suite.name,
             suite.suite_dir,
@@ -330,7 +334,7 @@ def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary
 
 def mlflow_hint(suite, tracking_uri: str | None = None) -> str:
     """How to look at the suite's runs in the MLflow UI."""
-    uri = tracking_uri or suite.tracking.uri or Tracker.for_suite(suite, tracking_uri).uri
+    uri = suite_tracking_uri(suite, tracking_uri)
     if uri.startswith(("http://", "https://")):
         return f"MLflow: {uri} (experiment {suite.tracking.experiment or suite.name})"
     return f"MLflow: mlflow ui --backend-store-uri {uri}   (experiment {suite.tracking.experiment or suite.name})"

@@ -214,6 +214,7 @@ class Progress:
     running: dict[str, dict] = field(default_factory=dict)  # trial id -> its last report
     done_fraction: dict[str, float] = field(default_factory=dict)  # of started trials
     rates: dict[str, float] = field(default_factory=dict)  # FLOP/s of each trial, last measured
+    last_epoch: dict[str, dict] = field(default_factory=dict)  # trial id -> its last epoch's row
     retries: dict[str, int] = field(default_factory=dict)
     concurrency: int = 1  # trials at once
     started: float = field(default_factory=time.time)
@@ -228,6 +229,7 @@ class Progress:
         elif "epoch_time_s" in result:
             self.done_fraction[tid] = result["epoch"] / cfg.epochs
             self.rates[tid] = flops / cfg.epochs / max(result["epoch_time_s"], 1e-9)
+            self.last_epoch[tid] = result
         self.running[tid] = result
         self._changed()
 
@@ -275,7 +277,7 @@ class Progress:
             epochs = self.trials[tid].epochs
             retry = f" (retry {self.retries[tid]})" if self.retries.get(tid) else ""
             if "in_epoch" in r:
-                prev = r.get("last_epoch_row", {})
+                prev = self.last_epoch.get(tid)
                 metric = f", last epoch loss {prev['train_loss']:.3f}" if prev else ""
                 parts.append(
                     f"    {tid}: epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']} "
@@ -322,12 +324,9 @@ class SweepCallback(tune.Callback):
         tid = _tid(trial)
         if result.get("done"):
             return
-        if "in_epoch" in result:
-            last = self.progress.running.get(tid, {})
-            row = last if "epoch_time_s" in last else last.get("last_epoch_row", {})
-            self.progress.update(tid, {**result, "last_epoch_row": row})
-        elif "epoch_time_s" in result:
+        if "in_epoch" in result or "epoch_time_s" in result:
             self.progress.update(tid, result)
+        if "epoch_time_s" in result:  # an epoch's row: the trial folder has something new for MLflow
             self.tracking.update(self.progress.trials[tid].trial_dir)
         self.progress.show()
 

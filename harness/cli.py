@@ -310,6 +310,106 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from harness.data.eval_sets import parse_eval_set
+    from harness.evaluate import check_sets, evaluate_trials, headline
+    from harness.storage import is_uri
+
+    sets = []
+    for name in args.on:
+        try:
+            sets.append(parse_eval_set(name))
+        except ValueError as err:
+            raise ConfigError(f"--on {err}") from None
+    if is_uri(args.target):
+        raise ConfigError(f"{args.target}: give the suite's YAML file (it names the object store), not its URI")
+    suite, resources = None, None
+    if Path(args.target).is_dir():
+        from harness.sweep import trials_in_folder
+
+        trials = []
+        for cfg, path in trials_in_folder(Path(args.target))[0]:
+            cfg = cfg.model_copy(update={"output_dir": path.parent.parent, "name": path.parent.name, "store": None})
+            if cfg.trial_id != path.name:
+                print(f"warning: {path.name}: written by an older recipe version; skipped", file=sys.stderr)
+                continue
+            trials.append(cfg)
+    else:
+        from harness.suite import expand, resolve_data_dir
+
+        suite = _load_suite_arg(args)
+        resolve_data_dir(suite)
+        trials, resources = expand(suite, str(args.target)), suite.resources
+    if args.data_dir:
+        trials = [t.model_copy(update={"data_dir": Path(args.data_dir).resolve()}) for t in trials]
+    from harness.results import TrialFolder
+
+    finished = [t for t in trials if TrialFolder(t.trial_dir).is_finished()]
+    if not finished:
+        raise ConfigError(f"{args.target}: no finished trial to evaluate (run `harness run` first)")
+    if len(finished) < len(trials):
+        print(f"{len(trials) - len(finished)} trial(s) not finished: skipped", file=sys.stderr)
+    check_sets(finished, sets)  # a missing set stops here, before any network is loaded
+    records, failed = evaluate_trials(
+        finished,
+        sets,
+        address=args.address,
+        cpus=resources.cpus if resources else 1.0,
+        gpus=resources.gpus if resources else 0.0,
+        device=args.device,
+        force=args.force,
+        log=lambda s: print(s, flush=True),
+    )
+    width = max(len(t) for t in records) if records else 0
+    for tid in sorted(records):
+        for record in records[tid].values():
+            print(f"{tid:<{width}}  {record['set']:<22} {headline(record)}")
+    if suite is not None and suite.tracking.enabled:
+        from harness.tracking import Tracker, mlflow_hint
+
+        tracker = Tracker.for_suite(suite, args.tracking_uri)
+        if not tracker.sync([t.trial_dir for t in finished]):
+            print(mlflow_hint(suite, args.tracking_uri))
+    for tid, why in failed.items():
+        print(f"error: {tid}: {why}", file=sys.stderr)
+    print(f"robustness, OOD and selective-prediction sections: harness report {args.target}")
+    return 1 if failed else 0
+
+
+def cmd_data_corrupt(args) -> int:
+    from harness.data import load_dataset
+    from harness.data.corrupt import write_generated_set
+    from harness.data.datasets import default_data_dir
+    from harness.data.eval_sets import CORRUPTION_SETS, CORRUPTIONS
+
+    if f"{args.dataset}-c" not in CORRUPTION_SETS or args.dataset == "tinyimagenet":
+        raise ConfigError(f"{args.dataset}: `harness data corrupt` writes the CIFAR-C layout: cifar10 or cifar100")
+    unknown = sorted(set(args.corruptions or []) - set(CORRUPTIONS))
+    if unknown:
+        raise ConfigError(f"--corruptions: unknown {', '.join(unknown)}; allowed: {', '.join(CORRUPTIONS)}")
+    raw = {"dataset": args.dataset, **({"data_dir": args.data_dir} if args.data_dir else {})}
+    if args.images:
+        raw["test_subset"] = args.images
+    cfg = build_config(raw, "harness data corrupt")
+    data = load_dataset(cfg)
+    folder = CORRUPTION_SETS[f"{args.dataset}-c-generated"][1][0]
+    out = Path(args.out) if args.out else default_data_dir(cfg.data_dir) / folder
+    print(f"writing a generated stand-in (not the official {args.dataset}-C) of {len(data.test)} test images to {out}")
+    write_generated_set(
+        data.test.x,
+        data.test.y,
+        out,
+        args.dataset,
+        data.source + (f", a random subset of {args.images} test images" if args.images else ""),
+        seed=args.seed,
+        corruptions=tuple(args.corruptions or CORRUPTIONS),
+        log=lambda s: print(s, flush=True),
+    )
+    name = f"{args.dataset}-c-generated" + ("" if not args.out else f"={out}")
+    print(f"{out}: done; evaluate on it with `harness evaluate SUITE --on {name}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -388,6 +488,38 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--workers", type=int, default=4, help="writer processes")
     prepare.add_argument("--set", action="append", metavar="KEY=VALUE", help="dataset keys (e.g. synthetic_size=500)")
     prepare.set_defaults(func=cmd_data_prepare)
+
+    corrupt = data_sub.add_parser(
+        "corrupt", help="generate a CIFAR-C stand-in (official layout, labelled generated) from the test images"
+    )
+    corrupt.add_argument("dataset", help="cifar10 or cifar100")
+    corrupt.add_argument("--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); the set goes beside the data")
+    corrupt.add_argument("--out", help="output folder (else <data-dir>/CIFAR-100-C-generated or CIFAR-10-C-generated)")
+    corrupt.add_argument("--images", type=int, help="a random subset of this many test images (default: all)")
+    corrupt.add_argument("--corruptions", nargs="+", help="a subset of the 15 corruptions (default: all)")
+    corrupt.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
+    corrupt.set_defaults(func=cmd_data_corrupt)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="finished trials' checkpoints on corrupted, OOD or test sets (resumable, no retraining)"
+    )
+    evaluate.add_argument("target", help="suite YAML file or a results/<suite> folder")
+    evaluate.add_argument(
+        "--on",
+        nargs="+",
+        required=True,
+        metavar="SET",
+        help="evaluation sets: test, cifar100-c, cifar10-c, tinyimagenet-c, cifar100-c-generated, "
+        "ood:<dataset> (cifar10, svhn, tinyimagenet, ...), ood:heldout-classes, ood:textures, ood:folder=PATH",
+    )
+    evaluate.add_argument(
+        "--data-dir", help="where the sets and datasets are (else the suite's, else $HARNESS_DATA_DIR)"
+    )
+    evaluate.add_argument("--address", default=None, help="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--force", action="store_true", help="evaluate again, replacing saved logits and metrics")
+    evaluate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")
     sync.add_argument("suite", type=Path, help="suite YAML file")

@@ -46,6 +46,7 @@ class TrialConfig(BaseModel):
     download: bool = False  # let torchvision download CIFAR when nothing is found locally
     train_subset: Optional[int] = Field(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
     test_subset: Optional[int] = Field(None, ge=1)
+    class_subset: Optional[int] = Field(None, ge=2)  # train and test on classes 0..N-1; the rest: near-OOD set
     val_size: int = Field(0, ge=0)  # held-out train images for temperature scaling; 0 = authors' test-swap protocol
     synthetic_size: int = Field(2000, ge=1)  # synthetic dataset only
     synthetic_classes: int = Field(10, ge=2)
@@ -185,7 +186,13 @@ class TrialConfig(BaseModel):
     )  # same global batch, synchronised BN: same result
 
     # Keys added after results existed: left out of the trial id at their defaults, so old ids stay valid.
-    ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = ("engine", "zero_stage", "grad_accum_steps", "deepspeed")
+    ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = (
+        "engine",
+        "zero_stage",
+        "grad_accum_steps",
+        "deepspeed",
+        "class_subset",
+    )
 
     def recipe(self) -> dict[str, Any]:
         """The keys that determine the result, in a canonical JSON-able form."""

@@ -22,6 +22,7 @@ DATASET_SIZES = {
     "cifar10": (50000, 10000, 10, 32),
     "cifar100": (50000, 10000, 100, 32),
     "tinyimagenet": (100000, 10000, 200, 64),
+    "svhn": (73257, 26032, 10, 32),
 }
 
 
@@ -77,6 +78,8 @@ def trial_flops(cfg: TrialConfig) -> float:
         )
     else:
         n_train, n_test, classes, res = DATASET_SIZES[cfg.dataset]
+    if cfg.class_subset:  # balanced datasets: the kept classes' share of the images
+        n_train, classes = n_train * cfg.class_subset // classes, cfg.class_subset
     n_train = min(n_train - cfg.val_size, cfg.train_subset or n_train)
     per_epoch = n_train * cfg.b / cfg.batch_size  # the loader drops a last partial batch unless drop_last is off
     steps = (max(1, math.floor(per_epoch)) if cfg.drop_last else math.ceil(per_epoch)) * cfg.epochs

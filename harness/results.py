@@ -11,6 +11,8 @@ half-written file), every read says which file is unreadable and why, and nothin
     attempts.json       where each run of the trial (first start and every retry) ran, from which epoch
     error.txt           the traceback of the last failed run
     metrics.json        final metrics; written last, so its presence means "finished"
+    eval/<set>/         `harness evaluate`: float16 head logits per part (<part>.npz) and metrics.json
+                        (written last: its presence means the set is evaluated)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ CONFIG, HISTORY, CHECKPOINT, PREVIOUS, LOGITS, METRICS, ERROR, ATTEMPTS = (
     "attempts.json",
 )
 DEEPSPEED_DIR = "deepspeed"
+EVAL_DIR = "eval"
 CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
 
@@ -293,6 +296,7 @@ class TrialFolder:
         """A fresh start: drop what an earlier run left (results, checkpoints, the error)."""
         for name in (METRICS, LOGITS, HISTORY, CHECKPOINT, PREVIOUS, ERROR):
             (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / EVAL_DIR, ignore_errors=True)  # evaluations of the network being replaced
 
     def read_checkpoint(self, name: str) -> dict | None:
         path = self.path / name
@@ -317,3 +321,37 @@ class TrialFolder:
 
     def fail(self, text: str) -> None:
         write_text(self.path / ERROR, text)
+
+    # --- evaluation sets (harness.evaluate)
+    def evaluation(self, set_id: str) -> dict | None:
+        """The metrics record of an evaluated set, or None if it has not been evaluated (to the end)."""
+        path = self.path / EVAL_DIR / set_id / METRICS
+        if not path.exists():
+            return None
+        record = read_json(path)
+        if not isinstance(record, dict) or "kind" not in record:
+            raise CorruptFile(path, "not an evaluation record (no kind)")
+        return record
+
+    def evaluations(self) -> dict[str, dict]:
+        """Every evaluated set's record, by set id; an unreadable one is left out (it is evaluated again)."""
+        out = {}
+        for path in sorted((self.path / EVAL_DIR).glob(f"*/{METRICS}")):
+            try:
+                out[path.parent.name] = self.evaluation(path.parent.name)
+            except CorruptFile:
+                continue
+        return out
+
+    def eval_part(self, set_id: str, part: str) -> dict[str, np.ndarray] | None:
+        path = self.path / EVAL_DIR / set_id / f"{part}.npz"
+        return load_logits(path) if path.exists() else None
+
+    def save_eval_part(self, set_id: str, part: str, arrays: dict[str, np.ndarray]) -> None:
+        save_logits(self.path / EVAL_DIR / set_id / f"{part}.npz", **arrays)
+
+    def finish_eval(self, set_id: str, record: dict) -> None:
+        write_json(self.path / EVAL_DIR / set_id / METRICS, record)
+
+    def forget_eval(self, set_id: str) -> None:
+        shutil.rmtree(self.path / EVAL_DIR / set_id, ignore_errors=True)

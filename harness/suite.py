@@ -109,6 +109,7 @@ class Suite(Strict):
     max_retries: int = Field(2, ge=0)
     storage: str = Field("results", min_length=1)
     tracking: Tracking = Field(default_factory=Tracking)
+    eval_sets: list[str] = Field(default_factory=list)  # evaluated as each trial finishes (harness.data.eval_sets)
 
     @field_validator("storage")
     @classmethod
@@ -119,6 +120,21 @@ class Suite(Strict):
             except ConfigError as err:
                 raise ValueError(str(err)) from None
         return v
+
+    @field_validator("eval_sets")
+    @classmethod
+    def _eval_sets(cls, v: list[str]) -> list[str]:
+        from harness.data.eval_sets import parse_eval_set
+
+        ids = [parse_eval_set(name).id for name in v]  # ValueError: the name and what is allowed
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{v}: a set is listed twice")
+        return v
+
+    def evaluation_sets(self):
+        from harness.data.eval_sets import parse_eval_set
+
+        return [parse_eval_set(name) for name in self.eval_sets]
 
     @field_validator("ensembles", mode="before")
     @classmethod

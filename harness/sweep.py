@@ -23,6 +23,7 @@ from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
 from harness.data import check_available
+from harness.evaluate import check_sets
 from harness.lock import SuiteLock
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand, resolve_data_dir
@@ -161,9 +162,24 @@ def run_trial(config: dict) -> None:
         on_step=_step_reporter(cfg.trial_id),
         log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None,
     )
+    if config.get("eval_sets"):  # the suite's evaluation sets, while the trial's data is warm
+        _evaluate_finished(cfg, config["eval_sets"])
     tune.report(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1}
     )
+
+
+def _evaluate_finished(cfg: TrialConfig, names: list[str]) -> None:
+    """A failed evaluation does not fail the trained trial: the sweep's last pass tries again and says why."""
+    from harness.data.eval_sets import parse_eval_set
+    from harness.evaluate import evaluate_trial
+
+    try:
+        evaluate_trial(cfg, [parse_eval_set(n) for n in names], cfg.device, log=lambda s: None)
+    except Exception as err:
+        print(
+            f"warning: {cfg.trial_id}: evaluation sets not evaluated yet ({type(err).__name__}: {err})", file=sys.stderr
+        )
 
 
 def _step_reporter(trial_id: str):
@@ -359,6 +375,7 @@ def run_sweep(
         print(plan_text(suite, trials, address), flush=True)
         for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
             check_available(cfg)
+        check_sets(trials, suite.evaluation_sets())
         print(status_table(status_rows(trials)))
         return 0
     store = suite.store
@@ -388,6 +405,7 @@ def _run_locked(
     print(plan_text(suite, trials, address), flush=True)
     for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
         check_available(cfg)  # missing data fails here, with its message, not in every trial
+    check_sets(trials, suite.evaluation_sets())
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
     for tid, state in states.items():
         if state.state == "corrupt":
@@ -402,6 +420,7 @@ def _run_locked(
         failed = _tune(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
     ensembles = _compose_ensembles(suite, trials)  # before the parent run closes: ensembles.json goes with it
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
@@ -425,8 +444,7 @@ def _run_locked(
         for tid in sorted(failed):
             state = results.TrialFolder(suite.suite_dir / tid).state()
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / results.ERROR})", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or eval_failed else 0
 
 
 def _tune(
@@ -450,7 +468,12 @@ def _tune(
     )
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite)),
-        param_space={"cpus": suite.resources.cpus, "gpus": suite.resources.gpus, "case": tune.grid_search(grid)},
+        param_space={
+            "cpus": suite.resources.cpus,
+            "gpus": suite.resources.gpus,
+            "eval_sets": suite.eval_sets,
+            "case": tune.grid_search(grid),
+        },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=suite.concurrency,
             reuse_actors=True,
@@ -471,6 +494,23 @@ def _tune(
         tracking.close()
     progress.show(force=True)
     return {r.config["case"]["trial_id"] for r in grid_results if r.error is not None}
+
+
+def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> set[str]:
+    """The suite's evaluation sets on every finished trial that lacks one; -> the trials that failed."""
+    from harness.evaluate import evaluate_trials
+
+    _, failed = evaluate_trials(
+        trials,
+        suite.evaluation_sets(),
+        address=address,
+        cpus=suite.resources.cpus,
+        gpus=suite.resources.gpus,
+        log=lambda s: print(s, flush=True),
+    )
+    for tid, why in failed.items():
+        print(f"warning: {tid}: evaluation failed: {why}", file=sys.stderr)
+    return set(failed)
 
 
 def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -> None:

@@ -144,6 +144,7 @@ class Tracker:
         state_file = trial_dir / SYNC_STATE
         state = _read_state(state_file, self.uri)
         if state.get("final"):
+            self._send_evaluations(folder, state, state_file)
             return
         config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
         run_id = state.get("run_id")
@@ -200,10 +201,27 @@ class Tracker:
                 self.client.set_tag(run_id, "harness.workers", str(final["workers"]))
             self.client.set_terminated(run_id, "FINISHED")
             state["final"] = True
+            _write_state(state_file, self.uri, state)
+            self._send_evaluations(folder, state, state_file)
         elif failed and (trial_dir / results.ERROR).exists():
             self.client.log_artifact(run_id, str(trial_dir / results.ERROR))
             self.client.set_terminated(run_id, "FAILED")
             state["final"] = True
+        _write_state(state_file, self.uri, state)
+
+    def _send_evaluations(self, folder: results.TrialFolder, state: dict, state_file: Path) -> None:
+        """The metrics of evaluation sets (`harness evaluate`) not sent yet, at the trial's last epoch."""
+        from mlflow.entities import Metric
+
+        sent = set(state.get("evaluations", []))
+        new = {k: r for k, r in folder.evaluations().items() if k not in sent}
+        if not new:
+            return
+        now, step = int(time.time() * 1000), int(state.get("epochs", 0))
+        metrics = [Metric(k, v, now, step) for r in new.values() for k, v in sorted(evaluation_metrics(r).items())]
+        for i in range(0, len(metrics), 500):
+            self.client.log_batch(state["run_id"], metrics=metrics[i : i + 500])
+        state["evaluations"] = sorted(sent | set(new))
         _write_state(state_file, self.uri, state)
 
     def finish_parent(self, artifacts: list[Path], status: str) -> None:
@@ -294,6 +312,25 @@ def suite_params(suite) -> dict[str, str]:
             name = f"{key}.{sub}" if sub else key
             params[name] = (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000]
     return params
+
+
+def evaluation_metrics(record: dict) -> dict[str, float]:
+    """An evaluation set's record as metrics named eval.<set id>.<name> (corruptions: the summary and the
+    means per severity; OOD: <score>.<metric>; test: the clean metrics again)."""
+    if record["kind"] == "test":
+        items = list(record["metrics"].items())
+    elif record["kind"] == "corruption":
+        items = [
+            *record["summary"].items(),
+            *((f"severity{s}_{m}", v) for s, row in record["by_severity"].items() for m, v in row.items()),
+        ]
+    else:
+        items = [(f"{score}.{m}", v) for score, row in record["scores"].items() for m, v in row.items()]
+    return {
+        f"eval.{record['id']}.{k}": float(v)
+        for k, v in items
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+    }
 
 
 def summary_metrics(summary) -> dict[str, float]:

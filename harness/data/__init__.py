@@ -30,6 +30,8 @@ def load_dataset(cfg: TrialConfig) -> ImageSplits:
         synthetic_classes=cfg.synthetic_classes,
         synthetic_resolution=cfg.synthetic_resolution,
     )
+    if cfg.class_subset is not None:
+        keep_classes(data, cfg.class_subset)
     rng = np.random.default_rng(SPLIT_SEED)
     order = rng.permutation(len(data.train))
     if cfg.val_size:
@@ -43,6 +45,19 @@ def load_dataset(cfg: TrialConfig) -> ImageSplits:
     if cfg.test_subset is not None and cfg.test_subset < len(data.test):
         data.test = data.test.take(np.sort(rng.permutation(len(data.test))[: cfg.test_subset]))
     return data
+
+
+def keep_classes(data: ImageSplits, n: int) -> None:
+    """Keep classes 0..n-1 of both splits (a class split: the others are held out, e.g. as near-OOD)."""
+    if n > data.num_classes:
+        raise DataError(f"class_subset {n}: the dataset has only {data.num_classes} classes")
+    data.train, data.test = (s.take(np.flatnonzero(s.y < n)) for s in (data.train, data.test))
+    data.num_classes, data.classes = n, data.classes[:n]
+
+
+def held_out_classes(data: ImageSplits, n: int) -> ImageArrays:
+    """The test images of classes n and above (before ``keep_classes``)."""
+    return data.test.take(np.flatnonzero(data.test.y >= n))
 
 
 def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
@@ -76,5 +91,7 @@ __all__ = [
     "ImageSplits",
     "build_train_loader",
     "check_available",
+    "held_out_classes",
+    "keep_classes",
     "load_dataset",
 ]

@@ -2,7 +2,8 @@
 
 Sources for CIFAR: a folder with ``train.npz``/``test.npz``, the official pickle folder
 (``cifar-100-python/``, ``cifar-10-batches-py/``), torchvision's download, or an image-folder
-tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout.
+tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout,
+SVHN the official ``train_32x32.mat``/``test_32x32.mat``.
 """
 
 from __future__ import annotations
@@ -54,6 +55,16 @@ CIFAR_MEAN = (0.4914, 0.4824, 0.4467)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+SVHN_MEAN = (0.4377, 0.4438, 0.4728)
+SVHN_STD = (0.1980, 0.2010, 0.1970)
+# (mean, std) each registered dataset normalises with: evaluation sets are normalised as the trial's training data
+NORMALIZATION = {
+    "cifar10": (CIFAR_MEAN, CIFAR_STD),
+    "cifar100": (CIFAR_MEAN, CIFAR_STD),
+    "tinyimagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "svhn": (SVHN_MEAN, SVHN_STD),
+    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+}
 
 
 def default_data_dir(data_dir: Path | None) -> Path:
@@ -142,12 +153,19 @@ def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
     return _check_arrays(tr, folder, num_classes), _check_arrays(te, folder, num_classes), classes
 
 
-def _load_image(path: Path, size: int | None = None) -> np.ndarray:
+def _load_image(path: Path, size: int | None = None, resize: bool = False) -> np.ndarray:
+    """An RGB image; ``size``: it must be size x size pixels, or with ``resize``, its shorter side is resized
+    to ``size`` (antialiased) and the centre size x size square kept."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
+            if size is not None and resize and im.size != (size, size):
+                scale = size / min(im.size)
+                w, h = max(size, round(im.size[0] * scale)), max(size, round(im.size[1] * scale))
+                left, top = (w - size) // 2, (h - size) // 2
+                im = im.resize((w, h), Image.BILINEAR, reducing_gap=None).crop((left, top, left + size, top + size))
             if size is not None and im.size != (size, size):
                 raise DataError(f"{path}: expected {size}x{size} pixels, got {im.size[0]}x{im.size[1]}")
             return np.asarray(im, dtype=np.uint8)
@@ -230,11 +248,7 @@ def _cifar(
         return None
     reader, folder, description = found
     tr, te, classes = reader(folder, num_classes)
-    return _splits(tr, te, num_classes, classes, description)
-
-
-def _splits(tr: ImageArrays, te: ImageArrays, num_classes: int, classes: list[str], source: str) -> ImageSplits:
-    return ImageSplits(tr, te, num_classes, CIFAR_MEAN, CIFAR_STD, source, classes)
+    return ImageSplits(tr, te, num_classes, CIFAR_MEAN, CIFAR_STD, description, classes)
 
 
 @DATASETS.register("cifar100")
@@ -247,9 +261,7 @@ def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bo
     return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
 
 
-@DATASETS.register("tinyimagenet")
-def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
-    """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
+def tinyimagenet_folder(data_dir: Path | None) -> Path:
     root = default_data_dir(data_dir)
     candidates = [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root]
     folder = next((c for c in candidates if (c / "wnids.txt").is_file()), None)
@@ -259,9 +271,21 @@ def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) ->
             "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
             "(data_dir / --data-dir / $HARNESS_DATA_DIR)."
         )
+    return folder
+
+
+def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
+    """The wnids in label order (wnids.txt's order)."""
+    return tinyimagenet_folder(data_dir).joinpath("wnids.txt").read_text().split()
+
+
+@DATASETS.register("tinyimagenet")
+def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
+    """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
+    folder = tinyimagenet_folder(data_dir)
     if check_only:
         return None
-    wnids = folder.joinpath("wnids.txt").read_text().split()
+    wnids = tinyimagenet_classes(data_dir)
     label = {w: i for i, w in enumerate(wnids)}
     xs, ys = [], []
     for w in wnids:
@@ -286,6 +310,49 @@ def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) ->
     tr = _check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / "train", n)
     te = _check_arrays(ImageArrays(np.stack(vx), np.asarray(vy)), folder / "val", n)
     return ImageSplits(tr, te, n, IMAGENET_MEAN, IMAGENET_STD, f"tiny-imagenet-200 folder {folder}", wnids)
+
+
+def _read_svhn_mat(path: Path) -> ImageArrays:
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(path)
+        x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))  # (32, 32, 3, N)
+        y = np.asarray(mat["y"], dtype=np.int64).ravel() % 10  # the official files label the digit 0 as 10
+    except Exception as err:
+        raise DataError(f"{path}: cannot read as SVHN's official .mat (X, y) ({err})") from None
+    return _check_arrays(ImageArrays(x, y), path, 10)
+
+
+@DATASETS.register("svhn")
+def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
+    """SVHN's official cropped-digit files ``train_32x32.mat`` and ``test_32x32.mat``."""
+    root = default_data_dir(data_dir)
+    candidates = [root / "svhn", root / "SVHN", root]
+    folder = next((c for c in candidates if (c / "test_32x32.mat").is_file()), None)
+    if folder is None:
+        raise DataError(
+            "svhn not found. Looked for test_32x32.mat in:\n  " + "\n  ".join(map(str, candidates)) + "\n"
+            "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into "
+            "<data folder>/svhn/."
+        )
+    if check_only:
+        return None
+    test = _read_svhn_mat(folder / "test_32x32.mat")
+    train_file = folder / "train_32x32.mat"
+    train = _read_svhn_mat(train_file) if train_file.is_file() else ImageArrays(test.x[:0], test.y[:0])
+    return ImageSplits(train, test, 10, SVHN_MEAN, SVHN_STD, f"SVHN .mat folder {folder}", [str(i) for i in range(10)])
+
+
+def read_image_tree(folder: Path, side: int, limit: int | None = None) -> ImageArrays:
+    """Every image under ``folder`` (any depth, sorted paths), resized to ``side`` x ``side`` (shorter side,
+    centre crop); labels -1 (an OOD set has no labels of the trial's classes)."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")
+    files = files[:limit] if limit else files
+    x = np.stack([_load_image(p, side, resize=True) for p in files])
+    return ImageArrays(x, np.full(len(files), -1, np.int64))
 
 
 def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, seed: int) -> list[ImageArrays]:
@@ -327,8 +394,7 @@ def synthetic(
         tr,
         te,
         synthetic_classes,
-        (0.5, 0.5, 0.5),
-        (0.25, 0.25, 0.25),
+        *NORMALIZATION["synthetic"],
         "synthetic",
         [f"class{i}" for i in range(synthetic_classes)],
     )

@@ -1,0 +1,310 @@
+"""`harness evaluate`: finished trials, from their checkpoints, on more evaluation sets, without retraining.
+
+Per (trial, set): the network is rebuilt from checkpoint.pt (read weights-only), each part of the set
+(a corruption, the OOD images) is predicted and its head logits saved in float16 under
+<trial>/eval/<set>/, then the set's metrics are computed from the saved logits and written last
+(eval/<set>/metrics.json). A saved part is never predicted again and a recorded set is skipped, so the
+command resumes where it stopped and a second run recomputes nothing. Several trials run as Ray tasks on
+a local Ray of the command's own (or the cluster --address names); one or two run in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from harness import results
+from harness.config import TrialConfig
+from harness.data.datasets import NORMALIZATION
+from harness.data.eval_sets import (
+    CORRUPTIONS,
+    EvalSet,
+    TrialData,
+    check_eval_set,
+    corruption_folder,
+    corruption_names,
+    generation_record,
+    read_corruption,
+    read_ood,
+)
+from harness.data.loader import EvalLoader
+from harness.metrics import calibrated_metrics, classification_metrics
+from harness.uncertainty import corruption_metrics, ood_metrics, selective_metrics
+
+Log = Callable[[str], None]
+IN_PROCESS_UP_TO = 2  # more trials than this to evaluate: Ray tasks, in parallel
+
+
+def trial_data(cfg: TrialConfig) -> TrialData:
+    from harness.cost import dataset_shape
+
+    classes, side = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
+    return TrialData(cfg.dataset, cfg.data_dir, cfg.class_subset or classes, side, cfg.class_subset)
+
+
+class Network:
+    """A finished trial's network from its last checkpoint, predicting as its trainer did (same precision,
+    memory format and batch size)."""
+
+    def __init__(self, folder: results.TrialFolder, cfg: TrialConfig, device: torch.device):
+        from harness.models import build_model
+
+        state = folder.read_checkpoint(results.CHECKPOINT)
+        if state is None or state["epoch"] != cfg.epochs:
+            got = "none" if state is None else f"epoch {state['epoch']}"
+            raise results.CorruptFile(
+                folder / results.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
+            )
+        num_classes = int(folder.logits()["test_logits"].shape[-1])
+        self.model = build_model(cfg, num_classes)
+        self.model.load_state_dict(state["model"])
+        self.model.to(device).eval()
+        self.dtype = torch.float32
+        if cfg.engine == "deepspeed" and cfg.precision == "bf16":  # DeepSpeed holds the weights in bf16
+            self.dtype = torch.bfloat16
+            self.model.to(self.dtype)
+        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        if channels_last and cfg.engine == "torch":
+            self.model.to(memory_format=torch.channels_last)
+        self.autocast = cfg.precision == "bf16" and cfg.engine == "torch"
+        self.cfg, self.device = cfg, device
+        self.mean, self.std = NORMALIZATION[cfg.dataset]
+
+    @torch.no_grad()
+    def predict(self, arrays) -> torch.Tensor:
+        """Head logits (N, M, K) in float32 on the CPU; the same image to every encoder."""
+        loader = EvalLoader(arrays, self.cfg.eval_batch_size, self.mean, self.std, self.device)
+        outs = []
+        for x, _ in loader:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                outs.append(self.model(x.to(self.dtype)).float().cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate_trial(
+    cfg: TrialConfig, sets: list[EvalSet], device: str = "auto", force: bool = False, log: Log = print
+) -> dict[str, dict]:
+    """Evaluate one finished trial on ``sets``; returns every set's record (evaluated now or before). With an
+    object store, the trial's folder is copied here (checkpoint included) and the results sent back."""
+    from harness.storage import working_copy
+    from harness.trainer import resolve_device
+
+    local = working_copy(cfg)
+    folder = results.TrialFolder(local.cfg.trial_dir)
+    state = folder.state()
+    if state.state != "finished":
+        raise results.CorruptFile(folder.path, f"not finished ({state.state}); `harness run` finishes it first")
+    records, network = {}, None
+    for spec in sets:
+        if force:
+            folder.forget_eval(spec.id)
+        record = folder.evaluation(spec.id)
+        if record is None:
+            if network is None:
+                network = Network(folder, local.cfg, resolve_device(device))
+            t0 = time.perf_counter()
+            record = EVALUATORS[spec.kind](folder, local.cfg, spec, network, log)
+            record.update(
+                set=spec.name,
+                id=spec.id,
+                kind=spec.kind,
+                trial_id=cfg.trial_id,
+                eval_time_s=time.perf_counter() - t0,
+                device_name=torch.cuda.get_device_name(network.device) if network.device.type == "cuda" else "cpu",
+            )
+            folder.finish_eval(spec.id, record)
+            local.push()
+            log(f"{cfg.trial_id}: {spec.name}: {headline(record)} ({record['eval_time_s']:.0f} s)")
+        records[spec.id] = record
+    return records
+
+
+def _part(folder, set_id: str, name: str, predict: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """A part's saved logits, predicted and saved first if they are not there (or unreadable)."""
+    try:
+        saved = folder.eval_part(set_id, name)
+    except results.CorruptFile:
+        saved = None
+    if saved is None:
+        saved = predict()
+        folder.save_eval_part(set_id, name, saved)
+    return saved
+
+
+def _heads(saved: dict[str, np.ndarray], key: str = "logits") -> torch.Tensor:
+    return torch.from_numpy(saved[key]).float()
+
+
+def _evaluate_test(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
+    """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
+    from harness.data import load_dataset
+
+    data = load_dataset(cfg)
+    splits = {"test": data.test, **({"val": data.val} if data.val is not None else {})}
+    saved = {
+        name: _part(
+            folder,
+            spec.id,
+            name,
+            lambda arrays=arrays: {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y},
+        )
+        for name, arrays in splits.items()
+    }
+    heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
+    metrics = classification_metrics(heads, labels)
+    val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
+    metrics.update(calibrated_metrics(heads, labels, *val))
+    metrics.update(selective_metrics(heads, labels))
+    return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
+
+
+def _evaluate_corruption(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
+    trial = trial_data(cfg)
+    where = corruption_folder(spec, trial)
+    parts = {}
+    for name in corruption_names(where, spec):
+
+        def predict(name=name):
+            arrays, severity = read_corruption(where, name, spec, trial)
+            return {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y, "severity": severity}
+
+        saved = _part(folder, spec.id, name, predict)
+        parts[name] = (_heads(saved), torch.from_numpy(saved["labels"]), saved["severity"])
+    generation = generation_record(where)
+    return {
+        **corruption_metrics(parts, CORRUPTIONS),
+        "source": str(where),
+        "generated": generation is not None,
+        "generation": generation,
+        "images": sum(len(p[1]) for p in parts.values()),
+    }
+
+
+def _evaluate_ood(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
+    described = {}
+
+    def predict():
+        arrays, described["source"] = read_ood(spec, trial_data(cfg))
+        return {"logits": network.predict(arrays).half().numpy()}
+
+    out = _heads(_part(folder, spec.id, "ood", predict))
+    clean = folder.logits()  # the in-distribution side: the trial's own test logits, always
+    in_heads = torch.from_numpy(clean["test_logits"]).float()
+    return {
+        "scores": ood_metrics(in_heads, out),
+        "in_images": len(in_heads),
+        "out_images": len(out),
+        "source": described.get("source", "(saved logits)"),
+        "generated": False,
+    }
+
+
+EVALUATORS = {"test": _evaluate_test, "corruption": _evaluate_corruption, "ood": _evaluate_ood}
+
+
+def headline(record: dict) -> str:
+    """One line of a set's record, for the terminal."""
+    if record["kind"] == "test":
+        m = record["metrics"]
+        return f"top-1 {100 * m['top1']:.2f}%, NLL {m['nll']:.3f}, ECE {100 * m['ece']:.2f}%"
+    if record["kind"] == "corruption":
+        s = record["summary"]
+        label = " (generated stand-in)" if record.get("generated") else ""
+        return (
+            f"corrupted top-1 {100 * s['corrupted_top1']:.2f}%, NLL {s['corrupted_nll']:.3f}, "
+            f"ECE {100 * s['corrupted_ece']:.2f}% over {s['corruptions_in_mean']} corruptions x 5 severities{label}"
+        )
+    msp = record["scores"]["msp"]
+    return (
+        f"{record['out_images']} OOD vs {record['in_images']} test images: AUROC {100 * msp['auroc']:.1f}, "
+        f"FPR@95%TPR {100 * msp['fpr95']:.1f}% (max softmax probability)"
+    )
+
+
+# --- many trials
+def pending(trials: list[TrialConfig], sets: list[EvalSet], force: bool = False) -> list[TrialConfig]:
+    """The finished trials with a set not yet evaluated (all finished ones with ``force``)."""
+    out = []
+    for cfg in trials:
+        folder = results.TrialFolder(cfg.trial_dir)
+        if not folder.is_finished():
+            continue
+        if force or any(_missing(folder, s) for s in sets):
+            out.append(cfg)
+    return out
+
+
+def _missing(folder: results.TrialFolder, spec: EvalSet) -> bool:
+    try:
+        return folder.evaluation(spec.id) is None
+    except results.CorruptFile:
+        return True
+
+
+def check_sets(trials: list[TrialConfig], sets: list[EvalSet]) -> None:
+    """Every set readable for every kind of trial, before anything runs (DataError says what is missing)."""
+    for trial in {trial_data(cfg) for cfg in trials}:
+        for spec in sets:
+            check_eval_set(spec, trial)
+
+
+def evaluate_trials(
+    trials: list[TrialConfig],
+    sets: list[EvalSet],
+    *,
+    address: str | None = None,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    device: str = "auto",
+    force: bool = False,
+    log: Log = print,
+) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
+    """Evaluate the trials that need it: -> (records by trial id, failures by trial id)."""
+    todo = pending(trials, sets, force)
+    done: dict[str, dict[str, dict]] = {}
+    failed: dict[str, str] = {}
+    for cfg in trials:
+        if cfg not in todo and results.TrialFolder(cfg.trial_dir).is_finished():
+            done[cfg.trial_id] = {s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id) for s in sets}
+    if not todo:
+        return done, failed
+    log(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")
+    if len(todo) <= IN_PROCESS_UP_TO:
+        for i, cfg in enumerate(todo, 1):
+            try:
+                done[cfg.trial_id] = evaluate_trial(cfg, sets, device, force, log)
+            except (results.CorruptFile, results.ResourceError, OSError, ValueError) as err:
+                failed[cfg.trial_id] = str(err)
+            log(f"[{i}/{len(todo)}] {cfg.trial_id} {'failed' if cfg.trial_id in failed else 'evaluated'}")
+        return done, failed
+    import ray
+
+    from harness.cluster import start_ray
+
+    start_ray(address)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_task)
+    running = {task.remote(cfg.model_dump(mode="json"), [s.name for s in sets], device, force): cfg for cfg in todo}
+    for i in range(1, len(todo) + 1):
+        ready, _ = ray.wait(list(running), num_returns=1)
+        cfg = running.pop(ready[0])
+        try:
+            done[cfg.trial_id] = ray.get(ready[0])
+        except Exception as err:  # the task's own exception, wrapped by Ray: its last line says what went wrong
+            failed[cfg.trial_id] = str(getattr(err, "cause", None) or err).strip().splitlines()[-1][:300]
+        outcome = f"failed: {failed[cfg.trial_id]}" if cfg.trial_id in failed else "evaluated"
+        log(f"[{i}/{len(todo)}] {cfg.trial_id} {outcome}")
+    return done, failed
+
+
+def _task(config: dict, names: list[str], device: str, force: bool) -> dict[str, dict]:
+    from harness.data.eval_sets import parse_eval_set
+
+    torch.set_num_threads(1)
+    cfg = TrialConfig.model_validate(config)
+    return evaluate_trial(
+        cfg, [parse_eval_set(n) for n in names], device, force, log=lambda s: print(s, file=sys.stderr)
+    )

@@ -1,0 +1,173 @@
+"""Beyond clean top-1, from saved head logits (N, M, K): robustness to corruptions, out-of-distribution
+detection and selective prediction.
+
+Every score is a confidence (higher = more in-distribution). Ties between scores are handled exactly:
+thresholds are the distinct score values (as ``sklearn.metrics.roc_curve``), and a risk at a coverage
+that cuts through a tie group is its expectation over the tied images' orders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.metrics import auroc, ece, ensemble_logits, nll
+
+# OOD scores, name -> what it is; the last two need M >= 2 heads: what an ensemble of heads adds over one network.
+OOD_SCORES = {
+    "msp": "maximum softmax probability of the ensemble",
+    "max_logit": "maximum of the ensemble's (head-averaged) logits",
+    "entropy": "minus the predictive entropy of the ensemble",
+    "mutual_information": "minus the mutual information between prediction and head (M >= 2)",
+    "disagreement": "minus the share of head pairs whose top-1 differ (M >= 2)",
+}
+ENSEMBLE_SCORES = ("mutual_information", "disagreement")
+COVERAGES = (0.90, 0.95)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+def confidence_scores(head_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image, every score of ``OOD_SCORES`` that the number of heads allows (higher = more confident).
+    The ensemble's prediction averages the heads' logits (docs/recipe.md §6); the mutual information is that
+    of the heads' probabilities, H(mean_m p_m) - mean_m H(p_m), the usual (non-negative) ensemble definition."""
+    heads = head_logits.double()
+    ens = ensemble_logits(heads).double()
+    probs = ens.softmax(-1)
+    scores = {"msp": probs.max(-1).values, "max_logit": ens.max(-1).values, "entropy": -_entropy(probs)}
+    m = heads.shape[1]
+    if m >= 2:
+        head_probs = heads.softmax(-1)
+        mean_probs = head_probs.mean(1)
+        scores["mutual_information"] = -(_entropy(mean_probs) - _entropy(head_probs).mean(1))
+        preds = heads.argmax(-1)
+        pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
+        scores["disagreement"] = -torch.stack([(preds[:, i] != preds[:, j]).double() for i, j in pairs]).mean(0)
+    return scores
+
+
+def _tie_groups(scores: np.ndarray, positives: np.ndarray):
+    """Distinct scores from the highest down: per group, (positives, negatives) in it."""
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positives[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = np.add.reduceat(p.astype(np.int64), starts)
+    size = np.diff(np.r_[starts, len(s)])
+    return pos, size - pos
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """AUPR as average precision: sum over thresholds (distinct scores, highest first) of the recall gained
+    times the precision at that threshold (ties enter together, as in sklearn)."""
+    positives = np.asarray(positives, bool)
+    n_pos = positives.sum()
+    if n_pos == 0 or n_pos == len(positives):
+        return float("nan")
+    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    return float(np.sum(pos / n_pos * tp / (tp + fp)))
+
+
+def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr: float = 0.95) -> float:
+    """The share of negatives accepted at the highest threshold that accepts at least ``tpr`` of the
+    positives (score >= threshold accepted; a tie group is accepted whole)."""
+    positives = np.asarray(positives, bool)
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    reached = np.flatnonzero(np.cumsum(pos) >= tpr * n_pos - 1e-9)[0]
+    return float(np.cumsum(neg)[reached] / n_neg)
+
+
+def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) from (0, 0) to (1, 1), one point per distinct score."""
+    positives = np.asarray(positives, bool)
+    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    return np.r_[0, np.cumsum(neg) / max(neg.sum(), 1)], np.r_[0, np.cumsum(pos) / max(pos.sum(), 1)]
+
+
+def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
+    """In-distribution images as positives: AUROC, AUPR-in (in = positive, score as is), AUPR-out (out =
+    positive, score negated) and FPR at 95% TPR (the share of OOD images kept when 95% of in-distribution
+    ones are)."""
+    scores = np.concatenate([in_scores, out_scores]).astype(np.float64)
+    is_in = np.r_[np.ones(len(in_scores), bool), np.zeros(len(out_scores), bool)]
+    return {
+        "auroc": auroc(torch.from_numpy(scores), torch.from_numpy(is_in)),
+        "aupr_in": average_precision(scores, is_in),
+        "aupr_out": average_precision(-scores, ~is_in),
+        "fpr95": fpr_at_tpr(scores, is_in, 0.95),
+    }
+
+
+def ood_metrics(in_heads: torch.Tensor, out_heads: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Every score's detection metrics, the in-distribution test set always one side of the comparison."""
+    if len(in_heads) == 0 or len(out_heads) == 0:
+        raise ValueError("OOD detection needs in-distribution and OOD images")
+    ins, outs = confidence_scores(in_heads), confidence_scores(out_heads)
+    return {name: detection_metrics(ins[name].numpy(), outs[name].numpy()) for name in ins}
+
+
+# --- selective prediction: keep the most confident images, abstain on the rest
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage k/N, expected error rate among the k most confident) for k = 1..N; inside a tie group the
+    errors are spread evenly (the expectation over the group's orders)."""
+    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
+    n = len(confidence)
+    errors_in, right_in = _tie_groups(confidence, ~correct)
+    size = errors_in + right_in
+    ends = np.cumsum(size)
+    group = np.repeat(np.arange(len(size)), size)  # the tie group of the k-th kept image
+    k = np.arange(1, n + 1)
+    before = ends[group] - size[group]
+    errors_before = np.r_[0, np.cumsum(errors_in)][group]
+    expected_errors = errors_before + (k - before) * errors_in[group] / size[group]
+    return k / n, expected_errors / k
+
+
+def selective_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """AURC (mean risk over coverages k/N, k = 1..N, on the ensemble's top-1 confidence) and the accuracy
+    on the 90% and 95% most confident images."""
+    ens = ensemble_logits(head_logits)
+    conf, pred = ens.softmax(-1).max(-1)
+    coverage, risk = risk_coverage(conf.numpy(), (pred == labels).numpy())
+    out = {"aurc": float(risk.mean())}
+    for c in COVERAGES:
+        k = max(1, int(np.ceil(c * len(risk) - 1e-9)))
+        out[f"acc_at_{round(100 * c)}"] = float(1 - risk[k - 1])
+    return out
+
+
+# --- corruptions
+def corruption_metrics(
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]], benchmark: tuple[str, ...]
+) -> dict:
+    """``parts``: corruption -> (head logits, labels, severity per image). Top-1, NLL and ECE of the ensemble
+    per corruption and severity; per severity and overall, their means over the ``benchmark`` corruptions
+    present (the reference tables' "mean over 15 corruptions x 5 severities"; all present ones if none is)."""
+    per: dict[str, dict[str, dict[str, float]]] = {}
+    for name, (heads, labels, severity) in parts.items():
+        ens = ensemble_logits(heads)
+        per[name] = {}
+        for s in sorted(set(severity.tolist())):
+            rows = torch.from_numpy(np.flatnonzero(severity == s))
+            logits, y = ens[rows], labels[rows]
+            per[name][str(s)] = {
+                "top1": (logits.argmax(-1) == y).float().mean().item(),
+                "nll": nll(logits, y),
+                "ece": ece(logits, y),
+                "images": len(rows),
+            }
+    in_mean = [c for c in benchmark if c in per] or list(per)
+    severities = sorted({s for c in in_mean for s in per[c]}, key=int)
+    by_severity = {
+        s: {m: float(np.mean([per[c][s][m] for c in in_mean if s in per[c]])) for m in ("top1", "nll", "ece")}
+        for s in severities
+    }
+    cells = [per[c][s] for c in in_mean for s in per[c]]
+    summary = {f"corrupted_{m}": float(np.mean([cell[m] for cell in cells])) for m in ("top1", "nll", "ece")}
+    summary.update(corruptions_in_mean=len(in_mean), benchmark_corruptions=len(benchmark))
+    return {"per_corruption": per, "by_severity": by_severity, "summary": summary}

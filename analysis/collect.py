@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.results import CONFIG, CorruptFile, TrialFolder
+from harness.uncertainty import selective_metrics
 
 
 def collect(suite_dir: Path) -> pd.DataFrame:
@@ -43,6 +45,9 @@ def collect(suite_dir: Path) -> pd.DataFrame:
             metrics = {
                 **folder.metrics(),
                 **recalibrated(saved)[2],
+                **selective_metrics(
+                    torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+                ),
                 "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
             }
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})

@@ -11,6 +11,7 @@ import torch
 from analysis.stats import bootstrap, right_per_image
 from harness.metrics import calibrate, classification_metrics
 from harness.results import TrialFolder
+from harness.uncertainty import selective_metrics
 
 # Keys that may differ between members of one deep ensemble.
 MEMBER_KEYS = {
@@ -74,6 +75,7 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
     heads = np.concatenate([m[1] for m in members], axis=1)
     out = classification_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels))
     out.update(recalibrated({"test_logits": heads, "test_labels": labels})[2])
+    out.update(selective_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels)))
     out["top1_boot_ci"] = bootstrap_top1_halfwidth(heads, labels)
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]

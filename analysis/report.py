@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis import figures, tables
+from analysis import figures, robustness, tables
 from analysis.collect import collect, ensemble_rows
 
 
@@ -129,6 +129,15 @@ def build_report(
                 f'<figure><img src="figures/{stem}.png" alt="{html.escape(stem)}"><figcaption>{html.escape(caption)} '
                 f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
             )
+        extra_sections, _, _ = robustness.sections(
+            finished,
+            ensembles,
+            summary,
+            out,
+            lambda table, stem, caption: report["tables"].extend(tables.write_table(table, stem, caption)),
+            _table_section,
+        )
+        report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         sections.append(_table_section("Results", main, captions["results"], "results"))
         if not paired.empty:
             sections.append(
@@ -142,6 +151,7 @@ def build_report(
             else "<h2>Published vs reproduced</h2><p>No setting of this sweep matches a published one "
             "(same dataset, network, width, method, M).</p>"
         )
+        sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
         sections.insert(0, _metadata(finished, source))
     if missing:
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())

@@ -48,14 +48,17 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
     ]
 
 
-def summarize(rows: pd.DataFrame, config_keys: list[str] = ()) -> pd.DataFrame:
+SELECTIVE = ["aurc", "acc_at_90", "acc_at_95"]  # summarised too; shown in the report's selective-prediction table
+
+
+def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per setting (method, width, ensemble size, ...): mean, std and the 95% interval's half-width
     (``_ci``) of every metric over seeds, and n, the number of seeds (or of ensembles) behind it. With n = 1
     the top-1's interval is the bootstrap one over test images (``top1_ci_kind``)."""
     rows = rows[rows.state == "finished"].copy()
     if "msda" not in rows:
         rows["msda"] = "none"
-    present = [m for m, *_ in METRICS if m in rows]
+    present = [m for m in (metrics or [m for m, *_ in METRICS] + SELECTIVE) if m in rows]
     extra = varying_keys(rows, list(config_keys))
     for k in extra:
         rows[k] = rows[k].astype(str)

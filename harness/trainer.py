@@ -23,6 +23,7 @@ from harness.methods import METHODS
 from harness.metrics import calibrated_metrics, classification_metrics, epoch_metrics
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
+from harness.uncertainty import selective_metrics
 
 EpochCallback = Callable[[dict], None]
 StepCallback = Callable[[int, int, int], None]  # (epoch index, steps done in it, steps per epoch)
@@ -266,7 +267,7 @@ class Trainer:
         t0 = time.perf_counter()
         logits, labels = self.predict("test")
         eval_time = time.perf_counter() - t0
-        metrics = classification_metrics(logits, labels)
+        metrics = {**classification_metrics(logits, labels), **selective_metrics(logits, labels)}
         arrays = {"test_logits": logits.half().numpy(), "test_labels": labels.numpy().astype(np.int64)}
         if self.data.val is not None:
             val_logits, val_labels = self.predict("val")

@@ -1,0 +1,323 @@
+"""The report's robustness, OOD and selective-prediction sections, from the trial folders' eval/<set>/
+records and saved logits (`harness evaluate`). A deep ensemble's are composed from its members' saved
+logits (heads pooled), as its clean metrics are."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.figures import COLORS, ORDER, STYLE, _save
+from analysis.tables import SETTING, _cell, label, summarize
+from harness.data.eval_sets import CORRUPTIONS
+from harness.metrics import ensemble_logits
+from harness.results import TrialFolder
+from harness.uncertainty import confidence_scores, corruption_metrics, ood_metrics, risk_coverage, roc_curve
+
+CORRUPTED = ["clean_top1", "corrupted_top1", "clean_nll", "corrupted_nll", "clean_ece", "corrupted_ece"]
+DETECTION = ["auroc", "aupr_in", "aupr_out", "fpr95"]
+SELECTIVE = [
+    ("aurc", "AURC", 1, 4),
+    ("acc_at_90", "top-1 @90% cov. %", 100, 2),
+    ("acc_at_95", "top-1 @95% cov. %", 100, 2),
+]
+SCORE_NAMES = {
+    "msp": "max softmax prob.",
+    "max_logit": "max logit",
+    "entropy": "entropy",
+    "mutual_information": "mutual information",
+    "disagreement": "head disagreement",
+}
+
+
+def _set_label(record: dict) -> str:
+    return record["set"].split("=")[0] + (" (generated stand-in)" if record.get("generated") else "")
+
+
+def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
+    """The records of the sets every member has, recomputed on the members' pooled heads."""
+    folders = [TrialFolder(d) for d in member_dirs]
+    shared = set.intersection(*(set(f.evaluations()) for f in folders))
+    out = {}
+    for set_id in sorted(shared):
+        first = folders[0].evaluation(set_id)
+        if first["kind"] == "corruption":
+            parts = {}
+            for name in first["per_corruption"]:
+                saved = [f.eval_part(set_id, name) for f in folders]
+                heads = torch.from_numpy(np.concatenate([s["logits"] for s in saved], 1)).float()
+                parts[name] = (heads, torch.from_numpy(saved[0]["labels"]), saved[0]["severity"])
+            out[set_id] = {**first, **corruption_metrics(parts, CORRUPTIONS)}
+        elif first["kind"] == "ood":
+            in_heads = np.concatenate([f.logits()["test_logits"] for f in folders], 1)
+            out_heads = np.concatenate([f.eval_part(set_id, "ood")["logits"] for f in folders], 1)
+            scores = ood_metrics(torch.from_numpy(in_heads).float(), torch.from_numpy(out_heads).float())
+            out[set_id] = {**first, "scores": scores}
+    return out
+
+
+def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
+    corrupted, detection = [], []
+    sources = [(r, TrialFolder(r["trial_dir"]).evaluations()) for _, r in finished.iterrows()]
+    if not ensembles.empty:
+        root = Path(finished.trial_dir.iloc[0]).parent
+        sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in ensembles.iterrows()]
+    for row, records in sources:
+        setting = {k: row.get(k) for k in [*SETTING, "seed", "trial_id"] if k in row}
+        for record in records.values():
+            if record["kind"] == "corruption":
+                s = record["summary"]
+                corrupted.append(
+                    {
+                        **setting,
+                        "set": _set_label(record),
+                        "clean_top1": row["top1"],
+                        "clean_nll": row["nll"],
+                        "clean_ece": row["ece"],
+                        **{k: s[k] for k in ("corrupted_top1", "corrupted_nll", "corrupted_ece")},
+                        "corruptions": s["corruptions_in_mean"],
+                        **{
+                            f"severity{sev}_{m}": v
+                            for sev, cells in record["by_severity"].items()
+                            for m, v in cells.items()
+                        },
+                    }
+                )
+            elif record["kind"] == "ood":
+                for score, metrics in record["scores"].items():
+                    detection.append(
+                        {
+                            **setting,
+                            "set": _set_label(record),
+                            "score": score,
+                            "in_images": record["in_images"],
+                            "out_images": record["out_images"],
+                            **metrics,
+                        }
+                    )
+    return pd.DataFrame(corrupted), pd.DataFrame(detection)
+
+
+def _by(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Mean ± 95% interval over seeds per setting, within each value of ``keys`` (set, score)."""
+    parts = []
+    for values, group in frame.groupby(keys, sort=False):
+        summary = summarize(group.assign(state="finished"), metrics=metrics)
+        for k, v in zip(keys, values if isinstance(values, tuple) else (values,)):
+            summary[k] = v
+        parts.append(summary)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _rows(summary: pd.DataFrame, extra: list[str]) -> dict:
+    return {
+        "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
+        "method": [label(r) for _, r in summary.iterrows()],
+        **{k: summary[k] for k in extra},
+        "n": summary["n"].astype(int),
+    }
+
+
+def robustness_table(corrupted: pd.DataFrame) -> pd.DataFrame:
+    summary = _by(corrupted, ["set"], CORRUPTED)
+    out = pd.DataFrame(_rows(summary, ["set"]))
+    for m, name, scale, decimals in [
+        ("clean_top1", "clean top-1 %", 100, 2),
+        ("corrupted_top1", "corrupted top-1 %", 100, 2),
+        ("clean_nll", "clean NLL", 1, 3),
+        ("corrupted_nll", "corrupted NLL", 1, 3),
+        ("clean_ece", "clean ECE %", 100, 2),
+        ("corrupted_ece", "corrupted ECE %", 100, 2),
+    ]:
+        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
+    return out
+
+
+def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
+    summary = _by(detection, ["set", "score"], DETECTION)
+    summary["score"] = summary.score.map(SCORE_NAMES)
+    out = pd.DataFrame(_rows(summary, ["set", "score"]))
+    for m, name in [
+        ("auroc", "AUROC %"),
+        ("aupr_in", "AUPR-in %"),
+        ("aupr_out", "AUPR-out %"),
+        ("fpr95", "FPR@95%TPR %"),
+    ]:
+        out[name] = [_cell(a, h, 100, 1) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
+    return out
+
+
+def selective_table(summary: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(_rows(summary, []))
+    for m, name, scale, decimals in SELECTIVE:
+        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
+    return out
+
+
+# --- figures: each method at its widest width, its lowest seed (curves) or the mean over seeds (severity)
+def _widest(frame: pd.DataFrame) -> pd.DataFrame:
+    keep = frame[frame.members == 1] if "members" in frame else frame
+    keep = keep.assign(_o=keep.method.map(lambda m: ORDER.index(m) if m in ORDER else 99))
+    return keep[keep.width == keep.groupby("method").width.transform("max")].sort_values(["_o", "seed"])
+
+
+def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
+    """Top-1 and ECE against severity (0 = clean), per method at its widest width, mean over seeds."""
+    sets = list(dict.fromkeys(corrupted.set))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(sets), 2, figsize=(10, 3.6 * len(sets)), squeeze=False)
+        for (ax_acc, ax_ece), name in zip(axes, sets):
+            rows = _widest(corrupted[corrupted.set == name])
+            for method, group in rows.groupby("method", sort=False):
+                levels = [0, *range(1, 6)]
+                top1 = [group.clean_top1.mean(), *(group[f"severity{s}_top1"].mean() for s in range(1, 6))]
+                ece_ = [group.clean_ece.mean(), *(group[f"severity{s}_ece"].mean() for s in range(1, 6))]
+                kw = dict(color=COLORS.get(method), marker="o", label=f"{label(group.iloc[0])} w={group.width.iloc[0]}")
+                ax_acc.plot(levels, 100 * np.array(top1), **kw)
+                ax_ece.plot(levels, 100 * np.array(ece_), **kw)
+            for ax, what in ((ax_acc, "top-1 %"), (ax_ece, "ECE %")):
+                ax.set_xlabel("severity (0 = clean test set)")
+                ax.set_ylabel(what)
+                ax.set_title(f"{name}: {what}")
+            ax_acc.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> plt.Figure:
+    """ROC curves (in-distribution test images = positives, max softmax probability), per OOD set."""
+    sets = list(dict.fromkeys(detection.set))
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False)
+        for ax, name in zip(axes[0], sets):
+            done = set()
+            for _, row in _widest(detection[(detection.set == name) & (detection.score == "msp")]).iterrows():
+                if row.method in done:
+                    continue
+                done.add(row.method)
+                folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
+                set_id = next(k for k, r in folder.evaluations().items() if _set_label(r) == name)
+                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())["msp"].numpy()
+                outs = confidence_scores(torch.from_numpy(folder.eval_part(set_id, "ood")["logits"]).float())["msp"]
+                fpr, tpr = roc_curve(
+                    np.r_[ins, outs.numpy()], np.r_[np.ones(len(ins), bool), np.zeros(len(outs), bool)]
+                )
+                ax.plot(fpr, tpr, color=COLORS.get(row.method), label=f"{label(row)} ({100 * row.auroc:.1f})")
+            ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8)
+            ax.set_xlabel("false positive rate (OOD kept)")
+            ax.set_ylabel("true positive rate (test images kept)")
+            ax.set_title(f"{name} vs the test set")
+            ax.legend(fontsize=7, title="AUROC %", title_fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
+    """Risk (error rate of the kept images) against coverage on the clean test set."""
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        done = set()
+        for _, row in _widest(finished).iterrows():
+            if row.method in done:
+                continue
+            done.add(row.method)
+            saved = TrialFolder(row.trial_dir).logits()
+            ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
+            conf, pred = ens.softmax(-1).max(-1)
+            coverage, risk = risk_coverage(conf.numpy(), (pred.numpy() == saved["test_labels"]))
+            ax.plot(coverage, 100 * risk, color=COLORS.get(row.method), label=f"{label(row)} ({row.aurc:.3f})")
+        ax.set_xlabel("coverage (share of test images kept, most confident first)")
+        ax.set_ylabel("risk: error % of the kept images")
+        ax.legend(fontsize=7, title="AURC", title_fontsize=7)
+        fig.tight_layout()
+        _save(fig, path)
+    return fig
+
+
+def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table, section):
+    """The report's sections (HTML strings) and their table and figure stems; ``write_table(table, stem,
+    caption)`` and ``section(title, table, caption, stem)`` are the report's own."""
+    corrupted, detection = evaluation_frames(finished, ensembles)
+    html_parts = []
+    figures = []
+    if not corrupted.empty:
+        generated = corrupted.set.str.contains("generated").any()
+        caption = (
+            "Clean (the trial's own test set) against corrupted: the corrupted columns average the benchmark's 15 "
+            "corruptions present in the set (extra ones left out) over severities 1-5; mean over seeds ± 95% "
+            "interval. "
+            + (
+                "Sets marked generated are `harness data corrupt` stand-ins: not comparable with published CIFAR-C "
+                "numbers."
+                if generated
+                else ""
+            )
+        )
+        table = robustness_table(corrupted)
+        write_table(table, out / "robustness", caption)
+        fig = severity_figure(corrupted, out / "figures" / "severity")
+        plt.close(fig)
+        figures.append("severity")
+        html_parts.append(
+            "<h2>Robustness to corruptions</h2>"
+            + _figure(
+                "severity",
+                "Top-1 and ECE against corruption severity (0 = the clean test set), each method "
+                "at its widest width, mean over seeds.",
+            )
+            + section("Clean vs corrupted", table, caption, "robustness")
+        )
+    if not detection.empty:
+        caption = (
+            "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
+            "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
+            "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble)."
+        )
+        table = detection_table(detection)
+        write_table(table, out / "ood", caption)
+        fig = roc_figure(finished, detection, out / "figures" / "roc")
+        plt.close(fig)
+        figures.append("roc")
+        html_parts.append(
+            "<h2>Out-of-distribution detection</h2>"
+            + _figure(
+                "roc",
+                "ROC curves with the maximum softmax probability, each method at its widest width "
+                "(lowest seed); AUROC in the legend.",
+            )
+            + section("OOD detection", table, caption, "ood")
+        )
+    if "aurc_mean" in summary:
+        caption = (
+            "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
+            "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% interval."
+        )
+        table = selective_table(summary)
+        write_table(table, out / "selective", caption)
+        fig = risk_coverage_figure(finished, out / "figures" / "risk_coverage")
+        plt.close(fig)
+        figures.append("risk_coverage")
+        html_parts.append(
+            "<h2>Selective prediction</h2>"
+            + _figure(
+                "risk_coverage",
+                "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
+            )
+            + section("Selective prediction", table, caption, "selective")
+        )
+    return html_parts, corrupted, detection
+
+
+def _figure(stem: str, caption: str) -> str:
+    return (
+        f'<figure><img src="figures/{stem}.png" alt="{stem}"><figcaption>{html.escape(caption)} '
+        f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
+    )

@@ -119,10 +119,35 @@ def _bool_or_mode(value: str):
     return {"true": True, "false": False}.get(value.lower(), value)
 
 
+def cmd_bench_suite(args) -> int:
+    """`harness bench --suite`: every shape of a suite, alone and k at once, into the card's rate table."""
+    from harness.bench.packed import measure_shapes
+    from harness.bench.rates import card_slug, plan_packing, rates_dir, write_rates
+    from harness.suite import expand, resolve_data_dir
+
+    suite = _load_suite_arg(argparse.Namespace(suite=args.suite, data_dir=args.data_dir))
+    resolve_data_dir(suite)
+    overrides = parse_overrides(list(args.set or []))
+    trials = [build_config({**t.model_dump(), **overrides}, "--set") for t in expand(suite, str(args.suite))]
+    pack = sorted(set(args.pack or [1]))
+    print(f"measuring {len({(t.model, t.depth, t.width, t.num_inputs, t.b, t.batch_size) for t in trials})} shape(s) "
+          f"of {args.suite}, {', '.join(map(str, pack))} at once, {args.seconds:g} s each", flush=True)  # fmt: skip
+    rates = measure_shapes(trials, pack, args.seconds, args.warmup, log=lambda s: print(s, flush=True))
+    path = write_rates(Path(args.rates_dir or rates_dir()) / f"{card_slug(rates[0].card)}.csv", rates)
+    print(f"\n{path}: {len(rates)} row(s) for {rates[0].card}")
+    for shape in dict.fromkeys(r.shape for r in rates):
+        packing = plan_packing(rates, shape)
+        gain = f", {packing.gain:.2f}x one trial alone" if packing.gain == packing.gain else ""
+        print(f"  {shape}: {packing.reason}{gain}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from harness.bench import run_bench, save
     from harness.bench.runner import default_reference_workers
 
+    if args.suite is not None:
+        return cmd_bench_suite(args)
     cfg = _trial_config(args)
     compiles = [_bool_or_mode(c) for c in args.compile] if args.compile else [cfg.compile]
     for bs in args.batch_size or []:  # bad values stop here with the key named, not inside a timed run
@@ -311,18 +336,22 @@ def cmd_report(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from harness.data.eval_sets import parse_eval_set
+    from harness.data.eval_sets import parse_eval_set, with_absolute_path
     from harness.evaluate import check_sets, evaluate_trials, headline
     from harness.storage import is_uri
 
     sets = []
     for name in args.on:
         try:
-            sets.append(parse_eval_set(name))
+            sets.append(parse_eval_set(with_absolute_path(name)))
         except ValueError as err:
             raise ConfigError(f"--on {err}") from None
     if is_uri(args.target):
         raise ConfigError(f"{args.target}: give the suite's YAML file (it names the object store), not its URI")
+    from harness.config import DEVICE_PATTERN
+
+    if not re.fullmatch(DEVICE_PATTERN, args.device):
+        raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")
     suite, resources = None, None
     if Path(args.target).is_dir():
         from harness.sweep import trials_in_folder
@@ -474,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     bench.add_argument("--json", type=Path, help="where to write the results (default results/bench/...json)")
+    bench.add_argument(
+        "--suite", type=Path, help="measure every shape of this suite into benchmarks/rates/<card>.csv instead"
+    )
+    bench.add_argument("--pack", type=int, nargs="+", help="with --suite: k trials at once (default 1), e.g. 1 2 4 8")
+    bench.add_argument("--seconds", type=float, default=20.0, help="with --suite: timed seconds per measurement")
+    bench.add_argument("--rates-dir", help="with --suite: folder of the rate tables (default benchmarks/rates)")
     bench.set_defaults(func=cmd_bench)
 
     data = sub.add_parser("data", help="dataset utilities")

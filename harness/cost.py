@@ -69,22 +69,23 @@ def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolutio
 
 
 def trial_flops(cfg: TrialConfig) -> float:
+    classes, res = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
+    classes = cfg.class_subset or classes
+    per_sample = step_flops_per_sample(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, classes, res)
+    return trial_steps(cfg) * cfg.batch_size * per_sample
+
+
+def trial_steps(cfg: TrialConfig) -> int:
+    """Optimizer steps of a whole trial."""
     if cfg.dataset == "synthetic":
-        n_train, n_test, classes, res = (
-            cfg.synthetic_size,
-            cfg.synthetic_size // 5,
-            cfg.synthetic_classes,
-            cfg.synthetic_resolution,
-        )
+        n_train, classes = cfg.synthetic_size, cfg.synthetic_classes
     else:
-        n_train, n_test, classes, res = DATASET_SIZES[cfg.dataset]
+        n_train, _, classes, _ = DATASET_SIZES[cfg.dataset]
     if cfg.class_subset:  # balanced datasets: the kept classes' share of the images
-        n_train, classes = n_train * cfg.class_subset // classes, cfg.class_subset
+        n_train = n_train * cfg.class_subset // classes
     n_train = min(n_train - cfg.val_size, cfg.train_subset or n_train)
     per_epoch = n_train * cfg.b / cfg.batch_size  # the loader drops a last partial batch unless drop_last is off
-    steps = (max(1, math.floor(per_epoch)) if cfg.drop_last else math.ceil(per_epoch)) * cfg.epochs
-    per_sample = step_flops_per_sample(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, classes, res)
-    return steps * cfg.batch_size * per_sample
+    return (max(1, math.floor(per_epoch)) if cfg.drop_last else math.ceil(per_epoch)) * cfg.epochs
 
 
 def format_flops(flops: float) -> str:

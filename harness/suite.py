@@ -21,7 +21,7 @@ import functools
 import itertools
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
@@ -60,6 +60,9 @@ class Strict(BaseModel):
 class Resources(Strict):
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)  # a fraction shares one GPU between trials
+    card: Optional[str] = Field(None, min_length=1)  # the GPU model, for measured rates (benchmarks/rates/)
+    # trials of one shape per card: auto = the k the measured rates favour within memory; each asks gpus / k
+    pack: Union[Literal["auto"], Annotated[int, Field(ge=1, le=64)], None] = None
 
 
 class Tracking(Strict):
@@ -299,3 +302,6 @@ def resolve_data_dir(suite: Suite) -> None:
     data_dir = suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
     if data_dir:
         suite.base["data_dir"] = str(Path(data_dir).resolve())
+    from harness.data.eval_sets import with_absolute_path
+
+    suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]

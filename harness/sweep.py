@@ -21,10 +21,12 @@ from ray import tune
 from harness import results
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
-from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
+from harness.cost import trial_flops
 from harness.data import check_available
 from harness.evaluate import check_sets
+from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
+from harness.plan import duration, gpu_fraction, load_rates, plan_text
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand, resolve_data_dir
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
@@ -105,42 +107,6 @@ def status_table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def plan_text(suite: Suite, trials: list[TrialConfig], address: str | None = None) -> str:
-    flops = [trial_flops(t) for t in trials]
-    todo = [f for t, f in zip(trials, flops) if not results.TrialFolder(t.trial_dir).is_finished()]
-    done = len(trials) - len(todo)
-    lines = [
-        f"suite {suite.name}: {len(trials)} trials ({done} finished, {len(todo)} to run), "
-        f"results in {suite.suite_dir.resolve()}"
-    ]
-    head = f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo))} to run"
-    if suite.resources.gpus > 0:
-        seconds = sum(todo) / (REFERENCE_TFLOPS * 1e12)
-        lines.append(
-            f"{head} (~{seconds / 3600:.2f} GPU-hours = {_duration(seconds)} at {REFERENCE_TFLOPS:.0f} TFLOP/s, "
-            f"an H100 running WRN-28-10 in bf16 with CUDA graphs)"
-        )
-        if address is None and not os.environ.get("RAY_ADDRESS") and not _local_gpu():
-            lines.append(
-                "warning: the suite asks for GPUs (`resources.gpus`), but this machine has none and no "
-                "--address names a cluster"
-            )
-    else:
-        cores = min(os.cpu_count() or 1, suite.resources.cpus * (suite.concurrency or len(trials)))
-        seconds = sum(todo) / (CPU_GFLOPS_PER_CORE * 1e9 * max(1.0, cores))
-        lines.append(
-            f"{head} (on CPUs: ~{_duration(seconds)} on {cores:g} core(s) of this machine at ~"
-            f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)"
-        )
-    return "\n".join(lines)
-
-
-def _local_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 # --- the trainable, run by Ray in a worker process
 # in-epoch progress reports: often enough for the view, rare enough to cost nothing ($HARNESS_PROGRESS_S for tests)
 PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
@@ -200,19 +166,18 @@ def _step_reporter(trial_id: str):
     return on_step
 
 
-def trial_resources(suite: Suite):
-    """Per-trial resource request. ``resources`` are per worker: a one-worker trial holds them itself; a
-    trial of N workers only drives its Ray Train workers, which reserve N x resources of their own."""
+def trial_resources(suite: Suite, gpus: dict[str, float]):
+    """Per-trial resource request. ``resources`` are per worker: a one-worker trial holds them itself (its GPU
+    share from ``gpus``, by trial id: a packed trial asks for a fraction); a trial of N workers only drives its
+    Ray Train workers, which reserve N x resources of their own."""
     from ray.tune import PlacementGroupFactory
-
-    per_worker = {"CPU": suite.resources.cpus, "GPU": suite.resources.gpus}
 
     def request(config: dict) -> PlacementGroupFactory:
         if config["case"]["trial"].get("workers_per_trial", 1) > 1:
             return PlacementGroupFactory(
                 [{"memory": 1}]
             )  # a token: Ray refuses an all-zero bundle, any CPU would be missed
-        return PlacementGroupFactory([per_worker])
+        return PlacementGroupFactory([{"CPU": suite.resources.cpus, "GPU": gpus[config["case"]["trial_id"]]}])
 
     return request
 
@@ -283,11 +248,11 @@ class Progress:
     def line(self) -> str:
         pending = len(self.trials) - len(self.finished) - len(self.failed) - len(self.running)
         head = (
-            f"[{time.strftime('%H:%M:%S')}] elapsed {_duration(time.time() - self.started)}: "
+            f"[{time.strftime('%H:%M:%S')}] elapsed {duration(time.time() - self.started)}: "
             f"{len(self.finished)} done, {len(self.running)} running, {pending} pending, {len(self.failed)} failed"
         )
         eta = self.eta()
-        head += f", ETA {_duration(eta)}" if eta is not None else ", ETA after the first measurements"
+        head += f", ETA {duration(eta)}" if eta is not None else ", ETA after the first measurements"
         parts = [head]
         for tid, r in sorted(self.running.items()):
             epochs = self.trials[tid].epochs
@@ -310,12 +275,6 @@ class Progress:
         if force or time.time() - self.last_print >= every:
             print(self.line(), flush=True)
             self.last_print = time.time()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 class SweepCallback(tune.Callback):
@@ -450,9 +409,24 @@ def _run_locked(
 def _tune(
     suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None, lock: SuiteLock
 ) -> set[str]:
+    rates = load_rates(suite)[0] if suite.resources.pack is not None else []
+    gpus = {t.trial_id: gpu_fraction(suite, t, rates) for t in todo}
+    shared = any(0 < g < 1 for g in gpus.values())
+    with GpuSharing(shared, local=address is None and not os.environ.get("RAY_ADDRESS")):
+        return _tune_trials(suite, todo, address, tracker, lock, gpus)
+
+
+def _tune_trials(
+    suite: Suite,
+    todo: list[TrialConfig],
+    address: str | None,
+    tracker: Tracker | None,
+    lock: SuiteLock,
+    gpus: dict[str, float],
+) -> set[str]:
     local = start_ray(address)
     several = max(t.workers_per_trial for t in todo)
-    check_resources({"CPU": suite.resources.cpus, "GPU": suite.resources.gpus}, several, local)
+    check_resources({"CPU": suite.resources.cpus, "GPU": min(gpus.values())}, several, local)
     store = suite.store
     if not store:
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
@@ -467,7 +441,7 @@ def _tune(
         tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY))
     )
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, trial_resources(suite)),
+        tune.with_resources(run_trial, trial_resources(suite, gpus)),
         param_space={
             "cpus": suite.resources.cpus,
             "gpus": suite.resources.gpus,

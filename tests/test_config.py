@@ -26,7 +26,10 @@ def write(tmp_path, text):
         ("width: 0\n", r"width: Input should be greater than or equal to 1"),
         ("width: 2.5\n", r"width: Input should be a valid integer"),
         ("model: resnet50\n", r"unknown model 'resnet50'; allowed: preact_resnet, wrn"),
-        ("dataset: imagenet\n", r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, synthetic, tinyimagenet"),
+        (
+            "dataset: imagenet\n",
+            r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, svhn, synthetic, tinyimagenet",
+        ),
         ("widht: 4\n", r"widht: unknown key; allowed keys: .*width"),
         ("b: 3\n", r"batch_size 64 is not a multiple of b = 3"),
         ("precision: fp16\n", r"precision: Input should be 'fp32' or 'bf16'"),

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import harness, runs, write_suite
 
 from harness.results import TrialFolder
 from harness.uncertainty import confidence_scores, detection_metrics
+from helpers import harness, runs, write_suite
 
 TRIAL = [
     "dataset=cifar100",

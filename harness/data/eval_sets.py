@@ -114,6 +114,12 @@ def parse_eval_set(text: str) -> EvalSet:
     raise ValueError(f"{text!r}: unknown evaluation set; allowed: {allowed_names()}")
 
 
+def with_absolute_path(name: str) -> str:
+    """``NAME=PATH`` with PATH made absolute (trials and Ray tasks run in other working directories)."""
+    base, _, path = name.partition("=")
+    return f"{base}={Path(path).resolve()}" if path else name
+
+
 @dataclass(frozen=True)
 class TrialData:
     """What evaluation needs to know of the data a trial was trained on."""
@@ -137,7 +143,8 @@ def corruption_folder(spec: EvalSet, trial: TrialData) -> Path:
         if folder.is_dir() and corruption_names(folder, spec):
             return folder
     how = (
-        f"generate it with `harness data corrupt {dataset}` (a stand-in, not the official set)"
+        f"generate it with `harness data corrupt {dataset}{f' --out {spec.path}' if spec.path else ''}` (a stand-in, "
+        f"not the official set)"
         if spec.source.endswith("-generated")
         else "download the official archive (Hendrycks & Dietterich, 2019, on Zenodo) and unpack it there, "
         f"or give its folder as {spec.source}=PATH"

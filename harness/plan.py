@@ -1,0 +1,157 @@
+"""A sweep's plan before it runs: what it costs, and how its trials share GPUs.
+
+GPU time comes from the measured rate of each trial's shape on the card the suite names
+(`resources.card`, tables under benchmarks/rates/, written by `harness bench --suite`); a shape
+without a measurement falls back to one flat FLOP rate, and the plan says which trials did. With
+`resources.pack` the trials of a shape share a card: `auto` takes the k the measurements favour
+(harness.bench.rates.plan_packing), a number fixes k; each trial then asks Ray for gpus / k.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import results
+from harness.bench.rates import Packing, Rate, Shape, plan_packing, read_rates, table_for, trial_samples
+from harness.config import ConfigError, TrialConfig
+from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
+
+
+@dataclass
+class TrialPlan:
+    cfg: TrialConfig
+    per_card: int  # trials of its shape sharing one card
+    gpu_seconds: float
+    measured: bool  # False: the flat FLOP rate
+    samples_per_s: float | None = None
+
+
+def load_rates(suite) -> tuple[list[Rate], Path | None]:
+    """The measured rates of the suite's card (``resources.card``, else this machine's GPU), if any."""
+    card = suite.resources.card
+    if card is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return [], None
+        card = torch.cuda.get_device_name(0)
+    try:
+        path = table_for(card)
+        return (read_rates(path), path) if path else ([], None)
+    except ValueError as err:
+        raise ConfigError(f"resources.card: {err}") from None
+
+
+def packing_for(suite, shape: Shape, rates: list[Rate]) -> Packing | None:
+    """How trials of ``shape`` share a card under ``resources.pack`` (None: one trial per card)."""
+    pack = suite.resources.pack
+    if pack is None or pack == 1:
+        return None
+    if pack == "auto":
+        return plan_packing(rates, shape)
+    measured = next((r for r in rates if r.shape == shape and r.concurrent == pack), None)
+    rate = measured.samples_per_s if measured else float("nan")
+    return Packing(shape, pack, rate, float("nan"), f"{pack} per card (resources.pack)")
+
+
+def gpu_fraction(suite, cfg: TrialConfig, rates: list[Rate]) -> float:
+    """The GPUs one trial asks Ray for: resources.gpus, divided by the trials sharing its card."""
+    packing = packing_for(suite, Shape.of(cfg), rates)
+    return suite.resources.gpus / packing.per_card if packing else suite.resources.gpus
+
+
+def trial_plans(suite, trials: list[TrialConfig], rates: list[Rate]) -> list[TrialPlan]:
+    out = []
+    for cfg in trials:
+        shape = Shape.of(cfg)
+        packing = packing_for(suite, shape, rates)
+        k = packing.per_card if packing else 1
+        rate = next((r for r in rates if r.shape == shape and r.concurrent == k), None)
+        if rate is not None:
+            out.append(TrialPlan(cfg, k, trial_samples(cfg) / rate.samples_per_s / k, True, rate.samples_per_s))
+        else:
+            out.append(TrialPlan(cfg, k, trial_flops(cfg) / (REFERENCE_TFLOPS * 1e12), False))
+    return out
+
+
+def gpu_estimate(suite, plans: list[TrialPlan], table: Path | None) -> list[str]:
+    """Per width and in total: GPU-hours, and what each number rests on."""
+    card = suite.resources.card or "this machine's GPU"
+    by_width: dict[int, list[TrialPlan]] = defaultdict(list)
+    for p in plans:
+        by_width[p.cfg.width].append(p)
+    basis = f"measured rates in {table}" if table else f"no rate table for {card} under benchmarks/rates/"
+    lines = [f"GPU estimate for {card} ({basis}):"]
+    for width in sorted(by_width):
+        group = by_width[width]
+        hours = sum(p.gpu_seconds for p in group) / 3600
+        measured = sum(p.measured for p in group)
+        packs = sorted({p.per_card for p in group})
+        how = (
+            "measured"
+            if measured == len(group)
+            else "flat rate"
+            if not measured
+            else f"{measured} measured, {len(group) - measured} flat"
+        )
+        share = "" if packs == [1] else f"; {'/'.join(map(str, packs))} trials per GPU"
+        lines.append(f"  width {width:>3}: {len(group):>3} trials, {hours:9.3f} GPU-h ({how}{share})")
+    total = sum(p.gpu_seconds for p in plans) / 3600
+    flat = [p for p in plans if not p.measured]
+    lines.append(
+        f"  total     : {len(plans):>3} trials, {total:9.3f} GPU-h"
+        + (
+            f"; {len(flat)} trial(s) at the flat {REFERENCE_TFLOPS:.0f} TFLOP/s (WRN-28-10, bf16, CUDA graphs, "
+            f"H100): their shapes are not measured, run `harness bench --suite` on the card"
+            if flat
+            else ""
+        )
+    )
+    return lines
+
+
+def plan_text(suite, trials: list[TrialConfig], address: str | None = None) -> str:
+    flops = [trial_flops(t) for t in trials]
+    todo = [t for t in trials if not results.TrialFolder(t.trial_dir).is_finished()]
+    todo_flops = [f for t, f in zip(trials, flops) if t in todo]
+    lines = [
+        f"suite {suite.name}: {len(trials)} trials ({len(trials) - len(todo)} finished, {len(todo)} to run), "
+        f"results in {suite.suite_dir.resolve()}"
+    ]
+    head = f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo_flops))} to run"
+    if suite.resources.gpus > 0:
+        lines.append(head)
+        rates, table = load_rates(suite)
+        lines += gpu_estimate(suite, trial_plans(suite, todo, rates), table)
+        if suite.resources.pack is not None:
+            for shape, packing in sorted(
+                {Shape.of(t): packing_for(suite, Shape.of(t), rates) for t in todo}.items(), key=lambda kv: str(kv[0])
+            ):
+                lines.append(f"  packing {shape}: {packing.reason if packing else '1 per card (no measurement)'}")
+        if address is None and not os.environ.get("RAY_ADDRESS") and not _local_gpu():
+            lines.append(
+                "warning: the suite asks for GPUs (`resources.gpus`), but this machine has none and no "
+                "--address names a cluster"
+            )
+    else:
+        cores = min(os.cpu_count() or 1, suite.resources.cpus * (suite.concurrency or len(trials)))
+        seconds = sum(todo_flops) / (CPU_GFLOPS_PER_CORE * 1e9 * max(1.0, cores))
+        lines.append(
+            f"{head} (on CPUs: ~{duration(seconds)} on {cores:g} core(s) of this machine at ~"
+            f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)"
+        )
+    return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def _local_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -6,13 +6,13 @@ import os
 import stat
 
 import pytest
-from helpers import harness, write_suite
 
 from harness.bench.rates import Rate, Shape, card_slug, plan_packing, read_rates, table_for, trial_samples, write_rates
 from harness.config import ConfigError
 from harness.gpu_sharing import GpuSharing, mps_state
 from harness.plan import gpu_fraction, plan_text
 from harness.suite import expand, load_suite
+from helpers import harness, write_suite
 
 SMALL = Shape("wrn", 28, 2, 1, 1, 64, "bf16", "reduce-overhead")
 WIDE = Shape("wrn", 28, 10, 2, 4, 64, "bf16", "reduce-overhead")

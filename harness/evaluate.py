@@ -86,10 +86,16 @@ class Network:
 
 
 def evaluate_trial(
-    cfg: TrialConfig, sets: list[EvalSet], device: str = "auto", force: bool = False, log: Log = print
+    cfg: TrialConfig,
+    sets: list[EvalSet],
+    device: str = "auto",
+    force: bool = False,
+    log: Log = print,
+    on_set: Callable[[EvalSet], None] | None = None,
 ) -> dict[str, dict]:
-    """Evaluate one finished trial on ``sets``; returns every set's record (evaluated now or before). With an
-    object store, the trial's folder is copied here (checkpoint included) and the results sent back."""
+    """Evaluate one finished trial on ``sets``; returns every set's record (evaluated now or before).
+    ``on_set(set)`` is called before a set is evaluated. With an object store, the trial's folder is copied
+    here (checkpoint included) and the results sent back."""
     from harness.storage import working_copy
     from harness.trainer import resolve_device
 
@@ -104,6 +110,8 @@ def evaluate_trial(
             folder.forget_eval(spec.id)
         record = folder.evaluation(spec.id)
         if record is None:
+            if on_set is not None:
+                on_set(spec)
             if network is None:
                 network = Network(folder, local.cfg, resolve_device(device))
             t0 = time.perf_counter()

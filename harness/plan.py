@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 from harness import results
@@ -127,9 +127,8 @@ def plan_text(suite, trials: list[TrialConfig], address: str | None = None) -> s
         rates, table = load_rates(suite)
         lines += gpu_estimate(suite, trial_plans(suite, todo, rates), table)
         if suite.resources.pack is not None:
-            for shape, packing in sorted(
-                {Shape.of(t): packing_for(suite, Shape.of(t), rates) for t in todo}.items(), key=lambda kv: str(kv[0])
-            ):
+            shapes = sorted({Shape.of(t) for t in todo}, key=astuple)
+            for shape, packing in ((s, packing_for(suite, s, rates)) for s in shapes):
                 lines.append(f"  packing {shape}: {packing.reason if packing else '1 per card (no measurement)'}")
         if address is None and not os.environ.get("RAY_ADDRESS") and not _local_gpu():
             lines.append(

@@ -73,6 +73,8 @@ def status_rows(
 
 
 def _running_detail(r: dict, epochs: int) -> str:
+    if "evaluating" in r:
+        return f"evaluating {r['evaluating']}"
     if "in_epoch" in r:
         return f"epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']}"
     if "epoch" in r:
@@ -141,7 +143,13 @@ def _evaluate_finished(cfg: TrialConfig, names: list[str]) -> None:
     from harness.evaluate import evaluate_trial
 
     try:
-        evaluate_trial(cfg, [parse_eval_set(n) for n in names], cfg.device, log=lambda s: None)
+        evaluate_trial(
+            cfg,
+            [parse_eval_set(n) for n in names],
+            cfg.device,
+            on_set=lambda spec: tune.report({"trial_id": cfg.trial_id, "evaluating": spec.name}),
+            log=lambda s: None,
+        )
     except Exception as err:
         print(
             f"warning: {cfg.trial_id}: evaluation sets not evaluated yet ({type(err).__name__}: {err})", file=sys.stderr
@@ -257,7 +265,9 @@ class Progress:
         for tid, r in sorted(self.running.items()):
             epochs = self.trials[tid].epochs
             retry = f" (retry {self.retries[tid]})" if self.retries.get(tid) else ""
-            if "in_epoch" in r:
+            if "evaluating" in r:
+                parts.append(f"    {tid}: trained; evaluating {r['evaluating']}{retry}")
+            elif "in_epoch" in r:
                 prev = self.last_epoch.get(tid)
                 metric = f", last epoch loss {prev['train_loss']:.3f}" if prev else ""
                 parts.append(

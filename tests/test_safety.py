@@ -388,6 +388,8 @@ def test_eta_counts_each_trials_flops_at_the_measured_rates():
     assert "big: epoch 2/4, step 5/10 (50%)" in progress.line() and "elapsed " in progress.line()
     progress.update("small", {"in_epoch": 2, "step": 1, "steps": 10, "steps_per_s": 2.0})
     assert "small: epoch 2/4, step 1/10 (10%), last epoch loss 1.000" in progress.line()
+    progress.update("small", {"evaluating": "cifar100-c"})  # trained: its evaluation sets (eval_sets) running
+    assert "small: trained; evaluating cifar100-c" in progress.line()
     progress.update("small", {"epoch": 1, "epoch_time_s": 5.0, "train_loss": 1.0})  # the rates of the checks below
     # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)

@@ -338,7 +338,7 @@ def cmd_report(args) -> int:
 def cmd_evaluate(args) -> int:
     from harness.data.eval_sets import parse_eval_set, with_absolute_path
     from harness.evaluate import check_sets, evaluate_trials, headline
-    from harness.storage import is_uri
+    from harness.storage import CACHE_ONLY, is_uri
 
     sets = []
     for name in args.on:
@@ -366,9 +366,11 @@ def cmd_evaluate(args) -> int:
     else:
         from harness.suite import expand, resolve_data_dir
 
-        suite = _load_suite_arg(args)
+        suite = _load_suite_arg(argparse.Namespace(suite=Path(args.target), data_dir=args.data_dir))
         resolve_data_dir(suite)
         trials, resources = expand(suite, str(args.target)), suite.resources
+        if suite.store:  # which trials are finished and evaluated (each evaluation fetches its checkpoint itself)
+            suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     if args.data_dir:
         trials = [t.model_copy(update={"data_dir": Path(args.data_dir).resolve()}) for t in trials]
     from harness.results import TrialFolder
@@ -389,6 +391,8 @@ def cmd_evaluate(args) -> int:
         force=args.force,
         log=lambda s: print(s, flush=True),
     )
+    if suite is not None and suite.store:  # the evaluations, for the tracker and the report
+        suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     width = max(len(t) for t in records) if records else 0
     for tid in sorted(records):
         for record in records[tid].values():

@@ -19,7 +19,7 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
-from harness.data.datasets import NORMALIZATION
+from harness.data.datasets import NORMALIZATION, DataError
 from harness.data.eval_sets import (
     CORRUPTIONS,
     EvalSet,
@@ -285,7 +285,7 @@ def evaluate_trials(
         for i, cfg in enumerate(todo, 1):
             try:
                 done[cfg.trial_id] = evaluate_trial(cfg, sets, device, force, log)
-            except (results.CorruptFile, results.ResourceError, OSError, ValueError) as err:
+            except (results.CorruptFile, results.ResourceError, DataError, OSError, ValueError) as err:
                 failed[cfg.trial_id] = str(err)
             log(f"[{i}/{len(todo)}] {cfg.trial_id} {'failed' if cfg.trial_id in failed else 'evaluated'}")
         return done, failed

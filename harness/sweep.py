@@ -130,7 +130,7 @@ def run_trial(config: dict) -> None:
         on_step=_step_reporter(cfg.trial_id),
         log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None,
     )
-    if config.get("eval_sets"):  # the suite's evaluation sets, while the trial's data is warm
+    if config.get("eval_sets"):  # the suite's evaluation sets, as the trial finishes
         _evaluate_finished(cfg, config["eval_sets"])
     tune.report(
         {k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"trial_id": cfg.trial_id, "done": 1}

@@ -170,6 +170,12 @@ def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_s
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {"report/index.html", "report/results.csv"} <= set(stored(s3, "synth"))
     assert not list((tmp_path / "elsewhere").rglob("checkpoint.pt"))  # status and report never download checkpoints
+    # evaluation from there: each trial's checkpoint comes from the bucket, its eval/ records go back to it
+    proc = harness("evaluate", suite, "--on", "test", **elsewhere)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for trial in trials:
+        record = json.loads(read(s3, f"synth/{trial}/eval/test/metrics.json"))
+        assert record["metrics"]["top1"] == json.loads(read(s3, f"synth/{trial}/metrics.json"))["top1"]
 
 
 def test_a_lost_node_resumes_its_trial_from_the_checkpoint_in_the_store(tmp_path, s3, cluster):

@@ -168,3 +168,17 @@ def test_sweep_evaluates_its_sets_into_mlflow_and_the_report(tmp_path, real_data
     assert "Selective prediction" in page and "figures/risk_coverage.png" in page
     table = json.dumps((tmp_path / "results" / name / "report" / "ood.csv").read_text())
     assert "mutual information" in table and "ood:cifar100" in table
+
+
+def test_report_shows_robustness_labelled_generated(evaluated, real_data_dir):
+    _, folder, _, _ = evaluated
+    out = harness("report", folder.path.parent, HARNESS_DATA_DIR=real_data_dir)
+    assert out.returncode == 0, out.stderr
+    report = folder.path.parent / "report"
+    page = (report / "index.html").read_text()
+    assert "Robustness to corruptions" in page and "figures/severity.png" in page and "not comparable" in page
+    table = (report / "robustness.csv").read_text()
+    assert "cifar100-c-generated (generated stand-in)" in table
+    record = folder.evaluation("cifar100-c-generated")["summary"]
+    assert f"{100 * record['corrupted_top1']:.2f}" in table  # the trial's own number, one seed: no interval
+    assert (report / "figures" / "risk_coverage.png").exists() and (report / "figures" / "roc.png").exists()

@@ -192,7 +192,8 @@ def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
 
 
 def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> plt.Figure:
-    """ROC curves (in-distribution test images = positives, max softmax probability), per OOD set."""
+    """ROC curves per OOD set (in-distribution test images = positives): the maximum softmax probability, and
+    the heads' mutual information where there are several heads."""
     sets = list(dict.fromkeys(detection.set))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False)
@@ -204,12 +205,22 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                 done.add(row.method)
                 folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
                 set_id = next(k for k, r in folder.evaluations().items() if _set_label(r) == name)
-                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())["msp"].numpy()
-                outs = confidence_scores(torch.from_numpy(folder.eval_part(set_id, "ood")["logits"]).float())["msp"]
-                fpr, tpr = roc_curve(
-                    np.r_[ins, outs.numpy()], np.r_[np.ones(len(ins), bool), np.zeros(len(outs), bool)]
-                )
-                ax.plot(fpr, tpr, color=COLORS.get(row.method), label=f"{label(row)} ({100 * row.auroc:.1f})")
+                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())
+                outs = confidence_scores(torch.from_numpy(folder.eval_part(set_id, "ood")["logits"]).float())
+                is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
+                mine = detection[(detection.trial_id == row.trial_id) & (detection.set == name)].set_index("score")
+                for score, style in (("msp", "-"), ("mutual_information", "--")):  # MI needs M >= 2
+                    if score not in ins:
+                        continue
+                    fpr, tpr = roc_curve(np.r_[ins[score].numpy(), outs[score].numpy()], is_in)
+                    what = "" if score == "msp" else ", mutual inf."
+                    ax.plot(
+                        fpr,
+                        tpr,
+                        ls=style,
+                        color=COLORS.get(row.method),
+                        label=f"{label(row)}{what} ({100 * mine.auroc[score]:.1f})",
+                    )
             ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8)
             ax.set_xlabel("false positive rate (OOD kept)")
             ax.set_ylabel("true positive rate (test images kept)")
@@ -290,8 +301,8 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "<h2>Out-of-distribution detection</h2>"
             + _figure(
                 "roc",
-                "ROC curves with the maximum softmax probability, each method at its widest width "
-                "(lowest seed); AUROC in the legend.",
+                "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
+                "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
             )
             + section("OOD detection", table, caption, "ood")
         )

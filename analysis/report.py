@@ -129,7 +129,7 @@ def build_report(
                 f'<figure><img src="figures/{stem}.png" alt="{html.escape(stem)}"><figcaption>{html.escape(caption)} '
                 f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
             )
-        extra_sections, _, _ = robustness.sections(
+        extra_sections = robustness.sections(
             finished,
             ensembles,
             summary,

@@ -19,13 +19,19 @@ from harness.metrics import ensemble_logits
 from harness.results import TrialFolder
 from harness.uncertainty import confidence_scores, corruption_metrics, ood_metrics, risk_coverage, roc_curve
 
-CORRUPTED = ["clean_top1", "corrupted_top1", "clean_nll", "corrupted_nll", "clean_ece", "corrupted_ece"]
-DETECTION = ["auroc", "aupr_in", "aupr_out", "fpr95"]
-SELECTIVE = [
-    ("aurc", "AURC", 1, 4),
-    ("acc_at_90", "top-1 @90% cov. %", 100, 2),
-    ("acc_at_95", "top-1 @95% cov. %", 100, 2),
+# (column, label, scale, decimals) of each table
+CORRUPTED = [
+    ("clean_top1", "clean top-1 %", 100, 2),
+    ("corrupted_top1", "corrupted top-1 %", 100, 2),
+    ("clean_nll", "clean NLL", 1, 3),
+    ("corrupted_nll", "corrupted NLL", 1, 3),
+    ("clean_ece", "clean ECE %", 100, 2),
+    ("corrupted_ece", "corrupted ECE %", 100, 2),
 ]
+DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
+             ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
+SELECTIVE = [("aurc", "AURC", 1, 4), ("acc_at_90", "top-1 @90% cov. %", 100, 2),
+             ("acc_at_95", "top-1 @95% cov. %", 100, 2)]  # fmt: skip
 SCORE_NAMES = {
     "msp": "max softmax prob.",
     "max_logit": "max logit",
@@ -104,60 +110,44 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
     return pd.DataFrame(corrupted), pd.DataFrame(detection)
 
 
-def _by(frame: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+def _by(frame: pd.DataFrame, keys: list[str], specs: list[tuple]) -> pd.DataFrame:
     """Mean ± 95% interval over seeds per setting, within each value of ``keys`` (set, score)."""
     parts = []
     for values, group in frame.groupby(keys, sort=False):
-        summary = summarize(group.assign(state="finished"), metrics=metrics)
+        summary = summarize(group.assign(state="finished"), metrics=[m for m, *_ in specs])
         for k, v in zip(keys, values if isinstance(values, tuple) else (values,)):
             summary[k] = v
         parts.append(summary)
     return pd.concat(parts, ignore_index=True)
 
 
-def _rows(summary: pd.DataFrame, extra: list[str]) -> dict:
-    return {
-        "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
-        "method": [label(r) for _, r in summary.iterrows()],
-        **{k: summary[k] for k in extra},
-        "n": summary["n"].astype(int),
-    }
+def _table(summary: pd.DataFrame, extra: list[str], specs: list[tuple]) -> pd.DataFrame:
+    """A row per setting: network, method, the ``extra`` columns, n, then 'mean ± half-width' per metric."""
+    out = pd.DataFrame(
+        {
+            "network": [f"{r.model}-{r.depth}-{r.width}" for r in summary.itertuples()],
+            "method": [label(r) for _, r in summary.iterrows()],
+            **{k: summary[k] for k in extra},
+            "n": summary["n"].astype(int),
+        }
+    )
+    for m, name, scale, decimals in specs:
+        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
+    return out
 
 
 def robustness_table(corrupted: pd.DataFrame) -> pd.DataFrame:
-    summary = _by(corrupted, ["set"], CORRUPTED)
-    out = pd.DataFrame(_rows(summary, ["set"]))
-    for m, name, scale, decimals in [
-        ("clean_top1", "clean top-1 %", 100, 2),
-        ("corrupted_top1", "corrupted top-1 %", 100, 2),
-        ("clean_nll", "clean NLL", 1, 3),
-        ("corrupted_nll", "corrupted NLL", 1, 3),
-        ("clean_ece", "clean ECE %", 100, 2),
-        ("corrupted_ece", "corrupted ECE %", 100, 2),
-    ]:
-        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
-    return out
+    return _table(_by(corrupted, ["set"], CORRUPTED), ["set"], CORRUPTED)
 
 
 def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
     summary = _by(detection, ["set", "score"], DETECTION)
     summary["score"] = summary.score.map(SCORE_NAMES)
-    out = pd.DataFrame(_rows(summary, ["set", "score"]))
-    for m, name in [
-        ("auroc", "AUROC %"),
-        ("aupr_in", "AUPR-in %"),
-        ("aupr_out", "AUPR-out %"),
-        ("fpr95", "FPR@95%TPR %"),
-    ]:
-        out[name] = [_cell(a, h, 100, 1) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
-    return out
+    return _table(summary, ["set", "score"], DETECTION)
 
 
 def selective_table(summary: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(_rows(summary, []))
-    for m, name, scale, decimals in SELECTIVE:
-        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
-    return out
+    return _table(summary, [], SELECTIVE)
 
 
 # --- figures: each method at its widest width, its lowest seed (curves) or the mean over seeds (severity)
@@ -254,77 +244,50 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
 
 
 def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table, section):
-    """The report's sections (HTML strings) and their table and figure stems; ``write_table(table, stem,
-    caption)`` and ``section(title, table, caption, stem)`` are the report's own."""
+    """The report's robustness, OOD and selective-prediction sections (HTML), their tables and figures written
+    under ``out``; ``write_table(table, stem, caption)`` and ``section(title, table, caption, stem)`` are the
+    report's own."""
     corrupted, detection = evaluation_frames(finished, ensembles)
-    html_parts = []
-    figures = []
+    parts = []  # (heading, table title, table, stem, caption, figure stem, draw(path), figure caption)
     if not corrupted.empty:
         generated = corrupted.set.str.contains("generated").any()
-        caption = (
+        parts.append((
+            "Robustness to corruptions", "Clean vs corrupted", robustness_table(corrupted), "robustness",
             "Clean (the trial's own test set) against corrupted: the corrupted columns average the benchmark's 15 "
             "corruptions present in the set (extra ones left out) over severities 1-5; mean over seeds ± 95% "
-            "interval. "
-            + (
-                "Sets marked generated are `harness data corrupt` stand-ins: not comparable with published CIFAR-C "
-                "numbers."
-                if generated
-                else ""
-            )
-        )
-        table = robustness_table(corrupted)
-        write_table(table, out / "robustness", caption)
-        fig = severity_figure(corrupted, out / "figures" / "severity")
-        plt.close(fig)
-        figures.append("severity")
-        html_parts.append(
-            "<h2>Robustness to corruptions</h2>"
-            + _figure(
-                "severity",
-                "Top-1 and ECE against corruption severity (0 = the clean test set), each method "
-                "at its widest width, mean over seeds.",
-            )
-            + section("Clean vs corrupted", table, caption, "robustness")
-        )
+            "interval." + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with "
+                           "published CIFAR-C numbers." if generated else ""),
+            "severity", lambda path: severity_figure(corrupted, path),
+            "Top-1 and ECE against corruption severity (0 = the clean test set), each method at its widest width, "
+            "mean over seeds.",
+        ))  # fmt: skip
     if not detection.empty:
-        caption = (
+        parts.append((
+            "Out-of-distribution detection", "OOD detection", detection_table(detection), "ood",
             "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
             "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
-            "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble)."
-        )
-        table = detection_table(detection)
-        write_table(table, out / "ood", caption)
-        fig = roc_figure(finished, detection, out / "figures" / "roc")
-        plt.close(fig)
-        figures.append("roc")
-        html_parts.append(
-            "<h2>Out-of-distribution detection</h2>"
-            + _figure(
-                "roc",
-                "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
-                "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
-            )
-            + section("OOD detection", table, caption, "ood")
-        )
+            "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble).",
+            "roc", lambda path: roc_figure(finished, detection, path),
+            "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
+            "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
+        ))  # fmt: skip
     if "aurc_mean" in summary:
-        caption = (
+        parts.append((
+            "Selective prediction", "Selective prediction", selective_table(summary), "selective",
             "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
-            "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% interval."
-        )
-        table = selective_table(summary)
-        write_table(table, out / "selective", caption)
-        fig = risk_coverage_figure(finished, out / "figures" / "risk_coverage")
-        plt.close(fig)
-        figures.append("risk_coverage")
+            "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% "
+            "interval.",
+            "risk_coverage", lambda path: risk_coverage_figure(finished, path),
+            "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
+        ))  # fmt: skip
+    html_parts = []
+    for heading, title, table, stem, caption, figure, draw, figure_caption in parts:
+        write_table(table, out / stem, caption)
+        plt.close(draw(out / "figures" / figure))
         html_parts.append(
-            "<h2>Selective prediction</h2>"
-            + _figure(
-                "risk_coverage",
-                "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
-            )
-            + section("Selective prediction", table, caption, "selective")
+            f"<h2>{heading}</h2>" + _figure(figure, figure_caption) + section(title, table, caption, stem)
         )
-    return html_parts, corrupted, detection
+    return html_parts
 
 
 def _figure(stem: str, caption: str) -> str:

@@ -261,17 +261,25 @@ def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bo
     return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
 
 
-def tinyimagenet_folder(data_dir: Path | None) -> Path:
-    root = default_data_dir(data_dir)
-    candidates = [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root]
-    folder = next((c for c in candidates if (c / "wnids.txt").is_file()), None)
+def _find(name: str, candidates: list[Path], marker: str, how: str) -> Path:
+    """The first candidate folder holding ``marker``; DataError listing where it looked and ``how`` to get it."""
+    folder = next((c for c in candidates if (c / marker).is_file()), None)
     if folder is None:
         raise DataError(
-            "tinyimagenet not found. Looked for wnids.txt in:\n  " + "\n  ".join(map(str, candidates)) + "\n"
-            "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
-            "(data_dir / --data-dir / $HARNESS_DATA_DIR)."
+            f"{name} not found. Looked for {marker} in:\n  " + "\n  ".join(map(str, candidates)) + f"\n{how}"
         )
     return folder
+
+
+def tinyimagenet_folder(data_dir: Path | None) -> Path:
+    root = default_data_dir(data_dir)
+    return _find(
+        "tinyimagenet",
+        [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root],
+        "wnids.txt",
+        "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
+        "(data_dir / --data-dir / $HARNESS_DATA_DIR).",
+    )
 
 
 def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
@@ -328,14 +336,12 @@ def _read_svhn_mat(path: Path) -> ImageArrays:
 def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """SVHN's official cropped-digit files ``train_32x32.mat`` and ``test_32x32.mat``."""
     root = default_data_dir(data_dir)
-    candidates = [root / "svhn", root / "SVHN", root]
-    folder = next((c for c in candidates if (c / "test_32x32.mat").is_file()), None)
-    if folder is None:
-        raise DataError(
-            "svhn not found. Looked for test_32x32.mat in:\n  " + "\n  ".join(map(str, candidates)) + "\n"
-            "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into "
-            "<data folder>/svhn/."
-        )
+    folder = _find(
+        "svhn",
+        [root / "svhn", root / "SVHN", root],
+        "test_32x32.mat",
+        "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into <data folder>/svhn/.",
+    )
     if check_only:
         return None
     test = _read_svhn_mat(folder / "test_32x32.mat")

@@ -181,20 +181,12 @@ def trial_samples(cfg: TrialConfig) -> float:
     return trial_steps(cfg) * cfg.batch_size
 
 
-def gpu_seconds(cfg: TrialConfig, packing: Packing | None) -> float | None:
-    """GPU-seconds of a trial at its shape's measured rate (a packed trial holds 1/k of the card), or None."""
-    if packing is None:
-        return None
-    return trial_samples(cfg) / packing.samples_per_s * packing.gpus
-
-
 __all__ = [
     "COLUMNS",
     "Packing",
     "Rate",
     "Shape",
     "card_slug",
-    "gpu_seconds",
     "plan_packing",
     "read_rates",
     "table_for",

@@ -86,9 +86,7 @@ def test_rerun_is_a_no_op_and_status_reports(finished_sweep):
     folder_status = harness("status", tmp / "results" / "synth")
     assert folder_status.returncode == 0 and folder_status.stdout.count("finished") >= 4
     dry = harness("run", suite, "--dry-run")
-    assert (
-        dry.returncode == 0 and "cost:" in dry.stdout and "on CPUs: ~" in dry.stdout and "GPU-h" not in dry.stdout
-    )
+    assert dry.returncode == 0 and "cost:" in dry.stdout and "on CPUs: ~" in dry.stdout and "GPU-h" not in dry.stdout
 
 
 def test_driver_killed_mid_sweep_then_resumed(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.ensembles import recalibrated
 from analysis.figures import COLORS, ORDER, STYLE, _save
 from analysis.tables import SETTING, _cell, label, summarize
 from harness.data.eval_sets import CORRUPTIONS
@@ -27,6 +28,9 @@ CORRUPTED = [
     ("corrupted_nll", "corrupted NLL", 1, 3),
     ("clean_ece", "clean ECE %", 100, 2),
     ("corrupted_ece", "corrupted ECE %", 100, 2),
+    ("clean_cal_ece", "clean cal. ECE %", 100, 2),  # temperature-scaled: T fitted on clean images
+    ("corrupted_cal_ece", "corrupted cal. ECE %", 100, 2),
+    ("corrupted_cal_nll", "corrupted cal. NLL", 1, 3),
 ]
 DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
              ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
@@ -49,6 +53,11 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     """The records of the sets every member has, recomputed on the members' pooled heads."""
     folders = [TrialFolder(d) for d in member_dirs]
     shared = set.intersection(*(set(f.evaluations()) for f in folders))
+    clean = {
+        "test_logits": np.concatenate([f.logits()["test_logits"] for f in folders], 1),
+        "test_labels": folders[0].logits()["test_labels"],
+    }
+    temperature = recalibrated(clean)[2]["temperature"]  # the ensemble's own, as its clean row uses
     out = {}
     for set_id in sorted(shared):
         first = folders[0].evaluation(set_id)
@@ -58,9 +67,9 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
                 saved = [f.eval_part(set_id, name) for f in folders]
                 heads = torch.from_numpy(np.concatenate([s["logits"] for s in saved], 1)).float()
                 parts[name] = (heads, torch.from_numpy(saved[0]["labels"]), saved[0]["severity"])
-            out[set_id] = {**first, **corruption_metrics(parts, CORRUPTIONS)}
+            out[set_id] = {**first, **corruption_metrics(parts, CORRUPTIONS, temperature)}
         elif first["kind"] == "ood":
-            in_heads = np.concatenate([f.logits()["test_logits"] for f in folders], 1)
+            in_heads = clean["test_logits"]
             out_heads = np.concatenate([f.eval_part(set_id, "ood")["logits"] for f in folders], 1)
             scores = ood_metrics(torch.from_numpy(in_heads).float(), torch.from_numpy(out_heads).float())
             out[set_id] = {**first, "scores": scores}
@@ -86,7 +95,9 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                         "clean_top1": row["top1"],
                         "clean_nll": row["nll"],
                         "clean_ece": row["ece"],
-                        **{k: s[k] for k in ("corrupted_top1", "corrupted_nll", "corrupted_ece")},
+                        "clean_cal_nll": row.get("cal_nll"),
+                        "clean_cal_ece": row.get("cal_ece"),
+                        **{k: v for k, v in s.items() if k.startswith("corrupted_")},
                         "corruptions": s["corruptions_in_mean"],
                         **{
                             f"severity{sev}_{m}": v
@@ -255,8 +266,10 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Robustness to corruptions", "Clean vs corrupted", robustness_table(corrupted), "robustness",
             "Clean (the trial's own test set) against corrupted: the corrupted columns average the benchmark's 15 "
             "corruptions present in the set (extra ones left out) over severities 1-5; mean over seeds ± 95% "
-            "interval." + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with "
-                           "published CIFAR-C numbers." if generated else ""),
+            "interval. cal.: the logits divided by the temperature fitted on the clean test set (metrics.json's), "
+            "unchanged under shift."
+            + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with published "
+               "CIFAR-C numbers." if generated else ""),
             "severity", lambda path: severity_figure(corrupted, path),
             "Top-1 and ECE against corruption severity (0 = the clean test set), each method at its widest width, "
             "mean over seeds.",

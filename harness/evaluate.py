@@ -183,8 +183,9 @@ def _evaluate_corruption(folder, cfg: TrialConfig, spec: EvalSet, network: Netwo
         saved = _part(folder, spec.id, name, predict)
         parts[name] = (_heads(saved), torch.from_numpy(saved["labels"]), saved["severity"])
     generation = generation_record(where)
+    temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
     return {
-        **corruption_metrics(parts, CORRUPTIONS),
+        **corruption_metrics(parts, CORRUPTIONS, temperature),
         "source": str(where),
         "generated": generation is not None,
         "generation": generation,

@@ -143,11 +143,16 @@ def selective_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[s
 
 # --- corruptions
 def corruption_metrics(
-    parts: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]], benchmark: tuple[str, ...]
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]],
+    benchmark: tuple[str, ...],
+    temperature: float | None = None,
 ) -> dict:
     """``parts``: corruption -> (head logits, labels, severity per image). Top-1, NLL and ECE of the ensemble
-    per corruption and severity; per severity and overall, their means over the ``benchmark`` corruptions
-    present (the reference tables' "mean over 15 corruptions x 5 severities"; all present ones if none is)."""
+    per corruption and severity, and with ``temperature`` (the one fitted on clean images) the NLL and ECE of
+    the scaled logits (cal_nll, cal_ece: calibration under shift); per severity and overall, their means over
+    the ``benchmark`` corruptions present (the reference tables' "mean over 15 corruptions x 5 severities"; all
+    present ones if none is)."""
+    names = ("top1", "nll", "ece") + (("cal_nll", "cal_ece") if temperature else ())
     per: dict[str, dict[str, dict[str, float]]] = {}
     for name, (heads, labels, severity) in parts.items():
         ens = ensemble_logits(heads)
@@ -155,19 +160,20 @@ def corruption_metrics(
         for s in sorted(set(severity.tolist())):
             rows = torch.from_numpy(np.flatnonzero(severity == s))
             logits, y = ens[rows], labels[rows]
-            per[name][str(s)] = {
+            cell = {
                 "top1": (logits.argmax(-1) == y).float().mean().item(),
                 "nll": nll(logits, y),
                 "ece": ece(logits, y),
-                "images": len(rows),
             }
+            if temperature:
+                cell.update(cal_nll=nll(logits / temperature, y), cal_ece=ece(logits / temperature, y))
+            per[name][str(s)] = {**cell, "images": len(rows)}
     in_mean = [c for c in benchmark if c in per] or list(per)
     severities = sorted({s for c in in_mean for s in per[c]}, key=int)
     by_severity = {
-        s: {m: float(np.mean([per[c][s][m] for c in in_mean if s in per[c]])) for m in ("top1", "nll", "ece")}
-        for s in severities
+        s: {m: float(np.mean([per[c][s][m] for c in in_mean if s in per[c]])) for m in names} for s in severities
     }
     cells = [per[c][s] for c in in_mean for s in per[c]]
-    summary = {f"corrupted_{m}": float(np.mean([cell[m] for cell in cells])) for m in ("top1", "nll", "ece")}
+    summary = {f"corrupted_{m}": float(np.mean([cell[m] for cell in cells])) for m in names}
     summary.update(corruptions_in_mean=len(in_mean), benchmark_corruptions=len(benchmark))
-    return {"per_corruption": per, "by_severity": by_severity, "summary": summary}
+    return {"per_corruption": per, "by_severity": by_severity, "summary": summary, "temperature": temperature}

@@ -69,6 +69,8 @@ def test_generated_corruptions_labelled_and_restricted_to_the_trained_classes(ev
     kept = int((labels < 20).sum())  # the trial knows classes 0-19 only
     assert record["per_corruption"]["contrast"]["5"]["images"] == kept
     assert record["summary"]["corruptions_in_mean"] == 2
+    assert record["temperature"] == folder.metrics()["temperature"]  # the clean fit, applied under shift
+    assert record["summary"]["corrupted_cal_nll"] > 0 and 0 <= record["summary"]["corrupted_cal_ece"] <= 1
     saved = folder.eval_part("cifar100-c-generated", "gaussian_noise")
     assert saved["logits"].dtype == np.float16 and saved["logits"].shape == (5 * kept, 2, 20)
     assert saved["severity"].tolist() == [s for s in range(1, 6) for _ in range(kept)]

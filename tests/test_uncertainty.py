@@ -114,3 +114,13 @@ def test_corruption_summary_averages_the_benchmark_corruptions():
     assert out["by_severity"]["5"]["top1"] == 0.5  # mean of a (0) and b (1); the extra one is left out
     assert out["summary"]["corrupted_top1"] == pytest.approx((10 / 20 + 1) / 2)
     assert out["summary"]["corruptions_in_mean"] == 2
+    assert "cal_ece" not in out["per_corruption"]["a"]["1"]  # no temperature, no calibrated numbers
+    scaled = corruption_metrics(parts, ("a", "b"), temperature=2.0)
+    logits, labels, severity = parts["a"]
+    rows = torch.from_numpy(np.flatnonzero(severity == 2))
+    expected = torch.nn.functional.cross_entropy(logits[rows, 0] / 2.0, labels[rows]).item()
+    assert scaled["per_corruption"]["a"]["2"]["cal_nll"] == pytest.approx(expected)
+    assert scaled["per_corruption"]["a"]["2"]["nll"] == out["per_corruption"]["a"]["2"]["nll"]
+    assert scaled["summary"]["corrupted_cal_nll"] == pytest.approx(
+        np.mean([scaled["per_corruption"][c][s]["cal_nll"] for c in "ab" for s in "12345"])
+    )

@@ -112,6 +112,7 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                         {
                             **setting,
                             "set": _set_label(record),
+                            "set_id": record["id"],
                             "score": score,
                             "in_images": record["in_images"],
                             "out_images": record["out_images"],
@@ -205,9 +206,8 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                     continue
                 done.add(row.method)
                 folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
-                set_id = next(k for k, r in folder.evaluations().items() if _set_label(r) == name)
                 ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())
-                outs = confidence_scores(torch.from_numpy(folder.eval_part(set_id, "ood")["logits"]).float())
+                outs = confidence_scores(torch.from_numpy(folder.eval_part(row.set_id, "ood")["logits"]).float())
                 is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
                 mine = detection[(detection.trial_id == row.trial_id) & (detection.set == name)].set_index("score")
                 for score, style in (("msp", "-"), ("mutual_information", "--")):  # MI needs M >= 2

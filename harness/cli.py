@@ -122,7 +122,7 @@ def _bool_or_mode(value: str):
 def cmd_bench_suite(args) -> int:
     """`harness bench --suite`: every shape of a suite, alone and k at once, into the card's rate table."""
     from harness.bench.packed import measure_shapes
-    from harness.bench.rates import card_slug, plan_packing, rates_dir, write_rates
+    from harness.bench.rates import Shape, card_slug, plan_packing, rates_dir, write_rates
     from harness.suite import expand, resolve_data_dir
 
     suite = _load_suite_arg(argparse.Namespace(suite=args.suite, data_dir=args.data_dir))
@@ -130,7 +130,7 @@ def cmd_bench_suite(args) -> int:
     overrides = parse_overrides(list(args.set or []))
     trials = [build_config({**t.model_dump(), **overrides}, "--set") for t in expand(suite, str(args.suite))]
     pack = sorted(set(args.pack or [1]))
-    print(f"measuring {len({(t.model, t.depth, t.width, t.num_inputs, t.b, t.batch_size) for t in trials})} shape(s) "
+    print(f"measuring {len({Shape.of(t) for t in trials})} shape(s) "
           f"of {args.suite}, {', '.join(map(str, pack))} at once, {args.seconds:g} s each", flush=True)  # fmt: skip
     rates = measure_shapes(trials, pack, args.seconds, args.warmup, log=lambda s: print(s, flush=True))
     path = write_rates(Path(args.rates_dir or rates_dir()) / f"{card_slug(rates[0].card)}.csv", rates)

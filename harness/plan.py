@@ -26,7 +26,6 @@ class TrialPlan:
     per_card: int  # trials of its shape sharing one card
     gpu_seconds: float
     measured: bool  # False: the flat FLOP rate
-    samples_per_s: float | None = None
 
 
 def load_rates(suite) -> tuple[list[Rate], Path | None]:
@@ -71,7 +70,7 @@ def trial_plans(suite, trials: list[TrialConfig], rates: list[Rate]) -> list[Tri
         k = packing.per_card if packing else 1
         rate = next((r for r in rates if r.shape == shape and r.concurrent == k), None)
         if rate is not None:
-            out.append(TrialPlan(cfg, k, trial_samples(cfg) / rate.samples_per_s / k, True, rate.samples_per_s))
+            out.append(TrialPlan(cfg, k, trial_samples(cfg) / rate.samples_per_s / k, True))
         else:
             out.append(TrialPlan(cfg, k, trial_flops(cfg) / (REFERENCE_TFLOPS * 1e12), False))
     return out

@@ -187,11 +187,7 @@ class Tracker:
             numbers = [
                 Metric(f"final_{k}", float(v), now, step)
                 for k, v in sorted(final.items())
-                if isinstance(v, (int, float))
-                and not isinstance(v, bool)
-                and v == v
-                and abs(v) != float("inf")
-                and k not in NOT_METRICS
+                if _finite_number(v) and k not in NOT_METRICS
             ]
             self.client.log_batch(run_id, metrics=numbers)
             for name in ARTIFACTS:
@@ -326,11 +322,12 @@ def evaluation_metrics(record: dict) -> dict[str, float]:
         ]
     else:
         items = [(f"{score}.{m}", v) for score, row in record["scores"].items() for m, v in row.items()]
-    return {
-        f"eval.{record['id']}.{k}": float(v)
-        for k, v in items
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-    }
+    return {f"eval.{record['id']}.{k}": float(v) for k, v in items if _finite_number(v)}
+
+
+def _finite_number(v) -> bool:
+    """A value MLflow can hold as a metric: a finite int or float, not a bool."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
 def summary_metrics(summary) -> dict[str, float]:

@@ -9,26 +9,10 @@ import numpy as np
 import torch
 
 from analysis.stats import bootstrap, right_per_image
+from harness.config import setting
 from harness.metrics import calibrate, classification_metrics
 from harness.results import TrialFolder
 from harness.uncertainty import selective_metrics
-
-# Keys that may differ between members of one deep ensemble.
-MEMBER_KEYS = {
-    "seed",
-    "trial_id",
-    "name",
-    "output_dir",
-    "data_dir",
-    "device",
-    "progress",
-    "eval_batch_size",
-    "download",
-}
-
-
-def _recipe(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in MEMBER_KEYS}
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -64,9 +48,9 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
         raise ValueError("a deep ensemble needs at least 2 members")
     members = [load_member(d) for d in trial_dirs]
     first_cfg, _, labels = members[0]
-    first = _recipe(first_cfg)
+    first = setting(first_cfg)
     for d, (cfg, _, lab) in zip(trial_dirs[1:], members[1:]):
-        other = _recipe(cfg)
+        other = setting(cfg)
         diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
         if diff:
             raise ValueError(f"{d}: differs from {trial_dirs[0]} in {', '.join(diff)}, not only in seed")
@@ -88,7 +72,7 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
     groups: dict[str, list[tuple[int, Path, dict]]] = {}
     for d in trial_dirs:
         cfg = TrialFolder(d).config()
-        key = json.dumps(_recipe(cfg), sort_keys=True)
+        key = json.dumps(setting(cfg), sort_keys=True)
         groups.setdefault(key, []).append((cfg["seed"], Path(d), cfg))
     rows = []
     for method, sizes in specs:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.ensembles import MEMBER_KEYS
 from analysis.stats import bootstrap, right_per_image, t_halfwidth
+from harness.config import is_setting_key
 from harness.results import TrialFolder
 
 PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]  # the paper's tables
@@ -34,18 +34,15 @@ METRICS = [
 PUBLISHED = Path(__file__).with_name("published.csv")
 
 
-# Config keys that never make two trials different settings.
-NOT_SETTING = MEMBER_KEYS | {"eval_every", "lr"}  # lr is derived from base_lr and b
-
-
 def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
-    """Recipe keys beyond SETTING whose values differ between trials (e.g. train_subset after an edit
-    of the suite): they split settings too, so that different recipes are never averaged together."""
-    return [
-        k
-        for k in config_keys
-        if k in rows and k not in SETTING and k not in NOT_SETTING and rows[k].astype(str).nunique() > 1
-    ]
+    """Setting keys beyond SETTING (harness.config.is_setting_key) whose values differ between trials of one
+    SETTING group (train_subset after an edit of the suite, a grid over lr): they split rows too, so that
+    different recipes are never averaged together."""
+    candidates = [k for k in config_keys if k in rows and k not in SETTING and is_setting_key(k)]
+    if rows.empty or not candidates:
+        return []
+    spread = rows[SETTING + candidates].astype(str).groupby(SETTING, dropna=False).nunique()
+    return [k for k in candidates if (spread[k] > 1).any()]
 
 
 SELECTIVE = ["aurc", "acc_at_90", "acc_at_95"]  # summarised too; shown in the report's selective-prediction table

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
 
 
 class ConfigError(ValueError):
@@ -31,81 +33,111 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # a single folder name: no 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
 
 
+class Role(str, Enum):
+    """What a trial key is to the result. Every TrialConfig field declares one (Recipe(...), Runtime(...), ...);
+    the trial id, deep-ensemble membership and the report's settings are all derived from it."""
+
+    RECIPE = "recipe"  # determines the result: in the trial id; an ensemble's members and a report row share it
+    RECIPE_IF_SET = "recipe_if_set"  # added after results existed: in the id only away from its default
+    SEED = "seed"  # in the id; the one key an ensemble's members (and a row's repeats) differ in
+    HISTORY = "history"  # changes the recorded history, not the final result: in the id, never splits a setting
+    RUNTIME = "runtime"  # where or how a trial runs, not what it computes: out of the id
+
+
+def _keyed(role: Role):
+    def field(default: Any = PydanticUndefined, **kwargs) -> Any:
+        return Field(default, json_schema_extra={"role": role.value}, **kwargs)
+
+    field.__doc__ = f"A pydantic Field whose role is {role.value!r}."
+    return field
+
+
+Recipe, RecipeIfSet, Seed, History, Runtime = (_keyed(r) for r in Role)
+
+
 class TrialConfig(BaseModel):
     model_config = ConfigDict(**STRICT, validate_assignment=True)
 
     # --- identity
-    name: str = Field("trial", pattern=NAME_PATTERN)  # results go to <output_dir>/<name>/<trial_id>/
-    seed: int = Field(0, ge=0)
-    output_dir: LaxPath = Path("results")
-    store: Optional[str] = None  # object-store URI the trial folder is mirrored to (output_dir is then node-local)
+    name: str = Runtime("trial", pattern=NAME_PATTERN)  # results go to <output_dir>/<name>/<trial_id>/
+    seed: int = Seed(0, ge=0)
+    output_dir: LaxPath = Runtime(Path("results"))
+    store: Optional[str] = Runtime(
+        None
+    )  # object-store URI the trial folder is mirrored to (output_dir is then node-local)
 
     # --- data
-    dataset: str = "cifar100"
-    data_dir: Optional[LaxPath] = None  # else $HARNESS_DATA_DIR, else ./data
-    download: bool = False  # let torchvision download CIFAR when nothing is found locally
-    train_subset: Optional[int] = Field(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
-    test_subset: Optional[int] = Field(None, ge=1)
-    class_subset: Optional[int] = Field(None, ge=2)  # train and test on classes 0..N-1; the rest: near-OOD set
-    val_size: int = Field(0, ge=0)  # held-out train images for temperature scaling; 0 = authors' test-swap protocol
-    synthetic_size: int = Field(2000, ge=1)  # synthetic dataset only
-    synthetic_classes: int = Field(10, ge=2)
-    synthetic_resolution: int = Field(32, ge=8)
+    dataset: str = Recipe("cifar100")
+    data_dir: Optional[LaxPath] = Runtime(None)  # else $HARNESS_DATA_DIR, else ./data
+    download: bool = Runtime(False)  # let torchvision download CIFAR when nothing is found locally
+    train_subset: Optional[int] = Recipe(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
+    test_subset: Optional[int] = Recipe(None, ge=1)
+    class_subset: Optional[int] = RecipeIfSet(None, ge=2)  # train and test on classes 0..N-1; the rest: near-OOD set
+    val_size: int = Recipe(0, ge=0)  # held-out train images for temperature scaling; 0 = authors' test-swap protocol
+    synthetic_size: int = Recipe(2000, ge=1)  # synthetic dataset only
+    synthetic_classes: int = Recipe(10, ge=2)
+    synthetic_resolution: int = Recipe(32, ge=8)
 
     # --- network
-    model: str = "wrn"
-    depth: int = 28
-    width: int = Field(10, ge=1)
+    model: str = Recipe("wrn")
+    depth: int = Recipe(28)
+    width: int = Recipe(10, ge=1)
 
     # --- method (docs/recipe.md §1, §4)
-    method: str = "vanilla"
-    M: Optional[int] = Field(None, ge=1)  # number of subnetworks; None = the method's default
-    b: int = Field(1, ge=1)  # batch repetition: each sampled image appears b times per batch
-    alpha: float = Field(2.0, ge=0)  # Dirichlet/Beta concentration of the MixMo ratios
-    r: float = Field(3.0, gt=0)  # loss-reweighting exponent 1/r; r = 1 weights heads by lam
-    p: float = Field(0.5, ge=0, le=1)  # Cut-MixMo: per-batch probability of the patch (cut) mixing
-    p_decay_start: float = Field(11 / 12, ge=0, le=1)  # p decays linearly to 0 over the last 1/12 of training
-    p_clock: Literal["epoch", "step"] = "epoch"  # the schedule's clock: epoch / epochs (authors') or per step
-    msda: Literal["none", "mixup", "cutmix"] = "none"  # sample augmentation applied to each input first
-    msda_alpha: float = Field(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
-    msda_prob: float = Field(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
-    msda_partner: Literal["dataset", "batch"] = "dataset"  # authors: the pasted partner is any training image
+    method: str = Recipe("vanilla")
+    M: Optional[int] = Recipe(None, ge=1)  # number of subnetworks; None = the method's default
+    b: int = Recipe(1, ge=1)  # batch repetition: each sampled image appears b times per batch
+    alpha: float = Recipe(2.0, ge=0)  # Dirichlet/Beta concentration of the MixMo ratios
+    r: float = Recipe(3.0, gt=0)  # loss-reweighting exponent 1/r; r = 1 weights heads by lam
+    p: float = Recipe(0.5, ge=0, le=1)  # Cut-MixMo: per-batch probability of the patch (cut) mixing
+    p_decay_start: float = Recipe(11 / 12, ge=0, le=1)  # p decays linearly to 0 over the last 1/12 of training
+    p_clock: Literal["epoch", "step"] = Recipe("epoch")  # the schedule's clock: epoch / epochs (authors') or per step
+    msda: Literal["none", "mixup", "cutmix"] = Recipe("none")  # sample augmentation applied to each input first
+    msda_alpha: float = Recipe(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
+    msda_prob: float = Recipe(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
+    msda_partner: Literal["dataset", "batch"] = Recipe("dataset")  # authors: the pasted partner is any training image
 
     # --- optimisation (docs/recipe.md §5)
-    epochs: int = Field(300, ge=1)
-    batch_size: int = Field(64, ge=1)  # counts repeated entries: 64 with b = 4 is 16 distinct images
-    lr: Optional[float] = Field(None, gt=0)  # None = base_lr / b
-    base_lr: float = Field(0.05, gt=0)  # 0.1 / (2 b): the authors scale lr down with repetition
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    l2: float = Field(3e-4, ge=0)  # L2 term l2 * sum(w^2) on all parameters, added to the loss
-    weight_decay: float = Field(0.0, ge=0)  # decoupled-from-loss decay (Tiny ImageNet recipe uses 1e-4)
-    warmup_epochs: float = Field(1.0, ge=0)  # linear per-step warmup
-    milestones: list[int] = Field(default_factory=lambda: [101, 201, 226])  # 1-indexed epochs of a reference budget
-    milestones_budget: int = Field(300, ge=1)  # milestones are scaled by epochs / milestones_budget
-    lr_gamma: float = Field(0.1, gt=0, le=1)
-    drop_last: bool = True  # the authors' loader drops an epoch's last partial batch
-    crop_padding: int = Field(4, ge=0)
-    flip: bool = True
+    epochs: int = Recipe(300, ge=1)
+    batch_size: int = Recipe(64, ge=1)  # counts repeated entries: 64 with b = 4 is 16 distinct images
+    lr: Optional[float] = Recipe(None, gt=0)  # None = base_lr / b
+    base_lr: float = Recipe(0.05, gt=0)  # 0.1 / (2 b): the authors scale lr down with repetition
+    momentum: float = Recipe(0.9, ge=0, lt=1)
+    nesterov: bool = Recipe(True)
+    l2: float = Recipe(3e-4, ge=0)  # L2 term l2 * sum(w^2) on all parameters, added to the loss
+    weight_decay: float = Recipe(0.0, ge=0)  # decoupled-from-loss decay (Tiny ImageNet recipe uses 1e-4)
+    warmup_epochs: float = Recipe(1.0, ge=0)  # linear per-step warmup
+    milestones: list[int] = Recipe(default_factory=lambda: [101, 201, 226])  # 1-indexed epochs of a reference budget
+    milestones_budget: int = Recipe(300, ge=1)  # milestones are scaled by epochs / milestones_budget
+    lr_gamma: float = Recipe(0.1, gt=0, le=1)
+    drop_last: bool = Recipe(True)  # the authors' loader drops an epoch's last partial batch
+    crop_padding: int = Recipe(4, ge=0)
+    flip: bool = Recipe(True)
 
     # --- execution
-    device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast; about 2x the fp32 step on an H100/H200
-    loader: Literal["device", "ffcv"] = "device"  # device: the uint8 dataset lives on the training device
-    loader_workers: int = Field(8, ge=1)  # ffcv only: decoding threads
-    ffcv_dir: Optional[LaxPath] = None  # ffcv only: where `harness data prepare` wrote the .beton files
-    channels_last: Optional[bool] = None  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
-    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = False  # torch.compile the model
+    device: str = Runtime("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16"] = Recipe("fp32")  # bf16: autocast; about 2x the fp32 step on an H100/H200
+    loader: Literal["device", "ffcv"] = Runtime("device")  # device: the uint8 dataset lives on the training device
+    loader_workers: int = Runtime(8, ge=1)  # ffcv only: decoding threads
+    ffcv_dir: Optional[LaxPath] = Runtime(None)  # ffcv only: where `harness data prepare` wrote the .beton files
+    channels_last: Optional[bool] = Runtime(None)  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Runtime(
+        False
+    )  # torch.compile the model
 
     # --- engine and data parallelism
-    engine: Literal["torch", "deepspeed"] = "torch"
-    zero_stage: int = Field(0, ge=0, le=2)  # deepspeed only: 1 partitions optimizer state, 2 also gradients
-    grad_accum_steps: int = Field(1, ge=1)  # micro-batches per optimizer step; batch_size stays the global batch
-    deepspeed: dict[str, Any] = Field(default_factory=dict)  # raw DeepSpeed settings, merged over the generated ones
-    workers_per_trial: int = Field(1, ge=1)  # data-parallel workers (Ray Train); the global batch is split between them
-    eval_batch_size: int = Field(500, ge=1)
-    eval_every: int = Field(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
-    progress: bool = True
+    engine: Literal["torch", "deepspeed"] = RecipeIfSet("torch")
+    zero_stage: int = RecipeIfSet(0, ge=0, le=2)  # deepspeed only: 1 partitions optimizer state, 2 also gradients
+    grad_accum_steps: int = RecipeIfSet(1, ge=1)  # micro-batches per optimizer step; batch_size stays the global batch
+    deepspeed: dict[str, Any] = RecipeIfSet(
+        default_factory=dict
+    )  # raw DeepSpeed settings, merged over the generated ones
+    workers_per_trial: int = Runtime(
+        1, ge=1
+    )  # data-parallel workers (Ray Train); the global batch is split between them
+    eval_batch_size: int = Runtime(500, ge=1)
+    eval_every: int = History(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
+    progress: bool = Runtime(True)
 
     @field_validator("dataset", "model", "method")
     @classmethod
@@ -167,38 +199,18 @@ class TrialConfig(BaseModel):
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else self.base_lr / self.b
 
-    # Keys that say where or how a trial runs, not what it computes: they stay out of the trial id.
-    RUNTIME_KEYS: ClassVar[tuple[str, ...]] = (
-        "name",
-        "output_dir",
-        "data_dir",
-        "download",
-        "device",
-        "eval_batch_size",
-        "progress",
-        "loader",
-        "loader_workers",
-        "ffcv_dir",
-        "channels_last",
-        "compile",
-        "workers_per_trial",
-        "store",
-    )  # same global batch, synchronised BN: same result
-
-    # Keys added after results existed: left out of the trial id at their defaults, so old ids stay valid.
-    ID_KEYS_IF_SET: ClassVar[tuple[str, ...]] = (
-        "engine",
-        "zero_stage",
-        "grad_accum_steps",
-        "deepspeed",
-        "class_subset",
-    )
+    @classmethod
+    def role(cls, key: str) -> Role:
+        """A field's role (KeyError for a name that is no field)."""
+        return Role(cls.model_fields[key].json_schema_extra["role"])
 
     def recipe(self) -> dict[str, Any]:
-        """The keys that determine the result, in a canonical JSON-able form."""
-        d = self.model_dump(mode="json", exclude=set(self.RUNTIME_KEYS))
-        for key in self.ID_KEYS_IF_SET:
-            if d[key] == type(self).model_fields[key].get_default(call_default_factory=True):
+        """The keys that determine the result, in a canonical JSON-able form: the trial id's input."""
+        d = self.model_dump(mode="json", exclude={k for k in type(self).model_fields if self.role(k) == Role.RUNTIME})
+        for key in list(d):
+            if self.role(key) == Role.RECIPE_IF_SET and d[key] == type(self).model_fields[key].get_default(
+                call_default_factory=True
+            ):
                 del d[key]
         d["M"] = self.num_inputs
         d["recipe_version"] = RECIPE_VERSION
@@ -212,6 +224,20 @@ class TrialConfig(BaseModel):
     @property
     def trial_dir(self) -> Path:
         return Path(self.output_dir) / self.name / self.trial_id
+
+
+def is_setting_key(key: str) -> bool:
+    """Whether trials that differ in this recorded config key (config.json: the fields, and trial_id) are
+    different settings: recipe keys are; the seed (and the trial id hashed from it), runtime keys and the
+    history's eval_every are not. A key TrialConfig no longer has counts, to be safe."""
+    if key == "trial_id":
+        return False
+    return key not in TrialConfig.model_fields or TrialConfig.role(key) in (Role.RECIPE, Role.RECIPE_IF_SET)
+
+
+def setting(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a recorded config that one report row, or the members of one deep ensemble, share."""
+    return {k: v for k, v in config.items() if is_setting_key(k)}
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """Bad configurations give clear errors that name the key and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.cli import main
-from harness.config import ConfigError, TrialConfig, load_trial_config
+from harness.config import ConfigError, Role, TrialConfig, is_setting_key, load_trial_config, setting
+from harness.suite import expand, load_suite
 
 
 def write(tmp_path, text):
@@ -102,3 +105,67 @@ def test_keys_added_later_keep_old_trial_ids():
         assert TrialConfig(method="cut_mixmo", width=4, **runtime).trial_id == base.trial_id
     for recipe in ({"engine": "deepspeed"}, {"grad_accum_steps": 2}, {"precision": "bf16"}):
         assert TrialConfig(method="cut_mixmo", width=4, **recipe).trial_id != base.trial_id
+
+
+def test_every_key_declares_its_role():
+    """The trial id, ensemble membership and report grouping all follow from the roles: a key without one
+    would silently land in some of them."""
+    missing = [k for k, f in TrialConfig.model_fields.items() if "role" not in (f.json_schema_extra or {})]
+    assert not missing, f"TrialConfig keys without a role (Recipe(...), Runtime(...), ...): {missing}"
+    assert {TrialConfig.role(k) for k in TrialConfig.model_fields} == set(Role)
+    assert [k for k in TrialConfig.model_fields if TrialConfig.role(k) == Role.SEED] == ["seed"]
+
+
+def test_roles_decide_id_ensembles_and_settings():
+    base = TrialConfig(method="cut_mixmo", width=4)
+    record = {**base.model_dump(mode="json"), "trial_id": base.trial_id}
+    for key in TrialConfig.model_fields:
+        role = TrialConfig.role(key)
+        assert (key in base.recipe()) == (role in (Role.RECIPE, Role.SEED, Role.HISTORY)), key
+        assert is_setting_key(key) == (role in (Role.RECIPE, Role.RECIPE_IF_SET)), key
+    # two seeds that differ in how they ran (loader, compile, workers) are one setting: members of one ensemble
+    other = TrialConfig(method="cut_mixmo", width=4, seed=1, loader="ffcv", msda_partner="batch", compile=True)
+    other_record = {**other.model_dump(mode="json"), "trial_id": other.trial_id}
+    assert setting(other_record) == {**setting(record), "msda_partner": "batch"}
+    assert "trial_id" not in setting(record) and "seed" not in setting(record)
+    assert setting({**record, "a_key_of_an_older_version": 1})["a_key_of_an_older_version"] == 1
+
+
+@pytest.mark.parametrize(
+    "path, ids",
+    [
+        ("suites/trials/cifar100_wrn16_2_cut_mixmo.yaml", ["cut_mixmo-wrn16x2-M2-s0-1898ec16"]),
+        ("suites/trials/cifar100_wrn16_2_vanilla.yaml", ["vanilla-wrn16x2-M1-s0-54263b34"]),
+        (
+            "suites/cifar100_robustness_cpu.yaml",
+            ["cut_mixmo-wrn10x2-M2-s0-325e0b05", "cutmix-wrn10x2-M1-s0-dd65e423", "vanilla-wrn10x2-M1-s0-4bd3ee83"],
+        ),
+        (
+            "suites/quickstart.yaml",
+            [
+                "cut_mixmo-wrn10x1-M2-s0-b1cdfaa7",
+                "cut_mixmo-wrn10x2-M2-s0-23f0a954",
+                "cutmix-wrn10x1-M1-s0-7b9e2aaa",
+                "cutmix-wrn10x1-M1-s1-0fbf6b1b",
+                "cutmix-wrn10x2-M1-s0-c486d0df",
+                "cutmix-wrn10x2-M1-s1-561c52fb",
+                "linear_mixmo-wrn10x1-M2-s0-e9f1bcf1",
+                "linear_mixmo-wrn10x2-M2-s0-c072cab2",
+                "mimo-wrn10x1-M2-s0-250ecbf4",
+                "mimo-wrn10x2-M2-s0-6f5fa112",
+                "mixup-wrn10x1-M1-s0-edcf4ebf",
+                "mixup-wrn10x2-M1-s0-2c6fa0db",
+                "vanilla-wrn10x1-M1-s0-3fd59775",
+                "vanilla-wrn10x2-M1-s0-1d1c781d",
+            ],
+        ),
+    ],
+)
+def test_shipped_trial_ids_are_pinned(path, ids):
+    """Golden ids: a change to the id's inputs (a new key, a role, the hash) would orphan every result folder."""
+    root = Path(__file__).parents[1]
+    if "/trials/" in path:
+        got = [load_trial_config(root / path).trial_id]
+    else:
+        got = sorted(t.trial_id for t in expand(load_suite(root / path)))
+    assert got == ids

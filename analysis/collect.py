@@ -9,8 +9,8 @@ import torch
 
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
+from harness.metrics import selective_metrics
 from harness.results import CONFIG, CorruptFile, TrialFolder
-from harness.uncertainty import selective_metrics
 
 
 def collect(suite_dir: Path) -> pd.DataFrame:

@@ -10,9 +10,8 @@ import torch
 
 from analysis.stats import bootstrap, right_per_image
 from harness.config import setting
-from harness.metrics import calibrate, classification_metrics
+from harness.metrics import calibrate, final_metrics
 from harness.results import TrialFolder
-from harness.uncertainty import selective_metrics
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -57,9 +56,7 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
         if not np.array_equal(lab, labels):
             raise ValueError(f"{d}: evaluated on different test images than {trial_dirs[0]}")
     heads = np.concatenate([m[1] for m in members], axis=1)
-    out = classification_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels))
-    out.update(recalibrated({"test_logits": heads, "test_labels": labels})[2])
-    out.update(selective_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels)))
+    out = final_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels))
     out["top1_boot_ci"] = bootstrap_top1_halfwidth(heads, labels)
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]

@@ -16,9 +16,9 @@ from analysis.ensembles import recalibrated
 from analysis.figures import COLORS, ORDER, STYLE, _save
 from analysis.tables import SETTING, _cell, label, summarize
 from harness.data.eval_sets import CORRUPTIONS
-from harness.metrics import ensemble_logits
+from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage
 from harness.results import TrialFolder
-from harness.uncertainty import confidence_scores, corruption_metrics, ood_metrics, risk_coverage, roc_curve
+from harness.uncertainty import confidence_scores, corruption_metrics, ood_metrics, roc_curve
 
 # (column, label, scale, decimals) of each table
 CORRUPTED = [
@@ -34,8 +34,7 @@ CORRUPTED = [
 ]
 DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
              ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
-SELECTIVE = [("aurc", "AURC", 1, 4), ("acc_at_90", "top-1 @90% cov. %", 100, 2),
-             ("acc_at_95", "top-1 @95% cov. %", 100, 2)]  # fmt: skip
+SELECTIVE = [(k, m.label, m.scale, m.decimals) for k, m in METRICS.items() if m.table == "selective"]
 SCORE_NAMES = {
     "msp": "max softmax prob.",
     "max_logit": "max logit",
@@ -243,8 +242,8 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
             done.add(row.method)
             saved = TrialFolder(row.trial_dir).logits()
             ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
-            conf, pred = ens.softmax(-1).max(-1)
-            coverage, risk = risk_coverage(conf.numpy(), (pred.numpy() == saved["test_labels"]))
+            conf = ens.softmax(-1).max(-1).values
+            coverage, risk = risk_coverage(conf.numpy(), correct(ens, torch.from_numpy(saved["test_labels"])).numpy())
             ax.plot(coverage, 100 * risk, color=COLORS.get(row.method), label=f"{label(row)} ({row.aurc:.3f})")
         ax.set_xlabel("coverage (share of test images kept, most confident first)")
         ax.set_ylabel("risk: error % of the kept images")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from harness.metrics import correct, ensemble_logits
 
 
 def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
@@ -14,7 +17,7 @@ def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
 
 def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per test image, whether the ensemble of the heads (N, M, K) (the mean of their logits) is right."""
-    return head_logits.astype(np.float32).mean(1).argmax(-1) == labels
+    return correct(ensemble_logits(torch.from_numpy(head_logits)), torch.as_tensor(labels)).numpy()
 
 
 def bootstrap(a: np.ndarray, b: np.ndarray | None = None, draws: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -9,24 +9,14 @@ import pandas as pd
 
 from analysis.stats import bootstrap, right_per_image, t_halfwidth
 from harness.config import is_setting_key
+from harness.metrics import METRICS as FINAL_METRICS
 from harness.results import TrialFolder
 
 PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]  # the paper's tables
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
-METRICS = [
-    ("top1", "top-1 %", 100, 2),
-    ("top5", "top-5 %", 100, 2),
-    ("nll", "NLL", 1, 3),
-    ("ece", "ECE", 1, 4),
-    ("tace", "TACE", 1, 5),
-    ("brier", "Brier", 1, 4),
-    ("misclassification_auroc", "AUROC (right vs wrong)", 1, 4),
-    ("cal_nll", "cal. NLL", 1, 3),
-    ("cal_ece", "cal. ECE", 1, 4),
-    ("heads_mean_top1", "heads top-1 %", 100, 2),
-    ("ratio_error", "ratio-error", 1, 3),
-    ("disagreement", "disagreement", 1, 3),
+# (column, label, scale, decimals): the metric suite's main columns (harness.metrics.METRICS), then the costs
+METRICS = [(k, m.label, m.scale, m.decimals) for k, m in FINAL_METRICS.items() if m.table == "main"] + [
     ("num_params", "params (M)", 1e-6, 2),
     ("train_hours", "train h", 1, 3),
     ("eval_time_s", "test s", 1, 2),
@@ -45,7 +35,7 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
     return [k for k in candidates if (spread[k] > 1).any()]
 
 
-SELECTIVE = ["aurc", "acc_at_90", "acc_at_95"]  # summarised too; shown in the report's selective-prediction table
+SELECTIVE = [k for k, m in FINAL_METRICS.items() if m.table == "selective"]  # summarised; the report's own table
 
 
 def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str] | None = None) -> pd.DataFrame:

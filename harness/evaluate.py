@@ -32,8 +32,8 @@ from harness.data.eval_sets import (
     read_ood,
 )
 from harness.data.loader import EvalLoader
-from harness.metrics import calibrated_metrics, classification_metrics
-from harness.uncertainty import corruption_metrics, ood_metrics, selective_metrics
+from harness.metrics import final_metrics
+from harness.uncertainty import corruption_metrics, ood_metrics
 
 Log = Callable[[str], None]
 IN_PROCESS_UP_TO = 2  # more trials than this to evaluate: Ray tasks, in parallel
@@ -163,10 +163,8 @@ def _evaluate_test(folder, cfg: TrialConfig, spec: EvalSet, network: Network, lo
         for name, arrays in splits.items()
     }
     heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
-    metrics = classification_metrics(heads, labels)
     val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
-    metrics.update(calibrated_metrics(heads, labels, *val))
-    metrics.update(selective_metrics(heads, labels))
+    metrics = final_metrics(heads, labels, *val)
     return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 ECE_BINS = 15
+COVERAGES = (0.90, 0.95)  # selective prediction: top-1 on the most confident 90% and 95% of the images
 
 
 def ensemble_logits(head_logits: torch.Tensor) -> torch.Tensor:
@@ -15,9 +19,23 @@ def ensemble_logits(head_logits: torch.Tensor) -> torch.Tensor:
     return head_logits.float().mean(1)
 
 
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """The predicted class: the first of the largest logits (torch.argmax's rule). The one rule behind top-1,
+    ECE, AUROC, AURC and every other right-or-wrong question."""
+    return logits.argmax(-1)
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image, whether the prediction (``predictions``) is the label."""
+    return predictions(logits) == labels
+
+
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Share of images whose label is among the k first classes of a stable descending sort of the logits: tied
+    logits rank by class index, so k = 1 is exactly ``correct``."""
     k = min(k, logits.shape[-1])
-    return (logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).float().mean().item()
+    top = logits.sort(dim=-1, descending=True, stable=True).indices[:, :k]
+    return (top == labels[:, None]).any(-1).float().mean().item()
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -32,12 +50,12 @@ def brier(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS):
     """Per equal-width confidence bin: (count, mean confidence, accuracy), on the top-1 confidence."""
-    conf, pred = logits.float().softmax(-1).max(-1)
-    correct = (pred == labels).float()
+    conf = logits.float().softmax(-1).max(-1).values
+    right = correct(logits, labels).float()
     idx = (conf * bins).ceil().long().clamp(1, bins) - 1  # bin i holds (i/bins, (i+1)/bins]
     count = torch.bincount(idx, minlength=bins).float()
     sum_conf = torch.bincount(idx, weights=conf, minlength=bins)
-    sum_acc = torch.bincount(idx, weights=correct, minlength=bins)
+    sum_acc = torch.bincount(idx, weights=right, minlength=bins)
     safe = count.clamp_min(1)
     return count, sum_conf / safe, sum_acc / safe
 
@@ -85,14 +103,13 @@ def auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
 
 def misclassification_auroc(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """How well the top-1 confidence separates correct from wrong predictions (the authors' "auc")."""
-    conf, pred = logits.float().softmax(-1).max(-1)
-    return auroc(conf, pred == labels)
+    return auroc(logits.float().softmax(-1).max(-1).values, correct(logits, labels))
 
 
 def diversity(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Averaged over pairs of heads: ratio-error (N01 + N10) / N00 (single errors over shared errors)
     and disagreement (share of samples whose top-1 predictions differ)."""
-    preds = head_logits.argmax(-1)  # (N, M)
+    preds = predictions(head_logits)  # (N, M)
     ratios, disagreements = [], []
     for i, j in itertools.combinations(range(preds.shape[1]), 2):
         wrong_i, wrong_j = preds[:, i] != labels, preds[:, j] != labels
@@ -124,26 +141,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """The ensemble's test top-1 and NLL, in the history of every evaluated epoch."""
     ens = ensemble_logits(head_logits)
-    return {"test_top1": (ens.argmax(-1) == labels).float().mean().item(), "test_nll": nll(ens, labels)}
-
-
-def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Ensemble top-1/top-5/NLL/ECE/Brier, per-head accuracy and diversity."""
-    ens = ensemble_logits(head_logits)
-    out = {
-        "top1": topk_accuracy(ens, labels, 1),
-        "top5": topk_accuracy(ens, labels, 5),
-        "nll": nll(ens, labels),
-        "ece": ece(ens, labels),
-        "tace": tace(ens, labels),
-        "brier": brier(ens, labels),
-        "misclassification_auroc": misclassification_auroc(ens, labels),
-    }
-    heads = [topk_accuracy(head_logits[:, i].float(), labels) for i in range(head_logits.shape[1])]
-    out.update({f"head{i}_top1": a for i, a in enumerate(heads)})
-    out["heads_mean_top1"] = sum(heads) / len(heads)
-    out.update(diversity(head_logits, labels))
-    return out
+    return {"test_top1": correct(ens, labels).float().mean().item(), "test_nll": nll(ens, labels)}
 
 
 def calibrate(
@@ -185,11 +183,101 @@ def _scored(scaled: torch.Tensor, labels: torch.Tensor, info: dict) -> tuple[tor
     return scaled, {**info, "cal_nll": nll(scaled, labels), "cal_ece": ece(scaled, labels)}
 
 
-def calibrated_metrics(
-    test_logits: torch.Tensor,
-    test_labels: torch.Tensor,
+def tie_groups(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct scores from the highest down: per group, (positives, negatives) in it."""
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positives[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = np.add.reduceat(p.astype(np.int64), starts)
+    size = np.diff(np.r_[starts, len(s)])
+    return pos, size - pos
+
+
+# --- selective prediction: keep the most confident images, abstain on the rest
+def risk_coverage(confidence: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage k/N, expected error rate among the k most confident) for k = 1..N; inside a tie group the
+    errors are spread evenly (the expectation over the group's orders)."""
+    confidence, right = np.asarray(confidence, np.float64), np.asarray(right, bool)
+    n = len(confidence)
+    errors_in, right_in = tie_groups(confidence, ~right)
+    size = errors_in + right_in
+    ends = np.cumsum(size)
+    group = np.repeat(np.arange(len(size)), size)  # the tie group of the k-th kept image
+    k = np.arange(1, n + 1)
+    before = ends[group] - size[group]
+    errors_before = np.r_[0, np.cumsum(errors_in)][group]
+    expected_errors = errors_before + (k - before) * errors_in[group] / size[group]
+    return k / n, expected_errors / k
+
+
+def selective_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """AURC (mean risk over coverages k/N, k = 1..N, on the ensemble's top-1 confidence) and the accuracy
+    on the 90% and 95% most confident images."""
+    ens = ensemble_logits(head_logits)
+    conf = ens.softmax(-1).max(-1).values
+    coverage, risk = risk_coverage(conf.numpy(), correct(ens, labels).numpy())
+    out = {"aurc": float(risk.mean())}
+    for c in COVERAGES:
+        k = max(1, int(np.ceil(c * len(risk) - 1e-9)))
+        out[f"acc_at_{round(100 * c)}"] = float(1 - risk[k - 1])
+    return out
+
+
+# --- the one metric suite: training, `harness evaluate`, deep ensembles and the report all use it
+@dataclass(frozen=True)
+class Metric:
+    """A final metric and its report column."""
+
+    label: str
+    scale: float = 1.0  # 100: shown as a percentage
+    decimals: int = 3
+    of_ensemble: Callable[[torch.Tensor, torch.Tensor], float] | None = None  # (ensemble logits, labels) -> value
+    table: str = "main"  # the report table that shows it: "main", or "selective" (selective prediction)
+
+
+# Every metric the suite computes, in the report's column order. A new metric of the ensemble's logits is one
+# function above and one entry here: it then reaches metrics.json, MLflow and the report's tables.
+METRICS = {
+    "top1": Metric("top-1 %", 100, 2, lambda logits, labels: topk_accuracy(logits, labels, 1)),
+    "top5": Metric("top-5 %", 100, 2, lambda logits, labels: topk_accuracy(logits, labels, 5)),
+    "nll": Metric("NLL", 1, 3, nll),
+    "ece": Metric("ECE", 1, 4, ece),
+    "tace": Metric("TACE", 1, 5, tace),
+    "brier": Metric("Brier", 1, 4, brier),
+    "misclassification_auroc": Metric("AUROC (right vs wrong)", 1, 4, misclassification_auroc),
+    "cal_nll": Metric("cal. NLL", 1, 3),  # calibrate()
+    "cal_ece": Metric("cal. ECE", 1, 4),
+    "heads_mean_top1": Metric("heads top-1 %", 100, 2),  # each head alone (head<i>_top1), averaged
+    "ratio_error": Metric("ratio-error", 1, 3),  # diversity(), M >= 2
+    "disagreement": Metric("disagreement", 1, 3),
+    "aurc": Metric("AURC", 1, 4, table="selective"),  # selective_metrics()
+    "acc_at_90": Metric("top-1 @90% cov. %", 100, 2, table="selective"),
+    "acc_at_95": Metric("top-1 @95% cov. %", 100, 2, table="selective"),
+}
+
+
+def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """The ensemble's metrics of ``METRICS``, per-head accuracy and diversity."""
+    ens = ensemble_logits(head_logits)
+    out = {name: m.of_ensemble(ens, labels) for name, m in METRICS.items() if m.of_ensemble is not None}
+    heads = [topk_accuracy(head_logits[:, i].float(), labels) for i in range(head_logits.shape[1])]
+    out.update({f"head{i}_top1": a for i, a in enumerate(heads)})
+    out["heads_mean_top1"] = sum(heads) / len(heads)
+    out.update(diversity(head_logits, labels))
+    return out
+
+
+def final_metrics(
+    head_logits: torch.Tensor,
+    labels: torch.Tensor,
     val_logits: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
 ) -> dict:
-    """Temperature-scaled NLL and ECE of the ensemble (``calibrate``'s protocol), with the temperatures."""
-    return calibrate(test_logits, test_labels, val_logits, val_labels)[1]
+    """The one metric suite of a trained classifier on its test set (head logits (N, M, K)): every metric of
+    ``METRICS`` (classification, selective, calibrated with ``calibrate``'s protocol: a validation split's
+    temperature if given, else the test-set cross-fit) and the temperatures."""
+    return {
+        **classification_metrics(head_logits, labels),
+        **selective_metrics(head_logits, labels),
+        **calibrate(head_logits, labels, val_logits, val_labels)[1],
+    }

@@ -20,10 +20,9 @@ from harness.data import build_train_loader, load_dataset
 from harness.data.loader import EvalLoader
 from harness.engines import build_engine
 from harness.methods import METHODS
-from harness.metrics import calibrated_metrics, classification_metrics, epoch_metrics
+from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
-from harness.uncertainty import selective_metrics
 
 EpochCallback = Callable[[dict], None]
 StepCallback = Callable[[int, int, int], None]  # (epoch index, steps done in it, steps per epoch)
@@ -130,7 +129,7 @@ class Trainer:
         head predictions, entries)."""
         cfg = self.cfg
         loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device)
+        right = torch.zeros((), device=self.device)
         batch = self.method.prepare(x, y, progress=progress)
         pieces = self.world.size * cfg.grad_accum_steps
         n = len(y) - len(y) % pieces  # a short last batch loses the few entries that do not split evenly
@@ -144,8 +143,8 @@ class Trainer:
             loss = self.method.loss(logits, micro)
             self.engine.backward(loss, boundary=i == len(parts) - 1)  # averaged over micro-batches and workers
             loss_sum += loss.detach() * len(micro.labels)
-            correct += (logits.detach().argmax(-1) == micro.labels).float().mean(1).sum()
-        return loss_sum, correct, n // self.world.size
+            right += correct(logits.detach(), micro.labels).float().mean(1).sum()
+        return loss_sum, right, n // self.world.size
 
     def train_epoch(self, epoch: int, progress_bar=None, on_step: StepCallback | None = None) -> dict:
         cfg = self.cfg
@@ -267,14 +266,12 @@ class Trainer:
         t0 = time.perf_counter()
         logits, labels = self.predict("test")
         eval_time = time.perf_counter() - t0
-        metrics = {**classification_metrics(logits, labels), **selective_metrics(logits, labels)}
         arrays = {"test_logits": logits.half().numpy(), "test_labels": labels.numpy().astype(np.int64)}
+        val_logits = val_labels = None
         if self.data.val is not None:
             val_logits, val_labels = self.predict("val")
-            metrics.update(calibrated_metrics(logits, labels, val_logits, val_labels))
             arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
-        else:
-            metrics.update(calibrated_metrics(logits, labels))
+        metrics = final_metrics(logits, labels, val_logits, val_labels)
         cfg = self.cfg
         metrics.update(
             {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.metrics import auroc, ece, ensemble_logits, nll
+from harness.metrics import auroc, correct, ece, ensemble_logits, nll, predictions, tie_groups
 
 # OOD scores, name -> what it is; the last two need M >= 2 heads: what an ensemble of heads adds over one network.
 OOD_SCORES = {
@@ -22,7 +22,6 @@ OOD_SCORES = {
     "disagreement": "minus the share of head pairs whose top-1 differ (M >= 2)",
 }
 ENSEMBLE_SCORES = ("mutual_information", "disagreement")
-COVERAGES = (0.90, 0.95)
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -42,20 +41,10 @@ def confidence_scores(head_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         head_probs = heads.softmax(-1)
         mean_probs = head_probs.mean(1)
         scores["mutual_information"] = -(_entropy(mean_probs) - _entropy(head_probs).mean(1))
-        preds = heads.argmax(-1)
+        preds = predictions(heads)
         pairs = [(i, j) for i in range(m) for j in range(i + 1, m)]
         scores["disagreement"] = -torch.stack([(preds[:, i] != preds[:, j]).double() for i, j in pairs]).mean(0)
     return scores
-
-
-def _tie_groups(scores: np.ndarray, positives: np.ndarray):
-    """Distinct scores from the highest down: per group, (positives, negatives) in it."""
-    order = np.argsort(-scores, kind="stable")
-    s, p = scores[order], positives[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(p.astype(np.int64), starts)
-    size = np.diff(np.r_[starts, len(s)])
-    return pos, size - pos
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -65,7 +54,7 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     n_pos = positives.sum()
     if n_pos == 0 or n_pos == len(positives):
         return float("nan")
-    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
     tp, fp = np.cumsum(pos), np.cumsum(neg)
     return float(np.sum(pos / n_pos * tp / (tp + fp)))
 
@@ -77,7 +66,7 @@ def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr: float = 0.95) -> 
     n_pos, n_neg = positives.sum(), (~positives).sum()
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
     reached = np.flatnonzero(np.cumsum(pos) >= tpr * n_pos - 1e-9)[0]
     return float(np.cumsum(neg)[reached] / n_neg)
 
@@ -85,7 +74,7 @@ def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr: float = 0.95) -> 
 def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(false positive rates, true positive rates) from (0, 0) to (1, 1), one point per distinct score."""
     positives = np.asarray(positives, bool)
-    pos, neg = _tie_groups(np.asarray(scores, np.float64), positives)
+    pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
     return np.r_[0, np.cumsum(neg) / max(neg.sum(), 1)], np.r_[0, np.cumsum(pos) / max(pos.sum(), 1)]
 
 
@@ -111,36 +100,6 @@ def ood_metrics(in_heads: torch.Tensor, out_heads: torch.Tensor) -> dict[str, di
     return {name: detection_metrics(ins[name].numpy(), outs[name].numpy()) for name in ins}
 
 
-# --- selective prediction: keep the most confident images, abstain on the rest
-def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coverage k/N, expected error rate among the k most confident) for k = 1..N; inside a tie group the
-    errors are spread evenly (the expectation over the group's orders)."""
-    confidence, correct = np.asarray(confidence, np.float64), np.asarray(correct, bool)
-    n = len(confidence)
-    errors_in, right_in = _tie_groups(confidence, ~correct)
-    size = errors_in + right_in
-    ends = np.cumsum(size)
-    group = np.repeat(np.arange(len(size)), size)  # the tie group of the k-th kept image
-    k = np.arange(1, n + 1)
-    before = ends[group] - size[group]
-    errors_before = np.r_[0, np.cumsum(errors_in)][group]
-    expected_errors = errors_before + (k - before) * errors_in[group] / size[group]
-    return k / n, expected_errors / k
-
-
-def selective_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """AURC (mean risk over coverages k/N, k = 1..N, on the ensemble's top-1 confidence) and the accuracy
-    on the 90% and 95% most confident images."""
-    ens = ensemble_logits(head_logits)
-    conf, pred = ens.softmax(-1).max(-1)
-    coverage, risk = risk_coverage(conf.numpy(), (pred == labels).numpy())
-    out = {"aurc": float(risk.mean())}
-    for c in COVERAGES:
-        k = max(1, int(np.ceil(c * len(risk) - 1e-9)))
-        out[f"acc_at_{round(100 * c)}"] = float(1 - risk[k - 1])
-    return out
-
-
 # --- corruptions
 def corruption_metrics(
     parts: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]],
@@ -161,7 +120,7 @@ def corruption_metrics(
             rows = torch.from_numpy(np.flatnonzero(severity == s))
             logits, y = ens[rows], labels[rows]
             cell = {
-                "top1": (logits.argmax(-1) == y).float().mean().item(),
+                "top1": correct(logits, y).float().mean().item(),
                 "nll": nll(logits, y),
                 "ece": ece(logits, y),
             }

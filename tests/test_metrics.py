@@ -66,7 +66,7 @@ def test_temperature_scaling_lowers_nll_of_overconfident_logits():
     assert 3.0 < t < 5.5  # recovers roughly the factor 4
     assert mt.nll(overconfident / t, labels) < 0.8 * mt.nll(overconfident, labels)
     heads = overconfident.unsqueeze(1)
-    cal = mt.calibrated_metrics(heads, labels)
+    cal = mt.calibrate(heads, labels)[1]
     assert cal["cal_nll"] < mt.nll(overconfident, labels) and cal["cal_ece"] < mt.ece(overconfident, labels)
     assert "cross-fit" in cal["calibration_protocol"]
     # the cross-fit exactly: each half scaled by the T fitted on the other, metrics over all images
@@ -77,6 +77,34 @@ def test_temperature_scaling_lowers_nll_of_overconfident_logits():
     scaled = torch.cat([overconfident[:2000] / t_b, overconfident[2000:] / t_a])
     assert cal["temperatures"] == [t_a, t_b] and cal["temperature"] == (t_a + t_b) / 2
     assert cal["cal_nll"] == mt.nll(scaled, labels) and cal["cal_ece"] == mt.ece(scaled, labels)
-    cal_val = mt.calibrated_metrics(heads[:2000], labels[:2000], heads[2000:], labels[2000:])
+    cal_val = mt.calibrate(heads[:2000], labels[:2000], heads[2000:], labels[2000:])[1]
     assert "validation" in cal_val["calibration_protocol"]
     assert cal_val["cal_nll"] < mt.nll(overconfident[:2000], labels[:2000])
+
+
+def test_one_correctness_rule_on_tied_top_logits():
+    """Image 0's two top logits tie; the label is the second of them. Every metric must call it wrong, as
+    argmax (the first largest) does: top-1, the ECE's accuracy, AUROC's and AURC's right/wrong flags."""
+    logits = torch.tensor([[[3.0, 3.0, 0.0]], [[0.0, 5.0, 1.0]], [[2.0, 0.0, 0.0]]])  # (N=3, M=1, K=3)
+    labels = torch.tensor([1, 1, 0])
+    m = mt.final_metrics(logits, labels)
+    assert m["top1"] == pytest.approx(2 / 3) and m["heads_mean_top1"] == pytest.approx(2 / 3)
+    assert m["top5"] == 1.0
+    count, _, acc = mt.calibration_bins(mt.ensemble_logits(logits), labels)
+    assert (acc * count).sum().item() == pytest.approx(2)  # two right images in the bins
+    # the wrong image (tie, confidence ~0.49) is the least confident: AUROC 1, no risk until it is kept
+    assert m["misclassification_auroc"] == 1.0
+    assert m["aurc"] == pytest.approx((0 + 0 + 1 / 3) / 3)
+
+
+def test_the_suite_names_every_metric_it_computes_and_the_report_shows_them():
+    """A metric the suite computes without an entry in METRICS would reach metrics.json but not the report."""
+    from analysis.robustness import SELECTIVE
+    from analysis.tables import METRICS as COLUMNS
+
+    torch.manual_seed(0)
+    m = mt.final_metrics(torch.randn(200, 2, 10), torch.randint(0, 10, (200,)))
+    facts = {"head0_top1", "head1_top1", "temperature", "temperatures", "calibration_protocol"}
+    assert set(m) - facts == set(mt.METRICS)
+    shown = [c[0] for c in COLUMNS] + [c[0] for c in SELECTIVE]
+    assert all(name in shown for name in mt.METRICS)

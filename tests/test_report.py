@@ -17,7 +17,7 @@ from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
 from harness.config import TrialConfig
-from harness.metrics import calibrated_metrics, classification_metrics
+from harness.metrics import final_metrics
 
 N, K = 10, 3
 LABELS = np.arange(N) % K
@@ -64,8 +64,7 @@ def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
     np.savez(d / "logits.npz", test_logits=logits, test_labels=LABELS)
     t, y = torch.from_numpy(logits).float(), torch.from_numpy(LABELS)
     metrics = {
-        **classification_metrics(t, y),
-        **calibrated_metrics(t, y),
+        **final_metrics(t, y),
         "trial_id": config.trial_id,
         "num_params": 1_000_000 * config.width**2 * config.num_inputs,
         "train_time_s": 3600.0,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.metrics import risk_coverage, selective_metrics
 from harness.uncertainty import (
     average_precision,
     confidence_scores,
@@ -13,9 +14,7 @@ from harness.uncertainty import (
     detection_metrics,
     fpr_at_tpr,
     ood_metrics,
-    risk_coverage,
     roc_curve,
-    selective_metrics,
 )
 
 # in-distribution scores 0.9, 0.8, 0.8, 0.3; OOD 0.8, 0.5, 0.1: the 0.8s tie across the two sets

@@ -32,6 +32,7 @@ from harness.data.eval_sets import (
     read_ood,
 )
 from harness.data.loader import EvalLoader
+from harness.engines import Inference, place_model
 from harness.metrics import final_metrics
 from harness.uncertainty import corruption_metrics, ood_metrics
 
@@ -60,17 +61,9 @@ class Network:
                 folder / results.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
             )
         num_classes = int(folder.logits()["test_logits"].shape[-1])
-        self.model = build_model(cfg, num_classes)
-        self.model.load_state_dict(state["model"])
-        self.model.to(device).eval()
-        self.dtype = torch.float32
-        if cfg.engine == "deepspeed" and cfg.precision == "bf16":  # DeepSpeed holds the weights in bf16
-            self.dtype = torch.bfloat16
-            self.model.to(self.dtype)
-        channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-        if channels_last and cfg.engine == "torch":
-            self.model.to(memory_format=torch.channels_last)
-        self.autocast = cfg.precision == "bf16" and cfg.engine == "torch"
+        model = build_model(cfg, num_classes)
+        model.load_state_dict(state["model"])
+        self.infer = Inference(cfg, place_model(cfg, model, device).eval(), device)
         self.cfg, self.device = cfg, device
         self.mean, self.std = NORMALIZATION[cfg.dataset]
 
@@ -80,8 +73,7 @@ class Network:
         loader = EvalLoader(arrays, self.cfg.eval_batch_size, self.mean, self.std, self.device)
         outs = []
         for x, _ in loader:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                outs.append(self.model(x.to(self.dtype)).float().cpu())
+            outs.append(self.infer(x).float().cpu())
         return torch.cat(outs) if outs else torch.empty(0)
 
 

@@ -18,7 +18,7 @@ from harness import results
 from harness.config import TrialConfig
 from harness.data import build_train_loader, load_dataset
 from harness.data.loader import EvalLoader
-from harness.engines import build_engine
+from harness.engines import build_engine, place_model
 from harness.methods import METHODS
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
@@ -77,11 +77,7 @@ class Trainer:
         model = build_model(cfg, d.num_classes).to(self.device)
         if self.world.size > 1:
             globalize_batch_norm(model)  # statistics over the global batch, as on one worker
-        channels_last = (
-            cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda" and cfg.engine == "torch"
-        )  # DeepSpeed needs dense parameters
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
+        place_model(cfg, model, self.device)
         resolution = d.train.x.shape[1]
         self.train_loader = build_train_loader(cfg, d, self.device)
         self.method = METHODS.get(cfg.method)(cfg, d.num_classes, model.mix_size(resolution))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from harness.engines.inference import Inference, place_model, weight_dtype
 from harness.engines.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class Engine(Protocol):
     def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         """Training forward pass (autocast, compiled or wrapped module as the engine sees fit)."""
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor: ...
+    infer: Inference  # prediction: the same for training's evaluations and `harness evaluate`
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
         """Accumulate a micro-batch's gradient; step at the boundary of the last one."""
@@ -53,4 +54,4 @@ def build_engine(cfg: TrialConfig, model: torch.nn.Module, device: torch.device,
     return TorchEngine(cfg, model, device, world)
 
 
-__all__ = ["Engine", "TorchEngine", "build_engine"]
+__all__ = ["Engine", "Inference", "TorchEngine", "build_engine", "place_model", "weight_dtype"]

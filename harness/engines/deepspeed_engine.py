@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness.engines.deepspeed_config import deepspeed_config
+from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import sgd
 from harness.parallel import ensure_process_group
 from harness.results import DEEPSPEED_DIR, CorruptFile
@@ -37,40 +39,17 @@ def load_weights_only(path, map_location=None):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def deepspeed_config(cfg: TrialConfig, world_size: int) -> dict:
-    micro = cfg.batch_size // (world_size * cfg.grad_accum_steps)
-    generated = {
-        "train_batch_size": cfg.batch_size,  # the recipe's global batch
-        "train_micro_batch_size_per_gpu": micro,
-        "gradient_accumulation_steps": cfg.grad_accum_steps,
-        "zero_optimization": {"stage": cfg.zero_stage},
-        "zero_allow_untested_optimizer": True,  # torch's SGD under ZeRO: the recipe's optimizer, kept
-        "bf16": {"enabled": cfg.precision == "bf16"},  # bf16 weights, fp32 master weights in the optimizer
-        "gradient_clipping": 0.0,  # the recipe clips nothing
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-    return _merge(generated, cfg.deepspeed)
-
-
 class DeepSpeedEngine:
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 
         ensure_process_group(device)
         self.config = deepspeed_config(cfg, world.size)
-        self.dtype = torch.bfloat16 if self.config["bf16"]["enabled"] else torch.float32
-        model.to(self.dtype)  # DeepSpeed casts the parameters only; batch-norm statistics must follow
+        self.dtype = weight_dtype(cfg)  # the model arrives in it (place_model): DeepSpeed casts parameters only
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model.parameters()), config=self.config)
         self.engine.checkpoint_engine.load = load_weights_only  # every file DeepSpeed reads back goes through it
         self.model = self.engine.module
+        self.infer = Inference(cfg, self.model, device)
 
     def set_lr(self, lr: float) -> None:
         for group in self.engine.optimizer.param_groups:
@@ -78,9 +57,6 @@ class DeepSpeedEngine:
 
     def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         return self.engine(inputs.to(self.dtype), None if mix is None else mix.to(self.dtype))
-
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.dtype))
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
         """DeepSpeed scales by 1 / gradient_accumulation_steps itself and steps (zeroing the gradients)

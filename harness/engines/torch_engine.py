@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness.engines.inference import Inference
+
 if TYPE_CHECKING:
     from harness.config import TrialConfig
 
@@ -45,6 +47,7 @@ class TorchEngine:
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
         )
         self.accum = cfg.grad_accum_steps
+        self.infer = Inference(cfg, model, device)
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -53,10 +56,6 @@ class TorchEngine:
     def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         with self.autocast():
             return self.train_module(inputs, mix)
-
-    def infer(self, x: torch.Tensor) -> torch.Tensor:
-        with self.autocast():
-            return self.model(x)
 
     def backward(self, loss: torch.Tensor, boundary: bool) -> None:
         """Accumulate a micro-batch's gradient (DDP averages over the workers); step at the boundary."""

@@ -18,12 +18,6 @@ REFERENCE_TFLOPS = 280.0
 # The same for one CPU core, end to end (data, steps, evaluation): the quickstart suite, 101 TFLOP of
 # training, ran in 598 s on a 2-core machine (README); WRN-16-2 on full CIFAR-100 gave 104 on one core.
 CPU_GFLOPS_PER_CORE = 85.0
-DATASET_SIZES = {
-    "cifar10": (50000, 10000, 10, 32),
-    "cifar100": (50000, 10000, 100, 32),
-    "tinyimagenet": (100000, 10000, 200, 64),
-    "svhn": (73257, 26032, 10, 32),
-}
 
 
 @functools.lru_cache(maxsize=None)
@@ -62,10 +56,10 @@ def inference_flops_per_image(
 
 
 def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:
-    """(classes, image side) of a dataset."""
-    if dataset == "synthetic":
-        return synthetic_classes, synthetic_resolution
-    return DATASET_SIZES[dataset][2], DATASET_SIZES[dataset][3]
+    """(classes, image side) of a registered dataset (its spec)."""
+    from harness.data.datasets import DATASETS
+
+    return DATASETS.get(dataset).shape(synthetic_classes, synthetic_resolution)
 
 
 def trial_flops(cfg: TrialConfig) -> float:
@@ -77,10 +71,11 @@ def trial_flops(cfg: TrialConfig) -> float:
 
 def trial_steps(cfg: TrialConfig) -> int:
     """Optimizer steps of a whole trial."""
-    if cfg.dataset == "synthetic":
-        n_train, classes = cfg.synthetic_size, cfg.synthetic_classes
-    else:
-        n_train, _, classes, _ = DATASET_SIZES[cfg.dataset]
+    from harness.data.datasets import DATASETS
+
+    spec = DATASETS.get(cfg.dataset)
+    n_train = spec.train_size or cfg.synthetic_size
+    classes = spec.shape(cfg.synthetic_classes)[0]
     if cfg.class_subset:  # balanced datasets: the kept classes' share of the images
         n_train = n_train * cfg.class_subset // classes
     n_train = min(n_train - cfg.val_size, cfg.train_subset or n_train)

@@ -19,7 +19,7 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
-from harness.data.datasets import NORMALIZATION, DataError
+from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import (
     CORRUPTIONS,
     EvalSet,
@@ -65,7 +65,8 @@ class Network:
         model.load_state_dict(state["model"])
         self.infer = Inference(cfg, place_model(cfg, model, device).eval(), device)
         self.cfg, self.device = cfg, device
-        self.mean, self.std = NORMALIZATION[cfg.dataset]
+        spec = DATASETS.get(cfg.dataset)  # evaluation sets are normalised as the trial's training data
+        self.mean, self.std = spec.mean, spec.std
 
     @torch.no_grad()
     def predict(self, arrays) -> torch.Tensor:

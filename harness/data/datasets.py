@@ -13,6 +13,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -40,15 +41,67 @@ class ImageSplits:
     train: ImageArrays
     test: ImageArrays
     num_classes: int
-    mean: tuple[float, float, float]  # per-channel normalisation, on the [0, 1] scale
-    std: tuple[float, float, float]
     source: str  # where the data came from, for the record
     classes: list[str] = field(default_factory=list)
     val: ImageArrays | None = None
     train_index: np.ndarray | None = None  # rows of the source's train split kept in ``train``
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # per-channel normalisation on the [0, 1] scale: the spec's
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
-DATASETS: Registry = Registry("dataset")
+Reader = Callable[..., Optional[ImageSplits]]  # (data_dir, download, check_only, synthetic_*) -> splits (None: check)
+
+
+@dataclass(frozen=True)
+class CorruptionSet:
+    """A corrupted copy of a dataset's test split in the layout it is downloaded in (harness evaluate)."""
+
+    folders: tuple[str, ...]  # folder names looked for under the data folder
+    layout: str  # "npy": <corruption>.npy (5 x N) + labels.npy; "folders": <corruption>/<severity>/<class>/*
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the harness knows of a dataset, in one place: how to read it, its classes, resolution and split
+    sizes (the cost estimate), its normalisation (training, and every evaluation set of a trial trained on it) and
+    its corruption sets. Every registered dataset's test split also serves as an OOD set (``ood:<name>``).
+    Sizes of None come from the trial config (the synthetic dataset)."""
+
+    name: str
+    read: Reader
+    classes: int | None
+    resolution: int | None
+    train_size: int | None
+    test_size: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    corruptions: dict[str, CorruptionSet] = field(default_factory=dict)
+
+    def __call__(self, **kwargs) -> ImageSplits | None:
+        """The splits (``check_only=True``: None, or DataError when the data cannot be found), normalised as the
+        spec says."""
+        data = self.read(**kwargs)
+        if data is not None:
+            data.mean, data.std = self.mean, self.std
+        return data
+
+    def shape(self, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:
+        """(classes, image side)."""
+        return self.classes or synthetic_classes, self.resolution or synthetic_resolution
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(name: str, **spec) -> Callable[[Reader], Reader]:
+    """``@register_dataset("cifar100", classes=100, ...)`` on a reader: a new dataset is a reader and this line."""
+
+    def add(reader: Reader) -> Reader:
+        DATASETS.register(name)(DatasetSpec(name, reader, **spec))
+        return reader
+
+    return add
+
 
 # The authors normalise both CIFARs with these statistics (docs/recipe.md §3).
 CIFAR_MEAN = (0.4914, 0.4824, 0.4467)
@@ -57,14 +110,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SVHN_MEAN = (0.4377, 0.4438, 0.4728)
 SVHN_STD = (0.1980, 0.2010, 0.1970)
-# (mean, std) each registered dataset normalises with: evaluation sets are normalised as the trial's training data
-NORMALIZATION = {
-    "cifar10": (CIFAR_MEAN, CIFAR_STD),
-    "cifar100": (CIFAR_MEAN, CIFAR_STD),
-    "tinyimagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "svhn": (SVHN_MEAN, SVHN_STD),
-    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-}
 
 
 def default_data_dir(data_dir: Path | None) -> Path:
@@ -248,15 +293,27 @@ def _cifar(
         return None
     reader, folder, description = found
     tr, te, classes = reader(folder, num_classes)
-    return ImageSplits(tr, te, num_classes, CIFAR_MEAN, CIFAR_STD, description, classes)
+    return ImageSplits(tr, te, num_classes, description, classes)
 
 
-@DATASETS.register("cifar100")
+def cifar_c(name: str) -> dict[str, CorruptionSet]:
+    """CIFAR-10-C / CIFAR-100-C (Hendrycks & Dietterich, 2019), and the stand-in `harness data corrupt` writes."""
+    upper = name.upper().replace("CIFAR", "CIFAR-")
+    return {
+        f"{name}-c": CorruptionSet((f"{upper}-C", f"{name}-c"), "npy"),
+        f"{name}-c-generated": CorruptionSet((f"{upper}-C-generated",), "npy"),
+    }
+
+
+CIFAR_SIZES = dict(resolution=32, train_size=50_000, test_size=10_000, mean=CIFAR_MEAN, std=CIFAR_STD)
+
+
+@register_dataset("cifar100", classes=100, corruptions=cifar_c("cifar100"), **CIFAR_SIZES)
 def cifar100(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
     return _cifar("cifar100", 100, "cifar-100-python", data_dir, download, check_only)
 
 
-@DATASETS.register("cifar10")
+@register_dataset("cifar10", classes=10, corruptions=cifar_c("cifar10"), **CIFAR_SIZES)
 def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
     return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
 
@@ -287,7 +344,16 @@ def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
     return tinyimagenet_folder(data_dir).joinpath("wnids.txt").read_text().split()
 
 
-@DATASETS.register("tinyimagenet")
+@register_dataset(
+    "tinyimagenet",
+    classes=200,
+    resolution=64,
+    train_size=100_000,
+    test_size=10_000,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    corruptions={"tinyimagenet-c": CorruptionSet(("Tiny-ImageNet-C", "tinyimagenet-c"), "folders")},
+)
 def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
     folder = tinyimagenet_folder(data_dir)
@@ -317,7 +383,7 @@ def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) ->
     n = len(wnids)
     tr = _check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / "train", n)
     te = _check_arrays(ImageArrays(np.stack(vx), np.asarray(vy)), folder / "val", n)
-    return ImageSplits(tr, te, n, IMAGENET_MEAN, IMAGENET_STD, f"tiny-imagenet-200 folder {folder}", wnids)
+    return ImageSplits(tr, te, n, f"tiny-imagenet-200 folder {folder}", wnids)
 
 
 def _read_svhn_mat(path: Path) -> ImageArrays:
@@ -332,7 +398,7 @@ def _read_svhn_mat(path: Path) -> ImageArrays:
     return _check_arrays(ImageArrays(x, y), path, 10)
 
 
-@DATASETS.register("svhn")
+@register_dataset("svhn", classes=10, resolution=32, train_size=73_257, test_size=26_032, mean=SVHN_MEAN, std=SVHN_STD)
 def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """SVHN's official cropped-digit files ``train_32x32.mat`` and ``test_32x32.mat``."""
     root = default_data_dir(data_dir)
@@ -347,7 +413,7 @@ def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSp
     test = _read_svhn_mat(folder / "test_32x32.mat")
     train_file = folder / "train_32x32.mat"
     train = _read_svhn_mat(train_file) if train_file.is_file() else ImageArrays(test.x[:0], test.y[:0])
-    return ImageSplits(train, test, 10, SVHN_MEAN, SVHN_STD, f"SVHN .mat folder {folder}", [str(i) for i in range(10)])
+    return ImageSplits(train, test, 10, f"SVHN .mat folder {folder}", [str(i) for i in range(10)])
 
 
 def read_image_tree(folder: Path, side: int, limit: int | None = None) -> ImageArrays:
@@ -381,7 +447,15 @@ def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, 
     return splits
 
 
-@DATASETS.register("synthetic")
+@register_dataset(
+    "synthetic",
+    classes=None,  # synthetic_classes
+    resolution=None,  # synthetic_resolution
+    train_size=None,  # synthetic_size, and a fifth of it for the test split
+    test_size=None,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+)
 def synthetic(
     synthetic_size: int = 2000,
     synthetic_classes: int = 10,
@@ -400,7 +474,6 @@ def synthetic(
         tr,
         te,
         synthetic_classes,
-        *NORMALIZATION["synthetic"],
         "synthetic",
         [f"class{i}" for i in range(synthetic_classes)],
     )

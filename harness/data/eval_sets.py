@@ -60,13 +60,12 @@ CORRUPTIONS = (
 SEVERITIES = 5
 GENERATED_MARKER = "GENERATED.json"  # written by `harness data corrupt` beside a generated set
 
-# name -> (the trained dataset it belongs to, folder names looked for under the data folder, layout)
+# name -> (the trained dataset it belongs to, folder names looked for under the data folder, layout): from the
+# dataset specs (harness.data.datasets)
 CORRUPTION_SETS = {
-    "cifar10-c": ("cifar10", ("CIFAR-10-C", "cifar10-c"), "npy"),
-    "cifar100-c": ("cifar100", ("CIFAR-100-C", "cifar100-c"), "npy"),
-    "cifar10-c-generated": ("cifar10", ("CIFAR-10-C-generated",), "npy"),
-    "cifar100-c-generated": ("cifar100", ("CIFAR-100-C-generated",), "npy"),
-    "tinyimagenet-c": ("tinyimagenet", ("Tiny-ImageNet-C", "tinyimagenet-c"), "folders"),
+    name: (dataset, c.folders, c.layout)
+    for dataset in DATASETS.names()
+    for name, c in DATASETS.get(dataset).corruptions.items()
 }
 OOD_SOURCES = ("heldout-classes", "textures", "folder")  # besides every registered dataset
 

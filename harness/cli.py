@@ -250,7 +250,7 @@ def _results_target(target: str):
 
 def cmd_status(args) -> int:
     from harness.lock import describe, running_trials
-    from harness.sweep import status_rows, status_table, trials_in_folder
+    from harness.status import status_rows, status_table, trials_in_folder
 
     suite_dir, store, name, suite = _results_target(args.target)
     driver, running = running_trials(suite_dir, store, name)
@@ -354,7 +354,7 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")
     suite, resources = None, None
     if Path(args.target).is_dir():
-        from harness.sweep import trials_in_folder
+        from harness.status import trials_in_folder
 
         trials = []
         for cfg, path in trials_in_folder(Path(args.target))[0]:

@@ -216,6 +216,16 @@ class TrialConfig(BaseModel):
         d["recipe_version"] = RECIPE_VERSION
         return d
 
+    def record(self) -> dict[str, Any]:
+        """The config as a trial folder records it (config.yaml): every key, with the id and the values derived
+        from the recipe (M, the resolved lr)."""
+        return {
+            **self.model_dump(mode="json"),
+            "trial_id": self.trial_id,
+            "M": self.num_inputs,
+            "lr": self.learning_rate,
+        }
+
     @property
     def trial_id(self) -> str:
         digest = hashlib.sha1(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:8]

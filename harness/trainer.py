@@ -217,7 +217,7 @@ class Trainer:
         node = node_name()
         if main:
             folder.begin(
-                {**cfg.model_dump(mode="json"), "trial_id": cfg.trial_id, "M": cfg.num_inputs, "lr": cfg.learning_rate},
+                cfg.record(),
                 node,
                 self.epochs_done,
                 self.engine.config_files(),

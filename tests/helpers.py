@@ -78,6 +78,39 @@ def tiny_config(**overrides) -> TrialConfig:
 
 
 # --- trial folders
+def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.ndarray, **facts) -> Path:
+    """A finished trial folder written through TrialFolder, as the trainer writes it: config.yaml, the float16
+    head logits (N, M, K) and metrics.json from the one metric suite, with the trainer's facts (``facts``
+    override them)."""
+    import torch
+
+    from harness.metrics import final_metrics
+    from harness.results import TrialFolder
+
+    cfg.trial_dir.mkdir(parents=True, exist_ok=True)
+    folder = TrialFolder(cfg.trial_dir)
+    folder.begin(cfg.record(), "test-node", 0)
+    logits, labels = np.asarray(test_logits, np.float16), np.asarray(test_labels, np.int64)
+    metrics = {
+        **final_metrics(torch.from_numpy(logits).float(), torch.from_numpy(labels)),
+        "trial_id": cfg.trial_id,
+        "epochs": cfg.epochs,
+        "num_params": 1000,
+        "train_time_s": 1.0,
+        "eval_time_s": 0.1,
+        "test_images": len(labels),
+        "train_images": 100,
+        "device": "cpu",
+        "device_name": "cpu",
+        "engine": cfg.engine,
+        "workers": 1,
+        "nodes": ["test-node"],
+        **facts,
+    }
+    folder.finish(metrics, {"test_logits": logits, "test_labels": labels})
+    return cfg.trial_dir
+
+
 def trial_dirs(tmp_path, name="synth"):
     root = tmp_path / "results" / name
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

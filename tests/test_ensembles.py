@@ -1,18 +1,13 @@
-import numpy as np
 import pytest
-import yaml
 
 from analysis.ensembles import compose_ensemble
+from harness.config import TrialConfig
+from helpers import finished_trial
 
 
 def fake_trial(root, seed, logits, labels, width=2):
-    d = root / f"t{seed}"
-    d.mkdir()
-    (d / "config.yaml").write_text(
-        yaml.safe_dump({"method": "cutmix", "width": width, "seed": seed, "trial_id": f"x{seed}"})
-    )
-    np.savez(d / "logits.npz", test_logits=np.asarray(logits, np.float16), test_labels=np.asarray(labels))
-    return d
+    cfg = TrialConfig(method="cutmix", depth=10, width=width, seed=seed, name="s", output_dir=root)
+    return finished_trial(cfg, logits, labels)
 
 
 def test_ensemble_averages_member_logits_exactly(tmp_path):

@@ -125,3 +125,34 @@ def test_result_file_names_have_one_owner():
             if isinstance(node, ast.Constant) and node.value in names:
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
     assert offenders == []
+
+
+def test_status_and_report_do_not_start_or_import_ray(tmp_path):
+    """`harness status` and `harness report` read trial folders only: no Ray import (seconds, and no cluster)."""
+    import numpy as np
+
+    from harness.config import TrialConfig
+    from helpers import finished_trial
+
+    suite_dir = tmp_path / "results" / "s"
+    labels = np.arange(40) % 4
+    for seed in (0, 1):
+        cfg = TrialConfig(
+            dataset="synthetic",
+            synthetic_classes=4,
+            depth=10,
+            width=1,
+            seed=seed,
+            name="s",
+            output_dir=tmp_path / "results",
+        )
+        finished_trial(cfg, np.eye(4)[labels][:, None] + 0.1 * seed, labels)
+    code = (
+        "import sys; from harness.cli import main; "
+        f"assert main(['status', {str(suite_dir)!r}]) == 0; "
+        f"assert main(['report', {str(suite_dir)!r}]) == 0; "
+        "loaded = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; "
+        "assert not loaded, loaded"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

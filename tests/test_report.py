@@ -1,7 +1,6 @@
 """`harness report` on fixture results with known numbers: aggregation, ensembles, published join,
 figures (checked on the matplotlib objects), the HTML page in headless Chromium, partial sweeps."""
 
-import json
 import math
 import shutil
 import subprocess
@@ -9,15 +8,13 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-import yaml
 
 from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
 from harness.config import TrialConfig
-from harness.metrics import final_metrics
+from helpers import finished_trial
 
 N, K = 10, 3
 LABELS = np.arange(N) % K
@@ -49,31 +46,14 @@ def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
     rng = np.random.default_rng(seed * 100 + config.width)
     heads = heads or [[i < round(accuracy * N) for i in range(N)]] * config.num_inputs
     logits = np.stack([head_logits(h, rng) for h in heads], axis=1).astype(np.float16)
-    d = config.trial_dir
-    d.mkdir(parents=True)
-    (d / "config.yaml").write_text(
-        yaml.safe_dump(
-            {
-                **config.model_dump(mode="json"),
-                "trial_id": config.trial_id,
-                "M": config.num_inputs,
-                "lr": config.learning_rate,
-            }
-        )
+    return finished_trial(
+        config,
+        logits,
+        LABELS,
+        num_params=1_000_000 * config.width**2 * config.num_inputs,
+        train_time_s=3600.0,
+        eval_time_s=2.0,
     )
-    np.savez(d / "logits.npz", test_logits=logits, test_labels=LABELS)
-    t, y = torch.from_numpy(logits).float(), torch.from_numpy(LABELS)
-    metrics = {
-        **final_metrics(t, y),
-        "trial_id": config.trial_id,
-        "num_params": 1_000_000 * config.width**2 * config.num_inputs,
-        "train_time_s": 3600.0,
-        "eval_time_s": 2.0,
-        "device": "cpu",
-        "device_name": "cpu",
-    }
-    (d / "metrics.json").write_text(json.dumps(metrics))
-    return d
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import torch
 from analysis.ensembles import recalibrated
 from analysis.figures import COLORS, ORDER, STYLE, _save
 from analysis.tables import SETTING, _cell, label, summarize
-from harness.data.eval_sets import CORRUPTIONS
+from harness.eval_kinds import kind_of
 from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage
 from harness.results import TrialFolder
-from harness.uncertainty import confidence_scores, corruption_metrics, ood_metrics, roc_curve
+from harness.uncertainty import confidence_scores, roc_curve
 
 # (column, label, scale, decimals) of each table
 CORRUPTED = [
@@ -57,21 +57,13 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
         "test_labels": folders[0].logits()["test_labels"],
     }
     temperature = recalibrated(clean)[2]["temperature"]  # the ensemble's own, as its clean row uses
+    clean_heads = torch.from_numpy(clean["test_logits"]).float()
     out = {}
     for set_id in sorted(shared):
         first = folders[0].evaluation(set_id)
-        if first["kind"] == "corruption":
-            parts = {}
-            for name in first["per_corruption"]:
-                saved = [f.eval_part(set_id, name) for f in folders]
-                heads = torch.from_numpy(np.concatenate([s["logits"] for s in saved], 1)).float()
-                parts[name] = (heads, torch.from_numpy(saved[0]["labels"]), saved[0]["severity"])
-            out[set_id] = {**first, **corruption_metrics(parts, CORRUPTIONS, temperature)}
-        elif first["kind"] == "ood":
-            in_heads = clean["test_logits"]
-            out_heads = np.concatenate([f.eval_part(set_id, "ood")["logits"] for f in folders], 1)
-            scores = ood_metrics(torch.from_numpy(in_heads).float(), torch.from_numpy(out_heads).float())
-            out[set_id] = {**first, "scores": scores}
+        record = kind_of(first).rescore(first, folders, clean_heads, temperature)
+        if record is not None:
+            out[set_id] = record
     return out
 
 

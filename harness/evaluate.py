@@ -14,37 +14,18 @@ import sys
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 
 from harness import results
 from harness.config import TrialConfig
 from harness.data.datasets import DATASETS, DataError
-from harness.data.eval_sets import (
-    CORRUPTIONS,
-    EvalSet,
-    TrialData,
-    check_eval_set,
-    corruption_folder,
-    corruption_names,
-    generation_record,
-    read_corruption,
-    read_ood,
-)
+from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
-from harness.metrics import final_metrics
-from harness.uncertainty import corruption_metrics, ood_metrics
+from harness.eval_kinds import kind_of
 
 Log = Callable[[str], None]
 IN_PROCESS_UP_TO = 2  # more trials than this to evaluate: Ray tasks, in parallel
-
-
-def trial_data(cfg: TrialConfig) -> TrialData:
-    from harness.cost import dataset_shape
-
-    classes, side = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
-    return TrialData(cfg.dataset, cfg.data_dir, cfg.class_subset or classes, side, cfg.class_subset)
 
 
 class Network:
@@ -108,7 +89,7 @@ def evaluate_trial(
             if network is None:
                 network = Network(folder, local.cfg, resolve_device(device))
             t0 = time.perf_counter()
-            record = EVALUATORS[spec.kind](folder, local.cfg, spec, network, log)
+            record = kind_of(spec).evaluate(folder, local.cfg, spec, network)
             record.update(
                 set=spec.name,
                 id=spec.id,
@@ -124,105 +105,9 @@ def evaluate_trial(
     return records
 
 
-def _part(folder, set_id: str, name: str, predict: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """A part's saved logits, predicted and saved first if they are not there (or unreadable)."""
-    try:
-        saved = folder.eval_part(set_id, name)
-    except results.CorruptFile:
-        saved = None
-    if saved is None:
-        saved = predict()
-        folder.save_eval_part(set_id, name, saved)
-    return saved
-
-
-def _heads(saved: dict[str, np.ndarray], key: str = "logits") -> torch.Tensor:
-    return torch.from_numpy(saved[key]).float()
-
-
-def _evaluate_test(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
-    """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
-    from harness.data import load_dataset
-
-    data = load_dataset(cfg)
-    splits = {"test": data.test, **({"val": data.val} if data.val is not None else {})}
-    saved = {
-        name: _part(
-            folder,
-            spec.id,
-            name,
-            lambda arrays=arrays: {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y},
-        )
-        for name, arrays in splits.items()
-    }
-    heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
-    val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
-    metrics = final_metrics(heads, labels, *val)
-    return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
-
-
-def _evaluate_corruption(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
-    trial = trial_data(cfg)
-    where = corruption_folder(spec, trial)
-    parts = {}
-    for name in corruption_names(where, spec):
-
-        def predict(name=name):
-            arrays, severity = read_corruption(where, name, spec, trial)
-            return {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y, "severity": severity}
-
-        saved = _part(folder, spec.id, name, predict)
-        parts[name] = (_heads(saved), torch.from_numpy(saved["labels"]), saved["severity"])
-    generation = generation_record(where)
-    temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
-    return {
-        **corruption_metrics(parts, CORRUPTIONS, temperature),
-        "source": str(where),
-        "generated": generation is not None,
-        "generation": generation,
-        "images": sum(len(p[1]) for p in parts.values()),
-    }
-
-
-def _evaluate_ood(folder, cfg: TrialConfig, spec: EvalSet, network: Network, log: Log) -> dict:
-    described = {}
-
-    def predict():
-        arrays, described["source"] = read_ood(spec, trial_data(cfg))
-        return {"logits": network.predict(arrays).half().numpy()}
-
-    out = _heads(_part(folder, spec.id, "ood", predict))
-    clean = folder.logits()  # the in-distribution side: the trial's own test logits, always
-    in_heads = torch.from_numpy(clean["test_logits"]).float()
-    return {
-        "scores": ood_metrics(in_heads, out),
-        "in_images": len(in_heads),
-        "out_images": len(out),
-        "source": described.get("source", "(saved logits)"),
-        "generated": False,
-    }
-
-
-EVALUATORS = {"test": _evaluate_test, "corruption": _evaluate_corruption, "ood": _evaluate_ood}
-
-
 def headline(record: dict) -> str:
     """One line of a set's record, for the terminal."""
-    if record["kind"] == "test":
-        m = record["metrics"]
-        return f"top-1 {100 * m['top1']:.2f}%, NLL {m['nll']:.3f}, ECE {100 * m['ece']:.2f}%"
-    if record["kind"] == "corruption":
-        s = record["summary"]
-        label = " (generated stand-in)" if record.get("generated") else ""
-        return (
-            f"corrupted top-1 {100 * s['corrupted_top1']:.2f}%, NLL {s['corrupted_nll']:.3f}, "
-            f"ECE {100 * s['corrupted_ece']:.2f}% over {s['corruptions_in_mean']} corruptions x 5 severities{label}"
-        )
-    msp = record["scores"]["msp"]
-    return (
-        f"{record['out_images']} OOD vs {record['in_images']} test images: AUROC {100 * msp['auroc']:.1f}, "
-        f"FPR@95%TPR {100 * msp['fpr95']:.1f}% (max softmax probability)"
-    )
+    return kind_of(record).headline(record)
 
 
 # --- many trials
@@ -247,7 +132,7 @@ def _missing(folder: results.TrialFolder, spec: EvalSet) -> bool:
 
 def check_sets(trials: list[TrialConfig], sets: list[EvalSet]) -> None:
     """Every set readable for every kind of trial, before anything runs (DataError says what is missing)."""
-    for trial in {trial_data(cfg) for cfg in trials}:
+    for trial in {TrialData.of(cfg) for cfg in trials}:
         for spec in sets:
             check_eval_set(spec, trial)
 

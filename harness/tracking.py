@@ -313,15 +313,9 @@ def suite_params(suite) -> dict[str, str]:
 def evaluation_metrics(record: dict) -> dict[str, float]:
     """An evaluation set's record as metrics named eval.<set id>.<name> (corruptions: the summary and the
     means per severity; OOD: <score>.<metric>; test: the clean metrics again)."""
-    if record["kind"] == "test":
-        items = list(record["metrics"].items())
-    elif record["kind"] == "corruption":
-        items = [
-            *record["summary"].items(),
-            *((f"severity{s}_{m}", v) for s, row in record["by_severity"].items() for m, v in row.items()),
-        ]
-    else:
-        items = [(f"{score}.{m}", v) for score, row in record["scores"].items() for m, v in row.items()]
+    from harness.eval_kinds import kind_of
+
+    items = kind_of(record).metrics(record).items()
     return {f"eval.{record['id']}.{k}": float(v) for k, v in items if _finite_number(v)}
 
 

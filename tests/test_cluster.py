@@ -11,9 +11,10 @@ import pytest
 from harness.storage import filesystem_type, storage_problem
 from helpers import attempts, epochs, harness, harness_background, node_of, runs, trial_dirs, write_suite
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_trials_spread_over_the_worker_nodes_and_reach_the_mlflow_server(tmp_path, cluster, mlflow_server):
     c, workers = cluster
     suite = write_suite(tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3})
@@ -31,6 +32,7 @@ def test_trials_spread_over_the_worker_nodes_and_reach_the_mlflow_server(tmp_pat
         assert "final_top1" in run.data.metrics
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, cluster):
     c, workers = cluster
     suite = write_suite(
@@ -62,6 +64,7 @@ def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, clust
     assert (trial / "metrics.json").exists()
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_killed_driver_is_replaced_without_rerunning_finished_trials(tmp_path, cluster):
     c, _ = cluster
     suite = write_suite(

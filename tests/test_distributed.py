@@ -9,13 +9,11 @@ import pytest
 import torch
 
 from harness import results
-from harness.engines.deepspeed_engine import deepspeed_config
+from harness.engines.deepspeed_config import deepspeed_config
 from harness.launch import run_on_workers
 from harness.parallel import World, shard
 from harness.trainer import Trainer
 from helpers import tiny_config
-
-pytestmark = pytest.mark.slow  # Ray, subprocesses: the full lane (CI) runs them
 
 FAULT = "raise@1@faulty"  # raise after epoch 1 in trials whose folder path contains "faulty"
 
@@ -57,6 +55,7 @@ def test_deepspeed_config_comes_from_the_recipe(tmp_path):
     assert conf["steps_per_print"] == 5 and conf["gradient_clipping"] == 0.0
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 @pytest.mark.parametrize("accum", [1, 2])
 def test_torch_and_deepspeed_engines_agree_on_one_worker(tmp_path, accum):
     runs = {}
@@ -91,6 +90,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 @pytest.mark.parametrize("engine, zero_stage", [("torch", 0), ("deepspeed", 1)])
 def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_cluster, engine, zero_stage):
     one = tiny_config(
@@ -112,6 +112,7 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
     assert float(history(two)[0]["train_loss"]) == pytest.approx(float(history(one)[0]["train_loss"]), rel=1e-5)
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 @pytest.mark.parametrize("engine, zero_stage, precision", [("torch", 0, "fp32"), ("deepspeed", 1, "bf16")])
 def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_cluster, engine, zero_stage, precision):
     base = dict(
@@ -145,6 +146,7 @@ def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_c
     assert [r["train_loss"] for r in history(clean)] == [r["train_loss"] for r in rows]
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_suite_of_two_worker_trials_runs_through_harness_run(tmp_path):
     from mlflow.tracking import MlflowClient
 

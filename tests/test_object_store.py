@@ -21,7 +21,7 @@ import pytest
 from harness.storage import CACHE_ONLY, ObjectStore
 from helpers import free_port, harness, harness_background, node_of, write_suite
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 BUCKET = "harness-test"
 
 
@@ -71,6 +71,7 @@ def read(uri, path) -> bytes:
         return f.read()
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_push_and_pull_move_changed_files_only(tmp_path, s3):
     store = ObjectStore(s3)
     src = tmp_path / "src"
@@ -114,16 +115,19 @@ def test_push_and_pull_move_changed_files_only(tmp_path, s3):
     assert stored(s3, "t") == {}
 
 
-def test_bad_object_store_settings_are_refused_before_anything_runs(tmp_path):
-    proc = harness("run", write_suite(tmp_path, storage="ftp://host/results"))
-    assert proc.returncode == 2
-    assert "storage" in proc.stderr and "'ftp://host/results'" in proc.stderr and "s3://bucket/prefix" in proc.stderr
+def test_bad_object_store_settings_are_refused_before_anything_runs(tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["run", str(write_suite(tmp_path, storage="ftp://host/results"))]) == 2
+    err = capsys.readouterr().err
+    assert "storage" in err and "'ftp://host/results'" in err and "s3://bucket/prefix" in err
 
 
 def epochs_in(history: bytes) -> list[int]:
     return [int(r["epoch"]) for r in csv.DictReader(io.StringIO(history.decode()))]
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_store(tmp_path, s3, cluster):
     c, workers = cluster
     suite = write_suite(
@@ -178,6 +182,7 @@ def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_s
         assert record["metrics"]["top1"] == json.loads(read(s3, f"synth/{trial}/metrics.json"))["top1"]
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_lost_node_resumes_its_trial_from_the_checkpoint_in_the_store(tmp_path, s3, cluster):
     c, workers = cluster
     suite = write_suite(
@@ -222,6 +227,7 @@ def fault_after_epoch_2(monkeypatch):
     monkeypatch.setenv("HARNESS_TEST_FAULT", "raise@2")
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_a_trial_of_two_workers_on_two_nodes_mirrors_and_resumes_from_the_store(
     tmp_path, s3, fault_after_epoch_2, cluster
 ):

@@ -11,8 +11,6 @@ from mlflow.tracking import MlflowClient
 
 from helpers import harness, harness_background, trial_dirs, write_suite
 
-pytestmark = pytest.mark.slow  # Ray, subprocesses: the full lane (CI) runs them
-
 
 def child_runs(client, experiment="synth"):
     exp = client.get_experiment_by_name(experiment)
@@ -30,6 +28,7 @@ def finished_sweep(tmp_path_factory):
     return tmp, suite, proc
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_suite_runs_to_completion_with_result_folders(finished_sweep):
     tmp, suite, proc = finished_sweep
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -53,6 +52,7 @@ def test_suite_runs_to_completion_with_result_folders(finished_sweep):
     )
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_sweep):
     tmp, _, _ = finished_sweep
     client = MlflowClient(f"sqlite:///{tmp / 'results' / 'mlflow.db'}")
@@ -74,6 +74,7 @@ def test_mlflow_has_the_parent_and_four_children_with_epoch_metrics(finished_swe
         assert {"metrics.json", "history.csv", "config.yaml", "logits.npz"} <= artifacts
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_rerun_is_a_no_op_and_status_reports(finished_sweep):
     tmp, suite, _ = finished_sweep
     mtimes = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in trial_dirs(tmp)}
@@ -89,6 +90,7 @@ def test_rerun_is_a_no_op_and_status_reports(finished_sweep):
     assert dry.returncode == 0 and "cost:" in dry.stdout and "on CPUs: ~" in dry.stdout and "GPU-h" not in dry.stdout
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_driver_killed_mid_sweep_then_resumed(tmp_path):
     """SIGKILL the driver while a trial is half-way; the same command finishes the sweep, keeps the
     finished trials' files untouched and resumes the interrupted trial from its checkpoint."""
@@ -137,6 +139,7 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
     assert "deep ensemble vanilla wrn-10-1 x2" in second.stdout
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
     suite = write_suite(tmp_path, max_retries=1)
     # every attempt of the width-2 Cut-MixMo trial raises after its first epoch; the others are untouched
@@ -157,6 +160,7 @@ def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
     assert states == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_transient_failure_resumes_from_checkpoint(tmp_path):
     suite = write_suite(tmp_path, max_retries=2, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 3})
     proc = harness("run", suite, HARNESS_TEST_FAULT="raise@2")  # fails once, after epoch 2
@@ -166,6 +170,7 @@ def test_transient_failure_resumes_from_checkpoint(tmp_path):
     assert [r["epoch"] for r in csv.DictReader(open(trial / "history.csv"))] == ["1", "2", "3"]
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_new_grid_values_run_alone_and_restart_runs_everything(tmp_path):
     one = {"method": ["vanilla"], "width": [1]}
     assert harness("run", write_suite(tmp_path, grid=one, base={"epochs": 1})).returncode == 0
@@ -179,6 +184,7 @@ def test_new_grid_values_run_alone_and_restart_runs_everything(tmp_path):
     assert first.stat().st_mtime_ns != stamp
 
 
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_report_goes_to_the_parent_run_with_the_aggregated_results(finished_sweep):
     tmp, suite, _ = finished_sweep
     proc = harness("report", suite)

@@ -7,9 +7,8 @@ import pytest
 
 from helpers import free_port, harness, runs, start_server, write_suite
 
-pytestmark = pytest.mark.slow  # Ray, subprocesses: the full lane (CI) runs them
 
-
+@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_outage_then_sync_then_live_server(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

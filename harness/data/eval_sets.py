@@ -129,6 +129,12 @@ class TrialData:
     resolution: int
     class_subset: int | None = None
 
+    @classmethod
+    def of(cls, cfg) -> "TrialData":
+        """A trial config's data: its dataset spec's classes and resolution, class_subset applied."""
+        classes, side = DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes, cfg.synthetic_resolution)
+        return cls(cfg.dataset, cfg.data_dir, cfg.class_subset or classes, side, cfg.class_subset)
+
 
 # --- corruptions
 def corruption_folder(spec: EvalSet, trial: TrialData) -> Path:

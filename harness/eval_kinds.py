@@ -1,0 +1,205 @@
+"""Kinds of evaluation set (``EvalSet.kind``): each knows how to evaluate a trial on a set of its kind (load the
+images, predict, score), rescore a deep ensemble from its members' saved logits, say its result in one line and
+name its metrics (MLflow: eval.<set id>.<name>). A new kind is one class here and its registry line; its sets'
+names are parsed in harness.data.eval_sets."""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from harness import results
+from harness.config import TrialConfig
+from harness.data.eval_sets import (
+    CORRUPTIONS,
+    EvalSet,
+    TrialData,
+    corruption_folder,
+    corruption_names,
+    generation_record,
+    read_corruption,
+    read_ood,
+)
+from harness.metrics import final_metrics
+from harness.registry import Registry
+from harness.uncertainty import corruption_metrics, ood_metrics
+
+
+class Predictor(Protocol):
+    def predict(self, arrays) -> torch.Tensor:
+        """Head logits (N, M, K), float32 on the CPU."""
+
+
+def saved_part(
+    folder: results.TrialFolder, set_id: str, name: str, predict: Callable[[], dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """A part's saved logits, predicted and saved first if they are not there (or unreadable)."""
+    try:
+        saved = folder.eval_part(set_id, name)
+    except results.CorruptFile:
+        saved = None
+    if saved is None:
+        saved = predict()
+        folder.save_eval_part(set_id, name, saved)
+    return saved
+
+
+def _heads(saved: dict[str, np.ndarray], key: str = "logits") -> torch.Tensor:
+    return torch.from_numpy(saved[key]).float()
+
+
+def _pooled(folders: list[results.TrialFolder], set_id: str, part: str) -> torch.Tensor:
+    """The members' saved head logits of one part, side by side: the deep ensemble's heads."""
+    return torch.from_numpy(np.concatenate([f.eval_part(set_id, part)["logits"] for f in folders], 1)).float()
+
+
+class EvalKind:
+    """The interface of a kind (the base class evaluates nothing)."""
+
+    def evaluate(
+        self, folder: results.TrialFolder, cfg: TrialConfig, spec: EvalSet, network: Predictor
+    ) -> dict:  # pragma: no cover - interface
+        """The set's record for one trial (its parts' logits saved under eval/<set id>/ on the way)."""
+        raise NotImplementedError
+
+    def rescore(
+        self, record: dict, folders: list[results.TrialFolder], clean_heads: torch.Tensor, temperature: float
+    ) -> dict | None:
+        """The record of a deep ensemble of ``folders`` (members that all have it: ``record`` is the first's),
+        recomputed on their pooled heads; None when the kind has no ensemble record."""
+        return None
+
+    def headline(self, record: dict) -> str:
+        """One line of a record, for the terminal."""
+        raise NotImplementedError
+
+    def metrics(self, record: dict) -> dict[str, float]:
+        """The record's numbers by flat name (the MLflow metrics eval.<set id>.<name>)."""
+        raise NotImplementedError
+
+
+KINDS: Registry[EvalKind] = Registry("evaluation-set kind")
+
+
+def kind_of(record_or_spec) -> EvalKind:
+    kind = record_or_spec["kind"] if isinstance(record_or_spec, dict) else record_or_spec.kind
+    return KINDS.get(kind)
+
+
+class TestKind(EvalKind):
+    """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
+
+    def evaluate(self, folder, cfg, spec, network):
+        from harness.data import load_dataset
+
+        data = load_dataset(cfg)
+        splits = {"test": data.test, **({"val": data.val} if data.val is not None else {})}
+        saved = {
+            name: saved_part(
+                folder,
+                spec.id,
+                name,
+                lambda arrays=arrays: {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y},
+            )
+            for name, arrays in splits.items()
+        }
+        heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
+        val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
+        metrics = final_metrics(heads, labels, *val)
+        return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
+
+    def headline(self, record):
+        m = record["metrics"]
+        return f"top-1 {100 * m['top1']:.2f}%, NLL {m['nll']:.3f}, ECE {100 * m['ece']:.2f}%"
+
+    def metrics(self, record):
+        return dict(record["metrics"])
+
+
+class CorruptionKind(EvalKind):
+    """A corrupted copy of the test set: per corruption and severity top-1/NLL/ECE, calibrated under shift with
+    the clean temperature, and their means over the benchmark's corruptions."""
+
+    def evaluate(self, folder, cfg, spec, network):
+        trial = TrialData.of(cfg)
+        where = corruption_folder(spec, trial)
+        parts = {}
+        for name in corruption_names(where, spec):
+
+            def predict(name=name):
+                arrays, severity = read_corruption(where, name, spec, trial)
+                return {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y, "severity": severity}
+
+            saved = saved_part(folder, spec.id, name, predict)
+            parts[name] = (_heads(saved), torch.from_numpy(saved["labels"]), saved["severity"])
+        generation = generation_record(where)
+        temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
+        return {
+            **corruption_metrics(parts, CORRUPTIONS, temperature),
+            "source": str(where),
+            "generated": generation is not None,
+            "generation": generation,
+            "images": sum(len(p[1]) for p in parts.values()),
+        }
+
+    def rescore(self, record, folders, clean_heads, temperature):
+        set_id, parts = record["id"], {}
+        for name in record["per_corruption"]:
+            first = folders[0].eval_part(set_id, name)
+            parts[name] = (_pooled(folders, set_id, name), torch.from_numpy(first["labels"]), first["severity"])
+        return {**record, **corruption_metrics(parts, CORRUPTIONS, temperature)}
+
+    def headline(self, record):
+        s = record["summary"]
+        label = " (generated stand-in)" if record.get("generated") else ""
+        return (
+            f"corrupted top-1 {100 * s['corrupted_top1']:.2f}%, NLL {s['corrupted_nll']:.3f}, "
+            f"ECE {100 * s['corrupted_ece']:.2f}% over {s['corruptions_in_mean']} corruptions x 5 severities{label}"
+        )
+
+    def metrics(self, record):
+        return {
+            **record["summary"],
+            **{f"severity{s}_{m}": v for s, row in record["by_severity"].items() for m, v in row.items()},
+        }
+
+
+class OODKind(EvalKind):
+    """Out-of-distribution images against the trial's own test images: AUROC, AUPR, FPR@95%TPR per score."""
+
+    def evaluate(self, folder, cfg, spec, network):
+        described = {}
+
+        def predict():
+            arrays, described["source"] = read_ood(spec, TrialData.of(cfg))
+            return {"logits": network.predict(arrays).half().numpy()}
+
+        out = _heads(saved_part(folder, spec.id, "ood", predict))
+        in_heads = torch.from_numpy(folder.logits()["test_logits"]).float()  # the in-distribution side, always
+        return {
+            "scores": ood_metrics(in_heads, out),
+            "in_images": len(in_heads),
+            "out_images": len(out),
+            "source": described.get("source", "(saved logits)"),
+            "generated": False,
+        }
+
+    def rescore(self, record, folders, clean_heads, temperature):
+        return {**record, "scores": ood_metrics(clean_heads, _pooled(folders, record["id"], "ood"))}
+
+    def headline(self, record):
+        msp = record["scores"]["msp"]
+        return (
+            f"{record['out_images']} OOD vs {record['in_images']} test images: AUROC {100 * msp['auroc']:.1f}, "
+            f"FPR@95%TPR {100 * msp['fpr95']:.1f}% (max softmax probability)"
+        )
+
+    def metrics(self, record):
+        return {f"{score}.{m}": v for score, row in record["scores"].items() for m, v in row.items()}
+
+
+KINDS.register("test")(TestKind())
+KINDS.register("corruption")(CorruptionKind())
+KINDS.register("ood")(OODKind())

@@ -123,10 +123,9 @@ def cmd_bench_suite(args) -> int:
     """`harness bench --suite`: every shape of a suite, alone and k at once, into the card's rate table."""
     from harness.bench.packed import measure_shapes
     from harness.bench.rates import Shape, card_slug, plan_packing, rates_dir, write_rates
-    from harness.suite import expand, resolve_data_dir
+    from harness.suite import expand
 
     suite = _load_suite_arg(argparse.Namespace(suite=args.suite, data_dir=args.data_dir))
-    resolve_data_dir(suite)
     overrides = parse_overrides(list(args.set or []))
     trials = [build_config({**t.model_dump(), **overrides}, "--set") for t in expand(suite, str(args.suite))]
     pack = sorted(set(args.pack or [1]))
@@ -238,10 +237,7 @@ def _results_target(target: str):
     elif Path(target).is_dir():
         store, suite_dir, name = None, Path(target), Path(target).name
     else:
-        from harness.suite import resolve_data_dir
-
         suite = _load_suite_arg(argparse.Namespace(suite=Path(target)))
-        resolve_data_dir(suite)
         store, suite_dir, name = suite.store, suite.suite_dir, suite.name
     if store is not None:
         store.pull(name, suite_dir, skip=CACHE_ONLY)
@@ -337,7 +333,7 @@ def cmd_report(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from harness.data.eval_sets import parse_eval_set, with_absolute_path
-    from harness.evaluate import check_sets, evaluate_trials, headline
+    from harness.evaluate import check_sets, evaluate_trials, finished_trials, headline
     from harness.storage import CACHE_ONLY, is_uri
 
     sets = []
@@ -352,34 +348,8 @@ def cmd_evaluate(args) -> int:
 
     if not re.fullmatch(DEVICE_PATTERN, args.device):
         raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")
-    suite, resources = None, None
-    if Path(args.target).is_dir():
-        from harness.status import trials_in_folder
-
-        trials = []
-        for cfg, path in trials_in_folder(Path(args.target))[0]:
-            cfg = cfg.model_copy(update={"output_dir": path.parent.parent, "name": path.parent.name, "store": None})
-            if cfg.trial_id != path.name:
-                print(f"warning: {path.name}: written by an older recipe version; skipped", file=sys.stderr)
-                continue
-            trials.append(cfg)
-    else:
-        from harness.suite import expand, resolve_data_dir
-
-        suite = _load_suite_arg(argparse.Namespace(suite=Path(args.target), data_dir=args.data_dir))
-        resolve_data_dir(suite)
-        trials, resources = expand(suite, str(args.target)), suite.resources
-        if suite.store:  # which trials are finished and evaluated (each evaluation fetches its checkpoint itself)
-            suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-    if args.data_dir:
-        trials = [t.model_copy(update={"data_dir": Path(args.data_dir).resolve()}) for t in trials]
-    from harness.results import TrialFolder
-
-    finished = [t for t in trials if TrialFolder(t.trial_dir).is_finished()]
-    if not finished:
-        raise ConfigError(f"{args.target}: no finished trial to evaluate (run `harness run` first)")
-    if len(finished) < len(trials):
-        print(f"{len(trials) - len(finished)} trial(s) not finished: skipped", file=sys.stderr)
+    suite, finished = finished_trials(Path(args.target), args.data_dir)
+    resources = suite.resources if suite else None
     check_sets(finished, sets)  # a missing set stops here, before any network is loaded
     records, failed = evaluate_trials(
         finished,

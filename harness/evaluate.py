@@ -10,21 +10,27 @@ a local Ray of the command's own (or the cluster --address names); one or two ru
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from harness import results
-from harness.config import TrialConfig
+from harness.config import ConfigError, TrialConfig
 from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
 from harness.eval_kinds import kind_of
 
+if TYPE_CHECKING:
+    from harness.suite import Suite
+
 Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 IN_PROCESS_UP_TO = 2  # more trials than this to evaluate: Ray tasks, in parallel
 
 
@@ -111,6 +117,40 @@ def headline(record: dict) -> str:
 
 
 # --- many trials
+def finished_trials(target: Path, data_dir: str | None = None) -> tuple[Suite | None, list[TrialConfig]]:
+    """(the suite, or None for a results folder; its finished trials). A results folder's trials are read from
+    their config files (one written by an older recipe version is skipped, with a warning); a suite in an object
+    store is first copied here without checkpoints (each evaluation fetches its own)."""
+    from harness.storage import CACHE_ONLY
+
+    suite = None
+    if target.is_dir():
+        from harness.status import trials_in_folder
+
+        trials = []
+        for cfg, path in trials_in_folder(target)[0]:
+            cfg = cfg.model_copy(update={"output_dir": path.parent.parent, "name": path.parent.name, "store": None})
+            if cfg.trial_id != path.name:
+                logger.warning("%s: written by an older recipe version; skipped", path.name)
+                continue
+            if data_dir:
+                cfg = cfg.model_copy(update={"data_dir": Path(data_dir).resolve()})
+            trials.append(cfg)
+    else:
+        from harness.suite import expand, load_suite
+
+        suite = load_suite(target, data_dir=data_dir)
+        trials = expand(suite, str(target))
+        if suite.store:
+            suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    finished = [t for t in trials if results.TrialFolder(t.trial_dir).is_finished()]
+    if not finished:
+        raise ConfigError(f"{target}: no finished trial to evaluate (run `harness run` first)")
+    if len(finished) < len(trials):
+        logger.warning("%d trial(s) not finished: skipped", len(trials) - len(finished))
+    return suite, finished
+
+
 def pending(trials: list[TrialConfig], sets: list[EvalSet], force: bool = False) -> list[TrialConfig]:
     """The finished trials with a set not yet evaluated (all finished ones with ``force``)."""
     out = []

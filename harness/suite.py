@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -249,8 +250,13 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
                 f"{source}: exclude[{i}]: {pattern} matches no grid point; check its keys and values "
                 f"against the grid ({', '.join(f'{k}: {v}' for k, v in suite.grid.items())})"
             )
-    if data_dir is not None:
-        suite.base["data_dir"] = data_dir
+    # Paths resolved once, here: trials and Ray tasks run in other working directories.
+    from harness.data.eval_sets import with_absolute_path
+
+    data_dir = data_dir or suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
+    if data_dir:
+        suite.base["data_dir"] = str(Path(data_dir).resolve())
+    suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]
     return suite
 
 
@@ -293,15 +299,3 @@ def _check_ensembles(suite: Suite, trials: list[TrialConfig], source: str) -> No
                 f"{source}: ensembles[{i}].sizes: an ensemble of {max(spec.sizes)} needs as many seeds "
                 f"of {spec.method}, the suite has {len(seeds)}"
             )
-
-
-def resolve_data_dir(suite: Suite) -> None:
-    """Trials run in Ray workers with another working directory: make the data location absolute."""
-    import os
-
-    data_dir = suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
-    if data_dir:
-        suite.base["data_dir"] = str(Path(data_dir).resolve())
-    from harness.data.eval_sets import with_absolute_path
-
-    suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]

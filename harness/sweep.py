@@ -28,7 +28,7 @@ from harness.lock import SuiteLock
 from harness.plan import duration, gpu_fraction, load_rates, plan_text
 from harness.status import status_rows, status_table
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
-from harness.suite import Suite, expand, resolve_data_dir
+from harness.suite import Suite, expand
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
 
 # --- the trainable, run by Ray in a worker process
@@ -260,7 +260,6 @@ def run_sweep(
     tracking_uri: str | None = None,
     break_lock: bool = False,
 ) -> int:
-    resolve_data_dir(suite)
     trials = expand(suite, source)
     if dry_run:
         print(plan_text(suite, trials, address), flush=True)

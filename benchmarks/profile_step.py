@@ -36,7 +36,7 @@ def main() -> None:
             *args.set,
         ],
     )
-    trainer = Trainer(cfg, log=lambda s: None)
+    trainer = Trainer(cfg)
     batches = iter(trainer.train_loader)
     for _ in range(10):
         trainer.step(*next(batches), lr=1e-3, progress=0.5)

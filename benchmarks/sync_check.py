@@ -26,7 +26,7 @@ def check(method: str, steps: int = 30) -> str:
         msda="cutmix" if method == "cut_mixmo" else "none",
         **extra,
     )
-    trainer = Trainer(cfg, log=lambda s: None)
+    trainer = Trainer(cfg)
     batches = (batch for _ in range(steps + 1) for batch in trainer.train_loader)
     trainer.step(*next(batches), lr=0.01, progress=0.0)  # first step: cuDNN/cuBLAS set-up may sync
     torch.cuda.synchronize()

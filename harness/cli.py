@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 from pathlib import Path
 
+from harness import logs
 from harness.config import ConfigError, TrialConfig, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
 from harness.results import CorruptFile, ResourceError, out_of_memory
+
+logger = logging.getLogger(__name__)
 
 
 def _trial_config(args):
@@ -131,7 +135,7 @@ def cmd_bench_suite(args) -> int:
     pack = sorted(set(args.pack or [1]))
     print(f"measuring {len({Shape.of(t) for t in trials})} shape(s) "
           f"of {args.suite}, {', '.join(map(str, pack))} at once, {args.seconds:g} s each", flush=True)  # fmt: skip
-    rates = measure_shapes(trials, pack, args.seconds, args.warmup, log=lambda s: print(s, flush=True))
+    rates = measure_shapes(trials, pack, args.seconds, args.warmup)
     path = write_rates(Path(args.rates_dir or rates_dir()) / f"{card_slug(rates[0].card)}.csv", rates)
     print(f"\n{path}: {len(rates)} row(s) for {rates[0].card}")
     for shape in dict.fromkeys(r.shape for r in rates):
@@ -310,7 +314,7 @@ def cmd_report(args) -> int:
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
     report = build_report(suite_dir, specs, expected, source=str(args.target))
     for tid, why in report["corrupt"].items():
-        print(f"warning: {tid} left out of the report: {why}", file=sys.stderr)
+        logger.warning(f"{tid} left out of the report: {why}")
     if store is not None:
         store.push(report["dir"], f"{name}/report")
     if report.get("summary"):
@@ -359,7 +363,6 @@ def cmd_evaluate(args) -> int:
         gpus=resources.gpus if resources else 0.0,
         device=args.device,
         force=args.force,
-        log=lambda s: print(s, flush=True),
     )
     if suite is not None and suite.store:  # the evaluations, for the tracker and the report
         suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
@@ -406,7 +409,6 @@ def cmd_data_corrupt(args) -> int:
         data.source + (f", a random subset of {args.images} test images" if args.images else ""),
         seed=args.seed,
         corruptions=tuple(args.corruptions or CORRUPTIONS),
-        log=lambda s: print(s, flush=True),
     )
     name = f"{args.dataset}-c-generated" + ("" if not args.out else f"={out}")
     print(f"{out}: done; evaluate on it with `harness evaluate SUITE --on {name}`")
@@ -539,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logs.setup()
     try:
         return args.func(args)
     except (ConfigError, DataError, CorruptFile) as err:

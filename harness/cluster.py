@@ -8,8 +8,10 @@ included), and otherwise starts a fresh local Ray that ends with the command.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
+
+logger = logging.getLogger(__name__)
 
 
 def ray_target(address: str | None = None) -> str:
@@ -53,9 +55,7 @@ def check_resources(per_worker: dict[str, float], workers: int, local: bool) -> 
             f"suite `resources`: each of its {workers} worker(s) asks for {ask}, but this machine's "
             f"local Ray has {have}: {hint}"
         )
-    print(
-        f"warning: each worker asks for {ask}, but no node of the cluster has it now ({have}); the trials wait "
-        f"until the autoscaler adds one",
-        file=sys.stderr,
-        flush=True,
+    logger.warning(
+        f"each worker asks for {ask}, but no node of the cluster has it now ({have}); the trials wait "
+        f"until the autoscaler adds one"
     )

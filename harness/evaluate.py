@@ -11,14 +11,13 @@ a local Ray of the command's own (or the cluster --address names); one or two ru
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from harness import results
+from harness import logs, results
 from harness.config import ConfigError, TrialConfig
 from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
@@ -29,7 +28,6 @@ from harness.eval_kinds import kind_of
 if TYPE_CHECKING:
     from harness.suite import Suite
 
-Log = Callable[[str], None]
 logger = logging.getLogger(__name__)
 IN_PROCESS_UP_TO = 2  # more trials than this to evaluate: Ray tasks, in parallel
 
@@ -70,7 +68,6 @@ def evaluate_trial(
     sets: list[EvalSet],
     device: str = "auto",
     force: bool = False,
-    log: Log = print,
     on_set: Callable[[EvalSet], None] | None = None,
 ) -> dict[str, dict]:
     """Evaluate one finished trial on ``sets``; returns every set's record (evaluated now or before).
@@ -106,7 +103,7 @@ def evaluate_trial(
             )
             folder.finish_eval(spec.id, record)
             local.push()
-            log(f"{cfg.trial_id}: {spec.name}: {headline(record)} ({record['eval_time_s']:.0f} s)")
+            logger.info(f"{cfg.trial_id}: {spec.name}: {headline(record)} ({record['eval_time_s']:.0f} s)")
         records[spec.id] = record
     return records
 
@@ -186,7 +183,6 @@ def evaluate_trials(
     gpus: float = 0.0,
     device: str = "auto",
     force: bool = False,
-    log: Log = print,
 ) -> tuple[dict[str, dict[str, dict]], dict[str, str]]:
     """Evaluate the trials that need it: -> (records by trial id, failures by trial id)."""
     todo = pending(trials, sets, force)
@@ -197,14 +193,14 @@ def evaluate_trials(
             done[cfg.trial_id] = {s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id) for s in sets}
     if not todo:
         return done, failed
-    log(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")
+    logger.info(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")
     if len(todo) <= IN_PROCESS_UP_TO:
         for i, cfg in enumerate(todo, 1):
             try:
-                done[cfg.trial_id] = evaluate_trial(cfg, sets, device, force, log)
+                done[cfg.trial_id] = evaluate_trial(cfg, sets, device, force)
             except (results.CorruptFile, results.ResourceError, DataError, OSError, ValueError) as err:
                 failed[cfg.trial_id] = str(err)
-            log(f"[{i}/{len(todo)}] {cfg.trial_id} {'failed' if cfg.trial_id in failed else 'evaluated'}")
+            logger.info(f"[{i}/{len(todo)}] {cfg.trial_id} {'failed' if cfg.trial_id in failed else 'evaluated'}")
         return done, failed
     import ray
 
@@ -221,15 +217,14 @@ def evaluate_trials(
         except Exception as err:  # the task's own exception, wrapped by Ray: its last line says what went wrong
             failed[cfg.trial_id] = str(getattr(err, "cause", None) or err).strip().splitlines()[-1][:300]
         outcome = f"failed: {failed[cfg.trial_id]}" if cfg.trial_id in failed else "evaluated"
-        log(f"[{i}/{len(todo)}] {cfg.trial_id} {outcome}")
+        logger.info(f"[{i}/{len(todo)}] {cfg.trial_id} {outcome}")
     return done, failed
 
 
 def _task(config: dict, names: list[str], device: str, force: bool) -> dict[str, dict]:
     from harness.data.eval_sets import parse_eval_set
 
+    logs.setup()  # a Ray task: its lines reach the driver's terminal through Ray's log forwarding
     torch.set_num_threads(1)
     cfg = TrialConfig.model_validate(config)
-    return evaluate_trial(
-        cfg, [parse_eval_set(n) for n in names], device, force, log=lambda s: print(s, file=sys.stderr)
-    )
+    return evaluate_trial(cfg, [parse_eval_set(n) for n in names], device, force)

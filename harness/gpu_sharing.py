@@ -6,11 +6,13 @@ control binary, and otherwise warns that packed trials will time-slice.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 CONTROL = "nvidia-cuda-mps-control"
 
@@ -30,8 +32,8 @@ class GpuSharing:
     """Context for a sweep whose trials share GPUs (``shared``: some trial asks for a fraction of one).
     ``local``: the trials run on this node (a cluster's nodes set MPS up themselves, see ray_cluster.yaml)."""
 
-    def __init__(self, shared: bool, local: bool, log=lambda s: print(s, file=sys.stderr, flush=True)):
-        self.shared, self.local, self.log = shared, local, log
+    def __init__(self, shared: bool, local: bool):
+        self.shared, self.local = shared, local
         self.started = False
         self.mode = "exclusive"
 
@@ -40,7 +42,7 @@ class GpuSharing:
             return self
         if not self.local:
             self.mode = "cluster"
-            self.log(
+            logger.info(
                 "note: trials share GPUs; on a cluster each GPU node should run the CUDA MPS daemon "
                 f"(`{CONTROL} -d` in its setup commands), or the trials time-slice"
             )
@@ -50,16 +52,16 @@ class GpuSharing:
             result = subprocess.run([CONTROL, "-d"], capture_output=True, text=True, timeout=30)
             if result.returncode == 0:
                 self.started, state = True, "running"
-                self.log(f"CUDA MPS daemon started for this sweep ({CONTROL} -d); stopped when it ends")
+                logger.info(f"CUDA MPS daemon started for this sweep ({CONTROL} -d); stopped when it ends")
             else:
-                self.log(f"warning: could not start CUDA MPS ({result.stderr.strip()[:200]})")
+                logger.warning(f"could not start CUDA MPS ({result.stderr.strip()[:200]})")
                 state = "absent"
         if state == "running":
             self.mode = "mps"
         else:
             self.mode = "time-slicing"
-            self.log(
-                "warning: trials share GPUs without CUDA MPS (no running daemon, no nvidia-cuda-mps-control on "
+            logger.warning(
+                "trials share GPUs without CUDA MPS (no running daemon, no nvidia-cuda-mps-control on "
                 "PATH): the driver time-slices them, so k packed trials run about as fast as k in a row; expect "
                 "less than the planned gain"
             )

@@ -7,20 +7,21 @@ mirrors after every epoch (harness.storage); a failure leaves its traceback in `
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import traceback
-from typing import Callable
 
 import torch
 
+from harness import logs
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
 from harness.results import TrialFolder, out_of_memory
 from harness.storage import CACHE_ONLY, working_copy
 from harness.trainer import EpochCallback, StepCallback, Trainer
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def train_trial(
@@ -31,7 +32,6 @@ def train_trial(
     gpus_per_worker: float = 0.0,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
-    log: Log = print,
 ) -> dict:
     """Train ``cfg`` to the end (resuming from its checkpoint) and return its metrics. ``on_epoch(row)``
     runs after each epoch's checkpoint has reached the storage; ``on_step`` (one worker only) after each
@@ -53,7 +53,7 @@ def train_trial(
                 on_epoch(row)
             fault_from_env(row["epoch"], str(local.cfg.trial_dir))
 
-        metrics = Trainer(local.cfg, log=log).run(on_epoch=epoch_done, restart=restart, on_step=on_step)
+        metrics = Trainer(local.cfg).run(on_epoch=epoch_done, restart=restart, on_step=on_step)
         local.push()
         return metrics
     except Exception as err:  # not SystemExit: Tune ends finished trials that way
@@ -61,7 +61,7 @@ def train_trial(
         try:
             local.push()
         except Exception as upload:  # the trial's own error is the one to raise
-            log(f"warning: {cfg.trial_id}: could not upload its error.txt to {cfg.store}: {upload}")
+            logger.warning(f"{cfg.trial_id}: could not upload its error.txt to {cfg.store}: {upload}")
         raise
 
 
@@ -109,7 +109,8 @@ def _worker_loop(config: dict) -> None:
         ray.train.report({**row, "trial_id": cfg.trial_id})
         fault_from_env(row["epoch"], str(cfg.trial_dir))
 
-    Trainer(cfg, log=lambda s: None).run(on_epoch=on_epoch, restart=config.get("restart", False))
+    logs.setup(logging.WARNING)  # a Ray Train worker: the driver shows what it reports, and warnings
+    Trainer(cfg).run(on_epoch=on_epoch, restart=config.get("restart", False))
     local.push()  # rank 0: the metrics and logits
 
 

@@ -13,6 +13,7 @@ drivers that raced, only the last writer reads its own record back.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -21,6 +22,8 @@ import uuid
 from pathlib import Path
 
 from harness.config import ConfigError
+
+logger = logging.getLogger(__name__)
 
 LOCK = "driver.lock"
 HEARTBEAT_S = 15.0
@@ -166,8 +169,8 @@ class SuiteLock:
         while not self._stop.wait(HEARTBEAT_S):
             try:
                 self._write(exclusive=False)
-            except Exception:  # a storage hiccup: the next beat tries again
-                pass
+            except OSError as err:  # a storage hiccup (pyarrow's errors are OSErrors too): the next beat tries again
+                logger.debug("driver lock heartbeat not written: %s", err)
 
     def set_running(self, running: dict[str, dict]) -> None:
         """What the driver is running now ({trial_id: {epoch, step, steps}}): written at once, at most every
@@ -176,8 +179,8 @@ class SuiteLock:
         if time.time() - self.record.get("updated", 0) >= 2.0:
             try:
                 self._write(exclusive=False)
-            except Exception:
-                pass
+            except OSError as err:  # the next heartbeat writes it
+                logger.debug("driver lock's running trials not written: %s", err)
 
     def beat(self) -> None:
         self._write(exclusive=False)

@@ -9,6 +9,7 @@ checkpoint. One driver per suite: the suite lock (harness.lock) turns a second o
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 
-from harness import results
+from harness import logs, results
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
@@ -31,6 +32,8 @@ from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
 
+logger = logging.getLogger(__name__)
+
 # --- the trainable, run by Ray in a worker process
 # in-epoch progress reports: often enough for the view, rare enough to cost nothing ($HARNESS_PROGRESS_S for tests)
 PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
@@ -42,6 +45,7 @@ def run_trial(config: dict) -> None:
 
     from harness.launch import train_trial
 
+    logs.setup(logging.WARNING)  # a Ray worker: Tune shows the progress, the terminal only warnings
     cfg = TrialConfig.model_validate(config["case"]["trial"])
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     metrics = train_trial(
@@ -50,7 +54,6 @@ def run_trial(config: dict) -> None:
         gpus_per_worker=config.get("gpus", 0),
         on_epoch=lambda row: tune.report({**row, "trial_id": cfg.trial_id}),
         on_step=_step_reporter(cfg.trial_id),
-        log=lambda s: print(s, file=sys.stderr) if s.startswith("warning") else None,
     )
     if config.get("eval_sets"):  # the suite's evaluation sets, as the trial finishes
         _evaluate_finished(cfg, config["eval_sets"])
@@ -70,12 +73,9 @@ def _evaluate_finished(cfg: TrialConfig, names: list[str]) -> None:
             [parse_eval_set(n) for n in names],
             cfg.device,
             on_set=lambda spec: tune.report({"trial_id": cfg.trial_id, "evaluating": spec.name}),
-            log=lambda s: None,
         )
     except Exception as err:
-        print(
-            f"warning: {cfg.trial_id}: evaluation sets not evaluated yet ({type(err).__name__}: {err})", file=sys.stderr
-        )
+        logger.warning(f"{cfg.trial_id}: evaluation sets not evaluated yet ({type(err).__name__}: {err})")
 
 
 def _step_reporter(trial_id: str):
@@ -299,7 +299,7 @@ def _run_locked(
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
     for tid, state in states.items():
         if state.state == "corrupt":
-            print(f"warning: {tid}: {state.detail}; it is retrained from its last readable checkpoint", file=sys.stderr)
+            logger.warning(f"{tid}: {state.detail}; it is retrained from its last readable checkpoint")
     if tracker is not None:
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
@@ -411,10 +411,9 @@ def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> s
         address=address,
         cpus=suite.resources.cpus,
         gpus=suite.resources.gpus,
-        log=lambda s: print(s, flush=True),
     )
     for tid, why in failed.items():
-        print(f"warning: {tid}: evaluation failed: {why}", file=sys.stderr)
+        logger.warning(f"{tid}: evaluation failed: {why}")
     return set(failed)
 
 

@@ -13,14 +13,16 @@ method, width, M, seed, trial id; per-epoch metrics; final metrics; result files
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
 from harness import results
+
+logger = logging.getLogger(__name__)
 
 SYNC_STATE = "mlflow.json"
 PARENT_STATE = "mlflow_parent.json"
@@ -294,7 +296,7 @@ class BackgroundTracker:
 
 
 def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
+    logger.warning(msg)
 
 
 def suite_params(suite) -> dict[str, str]:

@@ -7,6 +7,7 @@ end-of-epoch checkpoint (model, optimizer, RNG states) and ends with the same re
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Callable
@@ -23,6 +24,8 @@ from harness.methods import METHODS
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
+
+logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict], None]
 StepCallback = Callable[[int, int, int], None]  # (epoch index, steps done in it, steps per epoch)
@@ -63,8 +66,8 @@ def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int)
 
 
 class Trainer:
-    def __init__(self, cfg: TrialConfig, log: Callable[[str], None] = print):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg: TrialConfig):
+        self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dir = cfg.trial_dir
         self.folder = results.TrialFolder(self.dir)
@@ -90,7 +93,7 @@ class Trainer:
         self.epochs_done = 0
         self.elapsed = 0.0
         if self.world.is_main:
-            self.log(
+            logger.info(
                 f"{cfg.trial_id}: {len(d.train)} train / {len(d.test)} test images from {d.source}; "
                 f"{len(self.train_loader)} steps/epoch on {self.device}"
             )
@@ -189,9 +192,7 @@ class Trainer:
                 self.engine.verify(self.dir, state["engine"])
             except results.CorruptFile as err:
                 aside = self.folder.set_aside(name) if self.world.is_main else None
-                self.log(
-                    f"warning: {err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint"
-                )
+                logger.warning(f"{err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint")
                 continue
             self.load_state(state)
             return True
@@ -205,11 +206,11 @@ class Trainer:
         every optimizer step (no host sync), ``on_epoch(row)`` after every checkpoint."""
         cfg, main, folder = self.cfg, self.world.is_main, self.folder
         if not restart and folder.is_finished():
-            self.log(f"{self.dir}: already finished")
+            logger.info(f"{self.dir}: already finished")
             return folder.metrics()
         if not restart and self.resume():
             if main:
-                self.log(f"resuming {cfg.trial_id} after epoch {self.epochs_done}/{cfg.epochs}")
+                logger.info(f"resuming {cfg.trial_id} after epoch {self.epochs_done}/{cfg.epochs}")
                 for stale in (results.METRICS, results.LOGITS, results.ERROR):  # unreadable ones, or a failure's
                     (self.dir / stale).unlink(missing_ok=True)
         elif main:
@@ -247,7 +248,7 @@ class Trainer:
                 if bar is not None:
                     bar.set_description(_epoch_summary(row, cfg.epochs))
                 else:
-                    self.log(_epoch_summary(row, cfg.epochs))
+                    logger.info(_epoch_summary(row, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(row)
         if bar is not None:

@@ -56,3 +56,29 @@ def mlflow_server(tmp_path):
     proc = start_server(tmp_path, port)
     yield f"http://127.0.0.1:{port}"
     os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def said_by():
+    """``said_by(name)`` -> the list of messages logger ``name`` emits from then on (INFO and above), in order."""
+    import logging
+
+    attached = []
+
+    def collect(name: str) -> list[str]:
+        messages: list[str] = []
+
+        class Collect(logging.Handler):
+            def emit(self, record):
+                messages.append(record.getMessage())
+
+        logger, handler = logging.getLogger(name), Collect()
+        attached.append((logger, handler, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        return messages
+
+    yield collect
+    for logger, handler, level in attached:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

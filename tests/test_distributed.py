@@ -63,7 +63,7 @@ def test_torch_and_deepspeed_engines_agree_on_one_worker(tmp_path, accum):
         cfg = tiny_config(
             method="cut_mixmo", b=2, epochs=2, engine=engine, grad_accum_steps=accum, output_dir=tmp_path / engine
         )
-        metrics = Trainer(cfg, log=lambda s: None).run()
+        metrics = Trainer(cfg).run()
         runs[engine] = cfg
         assert metrics["engine"] == engine and metrics["workers"] == 1
     torch_cfg, ds_cfg = runs["torch"], runs["deepspeed"]
@@ -102,7 +102,7 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
         zero_stage=zero_stage,
         output_dir=tmp_path / "one",
     )
-    Trainer(one, log=lambda s: None).run()
+    Trainer(one).run()
     two = one.model_copy(update={"workers_per_trial": 2, "output_dir": tmp_path / "two"})
     assert two.trial_id == one.trial_id  # the worker count does not change what is computed
     run_on_workers(two)

@@ -174,7 +174,7 @@ def test_generated_set_is_marked(tmp_path):
 
     noise = np.random.default_rng(0).normal(size=(8, 32, 32, 3))
     images = np.clip(128 + 400 * ndimage.gaussian_filter(noise, (0, 2, 2, 0)), 0, 255).astype(np.uint8)  # smooth
-    out = write_generated_set(images, np.arange(8), tmp_path / "g", "cifar100", "test", log=lambda s: None)
+    out = write_generated_set(images, np.arange(8), tmp_path / "g", "cifar100", "test")
     record = generation_record(out)
     assert record["generated"] and "not comparable" in record["note"] and record["corruptions"] == list(CORRUPTIONS)
     assert json.loads((out / "GENERATED.json").read_text())["images_per_severity"] == 8

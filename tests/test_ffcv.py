@@ -170,7 +170,7 @@ def test_data_prepare_then_a_trial_on_the_ffcv_loader(tmp_path, capsys):
         )
         == 0
     )
-    metrics = Trainer(cfg, log=lambda s: None).run()
+    metrics = Trainer(cfg).run()
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / results.HISTORY))]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert metrics["top1"] > 0.4  # 4 classes: chance 0.25

@@ -83,9 +83,9 @@ def test_partners_come_from_the_dataset():
 def test_the_trainer_draws_partners_from_its_training_set():
     from harness.trainer import Trainer
 
-    trainer = Trainer(tiny_config(method="cut_mixmo", M=2, msda="cutmix", epochs=1), log=lambda s: None)
+    trainer = Trainer(tiny_config(method="cut_mixmo", M=2, msda="cutmix", epochs=1))
     assert trainer.method.partners == trainer.train_loader.sample
-    trainer = Trainer(tiny_config(method="cut_mixmo", M=2, msda="cutmix", msda_partner="batch"), log=lambda s: None)
+    trainer = Trainer(tiny_config(method="cut_mixmo", M=2, msda="cutmix", msda_partner="batch"))
     assert trainer.method.partners is None
 
 
@@ -185,5 +185,5 @@ def test_auroc_by_hand_with_ties():
 def test_metrics_json_carries_tace_and_the_misclassification_auroc(tmp_path):
     from harness.trainer import Trainer
 
-    metrics = Trainer(tiny_config(epochs=1, output_dir=tmp_path), log=lambda s: None).run()
+    metrics = Trainer(tiny_config(epochs=1, output_dir=tmp_path)).run()
     assert 0 <= metrics["tace"] < 1 and 0 <= metrics["misclassification_auroc"] <= 1

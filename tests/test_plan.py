@@ -98,30 +98,30 @@ def stub_control(folder, log):
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-def test_gpu_sharing_mps_and_time_slicing(tmp_path, monkeypatch):
-    said = []
+def test_gpu_sharing_mps_and_time_slicing(tmp_path, monkeypatch, said_by):
+    said = said_by("harness.gpu_sharing")
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "pipe"))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert mps_state() == "absent"
-    with GpuSharing(True, local=True, log=said.append) as sharing:
+    with GpuSharing(True, local=True) as sharing:
         assert sharing.mode == "time-slicing"
     assert "time-slices them" in said[-1]
-    with GpuSharing(False, local=True, log=said.append) as sharing:  # nothing shared: nothing said
+    with GpuSharing(False, local=True) as sharing:  # nothing shared: nothing said
         assert sharing.mode == "exclusive" and len(said) == 1
     log = tmp_path / "calls.txt"
     stub_control(tmp_path / "bin", log)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin")
     assert mps_state() == "available"
-    with GpuSharing(True, local=True, log=said.append) as sharing:
+    with GpuSharing(True, local=True) as sharing:
         assert sharing.mode == "mps" and sharing.started
     assert log.read_text().splitlines() == ["args=-d stdin=", "args= stdin=quit"]  # started, then stopped
     (tmp_path / "pipe").mkdir()
     (tmp_path / "pipe" / "control").touch()  # a daemon of the node's own: used, never stopped
     assert mps_state() == "running"
-    with GpuSharing(True, local=True, log=said.append) as sharing:
+    with GpuSharing(True, local=True) as sharing:
         assert sharing.mode == "mps" and not sharing.started
     assert len(log.read_text().splitlines()) == 2
-    with GpuSharing(True, local=False, log=said.append) as sharing:
+    with GpuSharing(True, local=False) as sharing:
         assert sharing.mode == "cluster" and "setup commands" in said[-1]
 
 

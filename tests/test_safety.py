@@ -92,15 +92,15 @@ def test_a_suite_asking_for_a_gpu_on_a_machine_without_one_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "planted, resumed_from", [([results.CHECKPOINT], 1), ([results.CHECKPOINT, results.PREVIOUS], 0)]
 )
-def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path, planted, resumed_from):
+def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path, planted, resumed_from, said_by):
     cfg = tiny_config(epochs=3, output_dir=tmp_path)
     with pytest.raises(RuntimeError, match="injected"):
-        Trainer(cfg, log=lambda s: None).run(on_epoch=fail_after(2))
+        Trainer(cfg).run(on_epoch=fail_after(2))
     marker = tmp_path / "pwned"
     for name in planted:
         plant(cfg.trial_dir / name, marker)
-    logs = []
-    Trainer(cfg, log=logs.append).run()
+    logs = said_by("harness.trainer")
+    Trainer(cfg).run()
     assert not marker.exists()
     for name in planted:
         assert any("refused by the weights-only loader" in line and name in line for line in logs), logs
@@ -115,14 +115,14 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path
 def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, tags, resumed_from):
     cfg = tiny_config(epochs=3, output_dir=tmp_path, engine="deepspeed", zero_stage=1)
     with pytest.raises(RuntimeError, match="injected"):
-        Trainer(cfg, log=lambda s: None).run(on_epoch=fail_after(2))
+        Trainer(cfg).run(on_epoch=fail_after(2))
     marker = tmp_path / "pwned"
     planted = [p for tag in tags for p in (cfg.trial_dir / "deepspeed" / tag).glob("*.pt")]
     assert len(planted) == 2 * len(tags)  # model states and ZeRO optimizer states of each tag
     for path in planted:
         plant(path, marker)
-    logs = []
-    Trainer(cfg, log=logs.append).run()
+    logs = said_by("harness.trainer")
+    Trainer(cfg).run()
     assert not marker.exists()
     assert sum("refused by the weights-only loader" in line for line in logs) == len(tags), logs
     assert [a["from_epoch"] for a in attempts(cfg.trial_dir)] == [0, resumed_from] and epochs(cfg.trial_dir) == [
@@ -137,7 +137,7 @@ def test_deepspeed_reads_its_own_files_weights_only(tmp_path):
     from harness.engines.deepspeed_engine import load_weights_only
 
     cfg = tiny_config(epochs=1, output_dir=tmp_path, engine="deepspeed", zero_stage=1)
-    trainer = Trainer(cfg, log=lambda s: None)
+    trainer = Trainer(cfg)
     assert trainer.engine.engine.checkpoint_engine.load is load_weights_only
     marker = tmp_path / "pwned"
     plant(tmp_path / "evil.pt", marker)

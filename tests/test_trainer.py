@@ -36,7 +36,7 @@ def test_warmup_then_steps():
 @pytest.mark.parametrize("method, M, b", [("vanilla", 1, 1), ("cut_mixmo", 2, 2)])
 def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M, b):
     cfg = tiny_config(method=method, b=b, epochs=4, output_dir=tmp_path, synthetic_size=512, lr=0.05)
-    metrics = Trainer(cfg, log=lambda s: None).run()
+    metrics = Trainer(cfg).run()
     d = cfg.trial_dir
     assert {p.name for p in d.iterdir()} >= {
         "config.yaml",
@@ -66,7 +66,7 @@ def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M,
 
 def test_validation_split_and_bf16_path(tmp_path):
     cfg = tiny_config(method="linear_mixmo", epochs=1, val_size=64, precision="bf16", output_dir=tmp_path)
-    metrics = Trainer(cfg, log=lambda s: None).run()
+    metrics = Trainer(cfg).run()
     assert "validation split (64 train images)" in metrics["calibration_protocol"]
     assert "val_logits" in results.load_logits(cfg.trial_dir / "logits.npz")
     assert np.isfinite(metrics["nll"])
@@ -124,7 +124,7 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
 
 
 def _first_steps(cfg, steps=3):
-    trainer = Trainer(cfg, log=lambda s: None)
+    trainer = Trainer(cfg)
     torch.manual_seed(1)
     x, y = next(iter(trainer.train_loader))
     losses = []
@@ -156,6 +156,6 @@ def test_compiled_bf16_trial_learns_on_cpu(tmp_path):
         precision="bf16",
         output_dir=tmp_path,
     )
-    metrics = Trainer(cfg, log=lambda s: None).run()
+    metrics = Trainer(cfg).run()
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / "history.csv"))]
     assert losses[-1] < losses[0] and metrics["top1"] > 0.5  # 4 classes: chance 0.25

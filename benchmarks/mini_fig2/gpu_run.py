@@ -72,7 +72,7 @@ def probe_one(config: Path, ready: Path, total: int, warmup: int, steps: int, un
     from harness.trainer import Trainer
 
     cfg = load_trial_config(config)
-    trainer = Trainer(cfg, log=lambda s: None)
+    trainer = Trainer(cfg)
     batches = _cycle(lambda: iter(trainer.train_loader))
 
     def step():

@@ -9,17 +9,19 @@ processes overlap for the whole timed window.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from harness.bench.rates import Rate, Shape
 from harness.config import TrialConfig
+
+logger = logging.getLogger(__name__)
 
 
 def _sync(device: torch.device) -> None:
@@ -32,7 +34,7 @@ def measure_one(cfg: TrialConfig, seconds: float, warmup: int, barrier: Path | N
     from harness.trainer import Trainer, learning_rate, resolve_device
 
     device = resolve_device(cfg.device)
-    trainer = Trainer(cfg.model_copy(update={"progress": False}), log=lambda s: None)
+    trainer = Trainer(cfg.model_copy(update={"progress": False}))
     trainer.model.train()
     steps_per_epoch = len(trainer.train_loader)
 
@@ -105,9 +107,7 @@ def card_name(device: torch.device) -> tuple[str, float]:
     return _cpu_name(), float("nan")
 
 
-def measure_shapes(
-    trials: list[TrialConfig], pack: list[int], seconds: float, warmup: int, log: Callable[[str], None] = print
-) -> list[Rate]:
+def measure_shapes(trials: list[TrialConfig], pack: list[int], seconds: float, warmup: int) -> list[Rate]:
     """A rate row per distinct shape of ``trials`` and per k of ``pack``."""
     from harness.trainer import resolve_device
 
@@ -124,7 +124,7 @@ def measure_shapes(
             rate = sum(r["samples_per_s"] for r in runs) / k
             peak = max(r["peak_memory_gb"] for r in runs)
             out.append(Rate(card, shape, k, rate, peak, memory, torch.__version__, today))
-            log(
+            logger.info(
                 f"[{n}/{len(shapes)}] {shape}: {k} at once: {rate:,.0f} samples/s each, {k * rate:,.0f} in all"
                 + (f", peak {peak:.2f} GB each" if peak == peak else "")
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import platform
 import time
@@ -18,9 +19,12 @@ from typing import Callable, Iterator
 
 import torch
 
+from harness import logs
 from harness.config import TrialConfig
 from harness.methods.base import Method, MixedBatch
 from harness.models import build_model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -123,6 +127,14 @@ def _label(cfg: TrialConfig, channels_last: bool) -> str:
     return ", ".join(parts)
 
 
+def _quiet_trainer(cfg: TrialConfig):
+    """A Trainer for timing steps: its start-up line is not bench output."""
+    from harness.trainer import Trainer
+
+    with logs.quiet("harness.trainer"):
+        return Trainer(cfg)
+
+
 def run_bench(
     cfg: TrialConfig,
     batch_sizes: list[int],
@@ -135,10 +147,9 @@ def run_bench(
     reference_workers: int,
     reference: bool = True,
     engines: list[str] | None = None,
-    log: Callable[[str], None] = print,
 ) -> BenchResult:
     from harness.bench.reference import reference_loader
-    from harness.trainer import Trainer, resolve_device
+    from harness.trainer import resolve_device
 
     cfg = _variant(cfg, progress=False)
     device = resolve_device(cfg.device)
@@ -164,11 +175,13 @@ def run_bench(
 
     def add(row: Row) -> None:
         result.rows.append(row)
-        log(f"  {row.part:6s} {row.pipeline:60s} batch {row.batch_size:4d}: {row.samples_per_s:10,.0f} samples/s")
+        logger.info(
+            f"  {row.part:6s} {row.pipeline:60s} batch {row.batch_size:4d}: {row.samples_per_s:10,.0f} samples/s"
+        )
 
-    base = Trainer(_variant(cfg, batch_size=batch_sizes[0]), log=lambda s: None)
+    base = _quiet_trainer(_variant(cfg, batch_size=batch_sizes[0]))
     data, bs0 = base.data, batch_sizes[0]
-    log(
+    logger.info(
         f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
         f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps "
         f"({loader_steps} for the loaders)"
@@ -179,7 +192,7 @@ def run_bench(
     for loader in loaders:
         same = loader == cfg.loader
         seconds = _time_trainer(
-            base if same else Trainer(_variant(cfg, batch_size=bs0, loader=loader), log=lambda s: None),
+            base if same else _quiet_trainer(_variant(cfg, batch_size=bs0, loader=loader)),
             device,
             warmup,
             loader_steps,
@@ -238,7 +251,7 @@ def run_bench(
         )
         _reset_peak(device)
         try:
-            trainer = Trainer(variant, log=lambda s: None)
+            trainer = _quiet_trainer(variant)
             seconds = _time_trainer(trainer, device, warmup, steps, train=True)
         except Exception as err:  # a variant that cannot run here (compile without a compiler, OOM) is reported
             add(

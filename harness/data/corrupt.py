@@ -12,12 +12,15 @@ not comparable with published CIFAR-C numbers.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from harness.data.eval_sets import CORRUPTIONS, GENERATED_MARKER, SEVERITIES
+
+logger = logging.getLogger(__name__)
 
 # severity 1..5 parameters, from the benchmark's CIFAR generation script where the operation is the same
 PARAMS = {
@@ -171,7 +174,6 @@ def write_generated_set(
     source: str,
     seed: int = 0,
     corruptions: tuple[str, ...] = CORRUPTIONS,
-    log=print,
 ) -> Path:
     """Write the stand-in set to ``out`` (CIFAR-C layout) and mark it as generated."""
     out = Path(out)
@@ -186,7 +188,7 @@ def write_generated_set(
         with open(tmp, "wb") as f:
             np.save(f, stack)
         tmp.replace(out / f"{name}.npy")
-        log(f"[{i}/{len(corruptions)}] {name}: {len(stack)} images")
+        logger.info(f"[{i}/{len(corruptions)}] {name}: {len(stack)} images")
     write_json(
         out / GENERATED_MARKER,
         {

@@ -48,6 +48,29 @@ def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
     )
 
 
+def cli(*args, **env) -> subprocess.CompletedProcess:
+    """`harness ARGS` in this process (milliseconds, not a Python start-up): for checks of a message and an exit
+    code. Environment variables in ``env`` are set for the call; output is captured as a subprocess's would be."""
+    import contextlib
+    import io
+
+    from harness.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(["harness", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 def harness_background(*args, log: Path, **env) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *map(str, args)],

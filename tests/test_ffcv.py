@@ -56,6 +56,7 @@ def coordinate_beton(tmp_path, n):
     return tiny_config(loader="ffcv", ffcv_dir=tmp_path, loader_workers=2, synthetic_resolution=32), arrays.y
 
 
+@pytest.mark.slow  # FFCV's compiled pipeline
 def test_ffcv_loader_repeats_and_augments_like_the_device_loader(tmp_path):
     n = 2000
     cfg, labels = coordinate_beton(tmp_path, n)
@@ -89,6 +90,7 @@ def test_ffcv_loader_repeats_and_augments_like_the_device_loader(tmp_path):
     assert abs(np.mean([v[2] for v in views]) - 0.5) < 0.03
 
 
+@pytest.mark.slow  # FFCV's compiled pipeline
 def test_ffcv_loader_uses_the_trial_subset_and_refuses_a_stale_file(tmp_path):
     n = 500
     cfg, labels = coordinate_beton(tmp_path, n)
@@ -117,6 +119,7 @@ def test_ffcv_loader_uses_the_trial_subset_and_refuses_a_stale_file(tmp_path):
         )
 
 
+@pytest.mark.slow  # writes .beton files and trains
 def test_data_prepare_then_a_trial_on_the_ffcv_loader(tmp_path, capsys):
     out = tmp_path / "ffcv"
     assert main(["data", "prepare", "synthetic", "--format", "ffcv", "--out", str(out), "--workers", "1"]) == 0

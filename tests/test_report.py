@@ -148,6 +148,7 @@ def test_partial_sweep_report_says_what_is_missing(sweep):
     assert {p.name for p in report["figures"]} >= {"width_cifar100_wrn16_3ep.png", "reliability.svg", "diversity.png"}
 
 
+@pytest.mark.slow  # a browser
 def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -18,7 +18,7 @@ from harness.lock import LOCK, LockHeld, SuiteLock, is_live
 from harness.results import TrialFolder
 from harness.sweep import Progress
 from harness.trainer import Trainer
-from helpers import attempts, epochs, harness, harness_background, tiny_config, trial_dirs, write_suite
+from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, trial_dirs, write_suite
 
 
 class Payload:
@@ -112,7 +112,7 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tags, resumed_from", [(["epoch2"], 1), (["epoch1", "epoch2"], 0)])
-def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, tags, resumed_from):
+def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, tags, resumed_from, said_by):
     cfg = tiny_config(epochs=3, output_dir=tmp_path, engine="deepspeed", zero_stage=1)
     with pytest.raises(RuntimeError, match="injected"):
         Trainer(cfg).run(on_epoch=fail_after(2))
@@ -256,7 +256,7 @@ def test_unusable_storage_and_tracking_are_refused_up_front(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     for storage, why in ((str(afile / "results"), "Not a directory"), ("/proc/harness-results", "")):
-        proc = harness("run", write_suite(tmp_path, storage=storage))
+        proc = cli("run", write_suite(tmp_path, storage=storage))
         assert proc.returncode == 2 and "is not a writable folder" in proc.stderr and why in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     suite = write_suite(tmp_path)
@@ -274,18 +274,18 @@ def test_bad_suite_files_name_the_problem(tmp_path):
     }
     for name, (data, expected) in cases.items():
         (tmp_path / name).write_bytes(data)
-        proc = harness("run", tmp_path / name, "--dry-run")
+        proc = cli("run", tmp_path / name, "--dry-run")
         assert proc.returncode == 2 and expected in proc.stderr and name in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
 
 def test_train_refuses_coerced_values_and_divergence_is_said_plainly(tmp_path):
     for value in ("'2'", "true", "2.5"):
-        proc = harness("train", "--set", f"width={value}", "--set", "dataset=synthetic")
+        proc = cli("train", "--set", f"width={value}", "--set", "dataset=synthetic")
         assert proc.returncode == 2 and "width: Input should be a valid integer" in proc.stderr, proc.stderr
-    proc = harness("train", "--set", "dataset=synthetic", "--set", "name=..")
+    proc = cli("train", "--set", "dataset=synthetic", "--set", "name=..")
     assert proc.returncode == 2 and "name: String should match pattern" in proc.stderr
-    proc = harness("train", "--set", "dataset=synthetic", "--set", "device=banana")
+    proc = cli("train", "--set", "dataset=synthetic", "--set", "device=banana")
     assert proc.returncode == 2 and "device: String should match pattern" in proc.stderr
     config = tmp_path / "diverge.yaml"
     config.write_text(
@@ -299,10 +299,11 @@ def test_train_refuses_coerced_values_and_divergence_is_said_plainly(tmp_path):
             }
         )
     )
-    proc = harness("train", config)
+    proc = cli("train", config)
     assert proc.returncode == 1 and "training diverged" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow  # a subprocess on a small tmpfs
 def test_full_disk_is_reported_as_such(tmp_path):
     disk = tmp_path / "small"
     disk.mkdir()
@@ -318,6 +319,7 @@ def test_full_disk_is_reported_as_such(tmp_path):
         subprocess.run(["umount", str(disk)])
 
 
+@pytest.mark.slow  # a subprocess under an address-space limit
 def test_out_of_memory_is_reported_as_such(tmp_path):
     """A 6 GB address-space limit: the CPU allocator fails inside the first step."""
     import resource
@@ -335,6 +337,7 @@ def test_out_of_memory_is_reported_as_such(tmp_path):
     assert "Traceback" not in proc.stderr and "enforce fail" not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess and a signal
 def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
     config = tmp_path / "trial.yaml"
     config.write_text(
@@ -352,15 +355,10 @@ def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
     assert "interrupted before any epoch ended: nothing to resume from" in log.read_text()
 
 
-def test_report_from_another_folder_says_where_it_looked(tmp_path):
+def test_report_from_another_folder_says_where_it_looked(tmp_path, monkeypatch):
     suite = write_suite(tmp_path, storage="results")
-    proc = subprocess.run(
-        [os.sys.executable, "-m", "harness", "report", str(suite)],
-        cwd=tmp_path / "..",
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-    )
+    monkeypatch.chdir(tmp_path / "..")
+    proc = cli("report", suite)
     assert proc.returncode == 2
     assert f"no results yet in {(tmp_path / '..').resolve() / 'results' / 'synth'}" in proc.stderr
     assert "relative to the folder" in proc.stderr
@@ -368,7 +366,7 @@ def test_report_from_another_folder_says_where_it_looked(tmp_path):
 
 def test_missing_data_hint_names_flags_that_exist(tmp_path):
     suite = write_suite(tmp_path, base={"dataset": "cifar100", "data_dir": str(tmp_path / "none")})
-    proc = harness("run", suite, "--dry-run")
+    proc = cli("run", suite, "--dry-run")
     assert proc.returncode == 2 and "`download: true` in a suite's `base:`" in proc.stderr
     assert "`--set download=true` (`harness train`)" in proc.stderr
 

@@ -5,7 +5,7 @@ import yaml
 
 from harness.config import ConfigError
 from harness.suite import expand, load_suite
-from helpers import harness
+from helpers import cli
 
 GOOD = {
     "name": "t",
@@ -119,11 +119,11 @@ def test_bad_suites_give_specific_errors(tmp_path, suite, expected):
 
 def test_cli_refuses_missing_data_before_running_anything(tmp_path):
     suite = with_(base__dataset="cifar100", base__data_dir=str(tmp_path / "no-data"), storage=str(tmp_path / "r"))
-    proc = harness("run", suite_file(tmp_path, suite), "--dry-run")
+    proc = cli("run", suite_file(tmp_path, suite), "--dry-run")
     assert proc.returncode == 2
     assert "cifar100 not found" in proc.stderr and str(tmp_path / "no-data") in proc.stderr
     assert "Traceback" not in proc.stderr
-    bad = harness("run", suite_file(tmp_path, with_(grid__width=[])))
+    bad = cli("run", suite_file(tmp_path, with_(grid__width=[])))
     assert bad.returncode == 2 and "grid.width: empty list" in bad.stderr and "Traceback" not in bad.stderr
 
 

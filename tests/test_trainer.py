@@ -83,6 +83,7 @@ def train_cli(cfg_overrides, out, fault=None):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # four training processes
 def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     overrides = dict(
         dataset="synthetic",
@@ -134,6 +135,7 @@ def _first_steps(cfg, steps=3):
     return trainer, losses
 
 
+@pytest.mark.slow  # torch.compile on the CPU
 def test_compiled_channels_last_step_matches_the_eager_step(tmp_path):
     cfg = tiny_config(method="cut_mixmo", b=2, output_dir=tmp_path)
     eager, eager_losses = _first_steps(cfg)
@@ -145,6 +147,7 @@ def test_compiled_channels_last_step_matches_the_eager_step(tmp_path):
         assert torch.allclose(p, q, atol=1e-4)
 
 
+@pytest.mark.slow  # torch.compile on the CPU
 def test_compiled_bf16_trial_learns_on_cpu(tmp_path):
     cfg = tiny_config(
         method="cut_mixmo",

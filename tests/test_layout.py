@@ -127,6 +127,7 @@ def test_result_file_names_have_one_owner():
     assert offenders == []
 
 
+@pytest.mark.slow  # a fresh interpreter builds a whole report
 def test_status_and_report_do_not_start_or_import_ray(tmp_path):
     """`harness status` and `harness report` read trial folders only: no Ray import (seconds, and no cluster)."""
     import numpy as np

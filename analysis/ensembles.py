@@ -11,7 +11,7 @@ import torch
 from analysis.stats import bootstrap, right_per_image
 from harness.config import setting
 from harness.metrics import calibrate, final_metrics
-from harness.results import TrialFolder
+from harness.results import TrialFolder, write_json
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -96,3 +96,17 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
                     }
                 )
     return rows
+
+
+def compose_suite_ensembles(suite_dir: Path, trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[str]:
+    """The suite's deep ensembles (``ensembles:``) from its finished trials, written to <suite>/ensembles.json;
+    a line each for the terminal."""
+    if not specs:
+        return []
+    rows = ensembles_for(trial_dirs, specs)
+    write_json(Path(suite_dir) / "ensembles.json", rows)
+    return [
+        f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "
+        f"(seeds {r['seeds']}): top1 {100 * r['top1']:.2f}%"
+        for r in rows
+    ]

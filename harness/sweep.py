@@ -311,7 +311,13 @@ def _run_locked(
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
-    ensembles = _compose_ensembles(suite, trials)  # before the parent run closes: ensembles.json goes with it
+    from analysis.ensembles import compose_suite_ensembles
+
+    ensembles = compose_suite_ensembles(  # before the parent run closes: ensembles.json goes with it
+        suite.suite_dir,
+        [t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
+        [(spec.method, spec.sizes) for spec in suite.ensembles],
+    )
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:
@@ -428,20 +434,3 @@ def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")
     except Exception as err:
         warn(f"tracking: could not close the sweep's parent run ({type(err).__name__}: {err})")
-
-
-def _compose_ensembles(suite: Suite, trials: list[TrialConfig]) -> list[str]:
-    from analysis.ensembles import ensembles_for
-
-    if not suite.ensembles:
-        return []
-    rows = ensembles_for(
-        [t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
-        [(spec.method, spec.sizes) for spec in suite.ensembles],
-    )
-    results.write_json(suite.suite_dir / "ensembles.json", rows)
-    return [
-        f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "
-        f"(seeds {r['seeds']}): top1 {100 * r['top1']:.2f}%"
-        for r in rows
-    ]

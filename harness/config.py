@@ -62,9 +62,8 @@ class TrialConfig(BaseModel):
     name: str = Runtime("trial", pattern=NAME_PATTERN)  # results go to <output_dir>/<name>/<trial_id>/
     seed: int = Seed(0, ge=0)
     output_dir: LaxPath = Runtime(Path("results"))
-    store: Optional[str] = Runtime(
-        None
-    )  # object-store URI the trial folder is mirrored to (output_dir is then node-local)
+    # object-store URI the trial folder is mirrored to (output_dir is then node-local)
+    store: Optional[str] = Runtime(None)
 
     # --- data
     dataset: str = Recipe("cifar100")
@@ -121,20 +120,17 @@ class TrialConfig(BaseModel):
     loader_workers: int = Runtime(8, ge=1)  # ffcv only: decoding threads
     ffcv_dir: Optional[LaxPath] = Runtime(None)  # ffcv only: where `harness data prepare` wrote the .beton files
     channels_last: Optional[bool] = Runtime(None)  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
-    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Runtime(
-        False
-    )  # torch.compile the model
+    # torch.compile the model
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Runtime(False)
 
     # --- engine and data parallelism
     engine: Literal["torch", "deepspeed"] = RecipeIfSet("torch")
     zero_stage: int = RecipeIfSet(0, ge=0, le=2)  # deepspeed only: 1 partitions optimizer state, 2 also gradients
     grad_accum_steps: int = RecipeIfSet(1, ge=1)  # micro-batches per optimizer step; batch_size stays the global batch
-    deepspeed: dict[str, Any] = RecipeIfSet(
-        default_factory=dict
-    )  # raw DeepSpeed settings, merged over the generated ones
-    workers_per_trial: int = Runtime(
-        1, ge=1
-    )  # data-parallel workers (Ray Train); the global batch is split between them
+    # raw DeepSpeed settings, merged over the generated ones
+    deepspeed: dict[str, Any] = RecipeIfSet(default_factory=dict)
+    # data-parallel workers (Ray Train); the global batch is split between them
+    workers_per_trial: int = Runtime(1, ge=1)
     eval_batch_size: int = Runtime(500, ge=1)
     eval_every: int = History(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
     progress: bool = Runtime(True)

@@ -50,6 +50,49 @@ def test_official_cifar100_pickle_folder(tmp_path):
     assert data.test.y.tolist() == [99, 98, 97, 96] and data.classes[3] == "c3"
 
 
+class Payload:
+    """Unpickling this runs `touch <marker>`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_cifar_pickle_is_refused_unread(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    _pickle(folder / "train", {b"data": Payload(marker), b"fine_labels": [0]})
+    with pytest.raises(DataError, match=r"cifar-100-python/train: refused: it names (posix|os)\.system"):
+        DATASETS.get("cifar100")(data_dir=tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+@pytest.mark.parametrize("keys", [bytes, str])
+def test_cifar_pickles_with_str_or_bytes_keys_and_any_protocol(tmp_path, protocol, keys):
+    """The official files (Python 2: bytes keys, protocol 2) and copies re-pickled by Python 3 (str keys, numpy
+    arrays) read alike."""
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    x = fake_images(6)
+
+    def dump(name, d):
+        with open(folder / name, "wb") as f:
+            pickle.dump({keys(k) if keys is str else k.encode(): v for k, v in d.items()}, f, protocol=protocol)
+
+    dump("train", {"data": chw_rows(x[:4]), "fine_labels": np.arange(4)})
+    dump("test", {"data": chw_rows(x[4:]), "fine_labels": [7, 8]})
+    dump("meta", {"fine_label_names": [f"c{i}" if keys is str else f"c{i}".encode() for i in range(100)]})
+    data = DATASETS.get("cifar100")(data_dir=tmp_path)
+    assert np.array_equal(data.train.x, x[:4]) and data.train.y.tolist() == [0, 1, 2, 3]
+    assert data.test.y.tolist() == [7, 8] and data.classes[5] == "c5"
+
+
 def test_official_cifar10_pickle_folder(tmp_path):
     folder = tmp_path / "cifar10" / "cifar-10-batches-py"
     folder.mkdir(parents=True)

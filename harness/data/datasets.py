@@ -167,34 +167,77 @@ def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageA
     return splits[0], splits[1], classes
 
 
+# What the official CIFAR pickles (Python 2, and the same files re-pickled by Python 3 and NumPy 1 or 2) may name
+# besides plain containers, strings and numbers: NumPy's array and dtype rebuilders, and the bytes codec. Nothing
+# else is ever looked up, so a planted pickle cannot run code.
+SAFE_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"it names {module}.{name}, which no CIFAR file holds (only arrays, lists, strings and numbers are "
+            "allowed); refused unread, since unpickling it could run code"
+        )
+
+
 def _unpickle(path: Path) -> dict:
+    """An official CIFAR pickle through the restricted unpickler, its keys as str (Python 2's bytes or Python 3's
+    str alike)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")  # the official format; only read from the user's data folder
+            d = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{path}: refused: {err}") from None
     except Exception as err:
         raise DataError(f"{path}: cannot unpickle the official CIFAR file ({err}); the file is corrupt") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: expected a dict (the official CIFAR format), got {type(d).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _pickle_images(d: dict) -> np.ndarray:
-    return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+def _entry(d: dict, key: str, path: Path):
+    if key not in d:
+        raise DataError(f"{path}: no {key!r} entry (has {', '.join(map(repr, d))}); not an official CIFAR file")
+    return d[key]
+
+
+def _pickle_images(d: dict, path: Path) -> np.ndarray:
+    return np.asarray(_entry(d, "data", path), dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _names(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
 
 def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
     if num_classes == 100:
-        train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
-        meta = _unpickle(folder / "meta")
-        tr = ImageArrays(_pickle_images(train), np.asarray(train[b"fine_labels"]))
-        te = ImageArrays(_pickle_images(test), np.asarray(test[b"fine_labels"]))
-        classes = [c.decode() for c in meta[b"fine_label_names"]]
+        paths = folder / "train", folder / "test", folder / "meta"
+        train, test, meta = (_unpickle(p) for p in paths)
+        tr = ImageArrays(_pickle_images(train, paths[0]), np.asarray(_entry(train, "fine_labels", paths[0])))
+        te = ImageArrays(_pickle_images(test, paths[1]), np.asarray(_entry(test, "fine_labels", paths[1])))
+        classes = _names(_entry(meta, "fine_label_names", paths[2]))
     else:
-        batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
-        test = _unpickle(folder / "test_batch")
+        paths = [folder / f"data_batch_{i}" for i in range(1, 6)]
+        batches = [_unpickle(p) for p in paths]
+        test_path, meta_path = folder / "test_batch", folder / "batches.meta"
+        test = _unpickle(test_path)
         tr = ImageArrays(
-            np.concatenate([_pickle_images(b) for b in batches]),
-            np.concatenate([np.asarray(b[b"labels"]) for b in batches]),
+            np.concatenate([_pickle_images(b, p) for b, p in zip(batches, paths)]),
+            np.concatenate([np.asarray(_entry(b, "labels", p)) for b, p in zip(batches, paths)]),
         )
-        te = ImageArrays(_pickle_images(test), np.asarray(test[b"labels"]))
-        classes = [c.decode() for c in _unpickle(folder / "batches.meta")[b"label_names"]]
+        te = ImageArrays(_pickle_images(test, test_path), np.asarray(_entry(test, "labels", test_path)))
+        classes = _names(_entry(_unpickle(meta_path), "label_names", meta_path))
     return _check_arrays(tr, folder, num_classes), _check_arrays(te, folder, num_classes), classes
 
 

@@ -204,3 +204,62 @@ def test_subsets_and_validation_split_are_fixed_and_disjoint(real_data_dir):
     val_keys = {hashlib.md5(img.tobytes()).hexdigest() for img in a.val.x}
     assert len(train_keys & val_keys) <= 2  # only CIFAR-100's own duplicate images may coincide
     assert len(np.unique(a.train.y)) == 100  # shuffled before subsetting: all classes present
+
+
+def image_tree(root, sizes, test_classes=None):
+    """cifar10/{train,test}/class<i>/<n>.png: one train image per size in ``sizes`` (class i), test images in
+    ``test_classes`` (folder name -> count)."""
+    classes = [f"class{i}" for i in range(10)]
+    for c in classes:
+        (root / "train" / c).mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        Image.fromarray(fake_images(1, size, seed=i)[0]).save(root / "train" / classes[i] / f"{i}.png")
+    for c, n in (test_classes or {"class0": 1}).items():
+        (root / "test" / c).mkdir(parents=True)
+        for j in range(n):
+            Image.fromarray(fake_images(1, sizes[0], seed=50 + j)[0]).save(root / "test" / c / f"{j}.png")
+
+
+def test_an_image_tree_of_mixed_sizes_names_two_files_and_their_sizes(tmp_path):
+    image_tree(tmp_path / "cifar10", [32, 32, 40])
+    with pytest.raises(DataError, match=r"images of different sizes: .*class2/2.png is 40x40, .*class0/0.png is 32x32"):
+        DATASETS.get("cifar10")(data_dir=tmp_path)
+
+
+def test_test_classes_unknown_to_training_are_counted_in_a_warning(tmp_path, said_by):
+    image_tree(tmp_path / "cifar10", [32] * 10, {"class0": 2, "zebra": 3, "aardvark": 1})
+    said = said_by("harness.data.datasets")
+    data = DATASETS.get("cifar10")(data_dir=tmp_path)
+    assert len(data.test) == 2
+    assert any("2 class folder(s)" in m and "aardvark (1 images), zebra (3 images)" in m for m in said), said
+
+
+def test_a_tree_without_test_names_the_missing_folder(tmp_path):
+    image_tree(tmp_path / "cifar10", [32] * 10)
+    import shutil
+
+    shutil.rmtree(tmp_path / "cifar10" / "test")
+    with pytest.raises(DataError, match=r"cifar10: an image tree with train/<class>/ but no test/ folder"):
+        DATASETS.get("cifar10")(data_dir=tmp_path)
+
+
+def test_a_truncated_npz_is_refused_by_the_availability_check(tmp_path):
+    """The driver's check (no image decoded) stops a run before any trial reads the file."""
+    from harness.data import check_available
+
+    folder = tmp_path / "cifar100"
+    folder.mkdir()
+    np.savez(folder / "train.npz", x=fake_images(50), y=np.arange(50) % 100)
+    np.savez(folder / "test.npz", x=fake_images(5), y=np.arange(5))
+    data = (folder / "train.npz").read_bytes()
+    (folder / "train.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"train.npz: not a readable npz archive .* truncated or corrupt"):
+        check_available(tiny_config(dataset="cifar100", data_dir=tmp_path))
+
+
+def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
+    from harness.data import build_train_loader
+
+    cfg = tiny_config(synthetic_size=20, batch_size=64)
+    with pytest.raises(DataError, match=r"batch_size 64 is larger than the 20 training images x b = 1"):
+        build_train_loader(cfg, load_dataset(cfg), "cpu")

@@ -62,6 +62,12 @@ def held_out_classes(data: ImageSplits, n: int) -> ImageArrays:
 
 def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
     """The training loader the config asks for: ``device`` (default) or ``ffcv``."""
+    entries = len(data.train) * cfg.b
+    if cfg.drop_last and entries < cfg.batch_size:
+        raise DataError(
+            f"batch_size {cfg.batch_size} is larger than the {len(data.train)} training images x b = {cfg.b}: no full "
+            f"batch to train on; lower batch_size, use more images (train_subset), or set drop_last: false"
+        )
     if cfg.loader == "ffcv":
         from harness.data.ffcv_loader import FFCVTrainLoader
 

@@ -9,6 +9,7 @@ SVHN the official ``train_32x32.mat``/``test_32x32.mat``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from harness.registry import Registry
+
+logger = logging.getLogger(__name__)
 
 
 class DataError(RuntimeError):
@@ -148,6 +151,21 @@ def _verify_sha256sums(folder: Path) -> None:
             raise DataError(f"{path}: checksum mismatch with {sums}; the file is corrupt, download it again")
 
 
+def check_npz_folder(folder: Path) -> None:
+    """Cheap (no image decoded): both files are intact zip archives holding x and y; DataError naming the file."""
+    import zipfile
+
+    for split in ("train", "test"):
+        path = folder / f"{split}.npz"
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+        except (OSError, zipfile.BadZipFile) as err:
+            raise DataError(f"{path}: not a readable npz archive ({err}); the file is truncated or corrupt") from None
+        if not {"x.npy", "y.npy"} <= names:
+            raise DataError(f"{path}: holds {', '.join(sorted(names)) or 'nothing'}; expected arrays x and y")
+
+
 def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
     _verify_sha256sums(folder)
     splits = []
@@ -266,18 +284,40 @@ def _load_image(path: Path, size: int | None = None, resize: bool = False) -> np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:
-    """``train/<class>/*.png`` and ``test/<class>/*.png``; classes in sorted order."""
+    """``train/<class>/*.png`` and ``test/<class>/*.png``; classes in sorted order. Every image must have the
+    size of the first (a mixed tree is refused, naming one image of each size); test class folders that training
+    does not have are left out with a warning."""
     classes = sorted(p.name for p in (folder / "train").iterdir() if p.is_dir())
     if len(classes) != num_classes:
         raise DataError(f"{folder / 'train'}: found {len(classes)} class folders, expected {num_classes}")
-    out = []
+    unknown = sorted(p.name for p in (folder / "test").iterdir() if p.is_dir() and p.name not in classes)
+    if unknown:
+        counts = ", ".join(f"{c} ({len(_images(folder / 'test' / c))} images)" for c in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        logger.warning(
+            f"{folder / 'test'}: {len(unknown)} class folder(s) that {folder / 'train'} does not have, left out of "
+            f"the test set: {counts}{more}"
+        )
+    out, first = [], None
     for split in ("train", "test"):
         xs, ys = [], []
         for label, cls in enumerate(classes):
-            files = sorted(p for p in (folder / split / cls).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            xs += [_load_image(p) for p in files]
-            ys += [label] * len(files)
+            for path in _images(folder / split / cls):
+                image = _load_image(path)
+                if first is None:
+                    first = (path, image.shape)
+                elif image.shape != first[1]:
+                    raise DataError(
+                        f"{folder}: images of different sizes: {path} is {image.shape[1]}x{image.shape[0]}, "
+                        f"{first[0]} is {first[1][1]}x{first[1][0]}; a dataset's images share one size"
+                    )
+                xs.append(image)
+                ys.append(label)
         if not xs:
             raise DataError(f"{folder / split}: no images found")
         out.append(_check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / split, num_classes))
@@ -301,9 +341,13 @@ def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
             looked.append(f"{folder}/ (official pickle files)")
             if (folder / ("train" if num_classes == 100 else "data_batch_1")).is_file():
                 return (read_cifar_pickle, folder, f"official pickle folder {folder}"), looked
-        looked.append(f"{base}/train/<class>/*.png")
+        looked.append(f"{base}/train/<class>/*.png and {base}/test/<class>/*.png")
         if _is_image_folder(base):
             return (read_image_folder, base, f"image folder {base}"), looked
+        if (base / "train").is_dir() and any(p.is_dir() for p in (base / "train").iterdir()):
+            raise DataError(
+                f"{base}: an image tree with train/<class>/ but no test/ folder; add test/<class>/*.png beside it"
+            )
     return None, looked
 
 
@@ -332,9 +376,11 @@ def _cifar(
             f"layouts above, or let torchvision fetch it into {root}: `download: true` in a suite's `base:` "
             f"(`harness run`), or `--set download=true` (`harness train`)."
         )
-    if check_only:
-        return None
     reader, folder, description = found
+    if check_only:
+        if reader is read_npz_folder:
+            check_npz_folder(folder)
+        return None
     tr, te, classes = reader(folder, num_classes)
     return ImageSplits(tr, te, num_classes, description, classes)
 

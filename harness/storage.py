@@ -76,9 +76,19 @@ def storage_problem(storage: Path, hosts: set[str], fstype: str | None = None) -
     )
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """ConfigError unless ``folder`` can be created and written here (storage under a file, in /proc, read-only...)."""
+def check_writable(folder: Path, what: str, create: bool = True) -> None:
+    """ConfigError unless ``folder`` can be created and written here (storage under a file, in /proc, read-only...).
+    ``create=False`` (a dry run) creates nothing: the nearest existing folder on its path must be writable."""
     folder = Path(folder)
+    if not create:
+        existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            why = "not a folder" if not existing.is_dir() else "not writable"
+            raise ConfigError(
+                f"{what}: {folder.absolute()} is not a writable folder ({existing} is {why}); "
+                f"point `storage` at a folder you can write"
+            )
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-probe-{os.getpid()}"

@@ -261,18 +261,25 @@ def run_sweep(
     break_lock: bool = False,
 ) -> int:
     trials = expand(suite, source)
+    store = suite.store
+    storage = f"{source}: storage" if not store else "the local copy of the object store"
     if dry_run:
         print(plan_text(suite, trials, address), flush=True)
-        for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
-            check_available(cfg)
-        check_sets(trials, suite.evaluation_sets())
+        check_writable(suite.suite_dir, storage, create=False)
+        _check_inputs(suite, trials)
         print(status_table(status_rows(trials)))
         return 0
-    store = suite.store
-    check_writable(suite.suite_dir, f"{source}: storage" if not store else "the local copy of the object store")
+    check_writable(suite.suite_dir, storage)
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
     with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
         return _run_locked(suite, trials, source, address, restart, tracker, lock)
+
+
+def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> None:
+    """Missing or broken data and evaluation sets fail here, with their message, not in every trial."""
+    for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
+        check_available(cfg)
+    check_sets(trials, suite.evaluation_sets())
 
 
 def _run_locked(
@@ -293,9 +300,7 @@ def _run_locked(
     if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
-    for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
-        check_available(cfg)  # missing data fails here, with its message, not in every trial
-    check_sets(trials, suite.evaluation_sets())
+    _check_inputs(suite, trials)
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
     for tid, state in states.items():
         if state.state == "corrupt":

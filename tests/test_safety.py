@@ -259,7 +259,11 @@ def test_unusable_storage_and_tracking_are_refused_up_front(tmp_path):
         proc = cli("run", write_suite(tmp_path, storage=storage))
         assert proc.returncode == 2 and "is not a writable folder" in proc.stderr and why in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    proc = cli("run", write_suite(tmp_path, storage=str(afile / "results")), "--dry-run")  # checked, nothing made
+    assert proc.returncode == 2 and f"({afile} is not a folder)" in proc.stderr, proc.stderr
     suite = write_suite(tmp_path)
+    proc = cli("run", suite, "--dry-run")
+    assert proc.returncode == 0 and not (tmp_path / "results").exists()  # a dry run creates no folder
     proc = harness("run", suite, "--tracking-uri", "banana://x")
     assert proc.returncode == 2 and "tracking URI 'banana://x': not one MLflow can open" in proc.stderr
     assert not (tmp_path / "results" / "synth").exists() or not list(

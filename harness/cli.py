@@ -409,6 +409,7 @@ def cmd_data_corrupt(args) -> int:
         data.source + (f", a random subset of {args.images} test images" if args.images else ""),
         seed=args.seed,
         corruptions=tuple(args.corruptions or CORRUPTIONS),
+        force=args.force,
     )
     name = f"{args.dataset}-c-generated" + ("" if not args.out else f"={out}")
     print(f"{out}: done; evaluate on it with `harness evaluate SUITE --on {name}`")
@@ -509,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.add_argument("--images", type=int, help="a random subset of this many test images (default: all)")
     corrupt.add_argument("--corruptions", nargs="+", help="a subset of the 15 corruptions (default: all)")
     corrupt.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
+    corrupt.add_argument("--force", action="store_true", help="replace a non-empty --out folder whole")
     corrupt.set_defaults(func=cmd_data_corrupt)
 
     evaluate = sub.add_parser(

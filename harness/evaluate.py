@@ -84,15 +84,21 @@ def evaluate_trial(
     records, network = {}, None
     for spec in sets:
         if force:
-            folder.forget_eval(spec.id)
+            folder.set_eval_aside(spec.id)  # the old record comes back unless the new one completes
+        else:
+            folder.settle_eval(spec.id)  # a forced run that stopped: its complete record, new or old
         record = folder.evaluation(spec.id)
         if record is None:
             if on_set is not None:
                 on_set(spec)
-            if network is None:
-                network = Network(folder, local.cfg, resolve_device(device))
             t0 = time.perf_counter()
-            record = kind_of(spec).evaluate(folder, local.cfg, spec, network)
+            try:
+                if network is None:
+                    network = Network(folder, local.cfg, resolve_device(device))
+                record = kind_of(spec).evaluate(folder, local.cfg, spec, network)
+            finally:
+                if record is None:  # failed or interrupted: a forced run's old record back
+                    folder.settle_eval(spec.id)
             record.update(
                 set=spec.name,
                 id=spec.id,
@@ -102,6 +108,7 @@ def evaluate_trial(
                 device_name=torch.cuda.get_device_name(network.device) if network.device.type == "cuda" else "cpu",
             )
             folder.finish_eval(spec.id, record)
+            folder.settle_eval(spec.id)
             local.push()
             logger.info(f"{cfg.trial_id}: {spec.name}: {headline(record)} ({record['eval_time_s']:.0f} s)")
         records[spec.id] = record

@@ -45,6 +45,7 @@ DEEPSPEED_DIR = "deepspeed"
 EVAL_DIR = "eval"
 CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
+ASIDE_SUFFIX = ".previous"  # eval/<set>.previous: the record a forced re-evaluation replaces only once it completes
 
 
 class CorruptFile(Exception):
@@ -337,6 +338,8 @@ class TrialFolder:
         """Every evaluated set's record, by set id; an unreadable one is left out (it is evaluated again)."""
         out = {}
         for path in sorted((self.path / EVAL_DIR).glob(f"*/{METRICS}")):
+            if path.parent.name.endswith(ASIDE_SUFFIX):
+                continue
             try:
                 out[path.parent.name] = self.evaluation(path.parent.name)
             except CorruptFile:
@@ -353,5 +356,23 @@ class TrialFolder:
     def finish_eval(self, set_id: str, record: dict) -> None:
         write_json(self.path / EVAL_DIR / set_id / METRICS, record)
 
-    def forget_eval(self, set_id: str) -> None:
-        shutil.rmtree(self.path / EVAL_DIR / set_id, ignore_errors=True)
+    def set_eval_aside(self, set_id: str) -> None:
+        """Before a forced re-evaluation: the set's folder moves aside, to come back if no new record completes
+        (``settle_eval``). An aside copy already there (a forced run that stopped) is the complete one: kept."""
+        current, aside = self.path / EVAL_DIR / set_id, self.path / EVAL_DIR / (set_id + ASIDE_SUFFIX)
+        if aside.exists():
+            shutil.rmtree(current, ignore_errors=True)
+        elif current.exists():
+            os.replace(current, aside)
+
+    def settle_eval(self, set_id: str) -> None:
+        """After (or instead of) a forced re-evaluation: a complete new record stays and the aside copy goes;
+        without one, the aside copy comes back. Nothing to do when nothing was set aside."""
+        current, aside = self.path / EVAL_DIR / set_id, self.path / EVAL_DIR / (set_id + ASIDE_SUFFIX)
+        if not aside.exists():
+            return
+        if (current / METRICS).exists():
+            shutil.rmtree(aside)
+        else:
+            shutil.rmtree(current, ignore_errors=True)
+            os.replace(aside, current)

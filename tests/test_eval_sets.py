@@ -185,3 +185,45 @@ def test_generated_set_is_marked(tmp_path):
     for name in CORRUPTIONS:
         diffs = [np.abs(corrupt(images, name, s, np.random.default_rng(1)).astype(int) - images).mean() for s in (1, 5)]
         assert 0 < diffs[0] <= diffs[1] + 1, name
+
+
+def test_data_corrupt_refuses_a_non_empty_out_and_replaces_it_whole_with_force(tmp_path):
+    from harness.data.corrupt import write_generated_set
+    from helpers import cli
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "foreign.npy").write_bytes(b"mine")
+    folder = tmp_path / "cifar100"
+    folder.mkdir()
+    np.savez(folder / "train.npz", x=images, y=np.arange(4))
+    np.savez(folder / "test.npz", x=images, y=np.arange(4))
+    proc = cli("data", "corrupt", "cifar100", "--data-dir", tmp_path, "--out", out, "--corruptions", "fog")
+    assert proc.returncode == 2 and "exists and is not an empty folder" in proc.stderr and "--force" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["foreign.npy"]  # untouched
+    proc = cli("data", "corrupt", "cifar100", "--data-dir", tmp_path, "--out", out, "--corruptions", "fog", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["GENERATED.json", "README.md", "fog.npy", "labels.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar100", "out"]  # no temporary folder left
+    write_generated_set(images, np.arange(4), tmp_path / "new" / "set", "cifar100", "test", corruptions=("fog",))
+    assert (tmp_path / "new" / "set" / "fog.npy").exists()
+
+
+def test_a_forced_reevaluation_that_fails_keeps_the_old_record(tmp_path):
+    from harness.config import TrialConfig
+    from harness.evaluate import evaluate_trial
+    from harness.results import TrialFolder
+    from helpers import finished_trial
+
+    cfg = TrialConfig(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
+    labels = np.arange(40) % 4
+    finished_trial(cfg, np.eye(4)[labels][:, None], labels)
+    folder = TrialFolder(cfg.trial_dir)
+    old = {"kind": "test", "set": "test", "id": "test", "metrics": {"top1": 0.25}}
+    folder.save_eval_part("test", "test", {"logits": np.zeros((1, 1, 4), np.float16)})
+    folder.finish_eval("test", old)
+    with pytest.raises(Exception, match="checkpoint"):  # no checkpoint.pt: the network cannot be rebuilt
+        evaluate_trial(cfg, [parse_eval_set("test")], "cpu", force=True)
+    assert folder.evaluation("test") == old and folder.eval_part("test", "test") is not None
+    assert sorted(p.name for p in (cfg.trial_dir / "eval").iterdir()) == ["test"]

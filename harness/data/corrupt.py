@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -174,11 +176,24 @@ def write_generated_set(
     source: str,
     seed: int = 0,
     corruptions: tuple[str, ...] = CORRUPTIONS,
+    force: bool = False,
 ) -> Path:
-    """Write the stand-in set to ``out`` (CIFAR-C layout) and mark it as generated."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the stand-in set to ``out`` (CIFAR-C layout) and mark it as generated. It is written into a
+    temporary folder beside ``out`` and renamed into place at the end, so ``out`` never holds a half-written set;
+    a non-empty ``out`` is refused unless ``force`` (then replaced whole, foreign files included)."""
+    from harness.config import ConfigError
     from harness.results import write_json
+
+    final = Path(out)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
+        raise ConfigError(
+            f"--out {final}: exists and is not an empty folder; choose another folder, or add --force to replace it "
+            f"whole (its files included)"
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.partial"
+    shutil.rmtree(out, ignore_errors=True)  # what an interrupted run left
+    out.mkdir()
 
     np.save(out / "labels.npy", np.tile(labels.astype(np.int64), SEVERITIES))
     for i, name in enumerate(corruptions, 1):
@@ -212,4 +227,15 @@ def write_generated_set(
         f"{len(labels)} test images ({source}). See {GENERATED_MARKER} for the parameters. Results on it are not "
         f"comparable with published {dataset.upper()}-C numbers.\n"
     )
-    return out
+    if final.exists():
+        old = final.parent / f".{final.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(out, final)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        os.replace(out, final)
+    return final

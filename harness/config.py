@@ -68,7 +68,7 @@ class TrialConfig(BaseModel):
     # --- data
     dataset: str = Recipe("cifar100")
     data_dir: Optional[LaxPath] = Runtime(None)  # else $HARNESS_DATA_DIR, else ./data
-    download: bool = Runtime(False)  # let torchvision download CIFAR when nothing is found locally
+    download: bool = Runtime(False)  # download the official CIFAR archive when nothing is found locally
     train_subset: Optional[int] = Recipe(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
     test_subset: Optional[int] = Recipe(None, ge=1)
     class_subset: Optional[int] = RecipeIfSet(None, ge=2)  # train and test on classes 0..N-1; the rest: near-OOD set

@@ -1,7 +1,7 @@
 """Datasets as uint8 arrays: every source ends as ``ImageSplits`` (NHWC uint8 images, int64 labels).
 
 Sources for CIFAR: a folder with ``train.npz``/``test.npz``, the official pickle folder
-(``cifar-100-python/``, ``cifar-10-batches-py/``), torchvision's download, or an image-folder
+(``cifar-100-python/``, ``cifar-10-batches-py/``), the official archive downloaded, or an image-folder
 tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout,
 SVHN the official ``train_32x32.mat``/``test_32x32.mat``.
 """
@@ -18,13 +18,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from harness.data.errors import DataError
 from harness.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-
-class DataError(RuntimeError):
-    """Data missing or unreadable; the message says where we looked and how to get it."""
 
 
 @dataclass
@@ -351,6 +348,13 @@ def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
     return None, looked
 
 
+# The official archives (Krizhevsky, 2009); the same ones torchvision downloads.
+CIFAR_ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
 def _cifar(
     name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool, check_only: bool = False
 ) -> ImageSplits | None:
@@ -359,21 +363,17 @@ def _cifar(
     if found is None and download:
         if check_only:
             return None
-        import torchvision
+        from harness.data.download import extract, fetch
 
-        dataset_cls = torchvision.datasets.CIFAR100 if num_classes == 100 else torchvision.datasets.CIFAR10
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            dataset_cls(str(root), train=True, download=True)
-            dataset_cls(str(root), train=False, download=True)
-        except Exception as err:
-            raise DataError(f"downloading {name} into {root} failed: {err}") from None
-        found = (read_cifar_pickle, root / pickle_dir, f"torchvision download into {root}")
+        url, md5 = CIFAR_ARCHIVES[name]
+        archive = fetch(url, root / url.rsplit("/", 1)[1], md5)
+        extract(archive, root)
+        found = (read_cifar_pickle, root / pickle_dir, f"official archive downloaded into {root}")
     if found is None:
         raise DataError(
             f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
             f"Point --data-dir (or `data_dir:` in the file, or $HARNESS_DATA_DIR) at a folder holding one of the "
-            f"layouts above, or let torchvision fetch it into {root}: `download: true` in a suite's `base:` "
+            f"layouts above, or let the harness download it into {root}: `download: true` in a suite's `base:` "
             f"(`harness run`), or `--set download=true` (`harness train`)."
         )
     reader, folder, description = found

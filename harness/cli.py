@@ -26,9 +26,10 @@ def _trial_config(args):
 
 
 def cmd_train(args) -> int:
+    from harness.data import with_fingerprints
     from harness.launch import train_trial
 
-    cfg = _trial_config(args)
+    cfg = with_fingerprints([_trial_config(args)])[0]
     cpus, gpus = 1.0, 0.0
     if cfg.workers_per_trial > 1:  # N workers through Ray Train: $RAY_ADDRESS, else a local Ray of its own
         from harness.cluster import start_ray

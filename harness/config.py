@@ -68,6 +68,9 @@ class TrialConfig(BaseModel):
     # --- data
     dataset: str = Recipe("cifar100")
     data_dir: Optional[LaxPath] = Runtime(None)  # else $HARNESS_DATA_DIR, else ./data
+    # set by `harness run` / `train`: the content hash of the data read (harness.data.fingerprint); a trial
+    # recorded with another one is never reused
+    data_fingerprint: Optional[str] = Runtime(None)
     download: bool = Runtime(False)  # download the official CIFAR archive when nothing is found locally
     train_subset: Optional[int] = Recipe(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
     test_subset: Optional[int] = Recipe(None, ge=1)

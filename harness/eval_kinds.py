@@ -12,16 +12,20 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
+from harness.data.datasets import DATASETS, images_under
 from harness.data.eval_sets import (
+    CORRUPTION_SETS,
     CORRUPTIONS,
     EvalSet,
     TrialData,
     corruption_folder,
     corruption_names,
     generation_record,
+    ood_folder,
     read_corruption,
     read_ood,
 )
+from harness.data.fingerprint import fingerprint
 from harness.metrics import final_metrics
 from harness.registry import Registry
 from harness.uncertainty import corruption_metrics, ood_metrics
@@ -64,6 +68,11 @@ class EvalKind:
         """The set's record for one trial (its parts' logits saved under eval/<set id>/ on the way)."""
         raise NotImplementedError
 
+    def fingerprint(self, spec: EvalSet, cfg: TrialConfig) -> str | None:
+        """The content hash of the images the set would be read from now: a record of other images is never
+        reused (harness.data.fingerprint)."""
+        raise NotImplementedError
+
     def rescore(
         self, record: dict, folders: list[results.TrialFolder], clean_heads: torch.Tensor, temperature: float
     ) -> dict | None:
@@ -90,6 +99,9 @@ def kind_of(record_or_spec) -> EvalKind:
 
 class TestKind(EvalKind):
     """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
+
+    def fingerprint(self, spec, cfg):
+        return DATASETS.get(cfg.dataset).fingerprint(cfg.data_dir)
 
     def evaluate(self, folder, cfg, spec, network):
         from harness.data import load_dataset
@@ -121,6 +133,12 @@ class TestKind(EvalKind):
 class CorruptionKind(EvalKind):
     """A corrupted copy of the test set: per corruption and severity top-1/NLL/ECE, calibrated under shift with
     the clean temperature, and their means over the benchmark's corruptions."""
+
+    def fingerprint(self, spec, cfg):
+        where = corruption_folder(spec, TrialData.of(cfg))
+        if CORRUPTION_SETS[spec.source][2] == "npy":
+            return fingerprint(sorted(where.glob("*.npy")), where)
+        return fingerprint(images_under(where), where)
 
     def evaluate(self, folder, cfg, spec, network):
         trial = TrialData.of(cfg)
@@ -168,6 +186,13 @@ class CorruptionKind(EvalKind):
 
 class OODKind(EvalKind):
     """Out-of-distribution images against the trial's own test images: AUROC, AUPR, FPR@95%TPR per score."""
+
+    def fingerprint(self, spec, cfg):
+        if spec.source in ("textures", "folder"):
+            where = ood_folder(spec, TrialData.of(cfg))
+            return fingerprint(images_under(where), where)
+        dataset = cfg.dataset if spec.source == "heldout-classes" else spec.source
+        return DATASETS.get(dataset).fingerprint(cfg.data_dir)
 
     def evaluate(self, folder, cfg, spec, network):
         described = {}

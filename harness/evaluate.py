@@ -83,19 +83,29 @@ def evaluate_trial(
         raise results.CorruptFile(folder.path, f"not finished ({state.state}); `harness run` finishes it first")
     records, network = {}, None
     for spec in sets:
+        kind = kind_of(spec)
         if force:
             folder.set_eval_aside(spec.id)  # the old record comes back unless the new one completes
         else:
             folder.settle_eval(spec.id)  # a forced run that stopped: its complete record, new or old
+        fingerprint = kind.fingerprint(spec, local.cfg)
         record = folder.evaluation(spec.id)
+        if record is not None and record.get("fingerprint") != fingerprint:
+            logger.warning(
+                f"{cfg.trial_id}: {spec.name}: recorded on other images (fingerprint "
+                f"{record.get('fingerprint') or 'not recorded'}, now {fingerprint}); evaluated again"
+            )
+            folder.set_eval_aside(spec.id)
+            record = None
         if record is None:
             if on_set is not None:
                 on_set(spec)
             t0 = time.perf_counter()
             try:
+                folder.begin_eval(spec.id, fingerprint)
                 if network is None:
                     network = Network(folder, local.cfg, resolve_device(device))
-                record = kind_of(spec).evaluate(folder, local.cfg, spec, network)
+                record = kind.evaluate(folder, local.cfg, spec, network)
             finally:
                 if record is None:  # failed or interrupted: a forced run's old record back
                     folder.settle_eval(spec.id)
@@ -103,6 +113,7 @@ def evaluate_trial(
                 set=spec.name,
                 id=spec.id,
                 kind=spec.kind,
+                fingerprint=fingerprint,
                 trial_id=cfg.trial_id,
                 eval_time_s=time.perf_counter() - t0,
                 device_name=torch.cuda.get_device_name(network.device) if network.device.type == "cuda" else "cpu",

@@ -45,6 +45,7 @@ DEEPSPEED_DIR = "deepspeed"
 EVAL_DIR = "eval"
 CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
+EVAL_FINGERPRINT = "fingerprint.txt"  # eval/<set>/: the fingerprint of the images its parts were predicted on
 ASIDE_SUFFIX = ".previous"  # eval/<set>.previous: the record a forced re-evaluation replaces only once it completes
 
 
@@ -352,6 +353,16 @@ class TrialFolder:
 
     def save_eval_part(self, set_id: str, part: str, arrays: dict[str, np.ndarray]) -> None:
         save_logits(self.path / EVAL_DIR / set_id / f"{part}.npz", **arrays)
+
+    def begin_eval(self, set_id: str, fingerprint: str | None) -> None:
+        """Before a set's parts are predicted: parts an interrupted run saved for other images (another
+        fingerprint, or none recorded) are dropped; then the images' fingerprint is written."""
+        folder = self.path / EVAL_DIR / set_id
+        marker = folder / EVAL_FINGERPRINT
+        if folder.exists() and (not marker.exists() or marker.read_text() != str(fingerprint)):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(marker, str(fingerprint))
 
     def finish_eval(self, set_id: str, record: dict) -> None:
         write_json(self.path / EVAL_DIR / set_id / METRICS, record)

@@ -22,7 +22,7 @@ from harness import logs, results
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
-from harness.data import check_available
+from harness.data import DataError, check_available, check_same_data, with_fingerprints
 from harness.evaluate import check_sets
 from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
@@ -266,7 +266,7 @@ def run_sweep(
     if dry_run:
         print(plan_text(suite, trials, address), flush=True)
         check_writable(suite.suite_dir, storage, create=False)
-        _check_inputs(suite, trials)
+        trials = _check_inputs(suite, trials)
         print(status_table(status_rows(trials)))
         return 0
     check_writable(suite.suite_dir, storage)
@@ -275,11 +275,30 @@ def run_sweep(
         return _run_locked(suite, trials, source, address, restart, tracker, lock)
 
 
-def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> None:
-    """Missing or broken data and evaluation sets fail here, with their message, not in every trial."""
+def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
+    """Missing or broken data and evaluation sets fail here, with their message, not in every trial; so do trials
+    whose folders hold results of other data than they would read now. -> the trials with their data's
+    fingerprint."""
     for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
         check_available(cfg)
     check_sets(trials, suite.evaluation_sets())
+    trials = with_fingerprints(trials)
+    stale = []
+    for t in trials:
+        folder = results.TrialFolder(t.trial_dir)
+        try:
+            check_same_data(t, folder.config() if (t.trial_dir / results.CONFIG).exists() else {})
+        except DataError as err:
+            stale.append(str(err))
+        except results.CorruptFile:
+            continue  # reported as corrupt, and retrained, by the run
+    if stale:
+        raise DataError(
+            f"{len(stale)} trial(s) hold results of other data than they would read now; nothing was run:\n  "
+            + "\n  ".join(stale[:5])
+            + (f"\n  and {len(stale) - 5} more" if len(stale) > 5 else "")
+        )
+    return trials
 
 
 def _run_locked(
@@ -300,7 +319,7 @@ def _run_locked(
     if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
-    _check_inputs(suite, trials)
+    trials = _check_inputs(suite, trials)
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
     for tid, state in states.items():
         if state.state == "corrupt":

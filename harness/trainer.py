@@ -17,7 +17,7 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
-from harness.data import build_train_loader, load_dataset
+from harness.data import build_train_loader, check_same_data, data_fingerprint, load_dataset
 from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
 from harness.methods import METHODS
@@ -75,6 +75,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
         self.data = load_dataset(cfg)
+        self.cfg = cfg = cfg.model_copy(update={"data_fingerprint": data_fingerprint(cfg)})  # what was read
         d = self.data
         self.world = current_world()
         model = build_model(cfg, d.num_classes).to(self.device)
@@ -205,6 +206,8 @@ class Trainer:
         alone writes the result folder and evaluates. ``on_step(epoch, step, steps)`` is called after
         every optimizer step (no host sync), ``on_epoch(row)`` after every checkpoint."""
         cfg, main, folder = self.cfg, self.world.is_main, self.folder
+        if not restart and (self.dir / results.CONFIG).exists():
+            check_same_data(cfg, folder.config())  # never resume, nor return, results of other data
         if not restart and folder.is_finished():
             logger.info(f"{self.dir}: already finished")
             return folder.metrics()

@@ -13,6 +13,7 @@ from helpers import free_port, start_server
 # by, a user's Ray or another test run's.
 RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
+os.environ["HARNESS_CACHE_DIR"] = os.path.join(RAY_TMPDIR, "cache")  # data fingerprints: not the user's cache
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,6 +21,46 @@ def check_available(cfg: TrialConfig) -> None:
     DATASETS.get(cfg.dataset)(data_dir=cfg.data_dir, download=cfg.download, check_only=True)
 
 
+def with_fingerprints(trials: list[TrialConfig]) -> list[TrialConfig]:
+    """The trials with the fingerprint of the data each would read now (computed once per dataset and folder)."""
+    prints: dict[tuple, str | None] = {}
+    out = []
+    for t in trials:
+        key = (t.dataset, str(t.data_dir))
+        if key not in prints:
+            try:
+                prints[key] = DATASETS.get(t.dataset).fingerprint(t.data_dir)
+            except DataError:
+                if not t.download:
+                    raise
+                prints[key] = None  # downloaded by the trial, which records its fingerprint
+        out.append(t.model_copy(update={"data_fingerprint": prints[key]}))
+    return out
+
+
+def data_fingerprint(cfg: TrialConfig) -> str | None:
+    """The fingerprint of the data ``cfg`` reads now; DataError if it differs from the one ``cfg`` carries (the
+    data changed since the run checked it)."""
+    current = DATASETS.get(cfg.dataset).fingerprint(cfg.data_dir)
+    if cfg.data_fingerprint and current != cfg.data_fingerprint:
+        raise DataError(
+            f"{cfg.trial_id}: the data in {cfg.data_dir or '$HARNESS_DATA_DIR'} changed since the run started "
+            f"(fingerprint {cfg.data_fingerprint}, now {current}); run again"
+        )
+    return current
+
+
+def check_same_data(cfg: TrialConfig, recorded: dict) -> None:
+    """DataError if a trial folder's recorded config was trained on other data than ``cfg`` would read now."""
+    before = recorded.get("data_fingerprint")
+    if before and cfg.data_fingerprint and before != cfg.data_fingerprint:
+        raise DataError(
+            f"{cfg.trial_id}: trained on other data ({cfg.dataset} fingerprint {before}) than the data it would read "
+            f"now ({cfg.data_fingerprint}, {cfg.data_dir or '$HARNESS_DATA_DIR'}); its results are not reused: point "
+            f"data_dir back at the old data, or run with --restart to train it again on this data"
+        )
+
+
 def load_dataset(cfg: TrialConfig) -> ImageSplits:
     """The dataset a trial config asks for, with its subsets and held-out validation split applied."""
     data = DATASETS.get(cfg.dataset)(

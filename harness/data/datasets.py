@@ -76,6 +76,17 @@ class DatasetSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     corruptions: dict[str, CorruptionSet] = field(default_factory=dict)
+    # (data_dir) -> (the files the reader reads, their folder); None: the data is a function of the recipe
+    files: Callable[[Path | None], tuple[list[Path], Path]] | None = None
+
+    def fingerprint(self, data_dir: Path | None) -> str | None:
+        """The content hash of the files the reader would read now (harness.data.fingerprint); DataError when
+        they cannot be found."""
+        if self.files is None:
+            return None
+        from harness.data.fingerprint import fingerprint
+
+        return fingerprint(*self.files(data_dir))
 
     def __call__(self, **kwargs) -> ImageSplits | None:
         """The splits (``check_only=True``: None, or DataError when the data cannot be found), normalised as the
@@ -281,6 +292,10 @@ def _load_image(path: Path, size: int | None = None, resize: bool = False) -> np
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
+def images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
@@ -395,14 +410,47 @@ def cifar_c(name: str) -> dict[str, CorruptionSet]:
 
 
 CIFAR_SIZES = dict(resolution=32, train_size=50_000, test_size=10_000, mean=CIFAR_MEAN, std=CIFAR_STD)
+PICKLE_FILES = {
+    100: ("train", "test", "meta"),
+    10: tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
+}
 
 
-@register_dataset("cifar100", classes=100, corruptions=cifar_c("cifar100"), **CIFAR_SIZES)
+def cifar_files(name: str, num_classes: int, pickle_dir: str):
+    """The files a CIFAR reader reads in the layout it finds under a data folder."""
+
+    def files(data_dir: Path | None) -> tuple[list[Path], Path]:
+        found, _ = _find_cifar(name, num_classes, pickle_dir, default_data_dir(data_dir))
+        if found is None:
+            _cifar(name, num_classes, pickle_dir, data_dir, download=False, check_only=True)  # raises: where it looked
+        reader, folder, _ = found
+        if reader is read_npz_folder:
+            return [folder / "train.npz", folder / "test.npz"], folder
+        if reader is read_cifar_pickle:
+            return [folder / n for n in PICKLE_FILES[num_classes]], folder
+        return [p for split in ("train", "test") for p in images_under(folder / split)], folder
+
+    return files
+
+
+@register_dataset(
+    "cifar100",
+    classes=100,
+    corruptions=cifar_c("cifar100"),
+    files=cifar_files("cifar100", 100, "cifar-100-python"),
+    **CIFAR_SIZES,
+)
 def cifar100(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
     return _cifar("cifar100", 100, "cifar-100-python", data_dir, download, check_only)
 
 
-@register_dataset("cifar10", classes=10, corruptions=cifar_c("cifar10"), **CIFAR_SIZES)
+@register_dataset(
+    "cifar10",
+    classes=10,
+    corruptions=cifar_c("cifar10"),
+    files=cifar_files("cifar10", 10, "cifar-10-batches-py"),
+    **CIFAR_SIZES,
+)
 def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
     return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
 
@@ -442,6 +490,7 @@ def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     corruptions={"tinyimagenet-c": CorruptionSet(("Tiny-ImageNet-C", "tinyimagenet-c"), "folders")},
+    files=lambda data_dir: _tree_files(tinyimagenet_folder(data_dir), ("*.txt", "*.JPEG")),
 )
 def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
@@ -475,6 +524,20 @@ def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) ->
     return ImageSplits(tr, te, n, f"tiny-imagenet-200 folder {folder}", wnids)
 
 
+def svhn_folder(data_dir: Path | None) -> Path:
+    root = default_data_dir(data_dir)
+    return _find(
+        "svhn",
+        [root / "svhn", root / "SVHN", root],
+        "test_32x32.mat",
+        "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into <data folder>/svhn/.",
+    )
+
+
+def _tree_files(folder: Path, patterns: tuple[str, ...]) -> tuple[list[Path], Path]:
+    return sorted({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()}), folder
+
+
 def _read_svhn_mat(path: Path) -> ImageArrays:
     from scipy.io import loadmat
 
@@ -487,16 +550,19 @@ def _read_svhn_mat(path: Path) -> ImageArrays:
     return _check_arrays(ImageArrays(x, y), path, 10)
 
 
-@register_dataset("svhn", classes=10, resolution=32, train_size=73_257, test_size=26_032, mean=SVHN_MEAN, std=SVHN_STD)
+@register_dataset(
+    "svhn",
+    classes=10,
+    resolution=32,
+    train_size=73_257,
+    test_size=26_032,
+    mean=SVHN_MEAN,
+    std=SVHN_STD,
+    files=lambda data_dir: _tree_files(svhn_folder(data_dir), ("*_32x32.mat",)),
+)
 def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
     """SVHN's official cropped-digit files ``train_32x32.mat`` and ``test_32x32.mat``."""
-    root = default_data_dir(data_dir)
-    folder = _find(
-        "svhn",
-        [root / "svhn", root / "SVHN", root],
-        "test_32x32.mat",
-        "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into <data folder>/svhn/.",
-    )
+    folder = svhn_folder(data_dir)
     if check_only:
         return None
     test = _read_svhn_mat(folder / "test_32x32.mat")
@@ -508,7 +574,7 @@ def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSp
 def read_image_tree(folder: Path, side: int, limit: int | None = None) -> ImageArrays:
     """Every image under ``folder`` (any depth, sorted paths), resized to ``side`` x ``side`` (shorter side,
     centre crop); labels -1 (an OOD set has no labels of the trial's classes)."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_under(Path(folder))
     if not files:
         raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")
     files = files[:limit] if limit else files

@@ -239,7 +239,6 @@ def _read_folder_corruption(folder: Path, trial: TrialData) -> tuple[ImageArrays
 # --- out-of-distribution sets
 def read_ood(spec: EvalSet, trial: TrialData) -> tuple[ImageArrays, str]:
     """The OOD images at the trial's resolution, and where they came from."""
-    root = default_data_dir(trial.data_dir)
     if spec.source == "heldout-classes":
         from harness.data import held_out_classes
 
@@ -253,12 +252,7 @@ def read_ood(spec: EvalSet, trial: TrialData) -> tuple[ImageArrays, str]:
             trial.class_subset
         )
     if spec.source in ("textures", "folder"):
-        folder = Path(spec.path) if spec.path else root / "dtd" / "images"
-        if not folder.is_dir():
-            raise DataError(
-                f"{spec.name}: {folder} not found"
-                + ("; download DTD (dtd-r1.0.1.tar.gz) and unpack it in the data folder" if not spec.path else "")
-            )
+        folder = ood_folder(spec, trial)
         return read_image_tree(folder, trial.resolution), f"images under {folder}"
     if spec.source == trial.dataset:
         raise DataError(
@@ -270,6 +264,17 @@ def read_ood(spec: EvalSet, trial: TrialData) -> tuple[ImageArrays, str]:
     if x.shape[1] != trial.resolution:
         x = resize_images(x, trial.resolution)
     return ImageArrays(x, np.full(len(x), -1, np.int64)), f"{data.source} (test split)"
+
+
+def ood_folder(spec: EvalSet, trial: TrialData) -> Path:
+    """The image folder of ood:textures (DTD under the data folder) or ood:folder=PATH; DataError if missing."""
+    folder = Path(spec.path) if spec.path else default_data_dir(trial.data_dir) / "dtd" / "images"
+    if not folder.is_dir():
+        raise DataError(
+            f"{spec.name}: {folder} not found"
+            + ("; download DTD (dtd-r1.0.1.tar.gz) and unpack it in the data folder" if not spec.path else "")
+        )
+    return folder
 
 
 def resize_images(x: np.ndarray, side: int) -> np.ndarray:
@@ -297,6 +302,4 @@ def check_eval_set(spec: EvalSet, trial: TrialData) -> None:
         elif spec.source in DATASETS.names():
             DATASETS.get(spec.source)(data_dir=trial.data_dir, check_only=True)
         elif spec.source in ("textures", "folder"):
-            folder = Path(spec.path) if spec.path else default_data_dir(trial.data_dir) / "dtd" / "images"
-            if not folder.is_dir():
-                read_ood(spec, trial)
+            ood_folder(spec, trial)

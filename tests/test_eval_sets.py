@@ -181,10 +181,9 @@ def test_generated_set_is_marked(tmp_path):
     spec = parse_eval_set(f"cifar100-c-generated={out}")
     arrays, severity = read_corruption(out, "contrast", spec, CIFAR100)
     assert arrays.x.shape == (40, 32, 32, 3) and np.bincount(severity).tolist() == [0] + [8] * 5
-    # every corruption changes the images, more at higher severity (mean absolute difference)
+    # every corruption changes the images (their equality with the reference: tests/test_corrupt.py)
     for name in CORRUPTIONS:
-        diffs = [np.abs(corrupt(images, name, s, np.random.default_rng(1)).astype(int) - images).mean() for s in (1, 5)]
-        assert 0 < diffs[0] <= diffs[1] + 1, name
+        assert (corrupt(images, name, 5, np.random.RandomState(1)) != images).any(), name
 
 
 def test_data_corrupt_refuses_a_non_empty_out_and_replaces_it_whole_with_force(tmp_path):

@@ -52,3 +52,20 @@ def test_random_corruptions_match_the_reference_residuals_within_5_percent(name,
         ref = recorded[str(severity)]
         assert np.abs(residual).mean() == pytest.approx(ref["abs_mean"], rel=0.05), (name, severity)
         assert residual.std() == pytest.approx(ref["std"], rel=0.05), (name, severity)
+
+
+def test_glass_blur_pass_is_the_reference_pixel_loop():
+    """One vectorised pass equals the reference's loop over (h, w) from the bottom right up, each pixel taking
+    its (dy, dx) neighbour (its swap of two NumPy views copies the neighbour in), for the same draws."""
+    rng = np.random.RandomState(3)
+    y = rng.randint(0, 256, (32, 32, 3)).astype(np.uint8)
+    draws = rng.randint(-1, 1, size=(2, 30, 30))
+    loop = y.copy()
+    for h in range(31, 1, -1):
+        for w in range(31, 1, -1):
+            dx, dy = draws[0, h - 2, w - 2], draws[1, h - 2, w - 2]
+            loop[h, w], loop[h + dy, w + dx] = loop[h + dy, w + dx], loop[h, w]
+    inner = np.arange(2, 32)
+    gathered = y.copy()
+    gathered[2:, 2:] = y[inner[:, None] + draws[1], inner[None, :] + draws[0]]
+    assert np.array_equal(loop, gathered)

@@ -283,15 +283,24 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
         check_available(cfg)
     check_sets(trials, suite.evaluation_sets())
     trials = with_fingerprints(trials)
-    stale = []
+    stale, unchecked = [], 0
     for t in trials:
-        folder = results.TrialFolder(t.trial_dir)
+        if not (t.trial_dir / results.CONFIG).exists():
+            continue
         try:
-            check_same_data(t, folder.config() if (t.trial_dir / results.CONFIG).exists() else {})
+            recorded = results.TrialFolder(t.trial_dir).config()
+            check_same_data(t, recorded)
         except DataError as err:
             stale.append(str(err))
         except results.CorruptFile:
             continue  # reported as corrupt, and retrained, by the run
+        else:
+            unchecked += t.data_fingerprint is not None and not recorded.get("data_fingerprint")
+    if unchecked:
+        logger.warning(
+            f"{unchecked} trial folder(s) predate data fingerprints: whether they were trained on this data cannot "
+            f"be checked (--restart trains them again)"
+        )
     if stale:
         raise DataError(
             f"{len(stale)} trial(s) hold results of other data than they would read now; nothing was run:\n  "

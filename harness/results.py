@@ -149,6 +149,16 @@ def read_json(path: Path) -> Any:
         raise CorruptFile(path, f"not valid JSON ({err})") from None
 
 
+def refusal(err: Exception) -> str:
+    """Why the weights-only loader refused a file, without torch's advice to load it unsafely: the line that names
+    what the pickle asked for."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "nsupported" in line]
+    plain = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
+    reason = (named or plain or ["?"])[0]
+    return f"refused by the weights-only loader: {reason[:200]}; it was not loaded, since that could run code"
+
+
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint, weights-only (no code runs on load); CorruptFile when it cannot be read or is refused."""
     import pickle
@@ -158,9 +168,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CorruptFile(path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})") from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise CorruptFile(path, f"unreadable ({str(err).splitlines()[0][:200]})") from None
+        raise CorruptFile(path, refusal(err)) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:  # OSError: a truncated file
+        raise CorruptFile(path, f"unreadable ({(str(err).splitlines() or ['?'])[0][:200]})") from None
     if not isinstance(state, dict) or "epoch" not in state:
         raise CorruptFile(path, "not a harness checkpoint (no epoch)")
     return state

@@ -397,3 +397,22 @@ def test_eta_counts_each_trials_flops_at_the_measured_rates():
     # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)
     assert progress.eta() == pytest.approx(400 * (1 - 1.5 / 4) / 20)
+
+
+def test_truncated_checkpoints_and_refusals_name_the_file_without_unsafe_advice(tmp_path):
+    """A checkpoint truncated to a few KB raised OSError (Errno 22) past the reader; a refused one repeated
+    torch's advice to load it with weights_only=False."""
+    cfg = tiny_config(epochs=2, output_dir=tmp_path)
+    Trainer(cfg).run()
+    path = cfg.trial_dir / results.CHECKPOINT
+    data = path.read_bytes()
+    for size in (5_000, 20_000, len(data) // 2):
+        path.write_bytes(data[:size])
+        with pytest.raises(results.CorruptFile, match=r"checkpoint.pt: unreadable"):
+            results.load_checkpoint(path)
+    plant(path, tmp_path / "pwned")
+    with pytest.raises(results.CorruptFile) as err:
+        results.load_checkpoint(path)
+    message = str(err.value)
+    assert "refused by the weights-only loader" in message and "system" in message
+    assert "weights_only" not in message.replace("weights-only", "") and not (tmp_path / "pwned").exists()

@@ -15,7 +15,7 @@ from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import sgd
 from harness.parallel import ensure_process_group
-from harness.results import DEEPSPEED_DIR, CorruptFile
+from harness.results import DEEPSPEED_DIR, CorruptFile, refusal
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
@@ -89,9 +89,7 @@ class DeepSpeedEngine:
             try:
                 load_weights_only(path, map_location="cpu")
             except pickle.UnpicklingError as err:
-                raise CorruptFile(
-                    path, f"refused by the weights-only loader ({str(err).splitlines()[0][:200]})"
-                ) from None
+                raise CorruptFile(path, refusal(err)) from None
             except (RuntimeError, EOFError, ValueError, OSError) as err:
                 raise CorruptFile(path, f"unreadable ({str(err).splitlines()[0][:200]})") from None
 

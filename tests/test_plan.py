@@ -140,3 +140,18 @@ def test_bench_suite_measures_every_shape_alone_and_packed(tmp_path):
     ]
     assert all(r.samples_per_s > 0 and math.isnan(r.peak_memory_gb) for r in measured)
     assert "per card: most samples/s in total" in out.stdout
+
+
+def test_broken_rate_tables_name_the_file_and_line(tmp_path):
+    path = write_rates(tmp_path / "card.csv", rates())
+    good = path.read_text()
+    header, first = good.splitlines()[:2]
+    cases = {
+        "short row": (f"{header}\n{first.rsplit(',', 4)[0]}\n".encode(), r"card.csv: line 2: not a rate row"),
+        "huge field": (f"{header}\n{'x' * 200_000},{first}\n".encode(), r"card.csv: line \d+: not CSV"),
+        "not UTF-8": (b"\xff\xfe" + good.encode("utf-16-le"), r"card.csv: not UTF-8 text \(byte 0\)"),
+    }
+    for why, (data, message) in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=message):
+            read_rates(path)

@@ -98,7 +98,18 @@ def table_for(card: str, folder: Path | None = None) -> Path | None:
 
 
 def read_rates(path: Path) -> list[Rate]:
-    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    """The table's rows; ValueError naming the file and line for anything that is not a rate row."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start}); a rate table is a UTF-8 CSV file") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror or err})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as err:  # e.g. a field over the csv module's size limit
+        raise ValueError(f"{path}: line {reader.line_num}: not CSV ({err})") from None
     out = []
     for i, r in enumerate(rows, 2):
         try:
@@ -110,7 +121,7 @@ def read_rates(path: Path) -> list[Rate]:
                 Rate(r["card"], shape, int(r["concurrent"]), float(r["samples_per_s"]), float(r["peak_memory_gb"]),
                      float(r.get("card_memory_gb") or "nan"), r.get("torch", ""), r.get("measured", ""))
             )  # fmt: skip
-        except (KeyError, ValueError) as err:
+        except (KeyError, ValueError, TypeError) as err:  # TypeError: a short row (missing values are None)
             raise ValueError(f"{path}: line {i}: not a rate row ({err}); columns: {', '.join(COLUMNS)}") from None
     return out
 

@@ -256,7 +256,10 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
     data_dir = data_dir or suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
     if data_dir:
         suite.base["data_dir"] = str(Path(data_dir).resolve())
-    suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]
+    try:
+        suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]
+    except ValueError as err:
+        raise ConfigError(f"{path}: eval_sets: {err}") from None
     return suite
 
 

@@ -116,7 +116,12 @@ def parse_eval_set(text: str) -> EvalSet:
 def with_absolute_path(name: str) -> str:
     """``NAME=PATH`` with PATH made absolute (trials and Ray tasks run in other working directories)."""
     base, _, path = name.partition("=")
-    return f"{base}={Path(path).resolve()}" if path else name
+    if not path:
+        return name
+    try:
+        return f"{base}={Path(path).resolve()}"
+    except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError before Python 3.13), a bad path
+        raise ValueError(f"{name!r}: {path} cannot be resolved ({err})") from None
 
 
 @dataclass(frozen=True)

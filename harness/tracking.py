@@ -25,6 +25,7 @@ from harness import results
 logger = logging.getLogger(__name__)
 
 SYNC_STATE = "mlflow.json"
+KEPT_BACK = "tracking_kept_back.json"  # <suite>/: the URI that trials could not reach, and which ones
 PARENT_STATE = "mlflow_parent.json"
 NOT_METRICS = {"workers", "epochs", "test_images", "train_images"}  # in metrics.json, but facts, not results
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
@@ -54,6 +55,14 @@ def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
 
 def default_tracking_uri(storage: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
+def _kept_back(suite_dir: Path) -> dict:
+    try:
+        record = json.loads((Path(suite_dir) / KEPT_BACK).read_text())
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _read_state(path: Path, uri: str) -> dict:
@@ -88,9 +97,14 @@ class Tracker:
 
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
-        """The suite's tracker (at ``suite_tracking_uri``)."""
+        """The suite's tracker: at ``tracking_uri`` if given; else where trials were kept back from in an outage
+        (they are sent where they were meant to go); else at ``suite_tracking_uri``."""
+        kept = _kept_back(suite.suite_dir) if tracking_uri is None else {}
+        if kept.get("uri"):
+            count = len(kept.get("trials", []))
+            logger.info(f"tracking: {count} trial(s) were kept back from {kept['uri']}: sent there")
         tracker = cls(
-            suite_tracking_uri(suite, tracking_uri),
+            kept.get("uri") or suite_tracking_uri(suite, tracking_uri),
             suite.tracking.experiment or suite.name,
             suite.name,
             suite.suite_dir,
@@ -255,6 +269,11 @@ class Tracker:
                     f"{len(pending)} trial(s) kept for later: run `harness sync` or the same `harness run`"
                 )
                 break
+        record = self.suite_dir / KEPT_BACK
+        if pending:
+            results.write_json(record, {"uri": self.uri, "trials": pending})
+        elif _kept_back(self.suite_dir).get("uri") == self.uri:
+            record.unlink(missing_ok=True)
         return pending
 
 

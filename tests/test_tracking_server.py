@@ -20,9 +20,10 @@ def test_outage_then_sync_then_live_server(tmp_path):
     assert "2 finished" in down.stdout
     server = start_server(tmp_path, port)
     try:
-        # 2. the server is back: `harness sync` sends everything
-        synced = harness("sync", suite, "--tracking-uri", uri)
+        # 2. the server is back: `harness sync` sends everything where it was meant to go (no --tracking-uri)
+        synced = harness("sync", suite)
         assert synced.returncode == 0, synced.stdout + synced.stderr
+        assert f"kept back from {uri}: sent there" in synced.stdout and uri in synced.stdout
         client, parents, children = runs(uri, "synth")
         assert len(parents) == 1 and len(children) == 2
         for c in children:

@@ -21,6 +21,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 CONFIG, HISTORY, CHECKPOINT, PREVIOUS, LOGITS, METRICS, ERROR, ATTEMPTS = (
     "config.yaml",
@@ -346,15 +349,16 @@ class TrialFolder:
         return record
 
     def evaluations(self) -> dict[str, dict]:
-        """Every evaluated set's record, by set id; an unreadable one is left out (it is evaluated again)."""
+        """Every evaluated set's record, by set id; an unreadable one is left out with a warning (it is evaluated
+        again)."""
         out = {}
         for path in sorted((self.path / EVAL_DIR).glob(f"*/{METRICS}")):
             if path.parent.name.endswith(ASIDE_SUFFIX):
                 continue
             try:
                 out[path.parent.name] = self.evaluation(path.parent.name)
-            except CorruptFile:
-                continue
+            except CorruptFile as err:
+                logger.warning(f"{err}; left out (`harness evaluate` computes it again)")
         return out
 
     def eval_part(self, set_id: str, part: str) -> dict[str, np.ndarray] | None:

@@ -416,3 +416,20 @@ def test_truncated_checkpoints_and_refusals_name_the_file_without_unsafe_advice(
     message = str(err.value)
     assert "refused by the weights-only loader" in message and "system" in message
     assert "weights_only" not in message.replace("weights-only", "") and not (tmp_path / "pwned").exists()
+
+
+def test_an_unreadable_evaluation_record_is_left_out_with_a_warning(tmp_path, said_by):
+    import numpy as np
+
+    from harness.config import TrialConfig
+    from helpers import finished_trial
+
+    cfg = TrialConfig(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
+    labels = np.arange(8) % 4
+    folder = TrialFolder(finished_trial(cfg, np.eye(4)[labels][:, None], labels))
+    folder.finish_eval("ood-svhn", {"kind": "ood", "id": "ood-svhn", "set": "ood:svhn"})
+    (cfg.trial_dir / "eval" / "test").mkdir()
+    (cfg.trial_dir / "eval" / "test" / results.METRICS).write_text('{"kind": ')  # truncated
+    said = said_by("harness.results")
+    assert list(folder.evaluations()) == ["ood-svhn"]
+    assert any("eval/test/metrics.json" in m and "left out" in m for m in said), said

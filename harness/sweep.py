@@ -35,7 +35,8 @@ from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hi
 logger = logging.getLogger(__name__)
 
 # --- the trainable, run by Ray in a worker process
-# in-epoch progress reports: often enough for the view, rare enough to cost nothing ($HARNESS_PROGRESS_S for tests)
+# in-epoch progress reports and the driver's progress lines: often enough for the view, rare enough to cost
+# nothing ($HARNESS_PROGRESS_S for tests)
 PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
 
 
@@ -203,8 +204,8 @@ class Progress:
                 parts.append(f"    {tid}: starting (loading data, building the model){retry}")
         return "\n".join(parts)
 
-    def show(self, force: bool = False, every: float = 10.0) -> None:
-        if force or time.time() - self.last_print >= every:
+    def show(self, force: bool = False) -> None:
+        if force or time.time() - self.last_print >= PROGRESS_EVERY_S:
             print(self.line(), flush=True)
             self.last_print = time.time()
 

@@ -24,7 +24,7 @@ def child_runs(client, experiment="synth"):
 def finished_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     suite = write_suite(tmp)
-    proc = harness("run", suite)
+    proc = harness("run", suite, HARNESS_PROGRESS_S="0")  # a progress line at every report: each epoch is seen
     return tmp, suite, proc
 
 

@@ -433,6 +433,9 @@ def _tune_trials(
             verbose=0,
         ),
     )
+    # Ctrl-C stops the sweep at once with exit 130 and what was kept (cli.Interrupted); Tune's own
+    # handler would finish "successfully" and advise Tuner.restore, which harness users never call.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         grid_results = tuner.fit()
     finally:

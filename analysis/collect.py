@@ -41,7 +41,11 @@ def collect(suite_dir: Path) -> pd.DataFrame:
         }
         if state.state == "finished":
             # calibrated metrics recomputed from the saved logits: one protocol for every row and figure
-            saved = folder.logits()
+            try:  # the state's check is cheap (the zip directory); a damaged member shows only here
+                saved = folder.logits()
+            except CorruptFile as err:
+                rows.append({**row, "state": "corrupt", "error": f"{err.path.name}: {err.reason}"})
+                continue
             metrics = {
                 **folder.metrics(),
                 **recalibrated(saved)[2],

@@ -45,7 +45,7 @@ class Network:
             raise results.CorruptFile(
                 folder / results.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
             )
-        num_classes = int(folder.logits()["test_logits"].shape[-1])
+        num_classes = DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes, cfg.synthetic_resolution)[0]
         model = build_model(cfg, num_classes)
         model.load_state_dict(state["model"])
         self.infer = Inference(cfg, place_model(cfg, model, device).eval(), device)

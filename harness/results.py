@@ -191,13 +191,21 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
         raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 
 
-def _check_zip(path: Path, members: tuple[str, ...] = ()) -> None:
-    """Cheap integrity check (the zip directory sits at the end: a truncated file fails here)."""
+def _check_zip(path: Path, members: tuple[str, ...] = (), thorough: bool = False) -> None:
+    """Integrity check: cheap by default (the zip directory sits at the end: a truncated file fails here, and so
+    does a member whose recorded size the file cannot hold); thorough also reads every member against its CRC."""
     try:
         with zipfile.ZipFile(path) as z:
-            names = {n.rsplit("/", 1)[-1] for n in z.namelist()}
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+            infos = z.infolist()
+            names = {i.filename.rsplit("/", 1)[-1] for i in infos}
+            end = max((i.header_offset + i.compress_size for i in infos), default=0)
+            if end > path.stat().st_size:
+                raise CorruptFile(path, f"truncated (its members need {end} bytes, the file has {path.stat().st_size})")
+            damaged = z.testzip() if thorough else None
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
         raise CorruptFile(path, f"truncated or not a zip archive ({err})") from None
+    if damaged is not None:
+        raise CorruptFile(path, f"damaged: {damaged} fails its CRC check")
     lacking = [m for m in members if m not in names]
     if lacking:
         raise CorruptFile(path, f"lacks {', '.join(lacking)}")
@@ -273,19 +281,22 @@ class TrialFolder:
     def is_finished(self) -> bool:
         return self.state().state == "finished"
 
-    def state(self) -> TrialState:
+    def state(self, thorough: bool = False) -> TrialState:
         """Reads every file that decides the state; an unreadable one makes the trial `corrupt` (the next
-        `harness run` retrains it from its last readable checkpoint)."""
+        `harness run` recomputes it from what still reads). Checkpoints are checked by their zip directory, the
+        logits too unless ``thorough`` (`harness run`), which reads them whole against their CRCs."""
         if not self.path.is_dir():
             return TrialState("pending")
         try:
             epochs = len(self.history())
+            checkpoints = [c for c in CHECKPOINTS if (self.path / c).exists()]
             if (self.path / METRICS).exists():
                 self.config()
                 self.metrics()
-                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"))
+                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"), thorough)
+                if CHECKPOINT in checkpoints:  # what `harness evaluate` and every later evaluation start from
+                    _check_zip(self.path / CHECKPOINT)
                 return TrialState("finished", epochs)
-            checkpoints = [c for c in CHECKPOINTS if (self.path / c).exists()]
             for name in checkpoints:
                 _check_zip(self.path / name)
         except CorruptFile as err:

@@ -311,6 +311,20 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
     return trials
 
 
+def _recovery(cfg: TrialConfig) -> str:
+    """What `harness run` will do with a corrupt trial: the trainer resumes from the newest checkpoint that reads."""
+    folder = results.TrialFolder(cfg.trial_dir)
+    damaged = folder.state().detail.split(":", 1)[0]
+    try:
+        final = damaged not in results.CHECKPOINTS and (folder / results.CHECKPOINT).exists()
+        final = final and len(folder.history()) == cfg.epochs
+    except results.CorruptFile:
+        final = False
+    if final:
+        return "it is recomputed from its final checkpoint (the evaluation reruns, no training)"
+    return "it is retrained from its last readable checkpoint"
+
+
 def _run_locked(
     suite: Suite,
     trials: list[TrialConfig],
@@ -330,10 +344,10 @@ def _run_locked(
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
     trials = _check_inputs(suite, trials)
-    states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
-    for tid, state in states.items():
-        if state.state == "corrupt":
-            logger.warning(f"{tid}: {state.detail}; it is retrained from its last readable checkpoint")
+    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True) for t in trials}
+    for t in trials:
+        if states[t.trial_id].state == "corrupt":
+            logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t)}")
     if tracker is not None:
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run

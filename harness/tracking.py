@@ -12,6 +12,8 @@ method, width, M, seed, trial id; per-epoch metrics; final metrics; result files
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -81,6 +83,19 @@ def _write_state(path: Path, uri: str, state: dict) -> None:
     results.write_json(path, everything)
 
 
+@contextlib.contextmanager
+def _store_creation(uri: str):
+    """Held while a sqlite store's tables are created or migrated: two drivers started together on fresh storage
+    would otherwise both create them (`table experiments already exists`) before either reaches the suite lock."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
+        yield
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, suite_name: str, suite_dir: Path, artifact_root: str | None = None):
         # A server that does not answer should cost seconds, not MLflow's default minutes of retries.
@@ -90,7 +105,8 @@ class Tracker:
 
         self.uri, self.experiment, self.suite_name, self.artifact_root = uri, experiment, suite_name, artifact_root
         self.suite_dir = Path(suite_dir)
-        self.client = MlflowClient(uri)
+        with _store_creation(uri):
+            self.client = MlflowClient(uri)  # creates (or migrates) a sqlite store's tables
         self._experiment_id: str | None = None
         self.suite_params: dict[str, str] = {}  # logged to the parent run when it is created
         self._parent: str | None = None

@@ -208,7 +208,7 @@ class Trainer:
         cfg, main, folder = self.cfg, self.world.is_main, self.folder
         if not restart and (self.dir / results.CONFIG).exists():
             check_same_data(cfg, folder.config())  # never resume, nor return, results of other data
-        if not restart and folder.is_finished():
+        if not restart and folder.state(thorough=True).state == "finished":  # damaged logits are recomputed
             logger.info(f"{self.dir}: already finished")
             return folder.metrics()
         if not restart and self.resume():

@@ -15,7 +15,7 @@ import torch
 from analysis.ensembles import recalibrated
 from analysis.figures import COLORS, ORDER, STYLE, _save
 from analysis.tables import SETTING, _cell, label, summarize
-from harness.eval_kinds import kind_of
+from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage
 from harness.results import TrialFolder
 from harness.uncertainty import confidence_scores, roc_curve
@@ -51,7 +51,7 @@ def _set_label(record: dict) -> str:
 def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     """The records of the sets every member has, recomputed on the members' pooled heads."""
     folders = [TrialFolder(d) for d in member_dirs]
-    shared = set.intersection(*(set(f.evaluations()) for f in folders))
+    shared = set.intersection(*(set(f.evaluations(record_problem)) for f in folders))
     clean = {
         "test_logits": np.concatenate([f.logits()["test_logits"] for f in folders], 1),
         "test_labels": folders[0].logits()["test_labels"],
@@ -60,7 +60,7 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     clean_heads = torch.from_numpy(clean["test_logits"]).float()
     out = {}
     for set_id in sorted(shared):
-        first = folders[0].evaluation(set_id)
+        first = folders[0].evaluation(set_id, record_problem)
         record = kind_of(first).rescore(first, folders, clean_heads, temperature)
         if record is not None:
             out[set_id] = record
@@ -70,7 +70,7 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
 def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
     corrupted, detection = [], []
-    sources = [(r, TrialFolder(r["trial_dir"]).evaluations()) for _, r in finished.iterrows()]
+    sources = [(r, TrialFolder(r["trial_dir"]).evaluations(record_problem)) for _, r in finished.iterrows()]
     if not ensembles.empty:
         root = Path(finished.trial_dir.iloc[0]).parent
         sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in ensembles.iterrows()]

@@ -12,7 +12,7 @@ from pathlib import Path
 from harness import logs
 from harness.config import ConfigError, TrialConfig, build_config, load_trial_config, parse_overrides
 from harness.data import DataError
-from harness.results import CorruptFile, ResourceError, out_of_memory
+from harness.results import CorruptFile, ResourceError, out_of_memory, out_of_space
 
 logger = logging.getLogger(__name__)
 
@@ -562,16 +562,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (MemoryError, RuntimeError) as err:
-        if not out_of_memory(err):
-            raise
-        asked = re.search(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?\w+)", str(err))
-        print(
-            f"error: out of memory{f' (asked for {asked.group(1)} more)' if asked else ''}: lower batch_size, "
-            f"the width or eval_batch_size, or run where there is more memory",
-            file=sys.stderr,
-        )
-        return 3
+    except Exception as err:  # what the machine ran out of, or an OS error on a user's path: one line
+        if out_of_memory(err):
+            asked = re.search(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?\w+)", str(err))
+            print(
+                f"error: out of memory{f' (asked for {asked.group(1)} more)' if asked else ''}: lower batch_size, "
+                f"the width or eval_batch_size, or run where there is more memory",
+                file=sys.stderr,
+            )
+            return 3
+        if out_of_space(err):
+            print(f"error: no space left on device ({_first_line(err)}); free some space and run the same "
+                  f"command again: it goes on from what was saved", file=sys.stderr)
+            return 3
+        if isinstance(err, OSError) and err.filename is not None:
+            print(f"error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or ['?'])[0][:200]}"
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def _pooled(folders: list[results.TrialFolder], set_id: str, part: str) -> torch
 class EvalKind:
     """The interface of a kind (the base class evaluates nothing)."""
 
+    fields: dict[str, type] = {}  # what its records hold beside set, id and kind (checked when a record is read)
+
     def evaluate(
         self, folder: results.TrialFolder, cfg: TrialConfig, spec: EvalSet, network: Predictor
     ) -> dict:  # pragma: no cover - interface
@@ -92,6 +94,15 @@ class EvalKind:
 KINDS: Registry[EvalKind] = Registry("evaluation-set kind")
 
 
+def record_problem(record) -> str | None:
+    """What makes ``record`` (read from an eval/<set>/metrics.json) unusable, or None."""
+    if not isinstance(record, dict) or record.get("kind") not in KINDS.names():
+        return f"not an evaluation record (kind must be one of {', '.join(KINDS.names())})"
+    wanted = {"set": str, "id": str, **KINDS.get(record["kind"]).fields}
+    wrong = [k for k, t in wanted.items() if not isinstance(record.get(k), t)]
+    return f"a {record['kind']} record without {', '.join(wrong)}" if wrong else None
+
+
 def kind_of(record_or_spec) -> EvalKind:
     kind = record_or_spec["kind"] if isinstance(record_or_spec, dict) else record_or_spec.kind
     return KINDS.get(kind)
@@ -99,6 +110,8 @@ def kind_of(record_or_spec) -> EvalKind:
 
 class TestKind(EvalKind):
     """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
+
+    fields = {"metrics": dict}
 
     def fingerprint(self, spec, cfg):
         return DATASETS.get(cfg.dataset).fingerprint(cfg.data_dir)
@@ -133,6 +146,8 @@ class TestKind(EvalKind):
 class CorruptionKind(EvalKind):
     """A corrupted copy of the test set: per corruption and severity top-1/NLL/ECE, calibrated under shift with
     the clean temperature, and their means over the benchmark's corruptions."""
+
+    fields = {"per_corruption": dict, "summary": dict, "by_severity": dict}
 
     def fingerprint(self, spec, cfg):
         where = corruption_folder(spec, TrialData.of(cfg))
@@ -186,6 +201,8 @@ class CorruptionKind(EvalKind):
 
 class OODKind(EvalKind):
     """Out-of-distribution images against the trial's own test images: AUROC, AUPR, FPR@95%TPR per score."""
+
+    fields = {"scores": dict, "in_images": int, "out_images": int}
 
     def fingerprint(self, spec, cfg):
         if spec.source in ("textures", "folder"):

@@ -23,7 +23,7 @@ from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
-from harness.eval_kinds import kind_of
+from harness.eval_kinds import kind_of, record_problem
 
 if TYPE_CHECKING:
     from harness.suite import Suite
@@ -89,7 +89,11 @@ def evaluate_trial(
         else:
             folder.settle_eval(spec.id)  # a forced run that stopped: its complete record, new or old
         fingerprint = kind.fingerprint(spec, local.cfg)
-        record = folder.evaluation(spec.id)
+        try:
+            record = folder.evaluation(spec.id, record_problem)
+        except results.CorruptFile as err:
+            logger.warning(f"{err}; evaluated again")
+            record = None
         if record is not None and record.get("fingerprint") != fingerprint:
             logger.warning(
                 f"{cfg.trial_id}: {spec.name}: recorded on other images (fingerprint "
@@ -180,7 +184,7 @@ def pending(trials: list[TrialConfig], sets: list[EvalSet], force: bool = False)
 
 def _missing(folder: results.TrialFolder, spec: EvalSet) -> bool:
     try:
-        return folder.evaluation(spec.id) is None
+        return folder.evaluation(spec.id, record_problem) is None
     except results.CorruptFile:
         return True
 
@@ -208,7 +212,7 @@ def evaluate_trials(
     failed: dict[str, str] = {}
     for cfg in trials:
         if cfg not in todo and results.TrialFolder(cfg.trial_dir).is_finished():
-            done[cfg.trial_id] = {s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id) for s in sets}
+            done[cfg.trial_id] = {s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id, record_problem) for s in sets}
     if not todo:
         return done, failed
     logger.info(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")

@@ -17,7 +17,7 @@ import torch
 from harness import logs
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
-from harness.results import TrialFolder, out_of_memory
+from harness.results import ResourceError, TrialFolder, out_of_memory
 from harness.storage import CACHE_ONLY, working_copy
 from harness.trainer import EpochCallback, StepCallback, Trainer
 
@@ -69,6 +69,8 @@ def _plain_reason(err: Exception) -> str:
     """A last line for error.txt (what `harness status` shows) that says what ran out."""
     if out_of_memory(err):
         return "\nout of memory: lower batch_size or the width, or give each trial more memory (resources)\n"
+    if isinstance(err, ResourceError):
+        return f"\n{err}\n"
     return ""
 
 

@@ -48,8 +48,22 @@ def is_live(record: dict, now: float | None = None) -> bool:
     """Whether the driver that wrote ``record`` still runs."""
     now = time.time() if now is None else now
     if record.get("host") == socket.gethostname():
-        return _pid_alive(int(record.get("pid", -1)))
+        return _pid_alive(record["pid"])
     return now - float(record.get("updated", 0)) < STALE_S
+
+
+def _is_record(record) -> bool:
+    """A lock record as drivers write it; anything else (a pid of 0 or -1 would be "alive" to os.kill) is stale."""
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("host"), str)
+        and type(record.get("pid")) is int
+        and record["pid"] > 0
+        and isinstance(record.get("updated"), (int, float))
+        and isinstance(record.get("token"), str)
+        and isinstance(record.get("running", {}), dict)
+        and all(isinstance(v, dict) for v in record.get("running", {}).values())
+    )
 
 
 def describe(record: dict) -> str:
@@ -94,9 +108,9 @@ class SuiteLock:
             return None
         try:
             record = json.loads(text)
-            return record if isinstance(record, dict) else {}
         except ValueError:
             return {}  # garbled: treated as stale
+        return record if _is_record(record) else {}
 
     def _write(self, exclusive: bool) -> bool:
         with self._writing:
@@ -114,12 +128,19 @@ class SuiteLock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(data)
+            except BaseException:  # a full disk: no empty lock left behind
+                self.path.unlink(missing_ok=True)
+                raise
             return True
         tmp = self.path.with_name(f".{LOCK}.{self.record['token']}")
-        tmp.write_text(data)
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text(data)
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return True
 
     def _remove_stale(self, record: dict) -> None:

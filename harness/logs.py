@@ -42,3 +42,25 @@ def quiet(name: str, level: int = logging.WARNING):
         yield
     finally:
         logger.setLevel(before)
+
+
+class _QuietFileHandler(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:  # a full disk must not print logging's traceback
+        pass
+
+
+@contextlib.contextmanager
+def to_file(name: str, path):
+    """Logger ``name``'s records go to the file ``path`` (appended), not the terminal, inside the block."""
+    logger = logging.getLogger(name)
+    try:
+        handler: logging.Handler = _QuietFileHandler(path, delay=True)
+    except OSError:
+        handler = logging.NullHandler()
+    before, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [handler], False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = before, propagate
+        handler.close()

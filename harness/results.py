@@ -82,7 +82,7 @@ def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and _out_of_space(err, path.parent):
+        if isinstance(err, Exception) and out_of_space(err, path.parent):
             raise ResourceError(
                 f"{path}: no space left on device ({_free(path.parent)} free on the filesystem of "
                 f"{path.parent}); free some space and run the same command again to resume"
@@ -90,14 +90,18 @@ def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None
         raise
 
 
-def _out_of_space(err: BaseException, folder: Path) -> bool:
-    """ENOSPC, or a library's wrapped write error (torch: 'enforce fail ... inline_container.cc') on a full disk."""
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+def out_of_space(err: BaseException, folder: Path | None = None) -> bool:
+    """ENOSPC anywhere in the exception's chain (sqlite says 'database or disk is full'); with ``folder``, also a
+    library's wrapped write error (torch: 'enforce fail ... inline_container.cc') when that disk is full."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if "No space left on device" in str(err):
+        if any(s in str(cause) for s in ("No space left on device", "database or disk is full")):
             return True
-        err = err.__cause__ or err.__context__
+        cause = cause.__cause__ or cause.__context__
+    if folder is None:
+        return False
     try:
         return shutil.disk_usage(folder).free < 1 << 20  # the write failed and less than 1 MiB is left
     except OSError:
@@ -349,17 +353,21 @@ class TrialFolder:
         write_text(self.path / ERROR, text)
 
     # --- evaluation sets (harness.evaluate)
-    def evaluation(self, set_id: str) -> dict | None:
-        """The metrics record of an evaluated set, or None if it has not been evaluated (to the end)."""
+    def evaluation(self, set_id: str, problem: Callable[[Any], str | None] | None = None) -> dict | None:
+        """The metrics record of an evaluated set, or None if it has not been evaluated (to the end); CorruptFile
+        when it does not read or ``problem(record)`` (harness.eval_kinds.record_problem) finds one."""
         path = self.path / EVAL_DIR / set_id / METRICS
         if not path.exists():
             return None
         record = read_json(path)
         if not isinstance(record, dict) or "kind" not in record:
             raise CorruptFile(path, "not an evaluation record (no kind)")
+        why = problem(record) if problem is not None else None
+        if why:
+            raise CorruptFile(path, why)
         return record
 
-    def evaluations(self) -> dict[str, dict]:
+    def evaluations(self, problem: Callable[[Any], str | None] | None = None) -> dict[str, dict]:
         """Every evaluated set's record, by set id; an unreadable one is left out with a warning (it is evaluated
         again)."""
         out = {}
@@ -367,7 +375,7 @@ class TrialFolder:
             if path.parent.name.endswith(ASIDE_SUFFIX):
                 continue
             try:
-                out[path.parent.name] = self.evaluation(path.parent.name)
+                out[path.parent.name] = self.evaluation(path.parent.name, problem)
             except CorruptFile as err:
                 logger.warning(f"{err}; left out (`harness evaluate` computes it again)")
         return out

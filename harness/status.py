@@ -52,7 +52,7 @@ def _running_detail(r: dict, epochs: int) -> str:
     if "evaluating" in r:
         return f"evaluating {r['evaluating']}"
     if "in_epoch" in r:
-        return f"epoch {r['in_epoch']}/{epochs}, step {r['step']}/{r['steps']}"
+        return f"epoch {r['in_epoch']}/{epochs}, step {r.get('step', '?')}/{r.get('steps', '?')}"
     if "epoch" in r:
         return f"epoch {r['epoch']}/{epochs} done"
     return "starting"

@@ -33,6 +33,7 @@ from harness.suite import Suite, expand
 from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
 
 logger = logging.getLogger(__name__)
+RAY_LOG = "ray.log"  # in the suite folder: Ray Tune's own messages during the sweep
 
 # --- the trainable, run by Ray in a worker process
 # in-epoch progress reports and the driver's progress lines: often enough for the view, rare enough to cost
@@ -353,11 +354,12 @@ def _run_locked(
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
     todo = [t for t in trials if states[t.trial_id].state != "finished"]
-    failed: set[str] = set()
+    failures: dict[str, BaseException] = {}
     if todo:
-        failed = _tune(suite, todo, address, tracker, lock)
+        failures = _tune(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
     from analysis.ensembles import compose_suite_ensembles
 
@@ -383,17 +385,30 @@ def _run_locked(
     if tracker is not None:
         print(mlflow_hint(suite, tracker.uri))
     print(f"figures and tables: harness report {source}")
+    ran_out = [str(e) for e in map(_cause, failures.values()) if isinstance(e, results.ResourceError)]
+    if ran_out:  # the machine, not the trials: one line, the documented exit code
+        print(
+            f"error: {len(ran_out)} trial(s) stopped: {ran_out[0]} (Ray's messages: {suite.suite_dir / RAY_LOG})",
+            file=sys.stderr,
+        )
+        return 3
     if failed:
         print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
         for tid in sorted(failed):
             state = results.TrialFolder(suite.suite_dir / tid).state()
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / results.ERROR})", file=sys.stderr)
+        print(f"Ray's own messages: {suite.suite_dir / RAY_LOG}", file=sys.stderr)
     return 1 if failed or eval_failed else 0
+
+
+def _cause(err: BaseException) -> BaseException:
+    """The trial's own exception inside Ray's wrapper (RayTaskError.cause)."""
+    return getattr(err, "cause", None) or err
 
 
 def _tune(
     suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None, lock: SuiteLock
-) -> set[str]:
+) -> dict[str, BaseException]:
     rates = load_rates(suite)[0] if suite.resources.pack is not None else []
     gpus = {t.trial_id: gpu_fraction(suite, t, rates) for t in todo}
     shared = any(0 < g < 1 for g in gpus.values())
@@ -408,7 +423,9 @@ def _tune_trials(
     tracker: Tracker | None,
     lock: SuiteLock,
     gpus: dict[str, float],
-) -> set[str]:
+) -> dict[str, BaseException]:
+    """Run ``todo`` as Tune trials; -> the failed ones' errors. Ray's own messages (its tracebacks of failed
+    trials among them) go to the suite's ray.log; each trial's error is in its error.txt."""
     local = start_ray(address)
     several = max(t.workers_per_trial for t in todo)
     check_resources({"CPU": suite.resources.cpus, "GPU": min(gpus.values())}, several, local)
@@ -451,11 +468,12 @@ def _tune_trials(
     # handler would finish "successfully" and advise Tuner.restore, which harness users never call.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
-        grid_results = tuner.fit()
+        with logs.to_file("ray", suite.suite_dir / RAY_LOG):
+            grid_results = tuner.fit()
     finally:
         tracking.close()
     progress.show(force=True)
-    return {r.config["case"]["trial_id"] for r in grid_results if r.error is not None}
+    return {r.config["case"]["trial_id"]: r.error for r in grid_results if r.error is not None}
 
 
 def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> set[str]:

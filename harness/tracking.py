@@ -93,7 +93,18 @@ def _store_creation(uri: str):
         return
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
-        yield
+        existed = path.exists()
+        try:
+            yield
+        except Exception as err:
+            if not existed:  # half-made tables would break the next run
+                path.unlink(missing_ok=True)
+            if results.out_of_space(err, path.parent):
+                raise results.ResourceError(
+                    f"{path}: no space left on device to create the MLflow store; free some space and run the same "
+                    f"command again"
+                ) from err
+            raise
 
 
 class Tracker:
@@ -241,8 +252,10 @@ class Tracker:
         """The metrics of evaluation sets (`harness evaluate`) not sent yet, at the trial's last epoch."""
         from mlflow.entities import Metric
 
+        from harness.eval_kinds import record_problem
+
         sent = set(state.get("evaluations", []))
-        new = {k: r for k, r in folder.evaluations().items() if k not in sent}
+        new = {k: r for k, r in folder.evaluations(record_problem).items() if k not in sent}
         if not new:
             return
         now, step = int(time.time() * 1000), int(state.get("epochs", 0))

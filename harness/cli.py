@@ -572,8 +572,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 3
         if out_of_space(err):
-            print(f"error: no space left on device ({_first_line(err)}); free some space and run the same "
-                  f"command again: it goes on from what was saved", file=sys.stderr)
+            print(
+                f"error: no space left on device ({_first_line(err)}); free some space and run the same "
+                f"command again: it goes on from what was saved",
+                file=sys.stderr,
+            )
             return 3
         if isinstance(err, OSError) and err.filename is not None:
             print(f"error: {err.filename}: {err.strerror or err}", file=sys.stderr)

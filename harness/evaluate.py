@@ -212,7 +212,9 @@ def evaluate_trials(
     failed: dict[str, str] = {}
     for cfg in trials:
         if cfg not in todo and results.TrialFolder(cfg.trial_dir).is_finished():
-            done[cfg.trial_id] = {s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id, record_problem) for s in sets}
+            done[cfg.trial_id] = {
+                s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id, record_problem) for s in sets
+            }
     if not todo:
         return done, failed
     logger.info(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")

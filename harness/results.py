@@ -84,8 +84,8 @@ def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, Exception) and out_of_space(err, path.parent):
             raise ResourceError(
-                f"{path}: no space left on device ({_free(path.parent)} free on the filesystem of "
-                f"{path.parent}); free some space and run the same command again to resume"
+                f"no space left on device for {path} ({_free(path.parent)} free on its filesystem); free some "
+                f"space and run the same command again to resume"
             ) from err
         raise
 

@@ -101,8 +101,8 @@ def _store_creation(uri: str):
                 path.unlink(missing_ok=True)
             if results.out_of_space(err, path.parent):
                 raise results.ResourceError(
-                    f"{path}: no space left on device to create the MLflow store; free some space and run the same "
-                    f"command again"
+                    f"no space left on device for the MLflow store {path}; free some space and run the same command "
+                    f"again"
                 ) from err
             raise
 

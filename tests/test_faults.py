@@ -1,0 +1,261 @@
+"""Every fault survived, round two: the promises, one test each, each asserting the exact outcome (state,
+message, exit code, files left).
+
+1. A finished trial whose logits or checkpoint no longer read is `corrupt`, left out of the report with the
+   reason, and recomputed by the next run from what still reads: damaged logits from the final checkpoint (no
+   training), an unreadable checkpoint by retraining from the one before.
+2. Two drivers started together on fresh storage: one runs, the other gets the lock's message (no SQLAlchemy
+   traceback from both creating the MLflow store).
+3. A full disk, at the start or during the run: one line, exit 3, Ray's messages in the suite's ray.log (none on the
+   terminal), no temporary lock file left; with space again, the same command goes on.
+4. Side files are checked, naming the file and line: lock records (a pid of 0 or -1, wrong types), evaluation
+   records (fields of their kind), rate tables (a short row, a huge field, non-UTF-8).
+5. User paths: a symlink loop is one line; a truncated checkpoint names its file; a refused one says why,
+   without torch's advice to load it unsafely.
+
+Elsewhere: Ctrl-C on `harness run` (test_safety: the second-driver test), `harness sync` to the URI runs were kept
+back from (test_tracking_server: the outage test), a truncated checkpoint of a partial trial (test_safety).
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import results
+from harness.bench.rates import read_rates
+from harness.config import TrialConfig
+from harness.eval_kinds import record_problem
+from harness.lock import LOCK, SuiteLock, running_trials
+from harness.results import TrialFolder
+from harness.trainer import Trainer
+from helpers import attempts, cli, finished_trial, harness, harness_env, tiny_config, write_suite
+
+GRID = {"method": ["vanilla"], "width": [1, 2, 3]}
+
+
+def trials(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "results" / "synth").glob("vanilla-*"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Three finished trials (widths 1, 2, 3; 2 epochs each), trained once for the module."""
+    tmp = tmp_path_factory.mktemp("finished")
+    proc = harness("run", write_suite(tmp, grid=GRID))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    shutil.copytree(finished / "results", tmp_path / "results")
+    return write_suite(tmp_path, grid=GRID)
+
+
+# --- 1. finished trials with unreadable files
+@pytest.mark.slow  # `harness run` in a subprocess
+def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomputed(tmp_path, finished):
+    suite = copy_of(finished, tmp_path)
+    truncated_logits, damaged_logits, truncated_checkpoint = trials(tmp_path)
+    logits = truncated_logits / results.LOGITS
+    logits.write_bytes(logits.read_bytes()[:-100])  # its zip directory is gone
+    logits = damaged_logits / results.LOGITS
+    data = bytearray(logits.read_bytes())
+    data[200:260] = bytes(60)  # inside the first member: the directory reads, the CRC does not match
+    logits.write_bytes(bytes(data))
+    checkpoint = truncated_checkpoint / results.CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+
+    status = cli("status", suite)
+    assert status.returncode == 0 and "Traceback" not in status.stderr
+    lines = {line.split()[0]: line for line in status.stdout.splitlines() if line.startswith("vanilla-")}
+    assert "corrupt" in lines[truncated_logits.name] and "logits.npz: truncated" in lines[truncated_logits.name]
+    assert "finished" in lines[damaged_logits.name]  # status reads directories only: the damage shows later
+    assert "corrupt" in lines[truncated_checkpoint.name] and "checkpoint.pt: truncated" in status.stdout
+    assert "2 corrupt, 1 finished" in status.stdout
+
+    report = cli("report", suite)
+    assert report.returncode == 0 and "3 trial(s) missing from the report" in report.stdout, report.stderr
+    assert f"{damaged_logits.name}: corrupt: logits.npz: unreadable (Bad CRC-32" in report.stdout
+
+    run = harness("run", suite)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for d in (truncated_logits, damaged_logits):
+        assert f"{d.name}: logits.npz: " in run.stderr
+        assert attempts(d)[-1]["from_epoch"] == 2  # from the final checkpoint: only the evaluation reran
+    assert "damaged: test_logits.npy fails its CRC check" in run.stderr
+    assert "it is recomputed from its final checkpoint (the evaluation reruns, no training)" in run.stderr
+    assert f"{truncated_checkpoint.name}: checkpoint.pt: truncated" in run.stderr
+    assert "it is retrained from its last readable checkpoint" in run.stderr
+    assert attempts(truncated_checkpoint)[-1]["from_epoch"] == 1  # from checkpoint.prev.pt
+    assert (truncated_checkpoint / (results.CHECKPOINT + results.CORRUPT_SUFFIX)).exists()  # kept, set aside
+    for d in trials(tmp_path):
+        assert TrialFolder(d).state(thorough=True).state == "finished"
+    assert "3 finished" in cli("status", suite).stdout
+    assert "missing from the report" not in cli("report", suite).stdout
+
+
+# --- 2. two drivers on fresh storage
+@pytest.mark.slow  # two `harness run` subprocesses
+def test_two_drivers_on_fresh_storage_one_runs_the_other_is_refused_by_the_lock(tmp_path):
+    suite = write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 1})
+    drivers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "harness", "run", str(suite)],
+            env=harness_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = sorted((d.wait(timeout=300), d.stderr.read()) for d in drivers)
+    (ran, ran_err), (refused, refused_err) = outcomes
+    assert (ran, refused) == (0, 2), outcomes
+    assert "this suite is being run by `harness run" in refused_err and "--break-lock" in refused_err
+    for err in (ran_err, refused_err):
+        assert "Traceback" not in err and "OperationalError" not in err
+    assert not (tmp_path / "results" / "synth" / LOCK).exists()
+
+
+# --- 3. a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip("needs root to mount a small tmpfs")
+    yield disk
+    subprocess.run(["umount", str(disk)])
+
+
+@pytest.mark.slow  # `harness run` in subprocesses on a small tmpfs
+def test_a_full_disk_at_start_or_during_the_run_is_one_line_and_exit_3(tmp_path, small_disk):
+    # a checkpoint of width 8 (about 2.5 MB) cannot fit on the 2 MB disk
+    suite = write_suite(
+        tmp_path, storage=str(small_disk / "results"), grid={"method": ["vanilla"], "width": [8]}, base={"epochs": 1}
+    )
+    filler = small_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)  # until it is full
+
+    at_start = harness("run", suite)
+    assert at_start.returncode == 3 and "Traceback" not in at_start.stderr, at_start.stderr[-3000:]
+    assert at_start.stderr.strip().splitlines()[-1] == (
+        f"error: no space left on device for the MLflow store {small_disk / 'results' / 'mlflow.db'}; free some "
+        f"space and run the same command again"
+    )
+    assert not (small_disk / "results" / "mlflow.db").exists()  # no half-made store
+
+    filler.unlink()
+    during = harness("run", suite)
+    suite_dir = small_disk / "results" / "synth"
+    (trial,) = suite_dir.glob("vanilla-*")
+    assert during.returncode == 3, during.stderr[-3000:]
+    assert "Traceback" not in during.stdout + during.stderr
+    last = during.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: 1 trial(s) stopped: no space left on device for {trial / results.CHECKPOINT} (")
+    assert last.endswith(f"(Ray's messages: {suite_dir / 'ray.log'})")
+    assert "Trial task failed" in (suite_dir / "ray.log").read_text()  # Ray's traceback, kept off the terminal
+    leftovers = [p.name for p in small_disk.rglob(".*") if p.name.startswith((f".{LOCK}", f".{results.CHECKPOINT}"))]
+    assert leftovers == [] and not (suite_dir / LOCK).exists()
+    assert "no space left on device" in cli("status", suite).stdout
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    again = harness("run", suite)
+    assert again.returncode == 0 and TrialFolder(trial).is_finished(), again.stderr[-3000:]
+
+
+# --- 4. side files
+def test_lock_records_that_no_driver_writes_are_stale(tmp_path, capsys):
+    import socket
+
+    here = {"host": socket.gethostname(), "updated": time.time(), "token": "x", "started": "then"}
+    for record in (
+        {**here, "pid": -1},  # os.kill(-1, 0) reaches every process: "alive" forever
+        {**here, "pid": 0},
+        {**here, "pid": "1234"},
+        {**here, "pid": 1, "running": ["a", "b"]},
+        {**here, "pid": 1, "updated": "now"},
+        [1, 2],
+    ):
+        (tmp_path / LOCK).write_text(json.dumps(record))
+        assert running_trials(tmp_path) == (None, {})
+        with SuiteLock(tmp_path):
+            pass
+        assert "held by an unreadable record is stale; taking it over" in capsys.readouterr().out
+        assert not (tmp_path / LOCK).exists()
+
+
+def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):
+    cfg = TrialConfig(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
+    labels = np.arange(8) % 4
+    folder = TrialFolder(finished_trial(cfg, np.eye(4)[labels][:, None], labels))
+    good = {"kind": "ood", "id": "ood-svhn", "set": "ood:svhn", "scores": {}, "in_images": 8, "out_images": 8}
+    folder.finish_eval("ood-svhn", good)
+    folder.finish_eval("ood-c10", {**good, "id": "ood-c10", "set": "ood:cifar10", "in_images": "8"})
+    folder.finish_eval("odd", {**good, "id": "odd", "kind": "magic"})
+    (cfg.trial_dir / "eval" / "test").mkdir()
+    (cfg.trial_dir / "eval" / "test" / results.METRICS).write_text('{"kind": ')  # truncated
+    said = said_by("harness.results")
+    assert list(folder.evaluations(record_problem)) == ["ood-svhn"]
+    assert any("eval/test/metrics.json: not valid JSON" in m and "left out" in m for m in said), said
+    assert any("eval/ood-c10/metrics.json: a ood record without in_images" in m for m in said), said
+    assert any("eval/odd/metrics.json: not an evaluation record (kind must be one of" in m for m in said), said
+
+
+def test_rate_tables_name_the_file_and_line(tmp_path):
+    header = "card,model,depth,width,M,b,batch_size,precision,compile,concurrent,samples_per_s,peak_memory_gb\n"
+    row = "H100,wrn,28,10,1,1,64,bf16,none,1,3000,10\n"
+    cases = {
+        "short.csv": (header + row + "H100,wrn,28\n", "short.csv: line 3: not a rate row"),
+        "huge.csv": (header + row + "H100," + "x" * 200_000 + "\n", "huge.csv: line 3: not CSV (field larger than"),
+        "latin1.csv": ((header + row).encode() + b"H\xe9\n", "latin1.csv: not UTF-8 text (byte"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+            read_rates(path)
+
+
+# --- 5. user paths and messages
+def test_a_symlink_loop_is_one_clear_error(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    proc = cli("evaluate", tmp_path, "--on", f"ood:folder={tmp_path / 'a'}")
+    assert proc.returncode == 2 and "cannot be resolved (Symlink loop" in proc.stderr, proc.stderr
+    proc = cli("run", write_suite(tmp_path, eval_sets=[f"ood:folder={tmp_path / 'a'}"]), "--dry-run")
+    assert proc.returncode == 2 and "eval_sets: " in proc.stderr and "Symlink loop" in proc.stderr, proc.stderr
+
+
+def test_truncated_checkpoints_and_refusals_name_the_file_without_unsafe_advice(tmp_path):
+    """A checkpoint truncated to a few KB raised OSError (Errno 22) past the reader; a refused one repeated
+    torch's advice to load it with weights_only=False."""
+    import os
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    cfg = tiny_config(epochs=2, output_dir=tmp_path)
+    Trainer(cfg).run()
+    path = cfg.trial_dir / results.CHECKPOINT
+    data = path.read_bytes()
+    for size in (5_000, 20_000, len(data) // 2):
+        path.write_bytes(data[:size])
+        with pytest.raises(results.CorruptFile, match=r"checkpoint.pt: unreadable"):
+            results.load_checkpoint(path)
+    torch.save({"epoch": 1, "model": Payload()}, path)
+    with pytest.raises(results.CorruptFile) as err:
+        results.load_checkpoint(path)
+    message = str(err.value)
+    assert "refused by the weights-only loader" in message and "system" in message
+    assert "weights_only" not in message.replace("weights-only", "") and not (tmp_path / "pwned").exists()

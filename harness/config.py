@@ -98,6 +98,11 @@ class TrialConfig(BaseModel):
     msda_alpha: float = Recipe(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
     msda_prob: float = Recipe(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
     msda_partner: Literal["dataset", "batch"] = Recipe("dataset")  # authors: the pasted partner is any training image
+    # the other ensembling-for-free methods' own keys (docs/recipe.md §8); None: the method's paper default
+    dropout: Optional[float] = RecipeIfSet(None, gt=0, lt=1)  # mc_dropout: the dropout rate (0.1)
+    packed_alpha: Optional[float] = RecipeIfSet(None, gt=0)  # packed_ensemble: channel width factor alpha (2)
+    packed_gamma: Optional[int] = RecipeIfSet(None, ge=1)  # packed_ensemble: subgroups per member gamma (1)
+    mask_scale: Optional[float] = RecipeIfSet(None, ge=1, le=6)  # masksembles: the masks' scale (overlap) (2)
 
     # --- optimisation (docs/recipe.md §5)
     epochs: int = Recipe(300, ge=1)
@@ -156,7 +161,24 @@ class TrialConfig(BaseModel):
         from harness.models import MODELS
 
         MODELS.get(self.model).check_shape(self.depth, self.width)
-        METHODS.get(self.method).check_config(self)
+        method = METHODS.get(self.method)
+        for key in ("dropout", "packed_alpha", "packed_gamma", "mask_scale"):
+            if getattr(self, key) is not None and key not in method.options:
+                owner = next(n for n in METHODS.names() if key in METHODS.get(n).options)
+                raise ValueError(f"{key} is a key of method {owner}, not of {self.method}")
+        runs_on = [n for n in MODELS.names() if method.network in MODELS.get(n).networks]
+        if self.model not in runs_on:
+            raise ValueError(
+                f"method {self.method!r} builds its layers into the model ({method.network} network): it runs on "
+                f"model {', '.join(runs_on)}, not {self.model!r}"
+            )
+        if method.single_network and self.num_inputs != 1:
+            several = [n for n in METHODS.names() if not METHODS.get(n).single_network]
+            raise ValueError(
+                f"method {self.method!r} is a single network: M must be 1, got {self.num_inputs} (methods with M "
+                f"members: {', '.join(several)})"
+            )
+        method.check_config(self)
         if any(not 1 <= m <= self.milestones_budget for m in self.milestones) or self.milestones != sorted(
             set(self.milestones)
         ):

@@ -132,7 +132,8 @@ class Trainer:
         right = torch.zeros((), device=self.device)
         batch = self.method.prepare(x, y, progress=progress)
         pieces = self.world.size * cfg.grad_accum_steps
-        n = len(y) - len(y) % pieces  # a short last batch loses the few entries that do not split evenly
+        rows = len(batch.labels)  # a row per image (per M images where each member gets its own: masksembles)
+        n = rows - rows % pieces  # a short last batch loses the few entries that do not split evenly
         if n == 0:
             return loss_sum, correct, 0
         self.engine.set_lr(lr)

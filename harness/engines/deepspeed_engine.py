@@ -13,7 +13,7 @@ import torch
 
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
-from harness.engines.torch_engine import sgd
+from harness.engines.torch_engine import set_lr, sgd
 from harness.parallel import ensure_process_group
 from harness.results import DEEPSPEED_DIR, CorruptFile, refusal
 
@@ -46,14 +46,13 @@ class DeepSpeedEngine:
         ensure_process_group(device)
         self.config = deepspeed_config(cfg, world.size)
         self.dtype = weight_dtype(cfg)  # the model arrives in it (place_model): DeepSpeed casts parameters only
-        self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model.parameters()), config=self.config)
+        self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model), config=self.config)
         self.engine.checkpoint_engine.load = load_weights_only  # every file DeepSpeed reads back goes through it
         self.model = self.engine.module
         self.infer = Inference(cfg, self.model, device)
 
     def set_lr(self, lr: float) -> None:
-        for group in self.engine.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.engine.optimizer, lr)
 
     def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         return self.engine(inputs.to(self.dtype), None if mix is None else mix.to(self.dtype))

@@ -9,22 +9,39 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.engines.inference import Inference
+from harness.models.ensemble_layers import is_fast_weight
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
 
 
-def sgd(cfg: TrialConfig, params, **options) -> torch.optim.SGD:
+# BatchEnsemble's fast weights (r, s) learn at half the lr and carry no L2 (uncertainty-baselines' batchensemble.py:
+# fast_weight_lr_multiplier 0.5; its L2 regularises kernels, batch norms and biases only)
+FAST_WEIGHT_LR_SCALE = 0.5
+
+
+def sgd(cfg: TrialConfig, model: torch.nn.Module, **options) -> torch.optim.SGD:
     """The recipe's optimizer. The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly
-    SGD's weight decay, so the loss itself stays the cross-entropy."""
+    SGD's weight decay, so the loss itself stays the cross-entropy. A group's ``lr_scale`` multiplies the
+    scheduled lr (set_lr)."""
+    named = list(model.named_parameters())
+    fast = [p for n, p in named if is_fast_weight(n)]
+    groups = [{"params": [p for n, p in named if not is_fast_weight(n)], "lr_scale": 1.0}]
+    if fast:
+        groups.append({"params": fast, "weight_decay": 0.0, "lr_scale": FAST_WEIGHT_LR_SCALE})
     return torch.optim.SGD(
-        params,
+        groups,
         lr=cfg.learning_rate,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov,
         weight_decay=2 * cfg.l2 + cfg.weight_decay,
         **options,
     )
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 class TorchEngine:
@@ -40,9 +57,7 @@ class TorchEngine:
             torch.compile(module, mode=None if cfg.compile is True else cfg.compile) if cfg.compile else module
         )
         # one fused kernel for all parameters on CUDA; multi-tensor ops on the CPU
-        self.optimizer = sgd(
-            cfg, model.parameters(), **({"fused": True} if device.type == "cuda" else {"foreach": True})
-        )
+        self.optimizer = sgd(cfg, model, **({"fused": True} if device.type == "cuda" else {"foreach": True}))
         self.autocast = (
             (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.precision == "bf16" else nullcontext
         )
@@ -50,8 +65,7 @@ class TorchEngine:
         self.infer = Inference(cfg, model, device)
 
     def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
 
     def forward(self, inputs: torch.Tensor, mix: torch.Tensor | None) -> torch.Tensor:
         with self.autocast():

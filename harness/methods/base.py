@@ -40,17 +40,27 @@ class Method:
     default_M = 1
     single_network = True  # M must be 1
     sample_augmentation: str | None = None  # fixed MSDA of the single-network baselines
+    network = "multi_io"  # the network family it trains (a model's `networks`; harness.models.ensembles)
+    options: dict[str, object] = {}  # its own trial keys and their defaults (the keys of other methods are refused)
+
+    @classmethod
+    def option(cls, cfg: TrialConfig, key: str):
+        """A key of this method: the trial's value, else the method's default."""
+        value = getattr(cfg, key)
+        return cls.options[key] if value is None else value
+
+    @classmethod
+    def network_options(cls, cfg: TrialConfig) -> dict:
+        """Keyword arguments of its network's builder."""
+        return {}
 
     @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:
         M = cfg.num_inputs
         if cls.single_network and M != 1:
-            raise ValueError(
-                f"method {cfg.method!r} is a single network: M must be 1, got {M} "
-                f"(multi-input methods: mimo, linear_mixmo, cut_mixmo)"
-            )
+            raise ValueError(f"method {cfg.method!r} is a single network: M must be 1, got {M}")
         if not cls.single_network and M < 2:
-            raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M}")
+            raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M} (it is an ensemble method)")
         if cls.single_network and cfg.msda != "none":
             raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
 

@@ -48,8 +48,10 @@ class PreActResNet18:
         if width < 1:
             raise ValueError(f"preact_resnet width must be an integer >= 1, got {width}")
 
+    networks = ("multi_io",)
+
     @staticmethod
-    def build(depth: int, width: int, num_classes: int, num_inputs: int) -> MultiIONet:
+    def build(depth: int, width: int, num_classes: int, num_inputs: int, network: str = "multi_io") -> MultiIONet:
         core = PreActResNetCore(width)
         return MultiIONet(
             core, core.out_features, num_classes, num_inputs, encoder_channels=64, encoder_stride=2, head_std=0.01

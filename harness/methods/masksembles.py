@@ -1,0 +1,29 @@
+from harness.methods.base import Method
+from harness.methods.member_batches import split_images
+
+
+class Masksembles(Method):
+    """Masksembles (Durasov et al. 2021): M fixed binary channel masks before every masked layer, drawn once per
+    run; in training each member gets its share of the batch (docs/recipe.md §8)."""
+
+    default_M = 4
+    single_network = False
+    network = "masksembles"
+    options = {"mask_scale": 2.0}  # torch-uncertainty's masked WRN-28-10 recipe
+
+    @classmethod
+    def network_options(cls, cfg):
+        return {"scale": cls.option(cfg, "mask_scale"), "seed": cfg.seed}
+
+    @classmethod
+    def check_config(cls, cfg):
+        super().check_config(cfg)
+        shares = cfg.num_inputs * cfg.workers_per_trial * cfg.grad_accum_steps
+        if cfg.batch_size % shares:
+            raise ValueError(
+                f"batch_size {cfg.batch_size}: masksembles shares each batch out to its M = {cfg.num_inputs} "
+                f"members (on every worker and micro-batch): it must be a multiple of {shares}"
+            )
+
+    def prepare(self, x, y, progress):
+        return split_images(x, y, self.M, self.num_classes)

@@ -1,0 +1,21 @@
+import torch.nn.functional as F
+
+from harness.methods.base import Method, MixedBatch
+
+
+class MCDropout(Method):
+    """MC-Dropout (Gal & Ghahramani 2016): one network trained with dropout; at test time M = T stochastic
+    passes (seeded) are its members (docs/recipe.md §8)."""
+
+    default_M = 30  # uncertainty-baselines' num_dropout_samples for its "size=30" row
+    single_network = False
+    network = "mc_dropout"
+    options = {"dropout": 0.1}  # uncertainty-baselines' dropout.py dropout_rate
+
+    @classmethod
+    def network_options(cls, cfg):
+        return {"p": cls.option(cfg, "dropout"), "seed": cfg.seed}
+
+    def prepare(self, x, y, progress):
+        """One network, one pass: a single head in training."""
+        return MixedBatch(x.unsqueeze(1), None, F.one_hot(y, self.num_classes).float().unsqueeze(1), y.unsqueeze(1))

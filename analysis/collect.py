@@ -88,6 +88,13 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
     by_trial = done.set_index("trial_id")
     out["train_hours"] = [sum(by_trial.loc[t, "train_hours"] for t in members) for members in out.member_trials]
     out["eval_time_s"] = [sum(by_trial.loc[t, "eval_time_s"] for t in members) for members in out.member_trials]
+    if "inference_images_per_s" in by_trial:  # members run one after the other: times add up
+        out["inference_images_per_s"] = [
+            1 / sum(1 / by_trial.loc[t, "inference_images_per_s"] for t in members) for members in out.member_trials
+        ]
+        out["inference_gflops"] = [
+            sum(by_trial.loc[t, "inference_gflops"] for t in members) for members in out.member_trials
+        ]
     for key in frame.attrs.get("config_keys", []):  # the members' shared config, for grouping
         if key not in out and key in by_trial:
             out[key] = [by_trial.loc[members[0], key] for members in out.member_trials]

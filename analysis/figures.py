@@ -29,7 +29,11 @@ STYLE = {
     "font.size": 9,
 }
 ORDER = PAPER_ORDER
-COLORS = dict(zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728"]))
+COLORS = dict(
+    zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728", "#ff7f0e", "#17becf", "#bcbd22",
+                "#e377c2"])
+)  # fmt: skip
+MARKERS = dict(zip(ORDER, ["o", "v", "^", "D", "P", "*", "X", "h", "p", "<"]))  # one marker per method
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -88,48 +92,58 @@ def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
 
 
 def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
-    """Top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble counts all its
-    members): every setting one point, the Pareto front (no other setting both cheaper and better) circled."""
+    """Top-1 (upper row) and calibrated NLL (lower row) against training hours, parameters, inference FLOPs per
+    image and measured inference images/s (a deep ensemble counts all its members): each setting a marker per
+    method, the Pareto front (no other setting both cheaper and better) circled."""
     from analysis.tables import pareto_front
-    from harness.cost import inference_flops_per_image
 
     rows = summary.dropna(subset=["top1_mean"]).reset_index(drop=True)
-    rows["inference_gflops"] = [
-        inference_flops_per_image(r.model, int(r.depth), int(r.width), int(r.M), *_shape(r)) * r.members / 1e9
-        for _, r in rows.iterrows()
+    if "inference_gflops_mean" not in rows or rows["inference_gflops_mean"].isna().any():  # trials from before
+        from harness.config import TrialConfig
+        from harness.cost import inference_flops_per_image
+
+        computed = [
+            inference_flops_per_image(
+                TrialConfig(method=r.method, model=r.model, depth=int(r.depth), width=int(r.width), M=int(r.M)),
+                *_shape(r),
+            ) * r.members / 1e9
+            for _, r in rows.iterrows()
+        ]  # fmt: skip
+        rows["inference_gflops_mean"] = rows.get("inference_gflops_mean", pd.Series(computed)).fillna(
+            pd.Series(computed)
+        )
+    costs = [
+        ("train_hours_mean", "training hours", False),
+        ("num_params_mean", "parameters", False),
+        ("inference_gflops_mean", "inference GFLOP per image", False),
+        ("inference_images_per_s_mean", "inference images/s (batch 256)", True),
     ]
-    panels = (
-        ("train_hours_mean", "training hours"),
-        ("num_params_mean", "parameters"),
-        ("inference_gflops", "inference GFLOP per image"),
-    )
+    costs = [c for c in costs if c[0] in rows and rows[c[0]].notna().any()]
+    scores = [("top1_mean", "top-1 accuracy (%)", 100, True), ("cal_nll_mean", "calibrated NLL", 1, False)]
+    scores = [s for s in scores if s[0] in rows]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 3, figsize=(16, 4))
-        for ax, (cost, name) in zip(axes, panels):
-            if cost not in rows:
-                continue
-            for _, r in rows.iterrows():
-                ax.scatter(
-                    r[cost],
-                    100 * r.top1_mean,
-                    color=COLORS.get(r.method),
-                    marker="s" if r.members > 1 else "o",
-                    label=label(r),
+        fig, axes = plt.subplots(len(scores), len(costs), figsize=(4.2 * len(costs), 3.8 * len(scores)), squeeze=False)
+        for (score, score_name, scale, higher), ax_row in zip(scores, axes):
+            for (cost, name, faster), ax in zip(costs, ax_row):
+                shown = rows.dropna(subset=[cost, score])
+                for _, r in shown.iterrows():
+                    marker = MARKERS.get(r.method, "o") if r.members == 1 else "s"
+                    ax.scatter(r[cost], scale * r[score], color=COLORS.get(r.method), marker=marker, label=label(r))
+                    ax.annotate(f"w={r.width}", (r[cost], scale * r[score]), fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")  # fmt: skip
+                better = pareto_front(
+                    [-c if faster else c for c in shown[cost]], [s if higher else -s for s in shown[score]]
                 )
-                ax.annotate(
-                    f"w={r.width}", (r[cost], 100 * r.top1_mean), fontsize=6, xytext=(3, 3), textcoords="offset points"
-                )
-            front = rows[pareto_front(list(rows[cost]), list(rows.top1_mean))].sort_values(cost)
-            ax.plot(front[cost], 100 * front.top1_mean, "k:", lw=1)
-            ax.scatter(
-                front[cost], 100 * front.top1_mean, s=120, facecolors="none", edgecolors="black", label="Pareto front"
-            )
-            ax.set_xscale("log")
-            ax.set_xlabel(name + " (log)")
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.set_title(f"Top-1 against {name}")
-        handles = dict(zip(*reversed(axes[-1].get_legend_handles_labels())))
-        axes[-1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+                front = shown[better].sort_values(cost)
+                ax.plot(front[cost], scale * front[score], "k:", lw=1)
+                ax.scatter(front[cost], scale * front[score], s=140, facecolors="none", edgecolors="black",
+                           label="Pareto front")  # fmt: skip
+                ax.set_xscale("log")
+                ax.set_xlabel(name + " (log)")
+                ax.set_ylabel(score_name)
+                ax.set_title(f"{score_name.split(' (')[0]} against {name.split(' (')[0]}", fontsize=9)
+        handles = dict(zip(*reversed(axes[0, -1].get_legend_handles_labels())))
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(_network_title(rows) + "; squares: deep ensembles")
         fig.tight_layout()
         _save(fig, path)

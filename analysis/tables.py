@@ -12,7 +12,9 @@ from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
 from harness.results import TrialFolder
 
-PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo"]  # the paper's tables
+# the paper's tables, then the rest of the family (docs/recipe.md §8)
+PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo", "batch_ensemble", "packed_ensemble",
+               "masksembles", "mc_dropout"]  # fmt: skip
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals)
 # (column, label, scale, decimals): the metric suite's main columns (harness.metrics.METRICS), then the costs
@@ -20,6 +22,8 @@ METRICS = [(k, m.label, m.scale, m.decimals) for k, m in FINAL_METRICS.items() i
     ("num_params", "params (M)", 1e-6, 2),
     ("train_hours", "train h", 1, 3),
     ("eval_time_s", "test s", 1, 2),
+    ("inference_images_per_s", "test img/s", 1, 0),  # batch 256, all members (harness.engines.inference)
+    ("inference_gflops", "test GFLOP/img", 1, 2),
 ]
 PUBLISHED = Path(__file__).with_name("published.csv")
 

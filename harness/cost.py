@@ -22,37 +22,54 @@ CPU_GFLOPS_PER_CORE = 85.0
 
 @functools.lru_cache(maxsize=None)
 def _flops(
-    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int, train: bool
+    model: str,
+    depth: int,
+    width: int,
+    num_inputs: int,
+    num_classes: int,
+    resolution: int,
+    train: bool,
+    method: str = "vanilla",
+    options: tuple = (),
 ) -> float:
-    """FLOPs of one sample through the network on the meta device (no compute): a training step (M inputs,
-    forward + backward) or a test image (forward, the same image to all M encoders)."""
+    """FLOPs of one sample through the method's network on the meta device (no compute): a training step per
+    image of the batch (forward + backward) or a test image (forward: the same image to all M members)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from harness.methods import METHODS
     from harness.models import MODELS
 
+    kind = METHODS.get(method)
+    slots, images = kind.train_row(num_inputs)
     with torch.device("meta"):
-        net = MODELS.get(model).build(depth, width, num_classes, num_inputs)
-        x = torch.empty(1, *((num_inputs,) if train else ()), 3, resolution, resolution)
+        net = (
+            MODELS.get(model)
+            .build(depth, width, num_classes, num_inputs, network=kind.network, **dict(options))
+            .train(train)
+        )
+        x = torch.empty(1, *((slots,) if train else ()), 3, resolution, resolution)
     counter = FlopCounterMode(display=False)
     with counter, torch.set_grad_enabled(train):
         out = net(x)
         if train:
             out.sum().backward()
-    return float(counter.get_total_flops())
+    return float(counter.get_total_flops()) / (images if train else 1)
 
 
-def step_flops_per_sample(
-    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
-) -> float:
-    """FLOPs of one training step (forward + backward) per sample."""
-    return _flops(model, depth, width, num_inputs, num_classes, resolution, train=True)
+def _network(cfg: TrialConfig) -> tuple:
+    from harness.methods import METHODS
+
+    return cfg.method, tuple(sorted(METHODS.get(cfg.method).network_options(cfg).items()))
 
 
-def inference_flops_per_image(
-    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int
-) -> float:
-    """FLOPs of one test image through the network (forward only; the same image to all M encoders)."""
-    return _flops(model, depth, width, num_inputs, num_classes, resolution, train=False)
+def step_flops_per_sample(cfg: TrialConfig, num_classes: int, resolution: int) -> float:
+    """FLOPs of one training step (forward + backward) per image of the batch."""
+    return _flops(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, True, *_network(cfg))
+
+
+def inference_flops_per_image(cfg: TrialConfig, num_classes: int, resolution: int) -> float:
+    """FLOPs of one test image through the network (forward only; all M members)."""
+    return _flops(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, False, *_network(cfg))
 
 
 def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:
@@ -65,7 +82,7 @@ def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolutio
 def trial_flops(cfg: TrialConfig) -> float:
     classes, res = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
     classes = cfg.class_subset or classes
-    per_sample = step_flops_per_sample(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, classes, res)
+    per_sample = step_flops_per_sample(cfg, classes, res)
     return trial_steps(cfg) * cfg.batch_size * per_sample
 
 

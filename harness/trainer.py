@@ -17,9 +17,11 @@ import torch
 
 from harness import results
 from harness.config import TrialConfig
+from harness.cost import inference_flops_per_image
 from harness.data import build_train_loader, check_same_data, data_fingerprint, load_dataset
 from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
+from harness.engines.inference import measure_inference
 from harness.methods import METHODS
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
@@ -273,7 +275,7 @@ class Trainer:
             val_logits, val_labels = self.predict("val")
             arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
         metrics = final_metrics(logits, labels, val_logits, val_labels)
-        cfg = self.cfg
+        cfg, resolution = self.cfg, self.data.train.x.shape[1]
         metrics.update(
             {
                 "trial_id": cfg.trial_id,
@@ -289,6 +291,9 @@ class Trainer:
                 "engine": cfg.engine,
                 "workers": self.world.size,
                 "nodes": self.folder.nodes(),  # every node that ran it, in order
+                # the inference cost, the point of ensembling "for free": FLOPs and measured speed, all members
+                "inference_gflops": inference_flops_per_image(cfg, self.data.num_classes, resolution) / 1e9,
+                **measure_inference(self.engine.infer, resolution, self.device),
             }
         )
         return metrics, arrays

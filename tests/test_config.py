@@ -20,7 +20,8 @@ def write(tmp_path, text):
     [
         (
             "method: mixmo\n",
-            r"method: unknown method 'mixmo'; allowed: batch_ensemble, cut_mixmo, cutmix, linear_mixmo, masksembles, mc_dropout, mimo, mixup, packed_ensemble, vanilla",
+            r"method: unknown method 'mixmo'; allowed: batch_ensemble, cut_mixmo, cutmix, linear_mixmo, masksembles, "
+            r"mc_dropout, mimo, mixup, packed_ensemble, vanilla",
         ),
         ("method: cut_mixmo\nM: 0\n", r"M: Input should be greater than or equal to 1"),
         ("method: cut_mixmo\nM: 1\n", r"needs M >= 2 subnetworks, got 1"),

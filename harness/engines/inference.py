@@ -44,3 +44,36 @@ class Inference:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.model(x.to(self.dtype))
+
+
+INFERENCE_BATCH = 256  # the batch of the inference-cost measurement (every method, every trial)
+
+
+@torch.no_grad()
+def measure_inference(infer: Inference, resolution: int, device: torch.device, min_seconds: float = 1.0) -> dict:
+    """Test images per second through the network (all its members) at batch 256 in the trial's precision, and
+    the peak memory of that inference (CUDA only: None on the CPU, where torch keeps no such count). Two warm-up
+    batches, then batches until ``min_seconds`` have passed (at least 3)."""
+    import time
+
+    infer.model.eval()
+    x = torch.randn(INFERENCE_BATCH, 3, resolution, resolution, device=device)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda *a: None)
+    for _ in range(2):
+        infer(x)
+    sync(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    batches, t0 = 0, time.perf_counter()
+    while batches < 3 or time.perf_counter() - t0 < min_seconds:
+        infer(x)
+        batches += 1
+        sync(device)
+    seconds = time.perf_counter() - t0
+    return {
+        "inference_images_per_s": batches * INFERENCE_BATCH / seconds,
+        "inference_batch": INFERENCE_BATCH,
+        "inference_peak_memory_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda else None,
+    }

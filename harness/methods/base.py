@@ -55,6 +55,12 @@ class Method:
         return {}
 
     @classmethod
+    def train_row(cls, M: int) -> tuple[int, int]:
+        """(image slots of a training row, loader images it holds): MixMo's M inputs come from M permutations of
+        the batch, one row per batch image."""
+        return M, 1
+
+    @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:
         M = cfg.num_inputs
         if cls.single_network and M != 1:

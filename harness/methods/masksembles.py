@@ -25,5 +25,9 @@ class Masksembles(Method):
                 f"members (on every worker and micro-batch): it must be a multiple of {shares}"
             )
 
+    @classmethod
+    def train_row(cls, M):
+        return (M, M)
+
     def prepare(self, x, y, progress):
         return split_images(x, y, self.M, self.num_classes)

@@ -16,6 +16,10 @@ class MCDropout(Method):
     def network_options(cls, cfg):
         return {"p": cls.option(cfg, "dropout"), "seed": cfg.seed}
 
+    @classmethod
+    def train_row(cls, M):
+        return (1, 1)
+
     def prepare(self, x, y, progress):
         """One network, one pass: a single head in training."""
         return MixedBatch(x.unsqueeze(1), None, F.one_hot(y, self.num_classes).float().unsqueeze(1), y.unsqueeze(1))

@@ -30,5 +30,9 @@ class PackedEnsemble(Method):
                     f"alpha x 16, alpha x 16w, alpha x 32w and alpha x 64w"
                 )
 
+    @classmethod
+    def train_row(cls, M):
+        return (1, 1)
+
     def prepare(self, x, y, progress):
         return shared_images(x, y, self.M, self.num_classes)

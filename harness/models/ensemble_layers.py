@@ -182,6 +182,8 @@ class MCDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return F.dropout(x, self.p, training=True)
+        if x.device.type == "meta":  # shapes only (FLOP counts)
+            return x
         gen = self._generators.setdefault(x.device, torch.Generator(device=x.device))
         gen.manual_seed(self.seed)
         keep = torch.rand(x.shape, generator=gen, device=x.device) >= self.p

@@ -25,7 +25,8 @@ class WideBasicBlock(nn.Module):
         self.after_conv1 = kit.after_conv1() if kit.after_conv1 else nn.Identity()
         self.bn2 = kit.norm(planes)
         self.conv2 = kit.conv(planes, planes, 3, stride, 1 if stride == 1 else 0)
-        self.shortcut = kit.conv(in_planes, planes, 1, stride, 0) if stride != 1 or in_planes != planes else nn.Identity()
+        projection = stride != 1 or in_planes != planes
+        self.shortcut = kit.conv(in_planes, planes, 1, stride, 0) if projection else nn.Identity()
 
     def forward(self, x):
         out = self.after_conv1(self.conv1(F.relu(self.bn1(x))))

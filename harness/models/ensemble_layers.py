@@ -163,7 +163,8 @@ class Masks(nn.Module):
     def __init__(self, channels: int, members: int, scale: float, rng: np.random.Generator):
         super().__init__()
         self.members = members
-        self.register_buffer("masks", torch.from_numpy(generate_masks(channels, members, scale, rng)).float())
+        masks = generate_masks(channels, members, scale, rng)
+        self.register_buffer("masks", torch.tensor(masks, dtype=torch.float32))  # on the default device (meta, too)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x.unflatten(0, (self.members, -1)) * _per_member(self.masks, x).to(x.dtype)).flatten(0, 1)

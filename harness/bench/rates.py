@@ -109,7 +109,8 @@ def read_rates(path: Path) -> list[Rate]:
     try:
         rows = list(reader)
     except csv.Error as err:  # e.g. a field over the csv module's size limit
-        raise ValueError(f"{path}: line {reader.line_num}: not CSV ({err})") from None
+        # line_num counts the lines parsed before the failing one
+        raise ValueError(f"{path}: line {reader.line_num + 1}: not CSV ({err})") from None
     out = []
     for i, r in enumerate(rows, 2):
         try:

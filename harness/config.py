@@ -162,9 +162,9 @@ class TrialConfig(BaseModel):
 
         MODELS.get(self.model).check_shape(self.depth, self.width)
         method = METHODS.get(self.method)
-        for key in ("dropout", "packed_alpha", "packed_gamma", "mask_scale"):
+        owners = {key: name for name in METHODS.names() for key in METHODS.get(name).options}
+        for key, owner in owners.items():
             if getattr(self, key) is not None and key not in method.options:
-                owner = next(n for n in METHODS.names() if key in METHODS.get(n).options)
                 raise ValueError(f"{key} is a key of method {owner}, not of {self.method}")
         runs_on = [n for n in MODELS.names() if method.network in MODELS.get(n).networks]
         if self.model not in runs_on:

@@ -62,13 +62,14 @@ class Method:
 
     @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:
+        """The method's own checks (harness.config checks M of single networks, models and other methods' keys)."""
         M = cfg.num_inputs
-        if cls.single_network and M != 1:
-            raise ValueError(f"method {cfg.method!r} is a single network: M must be 1, got {M}")
         if not cls.single_network and M < 2:
             raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M} (it is an ensemble method)")
         if cls.single_network and cfg.msda != "none":
             raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
+        if cls.network != "multi_io" and cfg.msda != "none":
+            raise ValueError(f"msda (Mixup/CutMix on each input) is for MixMo's multi-input methods, not {cfg.method}")
 
     def __init__(self, cfg: TrialConfig, num_classes: int, mix_size: int, partners: PartnerSource | None = None):
         self.cfg = cfg

@@ -155,6 +155,7 @@ def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, m
         ({"method": "batch_ensemble", "model": "preact_resnet", "depth": 18},
          "method 'batch_ensemble' builds its layers into the model (batch_ensemble network): it runs on model wrn"),
         ({"method": "masksembles", "batch_size": 30}, "batch_size 30: masksembles shares each batch out to its M = 4"),
+        ({"method": "packed_ensemble", "msda": "cutmix"}, "msda (Mixup/CutMix on each input) is for MixMo's"),
     ],
 )  # fmt: skip
 def test_bad_family_settings_name_the_key(keys, message):

@@ -45,7 +45,7 @@ class Network:
             raise results.CorruptFile(
                 folder / results.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
             )
-        num_classes = DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes, cfg.synthetic_resolution)[0]
+        num_classes = cfg.class_subset or DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes)[0]
         model = build_model(cfg, num_classes)
         model.load_state_dict(state["model"])
         self.infer = Inference(cfg, place_model(cfg, model, device).eval(), device)
@@ -162,9 +162,14 @@ def finished_trials(target: Path, data_dir: str | None = None) -> tuple[Suite | 
         trials = expand(suite, str(target))
         if suite.store:
             suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-    finished = [t for t in trials if results.TrialFolder(t.trial_dir).is_finished()]
+    states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
+    finished = [t for t in trials if states[t.trial_id].state == "finished"]
+    corrupt = [f"{tid}: {s.detail}" for tid, s in states.items() if s.state == "corrupt"]
+    for line in corrupt:  # a finished trial whose checkpoint no longer reads is one of them
+        logger.warning(f"{line}; skipped (`harness run` recomputes it)")
     if not finished:
-        raise ConfigError(f"{target}: no finished trial to evaluate (run `harness run` first)")
+        why = f"{len(corrupt)} corrupt, " if corrupt else ""
+        raise ConfigError(f"{target}: no finished trial to evaluate ({why}run `harness run` first)")
     if len(finished) < len(trials):
         logger.warning("%d trial(s) not finished: skipped", len(trials) - len(finished))
     return suite, finished

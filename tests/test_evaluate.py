@@ -139,7 +139,8 @@ def test_refusals_are_specific(evaluated, real_data_dir):
     checkpoint = next(copy.iterdir()) / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     out = harness("evaluate", copy, "--on", "ood:synthetic", HARNESS_DATA_DIR=real_data_dir)
-    assert out.returncode == 1 and "checkpoint.pt" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr  # a finished trial's checkpoint checked
+    assert "checkpoint.pt: truncated" in out.stderr and "(1 corrupt, run `harness run` first)" in out.stderr
 
 
 def test_sweep_evaluates_its_sets_into_mlflow_and_the_report(tmp_path, real_data_dir):

@@ -139,7 +139,11 @@ def small_disk(tmp_path):
 def test_a_full_disk_at_start_or_during_the_run_is_one_line_and_exit_3(tmp_path, small_disk):
     # a checkpoint of width 8 (about 2.5 MB) cannot fit on the 2 MB disk
     suite = write_suite(
-        tmp_path, storage=str(small_disk / "results"), grid={"method": ["vanilla"], "width": [8]}, base={"epochs": 1}
+        tmp_path,
+        storage=str(small_disk / "results"),
+        grid={"method": ["vanilla"], "width": [8]},
+        base={"epochs": 1},
+        max_retries=0,  # a retry would meet the same full disk
     )
     filler = small_disk / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)  # until it is full

@@ -64,8 +64,9 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
 
 
 def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[dict]:
-    """Deep ensembles of k members for each (method, sizes) spec: finished trials that differ only
-    by seed are grouped, and the k lowest seeds of each group form the ensemble of size k."""
+    """Deep ensembles of k members for each (method, sizes) spec: finished trials that differ only by seed are
+    grouped, and their seeds, in order, form disjoint ensembles of size k (seeds 0..k-1, k..2k-1, ...): several
+    ensembles of one size give that size's row a mean and an interval, as seeds do for single networks."""
     groups: dict[str, list[tuple[int, Path, dict]]] = {}
     for d in trial_dirs:
         cfg = TrialFolder(d).config()
@@ -79,22 +80,22 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
             if cfg["method"] != method:
                 continue
             for k in sizes:
-                if len(members) < k:
-                    continue
-                metrics = compose_ensemble([m[1] for m in members[:k]])
-                rows.append(
-                    {
-                        "method": method,
-                        "model": cfg["model"],
-                        "depth": cfg["depth"],
-                        "width": cfg["width"],
-                        "M": cfg["M"],
-                        "dataset": cfg["dataset"],
-                        "epochs": cfg["epochs"],
-                        "member_trials": [m[1].name for m in members[:k]],
-                        **metrics,
-                    }
-                )
+                for start in range(0, len(members) - k + 1, k):
+                    chunk = members[start : start + k]
+                    metrics = compose_ensemble([m[1] for m in chunk])
+                    rows.append(
+                        {
+                            "method": method,
+                            "model": cfg["model"],
+                            "depth": cfg["depth"],
+                            "width": cfg["width"],
+                            "M": cfg["M"],
+                            "dataset": cfg["dataset"],
+                            "epochs": cfg["epochs"],
+                            "member_trials": [m[1].name for m in chunk],
+                            **metrics,
+                        }
+                    )
     return rows
 
 

@@ -27,3 +27,23 @@ def test_members_must_differ_only_by_seed(tmp_path):
     b = fake_trial(tmp_path, 1, [[[1.0, 0.0]]], [0], width=4)
     with pytest.raises(ValueError, match="differs .* in width"):
         compose_ensemble([a, b])
+
+
+def test_seeds_form_disjoint_ensembles_of_each_size(tmp_path):
+    """Five seeds, sizes 2 and 4: ensembles {0, 1} and {2, 3} of two (seed 4 left over), {0, 1, 2, 3} of four."""
+    from analysis.ensembles import ensembles_for
+
+    dirs = [fake_trial(tmp_path, s, [[[1.0, 0.0]], [[0.0, 1.0]]], [0, 1]) for s in range(5)]
+    rows = ensembles_for(dirs, [("cutmix", [2, 4])])
+    assert [(r["members"], r["seeds"]) for r in rows] == [(2, [0, 1]), (2, [2, 3]), (4, [0, 1, 2, 3])]
+
+
+def test_a_batch_ensembles_heads_join_a_deep_ensemble(tmp_path):
+    """Family methods give (N, M, K) heads like MixMo's: a deep ensemble of two M = 4 trials has 8 heads."""
+    labels = [0, 1]
+    members = []
+    for seed in (0, 1):
+        cfg = TrialConfig(method="batch_ensemble", depth=10, width=2, seed=seed, name="s", output_dir=tmp_path)
+        members.append(finished_trial(cfg, [[[1.0, 0.0]] * 4, [[0.0, 1.0]] * 4], labels))
+    m = compose_ensemble(members)
+    assert m["top1"] == 1.0 and [f"head{i}_top1" in m for i in range(8)] == [True] * 8 and "head8_top1" not in m

@@ -14,7 +14,7 @@ message, exit code, files left).
    without torch's advice to load it unsafely.
 
 Elsewhere: Ctrl-C on `harness run` (test_safety: the second-driver test), `harness sync` to the URI runs were kept
-back from (test_tracking_server: the outage test), a truncated checkpoint of a partial trial (test_safety).
+back from (test_tracking_server: the outage test).
 """
 
 import json
@@ -36,7 +36,7 @@ from harness.results import TrialFolder
 from harness.trainer import Trainer
 from helpers import attempts, cli, finished_trial, harness, harness_env, tiny_config, write_suite
 
-GRID = {"method": ["vanilla"], "width": [1, 2, 3]}
+GRID = {"method": ["vanilla"], "width": [1, 2, 3, 4]}
 
 
 def trials(tmp_path: Path) -> list[Path]:
@@ -45,7 +45,7 @@ def trials(tmp_path: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """Three finished trials (widths 1, 2, 3; 2 epochs each), trained once for the module."""
+    """Four finished trials (widths 1 to 4; 2 epochs each), trained once for the module."""
     tmp = tmp_path_factory.mktemp("finished")
     proc = harness("run", write_suite(tmp, grid=GRID))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,7 +61,7 @@ def copy_of(finished: Path, tmp_path: Path) -> Path:
 @pytest.mark.slow  # `harness run` in a subprocess
 def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomputed(tmp_path, finished):
     suite = copy_of(finished, tmp_path)
-    truncated_logits, damaged_logits, truncated_checkpoint = trials(tmp_path)
+    truncated_logits, damaged_logits, truncated_checkpoint, garbled_metrics = trials(tmp_path)
     logits = truncated_logits / results.LOGITS
     logits.write_bytes(logits.read_bytes()[:-100])  # its zip directory is gone
     logits = damaged_logits / results.LOGITS
@@ -70,6 +70,7 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     logits.write_bytes(bytes(data))
     checkpoint = truncated_checkpoint / results.CHECKPOINT
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
+    (garbled_metrics / results.METRICS).write_text('{"top1": 0.5,')  # invalid JSON
 
     status = cli("status", suite)
     assert status.returncode == 0 and "Traceback" not in status.stderr
@@ -77,16 +78,19 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     assert "corrupt" in lines[truncated_logits.name] and "logits.npz: truncated" in lines[truncated_logits.name]
     assert "finished" in lines[damaged_logits.name]  # status reads directories only: the damage shows later
     assert "corrupt" in lines[truncated_checkpoint.name] and "checkpoint.pt: truncated" in status.stdout
-    assert "2 corrupt, 1 finished" in status.stdout
+    assert "metrics.json: not valid JSON" in lines[garbled_metrics.name]
+    assert "3 corrupt, 1 finished" in status.stdout
 
     report = cli("report", suite)
-    assert report.returncode == 0 and "3 trial(s) missing from the report" in report.stdout, report.stderr
+    assert report.returncode == 0 and "4 trial(s) missing from the report" in report.stdout, report.stderr
     assert f"{damaged_logits.name}: corrupt: logits.npz: unreadable (Bad CRC-32" in report.stdout
+    sync = cli("sync", suite)  # an unreadable file is no tracking outage
+    assert sync.returncode == 0 and "could not reach" not in sync.stderr and "unreadable file" in sync.stderr
 
     run = harness("run", suite)
     assert run.returncode == 0, run.stderr[-3000:]
-    for d in (truncated_logits, damaged_logits):
-        assert f"{d.name}: logits.npz: " in run.stderr
+    for d in (truncated_logits, damaged_logits, garbled_metrics):
+        assert f"{d.name}: {'metrics.json' if d == garbled_metrics else 'logits.npz'}: " in run.stderr
         assert attempts(d)[-1]["from_epoch"] == 2  # from the final checkpoint: only the evaluation reran
     assert "damaged: test_logits.npy fails its CRC check" in run.stderr
     assert "it is recomputed from its final checkpoint (the evaluation reruns, no training)" in run.stderr
@@ -96,7 +100,7 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     assert (truncated_checkpoint / (results.CHECKPOINT + results.CORRUPT_SUFFIX)).exists()  # kept, set aside
     for d in trials(tmp_path):
         assert TrialFolder(d).state(thorough=True).state == "finished"
-    assert "3 finished" in cli("status", suite).stdout
+    assert "4 finished" in cli("status", suite).stdout
     assert "missing from the report" not in cli("report", suite).stdout
 
 

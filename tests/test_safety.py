@@ -18,7 +18,7 @@ from harness.lock import LOCK, LockHeld, SuiteLock, is_live
 from harness.results import TrialFolder
 from harness.sweep import Progress
 from harness.trainer import Trainer
-from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, trial_dirs, write_suite
+from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, write_suite
 
 
 class Payload:
@@ -217,41 +217,6 @@ def test_second_driver_is_turned_away_and_status_shows_running(tmp_path):
     assert "Traceback" not in out and "Tuner.restore" not in out
     assert "interrupted" in out and f"harness run {suite}" in out  # how to go on
     assert not (tmp_path / "results" / "synth" / LOCK).exists()  # released
-
-
-# --- corrupt files
-@pytest.mark.slow
-def test_corrupt_trial_folders_are_reported_skipped_and_retrained(tmp_path):
-    suite = write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1, 2]})
-    first = harness("run", suite)
-    assert first.returncode == 0, first.stderr[-2000:]
-    garbled, truncated = trial_dirs(tmp_path)
-    (garbled / results.METRICS).write_text('{"top1": 0.5,')  # invalid JSON
-    ckpt = truncated / results.CHECKPOINT
-    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a truncated checkpoint of a partial trial
-    (truncated / results.METRICS).unlink()
-
-    status = harness("status", suite)
-    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
-    assert "metrics.json: not valid JSON" in status.stdout and "checkpoint.pt: truncated" in status.stdout
-    assert "2 corrupt" in status.stdout
-    report = harness("report", suite)
-    assert report.returncode == 0 and f"{garbled.name} left out of the report: metrics.json" in report.stderr
-    sync = harness("sync", suite)
-    assert sync.returncode == 0 and "could not reach" not in sync.stderr and "unreadable file" in sync.stderr
-
-    again = harness("run", suite)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "it is retrained from its last readable checkpoint" in again.stderr
-    assert [a["from_epoch"] for a in attempts(garbled)] == [0, 2]  # from its last checkpoint: only the evaluation reran
-    assert [a["from_epoch"] for a in attempts(truncated)] == [
-        0,
-        1,
-    ]  # the truncated one set aside, resumed from the one before
-    assert (truncated / (results.CHECKPOINT + results.CORRUPT_SUFFIX)).exists()
-    for d in (garbled, truncated):
-        assert TrialFolder(d).is_finished() and epochs(d) == [1, 2]
-    assert "2 finished" in harness("status", suite).stdout
 
 
 # --- bad values, refused before anything runs

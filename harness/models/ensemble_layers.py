@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models.multi_io import TRUNCATED_STD
+
 
 def _per_member(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(M, C) factors -> broadcastable over a member-major batch x (M * n, C, ...) viewed as (M, n, C, ...)."""
@@ -109,7 +111,7 @@ class GroupedLinear(nn.Module):
             raise ValueError(f"{in_features} features do not split into {groups} members")
         self.groups = groups
         fan_in = in_features // groups
-        std = math.sqrt(2.0 / fan_in) / 0.87962566103423978  # He, as init_weights draws every other layer
+        std = math.sqrt(2.0 / fan_in) / TRUNCATED_STD  # He, as init_weights draws every other layer
         self.weight = nn.Parameter(torch.empty(groups, out_per_group, fan_in))
         nn.init.trunc_normal_(self.weight, std=std, a=-2 * std, b=2 * std)
         self.bias = nn.Parameter(torch.zeros(groups, out_per_group))

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 SYNC_STATE = "mlflow.json"
 KEPT_BACK = "tracking_kept_back.json"  # <suite>/: the URI that trials could not reach, and which ones
 PARENT_STATE = "mlflow_parent.json"
-NOT_METRICS = {"workers", "epochs", "test_images", "train_images"}  # in metrics.json, but facts, not results
+# in metrics.json, but facts, not results
+NOT_METRICS = {"workers", "epochs", "test_images", "train_images", "inference_batch"}
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
 ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS, results.ATTEMPTS)
 TAG_KEYS = (

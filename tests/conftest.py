@@ -14,6 +14,7 @@ from helpers import free_port, start_server
 RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 os.environ["HARNESS_CACHE_DIR"] = os.path.join(RAY_TMPDIR, "cache")  # data fingerprints: not the user's cache
+os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: 3 batches, not a second, per trial
 
 
 def pytest_collection_modifyitems(config, items):

@@ -50,12 +50,14 @@ INFERENCE_BATCH = 256  # the batch of the inference-cost measurement (every meth
 
 
 @torch.no_grad()
-def measure_inference(infer: Inference, resolution: int, device: torch.device, min_seconds: float = 1.0) -> dict:
+def measure_inference(infer: Inference, resolution: int, device: torch.device) -> dict:
     """Test images per second through the network (all its members) at batch 256 in the trial's precision, and
     the peak memory of that inference (CUDA only: None on the CPU, where torch keeps no such count). Two warm-up
-    batches, then batches until ``min_seconds`` have passed (at least 3)."""
+    batches, then batches until $HARNESS_INFERENCE_S seconds (default 1) have passed, at least 3."""
+    import os
     import time
 
+    min_seconds = float(os.environ.get("HARNESS_INFERENCE_S", 1.0))
     infer.model.eval()
     x = torch.randn(INFERENCE_BATCH, 3, resolution, resolution, device=device)
     cuda = device.type == "cuda"

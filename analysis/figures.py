@@ -98,20 +98,20 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     from analysis.tables import pareto_front
 
     rows = summary.dropna(subset=["top1_mean"]).reset_index(drop=True)
-    if "inference_gflops_mean" not in rows or rows["inference_gflops_mean"].isna().any():  # trials from before
+    if "inference_gflops_mean" not in rows:
+        rows["inference_gflops_mean"] = float("nan")
+    missing = rows["inference_gflops_mean"].isna()  # trials from before metrics.json recorded it
+    if missing.any():
         from harness.config import TrialConfig
         from harness.cost import inference_flops_per_image
 
-        computed = [
+        rows.loc[missing, "inference_gflops_mean"] = [
             inference_flops_per_image(
                 TrialConfig(method=r.method, model=r.model, depth=int(r.depth), width=int(r.width), M=int(r.M)),
                 *_shape(r),
             ) * r.members / 1e9
-            for _, r in rows.iterrows()
+            for _, r in rows[missing].iterrows()
         ]  # fmt: skip
-        rows["inference_gflops_mean"] = rows.get("inference_gflops_mean", pd.Series(computed)).fillna(
-            pd.Series(computed)
-        )
     costs = [
         ("train_hours_mean", "training hours", False),
         ("num_params_mean", "parameters", False),

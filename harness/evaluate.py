@@ -216,10 +216,9 @@ def evaluate_trials(
     done: dict[str, dict[str, dict]] = {}
     failed: dict[str, str] = {}
     for cfg in trials:
-        if cfg not in todo and results.TrialFolder(cfg.trial_dir).is_finished():
-            done[cfg.trial_id] = {
-                s.id: results.TrialFolder(cfg.trial_dir).evaluation(s.id, record_problem) for s in sets
-            }
+        folder = results.TrialFolder(cfg.trial_dir)
+        if cfg not in todo and folder.is_finished():
+            done[cfg.trial_id] = {s.id: folder.evaluation(s.id, record_problem) for s in sets}
     if not todo:
         return done, failed
     logger.info(f"evaluating {len(todo)} trial(s) on {', '.join(s.name for s in sets)}")

@@ -202,9 +202,9 @@ def _check_zip(path: Path, members: tuple[str, ...] = (), thorough: bool = False
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
             names = {i.filename.rsplit("/", 1)[-1] for i in infos}
-            end = max((i.header_offset + i.compress_size for i in infos), default=0)
-            if end > path.stat().st_size:
-                raise CorruptFile(path, f"truncated (its members need {end} bytes, the file has {path.stat().st_size})")
+            end, size = max((i.header_offset + i.compress_size for i in infos), default=0), path.stat().st_size
+            if end > size:
+                raise CorruptFile(path, f"truncated (its members need {end} bytes, the file has {size})")
             damaged = z.testzip() if thorough else None
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
         raise CorruptFile(path, f"truncated or not a zip archive ({err})") from None

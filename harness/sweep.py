@@ -312,10 +312,10 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
     return trials
 
 
-def _recovery(cfg: TrialConfig) -> str:
+def _recovery(cfg: TrialConfig, state: results.TrialState) -> str:
     """What `harness run` will do with a corrupt trial: the trainer resumes from the newest checkpoint that reads."""
     folder = results.TrialFolder(cfg.trial_dir)
-    damaged = folder.state().detail.split(":", 1)[0]
+    damaged = state.detail.split(":", 1)[0]
     try:
         final = damaged not in results.CHECKPOINTS and (folder / results.CHECKPOINT).exists()
         final = final and len(folder.history()) == cfg.epochs
@@ -348,7 +348,7 @@ def _run_locked(
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True) for t in trials}
     for t in trials:
         if states[t.trial_id].state == "corrupt":
-            logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t)}")
+            logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
     if tracker is not None:
         if restart:
             (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run

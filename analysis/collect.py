@@ -9,7 +9,7 @@ import torch
 
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
-from harness.metrics import selective_metrics
+from harness.metrics import METRICS, ensemble_logits, selective_metrics
 from harness.results import CONFIG, CorruptFile, TrialFolder
 
 
@@ -54,6 +54,7 @@ def collect(suite_dir: Path) -> pd.DataFrame:
                 ),
                 "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
             }
+            metrics.update(_missing_metrics(metrics, saved))
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
             row["train_hours"] = metrics["train_time_s"] / 3600
         rows.append(row)
@@ -62,6 +63,17 @@ def collect(suite_dir: Path) -> pd.DataFrame:
         frame["members"] = 1
     frame.attrs["config_keys"] = sorted(config_keys)
     return frame
+
+
+def _missing_metrics(recorded: dict, saved: dict) -> dict:
+    """Registered metrics a trial's metrics.json lacks (a plugin's metric, added after it finished), computed
+    from its saved test logits."""
+    missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
+    if not missing:
+        return {}
+    logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
+    labels = torch.from_numpy(saved["test_labels"])
+    return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 
 
 def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None) -> pd.DataFrame:

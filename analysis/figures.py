@@ -3,6 +3,7 @@ diversity against individual accuracy. Each function returns its Figure and save
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from analysis.ensembles import recalibrated  # noqa: E402
-from analysis.tables import PAPER_ORDER, label  # noqa: E402
+from analysis.tables import label, method_order  # noqa: E402
+from harness.catalog import presentation  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import HISTORY, TrialFolder  # noqa: E402
 
@@ -28,12 +30,17 @@ STYLE = {
     "legend.frameon": False,
     "font.size": 9,
 }
-ORDER = PAPER_ORDER
-COLORS = dict(
-    zip(ORDER, ["#555555", "#8c564b", "#1f77b4", "#9467bd", "#2ca02c", "#d62728", "#ff7f0e", "#17becf", "#bcbd22",
-                "#e377c2"])
-)  # fmt: skip
-MARKERS = dict(zip(ORDER, ["o", "v", "^", "D", "P", "*", "X", "h", "p", "<"]))  # one marker per method
+SPARE_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1"]
+
+
+def color(method: str) -> str:
+    """The method's declared colour (harness.methods); one of SPARE_COLORS, fixed by its name, otherwise."""
+    declared = presentation(method)["color"]
+    return declared or SPARE_COLORS[zlib.crc32(method.encode()) % len(SPARE_COLORS)]
+
+
+def marker(method: str) -> str:
+    return presentation(method)["marker"]
 
 
 def _save(fig, path: Path) -> list[Path]:
@@ -46,10 +53,10 @@ def _save(fig, path: Path) -> list[Path]:
 
 def _series(summary: pd.DataFrame):
     """(label, colour, linestyle, rows sorted by width) for each method / ensemble size."""
-    keys = summary.assign(_order=summary.method.map(lambda m: ORDER.index(m) if m in ORDER else 99))
+    keys = summary.assign(_order=summary.method.map(method_order))
     for (_, method, msda, members), rows in keys.groupby(["_order", "method", "msda", "members"], dropna=False):
         rows = rows.sort_values("width")
-        yield label(rows.iloc[0]), COLORS.get(method, None), "--" if members > 1 else "-", rows
+        yield label(rows.iloc[0]), color(method), "--" if members > 1 else "-", rows
 
 
 def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
@@ -102,16 +109,7 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         rows["inference_gflops_mean"] = float("nan")
     missing = rows["inference_gflops_mean"].isna()  # trials from before metrics.json recorded it
     if missing.any():
-        from harness.config import TrialConfig
-        from harness.cost import inference_flops_per_image
-
-        rows.loc[missing, "inference_gflops_mean"] = [
-            inference_flops_per_image(
-                TrialConfig(method=r.method, model=r.model, depth=int(r.depth), width=int(r.width), M=int(r.M)),
-                *_shape(r),
-            ) * r.members / 1e9
-            for _, r in rows[missing].iterrows()
-        ]  # fmt: skip
+        rows.loc[missing, "inference_gflops_mean"] = [_gflops(r) for _, r in rows[missing].iterrows()]
     costs = [
         ("train_hours_mean", "training hours", False),
         ("num_params_mean", "parameters", False),
@@ -127,8 +125,8 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
             for (cost, name, faster), ax in zip(costs, ax_row):
                 shown = rows.dropna(subset=[cost, score])
                 for _, r in shown.iterrows():
-                    marker = MARKERS.get(r.method, "o") if r.members == 1 else "s"
-                    ax.scatter(r[cost], scale * r[score], color=COLORS.get(r.method), marker=marker, label=label(r))
+                    shape = marker(r.method) if r.members == 1 else "s"
+                    ax.scatter(r[cost], scale * r[score], color=color(r.method), marker=shape, label=label(r))
                     ax.annotate(f"w={r.width}", (r[cost], scale * r[score]), fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")  # fmt: skip
                 better = pareto_front(
@@ -148,6 +146,28 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         fig.tight_layout()
         _save(fig, path)
     return fig
+
+
+def _gflops(row) -> float:
+    """A summary row's inference GFLOPs per image (NaN for a method not registered here: another person's plugin)."""
+    from harness.catalog import build_config
+    from harness.config import ConfigError
+    from harness.cost import inference_flops_per_image
+
+    try:
+        cfg = build_config(
+            {
+                "method": row.method,
+                "model": row.model,
+                "depth": int(row.depth),
+                "width": int(row.width),
+                "M": int(row.M),
+            },
+            "report",
+        )
+    except ConfigError:
+        return float("nan")
+    return inference_flops_per_image(cfg, *_shape(row)) * row.members / 1e9
 
 
 def _shape(row) -> tuple[int, int]:
@@ -191,11 +211,7 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
     temperature scaling (the report's one protocol, so the ECE in each title is the table's), with the
     number of test images in each confidence bin and the confidence histogram below the bars."""
     done = trials[trials.state == "finished"].sort_values(["width", "seed"], ascending=[False, True])
-    picks = [
-        done[done.method == m].iloc[0]
-        for m in ORDER + sorted(set(done.method) - set(ORDER))
-        if (done.method == m).any()
-    ]
+    picks = [done[done.method == m].iloc[0] for m in sorted(set(done.method), key=lambda m: (method_order(m), m))]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(picks), 2, figsize=(7.5, 3.4 * len(picks)), squeeze=False)
         for row, trial in zip(axes, picks):
@@ -254,7 +270,7 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
                     points.epoch,
                     100 * points.test_top1,
                     marker=".",
-                    color=COLORS.get(trial.method),
+                    color=color(trial.method),
                     ls="-" if trial.seed == 0 else ":",
                     label=f"{label(trial)} s{trial.seed}",
                 )
@@ -278,7 +294,7 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
                 100 * rows.heads_mean_top1,
                 rows.ratio_error,
                 label=f"{method} (heads)",
-                color=COLORS.get(method),
+                color=color(method),
                 marker="o",
             )
             for _, r in rows.iterrows():
@@ -295,7 +311,7 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
                     100 * rows.heads_mean_top1,
                     rows.ratio_error,
                     label=f"{method} ensemble of {k} (members)",
-                    color=COLORS.get(method),
+                    color=color(method),
                     marker="s",
                     facecolors="none",
                 )

@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 
 from analysis.ensembles import recalibrated
-from analysis.figures import COLORS, ORDER, STYLE, _save
-from analysis.tables import SETTING, _cell, label, summarize
+from analysis.figures import STYLE, _save, color
+from analysis.tables import SETTING, _cell, label, method_order, metric_columns, summarize
 from harness.eval_kinds import kind_of, record_problem
-from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage
+from harness.metrics import correct, ensemble_logits, risk_coverage
 from harness.results import TrialFolder
 from harness.uncertainty import confidence_scores, roc_curve
 
@@ -34,7 +34,6 @@ CORRUPTED = [
 ]
 DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
              ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
-SELECTIVE = [(k, m.label, m.scale, m.decimals) for k, m in METRICS.items() if m.table == "selective"]
 SCORE_NAMES = {
     "msp": "max softmax prob.",
     "max_logit": "max logit",
@@ -150,13 +149,13 @@ def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
 
 
 def selective_table(summary: pd.DataFrame) -> pd.DataFrame:
-    return _table(summary, [], SELECTIVE)
+    return _table(summary, [], metric_columns("selective"))
 
 
 # --- figures: each method at its widest width, its lowest seed (curves) or the mean over seeds (severity)
 def _widest(frame: pd.DataFrame) -> pd.DataFrame:
     keep = frame[frame.members == 1] if "members" in frame else frame
-    keep = keep.assign(_o=keep.method.map(lambda m: ORDER.index(m) if m in ORDER else 99))
+    keep = keep.assign(_o=keep.method.map(method_order))
     return keep[keep.width == keep.groupby("method").width.transform("max")].sort_values(["_o", "seed"])
 
 
@@ -171,7 +170,7 @@ def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
                 levels = [0, *range(1, 6)]
                 top1 = [group.clean_top1.mean(), *(group[f"severity{s}_top1"].mean() for s in range(1, 6))]
                 ece_ = [group.clean_ece.mean(), *(group[f"severity{s}_ece"].mean() for s in range(1, 6))]
-                kw = dict(color=COLORS.get(method), marker="o", label=f"{label(group.iloc[0])} w={group.width.iloc[0]}")
+                kw = dict(color=color(method), marker="o", label=f"{label(group.iloc[0])} w={group.width.iloc[0]}")
                 ax_acc.plot(levels, 100 * np.array(top1), **kw)
                 ax_ece.plot(levels, 100 * np.array(ece_), **kw)
             for ax, what in ((ax_acc, "top-1 %"), (ax_ece, "ECE %")):
@@ -210,7 +209,7 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                         fpr,
                         tpr,
                         ls=style,
-                        color=COLORS.get(row.method),
+                        color=color(row.method),
                         label=f"{label(row)}{what} ({100 * mine.auroc[score]:.1f})",
                     )
             ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8)
@@ -236,7 +235,7 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
             ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
             conf = ens.softmax(-1).max(-1).values
             coverage, risk = risk_coverage(conf.numpy(), correct(ens, torch.from_numpy(saved["test_labels"])).numpy())
-            ax.plot(coverage, 100 * risk, color=COLORS.get(row.method), label=f"{label(row)} ({row.aurc:.3f})")
+            ax.plot(coverage, 100 * risk, color=color(row.method), label=f"{label(row)} ({row.aurc:.3f})")
         ax.set_xlabel("coverage (share of test images kept, most confident first)")
         ax.set_ylabel("risk: error % of the kept images")
         ax.legend(fontsize=7, title="AURC", title_fontsize=7)

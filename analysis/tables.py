@@ -8,17 +8,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.stats import bootstrap, right_per_image, t_halfwidth
+from harness.catalog import presentation
 from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
 from harness.results import TrialFolder
 
-# the paper's tables, then the rest of the family (docs/recipe.md §8)
-PAPER_ORDER = ["vanilla", "mixup", "cutmix", "mimo", "linear_mixmo", "cut_mixmo", "batch_ensemble", "packed_ensemble",
-               "masksembles", "mc_dropout"]  # fmt: skip
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
-# (column, label, scale, decimals)
-# (column, label, scale, decimals): the metric suite's main columns (harness.metrics.METRICS), then the costs
-METRICS = [(k, m.label, m.scale, m.decimals) for k, m in FINAL_METRICS.items() if m.table == "main"] + [
+# (column, label, scale, decimals) of the costs, after the metric suite's main columns
+COSTS = [
     ("num_params", "params (M)", 1e-6, 2),
     ("train_hours", "train h", 1, 3),
     ("eval_time_s", "test s", 1, 2),
@@ -39,7 +36,16 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
     return [k for k in candidates if (spread[k] > 1).any()]
 
 
-SELECTIVE = [k for k, m in FINAL_METRICS.items() if m.table == "selective"]  # summarised; the report's own table
+def metric_columns(table: str = "main") -> list[tuple[str, str, float, int]]:
+    """(column, label, scale, decimals) of a report table: the registered metrics of that table (those of plugins
+    too, harness.metrics.register_metric), then for the main table the costs."""
+    columns = [(k, m.label, m.scale, m.decimals) for k, m in FINAL_METRICS.items() if m.table == table]
+    return columns + (COSTS if table == "main" else [])
+
+
+def method_order(method: str) -> float:
+    """A method's place in tables and legends: its declared order (harness.methods), unknown methods last."""
+    return presentation(method)["order"]
 
 
 def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str] | None = None) -> pd.DataFrame:
@@ -49,7 +55,7 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     rows = rows[rows.state == "finished"].copy()
     if "msda" not in rows:
         rows["msda"] = "none"
-    present = [m for m in (metrics or [m for m, *_ in METRICS] + SELECTIVE) if m in rows]
+    present = [m for m in (metrics or [c[0] for c in metric_columns() + metric_columns("selective")]) if m in rows]
     extra = varying_keys(rows, list(config_keys))
     for k in extra:
         rows[k] = rows[k].astype(str)
@@ -68,7 +74,7 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
         out.loc[single & boot.notna(), "top1_ci_kind"] = "bootstrap"
     out = (
         out.reset_index()
-        .assign(_order=lambda f: f.method.map(lambda m: PAPER_ORDER.index(m) if m in PAPER_ORDER else 99))
+        .assign(_order=lambda f: f.method.map(method_order))
         .sort_values(["dataset", "model", "depth", "width", "members", "_order", "method"])
         .drop(columns="_order")
         .reset_index(drop=True)
@@ -92,7 +98,9 @@ CAPTION = (
 
 
 def label(row) -> str:
-    name = row["method"] + (f" + {row['msda']}" if row.get("msda", "none") not in ("none", None) else "")
+    name = presentation(row["method"])["label"] + (
+        f" + {row['msda']}" if row.get("msda", "none") not in ("none", None) else ""
+    )
     return name + (f" (ensemble of {int(row['members'])})" if row["members"] > 1 else "")
 
 
@@ -109,7 +117,7 @@ def display_table(summary: pd.DataFrame) -> pd.DataFrame:
             "n": summary["n"].astype(int),
         }
     )
-    for m, name, scale, decimals in METRICS:
+    for m, name, scale, decimals in metric_columns():
         if f"{m}_mean" in summary:
             marks = summary["top1_ci_kind"].map({"bootstrap": "†"}).fillna("") if m == "top1" else [""] * len(summary)
             out[name] = [

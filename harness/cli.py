@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 from harness import logs
-from harness.config import ConfigError, TrialConfig, build_config, load_trial_config, parse_overrides
+from harness.catalog import build_config, load_trial_config
+from harness.config import ConfigError, TrialConfig, parse_overrides
 from harness.data import DataError
+from harness.plugins import PluginError
 from harness.results import CorruptFile, ResourceError, out_of_memory, out_of_space
 
 logger = logging.getLogger(__name__)
@@ -417,18 +419,41 @@ def cmd_data_corrupt(args) -> int:
     return 0
 
 
+def cmd_list(args) -> int:
+    from harness.catalog import listing
+
+    print(listing(markdown=args.markdown))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
+    # what registers your own methods, models, datasets, metrics: Python, run as such (README, "Benchmark your own")
+    with_plugins = argparse.ArgumentParser(add_help=False)
+    with_plugins.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE|MODULE",
+        help="a plugin file or importable module to load first (repeatable; a suite's `plugins:` load too)",
+    )
 
-    train = sub.add_parser("train", help="run one trial locally (no Ray)")
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[with_plugins], **kw)
+
+    listing = command("list", help="methods (with their keys), models, datasets, metrics, evaluation sets")
+    listing.add_argument("--markdown", action="store_true", help="the README's table of methods and their keys")
+    listing.set_defaults(func=cmd_list)
+
+    train = command("train", help="run one trial locally (no Ray)")
     train.add_argument("config", type=Path, nargs="?", help="trial YAML file (defaults: the paper's CIFAR-100 recipe)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
     train.add_argument("--restart", action="store_true", help="discard an existing checkpoint and results")
     train.set_defaults(func=cmd_train)
 
-    run = sub.add_parser("run", help="run a suite's grid of trials on Ray Tune, tracked in MLflow (resumable)")
+    run = command("run", help="run a suite's grid of trials on Ray Tune, tracked in MLflow (resumable)")
     run.add_argument("suite", type=Path, help="suite YAML file")
     run.add_argument("--address", default=None, help="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
     run.add_argument(
@@ -447,20 +472,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="a table of a suite's trials and their states")
+    status = command("status", help="a table of a suite's trials and their states")
     status.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
     )
     status.set_defaults(func=cmd_status)
 
-    report = sub.add_parser("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
+    report = command("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
     report.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
     )
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
     report.set_defaults(func=cmd_report)
 
-    bench = sub.add_parser("bench", help="samples/s of the loader and the training step against the authors' pipeline")
+    bench = command("bench", help="samples/s of the loader and the training step against the authors' pipeline")
     bench.add_argument("config", type=Path, nargs="?", help="trial YAML file: dataset, model, method, M, b, ...")
     bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     bench.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
@@ -491,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    prepare = data_sub.add_parser("prepare", help="write a dataset's train/test splits as FFCV .beton files")
+    prepare = data_sub.add_parser(
+        "prepare", parents=[with_plugins], help="write a dataset's train/test splits as FFCV .beton files"
+    )
     prepare.add_argument("dataset", help="a registered dataset (cifar10, cifar100, tinyimagenet, synthetic)")
     prepare.add_argument("--format", choices=["ffcv"], default="ffcv", help="output format")
     prepare.add_argument(
@@ -503,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.set_defaults(func=cmd_data_prepare)
 
     corrupt = data_sub.add_parser(
-        "corrupt", help="generate a CIFAR-C stand-in (official layout, labelled generated) from the test images"
+        "corrupt",
+        parents=[with_plugins],
+        help="generate a CIFAR-C stand-in (official layout, labelled generated) from the test images",
     )
     corrupt.add_argument("dataset", help="cifar10 or cifar100")
     corrupt.add_argument("--data-dir", help="dataset folder (else $HARNESS_DATA_DIR); the set goes beside the data")
@@ -514,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.add_argument("--force", action="store_true", help="replace a non-empty --out folder whole")
     corrupt.set_defaults(func=cmd_data_corrupt)
 
-    evaluate = sub.add_parser(
+    evaluate = command(
         "evaluate", help="finished trials' checkpoints on corrupted, OOD or test sets (resumable, no retraining)"
     )
     evaluate.add_argument("target", help="suite YAML file or a results/<suite> folder")
@@ -535,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    sync = sub.add_parser("sync", help="send to MLflow what an earlier run could not (tracking outage)")
+    sync = command("sync", help="send to MLflow what an earlier run could not (tracking outage)")
     sync.add_argument("suite", type=Path, help="suite YAML file")
     sync.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
     sync.set_defaults(func=cmd_sync)
@@ -546,8 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
     try:
+        from harness import plugins
+
+        for spec in getattr(args, "plugin", []):
+            plugins.load(spec)
         return args.func(args)
-    except (ConfigError, DataError, CorruptFile) as err:
+    except (ConfigError, DataError, CorruptFile, PluginError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ResourceError as err:

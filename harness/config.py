@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticUndefined
 
 
@@ -98,11 +98,12 @@ class TrialConfig(BaseModel):
     msda_alpha: float = Recipe(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
     msda_prob: float = Recipe(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
     msda_partner: Literal["dataset", "batch"] = Recipe("dataset")  # authors: the pasted partner is any training image
-    # the other ensembling-for-free methods' own keys (docs/recipe.md §8); None: the method's paper default
-    dropout: Optional[float] = RecipeIfSet(None, gt=0, lt=1)  # mc_dropout: the dropout rate (0.1)
-    packed_alpha: Optional[float] = RecipeIfSet(None, gt=0)  # packed_ensemble: channel width factor alpha (2)
-    packed_gamma: Optional[int] = RecipeIfSet(None, ge=1)  # packed_ensemble: subgroups per member gamma (1)
-    mask_scale: Optional[float] = RecipeIfSet(None, ge=1, le=6)  # masksembles: the masks' scale (overlap) (2)
+    # the method's own keys (Method.options, e.g. packed_alpha), as set in the file: validated by harness.catalog
+    # against the method's declarations; written flat (`dropout: 0.2`), in the trial id when set
+    options: dict[str, Any] = Recipe(default_factory=dict)
+    # the plugins whose method, model or dataset the trial uses: {"method regmixup": sha256}, set by harness.catalog
+    plugin_code: dict[str, str] = RecipeIfSet(default_factory=dict)
+    plugins: list[str] = Runtime(default_factory=list)  # where they were loaded from (files, modules)
 
     # --- optimisation (docs/recipe.md §5)
     epochs: int = Recipe(300, ge=1)
@@ -143,42 +144,24 @@ class TrialConfig(BaseModel):
     eval_every: int = History(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
     progress: bool = Runtime(True)
 
-    @field_validator("dataset", "model", "method")
+    @model_validator(mode="before")
     @classmethod
-    def _registered(cls, v: str, info) -> str:
-        from harness.data.datasets import DATASETS
-        from harness.methods import METHODS
-        from harness.models import MODELS
-
-        registry = {"dataset": DATASETS, "model": MODELS, "method": METHODS}[info.field_name]
-        if v not in registry:
-            raise ValueError(f"unknown {info.field_name} {v!r}; allowed: {', '.join(registry.names())}")
-        return v
+    def _gather_options(cls, raw: Any) -> Any:
+        """Keys that are no field are the method's own (``dropout: 0.2``): kept in ``options`` for the catalog."""
+        if not isinstance(raw, dict):
+            return raw
+        extra = {k: v for k, v in raw.items() if k not in cls.model_fields}
+        if not extra:
+            return raw
+        options = raw.get("options") or {}
+        if not isinstance(options, dict):
+            return raw
+        return {**{k: v for k, v in raw.items() if k not in extra}, "options": {**options, **extra}}
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrialConfig":
-        from harness.methods import METHODS
-        from harness.models import MODELS
-
-        MODELS.get(self.model).check_shape(self.depth, self.width)
-        method = METHODS.get(self.method)
-        owners = {key: name for name in METHODS.names() for key in METHODS.get(name).options}
-        for key, owner in owners.items():
-            if getattr(self, key) is not None and key not in method.options:
-                raise ValueError(f"{key} is a key of method {owner}, not of {self.method}")
-        runs_on = [n for n in MODELS.names() if method.network in MODELS.get(n).networks]
-        if self.model not in runs_on:
-            raise ValueError(
-                f"method {self.method!r} builds its layers into the model ({method.network} network): it runs on "
-                f"model {', '.join(runs_on)}, not {self.model!r}"
-            )
-        if method.single_network and self.num_inputs != 1:
-            several = [n for n in METHODS.names() if not METHODS.get(n).single_network]
-            raise ValueError(
-                f"method {self.method!r} is a single network: M must be 1, got {self.num_inputs} (methods with M "
-                f"members: {', '.join(several)})"
-            )
-        method.check_config(self)
+        """The checks within the schema; those that need the registries (method x model x dataset, M, the
+        method's keys) are harness.catalog's."""
         if any(not 1 <= m <= self.milestones_budget for m in self.milestones) or self.milestones != sorted(
             set(self.milestones)
         ):
@@ -194,12 +177,6 @@ class TrialConfig(BaseModel):
                 f"batch_size {self.batch_size} does not split into workers_per_trial x grad_accum_steps = "
                 f"{shards} equal micro-batches"
             )
-        msda = METHODS.get(self.method).sample_augmentation or self.msda
-        if self.loader == "ffcv" and msda != "none" and self.msda_partner == "dataset":
-            raise ValueError(
-                "msda_partner: dataset (partners drawn from the training set) needs loader: device; "
-                "with loader: ffcv set msda_partner: batch"
-            )
         if self.engine != "deepspeed" and (self.zero_stage or self.deepspeed):
             raise ValueError("zero_stage and deepspeed settings need engine: deepspeed")
         if self.engine == "deepspeed" and (self.compile or self.channels_last):
@@ -212,9 +189,10 @@ class TrialConfig(BaseModel):
     # --- derived values
     @property
     def num_inputs(self) -> int:
-        from harness.methods import METHODS
-
-        return self.M if self.M is not None else METHODS.get(self.method).default_M
+        """M, which harness.catalog resolves to the method's default when the file leaves it out."""
+        if self.M is None:
+            raise RuntimeError("M is unresolved: build trial configs with harness.catalog.build_config")
+        return self.M
 
     @property
     def learning_rate(self) -> float:
@@ -228,7 +206,8 @@ class TrialConfig(BaseModel):
     def recipe(self) -> dict[str, Any]:
         """The keys that determine the result, in a canonical JSON-able form: the trial id's input."""
         d = self.model_dump(mode="json", exclude={k for k in type(self).model_fields if self.role(k) == Role.RUNTIME})
-        for key in list(d):
+        d.update(d.pop("options"))  # flat, as the method's keys were fields of their own
+        for key in [k for k in d if k in type(self).model_fields]:
             if self.role(key) == Role.RECIPE_IF_SET and d[key] == type(self).model_fields[key].get_default(
                 call_default_factory=True
             ):
@@ -240,8 +219,10 @@ class TrialConfig(BaseModel):
     def record(self) -> dict[str, Any]:
         """The config as a trial folder records it (config.yaml): every key, with the id and the values derived
         from the recipe (M, the resolved lr)."""
+        dump = self.model_dump(mode="json")
         return {
-            **self.model_dump(mode="json"),
+            **{k: v for k, v in dump.items() if k != "options"},
+            **dump["options"],
             "trial_id": self.trial_id,
             "M": self.num_inputs,
             "lr": self.learning_rate,
@@ -292,13 +273,6 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             msg = f"unknown key; allowed keys: {allowed}"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
-
-
-def build_config(raw: dict[str, Any], source: str) -> TrialConfig:
-    try:
-        return TrialConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
 
 
 MAX_YAML_BYTES = 1 << 20  # a suite or trial file is a few KiB; anything larger is not one
@@ -392,9 +366,3 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
     return raw
-
-
-def load_trial_config(path: Path | None, overrides: list[str] = ()) -> TrialConfig:
-    raw = load_yaml(path) if path is not None else {}
-    raw.update(parse_overrides(list(overrides)))
-    return build_config(raw, str(path) if path else "--set")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from harness import logs, results
+from harness import catalog, logs, plugins, results
 from harness.config import ConfigError, TrialConfig
 from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
@@ -236,7 +236,10 @@ def evaluate_trials(
 
     start_ray(address)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=1)(_task)
-    running = {task.remote(cfg.model_dump(mode="json"), [s.name for s in sets], device, force): cfg for cfg in todo}
+    shipped = plugins.shipped()
+    running = {
+        task.remote(cfg.model_dump(mode="json"), shipped, [s.name for s in sets], device, force): cfg for cfg in todo
+    }
     for i in range(1, len(todo) + 1):
         ready, _ = ray.wait(list(running), num_returns=1)
         cfg = running.pop(ready[0])
@@ -249,10 +252,10 @@ def evaluate_trials(
     return done, failed
 
 
-def _task(config: dict, names: list[str], device: str, force: bool) -> dict[str, dict]:
+def _task(config: dict, shipped: list[dict], names: list[str], device: str, force: bool) -> dict[str, dict]:
     from harness.data.eval_sets import parse_eval_set
 
     logs.setup()  # a Ray task: its lines reach the driver's terminal through Ray's log forwarding
     torch.set_num_threads(1)
-    cfg = TrialConfig.model_validate(config)
+    cfg = catalog.in_worker(config, shipped)
     return evaluate_trial(cfg, [parse_eval_set(n) for n in names], device, force)

@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from harness import logs
+from harness import catalog, logs, plugins
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
 from harness.results import ResourceError, TrialFolder, out_of_memory
@@ -97,7 +97,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train
 
     world = current_world()
-    local = working_copy(TrialConfig.model_validate(config["trial"]), rank=world.rank)
+    local = working_copy(catalog.in_worker(config["trial"], config.get("plugins")), rank=world.rank)
     cfg = local.cfg
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
 
@@ -142,6 +142,7 @@ def run_on_workers(
         _worker_loop,
         train_loop_config={
             "trial": cfg.model_dump(mode="json"),
+            "plugins": plugins.shipped(),
             "threads": max(1, int(cpus_per_worker)),
             "restart": restart,
         },

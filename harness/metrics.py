@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.registry import Registry
+
 ECE_BINS = 15
 COVERAGES = (0.90, 0.95)  # selective prediction: top-1 on the most confident 90% and 95% of the images
 
@@ -233,27 +235,85 @@ class Metric:
     decimals: int = 3
     of_ensemble: Callable[[torch.Tensor, torch.Tensor], float] | None = None  # (ensemble logits, labels) -> value
     table: str = "main"  # the report table that shows it: "main", or "selective" (selective prediction)
+    direction: str = "lower"  # "lower" or "higher" is better
+    help: str = ""
 
 
-# Every metric the suite computes, in the report's column order. A new metric of the ensemble's logits is one
-# function above and one entry here: it then reaches metrics.json, MLflow and the report's tables.
-METRICS = {
-    "top1": Metric("top-1 %", 100, 2, lambda logits, labels: topk_accuracy(logits, labels, 1)),
-    "top5": Metric("top-5 %", 100, 2, lambda logits, labels: topk_accuracy(logits, labels, 5)),
-    "nll": Metric("NLL", 1, 3, nll),
-    "ece": Metric("ECE", 1, 4, ece),
-    "tace": Metric("TACE", 1, 5, tace),
-    "brier": Metric("Brier", 1, 4, brier),
-    "misclassification_auroc": Metric("AUROC (right vs wrong)", 1, 4, misclassification_auroc),
-    "cal_nll": Metric("cal. NLL", 1, 3),  # calibrate()
-    "cal_ece": Metric("cal. ECE", 1, 4),
-    "heads_mean_top1": Metric("heads top-1 %", 100, 2),  # each head alone (head<i>_top1), averaged
-    "ratio_error": Metric("ratio-error", 1, 3),  # diversity(), M >= 2
-    "disagreement": Metric("disagreement", 1, 3),
-    "aurc": Metric("AURC", 1, 4, table="selective"),  # selective_metrics()
-    "acc_at_90": Metric("top-1 @90% cov. %", 100, 2, table="selective"),
-    "acc_at_95": Metric("top-1 @95% cov. %", 100, 2, table="selective"),
-}
+# Every metric the suite computes, in the report's column order (registration order). A metric of the ensemble's
+# logits is one function with @register_metric, here or in a plugin: it then reaches metrics.json, MLflow and the
+# report's tables (the report computes it from the saved logits for trials that finished before it existed).
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(
+    name: str,
+    label: str,
+    *,
+    direction: str,
+    scale: float = 1.0,
+    decimals: int = 3,
+    table: str = "main",
+    computed: bool = True,
+    help: str | None = None,
+):
+    """Decorator on ``fn(ensemble_logits (N, K), labels (N,)) -> float``: a final metric, computed for every
+    trial (and deep ensemble) and shown in the report's ``table`` ("main" or "selective") under ``label``.
+    ``direction`` says which way is better ("higher" or "lower"). ``computed=False`` declares a column that
+    another part of the suite fills (calibration, diversity); then the function only carries the docstring."""
+    if direction not in ("higher", "lower"):
+        raise ValueError(f"register_metric({name!r}): direction is 'higher' or 'lower', got {direction!r}")
+    if table not in ("main", "selective"):
+        raise ValueError(f"register_metric({name!r}): table is 'main' or 'selective', got {table!r}")
+
+    def add(fn):
+        doc = help or (fn.__doc__ or "").strip().split("\n")[0]
+        METRICS.register(name)(Metric(label, scale, decimals, fn if computed else None, table, direction, doc))
+        return fn
+
+    return add
+
+
+def _declared(name: str, label: str, direction: str, help: str, **kw) -> None:
+    register_metric(name, label, direction=direction, computed=False, help=help, **kw)(lambda: None)
+
+
+register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, help="top-1 accuracy")(
+    lambda logits, labels: topk_accuracy(logits, labels, 1)
+)
+register_metric("top5", "top-5 %", direction="higher", scale=100, decimals=2, help="top-5 accuracy")(
+    lambda logits, labels: topk_accuracy(logits, labels, 5)
+)
+register_metric("nll", "NLL", direction="lower")(nll)
+register_metric("ece", "ECE", direction="lower", decimals=4)(ece)
+register_metric("tace", "TACE", direction="lower", decimals=5)(tace)
+register_metric("brier", "Brier", direction="lower", decimals=4)(brier)
+register_metric("misclassification_auroc", "AUROC (right vs wrong)", direction="higher", decimals=4)(
+    misclassification_auroc
+)
+_declared("cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)")
+_declared("cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", decimals=4)
+_declared("heads_mean_top1", "heads top-1 %", "higher", "each head alone, averaged", scale=100, decimals=2)
+_declared("ratio_error", "ratio-error", "higher", "diversity: disagreement over the members' errors (M >= 2)")
+_declared("disagreement", "disagreement", "higher", "diversity: how often two members disagree (M >= 2)")
+_declared("aurc", "AURC", "lower", "area under the risk-coverage curve", table="selective", decimals=4)
+_declared(
+    "acc_at_90",
+    "top-1 @90% cov. %",
+    "higher",
+    "top-1 on the 90% most confident",
+    table="selective",
+    scale=100,
+    decimals=2,
+)
+_declared(
+    "acc_at_95",
+    "top-1 @95% cov. %",
+    "higher",
+    "top-1 on the 95% most confident",
+    table="selective",
+    scale=100,
+    decimals=2,
+)
 
 
 def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

@@ -1,34 +1,153 @@
-"""A name -> factory registry, in the spirit of timm's ``register_model``."""
+"""Name -> entry registries, in the spirit of timm's ``register_model`` and benchopt's discovered files.
+
+A registry discovers its package: every module of it is imported on first use, so a built-in method, network
+or metric is one file with its decorator and no other edit. Plugins (harness.plugins) register into the same
+registries; each entry remembers which plugin registered it, whose content hash then enters the trial id.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import functools
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from pydantic import ConfigDict, Field, ValidationError, create_model
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, package: str | None = None):
         self.kind = kind
+        self.package = package  # imported module by module on first use
         self._entries: dict[str, T] = {}
+        self._sources: dict[str, Any] = {}  # name -> the plugin (harness.plugins.Plugin) that registered it
+        self._discovered = package is None
+        from harness import plugins
+
+        plugins.on_failure(self.forget)  # a plugin that fails half-way leaves nothing behind
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@METHODS.register("vanilla")``. The plugin being imported, if any, is its source."""
+        from harness import plugins
+
+        self._discover()  # the harness's own entries first: a plugin cannot take their names
+
         def add(obj: T) -> T:
+            source = plugins.loading()
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                if self._entries[name] is obj:
+                    return obj
+                first = self._sources.get(name)
+                raise plugins.PluginError(
+                    f"{source or 'the harness'}: registers {self.kind} {name!r}, which "
+                    f"{first or 'the harness'} already registers; choose another name"
+                )
             self._entries[name] = obj
+            self._sources[name] = source
             return obj
 
         return add
 
+    def forget(self, plugin) -> None:
+        """Drop what ``plugin`` registered (its import failed half-way)."""
+        for name in [n for n, s in self._sources.items() if s is plugin]:
+            del self._entries[name], self._sources[name]
+
+    def _discover(self) -> None:
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.package)
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{self.package}.{info.name}")
+        from harness import plugins
+
+        plugins.load_installed()
+
     def get(self, name: str) -> T:
+        self._discover()
         try:
             return self._entries[name]
         except KeyError:
             raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
+    def source(self, name: str):
+        """The plugin that registered ``name`` (None: the harness itself)."""
+        self._discover()
+        return self._sources.get(name)
+
     def names(self) -> list[str]:
+        self._discover()
         return sorted(self._entries)
 
+    def items(self) -> list[tuple[str, T]]:
+        """(name, entry) in registration order (the built-ins', then each plugin's)."""
+        self._discover()
+        return list(self._entries.items())
+
+    def __iter__(self):
+        return iter([name for name, _ in self.items()])
+
     def __contains__(self, name: str) -> bool:
+        self._discover()
         return name in self._entries
+
+
+# --- declared keys: what a method (or another entry) adds to the trial config
+@dataclass(frozen=True)
+class Option:
+    """A trial key that an entry declares: ``Option(0.1, "the dropout rate", gt=0, lt=1)``. Validated as strictly
+    as the harness's own keys (no '2' for 2, no true for 1); refused on trials of other entries. A key enters
+    the trial id when a trial sets it, so that a default can be fixed later without renaming older results."""
+
+    default: Any
+    help: str
+    type: Any = None  # None: the default's type (a float default takes ints too)
+    ge: Optional[float] = None
+    gt: Optional[float] = None
+    le: Optional[float] = None
+    lt: Optional[float] = None
+
+    @property
+    def annotation(self) -> Any:
+        return self.type or type(self.default)
+
+    def field(self) -> tuple[Any, Any]:
+        bounds = {k: getattr(self, k) for k in ("ge", "gt", "le", "lt") if getattr(self, k) is not None}
+        return Optional[self.annotation], Field(None, description=self.help, **bounds)
+
+    def describe(self) -> str:
+        bounds = [f"{op} {getattr(self, k):g}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if getattr(self, k) is not None]  # fmt: skip
+        kind = getattr(self.annotation, "__name__", str(self.annotation))
+        return f"{kind}{', ' + ', '.join(bounds) if bounds else ''}"
+
+
+STRICT_OPTIONS = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _options_model(owner: str, options: tuple[tuple[str, Option], ...]):
+    return create_model(f"{owner}_options", __config__=STRICT_OPTIONS, **{k: o.field() for k, o in options})
+
+
+class InvalidKeys(ValueError):
+    """Keys whose values do not fit their declarations: ``problems`` is a list of (key, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+        self.problems = problems
+
+
+def validate_options(owner: str, options: dict[str, Option], values: dict[str, Any]) -> dict[str, Any]:
+    """The values set, validated against their declarations (InvalidKeys names each bad key)."""
+    model = _options_model(owner, tuple(sorted(options.items())))
+    try:
+        checked = model.model_validate(values)
+    except ValidationError as err:
+        raise InvalidKeys([(".".join(map(str, e["loc"])), e["msg"]) for e in err.errors()]) from None
+    return {k: getattr(checked, k) for k in values if getattr(checked, k) is not None}

@@ -8,6 +8,7 @@ rules:                                                 # set keys on the trials 
 exclude: [{method: vanilla, width: 2}]                 # drop matching grid points
 include: [{method: mixup, width: 1}]                   # extra trials (values may be lists)
 ensembles: [{method: cutmix, sizes: [2, 3]}]           # deep ensembles composed from seeds
+plugins: [my_method.py, mypackage.methods]             # your own methods, models, datasets, metrics (Python)
 resources: {cpus: 1, gpus: 0.5}                        # per trial; fractional GPUs allowed
 concurrency: 4
 max_retries: 2
@@ -24,8 +25,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from harness import catalog, plugins
 from harness.config import NAME_PATTERN, STRICT, ConfigError, TrialConfig, format_validation_error, load_yaml
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
@@ -114,6 +116,9 @@ class Suite(Strict):
     storage: str = Field("results", min_length=1)
     tracking: Tracking = Field(default_factory=Tracking)
     eval_sets: list[str] = Field(default_factory=list)  # evaluated as each trial finishes (harness.data.eval_sets)
+    # files (relative to the suite file) or modules that register methods, models, datasets, metrics; Python, run
+    # as such (harness.plugins)
+    plugins: list[str] = Field(default_factory=list)
 
     @field_validator("storage")
     @classmethod
@@ -161,24 +166,13 @@ class Suite(Strict):
         return self.results_root / self.name
 
 
-TRIAL_KEYS = set(TrialConfig.model_fields)
-
-
 def _check_keys(keys, where: str, source: str) -> None:
+    allowed = catalog.trial_keys()
     for key in keys:
-        if key not in TRIAL_KEYS:
-            raise ConfigError(
-                f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(sorted(TRIAL_KEYS))}"
-            )
+        if key not in allowed:
+            raise ConfigError(f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(allowed)}")
         if key in ("name", "output_dir"):
             raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
-
-
-@functools.lru_cache(maxsize=None)
-def _field_adapter(key: str) -> TypeAdapter:
-    field = TrialConfig.model_fields[key]
-    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    return TypeAdapter(annotation, config=STRICT_VALUES)
 
 
 def _check_values(values: dict[str, Any], where: str, source: str, lists: bool = False) -> None:
@@ -186,7 +180,7 @@ def _check_values(values: dict[str, Any], where: str, source: str, lists: bool =
     for key, value in values.items():
         for i, v in enumerate(value if lists and isinstance(value, list) else [value]):
             try:
-                _field_adapter(key).validate_python(v)
+                catalog.key_adapter(key).validate_python(v)
             except ValidationError as err:
                 at = f"{where}.{key}" + (f"[{i}]" if lists and isinstance(value, list) else "")
                 raise ConfigError(f"{source}: {at}: {err.errors()[0]['msg']} (got {v!r})") from None
@@ -194,7 +188,8 @@ def _check_values(values: dict[str, Any], where: str, source: str, lists: bool =
 
 def _matches(values: dict[str, Any], pattern: dict[str, Any]) -> bool:
     def effective(key):
-        return values[key] if key in values else TrialConfig.model_fields[key].default
+        field = TrialConfig.model_fields.get(key)
+        return values[key] if key in values else field.default if field else None  # a method's key: unset
 
     return all(effective(k) in (v if isinstance(v, list) else [v]) for k, v in pattern.items())
 
@@ -222,6 +217,11 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
             )
         ) from None
     source = str(path)
+    for i, spec in enumerate(suite.plugins):
+        try:
+            suite.plugins[i] = plugins.load(spec, base=path.parent).spec  # a file's absolute path
+        except plugins.PluginError as err:
+            raise ConfigError(f"{source}: plugins[{i}]: {err}") from None
     _check_keys(suite.base, "base", source)
     _check_values(suite.base, "base", source)
     _check_keys(suite.grid, "grid", source)
@@ -277,14 +277,12 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
             if _matches(values, rule.when):
                 values.update(rule.set)
         values.update(name=suite.name, output_dir=storage, store=store)
-        try:
-            cfg = TrialConfig.model_validate(values)
-        except ValidationError as err:
-            label = ", ".join(f"{k}={v}" for k, v in point.items())
-            raise ConfigError(
-                format_validation_error(err, f"{source}: trial ({label})")
-                + "\n  (fix the value, or drop the combination with an `exclude` rule)"
-            ) from None
+        label = ", ".join(f"{k}={v}" for k, v in point.items())
+        cfg = catalog.build_config(
+            values,
+            f"{source}: trial ({label})",
+            hint="\n  (fix the value, or drop the combination with an `exclude` rule)",
+        )
         trials.setdefault(cfg.trial_id, cfg)
     if not trials:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")

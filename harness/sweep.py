@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 
-from harness import logs, results
+from harness import catalog, logs, plugins, results
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
@@ -48,7 +48,7 @@ def run_trial(config: dict) -> None:
     from harness.launch import train_trial
 
     logs.setup(logging.WARNING)  # a Ray worker: Tune shows the progress, the terminal only warnings
-    cfg = TrialConfig.model_validate(config["case"]["trial"])
+    cfg = catalog.in_worker(config["case"]["trial"], config.get("plugins"))
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
     metrics = train_trial(
         cfg,
@@ -448,6 +448,7 @@ def _tune_trials(
             "cpus": suite.resources.cpus,
             "gpus": suite.resources.gpus,
             "eval_sets": suite.eval_sets,
+            "plugins": plugins.shipped(),  # each worker runs the code the driver hashed (harness.plugins)
             "case": tune.grid_search(grid),
         },
         tune_config=tune.TuneConfig(

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from harness.catalog import build_config
 from harness.config import TrialConfig
 
 SUITE = yaml.safe_load((Path(__file__).parent / "suites" / "synthetic_2x2.yaml").read_text())
@@ -81,6 +82,11 @@ def harness_background(*args, log: Path, **env) -> subprocess.Popen:
     )
 
 
+def trial(**keys) -> TrialConfig:
+    """A checked trial config (harness.catalog.build_config) from keyword keys."""
+    return build_config(keys, "test")
+
+
 def tiny_config(**overrides) -> TrialConfig:
     """A synthetic trial small enough to train in seconds."""
     base = dict(
@@ -97,7 +103,7 @@ def tiny_config(**overrides) -> TrialConfig:
         eval_every=1,
     )
     base.update(overrides)
-    return TrialConfig(**base)
+    return build_config(base, "tiny_config")
 
 
 # --- trial folders

@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.catalog import load_trial_config
 from harness.cli import main
-from harness.config import ConfigError, Role, TrialConfig, is_setting_key, load_trial_config, setting
+from harness.config import ConfigError, Role, TrialConfig, is_setting_key, setting
 from harness.suite import expand, load_suite
+from helpers import trial
 
 
 def write(tmp_path, text):
@@ -70,15 +72,15 @@ def test_overrides_and_derived_values(tmp_path):
     cfg = load_trial_config(write(tmp_path, "method: cut_mixmo\n"), ["b=4", "width=4", "lr=null"])
     assert cfg.num_inputs == 2 and cfg.b == 4 and cfg.width == 4
     assert cfg.learning_rate == pytest.approx(0.0125)  # 0.1 / (2 b)
-    assert TrialConfig().learning_rate == pytest.approx(0.05)
+    assert trial().learning_rate == pytest.approx(0.05)
     with pytest.raises(ConfigError, match="expected key=value"):
         load_trial_config(None, ["width"])
 
 
 def test_trial_id_is_stable_and_ignores_where_it_runs():
-    a = TrialConfig(method="mimo", width=4)
-    b = TrialConfig(method="mimo", width=4, M=2, device="cpu", output_dir="elsewhere", name="other")
-    c = TrialConfig(method="mimo", width=4, seed=1)
+    a = trial(method="mimo", width=4)
+    b = trial(method="mimo", width=4, M=2, device="cpu", output_dir="elsewhere", name="other")
+    c = trial(method="mimo", width=4, seed=1)
     assert a.trial_id == b.trial_id != c.trial_id
     assert a.trial_id.startswith("mimo-wrn28x4-M2-s0-")
 
@@ -93,7 +95,7 @@ def test_cli_prints_one_clear_error_and_exits_2(tmp_path, capsys):
 
 
 def test_keys_added_later_keep_old_trial_ids():
-    base = TrialConfig(method="cut_mixmo", width=4)
+    base = trial(method="cut_mixmo", width=4)
     assert base.trial_id == "cut_mixmo-wrn28x4-M2-s0-" + base.trial_id.rsplit("-", 1)[1]
     assert "engine" not in base.recipe() and "workers_per_trial" not in base.recipe()
     # how a trial runs does not change its id; what it computes does
@@ -103,9 +105,9 @@ def test_keys_added_later_keep_old_trial_ids():
         {"loader": "ffcv"},
         {"channels_last": True},
     ):
-        assert TrialConfig(method="cut_mixmo", width=4, **runtime).trial_id == base.trial_id
+        assert trial(method="cut_mixmo", width=4, **runtime).trial_id == base.trial_id
     for recipe in ({"engine": "deepspeed"}, {"grad_accum_steps": 2}, {"precision": "bf16"}):
-        assert TrialConfig(method="cut_mixmo", width=4, **recipe).trial_id != base.trial_id
+        assert trial(method="cut_mixmo", width=4, **recipe).trial_id != base.trial_id
 
 
 def test_every_key_declares_its_role():
@@ -118,18 +120,23 @@ def test_every_key_declares_its_role():
 
 
 def test_roles_decide_id_ensembles_and_settings():
-    base = TrialConfig(method="cut_mixmo", width=4)
+    base = trial(method="cut_mixmo", width=4)
     record = {**base.model_dump(mode="json"), "trial_id": base.trial_id}
-    for key in TrialConfig.model_fields:
+    for key in set(TrialConfig.model_fields) - {"options"}:  # a method's keys enter the recipe flat (below)
         role = TrialConfig.role(key)
         assert (key in base.recipe()) == (role in (Role.RECIPE, Role.SEED, Role.HISTORY)), key
         assert is_setting_key(key) == (role in (Role.RECIPE, Role.RECIPE_IF_SET)), key
     # two seeds that differ in how they ran (loader, compile, workers) are one setting: members of one ensemble
-    other = TrialConfig(method="cut_mixmo", width=4, seed=1, loader="ffcv", msda_partner="batch", compile=True)
+    other = trial(method="cut_mixmo", width=4, seed=1, loader="ffcv", msda_partner="batch", compile=True)
     other_record = {**other.model_dump(mode="json"), "trial_id": other.trial_id}
     assert setting(other_record) == {**setting(record), "msda_partner": "batch"}
     assert "trial_id" not in setting(record) and "seed" not in setting(record)
     assert setting({**record, "a_key_of_an_older_version": 1})["a_key_of_an_older_version"] == 1
+    # a method's own key: in the id only when set, flat in the recipe and the record, and a setting key
+    packed = trial(method="packed_ensemble", depth=10, width=2, packed_gamma=2)
+    assert packed.recipe()["packed_gamma"] == 2 and "options" not in packed.recipe()
+    assert "packed_gamma" not in trial(method="packed_ensemble", depth=10, width=2).recipe()
+    assert packed.record()["packed_gamma"] == 2 and is_setting_key("packed_gamma")
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,11 @@
 import pytest
 
 from analysis.ensembles import compose_ensemble
-from harness.config import TrialConfig
-from helpers import finished_trial
+from helpers import finished_trial, trial
 
 
 def fake_trial(root, seed, logits, labels, width=2):
-    cfg = TrialConfig(method="cutmix", depth=10, width=width, seed=seed, name="s", output_dir=root)
+    cfg = trial(method="cutmix", depth=10, width=width, seed=seed, name="s", output_dir=root)
     return finished_trial(cfg, logits, labels)
 
 
@@ -43,7 +42,7 @@ def test_a_batch_ensembles_heads_join_a_deep_ensemble(tmp_path):
     labels = [0, 1]
     members = []
     for seed in (0, 1):
-        cfg = TrialConfig(method="batch_ensemble", depth=10, width=2, seed=seed, name="s", output_dir=tmp_path)
+        cfg = trial(method="batch_ensemble", depth=10, width=2, seed=seed, name="s", output_dir=tmp_path)
         members.append(finished_trial(cfg, [[[1.0, 0.0]] * 4, [[0.0, 1.0]] * 4], labels))
     m = compose_ensemble(members)
     assert m["top1"] == 1.0 and [f"head{i}_top1" in m for i in range(8)] == [True] * 8 and "head8_top1" not in m

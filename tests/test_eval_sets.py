@@ -18,6 +18,7 @@ from harness.data.eval_sets import (
     read_corruption,
     read_ood,
 )
+from helpers import trial
 
 CIFAR100 = TrialData("cifar100", None, 100, 32)
 
@@ -210,12 +211,11 @@ def test_data_corrupt_refuses_a_non_empty_out_and_replaces_it_whole_with_force(t
 
 
 def test_a_forced_reevaluation_that_fails_keeps_the_old_record(tmp_path):
-    from harness.config import TrialConfig
     from harness.evaluate import evaluate_trial
     from harness.results import TrialFolder
     from helpers import finished_trial
 
-    cfg = TrialConfig(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
+    cfg = trial(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
     labels = np.arange(40) % 4
     finished_trial(cfg, np.eye(4)[labels][:, None], labels)
     folder = TrialFolder(cfg.trial_dir)

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.config import ConfigError, TrialConfig, build_config
+from harness.catalog import build_config
+from harness.config import ConfigError
 from harness.data.eval_sets import parse_eval_set
 from harness.evaluate import evaluate_trial
 from harness.methods import METHODS
@@ -18,13 +19,13 @@ from harness.models.ensemble_layers import BatchEnsembleConv2d, Masks, generate_
 from harness.models.ensembles import PackedNet
 from harness.results import TrialFolder
 from harness.trainer import Trainer
-from helpers import tiny_config
+from helpers import tiny_config, trial
 
 FAMILY = ["batch_ensemble", "packed_ensemble", "masksembles", "mc_dropout"]
 
 
 def wrn_28_10(method, **keys):
-    cfg = TrialConfig(method=method, dataset="cifar100", depth=28, width=10, **keys)
+    cfg = trial(method=method, dataset="cifar100", depth=28, width=10, **keys)
     with torch.device("meta"):
         return cfg, build_model(cfg, 100)
 

@@ -29,12 +29,11 @@ import pytest
 
 from harness import results
 from harness.bench.rates import read_rates
-from harness.config import TrialConfig
 from harness.eval_kinds import record_problem
 from harness.lock import LOCK, SuiteLock, running_trials
 from harness.results import TrialFolder
 from harness.trainer import Trainer
-from helpers import attempts, cli, finished_trial, harness, harness_env, tiny_config, write_suite
+from helpers import attempts, cli, finished_trial, harness, harness_env, tiny_config, trial, write_suite
 
 GRID = {"method": ["vanilla"], "width": [1, 2, 3, 4]}
 
@@ -201,7 +200,7 @@ def test_lock_records_that_no_driver_writes_are_stale(tmp_path, capsys):
 
 
 def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):
-    cfg = TrialConfig(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
+    cfg = trial(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)
     labels = np.arange(8) % 4
     folder = TrialFolder(finished_trial(cfg, np.eye(4)[labels][:, None], labels))
     good = {"kind": "ood", "id": "ood-svhn", "set": "ood:svhn", "scores": {}, "in_images": 8, "out_images": 8}

@@ -96,6 +96,7 @@ def test_the_torch_level_distribution_helpers_are_a_leaf():
 _IMPORT_EACH = """
 import os, sys, traceback
 import numpy, torch, pydantic, yaml
+from helpers import trial
 failed = 0
 for name in sys.argv[1:]:
     pid = os.fork()
@@ -146,13 +147,12 @@ def test_status_and_report_do_not_start_or_import_ray(tmp_path):
     """`harness status` and `harness report` read trial folders only: no Ray import (seconds, and no cluster)."""
     import numpy as np
 
-    from harness.config import TrialConfig
-    from helpers import finished_trial
+    from helpers import finished_trial, trial
 
     suite_dir = tmp_path / "results" / "s"
     labels = np.arange(40) % 4
     for seed in (0, 1):
-        cfg = TrialConfig(
+        cfg = trial(
             dataset="synthetic",
             synthetic_classes=4,
             depth=10,

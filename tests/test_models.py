@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from harness.models import MODELS, count_parameters
+from helpers import trial
 
 
 def on_meta(name, *shape):
@@ -67,10 +68,9 @@ def test_shape_rules():
 
 
 def test_inference_flops_are_a_third_of_a_training_step():
-    from harness.config import TrialConfig
     from harness.cost import inference_flops_per_image, step_flops_per_sample
 
-    cfg = TrialConfig(method="mimo", depth=28, width=10, M=2)
+    cfg = trial(method="mimo", depth=28, width=10, M=2)
     forward = inference_flops_per_image(cfg, 100, 32)
     assert forward == pytest.approx(35.7e9 / 3, rel=0.01)  # the M = 2 step: 35.7 GFLOP per sample, forward + backward
     assert step_flops_per_sample(cfg, 100, 32) / forward == pytest.approx(3.0, rel=1e-3)  # fwd + 2x bwd

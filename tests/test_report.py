@@ -13,8 +13,7 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
-from harness.config import TrialConfig
-from helpers import finished_trial
+from helpers import finished_trial, trial
 
 N, K = 10, 3
 LABELS = np.arange(N) % K
@@ -31,7 +30,7 @@ def head_logits(correct: list[bool], rng) -> np.ndarray:
 
 def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
     """A finished trial folder as the trainer writes it, from logits with a known accuracy."""
-    config = TrialConfig(
+    config = trial(
         **{
             "dataset": "cifar100",
             "depth": 16,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from harness import catalog, plugins
 from harness.bench.rates import Rate, Shape
 from harness.config import TrialConfig
 
@@ -78,7 +79,7 @@ def measure_packed(cfg: TrialConfig, k: int, seconds: float, warmup: int) -> lis
                     sys.executable,
                     "-m",
                     "harness.bench.packed",
-                    cfg.model_dump_json(),
+                    json.dumps({"trial": cfg.model_dump(mode="json"), "plugins": plugins.shipped()}),
                     str(seconds),
                     str(warmup),
                     barrier,
@@ -134,7 +135,13 @@ def measure_shapes(trials: list[TrialConfig], pack: list[int], seconds: float, w
 if __name__ == "__main__":
     config, seconds, warmup, barrier, index, k = sys.argv[1:7]
     torch.set_num_threads(1)  # a trial of a sweep holds one CPU (resources.cpus: 1); k processes share the cores
+    shipped = json.loads(config)
     result = measure_one(
-        TrialConfig.model_validate_json(config), float(seconds), int(warmup), Path(barrier), int(index), int(k)
+        catalog.in_worker(shipped["trial"], shipped["plugins"]),
+        float(seconds),
+        int(warmup),
+        Path(barrier),
+        int(index),
+        int(k),
     )
     print(json.dumps(result))

@@ -18,40 +18,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from harness.data import ImageArrays
-from harness.methods.mixing import loss_weights, patch_probability
-
-
-def box(area: float, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """The CutMix box as the authors draw it: sides floor(W sqrt(area)) x floor(H sqrt(area)), centre
-    uniform, clipped at the borders -> float mask (H, W)."""
-    side = np.sqrt(np.clip(area, 0, 1))
-    cut_w, cut_h = int(width * side), int(height * side)
-    cx, cy = rng.integers(width), rng.integers(height)
-    x1, x2 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
-    y1, y2 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
-    mask = np.zeros((height, width), np.float32)
-    mask[y1:y2, x1:x2] = 1
-    return mask
+from harness.methods.mixing import box, loss_weights
 
 
 def sample_masks(method, progress: float, rng: np.random.Generator) -> tuple[np.ndarray | None, np.ndarray]:
-    """One sample's MixMo masks (M, 1, s, s) summing to 1 over M (None = plain sum) and ratios (M,)."""
-    cfg, M, s = method.cfg, method.M, method.mix_size
-    name = cfg.method
-    if name in ("vanilla", "mixup", "cutmix", "mimo"):
-        return None, np.full(M, 1.0 / M, np.float32)
-    lams = rng.dirichlet([cfg.alpha] * M).astype(np.float32)
-    if name == "linear_mixmo":
-        return lams.reshape(M, 1, 1, 1), lams
-    masks = np.broadcast_to(lams.reshape(M, 1, 1, 1), (M, 1, s, s)).copy()
-    if rng.random() < patch_probability(cfg.p, progress, cfg.p_decay_start):
-        k = rng.integers(M)
-        cut = box(lams[k], s, s, rng)
-        others = np.delete(lams, k)
-        others = others / max(others.sum(), 1e-12)
-        masks[np.arange(M) != k] = (1 - cut) * others.reshape(-1, 1, 1, 1)
-        masks[k, 0] = cut
-    return masks, masks.mean((1, 2, 3))
+    """One sample's masks (M, 1, s, s) summing to 1 over M (None = plain sum) and ratios (M,): what the method
+    declares (``Method.reference_masks``)."""
+    return type(method).reference_masks(method.cfg, method.M, method.mix_size, progress, rng)
 
 
 class ReferenceDataset(Dataset):

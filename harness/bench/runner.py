@@ -113,7 +113,9 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def _variant(cfg: TrialConfig, **update) -> TrialConfig:
-    return TrialConfig(**{**cfg.model_dump(), **update})
+    from harness.catalog import build_config
+
+    return build_config({**cfg.model_dump(), **update}, "harness bench")
 
 
 def _label(cfg: TrialConfig, channels_last: bool) -> str:

@@ -9,26 +9,17 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.engines.inference import Inference
-from harness.models.ensemble_layers import is_fast_weight
+from harness.methods import METHODS
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
 
 
-# BatchEnsemble's fast weights (r, s) learn at half the lr and carry no L2 (uncertainty-baselines' batchensemble.py:
-# fast_weight_lr_multiplier 0.5; its L2 regularises kernels, batch norms and biases only)
-FAST_WEIGHT_LR_SCALE = 0.5
-
-
 def sgd(cfg: TrialConfig, model: torch.nn.Module, **options) -> torch.optim.SGD:
     """The recipe's optimizer. The L2 term l2 * sum(w^2) in the loss has gradient 2 * l2 * w: exactly
-    SGD's weight decay, so the loss itself stays the cross-entropy. A group's ``lr_scale`` multiplies the
-    scheduled lr (set_lr)."""
-    named = list(model.named_parameters())
-    fast = [p for n, p in named if is_fast_weight(n)]
-    groups = [{"params": [p for n, p in named if not is_fast_weight(n)], "lr_scale": 1.0}]
-    if fast:
-        groups.append({"params": fast, "weight_decay": 0.0, "lr_scale": FAST_WEIGHT_LR_SCALE})
+    SGD's weight decay, so the loss itself stays the cross-entropy. The groups are the method's
+    (``Method.param_groups``); a group's ``lr_scale`` multiplies the scheduled lr (set_lr)."""
+    groups = [g for g in METHODS.get(cfg.method).param_groups(model, cfg) if g["params"]]
     return torch.optim.SGD(
         groups,
         lr=cfg.learning_rate,

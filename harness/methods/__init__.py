@@ -1,28 +1,26 @@
-"""Method registry: a new method is one file plus one line here."""
+"""Methods: one file each, registered with ``@register_method("name")`` (harness/methods/*.py are discovered;
+a plugin's file registers the same way). The public API of a method plugin: ``Method``, ``MixedBatch``,
+``Option``, ``register_method``; see the README's "Benchmark your own method"."""
 
 from harness.methods.base import Method, MixedBatch
-from harness.methods.batch_ensemble import BatchEnsemble
-from harness.methods.cut_mixmo import CutMixMo
-from harness.methods.cutmix import CutMix
-from harness.methods.linear_mixmo import LinearMixMo
-from harness.methods.masksembles import Masksembles
-from harness.methods.mc_dropout import MCDropout
-from harness.methods.mimo import MIMO
-from harness.methods.mixup import Mixup
-from harness.methods.packed_ensemble import PackedEnsemble
-from harness.methods.vanilla import Vanilla
-from harness.registry import Registry
+from harness.registry import Option, Registry
 
-METHODS: Registry = Registry("method")
-METHODS.register("vanilla")(Vanilla)
-METHODS.register("mixup")(Mixup)
-METHODS.register("cutmix")(CutMix)
-METHODS.register("mimo")(MIMO)
-METHODS.register("linear_mixmo")(LinearMixMo)
-METHODS.register("cut_mixmo")(CutMixMo)
-METHODS.register("batch_ensemble")(BatchEnsemble)
-METHODS.register("packed_ensemble")(PackedEnsemble)
-METHODS.register("masksembles")(Masksembles)
-METHODS.register("mc_dropout")(MCDropout)
+METHODS: Registry[type[Method]] = Registry("method", package=__name__)
 
-__all__ = ["METHODS", "Method", "MixedBatch"]
+
+def register_method(name: str):
+    """Class decorator: ``@register_method("regmixup")`` on a ``Method`` subclass makes it ``method: regmixup``
+    in trial files and suites. The class declares its keys (``options``), the network family it trains
+    (``network``), M (``default_M``, ``single_network``), its report label, order, colour and marker, its
+    optimizer groups (``param_groups``) and, for `harness bench`, its per-sample masks (``reference_masks``)."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method({name!r}) decorates a subclass of harness.methods.Method")
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return add
+
+
+__all__ = ["METHODS", "Method", "MixedBatch", "Option", "register_method"]

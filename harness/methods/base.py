@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from harness.methods.mixing import box_masks, loss_weights, sample_beta
+from harness.registry import Option
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
@@ -37,17 +39,49 @@ class MixedBatch:
 
 
 class Method:
+    """A method: subclass it, declare what differs, and register it (``@register_method("name")``)."""
+
+    name = ""  # set by register_method
     default_M = 1
     single_network = True  # M must be 1
     sample_augmentation: str | None = None  # fixed MSDA of the single-network baselines
     network = "multi_io"  # the network family it trains (a model's `networks`; harness.models.ensembles)
-    options: dict[str, object] = {}  # its own trial keys and their defaults (the keys of other methods are refused)
+    options: dict[str, Option] = {}  # its own trial keys (the keys of other methods are refused)
+    # the report: label (None: the name), position in tables and legends, colour (None: from the name), marker
+    label: str | None = None
+    order: float = 100
+    color: str | None = None
+    marker: str = "o"
 
     @classmethod
     def option(cls, cfg: TrialConfig, key: str):
         """A key of this method: the trial's value, else the method's default."""
-        value = getattr(cfg, key)
-        return cls.options[key] if value is None else value
+        return cfg.options.get(key, cls.options[key].default)
+
+    @classmethod
+    def help(cls) -> str:
+        """The first line of its docstring."""
+        return (cls.__doc__ or "").strip().split("\n")[0]
+
+    @classmethod
+    def param_groups(cls, model: torch.nn.Module, cfg: TrialConfig) -> list[dict]:
+        """The optimizer's parameter groups: SGD keys (``weight_decay``) and ``lr_scale``, a factor on the scheduled
+        learning rate. One group of every parameter by default."""
+        return [{"params": [p for p in model.parameters()], "lr_scale": 1.0}]
+
+    @classmethod
+    def reference_masks(
+        cls, cfg: TrialConfig, M: int, size: int, progress: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """For `harness bench`'s reference pipeline (the authors' per-sample data path): one sample's masks
+        (M, 1, s, s) summing to 1 over M (None: the plain sum) and ratios (M,), drawn with numpy. The default is
+        the plain sum, right for a method that keeps ``mixing`` and ``prepare`` as they are."""
+        if cls.mixing is not Method.mixing or cls.prepare is not Method.prepare:
+            raise NotImplementedError(
+                f"method {cfg.method!r} changes mixing or prepare but declares no reference_masks: `harness bench` "
+                "has no reference pipeline for it"
+            )
+        return None, np.full(M, 1.0 / M, np.float32)
 
     @classmethod
     def network_options(cls, cfg: TrialConfig) -> dict:

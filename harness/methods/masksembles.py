@@ -1,15 +1,20 @@
+from harness.methods import Option, register_method
 from harness.methods.base import Method
 from harness.methods.member_batches import split_images
 
 
+@register_method("masksembles")
 class Masksembles(Method):
     """Masksembles (Durasov et al. 2021): M fixed binary channel masks before every masked layer, drawn once per
     run; in training each member gets its share of the batch (docs/recipe.md §8)."""
 
+    order, color, marker = 8, "#bcbd22", "p"  # the report: tables' order, plots' colour and marker
+
     default_M = 4
     single_network = False
     network = "masksembles"
-    options = {"mask_scale": 2.0}  # torch-uncertainty's masked WRN-28-10 recipe
+    # torch-uncertainty's masked WRN-28-10 recipe
+    options = {"mask_scale": Option(2.0, "the masks' scale: larger = less overlap between members", ge=1, le=6)}
 
     @classmethod
     def network_options(cls, cfg):

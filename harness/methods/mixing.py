@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -47,3 +48,16 @@ def patch_probability(p: float, progress: float, decay_start: float) -> float:
     if progress < decay_start or decay_start >= 1:
         return p
     return max(0.0, p * (1 - progress) / (1 - decay_start))
+
+
+def box(area: float, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The CutMix box as the authors draw it: sides floor(W sqrt(area)) x floor(H sqrt(area)), centre
+    uniform, clipped at the borders -> float mask (H, W)."""
+    side = np.sqrt(np.clip(area, 0, 1))
+    cut_w, cut_h = int(width * side), int(height * side)
+    cx, cy = rng.integers(width), rng.integers(height)
+    x1, x2 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
+    y1, y2 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
+    mask = np.zeros((height, width), np.float32)
+    mask[y1:y2, x1:x2] = 1
+    return mask

@@ -1,16 +1,23 @@
+from harness.methods import Option, register_method
 from harness.methods.base import Method
 from harness.methods.member_batches import shared_images
 from harness.models.ensemble_layers import packed_groups
 
 
+@register_method("packed_ensemble")
 class PackedEnsemble(Method):
     """Packed-Ensembles (Laurent et al. 2023): the members are M channel groups (alpha times wider, gamma
     subgroups each) of one grouped network; each training image goes to every member (docs/recipe.md §8)."""
 
+    order, color, marker = 7, "#17becf", "h"  # the report: tables' order, plots' colour and marker
+
     default_M = 4
     single_network = False
     network = "packed_ensemble"
-    options = {"packed_alpha": 2.0, "packed_gamma": 1}  # the paper's and torch-uncertainty's WRN-28-10 defaults
+    options = {
+        "packed_alpha": Option(2.0, "channel width factor alpha of the packed network", gt=0),
+        "packed_gamma": Option(1, "subgroups per member gamma (groups of each member's convolutions)", ge=1),
+    }
 
     @classmethod
     def network_options(cls, cfg):

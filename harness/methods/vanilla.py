@@ -1,5 +1,9 @@
+from harness.methods import register_method
 from harness.methods.base import Method
 
 
+@register_method("vanilla")
 class Vanilla(Method):
     """A single network trained plainly (M = 1, one-hot targets)."""
+
+    order, color, marker = 0, "#555555", "o"  # the report: tables' order, plots' colour and marker

@@ -1,6 +1,9 @@
-"""Network registry: each entry has ``check_shape(depth, width)``, ``networks`` (the families it can be built
-as: "multi_io", and those of harness.models.ensembles) and ``build(depth, width, num_classes, num_inputs,
-network, **options)``."""
+"""Networks: one file each, registered with ``@register_model("name")`` (harness/models/*.py are discovered; a
+plugin's file registers the same way). An entry has ``check_shape(depth, width)`` (ValueError for a shape it
+cannot build), ``networks`` (the families it can be built as: "multi_io", MixMo's M encoders and heads around
+one core, and those of harness.models.ensembles) and ``build(depth, width, num_classes, num_inputs, network,
+**options)``, which returns a module mapping images (B, C, H, W) or (B, M, C, H, W) and mixing weights to head
+logits (B, M, K)."""
 
 from __future__ import annotations
 
@@ -9,16 +12,24 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from harness.models.multi_io import MultiIONet
-from harness.models.preact_resnet import PreActResNet18
-from harness.models.wrn import WideResNet
 from harness.registry import Registry
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
 
-MODELS: Registry = Registry("model")
-MODELS.register("wrn")(WideResNet)
-MODELS.register("preact_resnet")(PreActResNet18)
+MODELS: Registry = Registry("model", package=__name__)
+
+
+def register_model(name: str):
+    """Class decorator: ``@register_model("my_resnet")`` makes it ``model: my_resnet`` in trial files."""
+
+    def add(cls):
+        missing = [a for a in ("check_shape", "networks", "build") if not hasattr(cls, a)]
+        if missing:
+            raise TypeError(f"@register_model({name!r}): {cls.__name__} has no {', '.join(missing)}")
+        return MODELS.register(name)(cls)
+
+    return add
 
 
 def build_model(cfg: TrialConfig, num_classes: int) -> nn.Module:
@@ -35,4 +46,4 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "MultiIONet", "build_model", "count_parameters"]
+__all__ = ["MODELS", "MultiIONet", "build_model", "count_parameters", "register_model"]

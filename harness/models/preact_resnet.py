@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models import register_model
 from harness.models.multi_io import MultiIONet
 
 
@@ -40,6 +41,7 @@ class PreActResNetCore(nn.Sequential):
         self.out_features = in_planes
 
 
+@register_model("preact_resnet")
 class PreActResNet18:
     @staticmethod
     def check_shape(depth: int, width: int) -> None:

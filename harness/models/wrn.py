@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from harness.models import register_model
 from harness.models.ensembles import NETWORKS
 from harness.models.layers import Layers
 from harness.models.multi_io import MultiIONet
@@ -50,6 +51,7 @@ class WideResNetCore(nn.Sequential):
         self.out_features = kit.channels(in_planes)
 
 
+@register_model("wrn")
 class WideResNet:
     """WRN-d-w: depth d = 6n + 4 (n blocks in each of 3 groups), width multiplier w."""
 

@@ -1,0 +1,252 @@
+"""What is registered, and whether a trial's choices fit together: the one place above the schema
+(harness.config, which knows no method) and the registries (methods, models, datasets, metrics).
+
+``build_config`` is how a trial config is made from raw keys everywhere (files, suites, workers): the schema's
+own checks, then the method x model x dataset checks, the method's keys against its declarations, M resolved
+to the method's default, and the content hashes of the plugins the trial uses (part of its id).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml, parse_overrides
+from harness.plugins import PluginError
+from harness.registry import InvalidKeys, Option, validate_options
+
+STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
+
+
+class Invalid(ValueError):
+    """Problems of one trial: a list of (key or "(top level)", message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
+        self.problems = problems
+
+
+def registries():
+    """(kind, registry) of every registry a trial or the report looks up."""
+    from harness.data.datasets import DATASETS
+    from harness.methods import METHODS
+    from harness.metrics import METRICS
+    from harness.models import MODELS
+
+    return [("method", METHODS), ("model", MODELS), ("dataset", DATASETS), ("metric", METRICS)]
+
+
+def option_owners() -> dict[str, tuple[str, Option]]:
+    """Every declared method key -> (its method, its declaration). PluginError if a key clashes with a
+    harness key or with another method's key."""
+    from harness.methods import METHODS
+
+    owners: dict[str, tuple[str, Option]] = {}
+    for name, method in METHODS.items():
+        for key, option in method.options.items():
+            where = METHODS.source(name) or "the harness"
+            if not isinstance(option, Option):
+                raise PluginError(f"{where}: method {name!r}: options[{key!r}] is not a harness.methods.Option")
+            if key in TrialConfig.model_fields:
+                raise PluginError(f"{where}: method {name!r} declares key {key!r}, which is a harness trial key")
+            if key in owners and owners[key][0] != name:
+                raise PluginError(
+                    f"{where}: method {name!r} declares key {key!r}, which is already a key of method {owners[key][0]}"
+                )
+            owners[key] = (name, option)
+    return owners
+
+
+def trial_keys() -> list[str]:
+    """Every key a trial file may set: the schema's and the registered methods' (sorted)."""
+    return sorted(set(TrialConfig.model_fields) | set(option_owners()))
+
+
+def key_adapter(key: str) -> TypeAdapter:
+    """A validator of one trial key's values (type and bounds), for suites' grids before the trials expand."""
+    owners = option_owners()
+    if key in owners:
+        annotation, info = owners[key][1].field()
+        return TypeAdapter(Annotated[annotation, info], config=STRICT_VALUES)
+    field = TrialConfig.model_fields[key]
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return TypeAdapter(annotation, config=STRICT_VALUES)
+
+
+def _registered(kind: str, registry, name: str) -> str | None:
+    if name not in registry:
+        return f"unknown {kind} {name!r}; allowed: {', '.join(registry.names())}"
+    return None
+
+
+def check(cfg: TrialConfig) -> TrialConfig:
+    """The cross-registry checks of a schema-valid config; returns it with M, its method's keys and its plugins'
+    hashes resolved. Invalid names each problem."""
+    from harness.data.datasets import DATASETS
+    from harness.methods import METHODS
+    from harness.models import MODELS
+
+    problems = [
+        (kind, msg)
+        for kind, registry, name in (
+            ("dataset", DATASETS, cfg.dataset),
+            ("model", MODELS, cfg.model),
+            ("method", METHODS, cfg.method),
+        )  # fmt: skip
+        if (msg := _registered(kind, registry, name))
+    ]
+    if problems:
+        raise Invalid(problems)
+    method = METHODS.get(cfg.method)
+    owners = option_owners()
+    given = {k: v for k, v in cfg.options.items() if v is not None}
+    for key in given:
+        if key not in owners:
+            raise Invalid([(key, f"unknown key; allowed keys: {', '.join(trial_keys())}")])
+        if key not in method.options:
+            raise Invalid([("(top level)", f"{key} is a key of method {owners[key][0]}, not of {cfg.method}")])
+    try:
+        options = validate_options(cfg.method, method.options, given)
+    except InvalidKeys as err:
+        raise Invalid(err.problems) from None
+    try:
+        model = MODELS.get(cfg.model)
+        model.check_shape(cfg.depth, cfg.width)
+        runs_on = [n for n, m in MODELS.items() if method.network in m.networks]
+        if cfg.model not in runs_on:
+            raise ValueError(
+                f"method {cfg.method!r} builds its layers into the model ({method.network} network): it runs on "
+                f"model {', '.join(sorted(runs_on)) or '(none registered)'}, not {cfg.model!r}"
+            )
+        M = cfg.M if cfg.M is not None else method.default_M
+        if method.single_network and M != 1:
+            several = [n for n, m in METHODS.items() if not m.single_network]
+            raise ValueError(
+                f"method {cfg.method!r} is a single network: M must be 1, got {M} (methods with M "
+                f"members: {', '.join(sorted(several))})"
+            )
+        msda = method.sample_augmentation or cfg.msda
+        if cfg.loader == "ffcv" and msda != "none" and cfg.msda_partner == "dataset":
+            raise ValueError(
+                "msda_partner: dataset (partners drawn from the training set) needs loader: device; "
+                "with loader: ffcv set msda_partner: batch"
+            )
+        resolved = cfg.model_copy(update={"M": M, "options": options, **_plugin_identity(cfg)})
+        method.check_config(resolved)
+    except ValueError as err:
+        raise Invalid([("(top level)", str(err))]) from None
+    return resolved
+
+
+def _plugin_identity(cfg: TrialConfig) -> dict[str, Any]:
+    """The hashes of the plugins whose method, model or dataset the trial uses, and where they were loaded."""
+    from harness.data.datasets import DATASETS
+    from harness.methods import METHODS
+    from harness.models import MODELS
+
+    code, where = {}, []
+    for kind, registry, name in (("method", METHODS, cfg.method), ("model", MODELS, cfg.model),
+                                 ("dataset", DATASETS, cfg.dataset)):  # fmt: skip
+        plugin = registry.source(name)
+        if plugin is not None:
+            code[f"{kind} {name}"] = plugin.sha256
+            where.append(plugin.spec)
+    return {"plugin_code": code, "plugins": sorted(set(where))}
+
+
+def build_config(raw: dict[str, Any], source: str, hint: str = "") -> TrialConfig:
+    """A checked trial config from raw keys; ConfigError naming ``source``, each key and what is allowed."""
+    try:
+        cfg = TrialConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source) + hint) from None
+    try:
+        checked = check(cfg)
+    except Invalid as err:
+        lines = "\n".join(f"  {k}: {m}" for k, m in err.problems)
+        raise ConfigError(f"{source}: invalid configuration\n{lines}{hint}") from None
+    before = cfg.plugin_code
+    if before and before != checked.plugin_code:
+        raise ConfigError(
+            f"{source}: recorded with plugin code {before}, but the plugins loaded now hash to "
+            f"{checked.plugin_code}: the plugin changed since this config was made"
+        )
+    return checked
+
+
+def load_trial_config(path: Path | None, overrides: list[str] = ()) -> TrialConfig:
+    raw = load_yaml(path) if path is not None else {}
+    raw.update(parse_overrides(list(overrides)))
+    return build_config(raw, str(path) if path else "--set")
+
+
+def in_worker(raw: dict[str, Any], shipped: list[dict] | None) -> TrialConfig:
+    """In a Ray worker: load the plugins the driver shipped, then the trial's config, checked again here."""
+    from harness import plugins
+
+    plugins.install(shipped or [])
+    return build_config(raw, f"trial {raw.get('name', '')}")
+
+
+def presentation(method: str) -> dict[str, Any]:
+    """A method's report label, order, colour and marker (a method not registered here: its name, last, no
+    colour: a report of another person's results works without their plugin)."""
+    from harness.methods import METHODS
+
+    if method not in METHODS:
+        return {"label": method, "order": 1000, "color": None, "marker": "o"}
+    m = METHODS.get(method)
+    return {"label": m.label or method, "order": m.order, "color": m.color, "marker": m.marker}
+
+
+def _first_line(obj) -> str:
+    return ((getattr(obj, "__doc__", None) or "").strip().split("\n") or [""])[0]
+
+
+def _origin(registry, name: str) -> str:
+    plugin = registry.source(name)
+    return "harness" if plugin is None else Path(plugin.spec).name if plugin.is_file else plugin.spec
+
+
+def listing(markdown: bool = False) -> str:
+    """What `harness list` prints: methods (with their keys), models, datasets, metrics and evaluation sets,
+    including what the loaded plugins add. ``markdown``: the README's tables."""
+    from harness.data.datasets import DATASETS
+    from harness.data.eval_sets import allowed_names
+    from harness.methods import METHODS
+    from harness.metrics import METRICS
+    from harness.models import MODELS
+
+    methods = [
+        (name, m, ", ".join(f"{k} = {o.default!r}: {o.help} ({o.describe()})" for k, o in m.options.items()) or "-")
+        for name, m in sorted(METHODS.items(), key=lambda item: (item[1].order, item[0]))
+    ]
+    if markdown:
+        rows = ["| method | M | network | its keys (default: meaning) | from |", "| --- | --- | --- | --- | --- |"]
+        rows += [
+            f"| `{name}` | {m.default_M if not m.single_network else 1} | {m.network} | "
+            + ("<br>".join(f"`{k}` {o.default!r}: {o.help} ({o.describe()})" for k, o in m.options.items()) or "-")
+            + f" | {_origin(METHODS, name)} |"
+            for name, m, _ in methods
+        ]
+        return "\n".join(rows)
+    out = ["methods (method: NAME; M defaults to the first number)"]
+    for name, m, keys in methods:
+        M = "M 1" if m.single_network else f"M {m.default_M}"
+        out.append(f"  {name:<18} {M:<5} {m.help()}  [{_origin(METHODS, name)}]")
+        out += [f"  {'':<24} {k}: {o.help}; default {o.default!r} ({o.describe()})" for k, o in m.options.items()]
+    out.append("models (model: NAME)")
+    for name, m in MODELS.items():
+        out.append(f"  {name:<18} {_first_line(m)}  networks: {', '.join(m.networks)}  [{_origin(MODELS, name)}]")
+    out.append("datasets (dataset: NAME)")
+    for name, d in DATASETS.items():
+        shape = f"{d.classes or 'synthetic_classes'} classes, {d.resolution or 'synthetic_resolution'} px"
+        corrupt = f", corruption sets: {', '.join(d.corruptions)}" if d.corruptions else ""
+        out.append(f"  {name:<18} {shape}{corrupt}  [{_origin(DATASETS, name)}]")
+    out.append("metrics (metrics.json, MLflow, the report's tables)")
+    for name, m in METRICS.items():
+        out.append(f"  {name:<24} {m.label:<20} {m.direction} is better; {m.help}  [{_origin(METRICS, name)}]")
+    out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {allowed_names()}")
+    return "\n".join(out)

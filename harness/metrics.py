@@ -283,8 +283,8 @@ register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, he
 register_metric("top5", "top-5 %", direction="higher", scale=100, decimals=2, help="top-5 accuracy")(
     lambda logits, labels: topk_accuracy(logits, labels, 5)
 )
-register_metric("nll", "NLL", direction="lower")(nll)
-register_metric("ece", "ECE", direction="lower", decimals=4)(ece)
+register_metric("nll", "NLL", direction="lower", help="negative log-likelihood of the true class")(nll)
+register_metric("ece", "ECE", direction="lower", decimals=4, help=f"expected calibration error, {ECE_BINS} bins")(ece)
 register_metric("tace", "TACE", direction="lower", decimals=5)(tace)
 register_metric("brier", "Brier", direction="lower", decimals=4)(brier)
 register_metric("misclassification_auroc", "AUROC (right vs wrong)", direction="higher", decimals=4)(

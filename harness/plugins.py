@@ -47,18 +47,41 @@ class Plugin:
 
 
 _loaded: dict[str, Plugin] = {}  # spec -> plugin, in load order
-_current: list[Plugin] = []  # the plugin being executed (registrations are attributed to it)
+_current: list[Plugin | None] = []  # the plugin being executed (registrations are attributed to it)
 _installed_done = False
-_forget: list = []  # callbacks (the registries') that drop what a failed plugin registered
+_registries: list = []  # harness.registry.Registry objects (each tracks itself)
+# the modules that define and fill the registries: imported as the harness's own before a plugin's code runs
+HARNESS_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics")
 
 
-def on_failure(forget) -> None:
-    _forget.append(forget)
+def track(registry) -> None:
+    """A registry to fill before a plugin loads, and to clean when one fails."""
+    _registries.append(registry)
+
+
+def _prime() -> None:
+    """The harness's own entries, registered before any plugin's, so that none is attributed to a plugin."""
+    with harness_code():
+        for name in HARNESS_MODULES:
+            importlib.import_module(name)
+        for registry in _registries:
+            registry.discover()
 
 
 def loading() -> Plugin | None:
     """The plugin whose code is running now (None: the harness's own modules)."""
     return _current[-1] if _current else None
+
+
+@contextlib.contextmanager
+def harness_code():
+    """The harness's own modules being imported (a registry discovering its package while a plugin loads): what
+    they register is the harness's."""
+    _current.append(None)
+    try:
+        yield
+    finally:
+        _current.pop()
 
 
 def loaded() -> list[Plugin]:
@@ -96,8 +119,8 @@ def _running(plugin: Plugin):
     try:
         yield
     except BaseException:
-        for forget in _forget:
-            forget(plugin)
+        for registry in _registries:
+            registry.forget(plugin)
         raise
     finally:
         _current.pop()
@@ -126,6 +149,7 @@ def _run_source(path: str, text: str, sha: str) -> Plugin:
                 "run the command again"
             )
         return known
+    _prime()
     plugin = Plugin(path, sha, text)
     name = f"harness_plugin_{Path(path).stem}_{sha[:8]}"
     module = types.ModuleType(name)
@@ -159,6 +183,7 @@ def _module_digest(name: str) -> str:
 def _import_module(name: str) -> Plugin:
     if name in _loaded:
         return _loaded[name]
+    _prime()
     plugin = Plugin(name, _module_digest(name))
     try:
         with _running(plugin):

@@ -27,13 +27,13 @@ class Registry(Generic[T]):
         self._discovered = package is None
         from harness import plugins
 
-        plugins.on_failure(self.forget)  # a plugin that fails half-way leaves nothing behind
+        plugins.track(self)  # filled before a plugin loads; a plugin that fails half-way leaves nothing behind
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@METHODS.register("vanilla")``. The plugin being imported, if any, is its source."""
         from harness import plugins
 
-        self._discover()  # the harness's own entries first: a plugin cannot take their names
+        self.discover()  # the harness's own entries first: a plugin cannot take their names
 
         def add(obj: T) -> T:
             source = plugins.loading()
@@ -56,20 +56,22 @@ class Registry(Generic[T]):
         for name in [n for n, s in self._sources.items() if s is plugin]:
             del self._entries[name], self._sources[name]
 
-    def _discover(self) -> None:
+    def discover(self) -> None:
+        """Import every module of the package (once): the harness's own entries."""
         if self._discovered:
             return
         self._discovered = True
-        package = importlib.import_module(self.package)
-        for info in pkgutil.iter_modules(package.__path__):
-            if not info.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{info.name}")
         from harness import plugins
 
+        with plugins.harness_code():
+            package = importlib.import_module(self.package)
+            for info in pkgutil.iter_modules(package.__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{self.package}.{info.name}")
         plugins.load_installed()
 
     def get(self, name: str) -> T:
-        self._discover()
+        self.discover()
         try:
             return self._entries[name]
         except KeyError:
@@ -77,23 +79,23 @@ class Registry(Generic[T]):
 
     def source(self, name: str):
         """The plugin that registered ``name`` (None: the harness itself)."""
-        self._discover()
+        self.discover()
         return self._sources.get(name)
 
     def names(self) -> list[str]:
-        self._discover()
+        self.discover()
         return sorted(self._entries)
 
     def items(self) -> list[tuple[str, T]]:
         """(name, entry) in registration order (the built-ins', then each plugin's)."""
-        self._discover()
+        self.discover()
         return list(self._entries.items())
 
     def __iter__(self):
         return iter([name for name, _ in self.items()])
 
     def __contains__(self, name: str) -> bool:
-        self._discover()
+        self.discover()
         return name in self._entries
 
 

@@ -136,8 +136,8 @@ class Trainer:
         pieces = self.world.size * cfg.grad_accum_steps
         rows = len(batch.labels)  # a row per image (per M images where each member gets its own: masksembles)
         n = rows - rows % pieces  # a short last batch loses the few entries that do not split evenly
-        if n == 0:
-            return loss_sum, correct, 0
+        if n == 0:  # a short last batch (drop_last: false) with fewer rows than micro-batches: nothing to train on
+            return loss_sum, right, 0
         self.engine.set_lr(lr)
         parts = shard(n, self.world, cfg.grad_accum_steps)
         for i, part in enumerate(parts):

@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from harness import logs
-from harness.config import TrialConfig
-from harness.methods.base import Method, MixedBatch
+from harness.config import ConfigError, TrialConfig
+from harness.methods.base import MixedBatch
 from harness.models import build_model
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,11 @@ def run_bench(
 
     base = _quiet_trainer(_variant(cfg, batch_size=batch_sizes[0]))
     data, bs0 = base.data, batch_sizes[0]
+    if reference:
+        try:  # what the method declares for the authors' per-sample pipeline (Method.reference_masks)
+            type(base.method).reference_masks(cfg, cfg.num_inputs, base.method.mix_size, 0.5, np.random.default_rng(0))
+        except NotImplementedError as err:
+            raise ConfigError(f"{err}; run with --no-reference") from None
     logger.info(
         f"bench: {cfg.method} on {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, b={cfg.b}, "
         f"{cfg.dataset} ({len(data.train)} train images), {result.device_name}; {warmup} warm-up + {steps} timed steps "
@@ -329,7 +335,7 @@ def _reference_step(cfg: TrialConfig, data, method, batch_size, device, workers,
     def step():
         b = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         batch = MixedBatch(b["inputs"], b.get("mix"), b["targets"], b["labels"])
-        loss = Method.loss(model(batch.inputs, batch.mix), batch)
+        loss = method.loss(model(batch.inputs, batch.mix), batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

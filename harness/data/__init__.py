@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits
+from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits, register_dataset
 from harness.data.loader import TrainLoader
 
 if TYPE_CHECKING:
@@ -140,4 +140,5 @@ __all__ = [
     "held_out_classes",
     "keep_classes",
     "load_dataset",
+    "register_dataset",
 ]

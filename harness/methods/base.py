@@ -60,8 +60,9 @@ class Method:
 
     @classmethod
     def help(cls) -> str:
-        """The first line of its docstring."""
-        return (cls.__doc__ or "").strip().split("\n")[0]
+        """Its docstring's first sentence."""
+        text = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        return text.split(". ")[0].rstrip(".") + "."
 
     @classmethod
     def param_groups(cls, model: torch.nn.Module, cfg: TrialConfig) -> list[dict]:

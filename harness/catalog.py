@@ -14,7 +14,6 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml, parse_overrides
-from harness.plugins import PluginError
 from harness.registry import InvalidKeys, Option, validate_options
 
 STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
@@ -39,24 +38,10 @@ def registries():
 
 
 def option_owners() -> dict[str, tuple[str, Option]]:
-    """Every declared method key -> (its method, its declaration). PluginError if a key clashes with a
-    harness key or with another method's key."""
+    """Every declared method key -> (its method, its declaration); register_method refuses clashes."""
     from harness.methods import METHODS
 
-    owners: dict[str, tuple[str, Option]] = {}
-    for name, method in METHODS.items():
-        for key, option in method.options.items():
-            where = METHODS.source(name) or "the harness"
-            if not isinstance(option, Option):
-                raise PluginError(f"{where}: method {name!r}: options[{key!r}] is not a harness.methods.Option")
-            if key in TrialConfig.model_fields:
-                raise PluginError(f"{where}: method {name!r} declares key {key!r}, which is a harness trial key")
-            if key in owners and owners[key][0] != name:
-                raise PluginError(
-                    f"{where}: method {name!r} declares key {key!r}, which is already a key of method {owners[key][0]}"
-                )
-            owners[key] = (name, option)
-    return owners
+    return {key: (name, option) for name, method in METHODS.items() for key, option in method.options.items()}
 
 
 def trial_keys() -> list[str]:

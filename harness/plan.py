@@ -112,14 +112,49 @@ def gpu_estimate(suite, plans: list[TrialPlan], table: Path | None) -> list[str]
     return lines
 
 
+def plugin_reruns(todo: list[TrialConfig]) -> list[str]:
+    """A line per trial to run because a plugin it uses changed: a folder of the same method, shape and seed holds
+    the same recipe recorded with other plugin code."""
+    lines = []
+    for cfg in todo:
+        if not cfg.plugin_code:
+            continue
+        recipe = {k: v for k, v in cfg.record().items() if k not in ("plugin_code", "trial_id")}
+        for folder in sorted(cfg.trial_dir.parent.glob(cfg.trial_id.rsplit("-", 1)[0] + "-*")):
+            if folder.name == cfg.trial_id or not (folder / results.CONFIG).is_file():
+                continue
+            try:
+                old = results.TrialFolder(folder).config()
+            except results.CorruptFile:
+                continue
+            same = all(old.get(k) == v for k, v in recipe.items() if TrialConfig.model_fields.get(k) is None or
+                       TrialConfig.role(k).value != "runtime")  # fmt: skip
+            changed = [
+                f"{entry} {old.get('plugin_code', {}).get(entry, 'none')[:12]} -> {sha[:12]}"
+                for entry, sha in cfg.plugin_code.items()
+                if old.get("plugin_code", {}).get(entry) != sha
+            ]
+            if same and changed:
+                lines.append(
+                    f"  rerun {cfg.trial_id} (was {folder.name}): plugin code changed ({', '.join(changed)}; "
+                    f"{', '.join(cfg.plugins)})"
+                )
+    return lines
+
+
 def plan_text(suite, trials: list[TrialConfig], address: str | None = None) -> str:
     flops = [trial_flops(t) for t in trials]
-    todo = [t for t in trials if not results.TrialFolder(t.trial_dir).is_finished()]
-    todo_flops = [f for t, f in zip(trials, flops) if t in todo]
+    finished = {t.trial_id for t in trials if results.TrialFolder(t.trial_dir).is_finished()}
+    todo = [t for t in trials if t.trial_id not in finished]
+    todo_flops = [f for t, f in zip(trials, flops) if t.trial_id not in finished]
     lines = [
         f"suite {suite.name}: {len(trials)} trials ({len(trials) - len(todo)} finished, {len(todo)} to run), "
         f"results in {suite.suite_dir.resolve()}"
     ]
+    reruns = plugin_reruns(todo)
+    if reruns:
+        lines += [f"{len(reruns)} trial(s) run again because a plugin changed (older results stay in their folders):"]
+        lines += reruns
     head = f"cost: {format_flops(sum(flops))} of training in all, {format_flops(sum(todo_flops))} to run"
     if suite.resources.gpus > 0:
         lines.append(head)

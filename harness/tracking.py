@@ -197,6 +197,15 @@ class Tracker:
                 "mlflow.parentRunId": self.parent_run_id(),
                 "harness.suite": self.suite_name,
                 **{k: str(config.get(k)) for k in TAG_KEYS},
+                # a plugin's method, model or dataset: which files, and the code's hashes (part of the trial id)
+                **(
+                    {
+                        "harness.plugins": ", ".join(config["plugins"]),
+                        "harness.plugin_code": json.dumps(config["plugin_code"]),
+                    }
+                    if config.get("plugin_code")
+                    else {}
+                ),
             }
             run_id = self.client.create_run(self.experiment_id(), run_name=config["trial_id"], tags=tags).info.run_id
             params = [

@@ -162,3 +162,16 @@ def test_compiled_bf16_trial_learns_on_cpu(tmp_path):
     metrics = Trainer(cfg).run()
     losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / "history.csv"))]
     assert losses[-1] < losses[0] and metrics["top1"] > 0.5  # 4 classes: chance 0.25
+
+
+def test_a_step_too_short_to_split_trains_nothing_and_counts_nothing(tmp_path):
+    """drop_last: false leaves a last batch smaller than the micro-batches: no rows to train on, no error."""
+    cfg = tiny_config(output_dir=tmp_path, drop_last=False, grad_accum_steps=2, synthetic_size=33, epochs=1)
+    trainer = Trainer(cfg)
+    x, y = next(iter(trainer.train_loader))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    loss_sum, right, count = trainer.step(x[:1], y[:1], lr=0.1, progress=0.0)
+    assert count == 0 and float(loss_sum) == 0 and float(right) == 0 and isinstance(right, torch.Tensor)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    row = trainer.train_epoch(0)  # 33 images, batch 32: the last batch of one image is the short one
+    assert row["train_loss"] > 0 and 0 <= row["train_top1"] <= 1

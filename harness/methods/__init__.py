@@ -15,8 +15,26 @@ def register_method(name: str):
     optimizer groups (``param_groups``) and, for `harness bench`, its per-sample masks (``reference_masks``)."""
 
     def add(cls: type[Method]) -> type[Method]:
+        from harness import plugins
+        from harness.config import TrialConfig
+
+        where = plugins.loading() or "the harness"
         if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise TypeError(f"@register_method({name!r}) decorates a subclass of harness.methods.Method")
+            raise plugins.PluginError(
+                f"{where}: @register_method({name!r}) decorates a subclass of harness.methods.Method"
+            )
+        for key, option in cls.options.items():
+            if not isinstance(option, Option):
+                raise plugins.PluginError(f"{where}: method {name!r}: options[{key!r}] is not a harness.methods.Option")
+            if key in TrialConfig.model_fields:
+                raise plugins.PluginError(
+                    f"{where}: method {name!r} declares key {key!r}, which is a harness trial key"
+                )
+            owner = next((n for n, m in METHODS.items() if key in m.options and n != name), None)
+            if owner:
+                raise plugins.PluginError(
+                    f"{where}: method {name!r} declares key {key!r}, which is already a key of method {owner}"
+                )
         cls.name = name
         return METHODS.register(name)(cls)
 

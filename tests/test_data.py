@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from harness.data import DATASETS, DataError, load_dataset
-from harness.data.datasets import synthetic_arrays
+from harness.data.sources.synthetic import synthetic_arrays
 from helpers import tiny_config
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from harness.data import DATASETS, DataError
-from harness.data import datasets as datasets_module
 from harness.data.download import fetch
+from harness.data.sources import cifar as datasets_module
 
 
 def serve(body: bytes, claimed: int | None = None):

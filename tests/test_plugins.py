@@ -283,7 +283,7 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     assert run.data.tags["harness.plugins"] == str(tmp_path / "plugins" / "regmixup.py")
     sha = json.loads(run.data.tags["harness.plugin_code"])["method regmixup"]
     assert sha == yaml.safe_load((trial / "config.yaml").read_text())["plugin_code"]["method regmixup"]
-    assert "classwise_ece" in run.data.metrics
+    assert "final_classwise_ece" in run.data.metrics
     # an edit of the plugin moves its trial ids and no other; the run says which trials rerun and why
     with open(tmp_path / "plugins" / "regmixup.py", "a") as f:
         f.write("\n# a comment: still other code\n")

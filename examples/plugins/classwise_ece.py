@@ -22,7 +22,7 @@ def classwise_ece(logits: torch.Tensor, labels: torch.Tensor) -> float:
     truth = torch.nn.functional.one_hot(labels, k).float()
     bins = (probs * BINS).long().clamp_max(BINS - 1)  # (N, K): bin of each class probability
     flat = bins + BINS * torch.arange(k)  # one bin index per (class, bin)
-    count = torch.bincount(flat.flatten(), minlength=k * BINS).float()
     conf = torch.bincount(flat.flatten(), probs.flatten(), minlength=k * BINS)
     freq = torch.bincount(flat.flatten(), truth.flatten(), minlength=k * BINS)
+    # sum over a class's bins of |sum of p_k - count of k| / n = sum_b (n_b / n) |freq_b - conf_b|; mean over classes
     return float((conf - freq).abs().sum() / (n * k))

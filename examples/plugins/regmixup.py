@@ -24,7 +24,9 @@ class RegMixup(Method):
     """RegMixup (Pinto et al. 2022): cross-entropy on the clean batch plus eta x a Mixup term with a large alpha."""
 
     options = {
-        "regmixup_alpha": Option(10.0, "Beta(alpha, alpha) of the Mixup ratio (paper: 10 on CIFAR-100, 20 on CIFAR-10)", gt=0),
+        "regmixup_alpha": Option(
+            10.0, "Beta(alpha, alpha) of the Mixup ratio (paper: 10 on CIFAR-100, 20 on CIFAR-10)", gt=0
+        ),
         "regmixup_eta": Option(1.0, "weight eta of the Mixup term (paper: 1)", ge=0),
     }
     # the report: its own label, place (after CutMix, before the multi-input methods), colour and marker

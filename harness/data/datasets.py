@@ -1,9 +1,8 @@
 """Datasets as uint8 arrays: every source ends as ``ImageSplits`` (NHWC uint8 images, int64 labels).
 
-Sources for CIFAR: a folder with ``train.npz``/``test.npz``, the official pickle folder
-(``cifar-100-python/``, ``cifar-10-batches-py/``), the official archive downloaded, or an image-folder
-tree ``train/<class>/*.png``. Tiny ImageNet reads the official ``tiny-imagenet-200/`` layout,
-SVHN the official ``train_32x32.mat``/``test_32x32.mat``.
+This module holds the spec (``DatasetSpec``), the registry and the readers the sources share (npz folders,
+the CIFAR pickle format, image-folder trees). Each dataset is one file of ``harness/data/sources/`` (discovered)
+or of a plugin, registered with ``@register_dataset``.
 """
 
 from __future__ import annotations
@@ -101,7 +100,7 @@ class DatasetSpec:
         return self.classes or synthetic_classes, self.resolution or synthetic_resolution
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry("dataset", package="harness.data.sources")  # one file per dataset
 
 
 def register_dataset(name: str, **spec) -> Callable[[Reader], Reader]:
@@ -129,7 +128,7 @@ def default_data_dir(data_dir: Path | None) -> Path:
     return Path(os.environ.get("HARNESS_DATA_DIR", "data"))
 
 
-def _check_arrays(arr: ImageArrays, where: Path, num_classes: int) -> ImageArrays:
+def check_arrays(arr: ImageArrays, where: Path, num_classes: int) -> ImageArrays:
     x, y = arr.x, arr.y
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or len(x) != len(y):
         raise DataError(
@@ -181,7 +180,7 @@ def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageA
         path = folder / f"{split}.npz"
         try:
             with np.load(path, allow_pickle=False) as z:
-                splits.append(_check_arrays(ImageArrays(z["x"], z["y"]), path, num_classes))
+                splits.append(check_arrays(ImageArrays(z["x"], z["y"]), path, num_classes))
         except DataError:
             raise
         except Exception as err:  # zipfile/KeyError/ValueError: all mean an unreadable file
@@ -264,10 +263,10 @@ def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
         )
         te = ImageArrays(_pickle_images(test, test_path), np.asarray(_entry(test, "labels", test_path)))
         classes = _names(_entry(_unpickle(meta_path), "label_names", meta_path))
-    return _check_arrays(tr, folder, num_classes), _check_arrays(te, folder, num_classes), classes
+    return check_arrays(tr, folder, num_classes), check_arrays(te, folder, num_classes), classes
 
 
-def _load_image(path: Path, size: int | None = None, resize: bool = False) -> np.ndarray:
+def load_image(path: Path, size: int | None = None, resize: bool = False) -> np.ndarray:
     """An RGB image; ``size``: it must be size x size pixels, or with ``resize``, its shorter side is resized
     to ``size`` (antialiased) and the centre size x size square kept."""
     from PIL import Image
@@ -320,7 +319,7 @@ def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
         xs, ys = [], []
         for label, cls in enumerate(classes):
             for path in _images(folder / split / cls):
-                image = _load_image(path)
+                image = load_image(path)
                 if first is None:
                     first = (path, image.shape)
                 elif image.shape != first[1]:
@@ -332,130 +331,11 @@ def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
                 ys.append(label)
         if not xs:
             raise DataError(f"{folder / split}: no images found")
-        out.append(_check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / split, num_classes))
+        out.append(check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / split, num_classes))
     return out[0], out[1], classes
 
 
-def _is_image_folder(path: Path) -> bool:
-    return (
-        (path / "train").is_dir() and (path / "test").is_dir() and any(p.is_dir() for p in (path / "train").iterdir())
-    )
-
-
-def _find_cifar(name: str, num_classes: int, pickle_dir: str, root: Path):
-    """-> (reader, folder, description) of the first layout found under root, or (None, looked-at list)."""
-    looked: list[str] = []
-    for base in (root / name, root):
-        looked.append(f"{base}/train.npz")
-        if (base / "train.npz").exists():
-            return (read_npz_folder, base, f"npz folder {base}"), looked
-        for folder in (base / pickle_dir, base):
-            looked.append(f"{folder}/ (official pickle files)")
-            if (folder / ("train" if num_classes == 100 else "data_batch_1")).is_file():
-                return (read_cifar_pickle, folder, f"official pickle folder {folder}"), looked
-        looked.append(f"{base}/train/<class>/*.png and {base}/test/<class>/*.png")
-        if _is_image_folder(base):
-            return (read_image_folder, base, f"image folder {base}"), looked
-        if (base / "train").is_dir() and any(p.is_dir() for p in (base / "train").iterdir()):
-            raise DataError(
-                f"{base}: an image tree with train/<class>/ but no test/ folder; add test/<class>/*.png beside it"
-            )
-    return None, looked
-
-
-# The official archives (Krizhevsky, 2009); the same ones torchvision downloads.
-CIFAR_ARCHIVES = {
-    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
-    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
-}
-
-
-def _cifar(
-    name: str, num_classes: int, pickle_dir: str, data_dir: Path | None, download: bool, check_only: bool = False
-) -> ImageSplits | None:
-    root = default_data_dir(data_dir)
-    found, looked = _find_cifar(name, num_classes, pickle_dir, root)
-    if found is None and download:
-        if check_only:
-            return None
-        from harness.data.download import extract, fetch
-
-        url, md5 = CIFAR_ARCHIVES[name]
-        archive = fetch(url, root / url.rsplit("/", 1)[1], md5)
-        extract(archive, root)
-        found = (read_cifar_pickle, root / pickle_dir, f"official archive downloaded into {root}")
-    if found is None:
-        raise DataError(
-            f"{name} not found. Looked for:\n  " + "\n  ".join(looked) + "\n"
-            f"Point --data-dir (or `data_dir:` in the file, or $HARNESS_DATA_DIR) at a folder holding one of the "
-            f"layouts above, or let the harness download it into {root}: `download: true` in a suite's `base:` "
-            f"(`harness run`), or `--set download=true` (`harness train`)."
-        )
-    reader, folder, description = found
-    if check_only:
-        if reader is read_npz_folder:
-            check_npz_folder(folder)
-        return None
-    tr, te, classes = reader(folder, num_classes)
-    return ImageSplits(tr, te, num_classes, description, classes)
-
-
-def cifar_c(name: str) -> dict[str, CorruptionSet]:
-    """CIFAR-10-C / CIFAR-100-C (Hendrycks & Dietterich, 2019), and the stand-in `harness data corrupt` writes."""
-    upper = name.upper().replace("CIFAR", "CIFAR-")
-    return {
-        f"{name}-c": CorruptionSet((f"{upper}-C", f"{name}-c"), "npy"),
-        f"{name}-c-generated": CorruptionSet((f"{upper}-C-generated",), "npy"),
-    }
-
-
-CIFAR_SIZES = dict(resolution=32, train_size=50_000, test_size=10_000, mean=CIFAR_MEAN, std=CIFAR_STD)
-PICKLE_FILES = {
-    100: ("train", "test", "meta"),
-    10: tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"),
-}
-
-
-def cifar_files(name: str, num_classes: int, pickle_dir: str):
-    """The files a CIFAR reader reads in the layout it finds under a data folder."""
-
-    def files(data_dir: Path | None) -> tuple[list[Path], Path]:
-        found, _ = _find_cifar(name, num_classes, pickle_dir, default_data_dir(data_dir))
-        if found is None:
-            _cifar(name, num_classes, pickle_dir, data_dir, download=False, check_only=True)  # raises: where it looked
-        reader, folder, _ = found
-        if reader is read_npz_folder:
-            return [folder / "train.npz", folder / "test.npz"], folder
-        if reader is read_cifar_pickle:
-            return [folder / n for n in PICKLE_FILES[num_classes]], folder
-        return [p for split in ("train", "test") for p in images_under(folder / split)], folder
-
-    return files
-
-
-@register_dataset(
-    "cifar100",
-    classes=100,
-    corruptions=cifar_c("cifar100"),
-    files=cifar_files("cifar100", 100, "cifar-100-python"),
-    **CIFAR_SIZES,
-)
-def cifar100(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
-    return _cifar("cifar100", 100, "cifar-100-python", data_dir, download, check_only)
-
-
-@register_dataset(
-    "cifar10",
-    classes=10,
-    corruptions=cifar_c("cifar10"),
-    files=cifar_files("cifar10", 10, "cifar-10-batches-py"),
-    **CIFAR_SIZES,
-)
-def cifar10(data_dir: Path | None = None, download: bool = False, check_only: bool = False, **_) -> ImageSplits:
-    return _cifar("cifar10", 10, "cifar-10-batches-py", data_dir, download, check_only)
-
-
-def _find(name: str, candidates: list[Path], marker: str, how: str) -> Path:
+def find_folder(name: str, candidates: list[Path], marker: str, how: str) -> Path:
     """The first candidate folder holding ``marker``; DataError listing where it looked and ``how`` to get it."""
     folder = next((c for c in candidates if (c / marker).is_file()), None)
     if folder is None:
@@ -465,110 +345,8 @@ def _find(name: str, candidates: list[Path], marker: str, how: str) -> Path:
     return folder
 
 
-def tinyimagenet_folder(data_dir: Path | None) -> Path:
-    root = default_data_dir(data_dir)
-    return _find(
-        "tinyimagenet",
-        [root / "tiny-imagenet-200", root / "tinyimagenet" / "tiny-imagenet-200", root],
-        "wnids.txt",
-        "Download tiny-imagenet-200.zip from the CS231n site, unzip it under the data folder "
-        "(data_dir / --data-dir / $HARNESS_DATA_DIR).",
-    )
-
-
-def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
-    """The wnids in label order (wnids.txt's order)."""
-    return tinyimagenet_folder(data_dir).joinpath("wnids.txt").read_text().split()
-
-
-@register_dataset(
-    "tinyimagenet",
-    classes=200,
-    resolution=64,
-    train_size=100_000,
-    test_size=10_000,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    corruptions={"tinyimagenet-c": CorruptionSet(("Tiny-ImageNet-C", "tinyimagenet-c"), "folders")},
-    files=lambda data_dir: _tree_files(tinyimagenet_folder(data_dir), ("*.txt", "*.JPEG")),
-)
-def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
-    """The official ``tiny-imagenet-200/`` layout; the labelled ``val`` split serves as the test set."""
-    folder = tinyimagenet_folder(data_dir)
-    if check_only:
-        return None
-    wnids = tinyimagenet_classes(data_dir)
-    label = {w: i for i, w in enumerate(wnids)}
-    xs, ys = [], []
-    for w in wnids:
-        files = sorted((folder / "train" / w / "images").glob("*.JPEG"))
-        xs += [_load_image(p, 64) for p in files]
-        ys += [label[w]] * len(files)
-    ann = folder / "val" / "val_annotations.txt"
-    if not ann.is_file():
-        raise DataError(f"{ann}: missing; the tiny-imagenet-200 folder is incomplete")
-    vx, vy = [], []
-    for line in ann.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) < 2:
-            continue
-        if parts[1] not in label:
-            raise DataError(f"{ann}: unknown wnid {parts[1]!r} for {parts[0]}")
-        vx.append(_load_image(folder / "val" / "images" / parts[0], 64))
-        vy.append(label[parts[1]])
-    if not xs or not vx:
-        raise DataError(f"{folder}: no training or validation images found")
-    n = len(wnids)
-    tr = _check_arrays(ImageArrays(np.stack(xs), np.asarray(ys)), folder / "train", n)
-    te = _check_arrays(ImageArrays(np.stack(vx), np.asarray(vy)), folder / "val", n)
-    return ImageSplits(tr, te, n, f"tiny-imagenet-200 folder {folder}", wnids)
-
-
-def svhn_folder(data_dir: Path | None) -> Path:
-    root = default_data_dir(data_dir)
-    return _find(
-        "svhn",
-        [root / "svhn", root / "SVHN", root],
-        "test_32x32.mat",
-        "Download train_32x32.mat and test_32x32.mat from ufldl.stanford.edu/housenumbers into <data folder>/svhn/.",
-    )
-
-
-def _tree_files(folder: Path, patterns: tuple[str, ...]) -> tuple[list[Path], Path]:
+def tree_files(folder: Path, patterns: tuple[str, ...]) -> tuple[list[Path], Path]:
     return sorted({p for pattern in patterns for p in folder.rglob(pattern) if p.is_file()}), folder
-
-
-def _read_svhn_mat(path: Path) -> ImageArrays:
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(path)
-        x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))  # (32, 32, 3, N)
-        y = np.asarray(mat["y"], dtype=np.int64).ravel() % 10  # the official files label the digit 0 as 10
-    except Exception as err:
-        raise DataError(f"{path}: cannot read as SVHN's official .mat (X, y) ({err})") from None
-    return _check_arrays(ImageArrays(x, y), path, 10)
-
-
-@register_dataset(
-    "svhn",
-    classes=10,
-    resolution=32,
-    train_size=73_257,
-    test_size=26_032,
-    mean=SVHN_MEAN,
-    std=SVHN_STD,
-    files=lambda data_dir: _tree_files(svhn_folder(data_dir), ("*_32x32.mat",)),
-)
-def svhn(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
-    """SVHN's official cropped-digit files ``train_32x32.mat`` and ``test_32x32.mat``."""
-    folder = svhn_folder(data_dir)
-    if check_only:
-        return None
-    test = _read_svhn_mat(folder / "test_32x32.mat")
-    train_file = folder / "train_32x32.mat"
-    train = _read_svhn_mat(train_file) if train_file.is_file() else ImageArrays(test.x[:0], test.y[:0])
-    return ImageSplits(train, test, 10, f"SVHN .mat folder {folder}", [str(i) for i in range(10)])
 
 
 def read_image_tree(folder: Path, side: int, limit: int | None = None) -> ImageArrays:
@@ -578,57 +356,5 @@ def read_image_tree(folder: Path, side: int, limit: int | None = None) -> ImageA
     if not files:
         raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")
     files = files[:limit] if limit else files
-    x = np.stack([_load_image(p, side, resize=True) for p in files])
+    x = np.stack([load_image(p, side, resize=True) for p in files])
     return ImageArrays(x, np.full(len(files), -1, np.int64))
-
-
-def synthetic_arrays(sizes: tuple[int, ...], num_classes: int, resolution: int, seed: int) -> list[ImageArrays]:
-    """Splits sharing one set of class prototypes, each class-balanced. A class = a smooth random
-    colour pattern, shifted and noised per image: learnable by a small convnet."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.normal(size=(num_classes, 4, 4, 3))
-    reps = -(-resolution // 4)
-    prototypes = np.kron(coarse, np.ones((1, reps, reps, 1)))[:, :resolution, :resolution]
-    splits = []
-    for n in sizes:
-        y = rng.permutation(np.arange(n) % num_classes)
-        shifts = rng.integers(-2, 3, size=(n, 2))
-        imgs = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
-        for i in range(n):
-            proto = np.roll(prototypes[y[i]], tuple(shifts[i]), axis=(0, 1))
-            noisy = 128 + 50 * proto + rng.normal(scale=25, size=proto.shape)
-            imgs[i] = np.clip(noisy, 0, 255).astype(np.uint8)
-        splits.append(ImageArrays(imgs, y.astype(np.int64)))
-    return splits
-
-
-@register_dataset(
-    "synthetic",
-    classes=None,  # synthetic_classes
-    resolution=None,  # synthetic_resolution
-    train_size=None,  # synthetic_size, and a fifth of it for the test split
-    test_size=None,
-    mean=(0.5, 0.5, 0.5),
-    std=(0.25, 0.25, 0.25),
-)
-def synthetic(
-    synthetic_size: int = 2000,
-    synthetic_classes: int = 10,
-    synthetic_resolution: int = 32,
-    check_only: bool = False,
-    **_,
-) -> ImageSplits:
-    """Deterministic: the same arguments always give the same images (test set = a fifth of the size)."""
-    if check_only:
-        return None
-    seed = synthetic_size * 1_000_003 + synthetic_classes * 1009 + synthetic_resolution
-    tr, te = synthetic_arrays(
-        (synthetic_size, max(synthetic_size // 5, synthetic_classes)), synthetic_classes, synthetic_resolution, seed
-    )
-    return ImageSplits(
-        tr,
-        te,
-        synthetic_classes,
-        "synthetic",
-        [f"class{i}" for i in range(synthetic_classes)],
-    )

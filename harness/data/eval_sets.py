@@ -31,11 +31,11 @@ from harness.data.datasets import (
     IMAGE_SUFFIXES,
     DataError,
     ImageArrays,
-    _load_image,
     default_data_dir,
+    load_image,
     read_image_tree,
-    tinyimagenet_classes,
 )
+from harness.data.sources.tinyimagenet import tinyimagenet_classes
 
 # The benchmark's 15 corruptions (Hendrycks & Dietterich, 2019): the mean corrupted accuracy, NLL and ECE
 # of the reference tables average these x 5 severities. The official archives hold 4 extra ones
@@ -233,7 +233,7 @@ def _read_folder_corruption(folder: Path, trial: TrialData) -> tuple[ImageArrays
             if wnid_dir.name not in label:
                 raise DataError(f"{wnid_dir}: {wnid_dir.name!r} is not a class of the trial's wnids.txt")
             files = sorted(p for p in wnid_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            xs += [_load_image(p, trial.resolution) for p in files]
+            xs += [load_image(p, trial.resolution) for p in files]
             ys += [label[wnid_dir.name]] * len(files)
             severities += [severity] * len(files)
     if not xs:

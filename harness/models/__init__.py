@@ -18,6 +18,16 @@ if TYPE_CHECKING:
     from harness.config import TrialConfig
 
 MODELS: Registry = Registry("model", package=__name__)
+# network families: builders (core factory, stem channels, classes, members, **options) -> a network of M members,
+# from a core built with the family's layers (harness.models.ensembles); a model built from a Layers kit (wrn) can
+# be built as any of them
+NETWORKS: Registry = Registry("network family", package=__name__)
+
+
+def register_network(name: str):
+    """Decorator on a builder ``(core, stem_channels, num_classes, members, **options) -> nn.Module``: a method with
+    ``network = "<name>"`` then trains it, on every model whose ``networks`` include it (wrn: all families)."""
+    return NETWORKS.register(name)
 
 
 def register_model(name: str):
@@ -46,4 +56,4 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "MultiIONet", "build_model", "count_parameters", "register_model"]
+__all__ = ["MODELS", "NETWORKS", "MultiIONet", "build_model", "count_parameters", "register_model", "register_network"]

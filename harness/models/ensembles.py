@@ -3,7 +3,8 @@
 (B, C, H, W), (B, 1, C, H, W) (one image for all members) or (B, M, C, H, W) (an image per member) and returns
 head logits (B, M, K), like MultiIONet; models know members and masks, not methods.
 
-A network family here is one builder in NETWORKS; a model (harness.models.MODELS) builds its core with it."""
+A network family is one builder registered with ``@register_network`` (here, or in a plugin's file); a model
+(harness.models.MODELS) builds its core with it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.models import register_network
 from harness.models.ensemble_layers import (
     BatchEnsembleConv2d,
     BatchEnsembleLinear,
@@ -83,6 +85,7 @@ def _norm(channels: Callable[[int], int]) -> Callable[[int], nn.Module]:
     return lambda c: nn.BatchNorm2d(channels(c), momentum=BN_MOMENTUM)
 
 
+@register_network("batch_ensemble")
 def batch_ensemble(core: CoreFactory, stem_channels: int, num_classes: int, members: int) -> nn.Module:
     """Every convolution and the classifier BatchEnsemble layers; batch norms shared (uncertainty-baselines'
     wide_resnet_batchensemble.py)."""
@@ -100,6 +103,7 @@ def batch_ensemble(core: CoreFactory, stem_channels: int, num_classes: int, memb
     return net
 
 
+@register_network("packed_ensemble")
 def packed_ensemble(
     core: CoreFactory, stem_channels: int, num_classes: int, members: int, alpha: float, gamma: int
 ) -> nn.Module:
@@ -119,6 +123,7 @@ def packed_ensemble(
     return net
 
 
+@register_network("masksembles")
 def masksembles(
     core: CoreFactory, stem_channels: int, num_classes: int, members: int, scale: float, seed: int
 ) -> nn.Module:
@@ -136,6 +141,7 @@ def masksembles(
     return net
 
 
+@register_network("mc_dropout")
 def mc_dropout(core: CoreFactory, stem_channels: int, num_classes: int, members: int, p: float, seed: int) -> nn.Module:
     """One network with dropout after the first convolution of every block (uncertainty-baselines'
     wide_resnet_dropout.py, residual_dropout); at test time its M = T stochastic passes are the members."""
@@ -145,11 +151,3 @@ def mc_dropout(core: CoreFactory, stem_channels: int, num_classes: int, members:
                     members, train_members=1)  # fmt: skip
     init_weights(net)
     return net
-
-
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "batch_ensemble": batch_ensemble,
-    "packed_ensemble": packed_ensemble,
-    "masksembles": masksembles,
-    "mc_dropout": mc_dropout,
-}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models import register_model
-from harness.models.ensembles import NETWORKS
+from harness.models import NETWORKS, register_model
 from harness.models.layers import Layers
 from harness.models.multi_io import MultiIONet
 
@@ -37,6 +36,16 @@ class WideBasicBlock(nn.Module):
         return self.conv2(out) + self.shortcut(x)
 
 
+class _Families:
+    """MultiIONet's "multi_io" and every registered network family: a WRN core is built from any Layers kit."""
+
+    def __iter__(self):
+        return iter(["multi_io", *NETWORKS.names()])
+
+    def __contains__(self, name: str) -> bool:
+        return name == "multi_io" or name in NETWORKS
+
+
 class WideResNetCore(nn.Sequential):
     def __init__(self, depth: int, width: int, stem_channels: int = 16, layers: Layers | None = None):
         kit = layers or Layers()
@@ -65,14 +74,14 @@ class WideResNet:
         if width < 1:
             raise ValueError(f"WideResNet width must be an integer >= 1, got {width}")
 
-    networks = ("multi_io", *NETWORKS)
+    networks = _Families()
 
     @staticmethod
     def build(depth: int, width: int, num_classes: int, num_inputs: int, network: str = "multi_io", **options):
         """MultiIONet (M encoders and heads around one core), or another family's network (NETWORKS) of
         ``num_inputs`` members with its ``options``."""
         if network != "multi_io":
-            return NETWORKS[network](
+            return NETWORKS.get(network)(
                 lambda layers: WideResNetCore(depth, width, 16, layers), 16, num_classes, num_inputs, **options
             )
         core = WideResNetCore(depth, width)

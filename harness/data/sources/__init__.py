@@ -1,0 +1,1 @@
+"""The datasets, one file each (``@register_dataset``); discovered by ``harness.data.datasets.DATASETS``."""

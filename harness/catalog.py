@@ -225,6 +225,12 @@ def listing(markdown: bool = False) -> str:
     out.append("models (model: NAME)")
     for name, m in MODELS.items():
         out.append(f"  {name:<18} {_first_line(m)}  networks: {', '.join(m.networks)}  [{_origin(MODELS, name)}]")
+    from harness.models import NETWORKS
+
+    out.append("network families (a method's `network`; the models whose networks list it build it)")
+    out.append("  multi_io           MixMo's M encoders, mixing block, shared core and M heads  [harness]")
+    for name, builder in NETWORKS.items():
+        out.append(f"  {name:<18} {_first_line(builder)}  [{_origin(NETWORKS, name)}]")
     out.append("datasets (dataset: NAME)")
     for name, d in DATASETS.items():
         shape = f"{d.classes or 'synthetic_classes'} classes, {d.resolution or 'synthetic_resolution'} px"

@@ -33,6 +33,9 @@ TINY = {
 }
 
 
+TINY_KEYS = [f"{k}={v}" for k, v in TINY.items()]
+
+
 def python(code: str, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], env=harness_env(**env), capture_output=True, text=True
@@ -161,9 +164,57 @@ def stripes(check_only=False, **_):
         return None
     return ImageSplits(_stripes(96, 0), _stripes(48, 1), 3, "stripes", ["p2", "p3", "p4"])
 '''
+FAMILY = '''
+"""M independent networks side by side, as one network family, and the method that trains it (one file)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.methods import Method, MixedBatch, register_method
+from harness.models import Layers, register_network
 
 
-@pytest.mark.slow  # a trial in a subprocess
+class Independent(nn.Module):
+    def __init__(self, core, stem_channels, num_classes, members):
+        super().__init__()
+        nets = []
+        for _ in range(members):
+            body = core(Layers())
+            nets.append(nn.Sequential(nn.Conv2d(3, stem_channels, 3, padding=1, bias=False), body,
+                                      nn.Linear(body.out_features, num_classes)))
+        self.nets = nn.ModuleList(nets)
+
+    def mix_size(self, input_size):
+        return 1
+
+    def forward(self, x, mix=None):
+        x = x[:, 0] if x.dim() == 5 else x
+        return torch.stack([net(x) for net in self.nets], 1)
+
+
+@register_network("independent")
+def independent(core, stem_channels, num_classes, members):
+    return Independent(core, stem_channels, num_classes, members)
+
+
+@register_method("independent_ensemble")
+class IndependentEnsemble(Method):
+    """M networks trained side by side on the same batches."""
+
+    default_M, single_network, network = 2, False, "independent"
+
+    @classmethod
+    def train_row(cls, M):
+        return 1, 1
+
+    def prepare(self, x, y, progress):
+        n = len(y)
+        targets = F.one_hot(y, self.num_classes).float().unsqueeze(1).expand(n, self.M, -1) / self.M
+        return MixedBatch(x.unsqueeze(1), None, targets, y.unsqueeze(1).expand(n, self.M))
+'''
+
+
+@pytest.mark.slow  # trials in subprocesses
 def test_a_method_a_network_a_dataset_and_a_metric_are_one_file_each(tmp_path):
     folder = copy_examples(tmp_path)
     (folder / "tiny_cnn.py").write_text(MODEL)
@@ -194,6 +245,15 @@ def test_a_method_a_network_a_dataset_and_a_metric_are_one_file_each(tmp_path):
     assert bad.returncode == 2 and "regmixup_eta is a key of method regmixup, not of vanilla" in bad.stderr
     bad = harness("train", *plugins, "--set=model=tiny_cnn", "--set=depth=3")
     assert bad.returncode == 2 and "tiny_cnn has depth 2, got 3" in bad.stderr
+    # a network family with its method: wrn is built as it, tiny_cnn (multi_io only) is refused
+    (folder / "independent.py").write_text(FAMILY)
+    family = [f"--plugin={folder / 'independent.py'}", "--set=method=independent_ensemble", "--set=device=cpu"]
+    keys = [f"--set={k}" for k in (*TINY_KEYS, f"output_dir={tmp_path / 'results'}")]
+    proc = harness("train", *family, *keys)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "independent_ensemble-wrn10x1-M2-s0-" in proc.stdout and "heads" in proc.stdout
+    bad = harness("train", *plugins, *family, "--set=model=tiny_cnn", "--set=depth=2")
+    assert bad.returncode == 2 and "it runs on model wrn, not 'tiny_cnn'" in bad.stderr, bad.stderr
 
 
 def test_workers_run_the_code_the_driver_shipped(tmp_path):

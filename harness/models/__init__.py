@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from harness.models.layers import Layers
 from harness.models.multi_io import MultiIONet
 from harness.registry import Registry
 
@@ -56,4 +57,4 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "NETWORKS", "MultiIONet", "build_model", "count_parameters", "register_model", "register_network"]
+__all__ = ["MODELS", "NETWORKS", "Layers", "MultiIONet", "build_model", "count_parameters", "register_model", "register_network"]

@@ -422,6 +422,10 @@ def cmd_data_corrupt(args) -> int:
 def cmd_list(args) -> int:
     from harness.catalog import listing
 
+    if args.suite is not None:  # its plugins load with it
+        from harness.suite import load_suite
+
+        load_suite(args.suite)
     print(listing(markdown=args.markdown))
     return 0
 
@@ -443,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[with_plugins], **kw)
 
     listing = command("list", help="methods (with their keys), models, datasets, metrics, evaluation sets")
+    listing.add_argument("suite", type=Path, nargs="?", help="a suite file: what its plugins add too")
     listing.add_argument("--markdown", action="store_true", help="the README's table of methods and their keys")
     listing.set_defaults(func=cmd_list)
 

@@ -91,12 +91,22 @@ def test_the_torch_level_distribution_helpers_are_a_leaf():
     assert import_graph()["harness.parallel"] == set()
 
 
+def test_the_trial_schema_knows_no_method_and_needs_no_torch():
+    """TrialConfig validates its own keys without the registries (harness.catalog joins the two)."""
+    assert not {m for m in import_graph()["harness.config"] if m.startswith(("harness.methods", "harness.models"))}
+    code = "import sys; from harness.config import TrialConfig; TrialConfig.model_validate({'width': 2}); "
+    code += (
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('harness.methods', 'harness.models'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 # Third-party libraries are imported once; each harness module is then imported first in a fresh fork,
 # which is what finds an import cycle or a missing import among the harness's own modules.
 _IMPORT_EACH = """
 import os, sys, traceback
 import numpy, torch, pydantic, yaml
-from helpers import trial
 failed = 0
 for name in sys.argv[1:]:
     pid = os.fork()

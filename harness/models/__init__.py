@@ -57,4 +57,13 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "NETWORKS", "Layers", "MultiIONet", "build_model", "count_parameters", "register_model", "register_network"]
+__all__ = [
+    "MODELS",
+    "NETWORKS",
+    "Layers",
+    "MultiIONet",
+    "build_model",
+    "count_parameters",
+    "register_model",
+    "register_network",
+]

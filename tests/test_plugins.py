@@ -354,3 +354,32 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     assert plan.returncode == 0, plan.stderr
     assert "3 trials (2 finished, 1 to run)" in plan.stdout
     assert f"rerun {second['regmixup']} (was {first['regmixup']}): plugin code changed (method regmixup" in plan.stdout
+
+
+def test_regmixup_loss_is_the_authors_mean_over_clean_and_mixed_rows():
+    """(CE(f(x), y) + eta (lam CE(f(x~), y) + (1 - lam) CE(f(x~), y[perm]))) / 2, with the batch's lam and perm."""
+    proc = python(f"""
+        import torch, torch.nn.functional as F
+        from harness import plugins
+        plugins.load({str(EXAMPLES / "regmixup.py")!r})
+        from harness.catalog import build_config
+        from harness.methods import METHODS
+        cfg = build_config({{"method": "regmixup", "regmixup_eta": 0.7, "regmixup_alpha": 10.0}}, "t")
+        method = METHODS.get("regmixup")(cfg, num_classes=5, mix_size=1)
+        x, y = torch.randn(8, 3, 4, 4), torch.randint(0, 5, (8,))
+        torch.manual_seed(3)
+        batch = method.prepare(x, y, 0.0)
+        torch.manual_seed(3)
+        lam = torch.distributions.Beta(10.0, 10.0).sample()
+        perm = torch.randperm(8)
+        assert torch.equal(batch.inputs[0::2, 0], x)
+        assert torch.allclose(batch.inputs[1::2, 0], lam * x + (1 - lam) * x[perm])
+        logits = torch.randn(16, 1, 5)
+        clean, mixed = logits[0::2, 0], logits[1::2, 0]
+        mix_ce = lam * F.cross_entropy(mixed, y) + (1 - lam) * F.cross_entropy(mixed, y[perm])
+        expected = (F.cross_entropy(clean, y) + 0.7 * mix_ce) / 2
+        print(float(method.loss(logits, batch)), float(expected))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    got, expected = map(float, proc.stdout.split())
+    assert got == pytest.approx(expected, rel=1e-6)

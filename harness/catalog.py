@@ -118,27 +118,31 @@ def check(cfg: TrialConfig) -> TrialConfig:
                 "msda_partner: dataset (partners drawn from the training set) needs loader: device; "
                 "with loader: ffcv set msda_partner: batch"
             )
-        resolved = cfg.model_copy(update={"M": M, "options": options, **_plugin_identity(cfg)})
+        resolved = cfg.model_copy(update={"M": M, "options": options, **_code_identity(cfg)})
         method.check_config(resolved)
     except ValueError as err:
         raise Invalid([("(top level)", str(err))]) from None
     return resolved
 
 
-def _plugin_identity(cfg: TrialConfig) -> dict[str, Any]:
-    """The hashes of the plugins whose method, model or dataset the trial uses, and where they were loaded."""
+def _code_identity(cfg: TrialConfig) -> dict[str, Any]:
+    """What identifies the code the trial runs beyond its keys: the hashes of the plugins whose method, model or
+    dataset it uses (and where they were loaded), and their revisions where not 0."""
     from harness.data.datasets import DATASETS
     from harness.methods import METHODS
     from harness.models import MODELS
 
-    code, where = {}, []
+    code, where, revisions = {}, [], {}
     for kind, registry, name in (("method", METHODS, cfg.method), ("model", MODELS, cfg.model),
                                  ("dataset", DATASETS, cfg.dataset)):  # fmt: skip
+        revision = getattr(registry.get(name), "revision", 0)
+        if revision:
+            revisions[f"{kind} {name}"] = revision
         plugin = registry.source(name)
         if plugin is not None:
             code[f"{kind} {name}"] = plugin.sha256
             where.append(plugin.spec)
-    return {"plugin_code": code, "plugins": sorted(set(where))}
+    return {"plugin_code": code, "plugins": sorted(set(where)), "revisions": revisions}
 
 
 def build_config(raw: dict[str, Any], source: str, hint: str = "") -> TrialConfig:

@@ -104,6 +104,9 @@ class TrialConfig(BaseModel):
     # the plugins whose method, model or dataset the trial uses: {"method regmixup": sha256}, set by harness.catalog
     plugin_code: dict[str, str] = RecipeIfSet(default_factory=dict)
     plugins: list[str] = Runtime(default_factory=list)  # where they were loaded from (files, modules)
+    # the revisions of the method, model and dataset the trial uses, where not 0 (a default or the computation
+    # changed since results existed: {"method packed_ensemble": 1}), set by harness.catalog
+    revisions: dict[str, int] = RecipeIfSet(default_factory=dict)
 
     # --- optimisation (docs/recipe.md §5)
     epochs: int = Recipe(300, ge=1)

@@ -31,6 +31,7 @@ def _flops(
     train: bool,
     method: str = "vanilla",
     options: tuple = (),
+    row: tuple = (1, 1),
 ) -> float:
     """FLOPs of one sample through the method's network on the meta device (no compute): a training step per
     image of the batch (forward + backward) or a test image (forward: the same image to all M members)."""
@@ -40,7 +41,7 @@ def _flops(
     from harness.models import MODELS
 
     kind = METHODS.get(method)
-    slots, images = kind.train_row(num_inputs)
+    slots, images = row
     with torch.device("meta"):
         net = (
             MODELS.get(model)
@@ -59,7 +60,8 @@ def _flops(
 def _network(cfg: TrialConfig) -> tuple:
     from harness.methods import METHODS
 
-    return cfg.method, tuple(sorted(METHODS.get(cfg.method).network_options(cfg).items()))
+    method = METHODS.get(cfg.method)
+    return cfg.method, tuple(sorted(method.network_options(cfg).items())), tuple(method.train_row(cfg))
 
 
 def step_flops_per_sample(cfg: TrialConfig, num_classes: int, resolution: int) -> float:

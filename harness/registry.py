@@ -11,7 +11,7 @@ import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Literal, Optional, TypeVar
 
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
@@ -113,9 +113,12 @@ class Option:
     gt: Optional[float] = None
     le: Optional[float] = None
     lt: Optional[float] = None
+    choices: Optional[tuple] = None  # the allowed values (a string key's)
 
     @property
     def annotation(self) -> Any:
+        if self.choices:
+            return Literal[self.choices]
         return self.type or type(self.default)
 
     def field(self) -> tuple[Any, Any]:
@@ -125,6 +128,8 @@ class Option:
     def describe(self) -> str:
         bounds = [f"{op} {getattr(self, k):g}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
                   if getattr(self, k) is not None]  # fmt: skip
+        if self.choices:
+            return " | ".join(map(str, self.choices))
         kind = getattr(self.annotation, "__name__", str(self.annotation))
         return f"{kind}{', ' + ', '.join(bounds) if bounds else ''}"
 

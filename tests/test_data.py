@@ -2,6 +2,7 @@
 
 import hashlib
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -263,3 +264,20 @@ def test_a_batch_larger_than_the_training_set_is_refused(tmp_path):
     cfg = tiny_config(synthetic_size=20, batch_size=64)
     with pytest.raises(DataError, match=r"batch_size 64 is larger than the 20 training images x b = 1"):
         build_train_loader(cfg, load_dataset(cfg), "cpu")
+
+
+def test_each_datasets_normalisation_is_its_documented_source():
+    """mean/std per dataset, each from where docs/recipe.md says it comes from; a change here is a new revision."""
+    documented = {
+        "cifar100": ((0.4914, 0.4824, 0.4467), (0.2023, 0.1994, 0.2010)),  # the MixMo authors' CIFAR statistics
+        "cifar10": ((0.4914, 0.4824, 0.4467), (0.2023, 0.1994, 0.2010)),
+        "tinyimagenet": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # the authors' standard_augmentations for Tiny ImageNet
+        "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),  # SVHN's train-split statistics
+        "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),  # its generator's range
+    }
+    for name, (mean, std) in documented.items():
+        spec = DATASETS.get(name)
+        assert (spec.mean, spec.std) == (mean, std), name
+    assert DATASETS.get("tinyimagenet").revision == 1  # its trials' ids moved when it stopped using ImageNet's
+    recipe = (Path(__file__).parents[1] / "docs" / "recipe.md").read_text()
+    assert "| normalisation (Tiny ImageNet) | mean 0.5, std 0.5 | code |" in recipe

@@ -34,9 +34,9 @@ def wrn_28_10(method, **keys):
     "method, keys, trainable",
     [
         ("batch_ensemble", {}, 36_615_868),
-        ("packed_ensemble", {}, 36_619_568),  # alpha 2, gamma 1, M 4
-        ("packed_ensemble", {"packed_gamma": 2}, 19_467_568),
-        ("packed_ensemble", {"packed_alpha": 3.0}, 82_269_952),
+        ("packed_ensemble", {}, 19_467_568),  # alpha 2, gamma 2, M 4: the paper's and torch-uncertainty's recipe
+        ("packed_ensemble", {"packed_gamma": 1}, 36_619_568),
+        ("packed_ensemble", {"packed_alpha": 3.0, "packed_gamma": 1}, 82_269_952),
         ("masksembles", {}, 36_536_884),  # the masks are fixed: torch-uncertainty's frozen 37,888 mask entries aside
         ("mc_dropout", {}, 36_536_884),
     ],
@@ -67,8 +67,8 @@ def test_packed_members_are_disjoint_channel_groups():
     before = net(x)
     with torch.no_grad():  # member 2's share of every grouped layer after the first, and of the classifier
         for conv in [m for m in net.core.modules() if isinstance(m, torch.nn.Conv2d)]:
-            per_group = conv.out_channels // conv.groups
-            conv.weight[2 * per_group : 3 * per_group] += 1.0
+            per_member = conv.out_channels // cfg.num_inputs  # its gamma groups, member-major
+            conv.weight[2 * per_member : 3 * per_member] += 1.0
         net.head.weight[2] += 1.0
     after = net(x)
     assert torch.equal(after[:, [0, 1, 3]], before[:, [0, 1, 3]]) and not torch.allclose(after[:, 2], before[:, 2])
@@ -162,3 +162,23 @@ def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, m
 def test_bad_family_settings_name_the_key(keys, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         build_config({"dataset": "synthetic", "depth": 10, "width": 2, **keys}, "trial.yaml")
+
+
+def test_batch_ensemble_optimizer_groups_follow_uncertainty_baselines():
+    """batchensemble.py: every variable that is neither a kernel nor a batch norm (fast weights r, s and the
+    classifier's per-member biases) at half the lr; no L2 on the fast weights."""
+    from harness.engines.torch_engine import sgd
+
+    cfg = tiny_config(method="batch_ensemble", depth=10, width=1)
+    model = build_model(cfg, 4)
+    groups = {id(p): g for g in sgd(cfg, model).param_groups for p in g["params"]}
+    l2 = 2 * cfg.l2 + cfg.weight_decay
+    for name, p in model.named_parameters():
+        g = groups[id(p)]
+        if name.endswith((".r", ".s")):
+            assert (g["lr_scale"], g["weight_decay"]) == (0.5, 0.0), name
+        elif name == "head.bias" or (name.endswith(".bias") and p.dim() == 2):  # the classifier's (M, K) biases
+            assert (g["lr_scale"], g["weight_decay"]) == (0.5, l2), name
+        else:
+            assert (g["lr_scale"], g["weight_decay"]) == (1.0, l2), name
+    assert sum(len(g["params"]) for g in sgd(cfg, model).param_groups) == len(list(model.parameters()))

@@ -204,7 +204,7 @@ class IndependentEnsemble(Method):
     default_M, single_network, network = 2, False, "independent"
 
     @classmethod
-    def train_row(cls, M):
+    def train_row(cls, cfg):
         return 1, 1
 
     def prepare(self, x, y, progress):

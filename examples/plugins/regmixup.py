@@ -33,7 +33,7 @@ class RegMixup(Method):
     label, order, color, marker = "RegMixup", 2.5, "#e6550d", "d"
 
     @classmethod
-    def train_row(cls, M):
+    def train_row(cls, cfg):
         return 1, 0.5  # two training rows (clean, mixed) per loader image: twice the step's FLOPs per image
 
     def prepare(self, x, y, progress):

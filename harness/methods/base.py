@@ -50,6 +50,9 @@ class Method:
     # the report: label (None: the name), position in tables and legends, colour (None: from the name), marker
     label: str | None = None
     order: float = 100
+    # bumped when the method computes something else for the same keys (a default changed): in the trial id when
+    # non-zero, so that older results of this method are not reused (harness.catalog)
+    revision = 0
     color: str | None = None
     marker: str = "o"
 
@@ -90,10 +93,10 @@ class Method:
         return {}
 
     @classmethod
-    def train_row(cls, M: int) -> tuple[int, int]:
-        """(image slots of a training row, loader images it holds): MixMo's M inputs come from M permutations of
-        the batch, one row per batch image."""
-        return M, 1
+    def train_row(cls, cfg: TrialConfig) -> tuple[int, float]:
+        """(image slots of a training row, loader images it holds), for the FLOP count: MixMo's M inputs come from
+        M permutations of the batch, one row per batch image."""
+        return cfg.num_inputs, 1
 
     @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:

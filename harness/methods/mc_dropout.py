@@ -22,7 +22,7 @@ class MCDropout(Method):
         return {"p": cls.option(cfg, "dropout"), "seed": cfg.seed}
 
     @classmethod
-    def train_row(cls, M):
+    def train_row(cls, cfg):
         return (1, 1)
 
     def prepare(self, x, y, progress):

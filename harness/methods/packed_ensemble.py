@@ -16,8 +16,10 @@ class PackedEnsemble(Method):
     network = "packed_ensemble"
     options = {
         "packed_alpha": Option(2.0, "channel width factor alpha of the packed network", gt=0),
-        "packed_gamma": Option(1, "subgroups per member gamma (groups of each member's convolutions)", ge=1),
+        # the paper's and torch-uncertainty's WRN-28-10 recipe (alpha 2, gamma 2, M 4); revision 1: gamma was 1
+        "packed_gamma": Option(2, "subgroups per member gamma (groups of each member's convolutions)", ge=1),
     }
+    revision = 1
 
     @classmethod
     def network_options(cls, cfg):
@@ -38,7 +40,7 @@ class PackedEnsemble(Method):
                 )
 
     @classmethod
-    def train_row(cls, M):
+    def train_row(cls, cfg):
         return (1, 1)
 
     def prepare(self, x, y, progress):

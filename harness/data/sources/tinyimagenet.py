@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.datasets import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    HALF,
     CorruptionSet,
     DataError,
     ImageArrays,
@@ -44,8 +43,9 @@ def tinyimagenet_classes(data_dir: Path | None) -> list[str]:
     resolution=64,
     train_size=100_000,
     test_size=10_000,
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
+    mean=HALF,  # the authors' 0.5 / 0.5 (revision 1: ImageNet's mean and std before)
+    std=HALF,
+    revision=1,
     corruptions={"tinyimagenet-c": CorruptionSet(("Tiny-ImageNet-C", "tinyimagenet-c"), "folders")},
     files=lambda data_dir: tree_files(tinyimagenet_folder(data_dir), ("*.txt", "*.JPEG")),
 )

@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from analysis import protocol
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
-from harness.metrics import METRICS, ensemble_logits, selective_metrics
+from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
 from harness.results import CONFIG, CorruptFile, TrialFolder
 
 
@@ -46,13 +47,18 @@ def collect(suite_dir: Path) -> pd.DataFrame:
             except CorruptFile as err:
                 rows.append({**row, "state": "corrupt", "error": f"{err.path.name}: {err.reason}"})
                 continue
+            heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+            recorded = folder.metrics()
+            # metrics.json's rule ("logits" before it was recorded); the report's may differ: recompute from logits
+            if heads.shape[1] > 1 and recorded.get("ensemble_average", "logits") != protocol.average():
+                recorded = {**recorded, **classification_metrics(heads, labels, protocol.average())}
             metrics = {
-                **folder.metrics(),
+                **recorded,
                 **recalibrated(saved)[2],
-                **selective_metrics(
-                    torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
-                ),
+                **selective_metrics(heads, labels, protocol.average()),
+                **(rule_shift(heads, labels) if heads.shape[1] > 1 else {}),
                 "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
+                "ensemble_average": protocol.average(),
             }
             metrics.update(_missing_metrics(metrics, saved))
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
@@ -71,7 +77,7 @@ def _missing_metrics(recorded: dict, saved: dict) -> dict:
     missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
     if not missing:
         return {}
-    logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
+    logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
     labels = torch.from_numpy(saved["test_labels"])
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 

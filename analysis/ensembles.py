@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis import protocol
 from analysis.stats import bootstrap, right_per_image
 from harness.config import setting
-from harness.metrics import calibrate, final_metrics
+from harness.metrics import calibrate, final_metrics, rule_shift
 from harness.results import TrialFolder, write_json
 
 
@@ -25,7 +26,7 @@ def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tens
         else (None, None)
     )
     test = torch.from_numpy(saved["test_logits"]).float()
-    scaled, calibrated = calibrate(test, labels, *val)  # temperatures fitted once
+    scaled, calibrated = calibrate(test, labels, *val, average=protocol.average())  # temperatures fitted once
     return scaled, labels, calibrated
 
 
@@ -56,7 +57,8 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
         if not np.array_equal(lab, labels):
             raise ValueError(f"{d}: evaluated on different test images than {trial_dirs[0]}")
     heads = np.concatenate([m[1] for m in members], axis=1)
-    out = final_metrics(torch.from_numpy(heads).float(), torch.from_numpy(labels))
+    heads_t, labels_t = torch.from_numpy(heads).float(), torch.from_numpy(labels)
+    out = {**final_metrics(heads_t, labels_t, average=protocol.average()), **rule_shift(heads_t, labels_t)}
     out["top1_boot_ci"] = bootstrap_top1_halfwidth(heads, labels)
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]

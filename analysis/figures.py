@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from analysis import protocol  # noqa: E402
 from analysis.ensembles import recalibrated  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
 from harness.catalog import presentation  # noqa: E402
@@ -217,7 +218,7 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
         for row, trial in zip(axes, picks):
             saved = TrialFolder(trial.trial_dir).logits()
             scaled, labels, calibrated = recalibrated(saved)
-            logits = ensemble_logits(torch.from_numpy(saved["test_logits"]))
+            logits = ensemble_logits(torch.from_numpy(saved["test_logits"]), protocol.average())
             temps = " / ".join(f"{t:.2f}" for t in calibrated["temperatures"])
             for ax, shown, when in ((row[0], logits, "before"), (row[1], scaled, f"after (T = {temps})")):
                 count, conf, acc = calibration_bins(shown, labels)

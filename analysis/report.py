@@ -10,8 +10,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis import figures, robustness, tables
+from analysis import figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
+from harness.results import CONFIG, CorruptFile, TrialFolder
+
+
+def recorded_rule(suite_dir: Path) -> str:
+    """The aggregation rule the suite's trials were run under (config.yaml's ``ensemble_average``; trials from
+    before it was recorded count as "logits", the rule of that code), the most common one; else the default."""
+    rules = []
+    for path in sorted(Path(suite_dir).glob("*/" + CONFIG))[:200]:
+        try:
+            rules.append(TrialFolder(path.parent).config().get("ensemble_average", "logits"))
+        except CorruptFile:
+            continue
+    return max(set(rules), key=rules.count) if rules else "probabilities"
 
 
 def build_report(
@@ -19,11 +32,18 @@ def build_report(
     ensemble_specs: list[tuple[str, list[int]]] | None = None,
     expected: dict[str, str] | None = None,
     source: str | None = None,
+    average: str | None = None,
 ) -> dict:
-    """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt"}
-    (trial folders with an unreadable file: left out, and listed as missing with the reason).
-    ``expected`` maps trial ids that should exist to a short description (from the suite file)."""
-    suite_dir = Path(suite_dir)
+    """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt",
+    "average"} (trial folders with an unreadable file: left out, and listed as missing with the reason).
+    ``expected`` maps trial ids that should exist to a short description (from the suite file); ``average`` is
+    the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded)."""
+    rule = average or recorded_rule(suite_dir)
+    with protocol.reading(rule):
+        return {**_build_report(Path(suite_dir), ensemble_specs, expected, source), "average": rule}
+
+
+def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
     out = suite_dir / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir)
@@ -152,7 +172,7 @@ def build_report(
             "(same dataset, network, width, method, M).</p>"
         )
         sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
-        sections.insert(0, _metadata(finished, source))
+        sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report))
     if missing:
         items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
         sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
@@ -171,15 +191,49 @@ def compact_table(main: pd.DataFrame) -> str:
     return main[columns].to_string(index=False) + "\n" + tables.CAPTION
 
 
-def terminal_summary(suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None) -> str:
+def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
+    """The aggregation rule in one sentence, and per method of several heads or members how much the other rule
+    moves top-1, NLL and ECE (the same saved logits, read both ways)."""
+    text = f"<h2>Protocol</h2><p>{html.escape(protocol.STATEMENT[protocol.average()])}, in every table and figure.</p>"
+    shifts = [c for c in ("rule_shift_top1", "rule_shift_nll", "rule_shift_ece") if c in rows]
+    several = rows[rows[shifts[0]].notna()] if shifts else rows.iloc[0:0]
+    if several.empty:
+        return text + "<p>Every network here has one head: both rules give the same numbers.</p>"
+    table = (
+        several.assign(method=[tables.label(r) for _, r in several.iterrows()])
+        .groupby("method", sort=False)[shifts]
+        .mean()
+        .reset_index()
+        .rename(
+            columns={
+                "rule_shift_top1": "top-1 (points)",
+                "rule_shift_nll": "NLL",
+                "rule_shift_ece": "ECE",
+            }
+        )
+    )
+    table["top-1 (points)"] *= 100
+    table = table.round({"top-1 (points)": 2, "NLL": 4, "ECE": 4})
+    caption = (
+        "What the aggregation rule moves: averaging probabilities minus averaging logits, on the same saved logits "
+        "(mean over seeds or ensembles); one-head networks are unaffected."
+    )
+    report["tables"] += tables.write_table(table, out / "aggregation_rule", caption)
+    return text + _table_section("Aggregation rule", table, caption, "aggregation_rule")
+
+
+def terminal_summary(
+    suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None, average: str | None = None
+) -> str:
     """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
-    trials = collect(suite_dir)
-    if trials.empty or not (trials.state == "finished").any():
-        return ""
-    finished = trials[trials.state == "finished"]
-    ensembles = ensemble_rows(trials, ensemble_specs)
-    rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-    return compact_table(tables.display_table(tables.summarize(rows, trials.attrs.get("config_keys", []))))
+    with protocol.reading(average or recorded_rule(suite_dir)):
+        trials = collect(suite_dir)
+        if trials.empty or not (trials.state == "finished").any():
+            return ""
+        finished = trials[trials.state == "finished"]
+        ensembles = ensemble_rows(trials, ensemble_specs)
+        rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
+        return compact_table(tables.display_table(tables.summarize(rows, trials.attrs.get("config_keys", []))))
 
 
 def _table_section(title: str, table: pd.DataFrame, caption: str, stem: str) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis import protocol
 from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, _save, color
 from analysis.tables import SETTING, _cell, label, method_order, metric_columns, summarize
@@ -60,16 +61,33 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     out = {}
     for set_id in sorted(shared):
         first = folders[0].evaluation(set_id, record_problem)
-        record = kind_of(first).rescore(first, folders, clean_heads, temperature)
+        record = kind_of(first).rescore(first, folders, clean_heads, temperature, protocol.average())
         if record is not None:
             out[set_id] = record
+    return out
+
+
+def _trial_records(row) -> dict[str, dict]:
+    """A trial's evaluation records, rescored from their saved logits where they were computed under another
+    aggregation rule than the report's (a network of several heads)."""
+    folder = TrialFolder(row["trial_dir"])
+    records = folder.evaluations(record_problem)
+    if int(row.get("M", 1)) < 2:
+        return records
+    out = {}
+    for set_id, record in records.items():
+        if record.get("ensemble_average", "logits") != protocol.average():
+            heads = torch.from_numpy(folder.logits()["test_logits"]).float()
+            rescored = kind_of(record).rescore(record, [folder], heads, row.get("temperature"), protocol.average())
+            record = rescored if rescored is not None else record  # a kind without one (test) keeps its record
+        out[set_id] = record
     return out
 
 
 def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
     corrupted, detection = [], []
-    sources = [(r, TrialFolder(r["trial_dir"]).evaluations(record_problem)) for _, r in finished.iterrows()]
+    sources = [(r, _trial_records(r)) for _, r in finished.iterrows()]
     if not ensembles.empty:
         root = Path(finished.trial_dir.iloc[0]).parent
         sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in ensembles.iterrows()]
@@ -196,8 +214,10 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                     continue
                 done.add(row.method)
                 folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
-                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())
-                outs = confidence_scores(torch.from_numpy(folder.eval_part(row.set_id, "ood")["logits"]).float())
+                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float(), protocol.average())
+                outs = confidence_scores(
+                    torch.from_numpy(folder.eval_part(row.set_id, "ood")["logits"]).float(), protocol.average()
+                )
                 is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
                 mine = detection[(detection.trial_id == row.trial_id) & (detection.set == name)].set_index("score")
                 for score, style in (("msp", "-"), ("mutual_information", "--")):  # MI needs M >= 2
@@ -232,7 +252,7 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
                 continue
             done.add(row.method)
             saved = TrialFolder(row.trial_dir).logits()
-            ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float())
+            ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
             conf = ens.softmax(-1).max(-1).values
             coverage, risk = risk_coverage(conf.numpy(), correct(ens, torch.from_numpy(saved["test_labels"])).numpy())
             ax.plot(coverage, 100 * risk, color=color(row.method), label=f"{label(row)} ({row.aurc:.3f})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from analysis import protocol
 from harness.metrics import correct, ensemble_logits
 
 
@@ -16,8 +17,9 @@ def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
 
 
 def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per test image, whether the ensemble of the heads (N, M, K) (the mean of their logits) is right."""
-    return correct(ensemble_logits(torch.from_numpy(head_logits)), torch.as_tensor(labels)).numpy()
+    """Per test image, whether the ensemble of the heads (N, M, K) (combined by the report's rule) is right."""
+    heads = torch.from_numpy(head_logits)
+    return correct(ensemble_logits(heads, protocol.average()), torch.as_tensor(labels)).numpy()
 
 
 def bootstrap(a: np.ndarray, b: np.ndarray | None = None, draws: int = 2000, seed: int = 0) -> tuple[float, float]:

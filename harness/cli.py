@@ -315,7 +315,8 @@ def cmd_report(args) -> int:
             )
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
-    report = build_report(suite_dir, specs, expected, source=str(args.target))
+    average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
+    report = build_report(suite_dir, specs, expected, source=str(args.target), average=average)
     for tid, why in report["corrupt"].items():
         logger.warning(f"{tid} left out of the report: {why}")
     if store is not None:
@@ -488,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
     )
     report.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to log the report to (as for run)")
+    report.add_argument(
+        "--ensemble-average",
+        choices=["probabilities", "logits"],
+        help="read the same saved logits under this aggregation rule (default: the suite's `ensemble_average`)",
+    )
     report.set_defaults(func=cmd_report)
 
     bench = command("bench", help="samples/s of the loader and the training step against the authors' pipeline")

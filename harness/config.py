@@ -145,6 +145,9 @@ class TrialConfig(BaseModel):
     workers_per_trial: int = Runtime(1, ge=1)
     eval_batch_size: int = Runtime(500, ge=1)
     eval_every: int = History(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
+    # how the M heads are combined in every metric: the members' mean probabilities (the field's rule), or their
+    # mean logits (the MixMo authors'). A reading of the same saved logits, not a recipe key (a suite sets it)
+    ensemble_average: Literal["probabilities", "logits"] = Runtime("probabilities")
     progress: bool = Runtime(True)
 
     @model_validator(mode="before")

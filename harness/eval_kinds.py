@@ -132,7 +132,7 @@ class TestKind(EvalKind):
         }
         heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
         val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
-        metrics = final_metrics(heads, labels, *val)
+        metrics = final_metrics(heads, labels, *val, average=cfg.ensemble_average)
         return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
 
     def headline(self, record):
@@ -170,19 +170,20 @@ class CorruptionKind(EvalKind):
         generation = generation_record(where)
         temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
         return {
-            **corruption_metrics(parts, CORRUPTIONS, temperature),
+            **corruption_metrics(parts, CORRUPTIONS, temperature, cfg.ensemble_average),
+            "ensemble_average": cfg.ensemble_average,
             "source": str(where),
             "generated": generation is not None,
             "generation": generation,
             "images": sum(len(p[1]) for p in parts.values()),
         }
 
-    def rescore(self, record, folders, clean_heads, temperature):
+    def rescore(self, record, folders, clean_heads, temperature, average="probabilities"):
         set_id, parts = record["id"], {}
         for name in record["per_corruption"]:
             first = folders[0].eval_part(set_id, name)
             parts[name] = (_pooled(folders, set_id, name), torch.from_numpy(first["labels"]), first["severity"])
-        return {**record, **corruption_metrics(parts, CORRUPTIONS, temperature)}
+        return {**record, **corruption_metrics(parts, CORRUPTIONS, temperature, average), "ensemble_average": average}
 
     def headline(self, record):
         s = record["summary"]
@@ -221,15 +222,17 @@ class OODKind(EvalKind):
         out = _heads(saved_part(folder, spec.id, "ood", predict))
         in_heads = torch.from_numpy(folder.logits()["test_logits"]).float()  # the in-distribution side, always
         return {
-            "scores": ood_metrics(in_heads, out),
+            "scores": ood_metrics(in_heads, out, cfg.ensemble_average),
+            "ensemble_average": cfg.ensemble_average,
             "in_images": len(in_heads),
             "out_images": len(out),
             "source": described.get("source", "(saved logits)"),
             "generated": False,
         }
 
-    def rescore(self, record, folders, clean_heads, temperature):
-        return {**record, "scores": ood_metrics(clean_heads, _pooled(folders, record["id"], "ood"))}
+    def rescore(self, record, folders, clean_heads, temperature, average="probabilities"):
+        scores = ood_metrics(clean_heads, _pooled(folders, record["id"], "ood"), average)
+        return {**record, "scores": scores, "ensemble_average": average}
 
     def headline(self, record):
         msp = record["scores"]["msp"]

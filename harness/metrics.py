@@ -1,8 +1,11 @@
-"""Evaluation metrics on saved head logits (N, M, K): the ensemble averages the M heads' logits."""
+"""Evaluation metrics on saved head logits (N, M, K). The M heads are combined by one declared rule
+(``average``): "probabilities", the field's (deep ensembles, uncertainty-baselines, torch-uncertainty), or
+"logits", the MixMo authors' (docs/recipe.md §6)."""
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,9 +19,21 @@ ECE_BINS = 15
 COVERAGES = (0.90, 0.95)  # selective prediction: top-1 on the most confident 90% and 95% of the images
 
 
-def ensemble_logits(head_logits: torch.Tensor) -> torch.Tensor:
-    """(N, M, K) -> (N, K): the mean of the heads' logits (docs/recipe.md §6), softmax comes after."""
-    return head_logits.float().mean(1)
+AVERAGES = ("probabilities", "logits")  # how members are combined: a suite's `ensemble_average`
+
+
+def ensemble_logits(head_logits: torch.Tensor, average: str = "probabilities") -> torch.Tensor:
+    """(N, M, K) -> (N, K) logits of the ensemble, softmax comes after: "probabilities": log of the members' mean
+    softmax (so every metric, the temperature fit and the OOD scores see the averaged probabilities); "logits":
+    the mean of the heads' logits. One head: both are the head itself (same softmax, same temperature)."""
+    if average not in AVERAGES:
+        raise ValueError(f"ensemble_average {average!r}: one of {', '.join(AVERAGES)}")
+    h = head_logits.float()
+    if h.shape[1] == 1:
+        return h[:, 0]
+    if average == "logits":
+        return h.mean(1)
+    return torch.logsumexp(h.log_softmax(-1), 1) - math.log(h.shape[1])
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:
@@ -140,9 +155,9 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return log_t.exp().item()
 
 
-def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities") -> dict[str, float]:
     """The ensemble's test top-1 and NLL, in the history of every evaluated epoch."""
-    ens = ensemble_logits(head_logits)
+    ens = ensemble_logits(head_logits, average)
     return {"test_top1": correct(ens, labels).float().mean().item(), "test_nll": nll(ens, labels)}
 
 
@@ -151,15 +166,16 @@ def calibrate(
     test_labels: torch.Tensor,
     val_logits: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
+    average: str = "probabilities",
 ) -> tuple[torch.Tensor, dict]:
     """The one temperature-scaling protocol: the ensemble's test logits scaled, and the record of it
     (temperatures, protocol, calibrated NLL and ECE). With a validation split, one T fitted on it. Without,
     the authors' cross-fit: T_a fitted on the first half of the test set scales the second half, T_b fitted
     on the second scales the first; every test image is scored by a temperature that never saw it, and the
     calibrated metrics are those of all N scaled images together."""
-    ens = ensemble_logits(test_logits)
+    ens = ensemble_logits(test_logits, average)
     if val_logits is not None:
-        t = fit_temperature(ensemble_logits(val_logits), val_labels)
+        t = fit_temperature(ensemble_logits(val_logits, average), val_labels)
         info = {
             "temperature": t,
             "temperatures": [t],
@@ -212,10 +228,12 @@ def risk_coverage(confidence: np.ndarray, right: np.ndarray) -> tuple[np.ndarray
     return k / n, expected_errors / k
 
 
-def selective_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def selective_metrics(
+    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities"
+) -> dict[str, float]:
     """AURC (mean risk over coverages k/N, k = 1..N, on the ensemble's top-1 confidence) and the accuracy
     on the 90% and 95% most confident images."""
-    ens = ensemble_logits(head_logits)
+    ens = ensemble_logits(head_logits, average)
     conf = ens.softmax(-1).max(-1).values
     coverage, risk = risk_coverage(conf.numpy(), correct(ens, labels).numpy())
     out = {"aurc": float(risk.mean())}
@@ -316,9 +334,11 @@ _declared(
 )
 
 
-def classification_metrics(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+def classification_metrics(
+    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities"
+) -> dict[str, float]:
     """The ensemble's metrics of ``METRICS``, per-head accuracy and diversity."""
-    ens = ensemble_logits(head_logits)
+    ens = ensemble_logits(head_logits, average)
     out = {name: m.of_ensemble(ens, labels) for name, m in METRICS.items() if m.of_ensemble is not None}
     heads = [topk_accuracy(head_logits[:, i].float(), labels) for i in range(head_logits.shape[1])]
     out.update({f"head{i}_top1": a for i, a in enumerate(heads)})
@@ -332,12 +352,25 @@ def final_metrics(
     labels: torch.Tensor,
     val_logits: torch.Tensor | None = None,
     val_labels: torch.Tensor | None = None,
+    average: str = "probabilities",
 ) -> dict:
     """The one metric suite of a trained classifier on its test set (head logits (N, M, K)): every metric of
     ``METRICS`` (classification, selective, calibrated with ``calibrate``'s protocol: a validation split's
-    temperature if given, else the test-set cross-fit) and the temperatures."""
+    temperature if given, else the test-set cross-fit) and the temperatures, with the M heads combined by
+    ``average`` (recorded as ``ensemble_average``)."""
     return {
-        **classification_metrics(head_logits, labels),
-        **selective_metrics(head_logits, labels),
-        **calibrate(head_logits, labels, val_logits, val_labels)[1],
+        **classification_metrics(head_logits, labels, average),
+        **selective_metrics(head_logits, labels, average),
+        **calibrate(head_logits, labels, val_logits, val_labels, average)[1],
+        "ensemble_average": average,
+    }
+
+
+def rule_shift(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """How much the aggregation rule moves top-1, NLL and ECE: probabilities minus logits (0 for one head)."""
+    p, lg = ensemble_logits(head_logits, "probabilities"), ensemble_logits(head_logits, "logits")
+    return {
+        "rule_shift_top1": topk_accuracy(p, labels) - topk_accuracy(lg, labels),
+        "rule_shift_nll": nll(p, labels) - nll(lg, labels),
+        "rule_shift_ece": ece(p, labels) - ece(lg, labels),
     }

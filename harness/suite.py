@@ -14,6 +14,7 @@ concurrency: 4
 max_retries: 2
 storage: results                                       # trial folders: <storage>/<name>/<trial_id>/
 tracking: {uri: null, experiment: null}                # default sqlite:///<storage>/mlflow.db
+ensemble_average: probabilities                        # or logits (the MixMo authors'): how members are combined
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class Suite(Strict):
     # files (relative to the suite file) or modules that register methods, models, datasets, metrics; Python, run
     # as such (harness.plugins)
     plugins: list[str] = Field(default_factory=list)
+    # how heads and deep-ensemble members are combined in every metric, the temperature fit and the OOD scores:
+    # "probabilities" (the field's rule) or "logits" (the MixMo authors'); a reading of the saved logits, not a
+    # recipe key (trials' ids do not depend on it)
+    ensemble_average: Literal["probabilities", "logits"] = "probabilities"
 
     @field_validator("storage")
     @classmethod
@@ -173,6 +178,8 @@ def _check_keys(keys, where: str, source: str) -> None:
             raise ConfigError(f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(allowed)}")
         if key in ("name", "output_dir"):
             raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
+        if key == "ensemble_average" and where != "base":
+            raise ConfigError(f"{source}: {where}.{key}: one rule per suite: set the suite's top-level `{key}:`")
 
 
 def _check_values(values: dict[str, Any], where: str, source: str, lists: bool = False) -> None:
@@ -222,6 +229,11 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
             suite.plugins[i] = plugins.load(spec, base=path.parent).spec  # a file's absolute path
         except plugins.PluginError as err:
             raise ConfigError(f"{source}: plugins[{i}]: {err}") from None
+    if suite.base.get("ensemble_average", suite.ensemble_average) != suite.ensemble_average:
+        raise ConfigError(
+            f"{source}: base.ensemble_average: {suite.base['ensemble_average']!r}, but the suite's rule is "
+            f"{suite.ensemble_average!r}: one rule per suite, set by its top-level `ensemble_average:`"
+        )
     _check_keys(suite.base, "base", source)
     _check_values(suite.base, "base", source)
     _check_keys(suite.grid, "grid", source)
@@ -276,7 +288,7 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
         for rule in suite.rules:
             if _matches(values, rule.when):
                 values.update(rule.set)
-        values.update(name=suite.name, output_dir=storage, store=store)
+        values.update(name=suite.name, output_dir=storage, store=store, ensemble_average=suite.ensemble_average)
         label = ", ".join(f"{k}={v}" for k, v in point.items())
         cfg = catalog.build_config(
             values,

@@ -379,7 +379,9 @@ def _run_locked(
         print(line)
     from analysis.report import terminal_summary
 
-    summary = terminal_summary(suite.suite_dir, [(e.method, e.sizes) for e in suite.ensembles] or None)
+    summary = terminal_summary(
+        suite.suite_dir, [(e.method, e.sizes) for e in suite.ensembles] or None, suite.ensemble_average
+    )
     if summary:
         print("\n" + summary + "\n")
     if tracker is not None:

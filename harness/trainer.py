@@ -242,7 +242,7 @@ class Trainer:
                 )
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict("test")
-                row.update(epoch_metrics(logits, labels))
+                row.update(epoch_metrics(logits, labels, cfg.ensemble_average))
             row["epoch_time_s"] = time.perf_counter() - t0
             self.elapsed += row["epoch_time_s"]
             row["elapsed_s"] = self.elapsed
@@ -274,7 +274,7 @@ class Trainer:
         if self.data.val is not None:
             val_logits, val_labels = self.predict("val")
             arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
-        metrics = final_metrics(logits, labels, val_logits, val_labels)
+        metrics = final_metrics(logits, labels, val_logits, val_labels, average=self.cfg.ensemble_average)
         cfg, resolution = self.cfg, self.data.train.x.shape[1]
         metrics.update(
             {

@@ -22,20 +22,34 @@ OOD_SCORES = {
     "disagreement": "minus the share of head pairs whose top-1 differ (M >= 2)",
 }
 ENSEMBLE_SCORES = ("mutual_information", "disagreement")
+# uncertainty-baselines' CIFAR-100-C set (its utils.load_corrupted_test_info): the 15 of the benchmark without
+# motion blur and snow, plus the four extra ones
+UB_CIFAR100_C = (
+    "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "glass_blur", "gaussian_blur",
+    "gaussian_noise", "impulse_noise", "jpeg_compression", "pixelate", "saturate", "shot_noise", "spatter",
+    "speckle_noise", "zoom_blur",
+)  # fmt: skip
+# the corruption averages in use, each labelled in the report
+CONVENTIONS = {
+    "corrupted": "mean over the benchmark's 15 corruptions x 5 severities (Hendrycks & Dietterich)",
+    "ub17": "mean over uncertainty-baselines' 17 CIFAR-100-C corruptions x 5 severities",
+    "pooled": "every corruption file x severity pooled into one test set (the MixMo authors')",
+}
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
 
 
-def confidence_scores(head_logits: torch.Tensor) -> dict[str, torch.Tensor]:
+def confidence_scores(head_logits: torch.Tensor, average: str = "probabilities") -> dict[str, torch.Tensor]:
     """Per image, every score of ``OOD_SCORES`` that the number of heads allows (higher = more confident).
-    The ensemble's prediction averages the heads' logits (docs/recipe.md §6); the mutual information is that
-    of the heads' probabilities, H(mean_m p_m) - mean_m H(p_m), the usual (non-negative) ensemble definition."""
+    The ensemble's prediction combines the heads by ``average`` (MSP, entropy); the max logit is that of the
+    heads' mean logits (a logit score needs logits); the mutual information is that of the heads'
+    probabilities, H(mean_m p_m) - mean_m H(p_m), the usual (non-negative) ensemble definition."""
     heads = head_logits.double()
-    ens = ensemble_logits(heads).double()
-    probs = ens.softmax(-1)
-    scores = {"msp": probs.max(-1).values, "max_logit": ens.max(-1).values, "entropy": -_entropy(probs)}
+    probs = ensemble_logits(heads, average).double().softmax(-1)
+    max_logit = heads.mean(1).max(-1).values
+    scores = {"msp": probs.max(-1).values, "max_logit": max_logit, "entropy": -_entropy(probs)}
     m = heads.shape[1]
     if m >= 2:
         head_probs = heads.softmax(-1)
@@ -92,11 +106,13 @@ def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str
     }
 
 
-def ood_metrics(in_heads: torch.Tensor, out_heads: torch.Tensor) -> dict[str, dict[str, float]]:
+def ood_metrics(
+    in_heads: torch.Tensor, out_heads: torch.Tensor, average: str = "probabilities"
+) -> dict[str, dict[str, float]]:
     """Every score's detection metrics, the in-distribution test set always one side of the comparison."""
     if len(in_heads) == 0 or len(out_heads) == 0:
         raise ValueError("OOD detection needs in-distribution and OOD images")
-    ins, outs = confidence_scores(in_heads), confidence_scores(out_heads)
+    ins, outs = confidence_scores(in_heads, average), confidence_scores(out_heads, average)
     return {name: detection_metrics(ins[name].numpy(), outs[name].numpy()) for name in ins}
 
 
@@ -105,16 +121,21 @@ def corruption_metrics(
     parts: dict[str, tuple[torch.Tensor, torch.Tensor, np.ndarray]],
     benchmark: tuple[str, ...],
     temperature: float | None = None,
+    average: str = "probabilities",
 ) -> dict:
     """``parts``: corruption -> (head logits, labels, severity per image). Top-1, NLL and ECE of the ensemble
     per corruption and severity, and with ``temperature`` (the one fitted on clean images) the NLL and ECE of
     the scaled logits (cal_nll, cal_ece: calibration under shift); per severity and overall, their means over
     the ``benchmark`` corruptions present (the reference tables' "mean over 15 corruptions x 5 severities"; all
-    present ones if none is)."""
+    present ones if none is). Beside it, the two other conventions in use (``CONVENTIONS``): uncertainty-
+    baselines' 17 corruptions (``ub17_*``) and MixMo's pooled set, every corruption file x severity
+    concatenated into one test set (``pooled_*``)."""
     names = ("top1", "nll", "ece") + (("cal_nll", "cal_ece") if temperature else ())
     per: dict[str, dict[str, dict[str, float]]] = {}
+    pooled = []
     for name, (heads, labels, severity) in parts.items():
-        ens = ensemble_logits(heads)
+        ens = ensemble_logits(heads, average)
+        pooled.append((ens, labels))
         per[name] = {}
         for s in sorted(set(severity.tolist())):
             rows = torch.from_numpy(np.flatnonzero(severity == s))
@@ -135,4 +156,14 @@ def corruption_metrics(
     cells = [per[c][s] for c in in_mean for s in per[c]]
     summary = {f"corrupted_{m}": float(np.mean([cell[m] for cell in cells])) for m in names}
     summary.update(corruptions_in_mean=len(in_mean), benchmark_corruptions=len(benchmark))
+    ub17 = [c for c in UB_CIFAR100_C if c in per]
+    if ub17:
+        cells17 = [per[c][s] for c in ub17 for s in per[c]]
+        summary.update({f"ub17_{m}": float(np.mean([cell[m] for cell in cells17])) for m in names})
+        summary["ub17_corruptions"] = len(ub17)
+    logits, y = torch.cat([p[0] for p in pooled]), torch.cat([p[1] for p in pooled])
+    summary.update(pooled_top1=correct(logits, y).float().mean().item(), pooled_nll=nll(logits, y),
+                   pooled_ece=ece(logits, y), pooled_corruptions=len(per))  # fmt: skip
+    if temperature:
+        summary.update(pooled_cal_nll=nll(logits / temperature, y), pooled_cal_ece=ece(logits / temperature, y))
     return {"per_corruption": per, "by_severity": by_severity, "summary": summary, "temperature": temperature}

@@ -47,13 +47,33 @@ def test_diversity_counts_pairs_by_hand():
     assert d["disagreement"] == pytest.approx(2 / 5)
 
 
-def test_ensemble_averages_logits_not_probabilities():
+def test_the_two_aggregation_rules_on_the_same_heads():
+    """ "logits": the MixMo authors' mean of the heads' logits; "probabilities": the members' mean softmax (deep
+    ensembles), checked against scikit-learn's log loss and accuracy on the averaged probabilities."""
+    from sklearn.metrics import accuracy_score, log_loss
+
     head_logits = torch.tensor([[[4.0, 0.0], [0.0, 1.0]]])  # (N=1, M=2, K=2)
-    assert torch.allclose(mt.ensemble_logits(head_logits), torch.tensor([[2.0, 0.5]]))
-    m = mt.classification_metrics(head_logits, torch.tensor([0]))
+    assert torch.allclose(mt.ensemble_logits(head_logits, "logits"), torch.tensor([[2.0, 0.5]]))
+    m = mt.classification_metrics(head_logits, torch.tensor([0]), "logits")
     assert m["top1"] == 1.0 and m["head0_top1"] == 1.0 and m["head1_top1"] == 0.0
     assert m["heads_mean_top1"] == 0.5
     assert m["nll"] == pytest.approx(-math.log(torch.tensor([2.0, 0.5]).softmax(0)[0].item()), rel=1e-6)
+    torch.manual_seed(0)
+    heads, labels = 3 * torch.randn(500, 4, 7), torch.randint(0, 7, (500,))
+    mean_probs = heads.softmax(-1).mean(1).double().numpy()
+    assert torch.allclose(mt.ensemble_logits(heads).softmax(-1).double(), torch.from_numpy(mean_probs), atol=1e-6)
+    p = mt.classification_metrics(heads, labels)  # the default: probabilities
+    assert p["nll"] == pytest.approx(log_loss(labels.numpy(), mean_probs, labels=range(7)), rel=1e-5)
+    assert p["top1"] == pytest.approx(accuracy_score(labels.numpy(), mean_probs.argmax(1)))
+    shift = mt.rule_shift(heads, labels)
+    lg = mt.classification_metrics(heads, labels, "logits")
+    assert shift["rule_shift_nll"] == pytest.approx(p["nll"] - lg["nll"]) and shift["rule_shift_nll"] != 0
+    assert shift["rule_shift_ece"] == pytest.approx(p["ece"] - lg["ece"])
+    one = heads[:, :1]  # one head: both rules are the head itself
+    assert mt.final_metrics(one, labels) == {**mt.final_metrics(one, labels, average="logits"),
+                                             "ensemble_average": "probabilities"}  # fmt: skip
+    with pytest.raises(ValueError, match="ensemble_average 'median': one of probabilities, logits"):
+        mt.ensemble_logits(heads, "median")
 
 
 def test_temperature_scaling_lowers_nll_of_overconfident_logits():
@@ -103,7 +123,7 @@ def test_the_suite_names_every_metric_it_computes_and_the_report_shows_them():
 
     torch.manual_seed(0)
     m = mt.final_metrics(torch.randn(200, 2, 10), torch.randint(0, 10, (200,)))
-    facts = {"head0_top1", "head1_top1", "temperature", "temperatures", "calibration_protocol"}
+    facts = {"head0_top1", "head1_top1", "temperature", "temperatures", "calibration_protocol", "ensemble_average"}
     assert set(m) - facts == set(mt.METRICS)
     shown = [c[0] for c in metric_columns() + metric_columns("selective")]
     assert all(name in shown for name in mt.METRICS)

@@ -115,7 +115,7 @@ def test_the_readme_table_of_methods_is_harness_list():
     text = listing()
     for name in METHODS.names():  # every method, with its keys' defaults and help
         assert f"  {name} " in text
-    assert "packed_gamma: subgroups per member gamma" in text and "default 1 (int, >= 1)" in text
+    assert "packed_gamma: subgroups per member gamma" in text and "default 2 (int, >= 1)" in text
 
 
 # --- a plugin of each kind, one file each, in one trial

@@ -60,12 +60,30 @@ def _series(summary: pd.DataFrame):
         yield label(rows.iloc[0]), color(method), "--" if members > 1 else "-", rows
 
 
-def width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
-    """Top-1 against width (Fig. 2 of the paper) and against parameter count; error bars = std over seeds."""
+def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray:
+    """Asymmetric error bars (2, n) from a summary's interval ends, clipped to the metric's range."""
+    mean = rows[f"{metric}_mean"].to_numpy(float)
+    if f"{metric}_lo" not in rows:
+        half = rows[f"{metric}_ci"].fillna(0).to_numpy(float)
+        return np.stack([half, half])
+    lo, hi = rows[f"{metric}_lo"].fillna(rows[f"{metric}_mean"]), rows[f"{metric}_hi"].fillna(rows[f"{metric}_mean"])
+    return np.stack([mean - lo.to_numpy(float), hi.to_numpy(float) - mean])
+
+
+def width_figure(summary: pd.DataFrame, path: Path, runs: pd.DataFrame | None = None) -> plt.Figure:
+    """Top-1 against width (Fig. 2 of the paper) and against parameter count: the mean over seeds with the tables'
+    95% interval (inside [0, 100]) and, beside it, each seed (or ensemble) of ``runs`` as a small point."""
     with plt.rc_context(STYLE):
         fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(11.5, 4))
         for name, color, style, rows in _series(summary):
-            err = 100 * rows.top1_ci.fillna(0)  # the tables' 95% interval
+            if runs is not None and not runs.empty:
+                r = rows.iloc[0]
+                mine = runs[(runs.method == r.method) & (runs.members == r.members)
+                            & (runs.msda.fillna("none") == (r.msda if r.msda == r.msda else "none"))]  # fmt: skip
+                mine = mine[mine.width.isin(rows.width)]
+                jitter = 0.06 * (np.arange(len(mine)) % 3 - 1)
+                ax_w.scatter(mine.width + jitter, 100 * mine.top1, s=9, color=color, alpha=0.55, zorder=3, lw=0)
+            err = 100 * _yerr(rows, "top1")  # the tables' 95% interval, inside [0, 100]
             marker = "s" if style == "--" else "o"
             ax_w.errorbar(
                 rows.width, 100 * rows.top1_mean, yerr=err, label=name, color=color, ls=style, marker=marker, capsize=3
@@ -189,7 +207,7 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.errorbar(
                     rows.width,
                     rows[f"{metric}_mean"],
-                    yerr=rows[f"{metric}_ci"].fillna(0),
+                    yerr=_yerr(rows, metric),
                     label=name,
                     color=color,
                     ls=style,

@@ -89,11 +89,11 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
         figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
             *[
                 (
-                    figures.width_figure(g, out / "figures" / f"width_{s}"),
+                    figures.width_figure(g, out / "figures" / f"width_{s}", _runs_of(rows, key)),
                     f"width_{s}",
                     f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
                 )
-                for s, (_, g) in zip(stems, groups)
+                for s, (key, g) in zip(stems, groups)
             ],
             (
                 figures.cost_figure(summary, out / "figures" / "cost"),
@@ -108,7 +108,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
                     f"calibration_{s}",
                     f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
                 )
-                for s, (_, g) in zip(stems, groups)
+                for s, (key, g) in zip(stems, groups)
             ],
             (
                 figures.reliability_figure(finished, out / "figures" / "reliability"),
@@ -163,6 +163,19 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
             sections.append(
                 _table_section("Paired differences", paired, captions["paired_differences"], "paired_differences")
             )
+        improvement = tables.improvement_table(finished, ensembles)
+        if not improvement.empty:
+            caption = (
+                "Each method against the vanilla network and a deep ensemble of as many vanilla networks as it has "
+                "members, at the same network: the interquartile means of the runs' top-1, the probability of "
+                "improvement P(a run of the method beats a run of the baseline) with its 95% stratified bootstrap "
+                "interval (each side's runs resampled on their own; inside [0, 1] at any n), and the seeds per "
+                "method a two-sided 5% test would need to confirm the observed difference with 80% power at the "
+                "observed spread."
+            )
+            report["tables"] += tables.write_table(improvement, out / "improvement", caption)
+            sections.append(_table_section("Improvement over baselines", improvement, caption, "improvement"))
+            sections.append(f"<p>{html.escape(seeds_sentence(improvement))}</p>")
         sections.append(
             _table_section(
                 "Published vs reproduced", published, captions["published_vs_reproduced"], "published_vs_reproduced"
@@ -189,6 +202,28 @@ def compact_table(main: pd.DataFrame) -> str:
     """The results table in a few columns, for the terminal."""
     columns = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
     return main[columns].to_string(index=False) + "\n" + tables.CAPTION
+
+
+def _runs_of(rows: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The runs (trials, ensembles) of one width figure's group: dataset, model, depth, epochs."""
+    keys = ["dataset", "model", "depth", "epochs"]
+    mask = pd.Series(True, index=rows.index)
+    for k, v in zip(keys, key):
+        mask &= rows[k] == v
+    return rows[mask].assign(msda=rows[mask].get("msda", pd.Series("none", index=rows[mask].index)))
+
+
+def seeds_sentence(improvement: pd.DataFrame) -> str:
+    """One sentence: how many seeds the claimed differences need at the observed spread."""
+    needed = improvement["seeds needed"].replace(float("inf"), float("nan")).dropna()
+    if needed.empty:
+        return "With one run per side there is no spread to size a test from: run at least two seeds per method."
+    have = improvement["n"].str.split(" vs ").str[0].astype(int)
+    short = int((needed > have.loc[needed.index]).sum())
+    return (
+        f"At the spread observed here, confirming these differences needs {int(needed.min())}-{int(needed.max())} "
+        f"seeds per method (median {int(needed.median())}); {short} of {len(needed)} comparisons have fewer."
+    )
 
 
 def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
@@ -263,8 +298,9 @@ def _setup(finished: pd.DataFrame) -> str:
 def _bars(group: pd.DataFrame) -> str:
     ns = sorted(set(group.n.astype(int)))
     return (
-        f"Error bars: 95% interval over seeds (n = {', '.join(map(str, ns))}); with one seed, top-1's bootstrap "
-        f"interval over test images, and no bar for the other metrics."
+        f"Error bars: 95% interval over seeds (n = {', '.join(map(str, ns))}), clipped to the metric's range; with "
+        f"one seed, top-1's bootstrap interval over test images, and no bar for the other metrics. Small points: "
+        f"each seed (or ensemble)."
     )
 
 

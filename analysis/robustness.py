@@ -15,7 +15,7 @@ import torch
 from analysis import protocol
 from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, _save, color
-from analysis.tables import SETTING, _cell, label, method_order, metric_columns, summarize
+from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import correct, ensemble_logits, risk_coverage
 from harness.results import TrialFolder
@@ -152,7 +152,7 @@ def _table(summary: pd.DataFrame, extra: list[str], specs: list[tuple]) -> pd.Da
         }
     )
     for m, name, scale, decimals in specs:
-        out[name] = [_cell(a, h, scale, decimals) for a, h in zip(summary[f"{m}_mean"], summary[f"{m}_ci"])]
+        out[name] = cells(summary, m, scale, decimals)
     return out
 
 

@@ -255,6 +255,7 @@ class Metric:
     table: str = "main"  # the report table that shows it: "main", or "selective" (selective prediction)
     direction: str = "lower"  # "lower" or "higher" is better
     help: str = ""
+    bounds: tuple[float, float] = (0.0, 1.0)  # the values it can take: a report's intervals stay inside
 
 
 # Every metric the suite computes, in the report's column order (registration order). A metric of the ensemble's
@@ -273,11 +274,13 @@ def register_metric(
     table: str = "main",
     computed: bool = True,
     help: str | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ):
     """Decorator on ``fn(ensemble_logits (N, K), labels (N,)) -> float``: a final metric, computed for every
     trial (and deep ensemble) and shown in the report's ``table`` ("main" or "selective") under ``label``.
-    ``direction`` says which way is better ("higher" or "lower"). ``computed=False`` declares a column that
-    another part of the suite fills (calibration, diversity); then the function only carries the docstring."""
+    ``direction`` says which way is better ("higher" or "lower"); ``bounds`` the values it can take (the report's
+    intervals are clipped to them). ``computed=False`` declares a column that another part of the suite fills
+    (calibration, diversity); then the function only carries the docstring."""
     if direction not in ("higher", "lower"):
         raise ValueError(f"register_metric({name!r}): direction is 'higher' or 'lower', got {direction!r}")
     if table not in ("main", "selective"):
@@ -285,7 +288,8 @@ def register_metric(
 
     def add(fn):
         doc = help or (fn.__doc__ or "").strip().split("\n")[0]
-        METRICS.register(name)(Metric(label, scale, decimals, fn if computed else None, table, direction, doc))
+        metric = Metric(label, scale, decimals, fn if computed else None, table, direction, doc, tuple(bounds))
+        METRICS.register(name)(metric)
         return fn
 
     return add
@@ -301,17 +305,25 @@ register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, he
 register_metric("top5", "top-5 %", direction="higher", scale=100, decimals=2, help="top-5 accuracy")(
     lambda logits, labels: topk_accuracy(logits, labels, 5)
 )
-register_metric("nll", "NLL", direction="lower", help="negative log-likelihood of the true class")(nll)
+register_metric(
+    "nll", "NLL", direction="lower", help="negative log-likelihood of the true class", bounds=(0, math.inf)
+)(nll)
 register_metric("ece", "ECE", direction="lower", decimals=4, help=f"expected calibration error, {ECE_BINS} bins")(ece)
 register_metric("tace", "TACE", direction="lower", decimals=5)(tace)
-register_metric("brier", "Brier", direction="lower", decimals=4)(brier)
+register_metric("brier", "Brier", direction="lower", decimals=4, bounds=(0, 2))(brier)
 register_metric("misclassification_auroc", "AUROC (right vs wrong)", direction="higher", decimals=4)(
     misclassification_auroc
 )
-_declared("cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)")
+_declared("cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)", bounds=(0, math.inf))
 _declared("cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", decimals=4)
 _declared("heads_mean_top1", "heads top-1 %", "higher", "each head alone, averaged", scale=100, decimals=2)
-_declared("ratio_error", "ratio-error", "higher", "diversity: disagreement over the members' errors (M >= 2)")
+_declared(
+    "ratio_error",
+    "ratio-error",
+    "higher",
+    "diversity: disagreement over the members' errors (M >= 2)",
+    bounds=(0, math.inf),
+)
 _declared("disagreement", "disagreement", "higher", "diversity: how often two members disagree (M >= 2)")
 _declared("aurc", "AURC", "lower", "area under the risk-coverage curve", table="selective", decimals=4)
 _declared(

@@ -121,7 +121,7 @@ def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.nd
     folder.begin(cfg.record(), "test-node", 0)
     logits, labels = np.asarray(test_logits, np.float16), np.asarray(test_labels, np.int64)
     metrics = {
-        **final_metrics(torch.from_numpy(logits).float(), torch.from_numpy(labels)),
+        **final_metrics(torch.from_numpy(logits).float(), torch.from_numpy(labels), average=cfg.ensemble_average),
         "trial_id": cfg.trial_id,
         "epochs": cfg.epochs,
         "num_params": 1000,

@@ -298,3 +298,62 @@ def test_the_page_puts_fig_2_first_and_captions_and_links_everything(sweep):
         assert f'href="figures/{png.name}"' in page and f'href="figures/{png.stem}.svg"' in page
     assert 'href="results.csv"' in page and "suite file: <code>suites/fixture.yaml</code>" in page
     assert "harness " in page and "hardware: cpu" in page and "95% t-interval" in page
+
+
+def test_intervals_stay_inside_the_metric_range_at_two_seeds(tmp_path):
+    """Two seeds far apart: the t-interval (12.7 standard errors) would leave [0, 1]; tables and figures clip it."""
+    root = tmp_path / "results" / "two"
+    make_trial(root, 0, 0.1, method="vanilla")
+    make_trial(root, 1, 0.9, method="vanilla")
+    summary = tables.summarize(collect(root))
+    row = summary.iloc[0]
+    assert row.n == 2 and row.top1_mean == pytest.approx(0.5) and row.top1_mean + row.top1_ci > 1
+    for column in [c[:-5] for c in summary if c.endswith("_mean")]:
+        lo, hi = tables.metric_bounds(column)
+        assert (summary[f"{column}_lo"].dropna() >= lo).all() and (summary[f"{column}_hi"].dropna() <= hi).all()
+    assert row.top1_clipped and (row.top1_lo, row.top1_hi) == (0.0, 1.0)
+    assert tables.display_table(summary)["top-1 %"].iloc[0] == "50.00\u00a0[0.00,\u00a0100.00]‡"
+    fig = figures.width_figure(summary, tmp_path / "width", collect(root).assign(members=1, msda="none"))
+    bars = fig.axes[0].containers[0].lines[2][0].get_segments()
+    assert all(0 <= y <= 100 for segment in bars for _, y in segment)
+    seeds = fig.axes[0].collections[0].get_offsets()  # each seed as a point beside the mean
+    assert sorted(np.round(seeds[:, 1], 1)) == [10.0, 90.0]
+
+
+def test_probability_of_improvement_is_the_mann_whitney_statistic():
+    from scipy.stats import mannwhitneyu
+
+    from analysis.stats import iqm, probability_of_improvement, seeds_needed
+
+    x, y = [0.80, 0.82, 0.81, 0.79], [0.78, 0.80, 0.77]
+    p, lo, hi = probability_of_improvement(x, y)
+    assert p == pytest.approx(mannwhitneyu(x, y).statistic / (len(x) * len(y)))
+    assert 0 <= lo <= p <= hi <= 1
+    assert probability_of_improvement([1.0, 2.0], [1.0, 2.0])[0] == 0.5  # ties count half
+    assert probability_of_improvement(y, x, higher=False)[0] == pytest.approx(p)  # lower is better
+    assert iqm([1, 2, 3, 4, 100, 5, 6, 7]) == pytest.approx(4.5) and iqm([1.0, 3.0]) == 2.0
+    assert seeds_needed(0.01, 0.01) == 16  # 2 (1.96 + 0.84)^2 = 15.7
+    assert seeds_needed(0.0, 0.01) == float("inf")
+
+
+def test_the_same_saved_logits_are_read_under_either_rule(tmp_path):
+    """MixMo's heads averaged as logits or as probabilities: the report recomputes from the saved logits, states
+    the rule and shows what it moves."""
+    import torch
+
+    from harness.metrics import classification_metrics
+
+    root = tmp_path / "results" / "rules"
+    heads = [[True] * 6 + [False] * 4, [False] * 3 + [True] * 7]
+    trial_dir = make_trial(root, 0, method="cut_mixmo", M=2, b=2, heads=heads)
+    saved = np.load(trial_dir / "logits.npz")
+    h, y = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+    for rule in ("probabilities", "logits"):
+        report = build_report(root, average=rule)
+        row = report["summary_frame"].iloc[0]
+        expected = classification_metrics(h, y, rule)
+        assert row.nll_mean == pytest.approx(expected["nll"], rel=1e-5) and report["average"] == rule
+        page = (root / "report" / "index.html").read_text()
+        assert "averaging their softmax probabilities" in page if rule == "probabilities" else "their logits" in page
+    assert (root / "report" / "aggregation_rule.md").is_file()
+    assert build_report(root)["average"] == "probabilities"  # the rule the trial recorded

@@ -33,6 +33,12 @@ CORRUPTED = [
     ("corrupted_cal_ece", "corrupted cal. ECE %", 100, 2),
     ("corrupted_cal_nll", "corrupted cal. NLL", 1, 3),
 ]
+# the three corruption averages in use (harness.uncertainty.CONVENTIONS), from the same saved logits
+CONVENTION_COLUMNS = [
+    (f"{prefix}_{m}", f"{name} {label}", scale, decimals)
+    for m, label, scale, decimals in (("top1", "top-1 %", 100, 2), ("nll", "NLL", 1, 3), ("ece", "ECE %", 100, 2))
+    for prefix, name in (("corrupted", "15-mean"), ("ub17", "UB-17"), ("pooled", "pooled"))
+]
 DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
              ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
 SCORE_NAMES = {
@@ -105,7 +111,7 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                         "clean_ece": row["ece"],
                         "clean_cal_nll": row.get("cal_nll"),
                         "clean_cal_ece": row.get("cal_ece"),
-                        **{k: v for k, v in s.items() if k.startswith("corrupted_")},
+                        **{k: v for k, v in s.items() if k.startswith(("corrupted_", "ub17_", "pooled_"))},
                         "corruptions": s["corruptions_in_mean"],
                         **{
                             f"severity{sev}_{m}": v
@@ -158,6 +164,11 @@ def _table(summary: pd.DataFrame, extra: list[str], specs: list[tuple]) -> pd.Da
 
 def robustness_table(corrupted: pd.DataFrame) -> pd.DataFrame:
     return _table(_by(corrupted, ["set"], CORRUPTED), ["set"], CORRUPTED)
+
+
+def conventions_table(corrupted: pd.DataFrame) -> pd.DataFrame:
+    present = [c for c in CONVENTION_COLUMNS if c[0] in corrupted]
+    return _table(_by(corrupted, ["set"], present), ["set"], present)
 
 
 def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
@@ -284,6 +295,19 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Top-1 and ECE against corruption severity (0 = the clean test set), each method at its widest width, "
             "mean over seeds.",
         ))  # fmt: skip
+    if not corrupted.empty:
+        from harness.uncertainty import CONVENTIONS
+
+        parts.append((
+            "Corruption conventions", "Three corruption averages", conventions_table(corrupted),
+            "corruption_conventions",
+            "The same saved logits under the three conventions in use: 15-mean = " + CONVENTIONS["corrupted"]
+            + " (the headline above); UB-17 = " + CONVENTIONS["ub17"] + " (the 15 without motion blur and snow, "
+            "plus speckle noise, gaussian blur, spatter, saturate: comparable with uncertainty-baselines' cNLL / cA "
+            "/ cCE); pooled = " + CONVENTIONS["pooled"] + " (MixMo's protocol; 19 files in the official archives). "
+            "A set without the extra corruptions has no UB-17 column and pools the ones it has.",
+            None, None, None,
+        ))  # fmt: skip
     if not detection.empty:
         parts.append((
             "Out-of-distribution detection", "OOD detection", detection_table(detection), "ood",
@@ -306,10 +330,11 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
     html_parts = []
     for heading, title, table, stem, caption, figure, draw, figure_caption in parts:
         write_table(table, out / stem, caption)
-        plt.close(draw(out / "figures" / figure))
-        html_parts.append(
-            f"<h2>{heading}</h2>" + _figure(figure, figure_caption) + section(title, table, caption, stem)
-        )
+        shown = ""
+        if figure is not None:
+            plt.close(draw(out / "figures" / figure))
+            shown = _figure(figure, figure_caption)
+        html_parts.append(f"<h2>{heading}</h2>" + shown + section(title, table, caption, stem))
     return html_parts
 
 

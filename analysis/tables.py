@@ -177,6 +177,9 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
                 "ours top-1 %",
                 "n",
                 "difference",
+                "published NLL / ECE",
+                "ours NLL / ECE",
+                "source",
                 "verdict",
             ]
         )
@@ -198,6 +201,11 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
             ],
             "n": joined.n.astype(int),
             "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
+            "published NLL / ECE": [
+                " / ".join("-" if v != v else f"{v:g}" for v in (n, e)) for n, e in zip(joined.nll, joined.ece)
+            ],
+            "ours NLL / ECE": [f"{n:.3f} / {e:.4f}" for n, e in zip(joined.nll_mean, joined.ece_mean)],
+            "source": joined.source,
             "verdict": [
                 _verdict(a, h, lo / 100, hi / 100)
                 for a, h, lo, hi in zip(joined.top1_mean, joined.top1_ci, joined.top1_low, joined.top1_high)

@@ -97,8 +97,10 @@ def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
     make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, msda="cutmix", depth=28, width=10)
     make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, depth=16, width=10)  # WRN-16: not in the paper
     published = tables.published_vs_reproduced(tables.summarize(collect(root)))
-    assert len(published) == 2
-    vanilla = published[published.method == "vanilla"].iloc[0]
+    assert len(published) == 3  # vanilla twice: the MixMo authors' release and uncertainty-baselines' row
+    vanilla = published[(published.method == "vanilla") & (published.source == "authors' code release")].iloc[0]
+    ub = published[(published.method == "vanilla") & published.source.str.contains("uncertainty-baselines")].iloc[0]
+    assert ub["published top-1 %"] == "79.80" and ub["published NLL / ECE"] == "0.875 / 0.0857"
     assert vanilla["published top-1 %"] == "81.79" and vanilla["ours top-1 %"].startswith("80.00\u00a0±\u00a0")
     assert vanilla["ours top-1 %"].endswith("†")  # one seed: the bootstrap interval over the test images
     assert vanilla["difference"] == "-1.79" and vanilla["verdict"] == "within"

@@ -123,3 +123,32 @@ def test_corruption_summary_averages_the_benchmark_corruptions():
     assert scaled["summary"]["corrupted_cal_nll"] == pytest.approx(
         np.mean([scaled["per_corruption"][c][s]["cal_nll"] for c in "ab" for s in "12345"])
     )
+
+
+def test_three_corruption_conventions_from_the_same_logits():
+    """15-mean (the benchmark's), uncertainty-baselines' 17 (no motion blur or snow, four extras) and MixMo's
+    pooled set, each computed from the same per-image logits."""
+    from harness.data.eval_sets import CORRUPTIONS
+    from harness.metrics import ece, nll
+    from harness.uncertainty import corruption_metrics
+
+    torch.manual_seed(0)
+    n = 40
+    parts, cells = {}, {}
+    for name in ("motion_blur", "brightness", "saturate"):  # benchmark only, both, uncertainty-baselines' only
+        heads, labels = 2 * torch.randn(2 * n, 1, 5), torch.randint(0, 5, (2 * n,))
+        parts[name] = (heads, labels, np.repeat([1, 2], n))
+        cells[name] = (heads[:, 0], labels)
+    s = corruption_metrics(parts, CORRUPTIONS)["summary"]
+
+    def top1(names):  # equal cells: the mean over corruptions and severities is the mean over their images
+        return float(np.mean([(cells[c][0].argmax(-1) == cells[c][1]).float().mean() for c in names]))
+
+    assert s["corrupted_top1"] == pytest.approx(top1(["motion_blur", "brightness"]))
+    assert s["ub17_top1"] == pytest.approx(top1(["brightness", "saturate"])) and s["ub17_corruptions"] == 2
+    pooled_logits = torch.cat([cells[c][0] for c in parts])
+    pooled_labels = torch.cat([cells[c][1] for c in parts])
+    assert s["pooled_top1"] == pytest.approx(top1(list(parts)))
+    assert s["pooled_nll"] == pytest.approx(nll(pooled_logits, pooled_labels), rel=1e-6)
+    assert s["pooled_ece"] == pytest.approx(ece(pooled_logits, pooled_labels), rel=1e-6)
+    assert s["pooled_corruptions"] == 3

@@ -171,6 +171,41 @@ def conventions_table(corrupted: pd.DataFrame) -> pd.DataFrame:
     return _table(_by(corrupted, ["set"], present), ["set"], present)
 
 
+OPENOOD_COLUMNS = [("auroc", "AUROC %"), ("aupr_in", "AUPR-in %"), ("aupr_out", "AUPR-out %"),
+                   ("fpr95_ood", "FPR@95 % (OOD +)"), ("fpr95", "FPR@95 % (ID +)")]  # fmt: skip
+
+
+def openood_table(detection: pd.DataFrame, finished: pd.DataFrame, score: str = "msp") -> pd.DataFrame:
+    """OpenOOD v1.5's table: ID top-1 and, per group (near, far), each metric averaged over the group's sets that
+    the trial has, then mean ± 95% interval over seeds. Rows only for trials of a dataset with the protocol."""
+    from harness.data.eval_sets import openood_group
+
+    rows = detection[detection.score == score].copy()
+    if rows.empty:
+        return pd.DataFrame()
+    rows["group"] = [openood_group(s.split(":", 1)[-1].split(" ")[0], d) for s, d in zip(rows.set, rows.dataset)]
+    rows = rows[rows.group.notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    keys = [k for k in [*SETTING, "seed", "trial_id"] if k in rows]
+    metrics = [m for m, _ in OPENOOD_COLUMNS if m in rows]
+    per_run = rows.groupby([*keys, "group"], dropna=False)[metrics].mean().reset_index()
+    sets = rows.groupby("group").set.agg(lambda s: ", ".join(sorted(set(s))))
+    wide = per_run.pivot_table(index=keys, columns="group", values=metrics).reset_index()
+    wide.columns = [f"{g}_{m}" if g else m for m, g in wide.columns]
+    top1 = finished.set_index("trial_id").top1 if "trial_id" in finished else None
+    if top1 is not None and "trial_id" in wide:
+        wide["id_top1"] = wide.trial_id.map(top1)
+    specs = [("id_top1", "ID top-1 %", 100, 2)] + [
+        (f"{g}_{m}", f"{g} {name}", 100, 1) for g in ("near", "far") for m, name in OPENOOD_COLUMNS
+        if f"{g}_{m}" in wide
+    ]  # fmt: skip
+    summary = summarize(wide.assign(state="finished"), metrics=[m for m, *_ in specs])
+    table = _table(summary, [], specs)
+    table.attrs["sets"] = dict(sets)
+    return table
+
+
 def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
     summary = _by(detection, ["set", "score"], DETECTION)
     summary["score"] = summary.score.map(SCORE_NAMES)
@@ -317,6 +352,18 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "roc", lambda path: roc_figure(finished, detection, path),
             "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
             "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
+        ))  # fmt: skip
+    openood = openood_table(detection, finished) if not detection.empty else pd.DataFrame()
+    if not openood.empty:
+        sets = "; ".join(f"{g}: {s}" for g, s in openood.attrs["sets"].items())
+        parts.append((
+            "OpenOOD protocol", "Near- and far-OOD (OpenOOD v1.5)", openood, "openood",
+            "OpenOOD v1.5's near/far table, maximum softmax probability: each metric averaged over the group's sets "
+            f"present ({sets}), then mean ± 95% interval over seeds, with the in-distribution top-1. FPR@95 (OOD +), "
+            "OpenOOD's convention, takes OOD images as the positive class (the share of test images flagged when 95% "
+            "of OOD ones are); FPR@95 (ID +), the ODIN convention of the table above, the reverse. Tiny ImageNet is "
+            "its test (val) split here, not OpenOOD's de-duplicated subset.",
+            None, None, None,
         ))  # fmt: skip
     if "aurc_mean" in summary:
         parts.append((

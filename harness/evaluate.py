@@ -20,7 +20,7 @@ import torch
 from harness import catalog, logs, plugins, results
 from harness.config import ConfigError, TrialConfig
 from harness.data.datasets import DATASETS, DataError
-from harness.data.eval_sets import EvalSet, TrialData, check_eval_set
+from harness.data.eval_sets import EvalSet, TrialData, check_eval_set, expand_protocol
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
 from harness.eval_kinds import kind_of, record_problem
@@ -82,6 +82,10 @@ def evaluate_trial(
     if state.state != "finished":
         raise results.CorruptFile(folder.path, f"not finished ({state.state}); `harness run` finishes it first")
     records, network = {}, None
+    try:
+        sets = expand_protocol(sets, cfg.dataset)  # ood:near / ood:far: OpenOOD's sets for the trial's dataset
+    except ValueError as err:
+        raise DataError(str(err)) from None
     for spec in sets:
         kind = kind_of(spec)
         if force:
@@ -197,7 +201,11 @@ def _missing(folder: results.TrialFolder, spec: EvalSet) -> bool:
 def check_sets(trials: list[TrialConfig], sets: list[EvalSet]) -> None:
     """Every set readable for every kind of trial, before anything runs (DataError says what is missing)."""
     for trial in {TrialData.of(cfg) for cfg in trials}:
-        for spec in sets:
+        try:
+            expanded = expand_protocol(sets, trial.dataset)
+        except ValueError as err:
+            raise DataError(str(err)) from None
+        for spec in expanded:
             check_eval_set(spec, trial)
 
 

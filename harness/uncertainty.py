@@ -94,8 +94,9 @@ def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np
 
 def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
     """In-distribution images as positives: AUROC, AUPR-in (in = positive, score as is), AUPR-out (out =
-    positive, score negated) and FPR at 95% TPR (the share of OOD images kept when 95% of in-distribution
-    ones are)."""
+    positive, score negated) and FPR at 95% TPR in both conventions: ``fpr95`` with the in-distribution images
+    positive (ODIN's: the share of OOD images kept when 95% of in-distribution ones are) and ``fpr95_ood`` with the
+    OOD images positive (OpenOOD's: the share of in-distribution images flagged when 95% of OOD ones are)."""
     scores = np.concatenate([in_scores, out_scores]).astype(np.float64)
     is_in = np.r_[np.ones(len(in_scores), bool), np.zeros(len(out_scores), bool)]
     return {
@@ -103,6 +104,7 @@ def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str
         "aupr_in": average_precision(scores, is_in),
         "aupr_out": average_precision(-scores, ~is_in),
         "fpr95": fpr_at_tpr(scores, is_in, 0.95),
+        "fpr95_ood": fpr_at_tpr(-scores, ~is_in, 0.95),
     }
 
 

@@ -68,6 +68,12 @@ CORRUPTION_SETS = {
     for name, c in DATASETS.get(dataset).corruptions.items()
 }
 OOD_SOURCES = ("heldout-classes", "textures", "folder")  # besides every registered dataset
+# OpenOOD v1.5's protocol for the CIFARs: `ood:near` and `ood:far` stand for these sets, per trained dataset
+OPENOOD = {
+    "cifar10": {"near": ("cifar100", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
+    "cifar100": {"near": ("cifar10", "tinyimagenet"), "far": ("mnist", "svhn", "textures", "places365")},
+}
+OPENOOD_GROUPS = ("near", "far")
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class EvalSet:
 
 def allowed_names() -> str:
     ood = [f"ood:{d}" for d in DATASETS.names()] + ["ood:heldout-classes", "ood:textures", "ood:folder=PATH"]
+    ood += [f"ood:{g}" for g in OPENOOD_GROUPS]
     return ", ".join(["test", *CORRUPTION_SETS, *ood])
 
 
@@ -108,9 +115,33 @@ def parse_eval_set(text: str) -> EvalSet:
             if not path:
                 raise ValueError(f"{text!r}: ood:folder needs a folder, as ood:folder=/data/dtd/images")
             return EvalSet(text, "ood", source, path)
-        if path is None and (source in DATASETS.names() or source in OOD_SOURCES):
+        if path is None and (source in DATASETS.names() or source in OOD_SOURCES or source in OPENOOD_GROUPS):
             return EvalSet(text, "ood", source)
     raise ValueError(f"{text!r}: unknown evaluation set; allowed: {allowed_names()}")
+
+
+def openood_group(source: str, dataset: str) -> str | None:
+    """'near' or 'far' when ``source`` is one of OpenOOD's sets for a trial trained on ``dataset``."""
+    groups = OPENOOD.get(dataset, {})
+    return next((g for g, members in groups.items() if source in members), None)
+
+
+def expand_protocol(sets: list[EvalSet], dataset: str) -> list[EvalSet]:
+    """``ood:near`` / ``ood:far`` replaced by OpenOOD's sets for ``dataset`` (others as they are, no duplicates);
+    ValueError for a dataset OpenOOD has no protocol for."""
+    out: list[EvalSet] = []
+    for spec in sets:
+        if spec.kind == "ood" and spec.source in OPENOOD_GROUPS:
+            if dataset not in OPENOOD:
+                raise ValueError(
+                    f"{spec.name}: OpenOOD's near/far protocol is defined for {', '.join(OPENOOD)}, not {dataset}; "
+                    "name the OOD sets one by one (ood:<dataset>, ood:textures, ood:folder=PATH)"
+                )
+            members = [parse_eval_set(f"ood:{m}") for m in OPENOOD[dataset][spec.source]]
+        else:
+            members = [spec]
+        out += [m for m in members if m.id not in {o.id for o in out}]
+    return out
 
 
 def with_absolute_path(name: str) -> str:

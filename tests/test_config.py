@@ -34,7 +34,7 @@ def write(tmp_path, text):
         ("model: resnet50\n", r"unknown model 'resnet50'; allowed: preact_resnet, wrn"),
         (
             "dataset: imagenet\n",
-            r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, svhn, synthetic, tinyimagenet",
+            r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, mnist, places365, svhn, synthetic, tinyimagenet",
         ),
         ("widht: 4\n", r"widht: unknown key; allowed keys: .*width"),
         ("b: 3\n", r"batch_size 64 is not a multiple of b = 3"),

@@ -165,6 +165,25 @@ def build_config(raw: dict[str, Any], source: str, hint: str = "") -> TrialConfi
     return checked
 
 
+def plugins_missing(cfg: TrialConfig) -> str | None:
+    """For a config read from a results folder: which of the plugin code it recorded is not loaded now (a trial
+    folder never loads plugins itself), or None."""
+    registries_by_kind = dict(registries())
+    missing = []
+    for entry, sha in cfg.plugin_code.items():
+        kind, name = entry.split(" ", 1)
+        registry = registries_by_kind.get(kind)
+        source = registry.source(name) if registry is not None and name in registry else None
+        if source is None or source.sha256 != sha:
+            missing.append(f"{entry} (sha256 {sha[:12]})")
+    if not missing:
+        return None
+    return (
+        f"{cfg.trial_id} uses plugin code that is not loaded: {', '.join(missing)}; give it with "
+        f"--plugin {' --plugin '.join(cfg.plugins) or 'FILE'} (a results folder never runs code by itself)"
+    )
+
+
 def load_trial_config(path: Path | None, overrides: list[str] = ()) -> TrialConfig:
     raw = load_yaml(path) if path is not None else {}
     raw.update(parse_overrides(list(overrides)))

@@ -158,6 +158,9 @@ def finished_trials(target: Path, data_dir: str | None = None) -> tuple[Suite | 
                 continue
             if data_dir:
                 cfg = cfg.model_copy(update={"data_dir": Path(data_dir).resolve()})
+            missing = catalog.plugins_missing(cfg)
+            if missing:
+                raise ConfigError(missing)
             trials.append(cfg)
     else:
         from harness.suite import expand, load_suite

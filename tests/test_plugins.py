@@ -344,6 +344,10 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     sha = json.loads(run.data.tags["harness.plugin_code"])["method regmixup"]
     assert sha == yaml.safe_load((trial / "config.yaml").read_text())["plugin_code"]["method regmixup"]
     assert "final_classwise_ece" in run.data.metrics
+    # the results folder never loads the plugin itself: evaluating it without --plugin names what to give
+    bare = harness("evaluate", folder, "--on", "test")
+    assert bare.returncode == 2 and "uses plugin code that is not loaded: method regmixup" in bare.stderr
+    assert f"--plugin {tmp_path / 'plugins' / 'regmixup.py'}" in bare.stderr, bare.stderr
     # an edit of the plugin moves its trial ids and no other; the run says which trials rerun and why
     with open(tmp_path / "plugins" / "regmixup.py", "a") as f:
         f.write("\n# a comment: still other code\n")

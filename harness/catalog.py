@@ -218,9 +218,23 @@ def _origin(registry, name: str) -> str:
     return "harness" if plugin is None else Path(plugin.spec).name if plugin.is_file else plugin.spec
 
 
-def listing(markdown: bool = False) -> str:
+def keys_table() -> str:
+    """The README's table of the harness's own trial keys: default, role, meaning (TrialConfig's declarations)."""
+    rows = ["| key | default | role | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in TrialConfig.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "the method's" if name == "M" else f"`{default if not isinstance(default, Path) else str(default)}`"
+        meaning = field.description.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `{name}` | {shown} | {TrialConfig.role(name).value} | {meaning} |")
+    return "\n".join(rows)
+
+
+def listing(markdown: bool = False, keys: bool = False) -> str:
     """What `harness list` prints: methods (with their keys), models, datasets, metrics and evaluation sets,
-    including what the loaded plugins add. ``markdown``: the README's tables."""
+    including what the loaded plugins add; ``keys``: the harness's own trial keys too. ``markdown``: the README's
+    tables."""
+    if markdown and keys:
+        return keys_table()
     from harness.data.datasets import DATASETS
     from harness.data.eval_sets import allowed_names
     from harness.methods import METHODS
@@ -263,4 +277,9 @@ def listing(markdown: bool = False) -> str:
     for name, m in METRICS.items():
         out.append(f"  {name:<24} {m.label:<20} {m.direction} is better; {m.help}  [{_origin(METRICS, name)}]")
     out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {allowed_names()}")
+    if keys:
+        out.append("trial keys (any trial file, a suite's base / grid / rules, --set KEY=VALUE)")
+        for name, field in TrialConfig.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            out.append(f"  {name:<22} {TrialConfig.role(name).value:<14} default {default!r}: {field.description}")
     return "\n".join(out)

@@ -59,96 +59,157 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(**STRICT, validate_assignment=True)
 
     # --- identity
-    name: str = Runtime("trial", pattern=NAME_PATTERN)  # results go to <output_dir>/<name>/<trial_id>/
-    seed: int = Seed(0, ge=0)
-    output_dir: LaxPath = Runtime(Path("results"))
-    # object-store URI the trial folder is mirrored to (output_dir is then node-local)
-    store: Optional[str] = Runtime(None)
+    name: str = Runtime("trial", pattern=NAME_PATTERN, description="results go to <output_dir>/<name>/<trial_id>/")
+    seed: int = Seed(
+        0,
+        ge=0,
+        description=(
+            "the seed of initialisation, data order and every random draw; deep ensembles' members differ in it"
+        ),
+    )
+    output_dir: LaxPath = Runtime(Path("results"), description="the storage folder (a suite sets it from `storage`)")
+    store: Optional[str] = Runtime(
+        None, description="object-store URI the trial folder is mirrored to (output_dir is then node-local)"
+    )
 
     # --- data
-    dataset: str = Recipe("cifar100")
-    data_dir: Optional[LaxPath] = Runtime(None)  # else $HARNESS_DATA_DIR, else ./data
-    # set by `harness run` / `train`: the content hash of the data read (harness.data.fingerprint); a trial
-    # recorded with another one is never reused
-    data_fingerprint: Optional[str] = Runtime(None)
-    download: bool = Runtime(False)  # download the official CIFAR archive when nothing is found locally
-    train_subset: Optional[int] = Recipe(None, ge=1)  # a random class-balanced-in-expectation subset, for quick runs
-    test_subset: Optional[int] = Recipe(None, ge=1)
-    class_subset: Optional[int] = RecipeIfSet(None, ge=2)  # train and test on classes 0..N-1; the rest: near-OOD set
-    val_size: int = Recipe(0, ge=0)  # held-out train images for temperature scaling; 0 = authors' test-swap protocol
-    synthetic_size: int = Recipe(2000, ge=1)  # synthetic dataset only
-    synthetic_classes: int = Recipe(10, ge=2)
-    synthetic_resolution: int = Recipe(32, ge=8)
+    dataset: str = Recipe("cifar100", description="a registered dataset (`harness list`)")
+    data_dir: Optional[LaxPath] = Runtime(None, description="else $HARNESS_DATA_DIR, else ./data")
+    data_fingerprint: Optional[str] = Runtime(
+        None,
+        description=(
+            "set by `harness run` / `train`: the content hash of the data read (harness.data.fingerprint); a trial "
+            "recorded with another one is never reused"
+        ),
+    )
+    download: bool = Runtime(False, description="download the official CIFAR archive when nothing is found locally")
+    train_subset: Optional[int] = Recipe(
+        None, ge=1, description="a random class-balanced-in-expectation subset, for quick runs"
+    )
+    test_subset: Optional[int] = Recipe(None, ge=1, description="a fixed random subset of the test images")
+    class_subset: Optional[int] = RecipeIfSet(
+        None, ge=2, description="train and test on classes 0..N-1; the rest: near-OOD set"
+    )
+    val_size: int = Recipe(
+        0, ge=0, description="held-out train images for temperature scaling; 0 = authors' test-swap protocol"
+    )
+    synthetic_size: int = Recipe(2000, ge=1, description="synthetic dataset only")
+    synthetic_classes: int = Recipe(10, ge=2, description="synthetic dataset only")
+    synthetic_resolution: int = Recipe(32, ge=8, description="synthetic dataset only")
 
     # --- network
-    model: str = Recipe("wrn")
-    depth: int = Recipe(28)
-    width: int = Recipe(10, ge=1)
+    model: str = Recipe("wrn", description="a registered network (`harness list`): wrn, preact_resnet, or a plugin's")
+    depth: int = Recipe(28, description="WRN: 6n + 4; PreActResNet: 18")
+    width: int = Recipe(10, ge=1, description="the width multiplier w")
 
     # --- method (docs/recipe.md §1, §4)
-    method: str = Recipe("vanilla")
-    M: Optional[int] = Recipe(None, ge=1)  # number of subnetworks; None = the method's default
-    b: int = Recipe(1, ge=1)  # batch repetition: each sampled image appears b times per batch
-    alpha: float = Recipe(2.0, ge=0)  # Dirichlet/Beta concentration of the MixMo ratios
-    r: float = Recipe(3.0, gt=0)  # loss-reweighting exponent 1/r; r = 1 weights heads by lam
-    p: float = Recipe(0.5, ge=0, le=1)  # Cut-MixMo: per-batch probability of the patch (cut) mixing
-    p_decay_start: float = Recipe(11 / 12, ge=0, le=1)  # p decays linearly to 0 over the last 1/12 of training
-    p_clock: Literal["epoch", "step"] = Recipe("epoch")  # the schedule's clock: epoch / epochs (authors') or per step
-    msda: Literal["none", "mixup", "cutmix"] = Recipe("none")  # sample augmentation applied to each input first
-    msda_alpha: float = Recipe(1.0, gt=0)  # Beta(1, 1): uniform mixing ratio, as in the CutMix paper
-    msda_prob: float = Recipe(0.5, ge=0, le=1)  # per-sample probability of applying the MSDA
-    msda_partner: Literal["dataset", "batch"] = Recipe("dataset")  # authors: the pasted partner is any training image
-    # the method's own keys (Method.options, e.g. packed_alpha), as set in the file: validated by harness.catalog
-    # against the method's declarations; written flat (`dropout: 0.2`), in the trial id when set
-    options: dict[str, Any] = Recipe(default_factory=dict)
-    # the plugins whose method, model or dataset the trial uses: {"method regmixup": sha256}, set by harness.catalog
-    plugin_code: dict[str, str] = RecipeIfSet(default_factory=dict)
-    plugins: list[str] = Runtime(default_factory=list)  # where they were loaded from (files, modules)
-    # the revisions of the method, model and dataset the trial uses, where not 0 (a default or the computation
-    # changed since results existed: {"method packed_ensemble": 1}), set by harness.catalog
-    revisions: dict[str, int] = RecipeIfSet(default_factory=dict)
+    method: str = Recipe("vanilla", description="a registered method (`harness list`); its own keys beside it")
+    M: Optional[int] = Recipe(None, ge=1, description="number of subnetworks; None = the method's default")
+    b: int = Recipe(1, ge=1, description="batch repetition: each sampled image appears b times per batch")
+    alpha: float = Recipe(2.0, ge=0, description="Dirichlet/Beta concentration of the MixMo ratios")
+    r: float = Recipe(3.0, gt=0, description="loss-reweighting exponent 1/r; r = 1 weights heads by lam")
+    p: float = Recipe(0.5, ge=0, le=1, description="Cut-MixMo: per-batch probability of the patch (cut) mixing")
+    p_decay_start: float = Recipe(
+        11 / 12, ge=0, le=1, description="p decays linearly to 0 over the last 1/12 of training"
+    )
+    p_clock: Literal["epoch", "step"] = Recipe(
+        "epoch", description="the schedule's clock: epoch / epochs (authors') or per step"
+    )
+    msda: Literal["none", "mixup", "cutmix"] = Recipe(
+        "none", description="sample augmentation applied to each input first"
+    )
+    msda_alpha: float = Recipe(1.0, gt=0, description="Beta(1, 1): uniform mixing ratio, as in the CutMix paper")
+    msda_prob: float = Recipe(0.5, ge=0, le=1, description="per-sample probability of applying the MSDA")
+    msda_partner: Literal["dataset", "batch"] = Recipe(
+        "dataset", description="authors: the pasted partner is any training image"
+    )
+    options: dict[str, Any] = Recipe(
+        default_factory=dict,
+        description=(
+            "the method's own keys (Method.options, e.g. packed_alpha), as set in the file: validated by "
+            "harness.catalog against the method's declarations; written flat (`dropout: 0.2`), in the trial id when "
+            "set"
+        ),
+    )
+    plugin_code: dict[str, str] = RecipeIfSet(
+        default_factory=dict,
+        description=(
+            "the plugins whose method, model or dataset the trial uses: {'method regmixup': sha256}, set by "
+            "harness.catalog"
+        ),
+    )
+    plugins: list[str] = Runtime(default_factory=list, description="where they were loaded from (files, modules)")
+    revisions: dict[str, int] = RecipeIfSet(
+        default_factory=dict,
+        description=(
+            "the revisions of the method, model and dataset the trial uses, where not 0 (a default or the computation "
+            "changed since results existed: {'method packed_ensemble': 1}), set by harness.catalog"
+        ),
+    )
 
     # --- optimisation (docs/recipe.md §5)
-    epochs: int = Recipe(300, ge=1)
-    batch_size: int = Recipe(64, ge=1)  # counts repeated entries: 64 with b = 4 is 16 distinct images
-    lr: Optional[float] = Recipe(None, gt=0)  # None = base_lr / b
-    base_lr: float = Recipe(0.05, gt=0)  # 0.1 / (2 b): the authors scale lr down with repetition
-    momentum: float = Recipe(0.9, ge=0, lt=1)
-    nesterov: bool = Recipe(True)
-    l2: float = Recipe(3e-4, ge=0)  # L2 term l2 * sum(w^2) on all parameters, added to the loss
-    weight_decay: float = Recipe(0.0, ge=0)  # decoupled-from-loss decay (Tiny ImageNet recipe uses 1e-4)
-    warmup_epochs: float = Recipe(1.0, ge=0)  # linear per-step warmup
-    milestones: list[int] = Recipe(default_factory=lambda: [101, 201, 226])  # 1-indexed epochs of a reference budget
-    milestones_budget: int = Recipe(300, ge=1)  # milestones are scaled by epochs / milestones_budget
-    lr_gamma: float = Recipe(0.1, gt=0, le=1)
-    drop_last: bool = Recipe(True)  # the authors' loader drops an epoch's last partial batch
-    crop_padding: int = Recipe(4, ge=0)
-    flip: bool = Recipe(True)
+    epochs: int = Recipe(300, ge=1, description="the training budget")
+    batch_size: int = Recipe(64, ge=1, description="counts repeated entries: 64 with b = 4 is 16 distinct images")
+    lr: Optional[float] = Recipe(None, gt=0, description="None = base_lr / b")
+    base_lr: float = Recipe(0.05, gt=0, description="0.1 / (2 b): the authors scale lr down with repetition")
+    momentum: float = Recipe(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Recipe(True, description="Nesterov momentum (the authors')")
+    l2: float = Recipe(3e-4, ge=0, description="L2 term l2 * sum(w^2) on all parameters, added to the loss")
+    weight_decay: float = Recipe(0.0, ge=0, description="SGD weight decay beside the L2 term (Tiny ImageNet: 1e-4)")
+    warmup_epochs: float = Recipe(1.0, ge=0, description="linear per-step warmup")
+    milestones: list[int] = Recipe(
+        default_factory=lambda: [101, 201, 226], description="1-indexed epochs of a reference budget"
+    )
+    milestones_budget: int = Recipe(300, ge=1, description="milestones are scaled by epochs / milestones_budget")
+    lr_gamma: float = Recipe(0.1, gt=0, le=1, description="the lr factor at each milestone")
+    drop_last: bool = Recipe(True, description="the authors' loader drops an epoch's last partial batch")
+    crop_padding: int = Recipe(4, ge=0, description="random crop with this zero padding")
+    flip: bool = Recipe(True, description="random horizontal flip")
 
     # --- execution
-    device: str = Runtime("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16"] = Recipe("fp32")  # bf16: autocast; about 2x the fp32 step on an H100/H200
-    loader: Literal["device", "ffcv"] = Runtime("device")  # device: the uint8 dataset lives on the training device
-    loader_workers: int = Runtime(8, ge=1)  # ffcv only: decoding threads
-    ffcv_dir: Optional[LaxPath] = Runtime(None)  # ffcv only: where `harness data prepare` wrote the .beton files
-    channels_last: Optional[bool] = Runtime(None)  # None: on for CUDA (NHWC feeds the tensor cores), off on the CPU
-    # torch.compile the model
-    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Runtime(False)
+    device: str = Runtime("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N")
+    precision: Literal["fp32", "bf16"] = Recipe(
+        "fp32", description="bf16: autocast; about 2x the fp32 step on an H100/H200"
+    )
+    loader: Literal["device", "ffcv"] = Runtime(
+        "device", description="device: the uint8 dataset lives on the training device"
+    )
+    loader_workers: int = Runtime(8, ge=1, description="ffcv only: decoding threads")
+    ffcv_dir: Optional[LaxPath] = Runtime(
+        None, description="ffcv only: where `harness data prepare` wrote the .beton files"
+    )
+    channels_last: Optional[bool] = Runtime(
+        None, description="None: on for CUDA (NHWC feeds the tensor cores), off on the CPU"
+    )
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Runtime(
+        False, description="torch.compile the model"
+    )
 
     # --- engine and data parallelism
-    engine: Literal["torch", "deepspeed"] = RecipeIfSet("torch")
-    zero_stage: int = RecipeIfSet(0, ge=0, le=2)  # deepspeed only: 1 partitions optimizer state, 2 also gradients
-    grad_accum_steps: int = RecipeIfSet(1, ge=1)  # micro-batches per optimizer step; batch_size stays the global batch
-    # raw DeepSpeed settings, merged over the generated ones
-    deepspeed: dict[str, Any] = RecipeIfSet(default_factory=dict)
-    # data-parallel workers (Ray Train); the global batch is split between them
-    workers_per_trial: int = Runtime(1, ge=1)
-    eval_batch_size: int = Runtime(500, ge=1)
-    eval_every: int = History(1, ge=0)  # test top-1/NLL in the history every N epochs (0 = only at the end)
-    # how the M heads are combined in every metric: the members' mean probabilities (the field's rule), or their
-    # mean logits (the MixMo authors'). A reading of the same saved logits, not a recipe key (a suite sets it)
-    ensemble_average: Literal["probabilities", "logits"] = Runtime("probabilities")
-    progress: bool = Runtime(True)
+    engine: Literal["torch", "deepspeed"] = RecipeIfSet("torch", description="torch (DDP, compile, bf16) or deepspeed")
+    zero_stage: int = RecipeIfSet(
+        0, ge=0, le=2, description="deepspeed only: 1 partitions optimizer state, 2 also gradients"
+    )
+    grad_accum_steps: int = RecipeIfSet(
+        1, ge=1, description="micro-batches per optimizer step; batch_size stays the global batch"
+    )
+    deepspeed: dict[str, Any] = RecipeIfSet(
+        default_factory=dict, description="raw DeepSpeed settings, merged over the generated ones"
+    )
+    workers_per_trial: int = Runtime(
+        1, ge=1, description="data-parallel workers (Ray Train); the global batch is split between them"
+    )
+    eval_batch_size: int = Runtime(500, ge=1, description="test-time batch")
+    eval_every: int = History(1, ge=0, description="test top-1/NLL in the history every N epochs (0: only at the end)")
+    ensemble_average: Literal["probabilities", "logits"] = Runtime(
+        "probabilities",
+        description=(
+            "how the M heads are combined in every metric: the members' mean probabilities (the field's rule), or "
+            "their mean logits (the MixMo authors'). A reading of the same saved logits, not a recipe key (a suite "
+            "sets it)"
+        ),
+    )
+    progress: bool = Runtime(True, description="a progress bar in the terminal")
 
     @model_validator(mode="before")
     @classmethod

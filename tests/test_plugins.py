@@ -112,6 +112,8 @@ def test_the_readme_table_of_methods_is_harness_list():
     start = readme.index("<!-- harness list --markdown -->\n") + len("<!-- harness list --markdown -->\n")
     end = readme.index("<!-- end harness list -->")
     assert readme[start:end].strip() == listing(markdown=True)
+    start = readme.index("<!-- harness list --markdown --keys -->\n") + len("<!-- harness list --markdown --keys -->\n")
+    assert readme[start : readme.index("<!-- end harness list --keys -->")].strip() == listing(markdown=True, keys=True)
     text = listing()
     for name in METHODS.names():  # every method, with its keys' defaults and help
         assert f"  {name} " in text

@@ -457,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", help="run one trial locally (no Ray)")
     train.add_argument("config", type=Path, nargs="?", help="trial YAML file (defaults: the paper's CIFAR-100 recipe)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; `harness list --keys` lists them)")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable; `harness list --keys` lists them)",
+    )
     train.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
     train.add_argument("--restart", action="store_true", help="discard an existing checkpoint and results")
     train.set_defaults(func=cmd_train)
@@ -501,7 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", help="samples/s of the loader and the training step against the authors' pipeline")
     bench.add_argument("config", type=Path, nargs="?", help="trial YAML file: dataset, model, method, M, b, ...")
-    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable; `harness list --keys` lists them)")
+    bench.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable; `harness list --keys` lists them)",
+    )
     bench.add_argument("--data-dir", help="dataset folder (else the config's data_dir, else $HARNESS_DATA_DIR)")
     bench.add_argument("--batch-size", type=int, nargs="+", help="batch sizes of the step (default: the config's)")
     bench.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], help="precisions of the step")

@@ -195,10 +195,9 @@ def published_vs_reproduced(summary: pd.DataFrame) -> pd.DataFrame:
             "published top-1 %": [
                 f"{lo:.2f}" if lo == hi else f"{lo:.2f}-{hi:.2f}" for lo, hi in zip(joined.top1_low, joined.top1_high)
             ],
-            "ours top-1 %": [
-                _cell(a, h, 100, 2, "†" if k == "bootstrap" else "")
-                for a, h, k in zip(joined.top1_mean, joined.top1_ci, joined.top1_ci_kind)
-            ],
+            "ours top-1 %": cells(
+                joined, "top1", 100, 2, ["†" if k == "bootstrap" else "" for k in joined.top1_ci_kind]
+            ),
             "n": joined.n.astype(int),
             "difference": [f"{100 * a - p:+.2f}" for a, p in zip(joined.top1_mean, mid)],
             "published NLL / ECE": [

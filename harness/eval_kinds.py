@@ -76,10 +76,16 @@ class EvalKind:
         raise NotImplementedError
 
     def rescore(
-        self, record: dict, folders: list[results.TrialFolder], clean_heads: torch.Tensor, temperature: float
+        self,
+        record: dict,
+        folders: list[results.TrialFolder],
+        clean_heads: torch.Tensor,
+        temperature: float,
+        average: str = "probabilities",
     ) -> dict | None:
         """The record of a deep ensemble of ``folders`` (members that all have it: ``record`` is the first's),
-        recomputed on their pooled heads; None when the kind has no ensemble record."""
+        recomputed on their pooled heads with the members combined by ``average``; None when the kind has no
+        ensemble record."""
         return None
 
     def headline(self, record: dict) -> str:

@@ -30,10 +30,9 @@ class Registry(Generic[T]):
         plugins.track(self)  # filled before a plugin loads; a plugin that fails half-way leaves nothing behind
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: ``@METHODS.register("vanilla")``. The plugin being imported, if any, is its source."""
+        """Decorator: ``@METHODS.register("vanilla")``. The plugin being imported, if any, is its source
+        (harness.plugins fills every registry with the harness's own entries before a plugin's code runs)."""
         from harness import plugins
-
-        self.discover()  # the harness's own entries first: a plugin cannot take their names
 
         def add(obj: T) -> T:
             source = plugins.loading()

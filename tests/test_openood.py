@@ -87,7 +87,7 @@ def write_stand_ins(data, n=12):
 def test_openood_table_from_stand_ins(real_data_dir, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "cifar100").symlink_to(real_data_dir / "cifar100")
+    (data / "cifar100").symlink_to((real_data_dir / "cifar100").resolve())  # $HARNESS_DATA_DIR may be relative
     keys = ["dataset=cifar100", "depth=10", "width=1", "epochs=1", "train_subset=400", "test_subset=200",
             "method=mimo", "M=2", "b=2", "eval_every=0", "progress=false"]  # fmt: skip
     keys.append(f"output_dir={tmp_path / 'results'}")

@@ -66,22 +66,22 @@ def _registered(kind: str, registry, name: str) -> str | None:
     return None
 
 
-def check(cfg: TrialConfig) -> TrialConfig:
-    """The cross-registry checks of a schema-valid config; returns it with M, its method's keys and its plugins'
-    hashes resolved. Invalid names each problem."""
+def _entries(cfg: TrialConfig) -> list[tuple[str, object, str]]:
+    """(kind, registry, name) of what the trial uses: its dataset, model and method."""
     from harness.data.datasets import DATASETS
     from harness.methods import METHODS
     from harness.models import MODELS
 
-    problems = [
-        (kind, msg)
-        for kind, registry, name in (
-            ("dataset", DATASETS, cfg.dataset),
-            ("model", MODELS, cfg.model),
-            ("method", METHODS, cfg.method),
-        )  # fmt: skip
-        if (msg := _registered(kind, registry, name))
-    ]
+    return [("dataset", DATASETS, cfg.dataset), ("model", MODELS, cfg.model), ("method", METHODS, cfg.method)]
+
+
+def check(cfg: TrialConfig) -> TrialConfig:
+    """The cross-registry checks of a schema-valid config; returns it with M, its method's keys and its plugins'
+    hashes resolved. Invalid names each problem."""
+    from harness.methods import METHODS
+    from harness.models import MODELS
+
+    problems = [(kind, msg) for kind, registry, name in _entries(cfg) if (msg := _registered(kind, registry, name))]
     if problems:
         raise Invalid(problems)
     method = METHODS.get(cfg.method)
@@ -128,13 +128,9 @@ def check(cfg: TrialConfig) -> TrialConfig:
 def _code_identity(cfg: TrialConfig) -> dict[str, Any]:
     """What identifies the code the trial runs beyond its keys: the hashes of the plugins whose method, model or
     dataset it uses (and where they were loaded), and their revisions where not 0."""
-    from harness.data.datasets import DATASETS
-    from harness.methods import METHODS
-    from harness.models import MODELS
 
     code, where, revisions = {}, [], {}
-    for kind, registry, name in (("method", METHODS, cfg.method), ("model", MODELS, cfg.model),
-                                 ("dataset", DATASETS, cfg.dataset)):  # fmt: skip
+    for kind, registry, name in _entries(cfg):
         revision = getattr(registry.get(name), "revision", 0)
         if revision:
             revisions[f"{kind} {name}"] = revision

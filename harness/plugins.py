@@ -84,10 +84,6 @@ def harness_code():
         _current.pop()
 
 
-def loaded() -> list[Plugin]:
-    return list(_loaded.values())
-
-
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

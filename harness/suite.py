@@ -26,14 +26,13 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from harness import catalog, plugins
 from harness.config import NAME_PATTERN, STRICT, ConfigError, TrialConfig, format_validation_error, load_yaml
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
 Scalar = Union[str, int, float, bool, None]
-STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
 MAX_TRIALS = 10_000  # the paper's Fig. 2 grid is ~100 trials; a bigger grid is almost always a typo
 # MLflow tracking URIs the harness accepts (MLflow also takes a bare path: written as file:///path here)
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc")

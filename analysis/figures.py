@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 from analysis import protocol  # noqa: E402
 from analysis.ensembles import recalibrated  # noqa: E402
+from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
 from harness.catalog import presentation  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
@@ -42,14 +43,6 @@ def color(method: str) -> str:
 
 def marker(method: str) -> str:
     return presentation(method)["marker"]
-
-
-def _save(fig, path: Path) -> list[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = [path.with_suffix(".png"), path.with_suffix(".svg")]
-    for p in out:
-        fig.savefig(p, bbox_inches="tight")
-    return out
 
 
 def _series(summary: pd.DataFrame):
@@ -113,7 +106,7 @@ def width_figure(summary: pd.DataFrame, path: Path, runs: pd.DataFrame | None = 
         ax_p.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves, never on them
         fig.suptitle(_network_title(summary))
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -163,7 +156,7 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle(_network_title(rows) + "; squares: deep ensembles")
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -221,7 +214,7 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))  # beside the curves
         fig.suptitle(_network_title(summary))
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -263,7 +256,7 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(shown, labels):.4f}", fontsize=8)
         axes[0][0].legend(fontsize=6, loc="upper left")
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -299,7 +292,7 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
         axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle("Test top-1 during training")
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -339,7 +332,7 @@ def diversity_figure(trials: pd.DataFrame, ensembles: pd.DataFrame, path: Path) 
         ax.set_title("Diversity against individual accuracy, one point per trial (labels: width)")
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 

@@ -3,8 +3,6 @@ and an HTML page, results/<suite>/report/index.html. Works on a partial sweep an
 
 from __future__ import annotations
 
-import html
-import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,7 +10,8 @@ import pandas as pd
 
 from analysis import figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
-from harness.results import CONFIG, CorruptFile, TrialFolder
+from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
+from harness.results import CONFIG, CorruptFile, TrialFolder, write_json
 
 
 def recorded_rule(suite_dir: Path) -> str:
@@ -55,12 +54,12 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
     if finished.empty:
-        sections.append("<p>No finished trial yet.</p>")
+        sections.append(fragment("<p>No finished trial yet.</p>"))
     else:
         ensembles = ensemble_rows(trials, ensemble_specs)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
         summary = tables.summarize(rows, trials.attrs.get("config_keys", []))
-        summary.to_csv(out / "summary_raw.csv", index=False)
+        write_csv(summary, out / "summary_raw.csv")
         report["summary_frame"] = summary
         main = tables.display_table(summary)
         report["summary"] = compact_table(main)
@@ -77,12 +76,10 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
                 "ours - published (midpoint); verdict: whether our 95% interval meets the published value."
             ),
         }
-        report["tables"] += tables.write_table(main, out / "results", captions["results"])
-        report["tables"] += tables.write_table(
-            published, out / "published_vs_reproduced", captions["published_vs_reproduced"]
-        )
+        report["tables"] += write_table(main, out / "results", captions["results"])
+        report["tables"] += write_table(published, out / "published_vs_reproduced", captions["published_vs_reproduced"])
         if not paired.empty:
-            report["tables"] += tables.write_table(paired, out / "paired_differences", captions["paired_differences"])
+            report["tables"] += write_table(paired, out / "paired_differences", captions["paired_differences"])
         setup = _setup(finished)
         groups = list(summary.groupby(["dataset", "model", "depth", "epochs"]))
         stems = ["{}_{}{}_{}ep".format(*key) for key, _ in groups]
@@ -142,26 +139,22 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
             plt.close(fig)
             kind = stem.split("_")[0]
             if kind in headings:  # each heading once, before its first figure
-                sections.append(
-                    f"<h2>{headings.pop(kind)}</h2>" + (calibration_note(finished) if kind == "calibration" else "")
-                )
-            sections.append(
-                f'<figure><img src="figures/{stem}.png" alt="{html.escape(stem)}"><figcaption>{html.escape(caption)} '
-                f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
-            )
+                sections.append(fragment("<h2>{}</h2>", headings.pop(kind)))
+                if kind == "calibration":
+                    sections.append(calibration_note(finished))
+            sections.append(figure_html(stem, caption))
         extra_sections = robustness.sections(
             finished,
             ensembles,
             summary,
             out,
-            lambda table, stem, caption: report["tables"].extend(tables.write_table(table, stem, caption)),
-            _table_section,
+            lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
         )
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
-        sections.append(_table_section("Results", main, captions["results"], "results"))
+        sections.append(table_html("Results", main, captions["results"], "results"))
         if not paired.empty:
             sections.append(
-                _table_section("Paired differences", paired, captions["paired_differences"], "paired_differences")
+                table_html("Paired differences", paired, captions["paired_differences"], "paired_differences")
             )
         improvement = tables.improvement_table(finished, ensembles)
         if not improvement.empty:
@@ -173,28 +166,28 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
                 "method a two-sided 5% test would need to confirm the observed difference with 80% power at the "
                 "observed spread."
             )
-            report["tables"] += tables.write_table(improvement, out / "improvement", caption)
-            sections.append(_table_section("Improvement over baselines", improvement, caption, "improvement"))
-            sections.append(f"<p>{html.escape(seeds_sentence(improvement))}</p>")
+            report["tables"] += write_table(improvement, out / "improvement", caption)
+            sections.append(table_html("Improvement over baselines", improvement, caption, "improvement"))
+            sections.append(fragment("<p>{}</p>", seeds_sentence(improvement)))
         sections.append(
-            _table_section(
+            table_html(
                 "Published vs reproduced", published, captions["published_vs_reproduced"], "published_vs_reproduced"
             )
             if not published.empty
-            else "<h2>Published vs reproduced</h2><p>No setting of this sweep matches a published one "
-            "(same dataset, network, width, method, M).</p>"
+            else fragment(
+                "<h2>Published vs reproduced</h2><p>No setting of this sweep matches a published one "
+                "(same dataset, network, width, method, M).</p>"
+            )
         )
         sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
         sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report))
     if missing:
-        items = "".join(f"<li><code>{html.escape(t)}</code>: {html.escape(s)}</li>" for t, s in missing.items())
-        sections.insert(0, f'<h2>Missing ({len(missing)} trials)</h2><ul class="missing">{items}</ul>')
-    (out / "missing.json").write_text(json.dumps(missing, indent=2) + "\n")
+        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in missing.items())
+        sections.insert(0, fragment('<h2>Missing ({} trials)</h2><ul class="missing">{}</ul>', len(missing), items))
+    write_json(out / "missing.json", missing)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "index.html")
-    sections.append(
-        "<h2>Files</h2><p class=meta>" + " · ".join(f'<a href="{f}">{html.escape(f)}</a>' for f in files) + "</p>"
-    )
-    (out / "index.html").write_text(_page(suite_dir.name, len(trials), len(finished), sections))
+    sections.append(fragment("<h2>Files</h2><p class=meta>{}</p>", join((link(f) for f in files), " · ")))
+    write_page(out / "index.html", suite_dir.name, len(trials), len(finished), sections)
     return report
 
 
@@ -229,11 +222,11 @@ def seeds_sentence(improvement: pd.DataFrame) -> str:
 def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
     """The aggregation rule in one sentence, and per method of several heads or members how much the other rule
     moves top-1, NLL and ECE (the same saved logits, read both ways)."""
-    text = f"<h2>Protocol</h2><p>{html.escape(protocol.STATEMENT[protocol.average()])}, in every table and figure.</p>"
+    text = fragment("<h2>Protocol</h2><p>{}, in every table and figure.</p>", protocol.STATEMENT[protocol.average()])
     shifts = [c for c in ("rule_shift_top1", "rule_shift_nll", "rule_shift_ece") if c in rows]
     several = rows[rows[shifts[0]].notna()] if shifts else rows.iloc[0:0]
     if several.empty:
-        return text + "<p>Every network here has one head: both rules give the same numbers.</p>"
+        return text + fragment("<p>Every network here has one head: both rules give the same numbers.</p>")
     table = (
         several.assign(method=[tables.label(r) for _, r in several.iterrows()])
         .groupby("method", sort=False)[shifts]
@@ -253,8 +246,8 @@ def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
         "What the aggregation rule moves: averaging probabilities minus averaging logits, on the same saved logits "
         "(mean over seeds or ensembles); one-head networks are unaffected."
     )
-    report["tables"] += tables.write_table(table, out / "aggregation_rule", caption)
-    return text + _table_section("Aggregation rule", table, caption, "aggregation_rule")
+    report["tables"] += write_table(table, out / "aggregation_rule", caption)
+    return text + table_html("Aggregation rule", table, caption, "aggregation_rule")
 
 
 def terminal_summary(
@@ -269,15 +262,6 @@ def terminal_summary(
         ensembles = ensemble_rows(trials, ensemble_specs)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
         return compact_table(tables.display_table(tables.summarize(rows, trials.attrs.get("config_keys", []))))
-
-
-def _table_section(title: str, table: pd.DataFrame, caption: str, stem: str) -> str:
-    links = " ".join(f'<a href="{stem}.{ext}">{ext.upper()}</a>' for ext in ("csv", "md", "tex"))
-    return (
-        f"<h2>{html.escape(title)}</h2>"
-        + table.to_html(index=False, classes="results", border=0)
-        + f"<p class=caption>{html.escape(caption)} {links}</p>"
-    )
 
 
 def _setup(finished: pd.DataFrame) -> str:
@@ -334,8 +318,8 @@ def _metadata(finished: pd.DataFrame, source: str | None) -> str:
         f"training time: {hours:.2f} h over {len(finished)} trials",
     ]
     if source:
-        items.append(f"suite file: <code>{html.escape(str(source))}</code>")
-    return "<p class=meta>" + " · ".join(items) + "</p>"
+        items.append(fragment("suite file: <code>{}</code>", str(source)))
+    return fragment("<p class=meta>{}</p>", join(items, " · "))
 
 
 def calibration_note(finished: pd.DataFrame) -> str:
@@ -345,18 +329,20 @@ def calibration_note(finished: pd.DataFrame) -> str:
     n = len(finished)
     worse_ece = int((finished.cal_ece > finished.ece).sum())
     worse_nll = int((finished.cal_nll > finished.nll).sum())
-    text = (
+    text = fragment(
         "<p>Every calibrated number on this page (tables, reliability diagrams) comes from the trials' saved "
-        "logits through one protocol: " + "; ".join(html.escape(p) for p in protocols) + ".</p>"
+        "logits through one protocol: {}.</p>",
+        "; ".join(protocols),
     )
     if worse_ece or worse_nll:
         images = int(finished.test_images.min()) if "test_images" in finished else 0
-        text += (
-            f"<p>Temperature scaling made the ECE worse in {worse_ece} of {n} trials and the NLL worse in "
+        text += fragment(
+            "<p>{}</p>",
+            f"Temperature scaling made the ECE worse in {worse_ece} of {n} trials and the NLL worse in "
             f"{worse_nll}. T minimises the NLL of the images it is fitted on; scored on images it has not seen "
             f"(here as few as {images // 2 if 'cross-fit' in ' '.join(protocols) else images} per fit), a noisy T "
             f"can lose, and the 15-bin ECE of a few thousand images moves by more than the gain. With more test "
-            f"images, or `val_size` for a held-out split, the gap closes.</p>"
+            f"images, or `val_size` for a held-out split, the gap closes.",
         )
     return text
 
@@ -371,21 +357,3 @@ def _missing(trials: pd.DataFrame, expected: dict[str, str]) -> dict[str, str]:
         if tid not in states:
             missing[tid] = f"not started ({what})"
     return missing
-
-
-def _page(name: str, total: int, finished: int, sections: list[str]) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)}: harness report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
-table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }}
-th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }}
-th {{ background: #f4f4f4; }} img {{ max-width: 100%; }} .missing {{ color: #a33; }}
-td {{ white-space: nowrap; }} figure {{ margin: 1.5em 0; }}
-figcaption, .caption, .meta {{ font-size: 0.85em; color: #444; }}
-</style></head><body>
-<h1>Sweep <code>{html.escape(name)}</code></h1>
-<p>{finished} of {total} trials finished.</p>
-{"".join(sections)}
-</body></html>
-"""

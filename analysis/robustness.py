@@ -4,7 +4,6 @@ logits (heads pooled), as its clean metrics are."""
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,7 +13,8 @@ import torch
 
 from analysis import protocol
 from analysis.ensembles import recalibrated
-from analysis.figures import STYLE, _save, color
+from analysis.figures import STYLE, color
+from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import correct, ensemble_logits, risk_coverage
@@ -243,7 +243,7 @@ def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.set_title(f"{name}: {what}")
             ax_acc.legend(fontsize=7)
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -284,7 +284,7 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
             ax.set_title(f"{name} vs the test set")
             ax.legend(fontsize=7, title="AUROC %", title_fontsize=7)
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
@@ -306,14 +306,13 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
         ax.set_ylabel("risk: error % of the kept images")
         ax.legend(fontsize=7, title="AURC", title_fontsize=7)
         fig.tight_layout()
-        _save(fig, path)
+        save_figure(fig, path)
     return fig
 
 
-def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table, section):
+def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table):
     """The report's robustness, OOD and selective-prediction sections (HTML), their tables and figures written
-    under ``out``; ``write_table(table, stem, caption)`` and ``section(title, table, caption, stem)`` are the
-    report's own."""
+    under ``out``; ``write_table(table, stem, caption)`` is the report's own (it records the files)."""
     corrupted, detection = evaluation_frames(finished, ensembles)
     parts = []  # (heading, table title, table, stem, caption, figure stem, draw(path), figure caption)
     if not corrupted.empty:
@@ -377,16 +376,9 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
     html_parts = []
     for heading, title, table, stem, caption, figure, draw, figure_caption in parts:
         write_table(table, out / stem, caption)
-        shown = ""
+        shown = fragment("")
         if figure is not None:
             plt.close(draw(out / "figures" / figure))
-            shown = _figure(figure, figure_caption)
-        html_parts.append(f"<h2>{heading}</h2>" + shown + section(title, table, caption, stem))
+            shown = figure_html(figure, figure_caption)
+        html_parts.append(fragment("<h2>{}</h2>{}{}", heading, shown, table_html(title, table, caption, stem)))
     return html_parts
-
-
-def _figure(stem: str, caption: str) -> str:
-    return (
-        f'<figure><img src="figures/{stem}.png" alt="{stem}"><figcaption>{html.escape(caption)} '
-        f'<a href="figures/{stem}.png">PNG</a> <a href="figures/{stem}.svg">SVG</a></figcaption></figure>'
-    )

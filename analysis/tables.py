@@ -220,17 +220,7 @@ def _verdict(mean: float, half: float, low: float, high: float) -> str:
     return "within" if mean - half <= high and mean + half >= low else "outside"
 
 
-def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    """Markdown, CSV and LaTeX versions of a table."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    md, csv, tex = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")
-    md.write_text(f"{caption}\n\n" + (table.to_markdown(index=False) if not table.empty else "(no rows)") + "\n")
-    table.to_csv(csv, index=False)
-    tex.write_text(table.to_latex(index=False, caption=caption, escape=True))
-    return [md, csv, tex]
-
-
-__all__ = ["summarize", "display_table", "published_vs_reproduced", "write_table", "label"]
+__all__ = ["summarize", "display_table", "published_vs_reproduced", "label"]
 
 
 # --- paired comparisons and cost

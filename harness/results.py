@@ -124,8 +124,12 @@ def _free(folder: Path) -> str:
         return "unknown"
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_bytes(path, text.encode())
 
 
 def write_json(path: Path, obj: Any) -> None:

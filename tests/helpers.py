@@ -231,3 +231,29 @@ def offsets_and_flip(img):
     oy = img[16, 16, 0] // 7 - 1 - 12
     ox = img[16, 16, 1] // 7 - 1 - (15 if flipped else 16) + 4
     return int(oy), int(ox), bool(flipped)
+
+
+def chromium_dom(page: Path, profile: Path) -> subprocess.CompletedProcess:
+    """The page's DOM after headless Chromium loaded it (and ran whatever script it would run)."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise AssertionError("Debian's chromium is needed for this test (.ci/run installs it)")
+    args = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)

@@ -10,19 +10,26 @@ import torch
 from analysis import protocol
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
+from harness.config import is_setting_key
 from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
 from harness.results import CONFIG, CorruptFile, TrialFolder
 
 
-def collect(suite_dir: Path) -> pd.DataFrame:
-    """A row per trial folder: its config, state, and (finished trials) final metrics. A folder whose
-    files cannot be read is a row in state `corrupt`, its error naming the file."""
-    rows, config_keys = [], set()
+def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:
+    """A row per trial folder of the suite: its config, state, and (finished trials) final metrics. A folder whose
+    files cannot be read is a row in state `corrupt`, its error naming the file. ``grid``: the suite's trials
+    (id -> recorded config); folders that are not the suite's (another recipe, not in the grid, copied in from
+    elsewhere) are never rows: they are listed in ``frame.attrs["not_in_suite"]`` with the reason."""
+    rows, config_keys, foreign = [], set(), {}
     for config_file in sorted(Path(suite_dir).glob("*/" + CONFIG)):
         folder = TrialFolder(config_file.parent)
         state = folder.state()
         try:
             cfg = folder.config()
+            why = not_in_suite(cfg, folder.path, grid)
+            if why:
+                foreign[folder.path.name] = why
+                continue
         except CorruptFile as err:
             rows.append(
                 {
@@ -68,7 +75,37 @@ def collect(suite_dir: Path) -> pd.DataFrame:
     if not frame.empty:
         frame["members"] = 1
     frame.attrs["config_keys"] = sorted(config_keys)
+    frame.attrs["not_in_suite"] = foreign
     return frame
+
+
+IDENTITY = ("method", "model", "depth", "width", "M", "seed")  # what the grid names; the rest is the recipe
+DATA_KEYS = ("dataset", "data_fingerprint", "train_subset", "test_subset", "class_subset", "val_size")
+
+
+def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str | None:
+    """Why a trial folder under the suite's storage is not one of the suite's trials, or None if it is."""
+    tid = cfg.get("trial_id")
+    if tid != folder.name:
+        return f"its config.yaml is trial {tid} (copied in from elsewhere)"
+    if cfg.get("name") not in (None, folder.parent.name):
+        return f"a trial of suite {cfg.get('name')}"
+    if grid is None or tid in grid:
+        return None
+    same = [g for g in grid.values() if all(g.get(k) == cfg.get(k) for k in IDENTITY)]
+    if not same:
+        return "not in the grid (" + ", ".join(f"{k} {cfg.get(k)}" for k in IDENTITY) + ")"
+
+    def differences(g: dict) -> list[str]:
+        keys = sorted(set(cfg) | set(g))
+        return [k for k in keys if is_setting_key(k) and k not in IDENTITY and g.get(k) != cfg.get(k)]
+
+    closest = min(same, key=lambda g: len(differences(g)))
+    differ = differences(closest)
+    if not differ:
+        return "an older recipe version (the harness's recipe or a method's revision changed since)"
+    shown = ", ".join(f"{k} {cfg.get(k)!r} (the suite's: {closest.get(k)!r})" for k in differ[:4])
+    return ("other data: " if set(differ) & set(DATA_KEYS) else "another recipe: ") + shown
 
 
 def _missing_metrics(recorded: dict, saved: dict) -> dict:

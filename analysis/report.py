@@ -32,25 +32,28 @@ def build_report(
     expected: dict[str, str] | None = None,
     source: str | None = None,
     average: str | None = None,
+    grid: dict[str, dict] | None = None,
 ) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt",
-    "average"} (trial folders with an unreadable file: left out, and listed as missing with the reason).
-    ``expected`` maps trial ids that should exist to a short description (from the suite file); ``average`` is
-    the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded)."""
+    "average", "not_in_suite"} (trial folders with an unreadable file: left out, and listed as missing with the
+    reason). ``expected`` maps trial ids that should exist to a short description (from the suite file); ``grid``
+    maps the suite's trial ids to their recorded configs (other folders are listed, never counted); ``average``
+    is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded)."""
     rule = average or recorded_rule(suite_dir)
     with protocol.reading(rule):
-        return {**_build_report(Path(suite_dir), ensemble_specs, expected, source), "average": rule}
+        return {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid), "average": rule}
 
 
-def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
+def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> dict:
     out = suite_dir / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    trials = collect(suite_dir)
+    trials = collect(suite_dir, grid)
+    foreign = trials.attrs["not_in_suite"]
     missing = _missing(trials, expected or {})
     corrupt = (
         {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
     )
-    report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt}
+    report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
     if finished.empty:
@@ -184,7 +187,19 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source) -> dict:
     if missing:
         items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in missing.items())
         sections.insert(0, fragment('<h2>Missing ({} trials)</h2><ul class="missing">{}</ul>', len(missing), items))
+    if foreign:
+        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in foreign.items())
+        sections.insert(
+            0,
+            fragment(
+                "<h2>Not in this suite ({} folders)</h2><p>Under the suite's storage but not its trials: never "
+                "counted in a table, an interval or an ensemble.</p><ul>{}</ul>",
+                len(foreign),
+                items,
+            ),
+        )
     write_json(out / "missing.json", missing)
+    write_json(out / "not_in_suite.json", foreign)
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "index.html")
     sections.append(fragment("<h2>Files</h2><p class=meta>{}</p>", join((link(f) for f in files), " · ")))
     write_page(out / "index.html", suite_dir.name, len(trials), len(finished), sections)
@@ -251,11 +266,14 @@ def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
 
 
 def terminal_summary(
-    suite_dir: Path, ensemble_specs: list[tuple[str, list[int]]] | None = None, average: str | None = None
+    suite_dir: Path,
+    ensemble_specs: list[tuple[str, list[int]]] | None = None,
+    average: str | None = None,
+    grid: dict[str, dict] | None = None,
 ) -> str:
     """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
     with protocol.reading(average or recorded_rule(suite_dir)):
-        trials = collect(suite_dir)
+        trials = collect(suite_dir, grid)
         if trials.empty or not (trials.state == "finished").any():
             return ""
         finished = trials[trials.state == "finished"]

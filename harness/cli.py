@@ -298,11 +298,12 @@ def cmd_report(args) -> int:
     from analysis.report import build_report
 
     suite_dir, store, name, suite = _results_target(args.target)
-    specs, expected = None, {}
+    specs, expected, grid = None, {}, None
     if suite is not None:
         from harness.suite import expand
 
-        expected = {t.trial_id: f"{t.method}, width {t.width}, seed {t.seed}" for t in expand(suite, str(args.target))}
+        grid = {t.trial_id: t for t in expand(suite, str(args.target))}
+        expected = {tid: f"{t.method}, width {t.width}, seed {t.seed}" for tid, t in grid.items()}
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
     if not suite_dir.is_dir():
         where = f"{store.uri}/{name}" if store else f"{suite_dir.resolve()}"
@@ -315,8 +316,18 @@ def cmd_report(args) -> int:
             )
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
+    if suite is not None and suite.tracking.enabled:  # an unusable store stops here, before anything is written
+        from harness.tracking import check_store, suite_tracking_uri
+
+        check_store(suite_tracking_uri(suite, args.tracking_uri))
     average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
-    report = build_report(suite_dir, specs, expected, source=str(args.target), average=average)
+    records = {tid: t.record() for tid, t in grid.items()} if grid is not None else None
+    report = build_report(suite_dir, specs, expected, source=str(args.target), average=average, grid=records)
+    if report["not_in_suite"]:
+        logger.warning(
+            f"{len(report['not_in_suite'])} folder(s) under {suite_dir} are not this suite's trials and were left "
+            f"out (the page lists them with the reason)"
+        )
     for tid, why in report["corrupt"].items():
         logger.warning(f"{tid} left out of the report: {why}")
     if store is not None:
@@ -359,17 +370,21 @@ def cmd_evaluate(args) -> int:
     suite, finished = finished_trials(Path(args.target), args.data_dir)
     resources = suite.resources if suite else None
     check_sets(finished, sets)  # a missing set stops here, before any network is loaded
-    records, failed = evaluate_trials(
-        finished,
-        sets,
-        address=args.address,
-        cpus=resources.cpus if resources else 1.0,
-        gpus=resources.gpus if resources else 0.0,
-        device=args.device,
-        force=args.force,
-    )
-    if suite is not None and suite.store:  # the evaluations, for the tracker and the report
-        suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    from harness.lock import SuiteLock
+
+    where = (suite.suite_dir, suite.store, suite.name) if suite else (Path(args.target), None, None)
+    with SuiteLock(*where, f"harness evaluate {args.target}"):  # never beside a run writing the same trials
+        records, failed = evaluate_trials(
+            finished,
+            sets,
+            address=args.address,
+            cpus=resources.cpus if resources else 1.0,
+            gpus=resources.gpus if resources else 0.0,
+            device=args.device,
+            force=args.force,
+        )
+        if suite is not None and suite.store:  # the evaluations, for the tracker and the report
+            suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     width = max(len(t) for t in records) if records else 0
     for tid in sorted(records):
         for record in records[tid].values():

@@ -30,7 +30,7 @@ from harness.plan import duration, gpu_fraction, load_rates, plan_text
 from harness.status import status_rows, status_table
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand
-from harness.tracking import PARENT_STATE, BackgroundTracker, Tracker, mlflow_hint
+from harness.tracking import BackgroundTracker, Tracker, mlflow_hint
 
 logger = logging.getLogger(__name__)
 RAY_LOG = "ray.log"  # in the suite folder: Ray Tune's own messages during the sweep
@@ -341,6 +341,8 @@ def _run_locked(
             shutil.rmtree(t.trial_dir, ignore_errors=True)
             if store:
                 store.delete(f"{suite.name}/{t.trial_id}")
+        if tracker is not None:
+            _forget_runs(tracker, [t.trial_id for t in trials])
     if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
@@ -350,8 +352,6 @@ def _run_locked(
         if states[t.trial_id].state == "corrupt":
             logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
     if tracker is not None:
-        if restart:
-            (suite.suite_dir / PARENT_STATE).unlink(missing_ok=True)  # a new parent run
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
     todo = [t for t in trials if states[t.trial_id].state != "finished"]
     failures: dict[str, BaseException] = {}
@@ -380,7 +380,10 @@ def _run_locked(
     from analysis.report import terminal_summary
 
     summary = terminal_summary(
-        suite.suite_dir, [(e.method, e.sizes) for e in suite.ensembles] or None, suite.ensemble_average
+        suite.suite_dir,
+        [(e.method, e.sizes) for e in suite.ensembles] or None,
+        suite.ensemble_average,
+        {t.trial_id: t.record() for t in trials},
     )
     if summary:
         print("\n" + summary + "\n")
@@ -493,6 +496,15 @@ def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> s
     for tid, why in failed.items():
         logger.warning(f"{tid}: evaluation failed: {why}")
     return set(failed)
+
+
+def _forget_runs(tracker: Tracker, trial_ids: list[str]) -> None:
+    from harness.tracking import warn
+
+    try:
+        tracker.forget(trial_ids)
+    except Exception as err:  # an outage: the old runs stay, the new ones are sent beside them later
+        warn(f"tracking: could not delete the restarted trials' runs ({type(err).__name__}: {str(err)[:200]})")
 
 
 def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -> None:

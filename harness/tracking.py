@@ -1,8 +1,10 @@
 """MLflow tracking, reconciled from the trial folders.
 
-The trial folders are the source of truth; MLflow is a view of them. ``Tracker.sync_trial``
-sends whatever a trial folder holds that MLflow has not seen yet (params once, new history
-epochs, final metrics and artifacts), remembering what was sent in ``<trial>/mlflow.json``.
+The trial folders are the source of truth; MLflow is a mirror of them. ``Tracker.sync_trial``
+sends whatever a trial folder holds that the store has not seen yet (params once, new history
+epochs, final metrics and artifacts); what the store holds is read from the store itself (runs
+tagged with the suite and trial id, how far each was sent in its tags), so a deleted, replaced
+or moved store is brought up to date and never doubled.
 A tracking outage therefore never loses anything and never stops training: what could not be
 sent is sent by the next ``harness run`` or by ``harness sync``.
 
@@ -23,12 +25,16 @@ from pathlib import Path
 from typing import Callable
 
 from harness import results
+from harness.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-SYNC_STATE = "mlflow.json"
 KEPT_BACK = "tracking_kept_back.json"  # <suite>/: the URI that trials could not reach, and which ones
-PARENT_STATE = "mlflow_parent.json"
+# What a run is and how far it was sent, in the run's own tags: the store says what it holds.
+SUITE_TAG, ROLE_TAG = "harness.suite", "harness.role"
+EPOCHS_TAG, FINAL_TAG, EVALUATIONS_TAG = "harness.epochs_sent", "harness.final", "harness.evaluations_sent"
+PAGE = 50_000  # search_runs' largest page
+SQLITE_MAGIC = b"SQLite format 3\x00"
 # in metrics.json, but facts, not results
 NOT_METRICS = {"workers", "epochs", "test_images", "train_images", "inference_batch"}
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
@@ -68,20 +74,39 @@ def _kept_back(suite_dir: Path) -> dict:
         return {}
 
 
-def _read_state(path: Path, uri: str) -> dict:
-    try:
-        return json.loads(path.read_text()).get(uri, {})
-    except (OSError, ValueError):
-        return {}
+def all_runs(client, experiment_ids: list[str], filter_string: str = "") -> list:
+    """Every run matching the filter, page after page (``search_runs`` returns one page: 1,000 by default)."""
+    found, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=PAGE, page_token=token)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
 
 
-def _write_state(path: Path, uri: str, state: dict) -> None:
+def check_store(uri: str) -> None:
+    """An sqlite store that is not a database is one line naming it (MLflow would end in SQLAlchemy's traceback);
+    it is only a mirror of the trial folders, so moving it aside loses nothing."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
     try:
-        everything = json.loads(path.read_text())
-    except (OSError, ValueError):
-        everything = {}
-    everything[uri] = state
-    results.write_json(path, everything)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise TrackingStoreError(f"the MLflow store {path} cannot be read ({err.strerror})") from err
+    if head and head != SQLITE_MAGIC:
+        raise TrackingStoreError(
+            f"the MLflow store {path} is not an SQLite database; move it aside and run again: the runs are rebuilt "
+            f"from the trial folders (or pass --tracking-uri)"
+        )
+
+
+class TrackingStoreError(ConfigError):
+    """A tracking store that is there but unusable (not a busy or unreachable one: that is an outage); exit 2."""
 
 
 @contextlib.contextmanager
@@ -109,19 +134,34 @@ def _store_creation(uri: str):
 
 
 class Tracker:
+    """The suite's runs in one MLflow experiment. What the store holds is read from the store (its runs tagged with
+    the suite and the trial id, their progress in tags), never assumed: a deleted or new store is sent everything,
+    a moved storage folder finds its runs again."""
+
     def __init__(self, uri: str, experiment: str, suite_name: str, suite_dir: Path, artifact_root: str | None = None):
         # A server that does not answer should cost seconds, not MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        from mlflow.tracking import MlflowClient
-
+        check_store(uri)
         self.uri, self.experiment, self.suite_name, self.artifact_root = uri, experiment, suite_name, artifact_root
         self.suite_dir = Path(suite_dir)
-        with _store_creation(uri):
-            self.client = MlflowClient(uri)  # creates (or migrates) a sqlite store's tables
+        self._client = None
         self._experiment_id: str | None = None
         self.suite_params: dict[str, str] = {}  # logged to the parent run when it is created
         self._parent: str | None = None
+        self._runs: dict[str, dict] | None = None  # trial id -> {"run_id", "epochs", "final", "evaluations"}
+
+    @property
+    def client(self):
+        """The MLflow client, made on first use: a busy or unreachable store is then an outage like any other."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            with _store_creation(self.uri):
+                client = MlflowClient(self.uri)
+                client.search_experiments(max_results=1)  # creates (or migrates) a sqlite store's tables
+            self._client = client
+        return self._client
 
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
@@ -141,13 +181,16 @@ class Tracker:
         tracker.suite_params = suite_params(suite)
         return tracker
 
-    # --- runs
-    def experiment_id(self) -> str:
+    # --- what the store holds
+    def experiment_id(self, create: bool = True) -> str | None:
         if self._experiment_id is None:
             exp = self.client.get_experiment_by_name(self.experiment)
-            if exp is not None:
+            if exp is not None and exp.lifecycle_stage == "active":
                 self._experiment_id = exp.experiment_id
-            else:
+            elif exp is not None:  # deleted in the UI: restored, its runs are this suite's mirror
+                self.client.restore_experiment(exp.experiment_id)
+                self._experiment_id = exp.experiment_id
+            elif create:
                 # Local stores keep artifacts beside the results (in the object store, if that is the
                 # storage); a server decides for itself (its --artifacts-destination).
                 local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
@@ -156,46 +199,74 @@ class Tracker:
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
         return self._experiment_id
 
-    def parent_run_id(self) -> str:
-        if self._parent is None:
-            state_file = self.suite_dir / PARENT_STATE
-            state = _read_state(state_file, self.uri)
-            run_id = state.get("run_id")
-            if run_id is None:
-                run = self.client.create_run(
-                    self.experiment_id(),
-                    run_name=self.suite_name,
-                    tags={"harness.suite": self.suite_name, "harness.role": "sweep"},
-                )
-                run_id = run.info.run_id
-                from mlflow.entities import Param
+    def runs(self) -> dict[str, dict]:
+        """The suite's trial runs in the store, by trial id (one search, paged; kept up to date as runs are sent).
+        Of several runs of one trial (a store written by older versions), the most advanced is used."""
+        if self._runs is None:
+            self._runs = {}
+            experiment = self.experiment_id(create=False)
+            where = f"tags.`{SUITE_TAG}` = '{_quoted(self.suite_name)}'"
+            for run in all_runs(self.client, [experiment], where) if experiment else []:
+                tags = run.data.tags
+                if tags.get(ROLE_TAG) == "sweep":
+                    self._parent = self._parent or run.info.run_id
+                    continue
+                tid = tags.get("trial_id")
+                seen = {
+                    "run_id": run.info.run_id,
+                    "epochs": int(tags.get(EPOCHS_TAG, 0)),
+                    "final": tags.get(FINAL_TAG) == "1" or run.info.status in ("FINISHED", "FAILED"),
+                    "evaluations": json.loads(tags.get(EVALUATIONS_TAG, "[]")),
+                    "nodes": tags.get("harness.nodes"),
+                }
+                best = self._runs.get(tid)
+                if tid and (best is None or (seen["final"], seen["epochs"]) > (best["final"], best["epochs"])):
+                    self._runs[tid] = seen
+        return self._runs
 
-                params = [Param(k, v) for k, v in sorted(self.suite_params.items())]
-                for i in range(0, len(params), 100):
-                    self.client.log_batch(run_id, params=params[i : i + 100])
-                _write_state(state_file, self.uri, {"run_id": run_id})
-            self._parent = run_id
+    def forget(self, trial_ids: list[str]) -> None:
+        """Before trials are trained again from scratch (--restart): their runs are deleted, new ones replace them."""
+        runs = self.runs()
+        for tid in trial_ids:
+            if tid in runs:
+                self.client.delete_run(runs.pop(tid)["run_id"])
+
+    def parent_run_id(self, create: bool = True) -> str | None:
+        """The sweep's parent run (found by its tags; created on first use unless ``create`` is False)."""
+        if self._parent is None:
+            self.runs()
+        if self._parent is None and create:
+            run = self.client.create_run(
+                self.experiment_id(),
+                run_name=self.suite_name,
+                tags={SUITE_TAG: self.suite_name, ROLE_TAG: "sweep"},
+            )
+            self._parent = run.info.run_id
+            from mlflow.entities import Param
+
+            params = [Param(k, v) for k, v in sorted(self.suite_params.items())]
+            _log_batches(self.client, self._parent, params=params)
         return self._parent
 
     def sync_trial(self, trial_dir: Path, failed: bool = False) -> None:
-        """Send what the trial folder holds and MLflow lacks. Raises if the tracking store is unreachable."""
-        from mlflow.entities import Metric, Param
+        """Send what the trial folder holds and the store lacks. Raises if the tracking store is unreachable."""
+        from mlflow.entities import Metric, Param, RunTag
 
         trial_dir = Path(trial_dir)
         folder = results.TrialFolder(trial_dir)
         if not (trial_dir / results.CONFIG).exists():
             return  # not started yet
-        state_file = trial_dir / SYNC_STATE
-        state = _read_state(state_file, self.uri)
-        if state.get("final"):
-            self._send_evaluations(folder, state, state_file)
-            return
         config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
-        run_id = state.get("run_id")
-        if run_id is None:
+        tid = config["trial_id"]
+        state = self.runs().get(tid)
+        if state is not None and state["final"]:
+            self._send_evaluations(folder, state)
+            return
+        if state is None:
             tags = {
                 "mlflow.parentRunId": self.parent_run_id(),
-                "harness.suite": self.suite_name,
+                SUITE_TAG: self.suite_name,
+                ROLE_TAG: "trial",
                 **{k: str(config.get(k)) for k in TAG_KEYS},
                 # a plugin's method, model or dataset: which files, and the code's hashes (part of the trial id)
                 **(
@@ -207,33 +278,29 @@ class Tracker:
                     else {}
                 ),
             }
-            run_id = self.client.create_run(self.experiment_id(), run_name=config["trial_id"], tags=tags).info.run_id
+            run_id = self.client.create_run(self.experiment_id(), run_name=tid, tags=tags).info.run_id
             params = [
                 Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(config.items())
             ]
-            for i in range(0, len(params), 100):
-                self.client.log_batch(run_id, params=params[i : i + 100])
-            state = {"run_id": run_id, "epochs": 0}
-            _write_state(state_file, self.uri, state)
+            _log_batches(self.client, run_id, params=params)
+            state = self.runs()[tid] = {"run_id": run_id, "epochs": 0, "final": False, "evaluations": []}
+        run_id = state["run_id"]
         nodes = ",".join(folder.nodes())  # where the trial (and each retry) ran
         if nodes and state.get("nodes") != nodes:
             self.client.set_tag(run_id, "harness.nodes", nodes)
             state["nodes"] = nodes
-            _write_state(state_file, self.uri, state)
         now = int(time.time() * 1000)
-        history = folder.history()
-        new_rows = [r for r in history if int(r["epoch"]) > state["epochs"]]
-        metrics = [
-            Metric(k, float(r[k]), now, int(r["epoch"]))
-            for r in new_rows
-            for k in EPOCH_METRICS
-            if r.get(k) not in (None, "")
-        ]
-        for i in range(0, len(metrics), 500):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 500])
+        new_rows = [r for r in folder.history() if int(r["epoch"]) > state["epochs"]]
         if new_rows:
-            state["epochs"] = int(new_rows[-1]["epoch"])
-            _write_state(state_file, self.uri, state)
+            metrics = [
+                Metric(k, float(r[k]), now, int(r["epoch"]))
+                for r in new_rows
+                for k in EPOCH_METRICS
+                if r.get(k) not in (None, "")
+            ]
+            epochs = int(new_rows[-1]["epoch"])  # the progress tag goes with the last batch of its metrics
+            _log_batches(self.client, run_id, metrics=metrics, last_tags=[RunTag(EPOCHS_TAG, str(epochs))])
+            state["epochs"] = epochs
         if folder.is_finished():
             final = folder.metrics()
             step = int(config.get("epochs", 0))
@@ -242,38 +309,39 @@ class Tracker:
                 for k, v in sorted(final.items())
                 if _finite_number(v) and k not in NOT_METRICS
             ]
-            self.client.log_batch(run_id, metrics=numbers)
             for name in ARTIFACTS:
                 if (trial_dir / name).exists():
                     self.client.log_artifact(run_id, str(trial_dir / name))
+            tags = [RunTag(FINAL_TAG, "1")]
             if "workers" in final:  # how many workers trained it: a fact about the run, so a tag
-                self.client.set_tag(run_id, "harness.workers", str(final["workers"]))
+                tags.append(RunTag("harness.workers", str(final["workers"])))
+            _log_batches(self.client, run_id, metrics=numbers, last_tags=tags)
             self.client.set_terminated(run_id, "FINISHED")
             state["final"] = True
-            _write_state(state_file, self.uri, state)
-            self._send_evaluations(folder, state, state_file)
+            self._send_evaluations(folder, state)
         elif failed and (trial_dir / results.ERROR).exists():
             self.client.log_artifact(run_id, str(trial_dir / results.ERROR))
+            self.client.set_tag(run_id, FINAL_TAG, "1")
             self.client.set_terminated(run_id, "FAILED")
             state["final"] = True
-        _write_state(state_file, self.uri, state)
 
-    def _send_evaluations(self, folder: results.TrialFolder, state: dict, state_file: Path) -> None:
+    def _send_evaluations(self, folder: results.TrialFolder, state: dict) -> None:
         """The metrics of evaluation sets (`harness evaluate`) not sent yet, at the trial's last epoch."""
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         from harness.eval_kinds import record_problem
 
-        sent = set(state.get("evaluations", []))
+        sent = set(state["evaluations"])
         new = {k: r for k, r in folder.evaluations(record_problem).items() if k not in sent}
         if not new:
             return
-        now, step = int(time.time() * 1000), int(state.get("epochs", 0))
+        now, step = int(time.time() * 1000), int(state["epochs"])
         metrics = [Metric(k, v, now, step) for r in new.values() for k, v in sorted(evaluation_metrics(r).items())]
-        for i in range(0, len(metrics), 500):
-            self.client.log_batch(state["run_id"], metrics=metrics[i : i + 500])
-        state["evaluations"] = sorted(sent | set(new))
-        _write_state(state_file, self.uri, state)
+        evaluations = sorted(sent | set(new))
+        _log_batches(
+            self.client, state["run_id"], metrics=metrics, last_tags=[RunTag(EVALUATIONS_TAG, json.dumps(evaluations))]
+        )
+        state["evaluations"] = evaluations
 
     def finish_parent(self, artifacts: list[Path], status: str) -> None:
         run_id = self.parent_run_id()
@@ -384,6 +452,23 @@ def _finite_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
 
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _log_batches(client, run_id: str, metrics=(), params=(), last_tags=()) -> None:
+    """log_batch within MLflow's limits (1,000 metrics, 100 params per call); ``last_tags`` go with the last call,
+    so a tag saying what was sent is written with (never before) the last of it."""
+    metrics, params = list(metrics), list(params)
+    calls = [{"params": params[i : i + 100]} for i in range(0, len(params), 100)]
+    calls += [{"metrics": metrics[i : i + 1000]} for i in range(0, len(metrics), 1000)]
+    if last_tags:
+        calls = calls or [{}]
+        calls[-1] = {**calls[-1], "tags": list(last_tags)}
+    for call in calls:
+        client.log_batch(run_id, **call)
+
+
 def summary_metrics(summary) -> dict[str, float]:
     """The report's aggregated results as parent-run metrics: '<metric>/<setting>' (mean over seeds)."""
     out = {}
@@ -400,24 +485,22 @@ def summary_metrics(summary) -> dict[str, float]:
 
 def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary=None) -> None:
     """Attach a report folder (after it is written) and its aggregated results to the sweep's parent run (if
-    the sweep has one); warn on an outage."""
+    the store has one); warn on an outage."""
     tracker = Tracker.for_suite(suite, tracking_uri)
-    uri = tracker.uri
-    state = _read_state(suite.suite_dir / PARENT_STATE, uri)
-    if "run_id" not in state:
-        return
     try:
+        parent = tracker.parent_run_id(create=False)
+        if parent is None:
+            return
         if summary is not None:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
             metrics = [Metric(k, v, now, 0) for k, v in sorted(summary_metrics(summary).items())]
-            for i in range(0, len(metrics), 500):
-                tracker.client.log_batch(state["run_id"], metrics=metrics[i : i + 500])
-        tracker.client.log_artifacts(state["run_id"], str(report_dir), artifact_path="report")
-        print(f"report logged to MLflow run {state['run_id']} ({uri})")
+            _log_batches(tracker.client, parent, metrics=metrics)
+        tracker.client.log_artifacts(parent, str(report_dir), artifact_path="report")
+        print(f"report logged to MLflow run {parent} ({tracker.uri})")
     except Exception as err:
-        warn(f"tracking: could not log the report to {uri} ({type(err).__name__}: {str(err)[:200]})")
+        warn(f"tracking: could not log the report to {tracker.uri} ({type(err).__name__}: {str(err)[:200]})")
 
 
 def mlflow_hint(suite, tracking_uri: str | None = None) -> str:

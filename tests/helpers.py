@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.catalog import build_config
 from harness.config import TrialConfig
+from harness.tracking import all_runs
 
 SUITE = yaml.safe_load((Path(__file__).parent / "suites" / "synthetic_2x2.yaml").read_text())
 
@@ -204,7 +205,7 @@ def runs(uri, experiment):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no experiment {experiment} on {uri}"
-    found = client.search_runs([exp.experiment_id])
+    found = all_runs(client, [exp.experiment_id])
     return (
         client,
         [r for r in found if r.data.tags.get("harness.role") == "sweep"],

@@ -24,6 +24,7 @@ back from (test_tracking_server: the outage test).
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -369,3 +370,169 @@ def test_table_cells_are_neutralised_for_spreadsheets_and_markdown(tmp_path):
     assert len(re.split(r"(?<!\\)\|", text.splitlines()[4])) == 3 + 2  # an escaped pipe is not a column
     latex = tex.read_text()
     assert latex.count("write18") == 2 and r"\write18" not in latex  # a cell and the caption: no command
+
+
+# --- 7. MLflow, a mirror of the trial folders
+def _mirror(tmp_path: Path) -> tuple[int, int]:
+    """(parent runs, trial runs) the suite's store holds, each trial once."""
+    from helpers import runs
+
+    _, parents, children = runs(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "synth")
+    ids = [c.data.tags["trial_id"] for c in children]
+    assert len(ids) == len(set(ids)), sorted(ids)
+    assert all(c.info.status == "FINISHED" and "final_top1" in c.data.metrics for c in children)
+    return len(parents), len(children)
+
+
+@pytest.mark.slow  # `harness run`, `report`, `status`, `sync` in subprocesses
+def test_a_deleted_or_moved_store_is_mirrored_again_never_doubled(tmp_path, finished):
+    suite = copy_of(finished, tmp_path)  # a moved storage folder: the store's URI is new, its runs are found
+    for command in (("run", suite), ("report", suite), ("status", suite), ("sync", suite)):
+        proc = harness(*command)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _mirror(tmp_path) == (1, 4)
+
+    (tmp_path / "results" / "mlflow.db").unlink()  # deleted: the next run sends everything to the new store
+    proc = harness("run", suite)
+    assert proc.returncode == 0 and "could not reach" not in proc.stderr, proc.stderr[-2000:]
+    assert _mirror(tmp_path) == (1, 4)
+    assert harness("sync", suite).returncode == 0 and _mirror(tmp_path) == (1, 4)
+
+
+@pytest.mark.slow  # `harness run` and `report` in subprocesses
+def test_a_store_that_is_not_a_database_is_one_line_and_exit_2_before_anything_runs(tmp_path, finished):
+    suite = copy_of(finished, tmp_path)
+    store = tmp_path / "results" / "mlflow.db"
+    store.write_bytes(b"garbage " * 1000)
+    shutil.rmtree(trials(tmp_path)[0])  # a trial to train, which must not start
+    shutil.rmtree(tmp_path / "results" / "synth" / "report", ignore_errors=True)
+    for command in ("run", "report"):
+        proc = harness(command, suite)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"error: the MLflow store {store} is not an SQLite database; move it aside and run again: the runs are "
+            f"rebuilt from the trial folders (or pass --tracking-uri)"
+        )
+        assert "Traceback" not in proc.stderr
+    assert len(trials(tmp_path)) == 3 and not (tmp_path / "results" / "synth" / "report").exists()
+    store.unlink()
+    assert harness("run", suite).returncode == 0 and _mirror(tmp_path) == (1, 4)
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow  # `harness run` while another process holds the store
+def test_a_locked_store_is_an_outage_the_run_goes_on_and_sync_sends_it_later(tmp_path, finished):
+    suite = copy_of(finished, tmp_path)
+    shutil.rmtree(trials(tmp_path)[0])  # one trial to train while the store is locked
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "results" / "mlflow.db")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        proc = harness("run", suite)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "could not reach" in proc.stderr and "database is locked" in proc.stderr and "Traceback" not in proc.stderr
+    kept = json.loads((tmp_path / "results" / "synth" / "tracking_kept_back.json").read_text())
+    assert len(kept["trials"]) == 4
+    assert all(TrialFolder(t).is_finished() for t in trials(tmp_path))
+    proc = harness("sync", suite)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _mirror(tmp_path) == (1, 4)
+    assert not (tmp_path / "results" / "synth" / "tracking_kept_back.json").exists()
+
+
+# --- 8. only the suite's own trials in its numbers
+def test_the_report_counts_only_the_suites_trials_and_lists_the_others(tmp_path):
+    from analysis.report import build_report
+
+    root = tmp_path / "results" / "shared"
+    labels = np.arange(10) % 3
+
+    def write(right: int, **keys):
+        cfg = trial(name=keys.pop("name", root.name), output_dir=root.parent, dataset="cifar100", depth=16, **keys)
+        logits = np.eye(3)[np.where(np.arange(10) < right, labels, (labels + 1) % 3)][:, None, :] * 3
+        return cfg, finished_trial(cfg, logits, labels)
+
+    grid = [write(6, seed=s, width=2, epochs=1)[0] for s in (0, 1)]
+    write(9, seed=0, width=2, epochs=2)  # the suite was edited since: another recipe
+    write(9, seed=0, width=4, epochs=1)  # a width the grid no longer has
+    _, other = write(9, seed=2, width=2, epochs=1, name="other")
+    shutil.copytree(other, root / other.name)  # copied in from another suite
+    _, renamed = write(9, seed=3, width=2, epochs=1)
+    renamed.rename(root / "vanilla-wrn16x2-M1-s9-00000000")  # a folder renamed by hand
+
+    report = build_report(root, grid={t.trial_id: t.record() for t in grid})
+    summary = report["summary_frame"]
+    assert summary.members.tolist() == [1, 2]  # the two seeds, and their ensemble
+    summary = summary[summary.members == 1]
+    assert summary.n.tolist() == [2] and summary.top1_mean.tolist() == pytest.approx([0.6])
+    foreign = report["not_in_suite"]
+    assert sorted(foreign.values()) == sorted(
+        [
+            "a trial of suite other",
+            "another recipe: epochs 2 (the suite's: 1)",
+            "its config.yaml is trial vanilla-wrn16x2-M1-s3-"
+            + renamed.name.rsplit("-", 1)[1]
+            + " (copied in from elsewhere)",
+            "not in the grid (method vanilla, model wrn, depth 16, width 4, M 1, seed 0)",
+        ]
+    )
+    assert json.loads((report["dir"] / "not_in_suite.json").read_text()) == foreign
+    assert "Not in this suite (4 folders)" in (report["dir"] / "index.html").read_text()
+
+
+# --- 9. one writer at a time
+WRITER = """
+import sys, numpy as np
+from harness.data.corrupt import write_generated_set
+images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+write_generated_set(images, np.arange(16), sys.argv[1], "cifar100", "first", corruptions=("glass_blur",))
+"""
+
+
+def test_two_corruption_writers_into_one_folder_never_mix(tmp_path):
+    from harness.config import ConfigError
+    from harness.data.corrupt import _put_in_place, write_generated_set
+
+    out = tmp_path / "c"
+    first = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=harness_env(), stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".c.partial-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match=rf"--out {out}: harness data corrupt \(pid {first.pid} on .*\) is writing"):
+        write_generated_set(images, np.arange(4), out, "cifar100", "second", corruptions=("fog",))
+    assert first.wait(timeout=120) == 0, first.stderr.read()[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["GENERATED.json", "README.md", "glass_blur.npy", "labels.npy"]
+    assert json.loads((out / "GENERATED.json").read_text())["source"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging folder, no lock left
+
+    # a set that appeared while this one was written (a writer the lock could not see, e.g. on another NFS client)
+    staged = tmp_path / ".staged"
+    staged.mkdir()
+    (staged / "fog.npy").write_bytes(b"second")
+    with pytest.raises(ConfigError, match="written by another process while this one ran; nothing was changed"):
+        _put_in_place(staged, out, force=False)
+    assert (out / "glass_blur.npy").exists() and not (out / "fog.npy").exists()
+
+
+def test_evaluate_is_refused_while_a_run_holds_the_suite_and_says_who(tmp_path):
+    cfg = tiny_config(output_dir=tmp_path / "results", name="synth")
+    labels = np.arange(8) % 4
+    finished_trial(cfg, np.eye(4)[labels][:, None, :], labels)
+    with SuiteLock(cfg.trial_dir.parent, command="harness run suite.yaml"):
+        proc = cli("evaluate", cfg.trial_dir.parent, "--on", "test")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"this suite is being run by `harness run suite.yaml` (pid {os.getpid()} on" in proc.stderr
+    assert not (cfg.trial_dir / results.EVAL_DIR).exists()

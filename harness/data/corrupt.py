@@ -13,11 +13,15 @@ official file, so its numbers are not published CIFAR-C numbers.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import io
 import logging
 import os
 import shutil
+import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -273,7 +277,6 @@ def write_generated_set(
     temporary folder beside ``out`` and renamed into place at the end, so ``out`` never holds a half-written set;
     a non-empty ``out`` is refused unless ``force`` (then replaced whole, foreign files included)."""
     from harness.config import ConfigError
-    from harness.results import write_json
 
     final = Path(out)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
@@ -282,9 +285,60 @@ def write_generated_set(
             f"whole (its files included)"
         )
     final.parent.mkdir(parents=True, exist_ok=True)
-    out = final.parent / f".{final.name}.partial"
-    shutil.rmtree(out, ignore_errors=True)  # what an interrupted run left
-    out.mkdir()
+    with _one_writer(final):
+        out = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.partial-"))
+        try:
+            _write_stand_in(images, labels, out, dataset, source, seed, corruptions)
+            _put_in_place(out, final, force)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _one_writer(final: Path):
+    """Held while ``final`` is written: a second writer is refused at once, naming the first (the OS releases the
+    lock if the process dies); what an interrupted writer left is removed."""
+    from harness.config import ConfigError
+
+    with open(final.parent / f".{final.name}.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(
+                f"--out {final}: {holder} is writing it; wait for it to finish, or choose another folder"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"harness data corrupt (pid {os.getpid()} on {socket.gethostname()})")
+        lock.flush()
+        for left in final.parent.glob(f".{final.name}.partial-*"):
+            shutil.rmtree(left, ignore_errors=True)
+        try:
+            yield
+        finally:
+            Path(lock.name).unlink(missing_ok=True)  # still held: no writer is between its open and its lock
+
+
+def _put_in_place(out: Path, final: Path, force: bool) -> None:
+    """Rename the written set over ``final``; a set that appeared there meanwhile is kept unless ``force``."""
+    from harness.config import ConfigError
+
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        if not force:
+            raise ConfigError(f"--out {final}: written by another process while this one ran; nothing was changed")
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / "set")
+        os.replace(out, final)
+        shutil.rmtree(old)
+        return
+    os.replace(out, final)  # over an empty folder, or none
+
+
+def _write_stand_in(images, labels, out: Path, dataset: str, source: str, seed: int, corruptions) -> None:
+    from harness.results import write_json
 
     np.save(out / "labels.npy", np.tile(labels.astype(np.int64), SEVERITIES))
     for i, name in enumerate(corruptions, 1):
@@ -318,15 +372,3 @@ def write_generated_set(
         f"{len(labels)} test images ({source}). See {GENERATED_MARKER} for the parameters. Results on it are not "
         f"comparable with published {dataset.upper()}-C numbers.\n"
     )
-    if final.exists():
-        old = final.parent / f".{final.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(out, final)
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(out, final)
-    return final

@@ -536,3 +536,72 @@ def test_evaluate_is_refused_while_a_run_holds_the_suite_and_says_who(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"this suite is being run by `harness run suite.yaml` (pid {os.getpid()} on" in proc.stderr
     assert not (cfg.trial_dir / results.EVAL_DIR).exists()
+
+
+# --- 10. readers that only read regular files
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data: only the header may be read)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def _tree_with_traps(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    tree = tmp_path / "ood"
+    (tree / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tree / "sub" / "real.png")
+    os.mkfifo(tree / "x.png")  # opening it would block until a writer comes
+    (tree / "zero.jpg").symlink_to("/dev/zero")  # reading it would never end
+    (tree / "loop").symlink_to(tree)  # a folder link: not followed
+    return tree
+
+
+def test_image_trees_skip_fifos_devices_and_folder_links_by_name(tmp_path, caplog):
+    from harness.data.datasets import DataError, images_under, load_image, read_image_tree
+
+    tree = _tree_with_traps(tmp_path)
+    with caplog.at_level("WARNING"):
+        arrays = read_image_tree(tree, 16)
+    assert arrays.x.shape == (1, 16, 16, 3) and arrays.y.tolist() == [-1]
+    assert f"skipped, not an image file: {tree / 'x.png'} (a FIFO)" in caplog.text
+    assert f"skipped, not an image file: {tree / 'zero.jpg'} (a character device)" in caplog.text
+    with pytest.raises(DataError, match=r"x\.png: not a regular file \(a FIFO\); only image files are read"):
+        load_image(tree / "x.png")
+    with pytest.raises(DataError, match="/: the root of the filesystem; point at the folder that holds the images"):
+        images_under(Path("/"))
+    (tree / "huge.png").write_bytes(_png_header(12_000, 12_000))
+    with pytest.raises(DataError, match=r"huge\.png: 12000x12000 pixels, more than the 25,000,000 an image may have"):
+        read_image_tree(tree, 16)
+
+
+def test_an_image_tree_larger_than_the_caps_is_refused_while_walking(tmp_path, monkeypatch):
+    from harness.data import datasets
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(_png_header(4, 4))
+    monkeypatch.setattr(datasets, "MAX_TREE_IMAGES", 3)
+    with pytest.raises(datasets.DataError, match=f"{tmp_path}: more than 3 images under it, the most one folder"):
+        datasets.images_under(tmp_path)
+
+
+@pytest.mark.slow  # `harness evaluate` in subprocesses
+def test_evaluate_on_a_folder_of_traps_goes_on_and_on_the_root_is_refused(tmp_path, finished):
+    suite = copy_of(finished, tmp_path)
+    tree = _tree_with_traps(tmp_path)
+    proc = harness("evaluate", suite, "--on", f"ood:folder={tree}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 OOD vs" in proc.stdout  # the one real image; the FIFO and the device skipped, nothing blocked
+    assert "(a FIFO)" in proc.stderr and "(a character device)" in proc.stderr  # said once, by the driver
+    started = time.time()
+    proc = harness("evaluate", suite, "--on", "ood:folder=/", timeout=120)
+    assert proc.returncode == 2 and time.time() - started < 60, proc.stderr[-2000:]
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .endswith(": the root of the filesystem; point at the folder that holds the images")
+    )

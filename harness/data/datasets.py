@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pickle
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -269,13 +270,25 @@ def read_cifar_pickle(folder: Path, num_classes: int) -> tuple[ImageArrays, Imag
     return check_arrays(tr, folder, num_classes), check_arrays(te, folder, num_classes), classes
 
 
+MAX_PIXELS = 25_000_000  # checked from the header before decoding: a 12,000 x 12,000 PNG would take 2 GiB
+MAX_TREE_IMAGES = 200_000  # read from one folder into memory (Places365's val is 36,500, Tiny ImageNet's 100,000)
+MAX_TREE_BYTES = 16 << 30
+MAX_TREE_ENTRIES = 2_000_000  # files and folders walked under one folder before it is refused
+
+
 def load_image(path: Path, size: int | None = None, resize: bool = False) -> np.ndarray:
-    """An RGB image; ``size``: it must be size x size pixels, or with ``resize``, its shorter side is resized
-    to ``size`` (antialiased) and the centre size x size square kept."""
+    """An RGB image (a regular file, at most MAX_PIXELS from its header); ``size``: it must be size x size
+    pixels, or with ``resize``, its shorter side is resized to ``size`` (antialiased) and the centre square kept."""
     from PIL import Image
 
+    _regular(Path(path))
     try:
         with Image.open(path) as im:
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                raise DataError(
+                    f"{path}: {im.size[0]}x{im.size[1]} pixels, more than the {MAX_PIXELS:,} an image may have "
+                    f"(checked before decoding it); resize it first"
+                )
             im = im.convert("RGB")
             if size is not None and resize and im.size != (size, size):
                 scale = size / min(im.size)
@@ -294,12 +307,70 @@ def load_image(path: Path, size: int | None = None, resize: bool = False) -> np.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 
 
-def images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+def _regular(path: Path) -> os.stat_result:
+    """A file that reading cannot block on: a FIFO, a device or a socket is refused by name."""
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: not a regular file ({_kind(info.st_mode)}); only image files are read")
+    return info
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block "
+                       "device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def images_under(folder: Path, recursive: bool = True) -> list[Path]:
+    """The image files under ``folder`` (any depth unless not ``recursive``), sorted. Only regular files count: a
+    FIFO, device or socket with an image's name is skipped with a line naming it (reading it would block);
+    folder links are not followed. A folder with more than MAX_TREE_IMAGES images, MAX_TREE_BYTES of them or
+    MAX_TREE_ENTRIES entries (``/``, a home folder) is refused."""
+    folder = Path(folder)
+    if folder.resolve() == Path(folder.resolve().anchor):
+        raise DataError(f"{folder}: the root of the filesystem; point at the folder that holds the images")
+    found, skipped, size, entries = [], [], 0, 0
+    for root, dirs, files in os.walk(folder):
+        entries += len(dirs) + len(files)
+        for name in files:
+            if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                continue
+            path = Path(root) / name
+            try:
+                info = path.stat()
+            except OSError:
+                skipped.append(f"{path} (a broken link)")
+                continue
+            if not stat.S_ISREG(info.st_mode):
+                skipped.append(f"{path} ({_kind(info.st_mode)})")
+                continue
+            found.append(path)
+            size += info.st_size
+        over = (
+            f"more than {MAX_TREE_IMAGES:,} images" * (len(found) > MAX_TREE_IMAGES)
+            or f"more than {MAX_TREE_BYTES >> 30} GiB of images" * (size > MAX_TREE_BYTES)
+            or f"more than {MAX_TREE_ENTRIES:,} files and folders" * (entries > MAX_TREE_ENTRIES)
+        )
+        if over:
+            raise DataError(
+                f"{folder}: {over} under it, the most one folder is read for; point at the folder that holds the images"
+            )
+        if not recursive:
+            break
+    for line in skipped[:5]:
+        logger.warning(f"skipped, not an image file: {line}")
+    if len(skipped) > 5:
+        logger.warning(f"and {len(skipped) - 5} more non-regular files skipped under {folder}")
+    return sorted(found)
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return images_under(folder, recursive=False)
 
 
 def read_image_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageArrays, list[str]]:

@@ -28,10 +28,10 @@ import numpy as np
 
 from harness.data.datasets import (
     DATASETS,
-    IMAGE_SUFFIXES,
     DataError,
     ImageArrays,
     default_data_dir,
+    images_under,
     load_image,
     read_image_tree,
 )
@@ -263,7 +263,7 @@ def _read_folder_corruption(folder: Path, trial: TrialData) -> tuple[ImageArrays
         for wnid_dir in sorted(p for p in level.iterdir() if p.is_dir()):
             if wnid_dir.name not in label:
                 raise DataError(f"{wnid_dir}: {wnid_dir.name!r} is not a class of the trial's wnids.txt")
-            files = sorted(p for p in wnid_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = images_under(wnid_dir, recursive=False)
             xs += [load_image(p, trial.resolution) for p in files]
             ys += [label[wnid_dir.name]] * len(files)
             severities += [severity] * len(files)
@@ -337,5 +337,7 @@ def check_eval_set(spec: EvalSet, trial: TrialData) -> None:
             read_ood(spec, trial)
         elif spec.source in DATASETS.names():
             DATASETS.get(spec.source)(data_dir=trial.data_dir, check_only=True)
-        elif spec.source in ("textures", "folder"):
-            ood_folder(spec, trial)
+        elif spec.source in ("textures", "folder"):  # walked once here: traps, caps and an empty folder said now
+            folder = ood_folder(spec, trial)
+            if not images_under(folder):
+                raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")

@@ -15,6 +15,7 @@ from harness.data.datasets import (
     check_arrays,
     default_data_dir,
     find_folder,
+    images_under,
     load_image,
     register_dataset,
     tree_files,
@@ -58,7 +59,7 @@ def tinyimagenet(data_dir: Path | None = None, check_only: bool = False, **_) ->
     label = {w: i for i, w in enumerate(wnids)}
     xs, ys = [], []
     for w in wnids:
-        files = sorted((folder / "train" / w / "images").glob("*.JPEG"))
+        files = images_under(folder / "train" / w / "images", recursive=False)
         xs += [load_image(p, 64) for p in files]
         ys += [label[w]] * len(files)
     ann = folder / "val" / "val_annotations.txt"

@@ -43,6 +43,10 @@ class DeepSpeedEngine:
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 
+        from harness.engines.compiled_ops import prepare
+
+        prepare()  # a build lock left by a killed process would block deepspeed.initialize forever
+
         ensure_process_group(device)
         self.config = deepspeed_config(cfg, world.size)
         self.dtype = weight_dtype(cfg)  # the model arrives in it (place_model): DeepSpeed casts parameters only

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticUndefined
 
 
@@ -24,13 +26,32 @@ class ConfigError(ValueError):
 # Strict numbers and booleans: `width: '2'` or `width: true` is an error, not a silent coercion; paths
 # stay lax (a YAML string is a path). inf and nan are refused everywhere.
 STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-LaxPath = Annotated[Path, Field(strict=False)]
+
+
+def expand_path(value):
+    """``~`` and ``$VARIABLES`` in a path expanded (a variable that is not set is an error, not a folder name)."""
+    if not isinstance(value, (str, Path)):
+        return value
+    text = os.path.expanduser(os.path.expandvars(str(value)))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+    if unset:
+        raise ValueError(f"{value}: ${unset[0]} is not set in the environment")
+    return text
+
+
+LaxPath = Annotated[Path, BeforeValidator(expand_path), Field(strict=False)]
 # Bumped when the code computes something else for the same keys, so that older results are never resumed
 # or averaged with newer ones (2: the authors' initialisation, PreActResNet, schedule edges and MSDA
 # partners; docs/recipe.md).
 RECIPE_VERSION = 2
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"  # a single folder name: no '..', no '/', at most 100 characters
+# a single folder name: letters, digits, _ - and single dots (no '..' anywhere, no '/'); at most 100 characters
+NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9_-]|\.[A-Za-z0-9_-])*\.?$"
+NAME_LENGTH = 100
 DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:[0-9]+)$"
+PATTERN_HELP = {
+    NAME_PATTERN: "a single folder name (letters, digits, _ and -, single dots between them; no '..' or '/')",
+    DEVICE_PATTERN: "a device: auto, cpu, cuda or cuda:N",
+}
 
 
 class Role(str, Enum):
@@ -59,7 +80,12 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(**STRICT, validate_assignment=True)
 
     # --- identity
-    name: str = Runtime("trial", pattern=NAME_PATTERN, description="results go to <output_dir>/<name>/<trial_id>/")
+    name: str = Runtime(
+        "trial",
+        pattern=NAME_PATTERN,
+        max_length=NAME_LENGTH,
+        description="results go to <output_dir>/<name>/<trial_id>/",
+    )
     seed: int = Seed(
         0,
         ge=0,
@@ -338,6 +364,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             allowed = ", ".join(sorted(TrialConfig.model_fields))
             msg = f"unknown key; allowed keys: {allowed}"
+        elif e["type"] == "string_pattern_mismatch" and e["ctx"]["pattern"] in PATTERN_HELP:
+            msg = f"{e['input']!r} is not {PATTERN_HELP[e['ctx']['pattern']]}"
         lines.append(f"  {where}: {msg}")
     return "\n".join(lines)
 

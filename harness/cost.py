@@ -57,6 +57,51 @@ def _flops(
     return float(counter.get_total_flops()) * (3 / images if train else 1)
 
 
+@functools.lru_cache(maxsize=None)
+def _footprint(
+    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int, method: str, options: tuple,
+    row: tuple,
+) -> tuple[int, float]:  # fmt: skip
+    """(parameters, activation values per training image) of the method's network, on the meta device: every
+    module's output of one training row, the values autograd keeps for the backward, to a first order."""
+    from harness.methods import METHODS
+    from harness.models import MODELS
+
+    slots, images = row
+    values = [0]
+    with torch.device("meta"):
+        net = MODELS.get(model).build(
+            depth, width, num_classes, num_inputs, network=METHODS.get(method).network, **dict(options)
+        )
+        leaves = [m for m in net.modules() if not list(m.children())]
+        hooks = [m.register_forward_hook(lambda _m, _i, out: values.append(_numel(out))) for m in leaves]
+        net.train()(torch.empty(1, slots, 3, resolution, resolution))
+    for h in hooks:
+        h.remove()
+    return sum(p.numel() for p in net.parameters()), sum(values) / images
+
+
+def _numel(out) -> int:
+    if isinstance(out, torch.Tensor):
+        return out.numel()
+    return sum(_numel(o) for o in out) if isinstance(out, (tuple, list)) else 0
+
+
+def training_memory(cfg: TrialConfig) -> dict[str, float]:
+    """Bytes a trial needs while it trains, estimated: fp32 weights, their gradients and SGD's momentum, and the
+    activations of one batch (2 bytes a value under bf16/fp16 autocast, else 4). Not counted: the framework's own
+    workspace and the data (the device loader keeps the uint8 training set there too)."""
+    classes, res = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
+    params, per_image = _footprint(
+        cfg.model, cfg.depth, cfg.width, cfg.num_inputs, cfg.class_subset or classes, res, *_network(cfg)
+    )
+    half = cfg.precision in ("bf16", "fp16")
+    out = {"weights": 4.0 * params, "optimizer": 8.0 * params, "activations": per_image * cfg.batch_size * (2 if half
+           else 4)}  # fmt: skip
+    out["total"] = sum(out.values())
+    return out
+
+
 def _network(cfg: TrialConfig) -> tuple:
     from harness.methods import METHODS
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness import results
 from harness.bench.rates import Packing, Rate, Shape, plan_packing, read_rates, table_for, trial_samples
 from harness.config import ConfigError, TrialConfig
-from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, trial_flops
+from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, training_memory, trial_flops
 
 
 @dataclass
@@ -176,7 +176,65 @@ def plan_text(suite, trials: list[TrialConfig], address: str | None = None) -> s
             f"{head} (on CPUs: ~{duration(seconds)} on {cores:g} core(s) of this machine at ~"
             f"{CPU_GFLOPS_PER_CORE:.0f} GFLOP/s each; a rough guide, the sweep measures its own rate)"
         )
+    lines += memory_lines(suite, todo)
     return "\n".join(lines)
+
+
+# The memory of cards a suite may name (resources.card) without this machine having one: GiB, by name part.
+CARD_MEMORY_GIB = {"H200": 141, "H100": 80, "A100-SXM4-80GB": 80, "A100 80GB": 80, "A100": 40, "L40": 48, "A10": 24,
+                   "L4": 24, "4090": 24, "V100": 16, "T4": 16}  # fmt: skip
+
+
+def memory_lines(suite, todo: list[TrialConfig]) -> list[str]:
+    """The largest training-memory estimate of the trials to run, and a warning per shape that would not fit the
+    memory one trial gets (the card's, shared by packed trials; on CPUs, the machine's, shared by concurrent ones)."""
+    if not todo:
+        return []
+    by_shape = {}
+    for t in todo:
+        key = (t.model, t.depth, t.width, t.num_inputs, t.method, t.batch_size, t.precision, t.dataset)
+        if key not in by_shape:
+            by_shape[key] = (t, training_memory(t))
+    cfg, peak = max(by_shape.values(), key=lambda v: v[1]["total"])
+    lines = [
+        f"memory: up to {_gib(peak['total'])} per trial while training ({cfg.method} {cfg.model}-{cfg.depth}-"
+        f"{cfg.width}, M = {cfg.num_inputs}, batch {cfg.batch_size}: {_gib(peak['weights'])} weights, "
+        f"{_gib(peak['optimizer'])} gradients and momentum, {_gib(peak['activations'])} activations; estimated)"
+    ]
+    limit, what = _memory_limit(suite, len(todo))
+    for t, need in by_shape.values():
+        if limit and need["total"] > limit:
+            lines.append(
+                f"warning: {t.method} {t.model}-{t.depth}-{t.width} (M = {t.num_inputs}, batch {t.batch_size}) needs "
+                f"~{_gib(need['total'])}, more than {what} ({_gib(limit)}): it would run out of memory; lower "
+                f"batch_size or the width, or run where there is more"
+            )
+    return lines
+
+
+def _memory_limit(suite, trials: int) -> tuple[float | None, str]:
+    """The bytes one trial may use, and what they are."""
+    if suite.resources.gpus > 0:
+        if _local_gpu():
+            import torch
+
+            card, total = torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory
+        else:
+            card = suite.resources.card or ""
+            gib = next((v for k, v in CARD_MEMORY_GIB.items() if k.lower() in card.lower()), None)
+            if gib is None:
+                return None, ""
+            total = gib * 2**30
+        share = suite.resources.pack if isinstance(suite.resources.pack, int) else 1
+        per_gpu = total * suite.resources.gpus / share
+        return per_gpu, f"the {card} memory one trial gets" + (f" ({share} per card)" if share > 1 else "")
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    together = max(1, min(trials, suite.concurrency or int((os.cpu_count() or 1) // max(suite.resources.cpus, 1))))
+    return total / together, f"this machine's memory shared by {together} concurrent trial(s)"
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MiB"
 
 
 def duration(seconds: float) -> str:

@@ -29,7 +29,16 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from harness import catalog, plugins
-from harness.config import NAME_PATTERN, STRICT, ConfigError, TrialConfig, format_validation_error, load_yaml
+from harness.config import (
+    NAME_LENGTH,
+    NAME_PATTERN,
+    STRICT,
+    ConfigError,
+    TrialConfig,
+    expand_path,
+    format_validation_error,
+    load_yaml,
+)
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 
 Scalar = Union[str, int, float, bool, None]
@@ -102,7 +111,7 @@ class EnsembleSpec(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(pattern=NAME_PATTERN)  # the results folder's name
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_LENGTH)  # the results folder's name
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -127,6 +136,8 @@ class Suite(Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, v: str) -> str:
+        if not is_uri(v):
+            return expand_path(v)
         if is_uri(v):
             try:
                 ObjectStore(v)  # a scheme pyarrow cannot open is refused here rather than in every trial

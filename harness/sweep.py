@@ -22,7 +22,7 @@ from harness import catalog, logs, plugins, results
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
-from harness.data import DataError, check_available, check_same_data, with_fingerprints
+from harness.data import DataError, check_data, check_same_data, with_fingerprints
 from harness.evaluate import check_sets
 from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
@@ -281,8 +281,7 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
     """Missing or broken data and evaluation sets fail here, with their message, not in every trial; so do trials
     whose folders hold results of other data than they would read now. -> the trials with their data's
     fingerprint."""
-    for cfg in {(t.dataset, str(t.data_dir), t.download): t for t in trials}.values():
-        check_available(cfg)
+    check_data(trials)  # what `harness train` would refuse, refused for the grid before anything runs
     check_sets(trials, suite.evaluation_sets())
     trials = with_fingerprints(trials)
     stale, unchecked = [], 0

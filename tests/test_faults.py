@@ -655,3 +655,83 @@ def test_a_build_lock_left_by_a_killed_builder_is_removed_and_a_stuck_one_is_nam
     proc = subprocess.run([sys.executable, "-c", LOAD], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "loaded True" in proc.stdout, proc.stderr[-2000:]
     assert f"{extensions}: a stale build lock (its builder is gone) removed" in proc.stderr
+
+
+# --- 12. paths, names, FFCV records, the dry run's data checks and memory
+def _cifar_folder(root: Path, train_x=None, train_y=None) -> Path:
+    rng = np.random.default_rng(0)
+    folder = root / "cifar100"
+    folder.mkdir(parents=True)
+    x = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    np.savez(folder / "train.npz", x=x if train_x is None else train_x, y=np.arange(40) % 100 if train_y is None else
+             train_y)  # fmt: skip
+    np.savez(folder / "test.npz", x=x[:10], y=np.arange(10))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("labels", "train.npz: labels outside 0..99"),
+        ("shape", "train.npz: expected uint8 images (N, H, W, 3) and N labels, got uint8 (40, 32, 32) and (40,)"),
+        ("pickle", "train.npz: cannot read as an npz with arrays 'x' and 'y'"),
+        ("batch", "batch_size 64 is larger than the 40 training images x b = 1: no full batch to train on"),
+    ],
+)
+def test_the_dry_run_refuses_what_train_would(tmp_path, bad, message):
+    data = tmp_path / "data"
+    x = np.zeros((40, 32, 32), np.uint8) if bad == "shape" else None
+    folder = _cifar_folder(data, x, np.arange(40) + 90 if bad == "labels" else None)
+    if bad == "pickle":  # an npz whose images are a pickled object array: refused unread
+        np.savez(folder / "train.npz", x=np.array([{"planted": 1}] * 40, dtype=object), y=np.arange(40))
+    base = {"dataset": "cifar100", "data_dir": str(data), "batch_size": 64 if bad == "batch" else 8}
+    suite = write_suite(tmp_path, base=base)
+    proc = cli("run", suite, "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "results").exists()
+
+
+def test_paths_expand_home_and_variables_and_names_refuse_dot_dot(tmp_path, monkeypatch):
+    from harness.config import ConfigError
+    from harness.suite import load_suite
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESULTS_ROOT", str(tmp_path / "elsewhere"))
+    suite = load_suite(write_suite(tmp_path, storage="~/runs"))
+    assert suite.results_root == tmp_path / "home" / "runs"
+    assert load_suite(write_suite(tmp_path, storage="$RESULTS_ROOT/x")).results_root == tmp_path / "elsewhere" / "x"
+    assert tiny_config(data_dir="~/data").data_dir == tmp_path / "home" / "data"
+    with pytest.raises(ConfigError, match=r"storage: \$NOT_SET_HERE/x: \$NOT_SET_HERE is not set in the environment"):
+        load_suite(write_suite(tmp_path, storage="$NOT_SET_HERE/x"))
+    for name in ("a..", "a..b", ".."):
+        with pytest.raises(ConfigError, match=rf"name: '{re.escape(name)}' is not a single folder name .*no '\.\.'"):
+            load_suite(write_suite(tmp_path, name=name))
+    assert load_suite(write_suite(tmp_path, name="v1.2")).name == "v1.2"
+
+
+@pytest.mark.parametrize("record", ["{}", "[]", '{"images": "3", "resolution": 32}', "null"])
+def test_an_ffcv_record_that_is_not_ours_is_one_line(tmp_path, record):
+    from harness.data import DataError
+    from harness.data.ffcv_loader import check_beton
+
+    beton = tmp_path / "train.beton"
+    beton.write_bytes(b"x")
+    beton.with_suffix(".json").write_text(record)
+    np.save(beton.with_suffix(".labels.npy"), np.arange(4))
+    with pytest.raises(DataError, match=r"train.json: not the record `harness data prepare` writes"):
+        check_beton(beton, "cifar100", np.arange(4), np.arange(4), 32)
+
+
+def test_the_plan_estimates_memory_and_warns_where_a_trial_would_not_fit(tmp_path):
+    suite = write_suite(
+        tmp_path,
+        base={"batch_size": 100_000, "drop_last": False, "depth": 28, "width": 10},
+        grid={"method": ["vanilla"]},
+    )
+    proc = cli("run", suite, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (memory,) = [line for line in proc.stdout.splitlines() if line.startswith("memory: up to")]
+    assert "vanilla wrn-28-10, M = 1, batch 100000" in memory and "activations; estimated)" in memory
+    assert "warning: vanilla wrn-28-10 (M = 1, batch 100000) needs ~" in proc.stdout
+    assert "more than this machine's memory shared by 1 concurrent trial(s)" in proc.stdout

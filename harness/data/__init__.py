@@ -100,14 +100,43 @@ def held_out_classes(data: ImageSplits, n: int) -> ImageArrays:
     return data.test.take(np.flatnonzero(data.test.y >= n))
 
 
-def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
-    """The training loader the config asks for: ``device`` (default) or ``ffcv``."""
-    entries = len(data.train) * cfg.b
-    if cfg.drop_last and entries < cfg.batch_size:
+def check_batches(cfg: TrialConfig, train_images: int) -> None:
+    """A full batch to train on, or DataError saying how to get one."""
+    if cfg.drop_last and train_images * cfg.b < cfg.batch_size:
         raise DataError(
-            f"batch_size {cfg.batch_size} is larger than the {len(data.train)} training images x b = {cfg.b}: no full "
+            f"batch_size {cfg.batch_size} is larger than the {train_images} training images x b = {cfg.b}: no full "
             f"batch to train on; lower batch_size, use more images (train_subset), or set drop_last: false"
         )
+
+
+def check_data(trials: list[TrialConfig]) -> None:
+    """What ``harness train`` checks of the data, for a whole grid before it runs (the dry run too): each dataset
+    read once as a trial reads it (labels in range, one image shape, arrays not pickles), and every trial's
+    training set holding a full batch. A dataset a trial will download is left to it."""
+    read: dict[tuple, ImageSplits] = {}
+    for cfg in trials:
+        key = (cfg.dataset, str(cfg.data_dir), cfg.synthetic_size, cfg.synthetic_classes, cfg.synthetic_resolution)
+        if key not in read:
+            try:
+                check_available(cfg)
+            except DataError:
+                if cfg.download:
+                    continue
+                raise
+            read[key] = load_dataset(cfg.model_copy(update={"class_subset": None, "val_size": 0, "train_subset": None,
+                                                            "test_subset": None}))  # fmt: skip
+        if key not in read:
+            continue
+        y = read[key].train.y
+        n = int((y < cfg.class_subset).sum()) if cfg.class_subset is not None else len(y)
+        if cfg.val_size >= n:
+            raise DataError(f"val_size {cfg.val_size} leaves no training images (train has {n})")
+        check_batches(cfg, min(n - cfg.val_size, cfg.train_subset or n))
+
+
+def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
+    """The training loader the config asks for: ``device`` (default) or ``ffcv``."""
+    check_batches(cfg, len(data.train))
     if cfg.loader == "ffcv":
         from harness.data.ffcv_loader import FFCVTrainLoader
 

@@ -82,9 +82,19 @@ def check_beton(path: Path, dataset: str, train_index: np.ndarray, labels: np.nd
         raise DataError(f"{path}: no FFCV file for {dataset}; {redo}")
     try:
         meta = json.loads(path.with_suffix(".json").read_text())
-        stored = np.load(path.with_suffix(".labels.npy"))
+        stored = np.load(path.with_suffix(".labels.npy"), allow_pickle=False)
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: its .json/.labels.npy record is missing or unreadable ({err}); {redo}") from None
+    if not (
+        isinstance(meta, dict)
+        and all(isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) for k in ("images", "resolution"))
+        and stored.ndim == 1
+        and stored.dtype.kind in "iu"
+    ):
+        raise DataError(
+            f"{path.with_suffix('.json')}: not the record `harness data prepare` writes (expected "
+            f'{{"images": <int>, "resolution": <int>}} and a 1-D integer .labels.npy); {redo}'
+        )
     if (
         meta["resolution"] != resolution
         or len(stored) <= int(train_index.max(initial=0))

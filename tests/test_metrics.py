@@ -127,3 +127,45 @@ def test_the_suite_names_every_metric_it_computes_and_the_report_shows_them():
     assert set(m) - facts == set(mt.METRICS)
     shown = [c[0] for c in metric_columns() + metric_columns("selective")]
     assert all(name in shown for name in mt.METRICS)
+
+
+def _lbfgs_temperature(logits, labels):
+    """The temperature fit before it became a 1-D solve: LBFGS on log T through autograd (float32)."""
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits.float() / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return log_t.exp().item()
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 10.0])
+def test_the_temperature_is_the_nll_minimum_found_by_scipy_and_never_worse_than_lbfgs(scale):
+    from scipy.optimize import minimize_scalar
+
+    g = torch.Generator().manual_seed(int(scale * 10))
+    labels = torch.randint(0, 100, (5000,), generator=g)
+    logits = torch.randn(5000, 100, generator=g) * scale
+    logits[torch.arange(5000), labels] += 1.5 * scale
+    z = logits.double()
+
+    def nll64(log_t: float) -> float:
+        return torch.nn.functional.cross_entropy(z / math.exp(log_t), labels).item()
+
+    reference = math.exp(minimize_scalar(nll64, bounds=(-6, 6), method="bounded", options={"xatol": 1e-10}).x)
+    t = mt.fit_temperature(logits, labels)
+    assert t == pytest.approx(reference, rel=1e-6)
+    old = _lbfgs_temperature(logits, labels)
+    assert nll64(math.log(t)) <= nll64(math.log(old)) + 1e-9  # LBFGS in float32 stops short of the minimum
+    assert t == pytest.approx(old, rel=2e-3) and nll64(math.log(t)) == pytest.approx(nll64(math.log(old)), abs=5e-6)
+
+
+def test_temperature_bounds_where_the_nll_has_no_minimum():
+    labels = torch.arange(10) % 3
+    separable = torch.nn.functional.one_hot(labels, 3).float() * 10  # every image right: T -> 0 keeps lowering it
+    assert mt.fit_temperature(separable, labels) == pytest.approx(math.exp(mt.LOG_T_BOUNDS[0]), rel=1e-6)

@@ -224,6 +224,7 @@ def cmd_run(args) -> int:
             dry_run=args.dry_run,
             tracking_uri=args.tracking_uri,
             break_lock=args.break_lock,
+            verbose=args.verbose,
         )
     except KeyboardInterrupt:
         from harness.suite import expand
@@ -253,7 +254,7 @@ def _results_target(target: str):
 
 def cmd_status(args) -> int:
     from harness.lock import describe, running_trials
-    from harness.status import status_rows, status_table, trials_in_folder
+    from harness.status import status_rows, status_view, trials_in_folder
 
     suite_dir, store, name, suite = _results_target(args.target)
     driver, running = running_trials(suite_dir, store, name)
@@ -268,7 +269,7 @@ def cmd_status(args) -> int:
         from harness.suite import expand
 
         trials = expand(suite, str(args.target))
-    print(status_table(status_rows(trials, running, corrupt)))
+    print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
         print(f"driver: {describe(driver)}")
     return 0
@@ -492,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", help="dataset folder (else the suite's data_dir, else $HARNESS_DATA_DIR)")
     run.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    run.add_argument("--verbose", action="store_true", help="list every trial (a large grid is summarised)")
     run.add_argument("--restart", action="store_true", help="delete this suite's trial folders and start clean")
     run.add_argument(
         "--break-lock",
@@ -505,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
     )
+    status.add_argument("--verbose", action="store_true", help="list every trial (a large grid is summarised)")
     status.set_defaults(func=cmd_status)
 
     report = command("report", help="tables, width plots and calibration plots of a sweep (HTML page)")

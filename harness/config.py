@@ -6,6 +6,7 @@ YAML file or overridden with ``--set key=value``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic_core import PydanticUndefined
 
 
@@ -78,6 +79,7 @@ Recipe, RecipeIfSet, Seed, History, Runtime = (_keyed(r) for r in Role)
 
 class TrialConfig(BaseModel):
     model_config = ConfigDict(**STRICT, validate_assignment=True)
+    _trial_id: Optional[str] = PrivateAttr(None)  # the id, until a field changes
 
     # --- identity
     name: str = Runtime(
@@ -294,20 +296,30 @@ class TrialConfig(BaseModel):
     @classmethod
     def role(cls, key: str) -> Role:
         """A field's role (KeyError for a name that is no field)."""
-        return Role(cls.model_fields[key].json_schema_extra["role"])
+        return _roles(cls)[key]
 
     def recipe(self) -> dict[str, Any]:
         """The keys that determine the result, in a canonical JSON-able form: the trial id's input."""
-        d = self.model_dump(mode="json", exclude={k for k in type(self).model_fields if self.role(k) == Role.RUNTIME})
+        runtime, if_set = _recipe_rules(type(self))
+        d = self.model_dump(mode="json", exclude=runtime)
         d.update(d.pop("options"))  # flat, as the method's keys were fields of their own
-        for key in [k for k in d if k in type(self).model_fields]:
-            if self.role(key) == Role.RECIPE_IF_SET and d[key] == type(self).model_fields[key].get_default(
-                call_default_factory=True
-            ):
+        for key, default in if_set.items():
+            if key in d and d[key] == default:
                 del d[key]
         d["M"] = self.num_inputs
         d["recipe_version"] = RECIPE_VERSION
         return d
+
+    # The id is asked for many times per trial (plans of 10,000 trials): kept until a field changes.
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if not name.startswith("_"):
+            self._trial_id = None
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "TrialConfig":
+        copy = super().model_copy(update=update, deep=deep)
+        copy._trial_id = None
+        return copy
 
     def record(self) -> dict[str, Any]:
         """The config as a trial folder records it (config.yaml): every key, with the id and the values derived
@@ -323,12 +335,34 @@ class TrialConfig(BaseModel):
 
     @property
     def trial_id(self) -> str:
-        digest = hashlib.sha1(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.method}-{self.model}{self.depth}x{self.width}-M{self.num_inputs}-s{self.seed}-{digest}"
+        if self._trial_id is None:
+            digest = hashlib.sha1(json.dumps(self.recipe(), sort_keys=True).encode()).hexdigest()[:8]
+            self._trial_id = (
+                f"{self.method}-{self.model}{self.depth}x{self.width}-M{self.num_inputs}-s{self.seed}-{digest}"
+            )
+        return self._trial_id
 
     @property
     def trial_dir(self) -> Path:
         return Path(self.output_dir) / self.name / self.trial_id
+
+
+@functools.cache
+def _roles(cls) -> dict[str, Role]:
+    return {k: Role(f.json_schema_extra["role"]) for k, f in cls.model_fields.items()}
+
+
+@functools.cache
+def _recipe_rules(cls) -> tuple[frozenset, dict[str, Any]]:
+    """(the runtime keys, left out of the id; the keys in the id only away from their default, with it)."""
+    roles = _roles(cls)
+    runtime = frozenset(k for k, r in roles.items() if r == Role.RUNTIME)
+    if_set = {
+        k: cls.model_fields[k].get_default(call_default_factory=True)
+        for k, r in roles.items()
+        if r == Role.RECIPE_IF_SET
+    }
+    return runtime, if_set
 
 
 def is_setting_key(key: str) -> bool:

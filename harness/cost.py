@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,8 +23,7 @@ REFERENCE_TFLOPS = 280.0
 CPU_GFLOPS_PER_CORE = 85.0
 
 
-@functools.lru_cache(maxsize=None)
-def _flops(
+def _measure(
     model: str,
     depth: int,
     width: int,
@@ -32,9 +34,11 @@ def _flops(
     method: str = "vanilla",
     options: tuple = (),
     row: tuple = (1, 1),
-) -> float:
-    """FLOPs of one sample through the method's network on the meta device (no compute): a training step per
-    image of the batch (forward + backward) or a test image (forward: the same image to all M members)."""
+) -> dict[str, float]:
+    """One pass of the method's network on the meta device (no compute): FLOPs of a sample (a training step per
+    image of the batch, forward + backward; or a test image, forward: the same image to all M members), the
+    parameters, and (training) the activation values per image: every module's output, the values autograd keeps
+    for the backward, to a first order."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from harness.methods import METHODS
@@ -42,6 +46,7 @@ def _flops(
 
     kind = METHODS.get(method)
     slots, images = row
+    values = [0]
     with torch.device("meta"):
         net = (
             MODELS.get(model)
@@ -49,36 +54,20 @@ def _flops(
             .train(train)
         )
         x = torch.empty(1, *((slots,) if train else ()), 3, resolution, resolution)
+    leaves = [m for m in net.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: values.append(_numel(out))) for m in leaves]
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         net(x)
-    # a training step: forward + backward = 3 x the forward (the backward's two products per layer); counted, torch's
-    # counter would charge a grouped convolution's backward as if ungrouped (Packed-Ensembles: 2x too much)
-    return float(counter.get_total_flops()) * (3 / images if train else 1)
-
-
-@functools.lru_cache(maxsize=None)
-def _footprint(
-    model: str, depth: int, width: int, num_inputs: int, num_classes: int, resolution: int, method: str, options: tuple,
-    row: tuple,
-) -> tuple[int, float]:  # fmt: skip
-    """(parameters, activation values per training image) of the method's network, on the meta device: every
-    module's output of one training row, the values autograd keeps for the backward, to a first order."""
-    from harness.methods import METHODS
-    from harness.models import MODELS
-
-    slots, images = row
-    values = [0]
-    with torch.device("meta"):
-        net = MODELS.get(model).build(
-            depth, width, num_classes, num_inputs, network=METHODS.get(method).network, **dict(options)
-        )
-        leaves = [m for m in net.modules() if not list(m.children())]
-        hooks = [m.register_forward_hook(lambda _m, _i, out: values.append(_numel(out))) for m in leaves]
-        net.train()(torch.empty(1, slots, 3, resolution, resolution))
     for h in hooks:
         h.remove()
-    return sum(p.numel() for p in net.parameters()), sum(values) / images
+    # a training step: forward + backward = 3 x the forward (the backward's two products per layer); counted, torch's
+    # counter would charge a grouped convolution's backward as if ungrouped (Packed-Ensembles: 2x too much)
+    return {
+        "flops": float(counter.get_total_flops()) * (3 / images if train else 1),
+        "params": float(sum(p.numel() for p in net.parameters())),
+        "activations": sum(values) / images,
+    }
 
 
 def _numel(out) -> int:
@@ -87,14 +76,61 @@ def _numel(out) -> int:
     return sum(_numel(o) for o in out) if isinstance(out, (tuple, list)) else 0
 
 
+@functools.lru_cache(maxsize=None)
+def _measured(*shape) -> dict[str, float]:
+    """``_measure`` once per shape: in this process, and on disk across processes (a plan of 10,000 trials takes
+    seconds), keyed by the code that builds the networks."""
+    from harness.methods import METHODS
+    from harness.models import MODELS
+
+    if METHODS.source(shape[7]) or MODELS.source(shape[0]):  # a plugin's code is not in the cache's key
+        return _measure(*shape)
+    key = json.dumps(shape)
+    cache = _disk_cache()
+    if key not in cache:
+        cache[key] = _measure(*shape)
+        _save_cache(cache)
+    return cache[key]
+
+
+def _cache_path() -> Path:
+    """$XDG_CACHE_HOME/harness/cost-<hash of harness/models and harness/methods>.json"""
+    import hashlib
+
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*package.glob("models/*.py"), *package.glob("methods/*.py")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
+    return root / f"cost-{digest.hexdigest()[:16]}-torch{torch.__version__}.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _disk_cache() -> dict:
+    try:
+        cache = json.loads(_cache_path().read_text())
+        return cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_cache(cache: dict) -> None:
+    try:
+        from harness.results import write_json
+
+        write_json(_cache_path(), cache)
+    except OSError:  # a read-only home: the cache is only a cache
+        pass
+
+
 def training_memory(cfg: TrialConfig) -> dict[str, float]:
     """Bytes a trial needs while it trains, estimated: fp32 weights, their gradients and SGD's momentum, and the
     activations of one batch (2 bytes a value under bf16/fp16 autocast, else 4). Not counted: the framework's own
     workspace and the data (the device loader keeps the uint8 training set there too)."""
     classes, res = dataset_shape(cfg.dataset, cfg.synthetic_classes, cfg.synthetic_resolution)
-    params, per_image = _footprint(
-        cfg.model, cfg.depth, cfg.width, cfg.num_inputs, cfg.class_subset or classes, res, *_network(cfg)
-    )
+    measured = _measured(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, cfg.class_subset or classes, res, True,
+                         *_network(cfg))  # fmt: skip
+    params, per_image = measured["params"], measured["activations"]
     half = cfg.precision in ("bf16", "fp16")
     out = {"weights": 4.0 * params, "optimizer": 8.0 * params, "activations": per_image * cfg.batch_size * (2 if half
            else 4)}  # fmt: skip
@@ -111,12 +147,16 @@ def _network(cfg: TrialConfig) -> tuple:
 
 def step_flops_per_sample(cfg: TrialConfig, num_classes: int, resolution: int) -> float:
     """FLOPs of one training step (forward + backward) per image of the batch."""
-    return _flops(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, True, *_network(cfg))
+    return _measured(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, True, *_network(cfg))[
+        "flops"
+    ]
 
 
 def inference_flops_per_image(cfg: TrialConfig, num_classes: int, resolution: int) -> float:
     """FLOPs of one test image through the network (forward only; all M members)."""
-    return _flops(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, False, *_network(cfg))
+    return _measured(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, num_classes, resolution, False, *_network(cfg))[
+        "flops"
+    ]
 
 
 def dataset_shape(dataset: str, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:

@@ -83,3 +83,29 @@ def status_table(rows: list[tuple[str, ...]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+LIST_LIMIT = 100  # trials listed one per line; a larger grid is summarised (method x width x M) unless verbose
+
+
+def status_view(rows: list[tuple[str, ...]], verbose: bool = False) -> str:
+    """The status table, or for a grid of more than LIST_LIMIT trials its summary: a line per method, width and M
+    with the count in each state."""
+    if verbose or len(rows) <= LIST_LIMIT:
+        return status_table(rows)
+    groups: dict[tuple, dict[str, int]] = {}
+    for r in rows:
+        counts = groups.setdefault((r[1], int(r[2]), int(r[3])), {})
+        counts[r[7]] = counts.get(r[7], 0) + 1
+    table = [("method", "width", "M", "trials", "states")]
+    for (method, width, m), counts in sorted(groups.items()):
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        table.append((method, str(width), str(m), str(sum(counts.values())), states))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    totals: dict[str, int] = {}
+    for r in rows:
+        totals[r[7]] = totals.get(r[7], 0) + 1
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(totals.items())))
+    lines.append(f"({len(rows)} trials summarised; --verbose lists every one)")
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ from harness.evaluate import check_sets
 from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
 from harness.plan import duration, gpu_fraction, load_rates, plan_text
-from harness.status import status_rows, status_table
+from harness.status import status_rows, status_table, status_view
 from harness.storage import CACHE_ONLY, check_cluster_storage, check_writable
 from harness.suite import Suite, expand
 from harness.tracking import BackgroundTracker, Tracker, mlflow_hint
@@ -261,6 +261,7 @@ def run_sweep(
     dry_run: bool = False,
     tracking_uri: str | None = None,
     break_lock: bool = False,
+    verbose: bool = False,
 ) -> int:
     trials = expand(suite, source)
     store = suite.store
@@ -269,12 +270,12 @@ def run_sweep(
         print(plan_text(suite, trials, address), flush=True)
         check_writable(suite.suite_dir, storage, create=False)
         trials = _check_inputs(suite, trials)
-        print(status_table(status_rows(trials)))
+        print(status_view(status_rows(trials), verbose))
         return 0
     check_writable(suite.suite_dir, storage)
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
     with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
-        return _run_locked(suite, trials, source, address, restart, tracker, lock)
+        return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose)
 
 
 def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
@@ -333,6 +334,7 @@ def _run_locked(
     restart: bool,
     tracker: Tracker | None,
     lock: SuiteLock,
+    verbose: bool = False,
 ) -> int:
     store = suite.store
     if restart:
@@ -373,7 +375,7 @@ def _run_locked(
             _finish_tracking(suite, trials, tracker, failed)
     if store:  # the suite's own files (parent run, status, ensembles) beside the trials
         store.push(suite.suite_dir, suite.name)
-    print(status_table(status_rows(trials)))
+    print(status_view(status_rows(trials), verbose))
     for line in ensembles:
         print(line)
     from analysis.report import terminal_summary

@@ -1,0 +1,115 @@
+"""The harness's own cost as a grid grows: N finished trials written through the project's writer
+(harness.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
+
+    python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report]
+
+Prints a table of wall seconds per command and N, and the growth ratio between consecutive N (10x more trials:
+a ratio near 10 is linear). Results and their reading: benchmarks/scale/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = {
+    "dry-run": lambda suite: ["run", str(suite), "--dry-run"],
+    "status": lambda suite: ["status", str(suite)],
+    "report": lambda suite: ["report", str(suite)],
+    "report (cached)": lambda suite: ["report", str(suite)],
+    "sync": lambda suite: ["sync", str(suite)],
+}
+
+
+def suite_file(folder: Path, trials: int) -> Path:
+    """A suite of ``trials`` vanilla and Cut-MixMo trials (widths x seeds) on CIFAR-100's shape."""
+    widths = max(1, trials // 20)
+    seeds = max(1, trials // (2 * widths))
+    suite = {
+        "name": f"scale{trials}",
+        "storage": str(folder / "results"),
+        "base": {"dataset": "synthetic", "synthetic_classes": 100, "depth": 10, "epochs": 1, "batch_size": 32},
+        "grid": {"method": ["vanilla", "cut_mixmo"], "width": list(range(1, widths + 1)), "seed": list(range(seeds))},
+        "tracking": {"enabled": True},
+    }
+    path = folder / f"scale{trials}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def write_trials(suite_path: Path, images: int) -> int:
+    """Every trial of the suite as a finished folder (config, logits of ``images`` test images, metrics)."""
+    from harness.metrics import final_metrics
+    from harness.results import TrialFolder
+    from harness.suite import expand, load_suite
+
+    trials = expand(load_suite(suite_path), str(suite_path))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 100, images)
+    for i, cfg in enumerate(trials):
+        logits = rng.normal(0, 2, (images, cfg.num_inputs, 100)).astype(np.float16)
+        logits[np.arange(images), :, labels] += 3
+        metrics = final_metrics(torch.from_numpy(logits).float(), torch.from_numpy(labels))
+        metrics |= {"trial_id": cfg.trial_id, "epochs": 1, "num_params": 1000, "train_time_s": 60.0,
+                    "eval_time_s": 1.0, "test_images": images, "train_images": 2000, "device": "cpu",
+                    "device_name": "cpu", "engine": "torch", "workers": 1, "nodes": ["bench"]}  # fmt: skip
+        folder = TrialFolder(cfg.trial_dir)
+        cfg.trial_dir.mkdir(parents=True, exist_ok=True)
+        folder.begin(cfg.record(), "bench", 0)
+        folder.finish(metrics, {"test_logits": logits, "test_labels": labels})
+        if (i + 1) % max(1, len(trials) // 10) == 0:
+            print(f"  wrote {i + 1}/{len(trials)} trials", file=sys.stderr, flush=True)
+    return len(trials)
+
+
+def timed(args: list[str]) -> float:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--images", type=int, default=1000, help="test images per trial (CIFAR-100: 10,000)")
+    parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-scale"))
+    args = parser.parse_args()
+    table: dict[str, dict[int, float]] = {c: {} for c in args.commands}
+    counts = []
+    for n in args.trials:
+        folder = args.workdir / str(n)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        suite = suite_file(folder, n)
+        started = time.perf_counter()
+        count = write_trials(suite, args.images)
+        counts.append(count)
+        print(f"{count} finished trials written in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        for command in args.commands:
+            table[command][count] = timed(COMMANDS[command](suite))
+            print(f"  harness {command}: {table[command][count]:.2f} s", file=sys.stderr, flush=True)
+    print(f"\n{'command':<16}" + "".join(f"{n:>12,}" for n in counts) + "   growth per step")
+    for command, row in table.items():
+        values = [row[n] for n in counts]
+        growth = " ".join(f"{b / a:.1f}x" for a, b in zip(values, values[1:]))
+        print(f"{command:<16}" + "".join(f"{v:>11.2f}s" for v in values) + f"   {growth}")
+    print(f"(trials grow {' '.join(f'{b / a:.0f}x' for a, b in zip(counts, counts[1:]))}; {args.images} test images "
+          f"x 100 classes each)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

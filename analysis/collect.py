@@ -8,11 +8,13 @@ import pandas as pd
 import torch
 
 from analysis import protocol
+from analysis.cache import cached
 from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.config import is_setting_key
 from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
-from harness.results import CONFIG, CorruptFile, TrialFolder
+from harness.results import CONFIG, LOGITS, CorruptFile, TrialFolder
+from harness.results import METRICS as METRICS_FILE
 
 
 def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:
@@ -48,26 +50,11 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
             "trial_dir": str(folder.path),
         }
         if state.state == "finished":
-            # calibrated metrics recomputed from the saved logits: one protocol for every row and figure
             try:  # the state's check is cheap (the zip directory); a damaged member shows only here
-                saved = folder.logits()
+                metrics = cached("trial", [folder.path / LOGITS, folder.path / METRICS_FILE], lambda: _read(folder))
             except CorruptFile as err:
                 rows.append({**row, "state": "corrupt", "error": f"{err.path.name}: {err.reason}"})
                 continue
-            heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
-            recorded = folder.metrics()
-            # metrics.json's rule ("logits" before it was recorded); the report's may differ: recompute from logits
-            if heads.shape[1] > 1 and recorded.get("ensemble_average", "logits") != protocol.average():
-                recorded = {**recorded, **classification_metrics(heads, labels, protocol.average())}
-            metrics = {
-                **recorded,
-                **recalibrated(saved)[2],
-                **selective_metrics(heads, labels, protocol.average()),
-                **(rule_shift(heads, labels) if heads.shape[1] > 1 else {}),
-                "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
-                "ensemble_average": protocol.average(),
-            }
-            metrics.update(_missing_metrics(metrics, saved))
             row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
             row["train_hours"] = metrics["train_time_s"] / 3600
         rows.append(row)
@@ -106,6 +93,28 @@ def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str |
         return "an older recipe version (the harness's recipe or a method's revision changed since)"
     shown = ", ".join(f"{k} {cfg.get(k)!r} (the suite's: {closest.get(k)!r})" for k in differ[:4])
     return ("other data: " if set(differ) & set(DATA_KEYS) else "another recipe: ") + shown
+
+
+def _read(folder: TrialFolder) -> dict:
+    """A finished trial's metrics as the report shows them: metrics.json, with what depends on the report's protocol
+    recomputed from the saved logits (calibration, selective prediction, the aggregation rule's shift, the top-1
+    bootstrap), so that every row and figure follows one protocol."""
+    saved = folder.logits()
+    heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+    recorded = folder.metrics()
+    # metrics.json's rule ("logits" before it was recorded); the report's may differ: recompute from logits
+    if heads.shape[1] > 1 and recorded.get("ensemble_average", "logits") != protocol.average():
+        recorded = {**recorded, **classification_metrics(heads, labels, protocol.average())}
+    metrics = {
+        **recorded,
+        **recalibrated(saved)[2],
+        **selective_metrics(heads, labels, protocol.average()),
+        **(rule_shift(heads, labels) if heads.shape[1] > 1 else {}),
+        "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
+        "ensemble_average": protocol.average(),
+    }
+    metrics.update(_missing_metrics(metrics, saved))
+    return metrics
 
 
 def _missing_metrics(recorded: dict, saved: dict) -> dict:

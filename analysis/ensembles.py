@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 from analysis import protocol
+from analysis.cache import cached
 from analysis.stats import bootstrap, right_per_image
 from harness.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
-from harness.results import TrialFolder, write_json
+from harness.results import CONFIG, LOGITS, TrialFolder, write_json
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -46,6 +47,11 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
     logits averaged (members of equal M weigh equally). Members must differ only by seed."""
     if len(trial_dirs) < 2:
         raise ValueError("a deep ensemble needs at least 2 members")
+    files = [Path(d) / name for d in trial_dirs for name in (LOGITS, CONFIG)]
+    return cached("ensemble", files, lambda: _compose(trial_dirs))
+
+
+def _compose(trial_dirs: list[Path]) -> dict:
     members = [load_member(d) for d in trial_dirs]
     first_cfg, _, labels = members[0]
     first = setting(first_cfg)

@@ -22,7 +22,7 @@ from harness.results import write_bytes, write_text
 # Cells a spreadsheet would read as a formula (OWASP's CSV injection list): prefixed with a quote. A number
 # written as text ("-1.2 ± 0.4", "+0.8") is left alone: digits and signs cannot call anything.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMERIC_TEXT = re.compile(r"[-+]?[0-9][0-9.,eE±‡%() +-]*")
+_NUMERIC_TEXT = re.compile(r"[-+]?[0-9][0-9.,eE±‡%() \u00a0+-]*|[-+]")  # a bare "-": the tables' "no value"
 # Markdown that could become markup, a link or a table column: backslash-escaped (CommonMark).
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|&!])")
 # The page may show its own images and style; nothing else (no script, no frames, no form, no base).

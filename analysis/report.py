@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis import figures, protocol, robustness, tables
+from analysis import cache, figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
 from harness.results import CONFIG, CorruptFile, TrialFolder, write_json
@@ -40,8 +40,9 @@ def build_report(
     maps the suite's trial ids to their recorded configs (other folders are listed, never counted); ``average``
     is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded)."""
     rule = average or recorded_rule(suite_dir)
-    with protocol.reading(rule):
-        return {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid), "average": rule}
+    with protocol.reading(rule), cache.reading(suite_dir) as kept:
+        report = {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid), "average": rule}
+    return {**report, "cache": {"hits": kept.hits, "misses": kept.misses}}
 
 
 def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> dict:
@@ -272,7 +273,7 @@ def terminal_summary(
     grid: dict[str, dict] | None = None,
 ) -> str:
     """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
-    with protocol.reading(average or recorded_rule(suite_dir)):
+    with protocol.reading(average or recorded_rule(suite_dir)), cache.reading(suite_dir):
         trials = collect(suite_dir, grid)
         if trials.empty or not (trials.state == "finished").any():
             return ""

@@ -408,7 +408,7 @@ MAX_YAML_BYTES = 1 << 20  # a suite or trial file is a few KiB; anything larger 
 MAX_YAML_NODES = 100_000  # values after alias expansion: stops "billion laughs" before it eats the memory
 
 
-class _StrictLoader(yaml.SafeLoader):
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where it is built
     """PyYAML's safe loader (no Python object tags) that refuses duplicate keys: the second `base:` of a
     file would otherwise silently replace the first."""
 

@@ -17,6 +17,7 @@ half-written file), every read says which file is unreadable and why, and nothin
 
 from __future__ import annotations
 
+import copy
 import csv
 import errno
 import io
@@ -50,6 +51,9 @@ CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
 EVAL_FINGERPRINT = "fingerprint.txt"  # eval/<set>/: the fingerprint of the images its parts were predicted on
 ASIDE_SUFFIX = ".previous"  # eval/<set>.previous: the record a forced re-evaluation replaces only once it completes
+
+
+_CONFIGS: dict[tuple, dict] = {}  # (config.yaml path, mtime, size) -> its parsed content
 
 
 class CorruptFile(Exception):
@@ -247,12 +251,19 @@ class TrialFolder:
 
         path = self.path / CONFIG
         try:
-            config = parse_yaml(path.read_bytes().decode("utf-8"), str(path))
-        except (ConfigError, UnicodeDecodeError) as err:
-            raise CorruptFile(path, str(err).removeprefix(f"{path}: ")) from None
-        if not isinstance(config, dict) or "trial_id" not in config:
-            raise CorruptFile(path, "not a trial configuration (no trial_id)")
-        return config
+            info = path.stat()
+        except OSError as err:
+            raise CorruptFile(path, err.strerror or str(err)) from None
+        key = (str(path), info.st_mtime_ns, info.st_size)
+        if key not in _CONFIGS:  # read once per process while the file is unchanged (status, report: many readers)
+            try:
+                config = parse_yaml(path.read_bytes().decode("utf-8"), str(path))
+            except (ConfigError, UnicodeDecodeError) as err:
+                raise CorruptFile(path, str(err).removeprefix(f"{path}: ")) from None
+            if not isinstance(config, dict) or "trial_id" not in config:
+                raise CorruptFile(path, "not a trial configuration (no trial_id)")
+            _CONFIGS[key] = config
+        return copy.deepcopy(_CONFIGS[key])
 
     def metrics(self) -> dict:
         metrics = read_json(self.path / METRICS)

@@ -12,9 +12,8 @@ from pathlib import Path
 from harness import logs
 from harness.catalog import build_config, load_trial_config
 from harness.config import ConfigError, TrialConfig, parse_overrides
-from harness.data import DataError
-from harness.plugins import PluginError
-from harness.results import CorruptFile, ResourceError, out_of_memory, out_of_space
+from harness.exit_codes import ExitCode, exception_codes
+from harness.results import out_of_memory, out_of_space
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ def cmd_train(args) -> int:
     except KeyboardInterrupt:
         raise Interrupted(_interrupted([cfg.trial_dir], "harness train")) from None
     print(format_summary(cfg, metrics))
-    return 0
+    return ExitCode.DONE
 
 
 class Interrupted(Exception):
@@ -145,7 +144,7 @@ def cmd_bench_suite(args) -> int:
         packing = plan_packing(rates, shape)
         gain = f", {packing.gain:.2f}x one trial alone" if packing.gain == packing.gain else ""
         print(f"  {shape}: {packing.reason}{gain}")
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_bench(args) -> int:
@@ -184,7 +183,7 @@ def cmd_bench(args) -> int:
         args.json or Path("results") / "bench" / f"{cfg.method}-{cfg.model}{cfg.depth}x{cfg.width}-{result.device}.json"
     )
     print(f"\n{save(result, out)}")
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_data_prepare(args) -> int:
@@ -202,7 +201,7 @@ def cmd_data_prepare(args) -> int:
         arrays = getattr(data, split)
         path = write_beton(arrays, beton_path(beton_dir(cfg), cfg.dataset, split), workers=args.workers)
         print(f"{path}: {len(arrays)} images, {path.stat().st_size / 2**20:.1f} MiB")
-    return 0
+    return ExitCode.DONE
 
 
 def _load_suite_arg(args):
@@ -272,7 +271,7 @@ def cmd_status(args) -> int:
     print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
         print(f"driver: {describe(driver)}")
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_sync(args) -> int:
@@ -290,9 +289,9 @@ def cmd_sync(args) -> int:
         failed = {t.trial_id for t in trials if TrialFolder(t.trial_dir).state().state == "failed"}
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
     if pending:
-        return 1
+        return ExitCode.FAILED
     print(f"{tracker.uri}: {sum(t.trial_dir.exists() for t in trials)} trial folder(s) checked")
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_report(args) -> int:
@@ -348,7 +347,7 @@ def cmd_report(args) -> int:
 
         log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_evaluate(args) -> int:
@@ -399,7 +398,7 @@ def cmd_evaluate(args) -> int:
     for tid, why in failed.items():
         print(f"error: {tid}: {why}", file=sys.stderr)
     print(f"robustness, OOD and selective-prediction sections: harness report {args.target}")
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.DONE
 
 
 def cmd_data_corrupt(args) -> int:
@@ -433,7 +432,7 @@ def cmd_data_corrupt(args) -> int:
     )
     name = f"{args.dataset}-c-generated" + ("" if not args.out else f"={out}")
     print(f"{out}: done; evaluate on it with `harness evaluate SUITE --on {name}`")
-    return 0
+    return ExitCode.DONE
 
 
 def cmd_list(args) -> int:
@@ -444,7 +443,7 @@ def cmd_list(args) -> int:
 
         load_suite(args.suite)
     print(listing(markdown=args.markdown, keys=args.keys))
-    return 0
+    return ExitCode.DONE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -622,22 +621,17 @@ def main(argv: list[str] | None = None) -> int:
         for spec in getattr(args, "plugin", []):
             plugins.load(spec)
         return args.func(args)
-    except (ConfigError, DataError, CorruptFile, PluginError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ResourceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    except FloatingPointError as err:  # the trainer's divergence check
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except Interrupted as err:
         print(err, file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as err:  # what the machine ran out of, or an OS error on a user's path: one line
+        for kinds, code in exception_codes():
+            if isinstance(err, kinds):
+                print(f"error: {err}", file=sys.stderr)
+                return code
         if out_of_memory(err):
             asked = re.search(r"(?:tried to allocate|Tried to allocate) ([0-9.]+ ?\w+)", str(err))
             print(
@@ -645,17 +639,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"the width or eval_batch_size, or run where there is more memory",
                 file=sys.stderr,
             )
-            return 3
+            return ExitCode.OUT_OF_RESOURCES
         if out_of_space(err):
             print(
                 f"error: no space left on device ({_first_line(err)}); free some space and run the same "
                 f"command again: it goes on from what was saved",
                 file=sys.stderr,
             )
-            return 3
+            return ExitCode.OUT_OF_RESOURCES
         if isinstance(err, OSError) and err.filename is not None:
             print(f"error: {err.filename}: {err.strerror or err}", file=sys.stderr)
-            return 2
+            return ExitCode.REFUSED
         raise
 
 

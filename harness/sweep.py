@@ -24,6 +24,7 @@ from harness.config import TrialConfig
 from harness.cost import trial_flops
 from harness.data import DataError, check_data, check_same_data, with_fingerprints
 from harness.evaluate import check_sets
+from harness.exit_codes import ExitCode
 from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
 from harness.plan import duration, gpu_fraction, load_rates, plan_text
@@ -271,7 +272,7 @@ def run_sweep(
         check_writable(suite.suite_dir, storage, create=False)
         trials = _check_inputs(suite, trials)
         print(status_view(status_rows(trials), verbose))
-        return 0
+        return ExitCode.DONE
     check_writable(suite.suite_dir, storage)
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
     with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
@@ -397,14 +398,14 @@ def _run_locked(
             f"error: {len(ran_out)} trial(s) stopped: {ran_out[0]} (Ray's messages: {suite.suite_dir / RAY_LOG})",
             file=sys.stderr,
         )
-        return 3
+        return ExitCode.OUT_OF_RESOURCES
     if failed:
         print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
         for tid in sorted(failed):
             state = results.TrialFolder(suite.suite_dir / tid).state()
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / results.ERROR})", file=sys.stderr)
         print(f"Ray's own messages: {suite.suite_dir / RAY_LOG}", file=sys.stderr)
-    return 1 if failed or eval_failed else 0
+    return ExitCode.FAILED if failed or eval_failed else ExitCode.DONE
 
 
 def _cause(err: BaseException) -> BaseException:

@@ -181,3 +181,15 @@ def test_status_and_report_do_not_start_or_import_ray(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_exit_codes_have_one_home_and_the_readme_lists_them():
+    import re
+
+    from harness.exit_codes import readme_line
+
+    root = Path(__file__).resolve().parents[1]
+    assert readme_line() in (root / "README.md").read_text()
+    for module in ("harness/cli.py", "harness/sweep.py"):
+        bare = re.findall(r"return (?:\d+|\d+ if .*)$", (root / module).read_text(), re.M)
+        assert not bare, f"{module}: exit codes as numbers ({bare}); use harness.exit_codes.ExitCode"

@@ -110,6 +110,9 @@ def width_figure(summary: pd.DataFrame, path: Path, runs: pd.DataFrame | None = 
     return fig
 
 
+ANNOTATED_POINTS = 60  # a cost panel labels each point with its width up to this many points
+
+
 def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     """Top-1 (upper row) and calibrated NLL (lower row) against training hours, parameters, inference FLOPs per
     image and measured inference images/s (a deep ensemble counts all its members): each setting a marker per
@@ -136,11 +139,16 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         for (score, score_name, scale, higher), ax_row in zip(scores, axes):
             for (cost, name, faster), ax in zip(costs, ax_row):
                 shown = rows.dropna(subset=[cost, score])
-                for _, r in shown.iterrows():
-                    shape = marker(r.method) if r.members == 1 else "s"
-                    ax.scatter(r[cost], scale * r[score], color=color(r.method), marker=shape, label=label(r))
-                    ax.annotate(f"w={r.width}", (r[cost], scale * r[score]), fontsize=6, xytext=(3, 3),
-                                textcoords="offset points")  # fmt: skip
+                names = [label(r) for _, r in shown.iterrows()]
+                for name in dict.fromkeys(names):  # one scatter per legend entry: thousands of points stay cheap
+                    group = shown[[n == name for n in names]]
+                    first = group.iloc[0]
+                    shape = marker(first.method) if first.members == 1 else "s"
+                    ax.scatter(group[cost], scale * group[score], color=color(first.method), marker=shape, label=name)
+                if len(shown) <= ANNOTATED_POINTS:  # beyond that the widths overlap into a smudge
+                    for _, r in shown.iterrows():
+                        ax.annotate(f"w={r.width}", (r[cost], scale * r[score]), fontsize=6, xytext=(3, 3),
+                                    textcoords="offset points")  # fmt: skip
                 better = pareto_front(
                     [-c if faster else c for c in shown[cost]], [s if higher else -s for s in shown[score]]
                 )

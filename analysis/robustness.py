@@ -58,6 +58,8 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     """The records of the sets every member has, recomputed on the members' pooled heads."""
     folders = [TrialFolder(d) for d in member_dirs]
     shared = set.intersection(*(set(f.evaluations(record_problem)) for f in folders))
+    if not shared:  # nothing to rescore: no logits read, no temperature fitted
+        return {}
     clean = {
         "test_logits": np.concatenate([f.logits()["test_logits"] for f in folders], 1),
         "test_labels": folders[0].logits()["test_labels"],

@@ -263,7 +263,7 @@ class TrialFolder:
             if not isinstance(config, dict) or "trial_id" not in config:
                 raise CorruptFile(path, "not a trial configuration (no trial_id)")
             _CONFIGS[key] = config
-        return copy.deepcopy(_CONFIGS[key])
+        return {k: copy.copy(v) if isinstance(v, (list, dict)) else v for k, v in _CONFIGS[key].items()}
 
     def metrics(self) -> dict:
         metrics = read_json(self.path / METRICS)

@@ -449,6 +449,9 @@ def _tune_trials(
     tracking = BackgroundTracker(
         tracker, fetch=store and (lambda d: store.pull(f"{suite.name}/{d.name}", d, skip=CACHE_ONLY))
     )
+    # The trial folders are the results: Tune's own CSV/JSON/TensorBoard loggers would write every report again
+    # per trial, and grow the driver with the grid (~300 KB a trial, ray-project/ray#64231).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     tuner = tune.Tuner(
         tune.with_resources(run_trial, trial_resources(suite, gpus)),
         param_space={

@@ -275,6 +275,8 @@ def run_sweep(
         return ExitCode.DONE
     check_writable(suite.suite_dir, storage)
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
+    if tracker is not None:
+        tracker.connect()  # a full disk stops here; two drivers on fresh storage create the store one at a time
     with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
         return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose)
 

@@ -163,6 +163,19 @@ class Tracker:
             self._client = client
         return self._client
 
+    def connect(self) -> None:
+        """Create (or migrate) the store now, before the suite is locked: a full disk stops the command here (exit
+        3, nothing half-made); a busy or unreachable store is an outage, tried again at each send."""
+        try:
+            self.client
+        except results.ResourceError:
+            raise
+        except Exception as err:
+            warn(
+                f"tracking: could not reach {self.uri} ({type(err).__name__}: {str(err)[:200]}); training goes on, "
+                f"and what it could not send is sent later (`harness sync`, or the same `harness run`)"
+            )
+
     @classmethod
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
         """The suite's tracker: at ``tracking_uri`` if given; else where trials were kept back from in an outage

@@ -93,6 +93,7 @@ def _measured(*shape) -> dict[str, float]:
     return cache[key]
 
 
+@functools.lru_cache(maxsize=1)
 def _cache_path() -> Path:
     """$XDG_CACHE_HOME/harness/cost-<hash of harness/models and harness/methods>.json"""
     import hashlib

@@ -234,15 +234,15 @@ def offsets_and_flip(img):
     return int(oy), int(ox), bool(flipped)
 
 
-def chromium_dom(page: Path, profile: Path) -> subprocess.CompletedProcess:
-    """The page's DOM after headless Chromium loaded it (and ran whatever script it would run)."""
+def chromium(profile: Path) -> list[str]:
+    """Headless Chromium's command line (a private profile, nothing fetched from the network), for a page URI."""
     import shutil
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
         raise AssertionError("Debian's chromium is needed for this test (.ci/run installs it)")
-    args = [
-        chromium,
+    return [
+        browser,
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -254,7 +254,11 @@ def chromium_dom(page: Path, profile: Path) -> subprocess.CompletedProcess:
         f"--user-data-dir={profile}",
         "--enable-logging=stderr",
         "--v=0",
-        "--dump-dom",
-        page.as_uri(),
     ]
-    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def chromium_dom(page: Path, profile: Path) -> subprocess.CompletedProcess:
+    """The page's DOM after headless Chromium loaded it (and ran whatever script it would run)."""
+    return subprocess.run(
+        chromium(profile) + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    )

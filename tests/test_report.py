@@ -2,7 +2,6 @@
 figures (checked on the matplotlib objects), the HTML page in headless Chromium, partial sweeps."""
 
 import math
-import shutil
 import subprocess
 
 import numpy as np
@@ -13,7 +12,7 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
-from helpers import finished_trial, trial
+from helpers import chromium, chromium_dom, finished_trial, trial
 
 N, K = 10, 3
 LABELS = np.arange(N) % K
@@ -151,26 +150,10 @@ def test_partial_sweep_report_says_what_is_missing(sweep):
 
 @pytest.mark.slow  # a browser
 def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("Debian's chromium is needed for this test (.ci/run installs it)")
     report = build_report(sweep, [("vanilla", [2])])
     page = report["dir"] / "index.html"
-    args = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chrome'}",
-        "--enable-logging=stderr",
-        "--v=0",
-    ]
-    dom = subprocess.run(args + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    args = chromium(tmp_path / "chrome")
+    dom = chromium_dom(page, tmp_path / "chrome")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<table" in dom.stdout and "vanilla (ensemble of 2)" in dom.stdout
     assert "ERR_FILE_NOT_FOUND" not in dom.stderr and "Uncaught" not in dom.stderr

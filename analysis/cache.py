@@ -1,7 +1,7 @@
-"""What the report computed from saved logits, kept for the next report: a value per (kind, input files), keyed
-by the files' identity (path, size, modification time), the aggregation rule and the analysis code, in
-<suite>/.cache/report.json. A second report of an unchanged suite reads every per-trial and per-ensemble number
-from it; a changed file, rule or code computes that value again."""
+"""What the report computed, kept for the next report, in <suite>/.cache/report.json: a value per (kind, input
+files), keyed by the files' identity (path, size, modification time), the aggregation rule and the analysis code;
+and per figure, the content of the rows it was drawn from. A second report of an unchanged suite reads every
+per-trial and per-ensemble number and keeps every figure; a changed file, row, rule or code computes again."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from analysis import protocol
 
 _ACTIVE: list["ReportCache"] = []
 _CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics.py")
+_FIGURE_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")
 
 
-def _code_version() -> str:
+def _code_version(files: tuple[str, ...] = _CODE) -> str:
     root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for name in _CODE:
+    for name in files:
         digest.update((root / name).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -33,16 +34,22 @@ class ReportCache:
         try:
             stored = json.loads(self.path.read_text())
             self.values = stored["values"] if stored.get("version") == self.version else {}
+            self.figures = stored.get("figures", {}) if stored.get("figure_code") == _code_version(_FIGURE_CODE) else {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.values = {}
+            self.values, self.figures = {}, {}
+        if not isinstance(self.figures, dict):
+            self.figures = {}
         self.hits = self.misses = 0
 
-    def get(self, kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
+    def key(self, kind: str, files: list[Path]) -> str:
         identity = []
         for f in files:
             info = os.stat(f)
-            identity.append((str(Path(f).resolve()), info.st_size, info.st_mtime_ns))
-        key = hashlib.sha256(json.dumps([kind, protocol.average(), identity]).encode()).hexdigest()
+            identity.append((os.path.abspath(f), info.st_size, info.st_mtime_ns))
+        return hashlib.sha256(json.dumps([kind, protocol.average(), identity]).encode()).hexdigest()
+
+    def get(self, kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
+        key = self.key(kind, files)
         if key in self.values:
             self.hits += 1
             return self.values[key]
@@ -54,7 +61,15 @@ class ReportCache:
         from harness.results import write_json
 
         try:
-            write_json(self.path, {"version": self.version, "values": self.values})
+            write_json(
+                self.path,
+                {
+                    "version": self.version,
+                    "values": self.values,
+                    "figure_code": _code_version(_FIGURE_CODE),
+                    "figures": self.figures,
+                },
+            )
         except OSError:  # a read-only results folder: the cache is only a cache
             pass
 
@@ -74,3 +89,136 @@ def reading(suite_dir: Path):
 def cached(kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
     """``compute()``, or its value from the active cache (none active: always computed)."""
     return _ACTIVE[-1].get(kind, files, compute) if _ACTIVE else compute()
+
+
+PARALLEL_FROM = 200  # values to compute before worker processes pay for their start (~3 s of imports each)
+
+
+def cached_map(kind: str, jobs: list[tuple[list[Path], Any]], fn: Callable[[Any], Any], what: str) -> list:
+    """``[fn(arg) for files, arg in jobs]``, each value through the active cache (keyed by its files, as ``cached``);
+    the missing ones computed in worker processes (one per core, up to 8) when there are many, with progress in the
+    log. ``fn`` must be a module-level function (it is sent to the workers by name)."""
+    cache = _ACTIVE[-1] if _ACTIVE else None
+    keys = [cache.key(kind, files) if cache is not None else None for files, _ in jobs]
+    values = [cache.values.get(k, _MISSING) if cache is not None else _MISSING for k in keys]
+    todo = [i for i, v in enumerate(values) if v is _MISSING]
+    if cache is not None:
+        cache.hits += len(jobs) - len(todo)
+        cache.misses += len(todo)
+    for i, value in zip(todo, _compute_all(fn, [jobs[i][1] for i in todo], what)):
+        values[i] = value
+        if cache is not None:
+            cache.values[keys[i]] = value
+    return values
+
+
+_MISSING = object()
+
+
+def _compute_all(fn: Callable[[Any], Any], args: list, what: str):
+    import logging
+    import time
+
+    logger = logging.getLogger("analysis.report")
+    workers = min(8, os.cpu_count() or 1)
+    if len(args) < PARALLEL_FROM or workers < 2:
+        results = map(fn, args)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker,
+            initargs=(protocol.average(),),
+        )
+        results = pool.map(fn, args, chunksize=max(1, len(args) // (8 * workers)))
+        logger.info(f"report: computing {len(args)} {what} in {workers} processes")
+    started = last = time.monotonic()
+    try:
+        for done, value in enumerate(results, 1):
+            if time.monotonic() - last >= 10:
+                last = time.monotonic()
+                logger.info(f"report: {done}/{len(args)} {what} ({last - started:.0f} s)")
+            yield value
+    finally:
+        if len(args) >= PARALLEL_FROM and workers >= 2:
+            pool.shutdown(cancel_futures=True)
+
+
+def _worker(rule: str) -> None:
+    """A report worker process: one thread (the processes are the parallelism), the report's aggregation rule."""
+    import torch
+
+    torch.set_num_threads(1)
+    protocol.reading(rule).__enter__()
+
+
+def memo(kind: str, inputs: list, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its value from the active cache for the same ``inputs`` (JSON-able values, e.g. a
+    bootstrap's samples): for what is computed from numbers rather than files."""
+    if not _ACTIVE:
+        return compute()
+    cache = _ACTIVE[-1]
+    key = hashlib.sha256(json.dumps([kind, protocol.average(), inputs], default=str).encode()).hexdigest()
+    if key in cache.values:
+        cache.hits += 1
+        return cache.values[key]
+    cache.misses += 1
+    cache.values[key] = value = compute()
+    return value
+
+
+def _content_key(inputs: list) -> str:
+    """A digest of a figure's inputs: frames by their content (values, columns, order), the rule, anything else
+    by its JSON text."""
+    digest = hashlib.sha256(protocol.average().encode())
+    for item in inputs:
+        if hasattr(item, "to_json"):
+            text = item.to_json(orient="split", double_precision=15, default_handler=str)
+        else:
+            text = json.dumps(item, sort_keys=True, default=str)
+        digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
+    """``make()`` (it writes report files and returns them), unless the active cache made ``name`` from the same
+    ``inputs`` and those files are still there unchanged: then their paths, nothing written."""
+    cache = _ACTIVE[-1] if _ACTIVE else None
+    if cache is None:
+        return make()
+    key = _content_key(inputs)
+    record = cache.figures.get(name)
+    if isinstance(record, dict) and record.get("key") == key and isinstance(record.get("files"), dict):
+        try:
+            if all(_identity(f) == identity for f, identity in record["files"].items()):
+                cache.hits += 1
+                return [Path(f) for f in record["files"]]
+        except OSError:
+            pass
+    files = make()
+    cache.misses += 1
+    cache.figures[name] = {"key": key, "files": {str(f): _identity(f) for f in files}}
+    return files
+
+
+def _identity(path) -> list[int]:
+    info = os.stat(path)
+    return [info.st_size, info.st_mtime_ns]
+
+
+def figure(path: Path, inputs: list, draw: Callable[[Path], Any]) -> bool:
+    """The figure ``path`` (PNG and SVG beside it) drawn by ``draw(path)`` (a matplotlib figure, or None when there
+    is nothing to draw) unless ``kept``; -> whether the figure exists."""
+    import matplotlib.pyplot as plt
+
+    def make() -> list[Path]:
+        fig = draw(path)
+        if fig is None:
+            return []
+        plt.close(fig)
+        return [Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")]
+
+    return bool(kept(Path(path).name, inputs, make))

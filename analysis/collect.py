@@ -9,7 +9,7 @@ import torch
 
 from analysis import protocol
 from analysis.cache import cached
-from analysis.ensembles import bootstrap_top1_halfwidth, ensembles_for, recalibrated
+from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.config import is_setting_key
 from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
@@ -51,7 +51,8 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
         }
         if state.state == "finished":
             try:  # the state's check is cheap (the zip directory); a damaged member shows only here
-                metrics = cached("trial", [folder.path / LOGITS, folder.path / METRICS_FILE], lambda: _read(folder))
+                files = [folder.path / LOGITS, folder.path / METRICS_FILE]
+                metrics = cached("trial", files, lambda: _read(folder, int(cfg.get("M") or 1)))
             except CorruptFile as err:
                 rows.append({**row, "state": "corrupt", "error": f"{err.path.name}: {err.reason}"})
                 continue
@@ -95,42 +96,56 @@ def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str |
     return ("other data: " if set(differ) & set(DATA_KEYS) else "another recipe: ") + shown
 
 
-def _read(folder: TrialFolder) -> dict:
-    """A finished trial's metrics as the report shows them: metrics.json, with what depends on the report's protocol
-    recomputed from the saved logits (calibration, selective prediction, the aggregation rule's shift, the top-1
-    bootstrap), so that every row and figure follows one protocol."""
-    saved = folder.logits()
-    heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+# what depends on the report's protocol (the rule, the calibration): recomputed when metrics.json lacks it
+PROTOCOL_KEYS = ("cal_nll", "cal_ece", "temperatures", "calibration_protocol", "aurc", "acc_at_90", "acc_at_95")
+
+
+def _read(folder: TrialFolder, members: int) -> dict:
+    """A finished trial's metrics as the report shows them: metrics.json as written, when it was computed under the
+    report's aggregation rule; else what depends on the rule recomputed from the saved logits (classification,
+    calibration, selective prediction). Always from the logits: the aggregation rule's shift (several heads). The
+    top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``).
+    ``members``: the trial's M (heads or members in its logits)."""
     recorded = folder.metrics()
-    # metrics.json's rule ("logits" before it was recorded); the report's may differ: recompute from logits
-    if heads.shape[1] > 1 and recorded.get("ensemble_average", "logits") != protocol.average():
-        recorded = {**recorded, **classification_metrics(heads, labels, protocol.average())}
-    metrics = {
-        **recorded,
-        **recalibrated(saved)[2],
-        **selective_metrics(heads, labels, protocol.average()),
-        **(rule_shift(heads, labels) if heads.shape[1] > 1 else {}),
-        "top1_boot_ci": bootstrap_top1_halfwidth(saved["test_logits"], saved["test_labels"]),
-        "ensemble_average": protocol.average(),
-    }
-    metrics.update(_missing_metrics(metrics, saved))
+    heads = labels = saved = None
+    rule_matches = recorded.get("ensemble_average", "logits") == protocol.average()
+    complete = all(k in recorded for k in PROTOCOL_KEYS)
+    several = None
+    if not (rule_matches and complete) or members > 1:
+        saved = folder.logits()
+        heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+        several = heads.shape[1] > 1
+    metrics = dict(recorded)
+    if not (rule_matches and complete):  # metrics.json's rule ("logits" before it was recorded) is not the report's
+        if several:
+            metrics.update(classification_metrics(heads, labels, protocol.average()))
+        metrics.update(recalibrated(saved)[2])
+        metrics.update(selective_metrics(heads, labels, protocol.average()))
+    if several:
+        metrics.update(rule_shift(heads, labels))
+    metrics["ensemble_average"] = protocol.average()
+    metrics.update(_missing_metrics(metrics, folder, saved))
     return metrics
 
 
-def _missing_metrics(recorded: dict, saved: dict) -> dict:
+def _missing_metrics(recorded: dict, folder: TrialFolder, saved: dict | None) -> dict:
     """Registered metrics a trial's metrics.json lacks (a plugin's metric, added after it finished), computed
     from its saved test logits."""
     missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
     if not missing:
         return {}
+    saved = saved if saved is not None else folder.logits()
     logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
     labels = torch.from_numpy(saved["test_labels"])
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 
 
-def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None) -> pd.DataFrame:
+def ensemble_rows(
+    frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None, config_keys: list[str] | None = None
+) -> pd.DataFrame:
     """Deep ensembles from finished trials that differ only by seed. Without specs: every method
-    with at least two seeds, every size from 2 to its number of seeds."""
+    with at least two seeds, every size from 2 to its number of seeds. ``config_keys``: the trials' config keys
+    (default: ``collect``'s, in ``frame.attrs``)."""
     if frame.empty:
         return frame
     done = frame[frame.state == "finished"]
@@ -145,23 +160,24 @@ def ensemble_rows(frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    params = done.groupby(["model", "depth", "width", "method", "M"]).num_params.first()
+    params = done.groupby(["model", "depth", "width", "method", "M"]).num_params.first().to_dict()
     out["num_params"] = [
         params.get((r.model, r.depth, r.width, r.method, r.M), float("nan")) * r.members for r in out.itertuples()
     ]
-    by_trial = done.set_index("trial_id")
-    out["train_hours"] = [sum(by_trial.loc[t, "train_hours"] for t in members) for members in out.member_trials]
-    out["eval_time_s"] = [sum(by_trial.loc[t, "eval_time_s"] for t in members) for members in out.member_trials]
+    by_trial = {c: dict(zip(done.trial_id, done[c])) for c in done.columns}  # column -> trial id -> value
+
+    def total(column: str) -> list[float]:
+        return [sum(by_trial[column][t] for t in members) for members in out.member_trials]
+
+    out["train_hours"], out["eval_time_s"] = total("train_hours"), total("eval_time_s")
     if "inference_images_per_s" in by_trial:  # members run one after the other: times add up
         out["inference_images_per_s"] = [
-            1 / sum(1 / by_trial.loc[t, "inference_images_per_s"] for t in members) for members in out.member_trials
+            1 / sum(1 / by_trial["inference_images_per_s"][t] for t in members) for members in out.member_trials
         ]
-        out["inference_gflops"] = [
-            sum(by_trial.loc[t, "inference_gflops"] for t in members) for members in out.member_trials
-        ]
-    for key in frame.attrs.get("config_keys", []):  # the members' shared config, for grouping
-        if key not in out and key in by_trial:
-            out[key] = [by_trial.loc[members[0], key] for members in out.member_trials]
+        out["inference_gflops"] = total("inference_gflops")
+    for key in config_keys if config_keys is not None else frame.attrs.get("config_keys", []):
+        if key not in out and key in by_trial:  # the members' shared config, for grouping
+            out[key] = [by_trial[key][members[0]] for members in out.member_trials]
     out["state"] = "finished"
     return out
 

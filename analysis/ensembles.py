@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from analysis import protocol
-from analysis.cache import cached
+from analysis.cache import cached, cached_map
 from analysis.stats import bootstrap, right_per_image
 from harness.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
@@ -36,6 +36,18 @@ def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray) -> flo
     return bootstrap(right_per_image(head_logits, labels))[0]
 
 
+def top1_bootstrap(trial_dirs: list[Path]) -> float:
+    """Half-width of the 95% bootstrap interval over test images of one trial's top-1, or of a deep ensemble's (its
+    members' heads pooled): a setting's interval when it has one seed (or one ensemble), computed only then."""
+
+    def compute() -> float:
+        saved = [TrialFolder(d).logits() for d in trial_dirs]
+        heads = np.concatenate([s["test_logits"] for s in saved], axis=1)
+        return bootstrap_top1_halfwidth(heads, saved[0]["test_labels"])
+
+    return cached("bootstrap", [Path(d) / LOGITS for d in trial_dirs], compute)
+
+
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     folder = TrialFolder(trial_dir)
     logits = folder.logits()
@@ -47,8 +59,11 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
     logits averaged (members of equal M weigh equally). Members must differ only by seed."""
     if len(trial_dirs) < 2:
         raise ValueError("a deep ensemble needs at least 2 members")
-    files = [Path(d) / name for d in trial_dirs for name in (LOGITS, CONFIG)]
-    return cached("ensemble", files, lambda: _compose(trial_dirs))
+    return cached("ensemble", _member_files(trial_dirs), lambda: _compose(trial_dirs))
+
+
+def _member_files(trial_dirs: list[Path]) -> list[Path]:
+    return [Path(d) / name for d in trial_dirs for name in (LOGITS, CONFIG)]
 
 
 def _compose(trial_dirs: list[Path]) -> dict:
@@ -65,7 +80,6 @@ def _compose(trial_dirs: list[Path]) -> dict:
     heads = np.concatenate([m[1] for m in members], axis=1)
     heads_t, labels_t = torch.from_numpy(heads).float(), torch.from_numpy(labels)
     out = {**final_metrics(heads_t, labels_t, average=protocol.average()), **rule_shift(heads_t, labels_t)}
-    out["top1_boot_ci"] = bootstrap_top1_halfwidth(heads, labels)
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]
     return out
@@ -80,31 +94,34 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
         cfg = TrialFolder(d).config()
         key = json.dumps(setting(cfg), sort_keys=True)
         groups.setdefault(key, []).append((cfg["seed"], Path(d), cfg))
-    rows = []
+    chunks = []  # (method, the first member's config, members)
     for method, sizes in specs:
         for members in groups.values():
             members.sort(key=lambda m: m[0])
-            cfg = members[0][2]
-            if cfg["method"] != method:
+            if members[0][2]["method"] != method:
                 continue
             for k in sizes:
                 for start in range(0, len(members) - k + 1, k):
-                    chunk = members[start : start + k]
-                    metrics = compose_ensemble([m[1] for m in chunk])
-                    rows.append(
-                        {
-                            "method": method,
-                            "model": cfg["model"],
-                            "depth": cfg["depth"],
-                            "width": cfg["width"],
-                            "M": cfg["M"],
-                            "dataset": cfg["dataset"],
-                            "epochs": cfg["epochs"],
-                            "member_trials": [m[1].name for m in chunk],
-                            **metrics,
-                        }
-                    )
-    return rows
+                    chunks.append((method, members[0][2], members[start : start + k]))
+    jobs = [(_member_files([m[1] for m in chunk]), [m[1] for m in chunk]) for _, _, chunk in chunks]
+    if any(len(dirs) < 2 for _, dirs in jobs):
+        raise ValueError("a deep ensemble needs at least 2 members")
+    metrics = cached_map("ensemble", jobs, _compose, "deep ensembles")
+    return [
+        {
+            "method": method,
+            "model": cfg["model"],
+            "depth": cfg["depth"],
+            "width": cfg["width"],
+            "M": cfg["M"],
+            "dataset": cfg["dataset"],
+            "epochs": cfg["epochs"],
+            "member_trials": [m[1].name for m in chunk],
+            "member_dirs": [str(m[1]) for m in chunk],
+            **values,
+        }
+        for (method, cfg, chunk), values in zip(chunks, metrics)
+    ]
 
 
 def compose_suite_ensembles(suite_dir: Path, trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[str]:

@@ -136,7 +136,13 @@ def write_csv(table: pd.DataFrame, path: Path) -> None:
 
 
 def write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
-    """Markdown, CSV and LaTeX versions of a table."""
+    """Markdown, CSV and LaTeX versions of a table (kept as they are when the report's cache wrote the same)."""
+    from analysis import cache
+
+    return cache.kept(f"table:{Path(stem).name}", [table, caption], lambda: _write_table(table, stem, caption))
+
+
+def _write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
     md, csv, tex = stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".tex")
     body = _cells(table, markdown_cell).to_markdown(index=False) if not table.empty else "(no rows)"
     write_text(md, f"{markdown_cell(caption)}\n\n{body}\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from analysis import cache, figures, protocol, robustness, tables
@@ -49,7 +48,8 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
     out = suite_dir / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir, grid)
-    foreign = trials.attrs["not_in_suite"]
+    # pandas deep-copies attrs into every derived frame: at thousands of rows, most of the report's time
+    foreign, config_keys = trials.attrs.pop("not_in_suite"), trials.attrs.pop("config_keys")
     missing = _missing(trials, expected or {})
     corrupt = (
         {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
@@ -60,9 +60,9 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
     if finished.empty:
         sections.append(fragment("<p>No finished trial yet.</p>"))
     else:
-        ensembles = ensemble_rows(trials, ensemble_specs)
+        ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        summary = tables.summarize(rows, trials.attrs.get("config_keys", []))
+        summary = tables.summarize(rows, config_keys)
         write_csv(summary, out / "summary_raw.csv")
         report["summary_frame"] = summary
         main = tables.display_table(summary)
@@ -90,14 +90,18 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
         figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
             *[
                 (
-                    figures.width_figure(g, out / "figures" / f"width_{s}", _runs_of(rows, key)),
+                    cache.figure(
+                        out / "figures" / f"width_{s}",
+                        [g, runs := _runs_of(rows, key)],
+                        lambda p, g=g, runs=runs: figures.width_figure(g, p, runs),
+                    ),
                     f"width_{s}",
                     f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
                 )
                 for s, (key, g) in zip(stems, groups)
             ],
             (
-                figures.cost_figure(summary, out / "figures" / "cost"),
+                cache.figure(out / "figures" / "cost", [summary], lambda p: figures.cost_figure(summary, p)),
                 "cost",
                 f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
                 f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
@@ -105,26 +109,34 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             ),
             *[
                 (
-                    figures.calibration_width_figure(g, out / "figures" / f"calibration_{s}"),
+                    cache.figure(
+                        out / "figures" / f"calibration_{s}", [g], lambda p, g=g: figures.calibration_width_figure(g, p)
+                    ),
                     f"calibration_{s}",
                     f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
                 )
                 for s, (key, g) in zip(stems, groups)
             ],
             (
-                figures.reliability_figure(finished, out / "figures" / "reliability"),
+                cache.figure(
+                    out / "figures" / "reliability", [finished], lambda p: figures.reliability_figure(finished, p)
+                ),
                 "reliability",
                 "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
                 "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
                 "of test images per bin; the ECE in each title is the table's.",
             ),
             (
-                figures.diversity_figure(finished, ensembles, out / "figures" / "diversity"),
+                cache.figure(
+                    out / "figures" / "diversity",
+                    [finished, ensembles],
+                    lambda p: figures.diversity_figure(finished, ensembles, p),
+                ),
                 "diversity",
                 f"Diversity between heads or members against their individual top-1 ({setup}).",
             ),
             (
-                figures.curves_figure(finished, out / "figures" / "curves"),
+                cache.figure(out / "figures" / "curves", [finished], lambda p: figures.curves_figure(finished, p)),
                 "curves",
                 f"Test top-1 during training, one line per trial ({setup}).",
             ),
@@ -137,10 +149,9 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             "diversity": "Diversity",
             "curves": "Learning curves",
         }
-        for fig, stem, caption in figs:
-            if fig is None:
+        for drawn, stem, caption in figs:
+            if not drawn:
                 continue
-            plt.close(fig)
             kind = stem.split("_")[0]
             if kind in headings:  # each heading once, before its first figure
                 sections.append(fragment("<h2>{}</h2>", headings.pop(kind)))
@@ -275,12 +286,14 @@ def terminal_summary(
     """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
     with protocol.reading(average or recorded_rule(suite_dir)), cache.reading(suite_dir):
         trials = collect(suite_dir, grid)
+        config_keys = trials.attrs.pop("config_keys", [])
+        trials.attrs.clear()
         if trials.empty or not (trials.state == "finished").any():
             return ""
         finished = trials[trials.state == "finished"]
-        ensembles = ensemble_rows(trials, ensemble_specs)
+        ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        return compact_table(tables.display_table(tables.summarize(rows, trials.attrs.get("config_keys", []))))
+        return compact_table(tables.display_table(tables.summarize(rows, config_keys)))
 
 
 def _setup(finished: pd.DataFrame) -> str:

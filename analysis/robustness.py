@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis import protocol
+from analysis import cache, protocol
 from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, color
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import correct, ensemble_logits, risk_coverage
-from harness.results import TrialFolder
+from harness.results import EVAL_DIR, TrialFolder
 from harness.uncertainty import confidence_scores, roc_curve
 
 # (column, label, scale, decimals) of each table
@@ -95,10 +95,12 @@ def _trial_records(row) -> dict[str, dict]:
 def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
     corrupted, detection = [], []
-    sources = [(r, _trial_records(r)) for _, r in finished.iterrows()]
-    if not ensembles.empty:
+    evaluated = {t for t, d in zip(finished.trial_id, finished.trial_dir) if (Path(d) / EVAL_DIR).is_dir()}
+    sources = [(r, _trial_records(r)) for _, r in finished[finished.trial_id.isin(evaluated)].iterrows()]
+    if not ensembles.empty and evaluated:
         root = Path(finished.trial_dir.iloc[0]).parent
-        sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in ensembles.iterrows()]
+        shared = ensembles[[set(m) <= evaluated for m in ensembles.member_trials]]
+        sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in shared.iterrows()]
     for row, records in sources:
         setting = {k: row.get(k) for k in [*SETTING, "seed", "trial_id"] if k in row}
         for record in records.values():
@@ -316,7 +318,8 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
     """The report's robustness, OOD and selective-prediction sections (HTML), their tables and figures written
     under ``out``; ``write_table(table, stem, caption)`` is the report's own (it records the files)."""
     corrupted, detection = evaluation_frames(finished, ensembles)
-    parts = []  # (heading, table title, table, stem, caption, figure stem, draw(path), figure caption)
+    # (heading, table title, table, stem, caption, figure stem, (its inputs, draw(path)), figure caption)
+    parts = []
     if not corrupted.empty:
         generated = corrupted.set.str.contains("generated").any()
         parts.append((
@@ -327,7 +330,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "unchanged under shift."
             + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with published "
                "CIFAR-C numbers." if generated else ""),
-            "severity", lambda path: severity_figure(corrupted, path),
+            "severity", ([corrupted], lambda path: severity_figure(corrupted, path)),
             "Top-1 and ECE against corruption severity (0 = the clean test set), each method at its widest width, "
             "mean over seeds.",
         ))  # fmt: skip
@@ -350,7 +353,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
             "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
             "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble).",
-            "roc", lambda path: roc_figure(finished, detection, path),
+            "roc", ([finished, detection], lambda path: roc_figure(finished, detection, path)),
             "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
             "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
         ))  # fmt: skip
@@ -372,15 +375,14 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
             "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% "
             "interval.",
-            "risk_coverage", lambda path: risk_coverage_figure(finished, path),
+            "risk_coverage", ([finished], lambda path: risk_coverage_figure(finished, path)),
             "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
         ))  # fmt: skip
     html_parts = []
     for heading, title, table, stem, caption, figure, draw, figure_caption in parts:
         write_table(table, out / stem, caption)
         shown = fragment("")
-        if figure is not None:
-            plt.close(draw(out / "figures" / figure))
+        if figure is not None and cache.figure(out / "figures" / figure, *draw):
             shown = figure_html(figure, figure_caption)
         html_parts.append(fragment("<h2>{}</h2>{}{}", heading, shown, table_html(title, table, caption, stem)))
     return html_parts

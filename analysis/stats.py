@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -11,9 +13,14 @@ from harness.metrics import correct, ensemble_logits
 
 def t_halfwidth(std: float, n: int, level: float = 0.95) -> float:
     """Half-width of the two-sided t-interval of a mean of n values with sample std ``std``."""
-    from scipy import stats
+    return float(_t_quantile(0.5 + level / 2, int(n) - 1) * std / n**0.5) if n >= 2 else float("nan")
 
-    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / n**0.5) if n >= 2 else float("nan")
+
+@functools.lru_cache(maxsize=None)
+def _t_quantile(q: float, dof: int) -> float:  # a report asks for the same few thousands of times
+    from scipy.special import stdtrit  # scipy.stats.t.ppf's own function, without importing scipy.stats
+
+    return float(stdtrit(dof, q))
 
 
 def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -27,7 +34,10 @@ def bootstrap(a: np.ndarray, b: np.ndarray | None = None, draws: int = 2000, see
     test images, and the two-sided bootstrap p-value of that mean being 0: twice the smaller tail)."""
     values = a.astype(float) - (0.0 if b is None else b.astype(float))
     index = np.random.default_rng(seed).integers(0, len(values), (draws, len(values)))
-    boot = values[index].mean(1)
+    if np.array_equal(values, np.round(values)) and np.abs(values).max(initial=0) <= 1:  # right/wrong (differences)
+        boot = values.astype(np.int8)[index].sum(1, dtype=np.int64) / len(values)  # exact sums: the same means
+    else:
+        boot = values[index].mean(1)
     low, high = np.quantile(boot, [0.025, 0.975])
     return (high - low) / 2, float(min(1.0, 2 * min((boot <= 0).mean(), (boot >= 0).mean())))
 
@@ -49,13 +59,16 @@ def probability_of_improvement(
     if not higher:
         x, y = -x, -y
 
-    def p(a, b):
-        return float(((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean())
+    def p(a, b):  # a (..., n), b (..., m) -> P per leading index
+        wins = (a[..., :, None] > b[..., None, :]) + 0.5 * (a[..., :, None] == b[..., None, :])
+        return wins.mean(axis=(-2, -1))
 
     rng = np.random.default_rng(seed)
-    boot = [p(rng.choice(x, len(x)), rng.choice(y, len(y))) for _ in range(draws)]
-    low, high = np.quantile(boot, [0.025, 0.975])
-    return p(x, y), float(low), float(high)
+    draws_x, draws_y = np.empty((draws, len(x)), np.int64), np.empty((draws, len(y)), np.int64)
+    for i in range(draws):  # the two sides drawn in turn from one stream, as rliable does
+        draws_x[i], draws_y[i] = rng.integers(0, len(x), len(x)), rng.integers(0, len(y), len(y))
+    low, high = np.quantile(p(x[draws_x], y[draws_y]), [0.025, 0.975])
+    return float(p(x, y)), float(low), float(high)
 
 
 def seeds_needed(difference: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.cache import cached, memo
 from analysis.stats import bootstrap, iqm, probability_of_improvement, right_per_image, seeds_needed, t_halfwidth
 from harness.catalog import presentation
 from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
-from harness.results import TrialFolder
+from harness.results import LOGITS, TrialFolder
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals) of the costs, after the metric suite's main columns
@@ -68,6 +69,7 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     extra = varying_keys(rows, list(config_keys))
     for k in extra:
         rows[k] = rows[k].astype(str)
+    _bootstrap_single(rows, SETTING + extra)
     grouped = rows.groupby(SETTING + extra, dropna=False)
     mean = grouped[present].mean()
     std = grouped[present].std(ddof=1)  # NaN for n = 1
@@ -95,6 +97,27 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     )
     out.attrs["extra_keys"] = extra
     return out
+
+
+def _bootstrap_single(rows: pd.DataFrame, keys: list[str]) -> None:
+    """``top1_boot_ci`` filled in for the rows alone in their setting (one seed, or one ensemble of a size): their
+    interval is the bootstrap one over test images; nothing is computed for settings with several runs."""
+    if "top1" not in rows or not ({"trial_dir", "member_dirs"} & set(rows)):
+        return
+    group = rows.groupby(keys, dropna=False).ngroup()
+    alone = group.map(group.value_counts()) == 1
+    if "top1_boot_ci" not in rows:
+        rows["top1_boot_ci"] = float("nan")
+    todo = alone & rows["top1_boot_ci"].isna()
+    if not todo.any():
+        return
+    from analysis.ensembles import top1_bootstrap
+
+    dirs = rows.get("member_dirs", pd.Series(None, index=rows.index, dtype=object))
+    trial = rows.get("trial_dir", pd.Series(None, index=rows.index, dtype=object))
+    rows.loc[todo, "top1_boot_ci"] = [
+        top1_bootstrap(m if isinstance(m, list) else [t]) for m, t in zip(dirs[todo], trial[todo])
+    ]
 
 
 def _cell(
@@ -233,6 +256,18 @@ def _right(trial_dirs: list[str]) -> np.ndarray:
     return right_per_image(np.concatenate([s["test_logits"] for s in saved], axis=1), saved[0]["test_labels"])
 
 
+def _paired_bootstrap(ours: list[str], theirs: list[str], draws: int) -> tuple[float, float, float]:
+    """(difference of top-1, half-width of its 95% paired bootstrap interval, p-value) over the same test images,
+    kept in the report's cache by the logits files' identity."""
+
+    def compute():
+        a, b = _right(ours), _right(theirs)
+        return (float(a.mean() - b.mean()), *bootstrap(a, b, draws))
+
+    files = [Path(d) / LOGITS for d in (*ours, *theirs)]
+    return cached(f"paired{draws}:{len(ours)}", files, compute)
+
+
 def paired_differences(
     trials: pd.DataFrame, ensembles: pd.DataFrame | None = None, method: str = "cut_mixmo", draws: int = 2000
 ) -> pd.DataFrame:
@@ -244,6 +279,7 @@ def paired_differences(
     from scipy import stats
 
     done = trials[trials.state == "finished"]
+    dirs = dict(zip(done.trial_id, done.trial_dir))
     rows = []
     for (dataset, model, depth, width), group in done.groupby(["dataset", "model", "depth", "width"]):
         ours = group[group.method == method].set_index("seed")
@@ -260,8 +296,7 @@ def paired_differences(
                 half, p = t_halfwidth(diffs.std(ddof=1), len(seeds)), float(stats.ttest_1samp(diffs, 0.0).pvalue)
                 kind = "paired t over seeds"
             else:
-                a, b = _right([ours.trial_dir[seeds[0]]]), _right([base.trial_dir[seeds[0]]])
-                half, p = bootstrap(a, b, draws)
+                _, half, p = _paired_bootstrap([ours.trial_dir[seeds[0]]], [base.trial_dir[seeds[0]]], draws)
                 kind = "paired bootstrap over test images"
             rows.append(
                 {
@@ -283,15 +318,14 @@ def paired_differences(
             if ens.method not in PAIRED_BASELINES or ens.get("dataset") != dataset or ens.get("depth") != depth:
                 continue
             seed = min(ours.index)
-            members = [done.set_index("trial_id").trial_dir[t] for t in ens.member_trials]
-            a, b = _right([ours.trial_dir[seed]]), _right(members)
-            half, p = bootstrap(a, b, draws)
+            members = [dirs[t] for t in ens.member_trials]
+            difference, half, p = _paired_bootstrap([ours.trial_dir[seed]], members, draws)
             rows.append(
                 {
                     **common,
                     "comparison": f"{method} - {ens.method} ensemble of 2",
                     "seeds": 1,
-                    "difference": float(a.mean() - b.mean()),
+                    "difference": difference,
                     "ci": half,
                     "p": p,
                     "test": f"paired bootstrap over test images (seed {seed} vs the ensemble)",
@@ -349,7 +383,9 @@ def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: s
             for name, y in baselines:
                 if len(x) == 0 or len(y) == 0:
                     continue
-                p, lo, hi = probability_of_improvement(x, y, higher)
+                p, lo, hi = memo(
+                    "improvement", [x.tolist(), y.tolist(), higher], lambda: probability_of_improvement(x, y, higher)
+                )
                 spread = np.sqrt(
                     (np.var(x, ddof=1) if len(x) > 1 else 0) / 2 + (np.var(y, ddof=1) if len(y) > 1 else 0) / 2
                 )

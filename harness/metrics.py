@@ -51,8 +51,13 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
     """Share of images whose label is among the k first classes of a stable descending sort of the logits: tied
     logits rank by class index, so k = 1 is exactly ``correct``."""
     k = min(k, logits.shape[-1])
-    top = logits.sort(dim=-1, descending=True, stable=True).indices[:, :k]
-    return (top == labels[:, None]).any(-1).float().mean().item()
+    if torch.isnan(logits).any():  # a NaN ranks first in torch's sort: let the sort itself decide
+        top = logits.sort(dim=-1, descending=True, stable=True).indices[:, :k]
+        return (top == labels[:, None]).any(-1).float().mean().item()
+    # the label's place in that sort without sorting: the classes above it, and the tied ones of lower index
+    target = logits.gather(-1, labels[:, None].long())
+    tied_before = (logits == target) & (torch.arange(logits.shape[-1]) < labels[:, None])
+    return (((logits > target) | tied_before).sum(-1) < k).float().mean().item()
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:

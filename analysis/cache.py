@@ -175,7 +175,8 @@ def _content_key(inputs: list) -> str:
     by its JSON text."""
     digest = hashlib.sha256(protocol.average().encode())
     for item in inputs:
-        if hasattr(item, "to_json"):
+        if hasattr(item, "to_json"):  # columns sorted: cached records come back with their keys sorted
+            item = item.reindex(columns=sorted(item.columns, key=str))
             text = item.to_json(orient="split", double_precision=15, default_handler=str)
         else:
             text = json.dumps(item, sort_keys=True, default=str)

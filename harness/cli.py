@@ -252,22 +252,33 @@ def _results_target(target: str):
 
 
 def cmd_status(args) -> int:
+    from harness import trial_index
     from harness.lock import describe, running_trials
     from harness.status import status_rows, status_view, trials_in_folder
+    from harness.storage import is_uri
 
-    suite_dir, store, name, suite = _results_target(args.target)
+    index_key = None
+    if not Path(args.target).is_dir() and not is_uri(str(args.target)):
+        index_key = trial_index.key(Path(args.target), None, getattr(args, "plugin", []))
+    indexed = trial_index.read(index_key)  # a grid listed before: no registry, no validation (harness.trial_index)
+    if indexed is not None:
+        (suite_dir, trials), store, suite = indexed, None, None
+        name = suite_dir.name
+    else:
+        suite_dir, store, name, suite = _results_target(args.target)
     driver, running = running_trials(suite_dir, store, name)
     corrupt = {}
-    if suite is None:
+    if indexed is None and suite is None:
         trials, corrupt = trials_in_folder(suite_dir)
         if not trials and not corrupt:
             raise ConfigError(
                 f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/config.yaml inside)"
             )
-    else:
+    elif indexed is None:
         from harness.suite import expand
 
         trials = expand(suite, str(args.target))
+        trial_index.write(index_key, suite_dir, trials)
     print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
         print(f"driver: {describe(driver)}")

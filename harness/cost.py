@@ -116,9 +116,15 @@ def _disk_cache() -> dict:
 
 
 def _save_cache(cache: dict) -> None:
+    """Merged with what the file holds now: other processes (concurrent plans, test runs) add their shapes too."""
     try:
         from harness.results import write_json
 
+        try:
+            on_disk = json.loads(_cache_path().read_text())
+        except (OSError, ValueError):
+            on_disk = {}
+        cache.update({k: v for k, v in on_disk.items() if k not in cache} if isinstance(on_disk, dict) else {})
         write_json(_cache_path(), cache)
     except OSError:  # a read-only home: the cache is only a cache
         pass

@@ -203,9 +203,45 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
         raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 
 
-def _check_zip(path: Path, members: tuple[str, ...] = (), thorough: bool = False) -> None:
+VERIFIED = "verified.json"  # <suite>/.cache/: the files `harness run` read whole against their CRCs
+
+
+class Verified:
+    """Zip files already read whole against their CRCs, by identity (path, size, modification time, inode): each
+    rerun of a suite reads a file once, not every time (10,000 CIFAR-100 trials hold 40 GB of logits)."""
+
+    def __init__(self, suite_dir: Path):
+        self.path = Path(suite_dir) / ".cache" / VERIFIED
+        try:
+            self.files = {tuple(i) for i in json.loads(self.path.read_text())}
+        except (OSError, ValueError, TypeError):
+            self.files = set()
+
+    @staticmethod
+    def identity(path: Path) -> tuple:
+        info = os.stat(path)
+        return (os.path.abspath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+
+    def save(self) -> None:
+        try:
+            write_json(self.path, sorted(self.files))
+        except OSError:  # a read-only folder: every file is read again next time, nothing worse
+            pass
+
+
+def _check_zip(
+    path: Path, members: tuple[str, ...] = (), thorough: bool = False, verified: Verified | None = None
+) -> None:
     """Integrity check: cheap by default (the zip directory sits at the end: a truncated file fails here, and so
-    does a member whose recorded size the file cannot hold); thorough also reads every member against its CRC."""
+    does a member whose recorded size the file cannot hold); thorough also reads every member against its CRC,
+    unless ``verified`` holds the file as it is."""
+    if thorough and verified is not None:
+        try:
+            identity = Verified.identity(path)
+        except OSError:
+            identity = None
+        if identity in verified.files:
+            thorough = False
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()
@@ -221,6 +257,8 @@ def _check_zip(path: Path, members: tuple[str, ...] = (), thorough: bool = False
     lacking = [m for m in members if m not in names]
     if lacking:
         raise CorruptFile(path, f"lacks {', '.join(lacking)}")
+    if thorough and verified is not None and identity is not None:
+        verified.files.add(identity)
 
 
 @dataclass(frozen=True)
@@ -300,10 +338,11 @@ class TrialFolder:
     def is_finished(self) -> bool:
         return self.state().state == "finished"
 
-    def state(self, thorough: bool = False) -> TrialState:
+    def state(self, thorough: bool = False, verified: Verified | None = None) -> TrialState:
         """Reads every file that decides the state; an unreadable one makes the trial `corrupt` (the next
         `harness run` recomputes it from what still reads). Checkpoints are checked by their zip directory, the
-        logits too unless ``thorough`` (`harness run`), which reads them whole against their CRCs."""
+        logits too unless ``thorough`` (`harness run`), which reads them whole against their CRCs (once: the
+        files in ``verified`` are not read again)."""
         if not self.path.is_dir():
             return TrialState("pending")
         try:
@@ -312,7 +351,7 @@ class TrialFolder:
             if (self.path / METRICS).exists():
                 self.config()
                 self.metrics()
-                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"), thorough)
+                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"), thorough, verified)
                 if CHECKPOINT in checkpoints:  # what `harness evaluate` and every later evaluation start from
                     _check_zip(self.path / CHECKPOINT)
                 return TrialState("finished", epochs)

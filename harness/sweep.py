@@ -351,7 +351,9 @@ def _run_locked(
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
     trials = _check_inputs(suite, trials)
-    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True) for t in trials}
+    verified = results.Verified(suite.suite_dir)  # logits read whole once, not at every rerun
+    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
+    verified.save()
     for t in trials:
         if states[t.trial_id].state == "corrupt":
             logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
@@ -381,16 +383,19 @@ def _run_locked(
     print(status_view(status_rows(trials), verbose))
     for line in ensembles:
         print(line)
-    from analysis.report import terminal_summary
+    if todo:  # something new to read: a rerun with nothing to do analyses nothing (`harness report` does)
+        from analysis.report import terminal_summary
 
-    summary = terminal_summary(
-        suite.suite_dir,
-        [(e.method, e.sizes) for e in suite.ensembles] or None,
-        suite.ensemble_average,
-        {t.trial_id: t.record() for t in trials},
-    )
-    if summary:
-        print("\n" + summary + "\n")
+        summary = terminal_summary(
+            suite.suite_dir,
+            [(e.method, e.sizes) for e in suite.ensembles] or None,
+            suite.ensemble_average,
+            {t.trial_id: t.record() for t in trials},
+        )
+        if summary:
+            print("\n" + summary + "\n")
+    else:
+        print(f"nothing to run: all {len(trials)} trials are finished")
     if tracker is not None:
         print(mlflow_hint(suite, tracker.uri))
     print(f"figures and tables: harness report {source}")

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -82,6 +83,10 @@ def test_rerun_is_a_no_op_and_status_reports(finished_sweep):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "(4 finished, 0 to run)" in again.stdout
     assert {d.name: (d / "metrics.json").stat().st_mtime_ns for d in trial_dirs(tmp)} == mtimes
+    # nothing to do: no analysis (the report does it), and every logits file was read whole once, then remembered
+    assert "nothing to run: all 4 trials are finished" in again.stdout and "top-1 %" not in again.stdout
+    verified = json.loads((tmp / "results" / "synth" / ".cache" / "verified.json").read_text())
+    assert sorted(Path(v[0]).parent.name for v in verified) == sorted(d.name for d in trial_dirs(tmp))
     status = harness("status", suite)
     assert status.returncode == 0 and "4 finished" in status.stdout
     folder_status = harness("status", tmp / "results" / "synth")

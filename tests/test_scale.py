@@ -1,0 +1,179 @@
+"""The harness at scale: what keeps a grid of thousands of trials cheap (the status index, logits verified once,
+the report's cache and worker processes) gives the same answers as the straightforward computation."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from analysis import cache, protocol
+from analysis.stats import bootstrap, probability_of_improvement
+from harness import results
+from harness.metrics import topk_accuracy
+from helpers import harness_env, write_suite
+
+STATUS_WITHOUT_TORCH = (
+    "import sys; from harness.cli import main; code = main(['status', sys.argv[1]]); "
+    "print('torch imported:', 'torch' in sys.modules); sys.exit(code)"
+)
+
+
+def status(suite, cache_dir):
+    return subprocess.run(
+        [sys.executable, "-c", STATUS_WITHOUT_TORCH, str(suite)],
+        env=harness_env(HARNESS_CACHE_DIR=str(cache_dir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_status_reads_an_indexed_grid_without_the_registries_and_sees_every_change(tmp_path):
+    suite = write_suite(tmp_path)
+    first, second = status(suite, tmp_path / "cache"), status(suite, tmp_path / "cache")
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "torch imported: True" in first.stdout and "torch imported: False" in second.stdout
+    assert first.stdout.replace("True", "False") == second.stdout  # the same table, from the index
+    assert len(list((tmp_path / "cache" / "suites").glob("*.json"))) == 1
+    # a grid value added: the suite's bytes are the index's key, so the new trials show at once
+    raw = yaml.safe_load(suite.read_text())
+    raw["grid"]["seed"] = [*raw["grid"].get("seed", [0]), 7]
+    suite.write_text(yaml.safe_dump(raw))
+    grown = status(suite, tmp_path / "cache")
+    assert "torch imported: True" in grown.stdout
+    rows = lambda out: sorted(line for line in out.splitlines() if line.split()[:1] and "-" in line.split()[0])  # noqa: E731
+    assert len(rows(grown.stdout)) == 2 * len(rows(first.stdout))
+    # a variable the suite expands is part of the key too
+    suite.write_text(suite.read_text().replace(str(tmp_path / "results"), "$SCALE_TEST_ROOT/results"))
+    moved = status(suite, tmp_path / "cache").stdout
+    os.environ["SCALE_TEST_ROOT"] = str(tmp_path / "elsewhere")
+    try:
+        assert "torch imported: True" in status(suite, tmp_path / "cache").stdout != moved
+    finally:
+        os.environ.pop("SCALE_TEST_ROOT")
+
+
+def test_a_suite_with_a_module_plugin_is_never_indexed(tmp_path):
+    from harness import trial_index
+
+    suite = write_suite(tmp_path, plugins=["json"])  # a module: its code is not the index's to key
+    assert trial_index.key(suite, None) is None
+    assert trial_index.key(write_suite(tmp_path), None) is not None
+
+
+def test_logits_are_read_whole_once_and_again_when_they_change(tmp_path):
+    path = tmp_path / "logits.npz"
+    results.save_logits(path, test_logits=np.ones((50, 1, 4), np.float16), test_labels=np.zeros(50, np.int64))
+    verified = results.Verified(tmp_path)
+    results._check_zip(path, thorough=True, verified=verified)
+    assert results.Verified.identity(path) in verified.files
+    verified.save()
+    assert results.Verified(tmp_path).files == verified.files  # kept for the next run
+    data = bytearray(path.read_bytes())
+    start = data.index(b"\x93NUMPY") + 200  # inside the first member: the directory still reads
+    data[start : start + 20] = bytes(20)
+    path.write_bytes(bytes(data))  # a new modification time: not the verified file any more
+    with pytest.raises(results.CorruptFile, match="fails its CRC check"):
+        results._check_zip(path, thorough=True, verified=verified)
+    with pytest.raises(results.CorruptFile):  # the zip check itself, without the memory, agrees
+        results._check_zip(path, thorough=True)
+    assert zipfile.ZipFile(path).testzip() is not None
+
+
+def test_topk_without_a_sort_is_the_stable_sort_ranking_on_ties():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n, k_classes = int(torch.randint(1, 100, (1,), generator=g)), int(torch.randint(1, 12, (1,), generator=g))
+        logits = torch.randint(-2, 3, (n, k_classes), generator=g).float()  # ties everywhere
+        labels = torch.randint(0, k_classes, (n,), generator=g)
+        ranked = np.argsort(-logits.numpy(), axis=1, kind="stable")  # numpy's stable sort: the reference
+        for k in (1, 2, 5, 20):
+            expected = (ranked[:, :k] == labels.numpy()[:, None]).any(1).mean()
+            assert topk_accuracy(logits, labels, k) == pytest.approx(expected, abs=1e-7)
+
+
+def test_the_vectorised_bootstraps_draw_what_the_loops_drew():
+    rng = np.random.default_rng(3)
+    for n, m in ((3, 3), (5, 2), (1, 4), (10, 7)):
+        x, y = rng.normal(size=n).round(1), rng.normal(size=m).round(1)
+        draws = np.random.default_rng(0)
+        loop = []
+        for _ in range(2000):  # the definition: each draw resamples x, then y, from one stream
+            a, b = draws.choice(x, n), draws.choice(y, m)
+            loop.append(((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean())
+        p, low, high = probability_of_improvement(x, y)
+        assert (low, high) == tuple(np.quantile(loop, [0.025, 0.975]))
+        assert p == ((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])).mean()
+    right, other = rng.integers(0, 2, 997), rng.integers(0, 2, 997)
+    index = np.random.default_rng(0).integers(0, 997, (2000, 997))
+    for values, b in ((right, None), (right, other)):
+        diff = values.astype(float) - (0 if b is None else b.astype(float))
+        boot = diff[index].mean(1)
+        low, high = np.quantile(boot, [0.025, 0.975])
+        assert bootstrap(values, b)[0] == (high - low) / 2
+
+
+def square(x):
+    return x * x
+
+
+def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_path, monkeypatch):
+    files = []
+    for i in range(6):
+        files.append(tmp_path / f"f{i}")
+        files[-1].write_text(str(i))
+    monkeypatch.setattr(cache, "PARALLEL_FROM", 4)  # worker processes from 4 values
+    with protocol.reading("logits"), cache.reading(tmp_path) as kept:
+        assert cache.cached_map("square", [([f], i) for i, f in enumerate(files)], square, "squares") == [
+            i * i for i in range(6)
+        ]
+        assert kept.misses == 6 and kept.hits == 0
+    with protocol.reading("logits"), cache.reading(tmp_path) as kept:
+        assert cache.cached_map("square", [([f], i) for i, f in enumerate(files)], square, "squares")[5] == 25
+        assert kept.hits == 6 and kept.misses == 0
+        files[2].write_text("changed")  # its identity changed: computed again
+        cache.cached_map("square", [([files[2]], 2)], square, "squares")
+        assert kept.misses == 1
+    with protocol.reading("probabilities"), cache.reading(tmp_path) as kept:  # another rule: another value
+        cache.cached_map("square", [([files[0]], 0)], square, "squares")
+        assert kept.misses == 1
+    assert json.loads((tmp_path / ".cache" / "report.json").read_text())["values"]
+
+
+def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path):
+    from analysis.report import build_report
+    from helpers import finished_trial, trial
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 400)
+    dirs = []
+    for seed in (0, 1):
+        cfg = trial(dataset="synthetic", synthetic_classes=10, depth=10, width=1, method="vanilla", seed=seed,
+                    epochs=1, output_dir=str(tmp_path), name="s")  # fmt: skip
+        logits = rng.normal(0, 1, (400, 1, 10))
+        logits[np.arange(400), 0, labels] += 1.5
+        dirs.append(finished_trial(cfg, logits, labels))
+    first = build_report(tmp_path / "s")
+    files = sorted((tmp_path / "s" / "report").rglob("*.*"))
+    drawn = [f for f in files if f.suffix in (".png", ".svg", ".md", ".tex") or f.name == "results.csv"]
+    stamps = {f: f.stat().st_mtime_ns for f in drawn}  # (the page and the small JSON lists are always written)
+    second = build_report(tmp_path / "s")
+    assert first["cache"]["misses"] > 0 and second["cache"]["misses"] == 0
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # every table and figure kept, not rewritten
+    metrics = json.loads((dirs[1] / results.METRICS).read_text())
+    results.write_json(dirs[1] / results.METRICS, {**metrics, "top1": metrics["top1"] - 0.1})
+    third = build_report(tmp_path / "s")
+    assert third["cache"]["misses"] > 0
+    width = next(f for f in stamps if f.name.startswith("width_") and f.suffix == ".png")
+    results_csv = tmp_path / "s" / "report" / "results.csv"
+    assert width.stat().st_mtime_ns != stamps[width] and results_csv.stat().st_mtime_ns != stamps[results_csv]
+    other = json.loads((dirs[0] / results.METRICS).read_text())["top1"]
+    assert f"{100 * (other + metrics['top1'] - 0.1) / 2:.2f}\u00a0[" in results_csv.read_text()  # the new mean

@@ -33,6 +33,7 @@ KEPT_BACK = "tracking_kept_back.json"  # <suite>/: the URI that trials could not
 # What a run is and how far it was sent, in the run's own tags: the store says what it holds.
 SUITE_TAG, ROLE_TAG = "harness.suite", "harness.role"
 EPOCHS_TAG, FINAL_TAG, EVALUATIONS_TAG = "harness.epochs_sent", "harness.final", "harness.evaluations_sent"
+REPORT_TAG = "harness.report_sent"  # on the parent run: a digest of the last report's metrics and files
 PAGE = 50_000  # search_runs' largest page
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # in metrics.json, but facts, not results
@@ -246,6 +247,11 @@ class Tracker:
 
     def parent_run_id(self, create: bool = True) -> str | None:
         """The sweep's parent run (found by its tags; created on first use unless ``create`` is False)."""
+        if self._parent is None and self._runs is None:  # the parent alone: not the suite's thousands of runs
+            experiment = self.experiment_id(create=False)
+            where = f"tags.`{SUITE_TAG}` = '{_quoted(self.suite_name)}' and tags.`{ROLE_TAG}` = 'sweep'"
+            found = all_runs(self.client, [experiment], where) if experiment else []
+            self._parent = found[0].info.run_id if found else None
         if self._parent is None:
             self.runs()
         if self._parent is None and create:
@@ -499,18 +505,25 @@ def summary_metrics(summary) -> dict[str, float]:
 def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary=None) -> None:
     """Attach a report folder (after it is written) and its aggregated results to the sweep's parent run (if
     the store has one); warn on an outage."""
+    import hashlib
+
     tracker = Tracker.for_suite(suite, tracking_uri)
     try:
         parent = tracker.parent_run_id(create=False)
         if parent is None:
             return
-        if summary is not None:
-            from mlflow.entities import Metric
+        values = summary_metrics(summary) if summary is not None else {}
+        files = sorted((str(p.relative_to(report_dir)), p.stat().st_size) for p in report_dir.rglob("*") if p.is_file())
+        digest = hashlib.sha256(json.dumps([sorted(values.items()), files]).encode()).hexdigest()
+        if tracker.client.get_run(parent).data.tags.get(REPORT_TAG) == digest:  # the same report: sent already
+            print(f"report unchanged in MLflow run {parent} ({tracker.uri})")
+            return
+        from mlflow.entities import Metric, RunTag
 
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, v, now, 0) for k, v in sorted(summary_metrics(summary).items())]
-            _log_batches(tracker.client, parent, metrics=metrics)
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in sorted(values.items())]
         tracker.client.log_artifacts(parent, str(report_dir), artifact_path="report")
+        _log_batches(tracker.client, parent, metrics=metrics, last_tags=[RunTag(REPORT_TAG, digest)])
         print(f"report logged to MLflow run {parent} ({tracker.uri})")
     except Exception as err:
         warn(f"tracking: could not log the report to {tracker.uri} ({type(err).__name__}: {str(err)[:200]})")

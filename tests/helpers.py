@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -169,7 +170,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(tmp_path, port):
+def start_server(tmp_path, port, store: str | None = None, workers: int = 1):
+    """`mlflow server` on localhost (its store: ``store``, default sqlite in tmp_path)."""
     proc = subprocess.Popen(
         [
             "mlflow",
@@ -179,9 +181,9 @@ def start_server(tmp_path, port):
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
+            store or f"sqlite:///{tmp_path / 'server.db'}",
             "--artifacts-destination",
             str(tmp_path / "server-artifacts"),
         ],
@@ -199,6 +201,44 @@ def start_server(tmp_path, port):
             time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     pytest.fail("mlflow server did not come up: " + (tmp_path / "server.log").read_text()[-2000:])
+
+
+def start_postgres(tmp_path) -> tuple[str, Callable[[], None]]:
+    """A real PostgreSQL server on localhost (initdb into tmp_path, trust authentication, its own port and socket
+    folder) with an empty database `mlflow`: (its SQLAlchemy URI, stop()). Run as the `postgres` user when this is
+    root (PostgreSQL refuses root)."""
+    import glob
+    import pwd
+    import shutil
+
+    binaries = shutil.which("initdb") and Path(shutil.which("initdb")).resolve().parent
+    binaries = binaries or Path((sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or ["initdb"])[-1]).parent
+    import tempfile
+
+    port, as_user = free_port(), []
+    if os.geteuid() == 0:  # a folder the postgres user can reach (pytest's are root's alone)
+        data = Path(tempfile.mkdtemp(prefix="harness-pg-"))
+        user = pwd.getpwnam("postgres")
+        os.chown(data, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    else:
+        data = Path(tmp_path) / "pgdata"
+        data.mkdir(parents=True)
+
+    def run(*cmd):
+        proc = subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{cmd[0]}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+
+    run(binaries / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    run(binaries / "pg_ctl", "-D", data, "-o", options, "-l", data / "server.log", "-w", "start")
+    run(binaries / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mlflow")
+
+    def stop() -> None:
+        run(binaries / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+        shutil.rmtree(data, ignore_errors=True)
+
+    return f"postgresql://postgres@127.0.0.1:{port}/mlflow", stop
 
 
 def runs(uri, experiment):

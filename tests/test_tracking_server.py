@@ -3,9 +3,20 @@
 import os
 import signal
 
+import numpy as np
 import pytest
 
-from helpers import free_port, harness, runs, start_server, write_suite
+from harness.suite import expand, load_suite
+from helpers import (
+    finished_trial,
+    free_port,
+    harness,
+    harness_background,
+    runs,
+    start_postgres,
+    start_server,
+    write_suite,
+)
 
 
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
@@ -48,3 +59,45 @@ def test_outage_then_sync_then_live_server(tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+@pytest.mark.slow  # a PostgreSQL server, an mlflow server and a sweep: the full lane (CI) runs it
+def test_the_cluster_store_postgresql_takes_two_writers_at_once(tmp_path):
+    """ray_cluster.yaml's store: `mlflow server` on PostgreSQL. A sweep sends its runs through the server while
+    another process writes a second suite's runs into the same database directly; both arrive whole, once."""
+    from mlflow.tracking import MlflowClient
+
+    database, stop_database = start_postgres(tmp_path / "pg")
+    direct = database.replace("postgresql://", "postgresql+psycopg://")  # the recipe's URI: the driver named
+    port = free_port()
+    server = start_server(tmp_path, port, store=direct, workers=2)
+    try:
+        (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+        live = write_suite(tmp_path / "a", name="live", grid={"method": ["vanilla", "mimo"], "width": [1]})
+        done = write_suite(
+            tmp_path / "b", name="done", grid={"method": ["vanilla"], "width": [1], "seed": list(range(6))}
+        )
+        for cfg in expand(load_suite(done), "done"):  # six finished trials, written as the trainer writes them
+            labels = np.arange(40) % 4
+            logits = 3 * np.eye(4)[labels][:, None] + np.random.default_rng(cfg.seed).normal(size=(40, 1, 4))
+            finished_trial(cfg, logits, labels)
+        sweep = harness_background("run", live, "--tracking-uri", f"http://127.0.0.1:{port}", log=tmp_path / "live.log")
+        synced = harness("sync", done, "--tracking-uri", direct)  # meanwhile, straight into the database
+        assert sweep.wait(timeout=600) == 0, (tmp_path / "live.log").read_text()[-3000:]
+        assert synced.returncode == 0, synced.stdout[-2000:] + synced.stderr[-2000:]
+        log = (tmp_path / "live.log").read_text()
+        assert "could not reach" not in log and "database is locked" not in log + synced.stderr
+        for uri in (f"http://127.0.0.1:{port}", direct):  # the server and the database hold the same runs
+            _, parents, children = runs(uri, "live")
+            assert len(parents) == 1 and sorted(c.data.tags["method"] for c in children) == ["mimo", "vanilla"]
+            assert all(c.info.status == "FINISHED" and "final_top1" in c.data.metrics for c in children)
+            _, _, synced_children = runs(uri, "done")
+            assert sorted(int(c.data.tags["seed"]) for c in synced_children) == list(range(6))
+        history = MlflowClient(direct).get_metric_history(children[0].info.run_id, "test_top1")
+        assert sorted(m.step for m in history) == [1, 2]
+        again = harness("sync", done, "--tracking-uri", f"http://127.0.0.1:{port}")  # nothing doubled
+        assert again.returncode == 0 and len(runs(direct, "done")[2]) == 6
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        stop_database()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,15 +94,16 @@ def _measured(*shape) -> dict[str, float]:
 
 @functools.lru_cache(maxsize=1)
 def _cache_path() -> Path:
-    """$XDG_CACHE_HOME/harness/cost-<hash of harness/models and harness/methods>.json"""
+    """<user cache>/cost-<hash of harness/models and harness/methods>.json (harness.storage.user_cache)"""
     import hashlib
 
     package = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted([*package.glob("models/*.py"), *package.glob("methods/*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
-    return root / f"cost-{digest.hexdigest()[:16]}-torch{torch.__version__}.json"
+    from harness.storage import user_cache
+
+    return user_cache() / f"cost-{digest.hexdigest()[:16]}-torch{torch.__version__}.json"
 
 
 @functools.lru_cache(maxsize=1)

@@ -121,9 +121,15 @@ def is_uri(storage) -> bool:
     return "://" in str(storage)
 
 
+def user_cache() -> Path:
+    """What the harness keeps per user ($HARNESS_CACHE_DIR, else ~/.cache/harness): data fingerprints, FLOP counts,
+    grid indexes, and (by default) the object-store staging area."""
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
+
+
 def staging_root() -> Path:
     """Node-local folder where trials work and the driver caches results when storage is an object store."""
-    return Path(os.environ.get("HARNESS_STAGING_DIR") or Path.home() / ".cache" / "harness" / "staging")
+    return Path(os.environ.get("HARNESS_STAGING_DIR") or user_cache() / "staging")
 
 
 def node_staging_dir() -> Path:

@@ -134,6 +134,9 @@ class Progress:
     started: float = field(default_factory=time.time)
     last_print: float = 0.0
     on_change: object = None  # called with the running view (the suite lock's heartbeat record)
+    freed: list[float] = field(default_factory=list)  # when trial slots came free, not yet taken again
+    gaps: list[float] = field(default_factory=list)  # per trial started in a freed slot: how long the slot idled
+    spans: dict[str, list[float]] = field(default_factory=dict)  # trial id -> [start, end] as the driver saw them
 
     def update(self, tid: str, result: dict) -> None:
         cfg, flops = self.trials[tid], self.flops[tid]
@@ -148,10 +151,18 @@ class Progress:
         self._changed()
 
     def start(self, tid: str) -> None:
+        now = time.monotonic()
+        if self.freed:  # a slot a finished trial left: the time it idled is the driver's (and Tune's) own
+            self.gaps.append(now - self.freed.pop(0))
+        self.spans[tid] = [now, now]
         self.running.setdefault(tid, {})
         self._changed()
 
     def end(self, tid: str, ok: bool) -> None:
+        now = time.monotonic()
+        if len(self.finished) + len(self.failed) + len(self.running) < len(self.trials):  # others still wait
+            self.freed.append(now)
+        self.spans.setdefault(tid, [now, now])[1] = now
         self.running.pop(tid, None)
         (self.finished if ok else self.failed).add(tid)
         self.done_fraction[tid] = 1.0
@@ -165,6 +176,18 @@ class Progress:
                     for t, r in self.running.items()
                 }
             )
+
+    def overhead(self) -> str:
+        """One line: the sweep's own time per trial (a freed slot idling until Tune starts the next trial: scheduling,
+        actor reuse, the driver's callbacks), beside the trials' time in their workers."""
+        if not self.gaps:
+            return ""
+        spans = [end - start for start, end in self.spans.values() if end > start]
+        return (
+            f"driver overhead: {sum(self.gaps) / len(self.gaps):.2f} s per trial between one trial's end and the next "
+            f"start in its slot (mean of {len(self.gaps)}; trials took {sum(spans) / max(len(spans), 1):.1f} s each "
+            f"in their workers)"
+        )
 
     def eta(self) -> float | None:
         """Seconds left: the FLOPs still to train over the rate of the trial slots. A slot trains at the mean
@@ -491,6 +514,8 @@ def _tune_trials(
     finally:
         tracking.close()
     progress.show(force=True)
+    if progress.overhead():
+        print(progress.overhead(), flush=True)
     return {r.config["case"]["trial_id"]: r.error for r in grid_results if r.error is not None}
 
 

@@ -81,8 +81,9 @@ def _entry_points() -> bool:
 
 
 def _folder() -> Path:
-    """$HARNESS_CACHE_DIR/suites (default ~/.cache/harness/suites), beside the data fingerprints."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness")) / "suites"
+    from harness.storage import user_cache
+
+    return user_cache() / "suites"
 
 
 def read(index_key: str | None) -> tuple[Path, list[TrialRow]] | None:

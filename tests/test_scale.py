@@ -177,3 +177,20 @@ def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path
     assert width.stat().st_mtime_ns != stamps[width] and results_csv.stat().st_mtime_ns != stamps[results_csv]
     other = json.loads((dirs[0] / results.METRICS).read_text())["top1"]
     assert f"{100 * (other + metrics['top1'] - 0.1) / 2:.2f}\u00a0[" in results_csv.read_text()  # the new mean
+
+
+def test_the_driver_counts_how_long_a_freed_slot_idles(monkeypatch):
+    from harness.sweep import Progress
+    from helpers import tiny_config
+
+    clock = iter([0.0, 0.0, 10.0, 10.5, 12.0, 12.25, 20.0, 21.0])  # (start a, start b, end a, start c, ...)
+    monkeypatch.setattr("harness.sweep.time.monotonic", lambda: next(clock))
+    cfg = tiny_config()
+    progress = Progress({t: cfg for t in "abcd"}, dict.fromkeys("abcd", 1.0), concurrency=2)
+    assert progress.overhead() == ""  # nothing measured yet
+    progress.start("a"), progress.start("b")
+    progress.end("a", ok=True), progress.start("c")  # a's slot idled 0.5 s
+    progress.end("b", ok=True), progress.start("d")  # b's 0.25 s
+    progress.end("c", ok=True), progress.end("d", ok=True)  # nothing waits any more: no idle slot counted
+    assert progress.gaps == [0.5, 0.25]
+    assert "driver overhead: 0.38 s per trial" in progress.overhead() and "mean of 2" in progress.overhead()

@@ -1,7 +1,7 @@
 """The harness's own cost as a grid grows: N finished trials written through the project's writer
 (harness.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
 
-    python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report]
+    python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report] [--sweep 16]
 
 Prints a table of wall seconds per command and N, and the growth ratio between consecutive N (10x more trials:
 a ratio near 10 is linear). Results and their reading: benchmarks/scale/README.md."""
@@ -21,12 +21,15 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {
+CACHE = Path("/tmp/harness-scale-cache")  # the commands' own caches (FLOPs, grid index), cold at the start
+COMMANDS = {  # in this order: the first status writes the grid's index, the second reads it; sync before the rerun
     "dry-run": lambda suite: ["run", str(suite), "--dry-run"],
     "status": lambda suite: ["status", str(suite)],
+    "status (indexed)": lambda suite: ["status", str(suite)],
     "report": lambda suite: ["report", str(suite)],
     "report (cached)": lambda suite: ["report", str(suite)],
     "sync": lambda suite: ["sync", str(suite)],
+    "rerun (all done)": lambda suite: ["run", str(suite)],
 }
 
 
@@ -72,13 +75,44 @@ def write_trials(suite_path: Path, images: int) -> int:
 
 
 def timed(args: list[str]) -> float:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    return run_harness(args)[0]
+
+
+def run_harness(args: list[str]) -> tuple[float, str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HARNESS_CACHE_DIR": str(CACHE)}
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"harness {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, proc.stdout
+
+
+def sweep_overhead(folder: Path, trials: int) -> None:
+    """A real sweep of tiny trials on a local Ray (2 at a time): its wall time, and the driver's own time per trial
+    (how long a freed slot idles before Tune starts the next trial) beside the trials' time in their workers."""
+    suite = {
+        "name": f"sweep{trials}",
+        "storage": str(folder / "results"),
+        "base": {
+            "dataset": "synthetic",
+            "synthetic_size": 64,
+            "synthetic_classes": 4,
+            "synthetic_resolution": 8,
+            "depth": 10,
+            "epochs": 1,
+            "batch_size": 32,
+            "eval_batch_size": 64,
+        },  # fmt: skip
+        "grid": {"method": ["vanilla"], "width": [1], "seed": list(range(trials))},
+        "resources": {"cpus": 1},
+        "concurrency": 2,
+    }
+    path = folder / f"sweep{trials}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    seconds, out = run_harness(["run", str(path)])
+    line = next((x for x in out.splitlines() if x.startswith("driver overhead")), "driver overhead: (not printed)")
+    print(f"\na real sweep of {trials} tiny trials, 2 at a time: {seconds:.1f} s in all (Ray's start included)\n{line}")
 
 
 def main() -> None:
@@ -87,7 +121,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000, help="test images per trial (CIFAR-100: 10,000)")
     parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-scale"))
+    parser.add_argument("--sweep", type=int, default=0, help="also a real sweep of this many tiny trials")
     args = parser.parse_args()
+    shutil.rmtree(CACHE, ignore_errors=True)  # cold FLOP and grid caches: the first dry run and status pay them
     table: dict[str, dict[int, float]] = {c: {} for c in args.commands}
     counts = []
     for n in args.trials:
@@ -109,6 +145,11 @@ def main() -> None:
         print(f"{command:<16}" + "".join(f"{v:>11.2f}s" for v in values) + f"   {growth}")
     print(f"(trials grow {' '.join(f'{b / a:.0f}x' for a, b in zip(counts, counts[1:]))}; {args.images} test images "
           f"x 100 classes each)")  # fmt: skip
+    if args.sweep:
+        folder = args.workdir / f"sweep{args.sweep}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        sweep_overhead(folder, args.sweep)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ CACHED_FROM_BYTES = 1 << 20
 
 
 def _cache_file() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE_DIR", Path.home() / ".cache" / "harness")) / "file_hashes.json"
+    from harness.storage import user_cache
+
+    return user_cache() / "file_hashes.json"
 
 
 def _cache() -> dict[str, list]:

@@ -116,35 +116,35 @@ _MISSING = object()
 
 
 def _compute_all(fn: Callable[[Any], Any], args: list, what: str):
+    workers = min(8, os.cpu_count() or 1)
+    if len(args) < PARALLEL_FROM or workers < 2:
+        yield from progress(map(fn, args), len(args), what)
+        return
+    import logging
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker, initargs=(protocol.average(),)
+    )
+    logging.getLogger("analysis.report").info(f"report: computing {len(args)} {what} in {workers} processes")
+    try:
+        yield from progress(pool.map(fn, args, chunksize=max(1, len(args) // (8 * workers))), len(args), what)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def progress(values, total: int, what: str, every_s: float = 10.0):
+    """``values`` passed through, with a line in the log every ``every_s`` seconds: how many of ``total`` ``what``."""
     import logging
     import time
 
-    logger = logging.getLogger("analysis.report")
-    workers = min(8, os.cpu_count() or 1)
-    if len(args) < PARALLEL_FROM or workers < 2:
-        results = map(fn, args)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker,
-            initargs=(protocol.average(),),
-        )
-        results = pool.map(fn, args, chunksize=max(1, len(args) // (8 * workers)))
-        logger.info(f"report: computing {len(args)} {what} in {workers} processes")
     started = last = time.monotonic()
-    try:
-        for done, value in enumerate(results, 1):
-            if time.monotonic() - last >= 10:
-                last = time.monotonic()
-                logger.info(f"report: {done}/{len(args)} {what} ({last - started:.0f} s)")
-            yield value
-    finally:
-        if len(args) >= PARALLEL_FROM and workers >= 2:
-            pool.shutdown(cancel_futures=True)
+    for done, value in enumerate(values, 1):
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            logging.getLogger("analysis.report").info(f"report: {done:,}/{total:,} {what} ({last - started:.0f} s)")
+        yield value
 
 
 def _worker(rule: str) -> None:

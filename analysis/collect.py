@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from analysis import protocol
-from analysis.cache import cached
+from analysis.cache import cached, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.config import is_setting_key
@@ -23,7 +23,8 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
     (id -> recorded config); folders that are not the suite's (another recipe, not in the grid, copied in from
     elsewhere) are never rows: they are listed in ``frame.attrs["not_in_suite"]`` with the reason."""
     rows, config_keys, foreign = [], set(), {}
-    for config_file in sorted(Path(suite_dir).glob("*/" + CONFIG)):
+    files = sorted(Path(suite_dir).glob("*/" + CONFIG))
+    for config_file in progress(files, len(files), "trial folders read"):
         folder = TrialFolder(config_file.parent)
         state = folder.state()
         try:

@@ -194,3 +194,14 @@ def test_the_driver_counts_how_long_a_freed_slot_idles(monkeypatch):
     progress.end("c", ok=True), progress.end("d", ok=True)  # nothing waits any more: no idle slot counted
     assert progress.gaps == [0.5, 0.25]
     assert "driver overhead: 0.38 s per trial" in progress.overhead() and "mean of 2" in progress.overhead()
+
+
+def test_long_report_steps_say_how_far_they_are(caplog):
+    import logging
+    import time
+
+    slow = (time.sleep(0.02) or i for i in range(10))
+    with caplog.at_level(logging.INFO, logger="analysis.report"):
+        assert list(cache.progress(slow, 10, "deep ensembles", every_s=0.05)) == list(range(10))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(line.startswith("report: ") and "/10 deep ensembles (" in line for line in lines)

@@ -40,6 +40,7 @@ class ReportCache:
         if not isinstance(self.figures, dict):
             self.figures = {}
         self.hits = self.misses = 0
+        self.workers = None  # the report's worker processes, started on first need, stopped with the report
 
     def key(self, kind: str, files: list[Path]) -> str:
         identity = []
@@ -83,6 +84,8 @@ def reading(suite_dir: Path):
         yield cache
     finally:
         _ACTIVE.pop()
+        if cache.workers is not None:
+            cache.workers.shutdown(cancel_futures=True)
         cache.save()
 
 
@@ -124,14 +127,19 @@ def _compute_all(fn: Callable[[Any], Any], args: list, what: str):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker, initargs=(protocol.average(),)
-    )
-    logging.getLogger("analysis.report").info(f"report: computing {len(args)} {what} in {workers} processes")
+    cache = _ACTIVE[-1] if _ACTIVE else None
+    pool = cache.workers if cache is not None else None
+    if pool is None:  # one pool per report: its processes' start (imports) paid once
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker, initargs=(protocol.average(),))
+        if cache is not None:
+            cache.workers = pool
+    logging.getLogger("analysis.report").info(f"report: computing {len(args):,} {what} in {workers} processes")
     try:
         yield from progress(pool.map(fn, args, chunksize=max(1, len(args) // (8 * workers))), len(args), what)
     finally:
-        pool.shutdown(cancel_futures=True)
+        if cache is None:
+            pool.shutdown(cancel_futures=True)
 
 
 def progress(values, total: int, what: str, every_s: float = 10.0):

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 
 from analysis import protocol
-from analysis.cache import cached, progress
+from analysis.cache import cached_map, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness.config import is_setting_key
@@ -22,7 +22,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
     files cannot be read is a row in state `corrupt`, its error naming the file. ``grid``: the suite's trials
     (id -> recorded config); folders that are not the suite's (another recipe, not in the grid, copied in from
     elsewhere) are never rows: they are listed in ``frame.attrs["not_in_suite"]`` with the reason."""
-    rows, config_keys, foreign = [], set(), {}
+    rows, config_keys, foreign, finished = [], set(), {}, []
     files = sorted(Path(suite_dir).glob("*/" + CONFIG))
     for config_file in progress(files, len(files), "trial folders read"):
         folder = TrialFolder(config_file.parent)
@@ -51,15 +51,15 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
             "trial_dir": str(folder.path),
         }
         if state.state == "finished":
-            try:  # the state's check is cheap (the zip directory); a damaged member shows only here
-                files = [folder.path / LOGITS, folder.path / METRICS_FILE]
-                metrics = cached("trial", files, lambda: _read(folder, int(cfg.get("M") or 1)))
-            except CorruptFile as err:
-                rows.append({**row, "state": "corrupt", "error": f"{err.path.name}: {err.reason}"})
-                continue
-            row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
-            row["train_hours"] = metrics["train_time_s"] / 3600
+            finished.append((row, folder.path))
         rows.append(row)
+    jobs = [([path / LOGITS, path / METRICS_FILE], str(path)) for _, path in finished]
+    for (row, _), metrics in zip(finished, cached_map("trial", jobs, read_trial, "finished trials read")):
+        if "corrupt" in metrics:  # the state's check is cheap (the zip directory); a damaged member shows only here
+            row.update(state="corrupt", error=metrics["corrupt"])
+            continue
+        row.update({k: v for k, v in metrics.items() if k not in row or k in ("trial_id",)})
+        row["train_hours"] = metrics["train_time_s"] / 3600
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["members"] = 1
@@ -101,21 +101,25 @@ def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str |
 PROTOCOL_KEYS = ("cal_nll", "cal_ece", "temperatures", "calibration_protocol", "aurc", "acc_at_90", "acc_at_95")
 
 
-def _read(folder: TrialFolder, members: int) -> dict:
+def read_trial(path: str) -> dict:
+    """``_read`` of a trial folder, or {"corrupt": "<file>: <why>"} (run in the report's worker processes)."""
+    try:
+        return _read(TrialFolder(Path(path)))
+    except CorruptFile as err:
+        return {"corrupt": f"{err.path.name}: {err.reason}"}
+
+
+def _read(folder: TrialFolder) -> dict:
     """A finished trial's metrics as the report shows them: metrics.json as written, when it was computed under the
     report's aggregation rule; else what depends on the rule recomputed from the saved logits (classification,
     calibration, selective prediction). Always from the logits: the aggregation rule's shift (several heads). The
-    top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``).
-    ``members``: the trial's M (heads or members in its logits)."""
+    top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``)."""
     recorded = folder.metrics()
-    heads = labels = saved = None
     rule_matches = recorded.get("ensemble_average", "logits") == protocol.average()
     complete = all(k in recorded for k in PROTOCOL_KEYS)
-    several = None
-    if not (rule_matches and complete) or members > 1:
-        saved = folder.logits()
-        heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
-        several = heads.shape[1] > 1
+    saved = folder.logits()  # read whole even when nothing is computed from them: a damaged member shows here
+    heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+    several = heads.shape[1] > 1
     metrics = dict(recorded)
     if not (rule_matches and complete):  # metrics.json's rule ("logits" before it was recorded) is not the report's
         if several:
@@ -125,17 +129,16 @@ def _read(folder: TrialFolder, members: int) -> dict:
     if several:
         metrics.update(rule_shift(heads, labels))
     metrics["ensemble_average"] = protocol.average()
-    metrics.update(_missing_metrics(metrics, folder, saved))
+    metrics.update(_missing_metrics(metrics, saved))
     return metrics
 
 
-def _missing_metrics(recorded: dict, folder: TrialFolder, saved: dict | None) -> dict:
+def _missing_metrics(recorded: dict, saved: dict) -> dict:
     """Registered metrics a trial's metrics.json lacks (a plugin's metric, added after it finished), computed
     from its saved test logits."""
     missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
     if not missing:
         return {}
-    saved = saved if saved is not None else folder.logits()
     logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
     labels = torch.from_numpy(saved["test_labels"])
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}

@@ -205,9 +205,10 @@ class Tracker:
                 self.client.restore_experiment(exp.experiment_id)
                 self._experiment_id = exp.experiment_id
             elif create:
-                # Local stores keep artifacts beside the results (in the object store, if that is the
-                # storage); a server decides for itself (its --artifacts-destination).
-                local = self.uri.startswith(("sqlite:", "file:")) or "://" not in self.uri
+                # Stores the harness opens itself (a file, sqlite, a database) keep artifacts beside the results
+                # (in the object store, if that is the storage), never in the working folder; a server decides
+                # for itself (its --artifacts-destination).
+                local = not self.uri.startswith(("http:", "https:", "databricks"))
                 root = self.artifact_root or (self.suite_dir.parent.resolve() / "mlartifacts").as_uri()
                 location = f"{root}/{self.experiment}" if local else None
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)

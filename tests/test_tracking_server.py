@@ -97,6 +97,8 @@ def test_the_cluster_store_postgresql_takes_two_writers_at_once(tmp_path):
         assert sorted(m.step for m in history) == [1, 2]
         again = harness("sync", done, "--tracking-uri", f"http://127.0.0.1:{port}")  # nothing doubled
         assert again.returncode == 0 and len(runs(direct, "done")[2]) == 6
+        # written straight into the database, the artifacts went beside the results, not into the working folder
+        assert len(list((tmp_path / "b" / "results" / "mlartifacts").rglob("metrics.json"))) == 6
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

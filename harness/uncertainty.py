@@ -21,7 +21,6 @@ OOD_SCORES = {
     "mutual_information": "minus the mutual information between prediction and head (M >= 2)",
     "disagreement": "minus the share of head pairs whose top-1 differ (M >= 2)",
 }
-ENSEMBLE_SCORES = ("mutual_information", "disagreement")
 # uncertainty-baselines' CIFAR-100-C set (its utils.load_corrupted_test_info): the 15 of the benchmark without
 # motion blur and snow, plus the four extra ones
 UB_CIFAR100_C = (

@@ -1,7 +1,8 @@
 """What the report computed, kept for the next report, in <suite>/.cache/report.json: a value per (kind, input
 files), keyed by the files' identity (path, size, modification time), the aggregation rule and the analysis code;
-and per figure, the content of the rows it was drawn from. A second report of an unchanged suite reads every
-per-trial and per-ensemble number and keeps every figure; a changed file, row, rule or code computes again."""
+and per figure or table written, the content of the rows it was made from. A second report of an unchanged suite
+reads every per-trial and per-ensemble number and keeps every file; a changed file, row, rule or code computes
+again. Many values are computed in worker processes, with progress in the log."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from analysis import protocol
 
 _ACTIVE: list["ReportCache"] = []
 _CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics.py")
-_FIGURE_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")
+_OUTPUT_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")
 
 
 def _code_version(files: tuple[str, ...] = _CODE) -> str:
@@ -34,11 +35,11 @@ class ReportCache:
         try:
             stored = json.loads(self.path.read_text())
             self.values = stored["values"] if stored.get("version") == self.version else {}
-            self.figures = stored.get("figures", {}) if stored.get("figure_code") == _code_version(_FIGURE_CODE) else {}
+            self.outputs = stored.get("outputs", {}) if stored.get("output_code") == _code_version(_OUTPUT_CODE) else {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            self.values, self.figures = {}, {}
-        if not isinstance(self.figures, dict):
-            self.figures = {}
+            self.values, self.outputs = {}, {}
+        if not isinstance(self.outputs, dict):
+            self.outputs = {}
         self.hits = self.misses = 0
         self.workers = None  # the report's worker processes, started on first need, stopped with the report
 
@@ -67,8 +68,8 @@ class ReportCache:
                 {
                     "version": self.version,
                     "values": self.values,
-                    "figure_code": _code_version(_FIGURE_CODE),
-                    "figures": self.figures,
+                    "output_code": _code_version(_OUTPUT_CODE),
+                    "outputs": self.outputs,
                 },
             )
         except OSError:  # a read-only results folder: the cache is only a cache
@@ -199,7 +200,7 @@ def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
     if cache is None:
         return make()
     key = _content_key(inputs)
-    record = cache.figures.get(name)
+    record = cache.outputs.get(name)
     if isinstance(record, dict) and record.get("key") == key and isinstance(record.get("files"), dict):
         try:
             if all(_identity(f) == identity for f, identity in record["files"].items()):
@@ -209,7 +210,7 @@ def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
             pass
     files = make()
     cache.misses += 1
-    cache.figures[name] = {"key": key, "files": {str(f): _identity(f) for f in files}}
+    cache.outputs[name] = {"key": key, "files": {str(f): _identity(f) for f in files}}
     return files
 
 

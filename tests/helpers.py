@@ -75,13 +75,22 @@ def cli(*args, **env) -> subprocess.CompletedProcess:
 
 
 def harness_background(*args, log: Path, **env) -> subprocess.Popen:
+    """`harness ARGS` started in its own session, Ctrl-C (SIGINT) live in it whatever this process did with it."""
     return subprocess.Popen(
         [sys.executable, "-m", "harness", *map(str, args)],
         env=harness_env(**env),
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
+
+
+def interruptible() -> None:
+    """In a child before it runs: SIGINT unblocked and at its default, so Python turns it into KeyboardInterrupt (an
+    ignored or blocked signal is inherited: libraries in a test worker, Ray's among them, may have set either)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def trial(**keys) -> TrialConfig:

@@ -208,7 +208,7 @@ def test_second_driver_is_turned_away_and_status_shows_running(tmp_path):
         assert second.returncode == 2 and "Traceback" not in second.stderr
         assert f"pid {first.pid}" in second.stderr and "--break-lock" in second.stderr
         first.send_signal(signal.SIGINT)
-        assert first.wait(timeout=120) == 130, log.read_text()[-3000:]
+        assert first.wait(timeout=300) == 130, log.read_text()[-3000:]  # Ray's teardown is slow on a loaded machine
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
@@ -319,11 +319,12 @@ def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
     )
     log = tmp_path / "train.log"
     proc = harness_background("train", config, log=log)
-    deadline = time.time() + 120
-    while "steps/epoch" not in log.read_text() and time.time() < deadline:
+    deadline = time.time() + 300  # a loaded machine (CI runs two test files at once) starts slowly
+    while "steps/epoch" not in log.read_text() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None and "steps/epoch" in log.read_text(), log.read_text()[-2000:]  # training, not done
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    assert proc.wait(timeout=120) == 130, log.read_text()[-2000:]
     assert "interrupted before any epoch ended: nothing to resume from" in log.read_text()
 
 

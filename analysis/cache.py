@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis import protocol
+from harness.results import REPORT_CACHE, SUITE_CACHE
 
 _ACTIVE: list["ReportCache"] = []
 _CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics.py")
@@ -30,7 +31,7 @@ def _code_version(files: tuple[str, ...] = _CODE) -> str:
 
 class ReportCache:
     def __init__(self, suite_dir: Path):
-        self.path = Path(suite_dir) / ".cache" / "report.json"
+        self.path = Path(suite_dir) / SUITE_CACHE / REPORT_CACHE
         self.version = _code_version()
         try:
             stored = json.loads(self.path.read_text())

@@ -203,7 +203,9 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
         raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 
 
-VERIFIED = "verified.json"  # <suite>/.cache/: the files `harness run` read whole against their CRCs
+SUITE_CACHE = ".cache"  # <suite>/.cache/: what commands keep to skip work next time (never results)
+VERIFIED = "verified.json"  # in it: the files `harness run` read whole against their CRCs
+REPORT_CACHE = "report.json"  # in it: what `harness report` computed and wrote (analysis.cache)
 
 
 class Verified:
@@ -211,7 +213,7 @@ class Verified:
     rerun of a suite reads a file once, not every time (10,000 CIFAR-100 trials hold 40 GB of logits)."""
 
     def __init__(self, suite_dir: Path):
-        self.path = Path(suite_dir) / ".cache" / VERIFIED
+        self.path = Path(suite_dir) / SUITE_CACHE / VERIFIED
         try:
             self.files = {tuple(i) for i in json.loads(self.path.read_text())}
         except (OSError, ValueError, TypeError):

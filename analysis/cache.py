@@ -201,6 +201,17 @@ def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
     if cache is None:
         return make()
     key = _content_key(inputs)
+    files = _unchanged(cache, name, key)
+    if files is not None:
+        return files
+    files = make()
+    cache.misses += 1
+    cache.outputs[name] = {"key": key, "files": {str(f): _identity(f) for f in files}}
+    return files
+
+
+def _unchanged(cache: ReportCache, name: str, key: str) -> list[Path] | None:
+    """The files ``name`` was made into from inputs of digest ``key``, if they are still there unchanged."""
     record = cache.outputs.get(name)
     if isinstance(record, dict) and record.get("key") == key and isinstance(record.get("files"), dict):
         try:
@@ -209,10 +220,7 @@ def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
                 return [Path(f) for f in record["files"]]
         except OSError:
             pass
-    files = make()
-    cache.misses += 1
-    cache.outputs[name] = {"key": key, "files": {str(f): _identity(f) for f in files}}
-    return files
+    return None
 
 
 def _identity(path) -> list[int]:
@@ -220,16 +228,41 @@ def _identity(path) -> list[int]:
     return [info.st_size, info.st_mtime_ns]
 
 
-def figure(path: Path, inputs: list, draw: Callable[[Path], Any]) -> bool:
-    """The figure ``path`` (PNG and SVG beside it) drawn by ``draw(path)`` (a matplotlib figure, or None when there
-    is nothing to draw) unless ``kept``; -> whether the figure exists."""
+class Figure:
+    """A figure of the report, drawn here, kept from an earlier report, or being drawn in a worker process."""
+
+    def __init__(self, files: list[Path] | None = None, future=None, record=None):
+        self.files, self.future, self.record = files, future, record
+
+    def exists(self) -> bool:
+        """Whether there is a figure (waits for a worker's drawing, and records its files in the cache)."""
+        if self.future is not None:
+            self.files, self.future = [Path(f) for f in self.future.result()], None
+            cache, name, key = self.record
+            cache.outputs[name] = {"key": key, "files": {str(f): _identity(f) for f in self.files}}
+        return bool(self.files)
+
+
+def figure(path: Path, draw: Callable, *args, **kwargs) -> Figure:
+    """The figure ``path`` (PNG and SVG beside it) drawn by ``draw(*args, path=path, **kwargs)`` (a module-level
+    function returning a matplotlib figure, or None when there is nothing to draw), unless ``kept`` from the same
+    arguments; drawn in the report's worker processes when it has them (a large report), else here."""
+    cache = _ACTIVE[-1] if _ACTIVE else None
+    if cache is None or cache.workers is None:
+        return Figure(kept(Path(path).name, [*args, *kwargs.values()], lambda: _draw(draw, args, kwargs, path)))
+    name, key = Path(path).name, _content_key([*args, *kwargs.values()])
+    files = _unchanged(cache, name, key)
+    if files is not None:
+        return Figure(files)
+    cache.misses += 1
+    return Figure(future=cache.workers.submit(_draw, draw, args, kwargs, str(path)), record=(cache, name, key))
+
+
+def _draw(draw: Callable, args: tuple, kwargs: dict, path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    def make() -> list[Path]:
-        fig = draw(path)
-        if fig is None:
-            return []
-        plt.close(fig)
-        return [Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")]
-
-    return bool(kept(Path(path).name, inputs, make))
+    fig = draw(*args, path=Path(path), **kwargs)
+    if fig is None:
+        return []
+    plt.close(fig)
+    return [Path(path).with_suffix(".png"), Path(path).with_suffix(".svg")]

@@ -90,18 +90,14 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
         figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
             *[
                 (
-                    cache.figure(
-                        out / "figures" / f"width_{s}",
-                        [g, runs := _runs_of(rows, key)],
-                        lambda p, g=g, runs=runs: figures.width_figure(g, p, runs),
-                    ),
+                    cache.figure(out / "figures" / f"width_{s}", figures.width_figure, g, runs=_runs_of(rows, key)),
                     f"width_{s}",
                     f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
                 )
                 for s, (key, g) in zip(stems, groups)
             ],
             (
-                cache.figure(out / "figures" / "cost", [summary], lambda p: figures.cost_figure(summary, p)),
+                cache.figure(out / "figures" / "cost", figures.cost_figure, summary),
                 "cost",
                 f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
                 f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
@@ -109,34 +105,26 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             ),
             *[
                 (
-                    cache.figure(
-                        out / "figures" / f"calibration_{s}", [g], lambda p, g=g: figures.calibration_width_figure(g, p)
-                    ),
+                    cache.figure(out / "figures" / f"calibration_{s}", figures.calibration_width_figure, g),
                     f"calibration_{s}",
                     f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
                 )
                 for s, (key, g) in zip(stems, groups)
             ],
             (
-                cache.figure(
-                    out / "figures" / "reliability", [finished], lambda p: figures.reliability_figure(finished, p)
-                ),
+                cache.figure(out / "figures" / "reliability", figures.reliability_figure, finished),
                 "reliability",
                 "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
                 "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
                 "of test images per bin; the ECE in each title is the table's.",
             ),
             (
-                cache.figure(
-                    out / "figures" / "diversity",
-                    [finished, ensembles],
-                    lambda p: figures.diversity_figure(finished, ensembles, p),
-                ),
+                cache.figure(out / "figures" / "diversity", figures.diversity_figure, finished, ensembles),
                 "diversity",
                 f"Diversity between heads or members against their individual top-1 ({setup}).",
             ),
             (
-                cache.figure(out / "figures" / "curves", [finished], lambda p: figures.curves_figure(finished, p)),
+                cache.figure(out / "figures" / "curves", figures.curves_figure, finished),
                 "curves",
                 f"Test top-1 during training, one line per trial ({setup}).",
             ),
@@ -150,7 +138,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             "curves": "Learning curves",
         }
         for drawn, stem, caption in figs:
-            if not drawn:
+            if not drawn.exists():
                 continue
             kind = stem.split("_")[0]
             if kind in headings:  # each heading once, before its first figure

@@ -318,7 +318,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
     """The report's robustness, OOD and selective-prediction sections (HTML), their tables and figures written
     under ``out``; ``write_table(table, stem, caption)`` is the report's own (it records the files)."""
     corrupted, detection = evaluation_frames(finished, ensembles)
-    # (heading, table title, table, stem, caption, figure stem, (its inputs, draw(path)), figure caption)
+    # (heading, table title, table, stem, caption, figure stem, (draw(*frames, path=), *frames), figure caption)
     parts = []
     if not corrupted.empty:
         generated = corrupted.set.str.contains("generated").any()
@@ -330,7 +330,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "unchanged under shift."
             + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with published "
                "CIFAR-C numbers." if generated else ""),
-            "severity", ([corrupted], lambda path: severity_figure(corrupted, path)),
+            "severity", (severity_figure, corrupted),
             "Top-1 and ECE against corruption severity (0 = the clean test set), each method at its widest width, "
             "mean over seeds.",
         ))  # fmt: skip
@@ -353,7 +353,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
             "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
             "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble).",
-            "roc", ([finished, detection], lambda path: roc_figure(finished, detection, path)),
+            "roc", (roc_figure, finished, detection),
             "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
             "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
         ))  # fmt: skip
@@ -375,14 +375,14 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
             "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% "
             "interval.",
-            "risk_coverage", ([finished], lambda path: risk_coverage_figure(finished, path)),
+            "risk_coverage", (risk_coverage_figure, finished),
             "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
         ))  # fmt: skip
     html_parts = []
     for heading, title, table, stem, caption, figure, draw, figure_caption in parts:
         write_table(table, out / stem, caption)
         shown = fragment("")
-        if figure is not None and cache.figure(out / "figures" / figure, *draw):
+        if figure is not None and cache.figure(out / "figures" / figure, *draw).exists():
             shown = figure_html(figure, figure_caption)
         html_parts.append(fragment("<h2>{}</h2>{}{}", heading, shown, table_html(title, table, caption, stem)))
     return html_parts

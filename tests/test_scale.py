@@ -148,10 +148,12 @@ def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_pa
     assert json.loads((tmp_path / ".cache" / "report.json").read_text())["values"]
 
 
-def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path):
+@pytest.mark.parametrize("parallel_from", [200, 1], ids=["here", "in-workers"])
+def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path, monkeypatch, parallel_from):
     from analysis.report import build_report
     from helpers import finished_trial, trial
 
+    monkeypatch.setattr(cache, "PARALLEL_FROM", parallel_from)  # 1: trials, ensembles and figures in workers
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 400)
     dirs = []

@@ -211,13 +211,17 @@ def _load_suite_arg(args):
 
 
 def cmd_run(args) -> int:
+    from harness import trial_index
     from harness.sweep import run_sweep
 
     suite = _load_suite_arg(args)
+    # the grid as `harness status SUITE` will expand it (no --data-dir there): indexed for it
+    index_key = None if args.data_dir else trial_index.key(Path(args.suite), None, getattr(args, "plugin", []))
     try:
         return run_sweep(
             suite,
             str(args.suite),
+            index_key=index_key,
             address=args.address,
             restart=args.restart,
             dry_run=args.dry_run,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ray import tune
 
-from harness import catalog, logs, plugins, results
+from harness import catalog, logs, plugins, results, trial_index
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
@@ -286,8 +286,11 @@ def run_sweep(
     tracking_uri: str | None = None,
     break_lock: bool = False,
     verbose: bool = False,
+    index_key: str | None = None,
 ) -> int:
+    """`harness run` (``index_key``: where the expanded grid is indexed for `harness status`, harness.trial_index)."""
     trials = expand(suite, source)
+    trial_index.write(index_key, suite.suite_dir, trials)
     store = suite.store
     storage = f"{source}: storage" if not store else "the local copy of the object store"
     if dry_run:

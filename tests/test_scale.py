@@ -61,6 +61,20 @@ def test_status_reads_an_indexed_grid_without_the_registries_and_sees_every_chan
         os.environ.pop("SCALE_TEST_ROOT")
 
 
+def test_status_after_a_dry_run_reads_the_grid_the_run_indexed(tmp_path):
+    suite = write_suite(tmp_path)
+    dry = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(suite), "--dry-run"],
+        env=harness_env(HARNESS_CACHE_DIR=str(tmp_path / "cache")),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    after = status(suite, tmp_path / "cache")
+    assert after.returncode == 0 and "torch imported: False" in after.stdout and "4 pending" in after.stdout
+
+
 def test_a_suite_with_a_module_plugin_is_never_indexed(tmp_path):
     from harness import trial_index
 

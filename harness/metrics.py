@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,14 +35,14 @@ def ensemble_logits(head_logits: torch.Tensor, average: str = "probabilities") -
     if average == "logits":
         return h.mean(1)
     last = _LAST_COMBINED
-    if last and last[0] is head_logits and last[1] == head_logits._version:  # the metric suite asks several times
+    if last and last[0]() is head_logits and last[1] == head_logits._version:  # the metric suite asks several times
         return last[2]
     combined = torch.logsumexp(h.log_softmax(-1), 1) - math.log(h.shape[1])
-    _LAST_COMBINED[:] = [head_logits, head_logits._version, combined]
+    _LAST_COMBINED[:] = [weakref.ref(head_logits), head_logits._version, combined]
     return combined
 
 
-_LAST_COMBINED: list = []  # (heads, their version counter, their averaged probabilities): one tensor kept
+_LAST_COMBINED: list = []  # (a weak reference to the heads, their version counter, their averaged probabilities)
 
 
 def predictions(logits: torch.Tensor) -> torch.Tensor:

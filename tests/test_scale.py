@@ -221,3 +221,16 @@ def test_long_report_steps_say_how_far_they_are(caplog):
         assert list(cache.progress(slow, 10, "deep ensembles", every_s=0.05)) == list(range(10))
     lines = [r.getMessage() for r in caplog.records]
     assert lines and all(line.startswith("report: ") and "/10 deep ensembles (" in line for line in lines)
+
+
+def test_heads_are_combined_once_per_tensor_and_again_when_it_changes():
+    from harness.metrics import ensemble_logits
+
+    heads = torch.randn(50, 3, 10)
+    first = ensemble_logits(heads)
+    assert ensemble_logits(heads) is first  # the metric suite's several calls share one combination
+    heads.mul_(2)  # changed in place: its version counter moved
+    again = ensemble_logits(heads)
+    assert again is not first
+    assert torch.allclose(again, torch.logsumexp(heads.log_softmax(-1), 1) - np.log(3))
+    assert ensemble_logits(heads.clone()) is not again  # another tensor, equal or not, is combined anew

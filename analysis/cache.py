@@ -52,7 +52,10 @@ class ReportCache:
         return hashlib.sha256(json.dumps([kind, protocol.average(), identity]).encode()).hexdigest()
 
     def get(self, kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
-        key = self.key(kind, files)
+        return self.lookup(self.key(kind, files), compute)
+
+    def lookup(self, key: str, compute: Callable[[], Any]) -> Any:
+        """The value kept under ``key``, or ``compute()``'s, kept."""
         if key in self.values:
             self.hits += 1
             return self.values[key]
@@ -170,14 +173,8 @@ def memo(kind: str, inputs: list, compute: Callable[[], Any]) -> Any:
     bootstrap's samples): for what is computed from numbers rather than files."""
     if not _ACTIVE:
         return compute()
-    cache = _ACTIVE[-1]
     key = hashlib.sha256(json.dumps([kind, protocol.average(), inputs], default=str).encode()).hexdigest()
-    if key in cache.values:
-        cache.hits += 1
-        return cache.values[key]
-    cache.misses += 1
-    cache.values[key] = value = compute()
-    return value
+    return _ACTIVE[-1].lookup(key, compute)
 
 
 def _content_key(inputs: list) -> str:

@@ -36,16 +36,16 @@ def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray) -> flo
     return bootstrap(right_per_image(head_logits, labels))[0]
 
 
+def right_of(trial_dirs: list) -> np.ndarray:
+    """Per test image, whether the trial (or the deep ensemble of the trials: their heads pooled) is right."""
+    saved = [TrialFolder(d).logits() for d in trial_dirs]
+    return right_per_image(np.concatenate([s["test_logits"] for s in saved], axis=1), saved[0]["test_labels"])
+
+
 def top1_bootstrap(trial_dirs: list[Path]) -> float:
     """Half-width of the 95% bootstrap interval over test images of one trial's top-1, or of a deep ensemble's (its
     members' heads pooled): a setting's interval when it has one seed (or one ensemble), computed only then."""
-
-    def compute() -> float:
-        saved = [TrialFolder(d).logits() for d in trial_dirs]
-        heads = np.concatenate([s["test_logits"] for s in saved], axis=1)
-        return bootstrap_top1_halfwidth(heads, saved[0]["test_labels"])
-
-    return cached("bootstrap", [Path(d) / LOGITS for d in trial_dirs], compute)
+    return cached("bootstrap", [Path(d) / LOGITS for d in trial_dirs], lambda: bootstrap(right_of(trial_dirs))[0])
 
 
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.cache import cached, memo
-from analysis.stats import bootstrap, iqm, probability_of_improvement, right_per_image, seeds_needed, t_halfwidth
+from analysis.ensembles import right_of, top1_bootstrap
+from analysis.stats import bootstrap, iqm, probability_of_improvement, seeds_needed, t_halfwidth
 from harness.catalog import presentation
 from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
-from harness.results import LOGITS, TrialFolder
+from harness.results import LOGITS
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals) of the costs, after the metric suite's main columns
@@ -111,8 +112,6 @@ def _bootstrap_single(rows: pd.DataFrame, keys: list[str]) -> None:
     todo = alone & rows["top1_boot_ci"].isna()
     if not todo.any():
         return
-    from analysis.ensembles import top1_bootstrap
-
     dirs = rows.get("member_dirs", pd.Series(None, index=rows.index, dtype=object))
     trial = rows.get("trial_dir", pd.Series(None, index=rows.index, dtype=object))
     rows.loc[todo, "top1_boot_ci"] = [
@@ -250,18 +249,12 @@ __all__ = ["summarize", "display_table", "published_vs_reproduced", "label"]
 PAIRED_BASELINES = ("vanilla", "cutmix")  # what Cut-MixMo is compared with, trial by trial
 
 
-def _right(trial_dirs: list[str]) -> np.ndarray:
-    """Per test image, whether the trial (or the deep ensemble of the trials: their heads pooled) is right."""
-    saved = [TrialFolder(d).logits() for d in trial_dirs]
-    return right_per_image(np.concatenate([s["test_logits"] for s in saved], axis=1), saved[0]["test_labels"])
-
-
 def _paired_bootstrap(ours: list[str], theirs: list[str], draws: int) -> tuple[float, float, float]:
     """(difference of top-1, half-width of its 95% paired bootstrap interval, p-value) over the same test images,
     kept in the report's cache by the logits files' identity."""
 
     def compute():
-        a, b = _right(ours), _right(theirs)
+        a, b = right_of(ours), right_of(theirs)
         return (float(a.mean() - b.mean()), *bootstrap(a, b, draws))
 
     files = [Path(d) / LOGITS for d in (*ours, *theirs)]

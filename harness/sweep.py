@@ -517,8 +517,9 @@ def _tune_trials(
     finally:
         tracking.close()
     progress.show(force=True)
-    if progress.overhead():
-        print(progress.overhead(), flush=True)
+    overhead = progress.overhead()
+    if overhead:
+        print(overhead, flush=True)
     return {r.config["case"]["trial_id"]: r.error for r in grid_results if r.error is not None}
 
 

@@ -103,7 +103,7 @@ def sweep_overhead(folder: Path, trials: int) -> None:
             "epochs": 1,
             "batch_size": 32,
             "eval_batch_size": 64,
-        },  # fmt: skip
+        },
         "grid": {"method": ["vanilla"], "width": [1], "seed": list(range(trials))},
         "resources": {"cpus": 1},
         "concurrency": 2,

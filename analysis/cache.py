@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis import protocol
-from harness.results import REPORT_CACHE, SUITE_CACHE
+from harness.schema import REPORT_CACHE, SUITE_CACHE
 
 _ACTIVE: list["ReportCache"] = []
 _CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics.py")

@@ -11,10 +11,12 @@ from analysis import protocol
 from analysis.cache import cached_map, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
+from harness import schema
 from harness.config import is_setting_key
 from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
-from harness.results import CONFIG, LOGITS, CorruptFile, TrialFolder
-from harness.results import METRICS as METRICS_FILE
+from harness.results import CorruptFile, TrialFolder
+from harness.schema import CONFIG, LOGITS
+from harness.schema import METRICS as METRICS_FILE
 
 
 def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:
@@ -76,7 +78,7 @@ def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str |
     """Why a trial folder under the suite's storage is not one of the suite's trials, or None if it is."""
     tid = cfg.get("trial_id")
     if tid != folder.name:
-        return f"its config.yaml is trial {tid} (copied in from elsewhere)"
+        return f"its {schema.CONFIG} is trial {tid} (copied in from elsewhere)"
     if cfg.get("name") not in (None, folder.parent.name):
         return f"a trial of suite {cfg.get('name')}"
     if grid is None or tid in grid:
@@ -118,7 +120,7 @@ def _read(folder: TrialFolder) -> dict:
     rule_matches = recorded.get("ensemble_average", "logits") == protocol.average()
     complete = all(k in recorded for k in PROTOCOL_KEYS)
     saved = folder.logits()  # read whole even when nothing is computed from them: a damaged member shows here
-    heads, labels = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+    heads, labels = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])
     several = heads.shape[1] > 1
     metrics = dict(recorded)
     if not (rule_matches and complete):  # metrics.json's rule ("logits" before it was recorded) is not the report's
@@ -139,8 +141,8 @@ def _missing_metrics(recorded: dict, saved: dict) -> dict:
     missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
     if not missing:
         return {}
-    logits = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
-    labels = torch.from_numpy(saved["test_labels"])
+    logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), protocol.average())
+    labels = torch.from_numpy(saved[schema.TEST_LABELS])
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 
 

@@ -11,22 +11,24 @@ import torch
 from analysis import protocol
 from analysis.cache import cached, cached_map
 from analysis.stats import bootstrap, right_per_image
+from harness import schema
 from harness.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
-from harness.results import CONFIG, LOGITS, TrialFolder, write_json
+from harness.results import TrialFolder, write_json
+from harness.schema import CONFIG, LOGITS
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """A trial's (or ensemble's) saved logits through the one calibration protocol (harness.metrics.calibrate):
     (scaled ensemble logits, labels, calibrated metrics). The report's tables and figures both use it, so they
     cannot disagree."""
-    labels = torch.from_numpy(saved["test_labels"])
+    labels = torch.from_numpy(saved[schema.TEST_LABELS])
     val = (
-        (torch.from_numpy(saved["val_logits"]).float(), torch.from_numpy(saved["val_labels"]))
-        if "val_logits" in saved
+        (torch.from_numpy(saved[schema.VAL_LOGITS]).float(), torch.from_numpy(saved[schema.VAL_LABELS]))
+        if schema.VAL_LOGITS in saved
         else (None, None)
     )
-    test = torch.from_numpy(saved["test_logits"]).float()
+    test = torch.from_numpy(saved[schema.TEST_LOGITS]).float()
     scaled, calibrated = calibrate(test, labels, *val, average=protocol.average())  # temperatures fitted once
     return scaled, labels, calibrated
 
@@ -39,7 +41,7 @@ def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray) -> flo
 def right_of(trial_dirs: list) -> np.ndarray:
     """Per test image, whether the trial (or the deep ensemble of the trials: their heads pooled) is right."""
     saved = [TrialFolder(d).logits() for d in trial_dirs]
-    return right_per_image(np.concatenate([s["test_logits"] for s in saved], axis=1), saved[0]["test_labels"])
+    return right_per_image(np.concatenate([s[schema.TEST_LOGITS] for s in saved], axis=1), saved[0][schema.TEST_LABELS])
 
 
 def top1_bootstrap(trial_dirs: list[Path]) -> float:
@@ -51,7 +53,7 @@ def top1_bootstrap(trial_dirs: list[Path]) -> float:
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     folder = TrialFolder(trial_dir)
     logits = folder.logits()
-    return folder.config(), logits["test_logits"], logits["test_labels"]
+    return folder.config(), logits[schema.TEST_LOGITS], logits[schema.TEST_LABELS]
 
 
 def compose_ensemble(trial_dirs: list[Path]) -> dict:
@@ -130,7 +132,7 @@ def compose_suite_ensembles(suite_dir: Path, trial_dirs: list[Path], specs: list
     if not specs:
         return []
     rows = ensembles_for(trial_dirs, specs)
-    write_json(Path(suite_dir) / "ensembles.json", rows)
+    write_json(Path(suite_dir) / schema.ENSEMBLES, rows)
     return [
         f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "
         f"(seeds {r['seeds']}): top1 {100 * r['top1']:.2f}%"

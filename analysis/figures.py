@@ -19,9 +19,11 @@ from analysis import protocol  # noqa: E402
 from analysis.ensembles import recalibrated  # noqa: E402
 from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
+from harness import schema
 from harness.catalog import presentation  # noqa: E402
 from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
-from harness.results import HISTORY, TrialFolder  # noqa: E402
+from harness.results import TrialFolder  # noqa: E402
+from harness.schema import HISTORY
 
 STYLE = {
     "figure.dpi": 110,
@@ -237,7 +239,7 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
         for row, trial in zip(axes, picks):
             saved = TrialFolder(trial.trial_dir).logits()
             scaled, labels, calibrated = recalibrated(saved)
-            logits = ensemble_logits(torch.from_numpy(saved["test_logits"]), protocol.average())
+            logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]), protocol.average())
             temps = " / ".join(f"{t:.2f}" for t in calibrated["temperatures"])
             for ax, shown, when in ((row[0], logits, "before"), (row[1], scaled, f"after (T = {temps})")):
                 count, conf, acc = calibration_bins(shown, labels)

@@ -10,7 +10,9 @@ import pandas as pd
 from analysis import cache, figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
-from harness.results import CONFIG, CorruptFile, TrialFolder, write_json
+from harness import schema
+from harness.results import CorruptFile, TrialFolder, write_json
+from harness.schema import CONFIG
 
 
 def recorded_rule(suite_dir: Path) -> str:
@@ -45,7 +47,7 @@ def build_report(
 
 
 def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> dict:
-    out = suite_dir / "report"
+    out = suite_dir / schema.REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir, grid)
     # pandas deep-copies attrs into every derived frame: at thousands of rows, most of the report's time
@@ -63,7 +65,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
         ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
         summary = tables.summarize(rows, config_keys)
-        write_csv(summary, out / "summary_raw.csv")
+        write_csv(summary, out / schema.SUMMARY_RAW)
         report["summary_frame"] = summary
         main = tables.display_table(summary)
         report["summary"] = compact_table(main)
@@ -198,11 +200,13 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
                 items,
             ),
         )
-    write_json(out / "missing.json", missing)
-    write_json(out / "not_in_suite.json", foreign)
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "index.html")
+    write_json(out / schema.MISSING, missing)
+    write_json(out / schema.NOT_IN_SUITE, foreign)
+    files = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != schema.REPORT_PAGE
+    )
     sections.append(fragment("<h2>Files</h2><p class=meta>{}</p>", join((link(f) for f in files), " · ")))
-    write_page(out / "index.html", suite_dir.name, len(trials), len(finished), sections)
+    write_page(out / schema.REPORT_PAGE, suite_dir.name, len(trials), len(finished), sections)
     return report
 
 

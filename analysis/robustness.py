@@ -16,9 +16,11 @@ from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, color
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
+from harness import schema
 from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import correct, ensemble_logits, risk_coverage
-from harness.results import EVAL_DIR, TrialFolder
+from harness.results import TrialFolder
+from harness.schema import EVAL_DIR
 from harness.uncertainty import confidence_scores, roc_curve
 
 # (column, label, scale, decimals) of each table
@@ -61,11 +63,11 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
     if not shared:  # nothing to rescore: no logits read, no temperature fitted
         return {}
     clean = {
-        "test_logits": np.concatenate([f.logits()["test_logits"] for f in folders], 1),
-        "test_labels": folders[0].logits()["test_labels"],
+        schema.TEST_LOGITS: np.concatenate([f.logits()[schema.TEST_LOGITS] for f in folders], 1),
+        schema.TEST_LABELS: folders[0].logits()[schema.TEST_LABELS],
     }
     temperature = recalibrated(clean)[2]["temperature"]  # the ensemble's own, as its clean row uses
-    clean_heads = torch.from_numpy(clean["test_logits"]).float()
+    clean_heads = torch.from_numpy(clean[schema.TEST_LOGITS]).float()
     out = {}
     for set_id in sorted(shared):
         first = folders[0].evaluation(set_id, record_problem)
@@ -85,7 +87,7 @@ def _trial_records(row) -> dict[str, dict]:
     out = {}
     for set_id, record in records.items():
         if record.get("ensemble_average", "logits") != protocol.average():
-            heads = torch.from_numpy(folder.logits()["test_logits"]).float()
+            heads = torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float()
             rescored = kind_of(record).rescore(record, [folder], heads, row.get("temperature"), protocol.average())
             record = rescored if rescored is not None else record  # a kind without one (test) keeps its record
         out[set_id] = record
@@ -264,9 +266,12 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                     continue
                 done.add(row.method)
                 folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
-                ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float(), protocol.average())
+                ins = confidence_scores(
+                    torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float(), protocol.average()
+                )
                 outs = confidence_scores(
-                    torch.from_numpy(folder.eval_part(row.set_id, "ood")["logits"]).float(), protocol.average()
+                    torch.from_numpy(folder.eval_part(row.set_id, schema.OOD_PART)[schema.PART_LOGITS]).float(),
+                    protocol.average(),
                 )
                 is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
                 mine = detection[(detection.trial_id == row.trial_id) & (detection.set == name)].set_index("score")
@@ -302,9 +307,11 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
                 continue
             done.add(row.method)
             saved = TrialFolder(row.trial_dir).logits()
-            ens = ensemble_logits(torch.from_numpy(saved["test_logits"]).float(), protocol.average())
+            ens = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), protocol.average())
             conf = ens.softmax(-1).max(-1).values
-            coverage, risk = risk_coverage(conf.numpy(), correct(ens, torch.from_numpy(saved["test_labels"])).numpy())
+            coverage, risk = risk_coverage(
+                conf.numpy(), correct(ens, torch.from_numpy(saved[schema.TEST_LABELS])).numpy()
+            )
             ax.plot(coverage, 100 * risk, color=color(row.method), label=f"{label(row)} ({row.aurc:.3f})")
         ax.set_xlabel("coverage (share of test images kept, most confident first)")
         ax.set_ylabel("risk: error % of the kept images")

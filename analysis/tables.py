@@ -13,7 +13,7 @@ from analysis.stats import bootstrap, iqm, probability_of_improvement, seeds_nee
 from harness.catalog import presentation
 from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
-from harness.results import LOGITS
+from harness.schema import LOGITS
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 # (column, label, scale, decimals) of the costs, after the metric suite's main columns

@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from harness import logs
+from harness import logs, schema
 from harness.catalog import build_config, load_trial_config
 from harness.config import ConfigError, TrialConfig, parse_overrides
 from harness.exit_codes import ExitCode, exception_codes
@@ -228,12 +228,25 @@ def cmd_run(args) -> int:
             tracking_uri=args.tracking_uri,
             break_lock=args.break_lock,
             verbose=args.verbose,
+            summarize=_run_summary,
         )
     except KeyboardInterrupt:
         from harness.suite import expand
 
         dirs = [t.trial_dir for t in expand(suite, str(args.suite))]
         raise Interrupted(_interrupted(dirs, f"harness run {args.suite}")) from None
+
+
+def _run_summary(suite, trials) -> str:
+    """The table `harness run` prints once trials ran: the report's terminal summary of the finished ones."""
+    from analysis.report import terminal_summary
+
+    return terminal_summary(
+        suite.suite_dir,
+        [(e.method, e.sizes) for e in suite.ensembles] or None,
+        suite.ensemble_average,
+        {t.trial_id: t.record() for t in trials},
+    )
 
 
 def _results_target(target: str):
@@ -276,7 +289,7 @@ def cmd_status(args) -> int:
         trials, corrupt = trials_in_folder(suite_dir)
         if not trials and not corrupt:
             raise ConfigError(
-                f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/config.yaml inside)"
+                f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/{schema.CONFIG} inside)"
             )
     elif indexed is None:
         from harness.suite import expand
@@ -346,11 +359,11 @@ def cmd_report(args) -> int:
     for tid, why in report["corrupt"].items():
         logger.warning(f"{tid} left out of the report: {why}")
     if store is not None:
-        store.push(report["dir"], f"{name}/report")
+        store.push(report["dir"], f"{name}/{schema.REPORT_DIR}")
     if report.get("summary"):
         print(report["summary"] + "\n")
     print(
-        f"report: {(report['dir'] / 'index.html').resolve().as_uri()} ({len(report['tables'])} table files, "
+        f"report: {(report['dir'] / schema.REPORT_PAGE).resolve().as_uri()} ({len(report['tables'])} table files, "
         f"{len(report['figures'])} figure files)"
     )
     if report["missing"]:

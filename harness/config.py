@@ -333,6 +333,21 @@ class TrialConfig(BaseModel):
             "lr": self.learning_rate,
         }
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "TrialConfig":
+        """The config a record (config.yaml) was written from: record()'s inverse. The record keeps the resolved
+        lr, not whether it was set: the reading whose trial id is the recorded one is taken (an explicit lr equal
+        to base_lr / b has another id), else, for a record of another recipe version, lr counts as set when it
+        differs from base_lr / b. ValueError (pydantic's) for a record that does not validate."""
+        keys = {k: v for k, v in record.items() if k not in ("trial_id", "lr")}  # record() adds the id, resolves lr
+        unset = cls.model_validate({**keys, "lr": None})
+        if record.get("lr") is None or unset.trial_id == record.get("trial_id"):
+            return unset
+        explicit = cls.model_validate({**keys, "lr": record["lr"]})
+        if explicit.trial_id == record.get("trial_id") or record["lr"] != unset.learning_rate:
+            return explicit
+        return unset
+
     @property
     def trial_id(self) -> str:
         if self._trial_id is None:

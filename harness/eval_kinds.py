@@ -10,7 +10,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from harness import results
+from harness import results, schema
 from harness.config import TrialConfig
 from harness.data.datasets import DATASETS, images_under
 from harness.data.eval_sets import (
@@ -50,13 +50,13 @@ def saved_part(
     return saved
 
 
-def _heads(saved: dict[str, np.ndarray], key: str = "logits") -> torch.Tensor:
+def _heads(saved: dict[str, np.ndarray], key: str = schema.PART_LOGITS) -> torch.Tensor:
     return torch.from_numpy(saved[key]).float()
 
 
 def _pooled(folders: list[results.TrialFolder], set_id: str, part: str) -> torch.Tensor:
     """The members' saved head logits of one part, side by side: the deep ensemble's heads."""
-    return torch.from_numpy(np.concatenate([f.eval_part(set_id, part)["logits"] for f in folders], 1)).float()
+    return torch.from_numpy(np.concatenate([f.eval_part(set_id, part)[schema.PART_LOGITS] for f in folders], 1)).float()
 
 
 class EvalKind:
@@ -126,18 +126,25 @@ class TestKind(EvalKind):
         from harness.data import load_dataset
 
         data = load_dataset(cfg)
-        splits = {"test": data.test, **({"val": data.val} if data.val is not None else {})}
+        splits = {schema.TEST: data.test, **({schema.VAL: data.val} if data.val is not None else {})}
         saved = {
             name: saved_part(
                 folder,
                 spec.id,
                 name,
-                lambda arrays=arrays: {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y},
+                lambda arrays=arrays: {
+                    schema.PART_LOGITS: network.predict(arrays).half().numpy(),
+                    schema.PART_LABELS: arrays.y,
+                },
             )
             for name, arrays in splits.items()
         }
-        heads, labels = _heads(saved["test"]), torch.from_numpy(saved["test"]["labels"])
-        val = (_heads(saved["val"]), torch.from_numpy(saved["val"]["labels"])) if "val" in saved else (None, None)
+        heads, labels = _heads(saved[schema.TEST]), torch.from_numpy(saved[schema.TEST][schema.PART_LABELS])
+        val = (
+            (_heads(saved[schema.VAL]), torch.from_numpy(saved[schema.VAL][schema.PART_LABELS]))
+            if schema.VAL in saved
+            else (None, None)
+        )
         metrics = final_metrics(heads, labels, *val, average=cfg.ensemble_average)
         return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
 
@@ -169,10 +176,14 @@ class CorruptionKind(EvalKind):
 
             def predict(name=name):
                 arrays, severity = read_corruption(where, name, spec, trial)
-                return {"logits": network.predict(arrays).half().numpy(), "labels": arrays.y, "severity": severity}
+                return {
+                    schema.PART_LOGITS: network.predict(arrays).half().numpy(),
+                    schema.PART_LABELS: arrays.y,
+                    schema.PART_SEVERITY: severity,
+                }
 
             saved = saved_part(folder, spec.id, name, predict)
-            parts[name] = (_heads(saved), torch.from_numpy(saved["labels"]), saved["severity"])
+            parts[name] = (_heads(saved), torch.from_numpy(saved[schema.PART_LABELS]), saved[schema.PART_SEVERITY])
         generation = generation_record(where)
         temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
         return {
@@ -188,7 +199,11 @@ class CorruptionKind(EvalKind):
         set_id, parts = record["id"], {}
         for name in record["per_corruption"]:
             first = folders[0].eval_part(set_id, name)
-            parts[name] = (_pooled(folders, set_id, name), torch.from_numpy(first["labels"]), first["severity"])
+            parts[name] = (
+                _pooled(folders, set_id, name),
+                torch.from_numpy(first[schema.PART_LABELS]),
+                first[schema.PART_SEVERITY],
+            )
         return {**record, **corruption_metrics(parts, CORRUPTIONS, temperature, average), "ensemble_average": average}
 
     def headline(self, record):
@@ -223,10 +238,10 @@ class OODKind(EvalKind):
 
         def predict():
             arrays, described["source"] = read_ood(spec, TrialData.of(cfg))
-            return {"logits": network.predict(arrays).half().numpy()}
+            return {schema.PART_LOGITS: network.predict(arrays).half().numpy()}
 
-        out = _heads(saved_part(folder, spec.id, "ood", predict))
-        in_heads = torch.from_numpy(folder.logits()["test_logits"]).float()  # the in-distribution side, always
+        out = _heads(saved_part(folder, spec.id, schema.OOD_PART, predict))
+        in_heads = torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float()  # the in-distribution side, always
         return {
             "scores": ood_metrics(in_heads, out, cfg.ensemble_average),
             "ensemble_average": cfg.ensemble_average,
@@ -237,7 +252,7 @@ class OODKind(EvalKind):
         }
 
     def rescore(self, record, folders, clean_heads, temperature, average="probabilities"):
-        scores = ood_metrics(clean_heads, _pooled(folders, record["id"], "ood"), average)
+        scores = ood_metrics(clean_heads, _pooled(folders, record["id"], schema.OOD_PART), average)
         return {**record, "scores": scores, "ensemble_average": average}
 
     def headline(self, record):

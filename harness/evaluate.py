@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from harness import catalog, logs, plugins, results
+from harness import catalog, logs, plugins, results, schema
 from harness.config import ConfigError, TrialConfig
 from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set, expand_protocol
@@ -39,11 +39,11 @@ class Network:
     def __init__(self, folder: results.TrialFolder, cfg: TrialConfig, device: torch.device):
         from harness.models import build_model
 
-        state = folder.read_checkpoint(results.CHECKPOINT)
+        state = folder.read_checkpoint(schema.CHECKPOINT)
         if state is None or state["epoch"] != cfg.epochs:
             got = "none" if state is None else f"epoch {state['epoch']}"
             raise results.CorruptFile(
-                folder / results.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
+                folder / schema.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
             )
         num_classes = cfg.class_subset or DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes)[0]
         model = build_model(cfg, num_classes)

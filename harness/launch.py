@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from harness import catalog, logs, plugins
+from harness import catalog, logs, plugins, schema
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
 from harness.results import ResourceError, TrialFolder, out_of_memory
@@ -61,7 +61,7 @@ def train_trial(
         try:
             local.push()
         except Exception as upload:  # the trial's own error is the one to raise
-            logger.warning(f"{cfg.trial_id}: could not upload its error.txt to {cfg.store}: {upload}")
+            logger.warning(f"{cfg.trial_id}: could not upload its {schema.ERROR} to {cfg.store}: {upload}")
         raise
 
 
@@ -152,7 +152,7 @@ def run_on_workers(
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=cfg.trial_id,
-            storage_path=str((cfg.trial_dir / ".ray_train").resolve()),
+            storage_path=str((cfg.trial_dir / schema.RAY_TRAIN_DIR).resolve()),
             failure_config=ray.train.FailureConfig(
                 max_failures=0
             ),  # retries are Tune's: they resume from checkpoint.pt

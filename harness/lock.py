@@ -21,11 +21,12 @@ import time
 import uuid
 from pathlib import Path
 
+from harness import schema
 from harness.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-LOCK = "driver.lock"
+
 HEARTBEAT_S = 15.0
 STALE_S = 120.0  # 8 missed heartbeats
 
@@ -84,8 +85,8 @@ class SuiteLock:
         command: str = "harness run",
         break_lock: bool = False,
     ):
-        self.path = Path(suite_dir) / LOCK
-        self.store, self.rel = store, f"{rel}/{LOCK}" if rel else None
+        self.path = Path(suite_dir) / schema.LOCK
+        self.store, self.rel = store, f"{rel}/{schema.LOCK}" if rel else None
         self.break_lock = break_lock
         self.record = {
             "host": socket.gethostname(),
@@ -135,7 +136,7 @@ class SuiteLock:
                 self.path.unlink(missing_ok=True)
                 raise
             return True
-        tmp = self.path.with_name(f".{LOCK}.{self.record['token']}")
+        tmp = self.path.with_name(f".{schema.LOCK}.{self.record['token']}")
         try:
             tmp.write_text(data)
             os.replace(tmp, self.path)
@@ -149,10 +150,10 @@ class SuiteLock:
             return
         # rename, not unlink: of two drivers taking over the same stale lock, only one rename succeeds
         try:
-            os.rename(self.path, self.path.with_name(f".{LOCK}.stale-{self.record['token']}"))
+            os.rename(self.path, self.path.with_name(f".{schema.LOCK}.stale-{self.record['token']}"))
         except FileNotFoundError:
             return
-        self.path.with_name(f".{LOCK}.stale-{self.record['token']}").unlink(missing_ok=True)
+        self.path.with_name(f".{schema.LOCK}.stale-{self.record['token']}").unlink(missing_ok=True)
 
     # --- taking and giving back
     def acquire(self) -> None:

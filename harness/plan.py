@@ -14,10 +14,11 @@ from collections import defaultdict
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
-from harness import results
+from harness import results, schema
 from harness.bench.rates import Packing, Rate, Shape, plan_packing, read_rates, table_for, trial_samples
 from harness.config import ConfigError, TrialConfig
 from harness.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, training_memory, trial_flops
+from harness.progress import duration
 
 
 @dataclass
@@ -121,7 +122,7 @@ def plugin_reruns(todo: list[TrialConfig]) -> list[str]:
             continue
         recipe = {k: v for k, v in cfg.record().items() if k not in ("plugin_code", "trial_id")}
         for folder in sorted(cfg.trial_dir.parent.glob(cfg.trial_id.rsplit("-", 1)[0] + "-*")):
-            if folder.name == cfg.trial_id or not (folder / results.CONFIG).is_file():
+            if folder.name == cfg.trial_id or not (folder / schema.CONFIG).is_file():
                 continue
             try:
                 old = results.TrialFolder(folder).config()
@@ -235,11 +236,6 @@ def _memory_limit(suite, trials: int) -> tuple[float | None, str]:
 
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MiB"
-
-
-def duration(seconds: float) -> str:
-    h, rem = divmod(int(seconds), 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
 def _local_gpu() -> bool:

@@ -1,18 +1,6 @@
-"""A trial's result folder: its one owner. Every file is written atomically (a crash never leaves a
-half-written file), every read says which file is unreadable and why, and nothing read executes code.
-
-<output_dir>/<name>/<trial_id>/
-    config.yaml         the resolved trial configuration
-    history.csv         one row per epoch
-    checkpoint.pt       the last end-of-epoch training state (resume point), read weights-only
-    checkpoint.prev.pt  the one before it: the fallback when the last one cannot be read
-    deepspeed/          DeepSpeed's per-rank state of the last two epochs (engine: deepspeed)
-    logits.npz          float16 test logits of every head (N, M, K) + labels (and validation ones)
-    attempts.json       where each run of the trial (first start and every retry) ran, from which epoch
-    error.txt           the traceback of the last failed run
-    metrics.json        final metrics; written last, so its presence means "finished"
-    eval/<set>/         `harness evaluate`: float16 head logits per part (<part>.npz) and metrics.json
-                        (written last: its presence means the set is evaluated)
+"""Reading and writing a trial's result folder (its files are named in harness.schema): every file is written
+atomically (a crash never leaves a half-written file), every read says which file is unreadable and why, and
+nothing read executes code.
 """
 
 from __future__ import annotations
@@ -33,25 +21,27 @@ from typing import Any, Callable
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
-
-CONFIG, HISTORY, CHECKPOINT, PREVIOUS, LOGITS, METRICS, ERROR, ATTEMPTS = (
-    "config.yaml",
-    "history.csv",
-    "checkpoint.pt",
-    "checkpoint.prev.pt",
-    "logits.npz",
-    "metrics.json",
-    "error.txt",
-    "attempts.json",
+from harness.schema import (
+    ASIDE_SUFFIX,
+    ATTEMPTS,
+    CHECKPOINT,
+    CHECKPOINTS,
+    CONFIG,
+    CORRUPT_SUFFIX,
+    ERROR,
+    EVAL_DIR,
+    EVAL_FINGERPRINT,
+    HISTORY,
+    LOGITS,
+    LOGITS_MEMBERS,
+    METRICS,
+    PART_SUFFIX,
+    PREVIOUS,
+    SUITE_CACHE,
+    VERIFIED,
 )
-DEEPSPEED_DIR = "deepspeed"
-EVAL_DIR = "eval"
-CHECKPOINTS = (CHECKPOINT, PREVIOUS)  # newest first
-CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
-EVAL_FINGERPRINT = "fingerprint.txt"  # eval/<set>/: the fingerprint of the images its parts were predicted on
-ASIDE_SUFFIX = ".previous"  # eval/<set>.previous: the record a forced re-evaluation replaces only once it completes
 
+logger = logging.getLogger(__name__)
 
 _CONFIGS: dict[tuple, dict] = {}  # (config.yaml path, mtime, size) -> its parsed content
 
@@ -203,11 +193,6 @@ def load_logits(path: Path) -> dict[str, np.ndarray]:
         raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 
 
-SUITE_CACHE = ".cache"  # <suite>/.cache/: what commands keep to skip work next time (never results)
-VERIFIED = "verified.json"  # in it: the files `harness run` read whole against their CRCs
-REPORT_CACHE = "report.json"  # in it: what `harness report` computed and wrote (analysis.cache)
-
-
 class Verified:
     """Zip files already read whole against their CRCs, by identity (path, size, modification time, inode): each
     rerun of a suite reads a file once, not every time (10,000 CIFAR-100 trials hold 40 GB of logits)."""
@@ -353,7 +338,7 @@ class TrialFolder:
             if (self.path / METRICS).exists():
                 self.config()
                 self.metrics()
-                _check_zip(self.path / LOGITS, ("test_logits.npy", "test_labels.npy"), thorough, verified)
+                _check_zip(self.path / LOGITS, tuple(f"{m}.npy" for m in LOGITS_MEMBERS), thorough, verified)
                 if CHECKPOINT in checkpoints:  # what `harness evaluate` and every later evaluation start from
                     _check_zip(self.path / CHECKPOINT)
                 return TrialState("finished", epochs)
@@ -363,7 +348,7 @@ class TrialFolder:
             return TrialState("corrupt", 0, f"{err.path.name}: {err.reason}")
         error = self.error()
         if error is not None:
-            return TrialState("failed", epochs, (error.strip().splitlines() or ["(empty error.txt)"])[-1][:200])
+            return TrialState("failed", epochs, (error.strip().splitlines() or [f"(empty {ERROR})"])[-1][:200])
         return TrialState("partial" if checkpoints else "pending", epochs)
 
     # --- writing (the trainer, on the main rank)
@@ -437,11 +422,11 @@ class TrialFolder:
         return out
 
     def eval_part(self, set_id: str, part: str) -> dict[str, np.ndarray] | None:
-        path = self.path / EVAL_DIR / set_id / f"{part}.npz"
+        path = self.path / EVAL_DIR / set_id / f"{part}{PART_SUFFIX}"
         return load_logits(path) if path.exists() else None
 
     def save_eval_part(self, set_id: str, part: str, arrays: dict[str, np.ndarray]) -> None:
-        save_logits(self.path / EVAL_DIR / set_id / f"{part}.npz", **arrays)
+        save_logits(self.path / EVAL_DIR / set_id / f"{part}{PART_SUFFIX}", **arrays)
 
     def begin_eval(self, set_id: str, fingerprint: str | None) -> None:
         """Before a set's parts are predicted: parts an interrupted run saved for other images (another

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import results
+from harness import results, schema
 from harness.config import TrialConfig
+from harness.progress import TrialReport, describe
 
 
 def status_rows(
@@ -25,7 +26,7 @@ def status_rows(
         if name == "finished":
             detail = f"top1 {100 * results.TrialFolder(trial_dir).metrics()['top1']:.2f}%"
         elif tid in running:
-            name, detail = "running", _running_detail(running[tid], cfg.epochs)
+            name, detail = "running", describe(TrialReport.from_heartbeat(tid, running[tid]), cfg.epochs)
         elif name == "failed":
             detail = f"after epoch {state.epochs}: {detail[:80]}"
         elif name == "partial":
@@ -48,29 +49,17 @@ def status_rows(
     return rows
 
 
-def _running_detail(r: dict, epochs: int) -> str:
-    if "evaluating" in r:
-        return f"evaluating {r['evaluating']}"
-    if "in_epoch" in r:
-        return f"epoch {r['in_epoch']}/{epochs}, step {r.get('step', '?')}/{r.get('steps', '?')}"
-    if "epoch" in r:
-        return f"epoch {r['epoch']}/{epochs} done"
-    return "starting"
-
-
 def trials_in_folder(suite_dir: Path) -> tuple[list[tuple[TrialConfig, Path]], dict[str, str]]:
     """The trials whose folders exist under a results/<suite> folder (each with its folder: one written by an
     older recipe version has another id today), and those whose config is unreadable."""
     trials, corrupt = [], {}
-    for config_file in sorted(Path(suite_dir).glob("*/" + results.CONFIG)):
+    for config_file in sorted(Path(suite_dir).glob("*/" + schema.CONFIG)):
         folder = results.TrialFolder(config_file.parent)
         try:
-            raw = folder.config()
-            derived = ("trial_id", "lr")  # written beside the config, not part of it
-            cfg = TrialConfig.model_validate({k: v for k, v in raw.items() if k not in derived})
+            cfg = TrialConfig.from_record(folder.config())
             trials.append((cfg, folder.path))
         except (results.CorruptFile, ValueError) as err:
-            corrupt[folder.trial_id] = f"{results.CONFIG}: {str(err).splitlines()[0][-150:]}"
+            corrupt[folder.trial_id] = f"{schema.CONFIG}: {str(err).splitlines()[0][-150:]}"
     return trials, corrupt
 
 

@@ -14,8 +14,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import schema
 from harness.config import ConfigError, TrialConfig
-from harness.results import CHECKPOINT, DEEPSPEED_DIR, PREVIOUS
+from harness.schema import CHECKPOINT, DEEPSPEED_DIR, PREVIOUS
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
 NETWORK_FILESYSTEMS = {
@@ -113,7 +114,6 @@ def check_cluster_storage(storage: Path) -> None:
 
 # --- object stores: a suite's `storage` as a URI (s3://bucket/prefix, gs://..., any pyarrow.fs scheme)
 CACHE_ONLY = {CHECKPOINT, PREVIOUS, DEEPSPEED_DIR}  # what the driver, status and report never need to download
-_MANIFEST = ".pushed.json"  # in a local folder: size and mtime of each file as last mirrored
 _LAST = CHECKPOINT  # pushed after the files it refers to
 
 
@@ -122,9 +122,11 @@ def is_uri(storage) -> bool:
 
 
 def user_cache() -> Path:
-    """What the harness keeps per user ($HARNESS_CACHE_DIR, else ~/.cache/harness): data fingerprints, FLOP counts,
+    """What the harness keeps per user ($HARNESS_CACHE_DIR, else $XDG_CACHE_HOME/harness, else ~/.cache/harness):
+    data fingerprints, FLOP counts,
     grid indexes, and (by default) the object-store staging area."""
-    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path(xdg) / "harness")
 
 
 def staging_root() -> Path:
@@ -271,16 +273,16 @@ def _hidden(name: str) -> bool:
 
 def _read_manifest(local: Path) -> dict:
     try:
-        return json.loads((local / _MANIFEST).read_text())
+        return json.loads((local / schema.PUSHED).read_text())
     except (OSError, ValueError):
         return {}
 
 
 def _write_manifest(local: Path, manifest: dict) -> None:
     local.mkdir(parents=True, exist_ok=True)
-    tmp = local / f"{_MANIFEST}.tmp"
+    tmp = local / f"{schema.PUSHED}.tmp"
     tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, local / _MANIFEST)
+    os.replace(tmp, local / schema.PUSHED)
 
 
 @dataclass

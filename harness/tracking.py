@@ -24,12 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from harness import results
+from harness import results, schema
 from harness.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-KEPT_BACK = "tracking_kept_back.json"  # <suite>/: the URI that trials could not reach, and which ones
 # What a run is and how far it was sent, in the run's own tags: the store says what it holds.
 SUITE_TAG, ROLE_TAG = "harness.suite", "harness.role"
 EPOCHS_TAG, FINAL_TAG, EVALUATIONS_TAG = "harness.epochs_sent", "harness.final", "harness.evaluations_sent"
@@ -37,9 +36,8 @@ REPORT_TAG = "harness.report_sent"  # on the parent run: a digest of the last re
 PAGE = 50_000  # search_runs' largest page
 SQLITE_MAGIC = b"SQLite format 3\x00"
 # in metrics.json, but facts, not results
-NOT_METRICS = {"workers", "epochs", "test_images", "train_images", "inference_batch"}
 EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
-ARTIFACTS = (results.CONFIG, results.HISTORY, results.METRICS, results.LOGITS, results.ATTEMPTS)
+ARTIFACTS = (schema.CONFIG, schema.HISTORY, schema.METRICS, schema.LOGITS, schema.ATTEMPTS)
 TAG_KEYS = (
     "method",
     "model",
@@ -64,12 +62,12 @@ def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
 
 
 def default_tracking_uri(storage: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / schema.MLFLOW_DB}"
 
 
 def _kept_back(suite_dir: Path) -> dict:
     try:
-        record = json.loads((Path(suite_dir) / KEPT_BACK).read_text())
+        record = json.loads((Path(suite_dir) / schema.KEPT_BACK).read_text())
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -274,7 +272,7 @@ class Tracker:
 
         trial_dir = Path(trial_dir)
         folder = results.TrialFolder(trial_dir)
-        if not (trial_dir / results.CONFIG).exists():
+        if not (trial_dir / schema.CONFIG).exists():
             return  # not started yet
         config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
         tid = config["trial_id"]
@@ -327,7 +325,7 @@ class Tracker:
             numbers = [
                 Metric(f"final_{k}", float(v), now, step)
                 for k, v in sorted(final.items())
-                if _finite_number(v) and k not in NOT_METRICS
+                if _finite_number(v) and k not in schema.FACTS
             ]
             for name in ARTIFACTS:
                 if (trial_dir / name).exists():
@@ -339,8 +337,8 @@ class Tracker:
             self.client.set_terminated(run_id, "FINISHED")
             state["final"] = True
             self._send_evaluations(folder, state)
-        elif failed and (trial_dir / results.ERROR).exists():
-            self.client.log_artifact(run_id, str(trial_dir / results.ERROR))
+        elif failed and (trial_dir / schema.ERROR).exists():
+            self.client.log_artifact(run_id, str(trial_dir / schema.ERROR))
             self.client.set_tag(run_id, FINAL_TAG, "1")
             self.client.set_terminated(run_id, "FAILED")
             state["final"] = True
@@ -396,7 +394,7 @@ class Tracker:
                     f"{len(pending)} trial(s) kept for later: run `harness sync` or the same `harness run`"
                 )
                 break
-        record = self.suite_dir / KEPT_BACK
+        record = self.suite_dir / schema.KEPT_BACK
         if pending:
             results.write_json(record, {"uri": self.uri, "trials": pending})
         elif _kept_back(self.suite_dir).get("uri") == self.uri:
@@ -523,7 +521,7 @@ def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in sorted(values.items())]
-        tracker.client.log_artifacts(parent, str(report_dir), artifact_path="report")
+        tracker.client.log_artifacts(parent, str(report_dir), artifact_path=schema.REPORT_DIR)
         _log_batches(tracker.client, parent, metrics=metrics, last_tags=[RunTag(REPORT_TAG, digest)])
         print(f"report logged to MLflow run {parent} ({tracker.uri})")
     except Exception as err:

@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness import results
+from harness import results, schema
 from harness.config import TrialConfig
 from harness.cost import inference_flops_per_image
 from harness.data import build_train_loader, check_same_data, data_fingerprint, load_dataset
 from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
-from harness.engines.inference import measure_inference
+from harness.engines.inference import INFERENCE_BATCH, measure_inference
 from harness.methods import METHODS
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
@@ -188,7 +188,7 @@ class Trainer:
     def resume(self) -> bool:
         """Load the newest checkpoint that reads (weights-only; DeepSpeed's files checked first), setting
         unreadable ones aside; False when none does (the trial starts from scratch)."""
-        for name in results.CHECKPOINTS:
+        for name in schema.CHECKPOINTS:
             try:
                 state = self.folder.read_checkpoint(name)
                 if state is None:
@@ -209,7 +209,7 @@ class Trainer:
         alone writes the result folder and evaluates. ``on_step(epoch, step, steps)`` is called after
         every optimizer step (no host sync), ``on_epoch(row)`` after every checkpoint."""
         cfg, main, folder = self.cfg, self.world.is_main, self.folder
-        if not restart and (self.dir / results.CONFIG).exists():
+        if not restart and (self.dir / schema.CONFIG).exists():
             check_same_data(cfg, folder.config())  # never resume, nor return, results of other data
         if not restart and folder.state(thorough=True).state == "finished":  # damaged logits are recomputed
             logger.info(f"{self.dir}: already finished")
@@ -217,7 +217,7 @@ class Trainer:
         if not restart and self.resume():
             if main:
                 logger.info(f"resuming {cfg.trial_id} after epoch {self.epochs_done}/{cfg.epochs}")
-                for stale in (results.METRICS, results.LOGITS, results.ERROR):  # unreadable ones, or a failure's
+                for stale in (schema.METRICS, schema.LOGITS, schema.ERROR):  # unreadable ones, or a failure's
                     (self.dir / stale).unlink(missing_ok=True)
         elif main:
             folder.clear()
@@ -241,7 +241,7 @@ class Trainer:
                     f"or check the schedule"
                 )
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                logits, labels = self.predict("test")
+                logits, labels = self.predict(schema.TEST)
                 row.update(epoch_metrics(logits, labels, cfg.ensemble_average))
             row["epoch_time_s"] = time.perf_counter() - t0
             self.elapsed += row["epoch_time_s"]
@@ -265,38 +265,41 @@ class Trainer:
         return folder.metrics() if main else {}  # other ranks may work elsewhere
 
     def evaluate(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """Final metrics, and the logits to save beside them."""
+        """Final metrics and the trial's facts (metrics.json), and the logits to save beside them."""
+        cfg, resolution = self.cfg, self.data.train.x.shape[1]
         t0 = time.perf_counter()
-        logits, labels = self.predict("test")
+        logits, labels = self.predict(schema.TEST)
         eval_time = time.perf_counter() - t0
-        arrays = {"test_logits": logits.half().numpy(), "test_labels": labels.numpy().astype(np.int64)}
+        arrays = {schema.TEST_LOGITS: logits.half().numpy(), schema.TEST_LABELS: labels.numpy().astype(np.int64)}
         val_logits = val_labels = None
         if self.data.val is not None:
-            val_logits, val_labels = self.predict("val")
-            arrays.update(val_logits=val_logits.half().numpy(), val_labels=val_labels.numpy().astype(np.int64))
-        metrics = final_metrics(logits, labels, val_logits, val_labels, average=self.cfg.ensemble_average)
-        cfg, resolution = self.cfg, self.data.train.x.shape[1]
-        metrics.update(
-            {
-                "trial_id": cfg.trial_id,
-                "epochs": cfg.epochs,
-                "num_params": count_parameters(self.model),
-                "train_time_s": self.elapsed,
-                "eval_time_s": eval_time,
-                "test_images": len(labels),
-                "train_images": len(self.data.train),
-                "device": str(self.device),
-                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
-                "data_source": self.data.source,
-                "engine": cfg.engine,
-                "workers": self.world.size,
-                "nodes": self.folder.nodes(),  # every node that ran it, in order
-                # the inference cost, the point of ensembling "for free": FLOPs and measured speed, all members
-                "inference_gflops": inference_flops_per_image(cfg, self.data.num_classes, resolution) / 1e9,
-                **measure_inference(self.engine.infer, resolution, self.device),
-            }
+            val_logits, val_labels = self.predict(schema.VAL)
+            arrays[schema.VAL_LOGITS] = val_logits.half().numpy()
+            arrays[schema.VAL_LABELS] = val_labels.numpy().astype(np.int64)
+        metrics = final_metrics(logits, labels, val_logits, val_labels, average=cfg.ensemble_average)
+        facts = schema.TrialFacts(
+            trial_id=cfg.trial_id,
+            epochs=cfg.epochs,
+            test_images=len(labels),
+            train_images=len(self.data.train),
+            device=str(self.device),
+            device_name=torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+            data_source=self.data.source,
+            engine=cfg.engine,
+            workers=self.world.size,
+            nodes=self.folder.nodes(),
+            inference_batch=INFERENCE_BATCH,
+            ensemble_average=cfg.ensemble_average,
         )
-        return metrics, arrays
+        # the cost, the point of ensembling "for free": parameters, time, FLOPs and measured speed, all members
+        cost = {
+            "num_params": count_parameters(self.model),
+            "train_time_s": self.elapsed,
+            "eval_time_s": eval_time,
+            "inference_gflops": inference_flops_per_image(cfg, self.data.num_classes, resolution) / 1e9,
+            **measure_inference(self.engine.infer, resolution, self.device),
+        }
+        return {**metrics, **cost, **facts.record()}, arrays
 
 
 def _epoch_summary(row: dict, epochs: int) -> str:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from harness import schema
 from harness.catalog import build_config
 from harness.config import TrialConfig
 from harness.tracking import all_runs
@@ -131,23 +132,28 @@ def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.nd
     folder = TrialFolder(cfg.trial_dir)
     folder.begin(cfg.record(), "test-node", 0)
     logits, labels = np.asarray(test_logits, np.float16), np.asarray(test_labels, np.int64)
+    trainer_facts = schema.TrialFacts(
+        trial_id=cfg.trial_id,
+        epochs=cfg.epochs,
+        test_images=len(labels),
+        train_images=100,
+        device="cpu",
+        device_name="cpu",
+        data_source=cfg.dataset,
+        engine=cfg.engine,
+        workers=1,
+        nodes=["test-node"],
+        ensemble_average=cfg.ensemble_average,
+    )
     metrics = {
         **final_metrics(torch.from_numpy(logits).float(), torch.from_numpy(labels), average=cfg.ensemble_average),
-        "trial_id": cfg.trial_id,
-        "epochs": cfg.epochs,
         "num_params": 1000,
         "train_time_s": 1.0,
         "eval_time_s": 0.1,
-        "test_images": len(labels),
-        "train_images": 100,
-        "device": "cpu",
-        "device_name": "cpu",
-        "engine": cfg.engine,
-        "workers": 1,
-        "nodes": ["test-node"],
+        **trainer_facts.record(),
         **facts,
     }
-    folder.finish(metrics, {"test_logits": logits, "test_labels": labels})
+    folder.finish(metrics, {schema.TEST_LOGITS: logits, schema.TEST_LABELS: labels})
     return cfg.trial_dir
 
 
@@ -157,12 +163,12 @@ def trial_dirs(tmp_path, name="synth"):
 
 
 def attempts(trial_dir):
-    path = trial_dir / "attempts.json"
+    path = trial_dir / schema.ATTEMPTS
     return json.loads(path.read_text()) if path.exists() else []
 
 
 def epochs(trial_dir):
-    path = trial_dir / "history.csv"
+    path = trial_dir / schema.HISTORY
     return [int(r["epoch"]) for r in csv.DictReader(open(path))] if path.exists() else []
 
 

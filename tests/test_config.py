@@ -2,13 +2,14 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from harness.catalog import load_trial_config
+from harness.catalog import build_config, load_trial_config
 from harness.cli import main
 from harness.config import ConfigError, Role, TrialConfig, is_setting_key, setting
 from harness.suite import expand, load_suite
-from helpers import trial
+from helpers import finished_trial, trial
 
 
 def write(tmp_path, text):
@@ -191,3 +192,24 @@ def test_the_family_methods_trial_ids_are_pinned():
         "mc_dropout-wrn28x10-M30-s0-7555d5d4",
         "packed_ensemble-wrn28x10-M4-s0-46620b5a",
     ]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [{}, {"lr": 0.05}, {"lr": 0.025, "b": 2}, {"lr": 0.3}, {"b": 2}, {"method": "cut_mixmo", "M": 3}],
+)
+def test_from_record_is_the_inverse_of_record(keys):
+    """config.yaml keeps the resolved lr: an explicit lr equal to base_lr / b (another trial id) and an unset one
+    both come back as they were set."""
+    cfg = build_config({"width": 2, **keys}, "test")
+    back = TrialConfig.from_record(cfg.record())
+    assert back == cfg and back.lr == keys.get("lr") and back.trial_id == cfg.trial_id
+
+
+def test_status_reads_an_explicit_lr_back(tmp_path):
+    from harness.status import trials_in_folder
+
+    cfg = trial(dataset="synthetic", synthetic_classes=4, width=1, lr=0.05, output_dir=tmp_path, name="s")
+    finished_trial(cfg, np.eye(4)[np.arange(8) % 4][:, None], np.arange(8) % 4)
+    ((read, folder),) = trials_in_folder(tmp_path / "s")[0]
+    assert read.lr == 0.05 and read.trial_id == cfg.trial_id == folder.name

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from harness import results
+from harness import results, schema
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.launch import run_on_workers
 from harness.parallel import World, shard
@@ -19,11 +19,11 @@ FAULT = "raise@1@faulty"  # raise after epoch 1 in trials whose folder path cont
 
 
 def history(cfg):
-    return list(csv.DictReader(open(cfg.trial_dir / results.HISTORY)))
+    return list(csv.DictReader(open(cfg.trial_dir / schema.HISTORY)))
 
 
 def weights(cfg):
-    return results.load_checkpoint(cfg.trial_dir / results.CHECKPOINT)["model"]
+    return results.load_checkpoint(cfg.trial_dir / schema.CHECKPOINT)["model"]
 
 
 def assert_same_weights(a, b, atol):
@@ -106,7 +106,7 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
     two = one.model_copy(update={"workers_per_trial": 2, "output_dir": tmp_path / "two"})
     assert two.trial_id == one.trial_id  # the worker count does not change what is computed
     run_on_workers(two)
-    assert results.read_json(two.trial_dir / results.METRICS)["workers"] == 2
+    assert results.read_json(two.trial_dir / schema.METRICS)["workers"] == 2
     # 8 steps, fp32: batch norm over the global batch and averaged gradients leave float rounding only
     assert_same_weights(weights(one), weights(two), atol=1e-5)
     assert float(history(two)[0]["train_loss"]) == pytest.approx(float(history(one)[0]["train_loss"]), rel=1e-5)
@@ -132,7 +132,7 @@ def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_c
     with pytest.raises(Exception, match="injected test fault"):
         run_on_workers(faulty)  # fails after epoch 1's checkpoint
     assert [int(r["epoch"]) for r in history(faulty)] == [1]
-    assert not (faulty.trial_dir / results.METRICS).exists()
+    assert not (faulty.trial_dir / schema.METRICS).exists()
     if engine == "deepspeed":
         assert sorted(p.name for p in (faulty.trial_dir / "deepspeed").glob("epoch*")) == ["epoch1"]
     run_on_workers(faulty)  # the same command again: resumes after epoch 1
@@ -140,7 +140,7 @@ def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_c
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # no gap, no repeated epoch
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]
-    assert results.read_json(faulty.trial_dir / results.METRICS)["top1"] > 0.4  # 4 classes: chance 0.25
+    assert results.read_json(faulty.trial_dir / schema.METRICS)["top1"] > 0.4  # 4 classes: chance 0.25
     # resuming restores weights, optimizer state (DeepSpeed: its fp32 master weights) and RNG streams
     assert_same_weights(weights(clean), weights(faulty), atol=1e-6)
     assert [r["train_loss"] for r in history(clean)] == [r["train_loss"] for r in rows]

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from harness import schema
 from harness.results import TrialFolder
 from harness.uncertainty import confidence_scores, detection_metrics
 from helpers import cli, harness, runs, write_suite
@@ -81,7 +82,7 @@ def test_ood_always_against_the_test_set(evaluated):
     record = folder.evaluation("ood-heldout-classes")
     assert record["in_images"] == folder.metrics()["test_images"] == 300
     assert record["out_images"] == 8000  # the 80 held-out classes x 100 test images
-    ins = confidence_scores(torch.from_numpy(folder.logits()["test_logits"]).float())
+    ins = confidence_scores(torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float())
     outs = confidence_scores(torch.from_numpy(folder.eval_part("ood-heldout-classes", "ood")["logits"]).float())
     for score in ("msp", "mutual_information"):
         expected = detection_metrics(ins[score].numpy(), outs[score].numpy())

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from harness import schema
 from harness.catalog import build_config
 from harness.config import ConfigError
 from harness.data.eval_sets import parse_eval_set
@@ -136,7 +137,7 @@ def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, m
     if method == "mc_dropout":
         cfg = cfg.model_copy(update={"M": 3})
     metrics = Trainer(cfg).run()
-    saved = TrialFolder(cfg.trial_dir).logits()["test_logits"]
+    saved = TrialFolder(cfg.trial_dir).logits()[schema.TEST_LOGITS]
     assert saved.shape[1:] == (cfg.num_inputs, 4) and np.isfinite(saved).all()
     assert metrics["inference_images_per_s"] > 0 and metrics["inference_gflops"] > 0
     if method in FAMILY:  # the checkpoint gives the logits back (MC-Dropout's samples are seeded)

@@ -38,11 +38,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import results
+from harness import results, schema
 from harness.bench.rates import read_rates
 from harness.eval_kinds import record_problem
-from harness.lock import LOCK, SuiteLock, running_trials
+from harness.lock import SuiteLock, running_trials
 from harness.results import TrialFolder
+from harness.schema import LOCK
 from harness.trainer import Trainer
 from helpers import attempts, chromium_dom, cli, finished_trial, harness, harness_env, tiny_config, trial, write_suite
 
@@ -72,15 +73,15 @@ def copy_of(finished: Path, tmp_path: Path) -> Path:
 def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomputed(tmp_path, finished):
     suite = copy_of(finished, tmp_path)
     truncated_logits, damaged_logits, truncated_checkpoint, garbled_metrics = trials(tmp_path)
-    logits = truncated_logits / results.LOGITS
+    logits = truncated_logits / schema.LOGITS
     logits.write_bytes(logits.read_bytes()[:-100])  # its zip directory is gone
-    logits = damaged_logits / results.LOGITS
+    logits = damaged_logits / schema.LOGITS
     data = bytearray(logits.read_bytes())
     data[200:260] = bytes(60)  # inside the first member: the directory reads, the CRC does not match
     logits.write_bytes(bytes(data))
-    checkpoint = truncated_checkpoint / results.CHECKPOINT
+    checkpoint = truncated_checkpoint / schema.CHECKPOINT
     checkpoint.write_bytes(checkpoint.read_bytes()[:5000])
-    (garbled_metrics / results.METRICS).write_text('{"top1": 0.5,')  # invalid JSON
+    (garbled_metrics / schema.METRICS).write_text('{"top1": 0.5,')  # invalid JSON
 
     status = cli("status", suite)
     assert status.returncode == 0 and "Traceback" not in status.stderr
@@ -107,7 +108,7 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     assert f"{truncated_checkpoint.name}: checkpoint.pt: truncated" in run.stderr
     assert "it is retrained from its last readable checkpoint" in run.stderr
     assert attempts(truncated_checkpoint)[-1]["from_epoch"] == 1  # from checkpoint.prev.pt
-    assert (truncated_checkpoint / (results.CHECKPOINT + results.CORRUPT_SUFFIX)).exists()  # kept, set aside
+    assert (truncated_checkpoint / (schema.CHECKPOINT + schema.CORRUPT_SUFFIX)).exists()  # kept, set aside
     for d in trials(tmp_path):
         assert TrialFolder(d).state(thorough=True).state == "finished"
     assert "4 finished" in cli("status", suite).stdout
@@ -177,10 +178,10 @@ def test_a_full_disk_at_start_or_during_the_run_is_one_line_and_exit_3(tmp_path,
     assert during.returncode == 3, during.stderr[-3000:]
     assert "Traceback" not in during.stdout + during.stderr
     last = during.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: 1 trial(s) stopped: no space left on device for {trial / results.CHECKPOINT} (")
+    assert last.startswith(f"error: 1 trial(s) stopped: no space left on device for {trial / schema.CHECKPOINT} (")
     assert last.endswith(f"(Ray's messages: {suite_dir / 'ray.log'})")
     assert "Trial task failed" in (suite_dir / "ray.log").read_text()  # Ray's traceback, kept off the terminal
-    leftovers = [p.name for p in small_disk.rglob(".*") if p.name.startswith((f".{LOCK}", f".{results.CHECKPOINT}"))]
+    leftovers = [p.name for p in small_disk.rglob(".*") if p.name.startswith((f".{LOCK}", f".{schema.CHECKPOINT}"))]
     assert leftovers == [] and not (suite_dir / LOCK).exists()
     assert "no space left on device" in cli("status", suite).stdout
 
@@ -219,7 +220,7 @@ def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):
     folder.finish_eval("ood-c10", {**good, "id": "ood-c10", "set": "ood:cifar10", "in_images": "8"})
     folder.finish_eval("odd", {**good, "id": "odd", "kind": "magic"})
     (cfg.trial_dir / "eval" / "test").mkdir()
-    (cfg.trial_dir / "eval" / "test" / results.METRICS).write_text('{"kind": ')  # truncated
+    (cfg.trial_dir / "eval" / "test" / schema.METRICS).write_text('{"kind": ')  # truncated
     said = said_by("harness.results")
     assert list(folder.evaluations(record_problem)) == ["ood-svhn"]
     assert any("eval/test/metrics.json: not valid JSON" in m and "left out" in m for m in said), said
@@ -265,7 +266,7 @@ def test_truncated_checkpoints_and_refusals_name_the_file_without_unsafe_advice(
 
     cfg = tiny_config(epochs=2, output_dir=tmp_path)
     Trainer(cfg).run()
-    path = cfg.trial_dir / results.CHECKPOINT
+    path = cfg.trial_dir / schema.CHECKPOINT
     data = path.read_bytes()
     for size in (5_000, 20_000, len(data) // 2):
         path.write_bytes(data[:size])
@@ -317,7 +318,7 @@ def test_planted_values_never_script_the_report(tmp_path):
     )
     failed = cfg.model_copy(update={"seed": 1})
     TrialFolder(failed.trial_dir).begin(failed.record(), "test-node", 0)
-    (failed.trial_dir / results.ERROR).write_text("RuntimeError: " + PAYLOADS[0] + "\n")
+    (failed.trial_dir / schema.ERROR).write_text("RuntimeError: " + PAYLOADS[0] + "\n")
     (root / "report").mkdir()
     (root / "report" / "<img src=x onerror=alert(1)>.txt").write_text("planted")
     report = build_report(root, expected={PAYLOADS[2]: PAYLOADS[0]}, source=PAYLOADS[1])
@@ -536,7 +537,7 @@ def test_evaluate_is_refused_while_a_run_holds_the_suite_and_says_who(tmp_path):
         proc = cli("evaluate", cfg.trial_dir.parent, "--on", "test")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert f"this suite is being run by `harness run suite.yaml` (pid {os.getpid()} on" in proc.stderr
-    assert not (cfg.trial_dir / results.EVAL_DIR).exists()
+    assert not (cfg.trial_dir / schema.EVAL_DIR).exists()
 
 
 # --- 10. readers that only read regular files

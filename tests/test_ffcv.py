@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from harness import results
+from harness import schema
 from harness.cli import main
 from harness.data import ImageArrays, load_dataset
 from harness.data.ffcv_loader import FFCVTrainLoader, beton_path, write_beton
@@ -174,7 +174,7 @@ def test_data_prepare_then_a_trial_on_the_ffcv_loader(tmp_path, capsys):
         == 0
     )
     metrics = Trainer(cfg).run()
-    losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / results.HISTORY))]
+    losses = [float(r["train_loss"]) for r in csv.DictReader(open(cfg.trial_dir / schema.HISTORY))]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert metrics["top1"] > 0.4  # 4 classes: chance 0.25
     assert metrics["train_images"] == 512

@@ -130,26 +130,56 @@ def test_every_module_imports_on_its_own():
     assert len(names) > 50  # the package and analysis were both found
 
 
-def test_result_file_names_have_one_owner():
-    """Trial-folder file names are string literals in harness/results.py only (the others import them)."""
-    names = {
-        "config.yaml",
-        "checkpoint.pt",
-        "checkpoint.prev.pt",
-        "metrics.json",
-        "logits.npz",
-        "history.csv",
-        "attempts.json",
-        "error.txt",
-    }
+def _schema_names() -> set[str]:
+    """The names harness.schema owns that cannot be mistaken for a word: file names (a dot inside) and the
+    members of logits.npz."""
+    from harness import schema
+
+    values = {v for k, v in vars(schema).items() if k.isupper() and isinstance(v, str)}
+    files = {v for v in values if "." in v.strip(".")}
+    members = {schema.TEST_LOGITS, schema.TEST_LABELS, schema.VAL_LOGITS, schema.VAL_LABELS}
+    return files | members | {schema.LOCK, schema.KEPT_BACK, schema.RAY_TRAIN_DIR, schema.PUSHED}
+
+
+def _literal_offenders(paths: list[Path], names: set[str]) -> list[str]:
+    """String literals (docstrings aside) equal to a name, or a path with it as one segment."""
     offenders = []
-    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py")):
-        if path.name == "results.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in names:
-                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
-    assert offenders == []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                segments = set(node.value.replace("'", "/").replace(" ", "/").split("/"))
+                hit = names & segments
+                if hit:
+                    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+                    offenders.append(f"{where}:{node.lineno}: {sorted(hit)}")
+    return offenders
+
+
+def test_file_and_member_names_have_one_home():
+    """Every file of a trial, suite or storage folder and every member of logits.npz is named in harness.schema
+    only: the package, the analysis and the tests' helpers import the names."""
+    names = _schema_names()
+    assert {"metrics.json", "config.yaml", "driver.lock", "test_logits", "val_labels", "mlflow.db"} <= names
+    paths = sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py"))
+    paths = [p for p in paths if p.name != "schema.py"] + [ROOT / "tests" / "helpers.py"]
+    assert _literal_offenders(paths, names) == []
+
+
+def test_the_name_check_finds_a_literal(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        '"""metrics.json in a docstring is fine."""\nPATH = "results/x/metrics.json"\nOK = f"{x}.json"\n'
+    )
+    assert _literal_offenders([planted], _schema_names()) == [f"{planted}:2: ['metrics.json']"]
 
 
 @pytest.mark.slow  # a fresh interpreter builds a whole report

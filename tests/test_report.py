@@ -12,6 +12,7 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
+from harness import schema
 from helpers import chromium, chromium_dom, finished_trial, trial
 
 N, K = 10, 3
@@ -85,7 +86,7 @@ def test_deep_ensemble_is_the_average_of_member_logits(sweep):
     row = ens[(ens.width == 2) & (ens.members == 2)].iloc[0]
     # by hand: average the logits of seeds 0 and 1 and count correct argmaxes
     dirs = trials[(trials.method == "vanilla") & (trials.width == 2)].sort_values("seed").trial_dir.tolist()
-    avg = sum(np.load(f"{d}/logits.npz")["test_logits"].astype(np.float32)[:, 0] for d in dirs[:2]) / 2
+    avg = sum(np.load(f"{d}/logits.npz")[schema.TEST_LOGITS].astype(np.float32)[:, 0] for d in dirs[:2]) / 2
     assert row.top1 == pytest.approx((avg.argmax(1) == LABELS).mean())
     assert row.num_params == 2 * 4_000_000 and row.train_hours == pytest.approx(2.0)
 
@@ -332,7 +333,7 @@ def test_the_same_saved_logits_are_read_under_either_rule(tmp_path):
     heads = [[True] * 6 + [False] * 4, [False] * 3 + [True] * 7]
     trial_dir = make_trial(root, 0, method="cut_mixmo", M=2, b=2, heads=heads)
     saved = np.load(trial_dir / "logits.npz")
-    h, y = torch.from_numpy(saved["test_logits"]).float(), torch.from_numpy(saved["test_labels"])
+    h, y = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])
     for rule in ("probabilities", "logits"):
         report = build_report(root, average=rule)
         row = report["summary_frame"].iloc[0]

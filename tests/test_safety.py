@@ -13,10 +13,11 @@ import pytest
 import torch
 import yaml
 
-from harness import results
-from harness.lock import LOCK, LockHeld, SuiteLock, is_live
+from harness import results, schema
+from harness.lock import LockHeld, SuiteLock, is_live
+from harness.progress import Progress, TrialReport
 from harness.results import TrialFolder
-from harness.sweep import Progress
+from harness.schema import LOCK
 from harness.trainer import Trainer
 from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, write_suite
 
@@ -89,9 +90,7 @@ def test_a_suite_asking_for_a_gpu_on_a_machine_without_one_is_refused(tmp_path):
 
 
 # --- nothing in a results folder executes code
-@pytest.mark.parametrize(
-    "planted, resumed_from", [([results.CHECKPOINT], 1), ([results.CHECKPOINT, results.PREVIOUS], 0)]
-)
+@pytest.mark.parametrize("planted, resumed_from", [([schema.CHECKPOINT], 1), ([schema.CHECKPOINT, schema.PREVIOUS], 0)])
 def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path, planted, resumed_from, said_by):
     cfg = tiny_config(epochs=3, output_dir=tmp_path)
     with pytest.raises(RuntimeError, match="injected"):
@@ -104,7 +103,7 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path
     assert not marker.exists()
     for name in planted:
         assert any("refused by the weights-only loader" in line and name in line for line in logs), logs
-        assert (cfg.trial_dir / (name + results.CORRUPT_SUFFIX)).exists()
+        assert (cfg.trial_dir / (name + schema.CORRUPT_SUFFIX)).exists()
     # the last checkpoint refused: resumed from the one before; both refused: from scratch
     assert [a["from_epoch"] for a in attempts(cfg.trial_dir)] == [0, resumed_from]
     assert epochs(cfg.trial_dir) == [1, 2, 3] and TrialFolder(cfg.trial_dir).is_finished()
@@ -352,17 +351,41 @@ def test_eta_counts_each_trials_flops_at_the_measured_rates():
     progress.start("small")
     assert "small: starting" in progress.line()
     # small: epoch 1 done in 5 s (25 FLOP / 5 s = 5 FLOP/s); 75 FLOP left of it, 400 of big; two slots at 5 FLOP/s
-    progress.update("small", {"epoch": 1, "epoch_time_s": 5.0, "train_loss": 1.0})
+    progress.update("small", TrialReport("small", epoch=1, epoch_time_s=5.0, train_loss=1.0))
     assert progress.eta() == pytest.approx(475 / (2 * 5))
     # big: half of its epoch 2 done at 2 steps/s of 10 steps per epoch: 400 / 40 FLOP per step x 2 = 20 FLOP/s
-    progress.update("big", {"in_epoch": 2, "step": 5, "steps": 10, "steps_per_s": 2.0})
+    progress.update("big", TrialReport("big", in_epoch=2, step=5, steps=10, steps_per_s=2.0))
     assert progress.eta() == pytest.approx((75 + 400 * (1 - 1.5 / 4)) / (2 * (5 + 20) / 2))
     assert "big: epoch 2/4, step 5/10 (50%)" in progress.line() and "elapsed " in progress.line()
-    progress.update("small", {"in_epoch": 2, "step": 1, "steps": 10, "steps_per_s": 2.0})
+    progress.update("small", TrialReport("small", in_epoch=2, step=1, steps=10, steps_per_s=2.0))
     assert "small: epoch 2/4, step 1/10 (10%), last epoch loss 1.000" in progress.line()
-    progress.update("small", {"evaluating": "cifar100-c"})  # trained: its evaluation sets (eval_sets) running
+    progress.update("small", TrialReport("small", evaluating="cifar100-c"))  # trained: its eval_sets running
     assert "small: trained; evaluating cifar100-c" in progress.line()
-    progress.update("small", {"epoch": 1, "epoch_time_s": 5.0, "train_loss": 1.0})  # the rates of the checks below
+    progress.update("small", TrialReport("small", epoch=1, epoch_time_s=5.0, train_loss=1.0))  # the rates below
     # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)
     assert progress.eta() == pytest.approx(400 * (1 - 1.5 / 4) / 20)
+
+
+def test_a_trial_report_goes_through_tune_and_the_lock_and_reads_the_same():
+    """The driver reads back what the trial sent, among Tune's own keys; the lock's heartbeat keeps what `harness
+    status` shows, with the progress view's words."""
+    from harness.progress import describe
+    from harness.status import status_rows
+
+    sent = TrialReport("t", epoch=2, epoch_time_s=3.0, train_loss=0.5, test_top1=0.25, metrics={"lr": 0.1})
+    tune_result = {**sent.to_tune(), "training_iteration": 2, "time_this_iter_s": 3.1}
+    read = TrialReport.from_tune(tune_result)
+    assert (read.epoch, read.epoch_time_s, read.train_loss, read.test_top1, read.done) == (2, 3.0, 0.5, 0.25, False)
+    assert read.is_epoch_end and read.metrics["lr"] == 0.1 and "training_iteration" in read.metrics
+    assert TrialReport.from_tune(TrialReport("t", done=True, metrics={"top1": 0.5}).to_tune()).done
+    assert describe(read, 4) == "epoch 2/4 done, loss 0.500, test 25.0%"
+    step = TrialReport("t", in_epoch=3, step=5, steps=10, steps_per_s=1.0)
+    assert describe(step, 4, last_epoch=read) == "epoch 3/4, step 5/10 (50%), last epoch loss 0.500"
+    cfg = tiny_config(epochs=4)
+    for report in (step, TrialReport("t", evaluating="ood-svhn"), TrialReport("t")):
+        (row,) = status_rows([cfg], running={cfg.trial_id: report.heartbeat()})
+        assert row[7] == "running" and row[8] == describe(
+            TrialReport.from_heartbeat(cfg.trial_id, report.heartbeat()), 4
+        )
+    assert row[8].startswith("starting")

@@ -16,7 +16,7 @@ import yaml
 
 from analysis import cache, protocol
 from analysis.stats import bootstrap, probability_of_improvement
-from harness import results
+from harness import results, schema
 from harness.metrics import topk_accuracy
 from helpers import harness_env, write_suite
 
@@ -184,23 +184,23 @@ def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path
     second = build_report(tmp_path / "s")
     assert first["cache"]["misses"] > 0 and second["cache"]["misses"] == 0
     assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # every table and figure kept, not rewritten
-    metrics = json.loads((dirs[1] / results.METRICS).read_text())
-    results.write_json(dirs[1] / results.METRICS, {**metrics, "top1": metrics["top1"] - 0.1})
+    metrics = json.loads((dirs[1] / schema.METRICS).read_text())
+    results.write_json(dirs[1] / schema.METRICS, {**metrics, "top1": metrics["top1"] - 0.1})
     third = build_report(tmp_path / "s")
     assert third["cache"]["misses"] > 0
     width = next(f for f in stamps if f.name.startswith("width_") and f.suffix == ".png")
     results_csv = tmp_path / "s" / "report" / "results.csv"
     assert width.stat().st_mtime_ns != stamps[width] and results_csv.stat().st_mtime_ns != stamps[results_csv]
-    other = json.loads((dirs[0] / results.METRICS).read_text())["top1"]
+    other = json.loads((dirs[0] / schema.METRICS).read_text())["top1"]
     assert f"{100 * (other + metrics['top1'] - 0.1) / 2:.2f}\u00a0[" in results_csv.read_text()  # the new mean
 
 
 def test_the_driver_counts_how_long_a_freed_slot_idles(monkeypatch):
-    from harness.sweep import Progress
+    from harness.progress import Progress
     from helpers import tiny_config
 
     clock = iter([0.0, 0.0, 10.0, 10.5, 12.0, 12.25, 20.0, 21.0])  # (start a, start b, end a, start c, ...)
-    monkeypatch.setattr("harness.sweep.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("harness.progress.time.monotonic", lambda: next(clock))
     cfg = tiny_config()
     progress = Progress({t: cfg for t in "abcd"}, dict.fromkeys("abcd", 1.0), concurrency=2)
     assert progress.overhead() == ""  # nothing measured yet

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness import results
+from harness import results, schema
 from harness.trainer import Trainer, learning_rate, milestone_epochs
 from helpers import tiny_config
 
@@ -51,8 +51,8 @@ def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M,
     assert losses[-1] < losses[0]
     assert metrics["top1"] > 0.6  # 4 classes: chance is 0.25
     logits = results.load_logits(d / "logits.npz")
-    assert logits["test_logits"].dtype == np.float16 and logits["test_logits"].shape == (
-        len(logits["test_labels"]),
+    assert logits[schema.TEST_LOGITS].dtype == np.float16 and logits[schema.TEST_LOGITS].shape == (
+        len(logits[schema.TEST_LABELS]),
         M,
         4,
     )
@@ -60,15 +60,15 @@ def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M,
     assert saved["top1"] == metrics["top1"] and saved["trial_id"] == cfg.trial_id
     assert "calibration_protocol" in saved and f"head{M - 1}_top1" in saved
     # the ensemble top-1 is recomputed from the saved (float16) logits
-    ens = torch.from_numpy(logits["test_logits"]).float().mean(1).argmax(-1)
-    assert (ens.numpy() == logits["test_labels"]).mean() == pytest.approx(metrics["top1"], abs=0.02)
+    ens = torch.from_numpy(logits[schema.TEST_LOGITS]).float().mean(1).argmax(-1)
+    assert (ens.numpy() == logits[schema.TEST_LABELS]).mean() == pytest.approx(metrics["top1"], abs=0.02)
 
 
 def test_validation_split_and_bf16_path(tmp_path):
     cfg = tiny_config(method="linear_mixmo", epochs=1, val_size=64, precision="bf16", output_dir=tmp_path)
     metrics = Trainer(cfg).run()
     assert "validation split (64 train images)" in metrics["calibration_protocol"]
-    assert "val_logits" in results.load_logits(cfg.trial_dir / "logits.npz")
+    assert schema.VAL_LOGITS in results.load_logits(cfg.trial_dir / "logits.npz")
     assert np.isfinite(metrics["nll"])
 
 
@@ -111,7 +111,7 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     assert straight.returncode == 0, straight.stderr
     trial_b = tmp_path / "b" / "trial" / cfg.trial_id
     la, lb = results.load_logits(trial_a / "logits.npz"), results.load_logits(trial_b / "logits.npz")
-    assert np.array_equal(la["test_logits"], lb["test_logits"])
+    assert np.array_equal(la[schema.TEST_LOGITS], lb[schema.TEST_LOGITS])
     ma, mb = json.loads((trial_a / "metrics.json").read_text()), json.loads((trial_b / "metrics.json").read_text())
     timing = {"train_time_s", "eval_time_s", "inference_images_per_s", "inference_peak_memory_mb"}  # measured
     assert {k: v for k, v in ma.items() if k not in timing} == {k: v for k, v in mb.items() if k not in timing}

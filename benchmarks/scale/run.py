@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import yaml
 
+from harness import schema
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path("/tmp/harness-scale-cache")  # the commands' own caches (FLOPs, grid index), cold at the start
 COMMANDS = {  # in this order: the first status writes the grid's index, the second reads it; sync before the rerun
@@ -68,7 +70,7 @@ def write_trials(suite_path: Path, images: int) -> int:
         folder = TrialFolder(cfg.trial_dir)
         cfg.trial_dir.mkdir(parents=True, exist_ok=True)
         folder.begin(cfg.record(), "bench", 0)
-        folder.finish(metrics, {"test_logits": logits, "test_labels": labels})
+        folder.finish(metrics, {schema.TEST_LOGITS: logits, schema.TEST_LABELS: labels})
         if (i + 1) % max(1, len(trials) // 10) == 0:
             print(f"  wrote {i + 1}/{len(trials)} trials", file=sys.stderr, flush=True)
     return len(trials)

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness import schema
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import set_lr, sgd
 from harness.parallel import ensure_process_group
-from harness.results import DEEPSPEED_DIR, CorruptFile, refusal
+from harness.results import CorruptFile, refusal
+from harness.schema import DEEPSPEED_DIR
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
@@ -105,4 +107,4 @@ class DeepSpeedEngine:
         )
 
     def config_files(self) -> dict:
-        return {"deepspeed_config.json": self.config}
+        return {schema.DEEPSPEED_CONFIG: self.config}

@@ -76,6 +76,5 @@ def measure_inference(infer: Inference, resolution: int, device: torch.device) -
     seconds = time.perf_counter() - t0
     return {
         "inference_images_per_s": batches * INFERENCE_BATCH / seconds,
-        "inference_batch": INFERENCE_BATCH,
         "inference_peak_memory_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20 if cuda else None,
     }

@@ -1,0 +1,173 @@
+"""The suite commands: `harness run`, `status`, `sync`, `report` and `list`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from harness import schema
+from harness.commands.common import Interrupted, load_suite_arg, results_target, what_was_kept
+from harness.config import ConfigError
+from harness.exit_codes import ExitCode
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_run(args) -> int:
+    from harness import trial_index
+    from harness.sweep import run_sweep
+
+    suite = load_suite_arg(args)
+    # the grid as `harness status SUITE` will expand it (no --data-dir there): indexed for it
+    index_key = None if args.data_dir else trial_index.key(Path(args.suite), None, getattr(args, "plugin", []))
+    try:
+        return run_sweep(
+            suite,
+            str(args.suite),
+            index_key=index_key,
+            address=args.address,
+            restart=args.restart,
+            dry_run=args.dry_run,
+            tracking_uri=args.tracking_uri,
+            break_lock=args.break_lock,
+            verbose=args.verbose,
+            summarize=_run_summary,
+        )
+    except KeyboardInterrupt:
+        from harness.suite import expand
+
+        dirs = [t.trial_dir for t in expand(suite, str(args.suite))]
+        raise Interrupted(what_was_kept(dirs, f"harness run {args.suite}")) from None
+
+
+def _run_summary(suite, trials) -> str:
+    """The table `harness run` prints once trials ran: the report's terminal summary of the finished ones."""
+    from analysis.report import terminal_summary
+
+    return terminal_summary(
+        suite.suite_dir,
+        [(e.method, e.sizes) for e in suite.ensembles] or None,
+        suite.ensemble_average,
+        {t.trial_id: t.record() for t in trials},
+    )
+
+
+def cmd_status(args) -> int:
+    from harness import trial_index
+    from harness.lock import describe, running_trials
+    from harness.status import status_rows, status_view, trials_in_folder
+    from harness.storage import is_uri
+
+    index_key = None
+    if not Path(args.target).is_dir() and not is_uri(str(args.target)):
+        index_key = trial_index.key(Path(args.target), None, getattr(args, "plugin", []))
+    indexed = trial_index.read(index_key)  # a grid listed before: no registry, no validation (harness.trial_index)
+    if indexed is not None:
+        (suite_dir, trials), store, suite = indexed, None, None
+        name = suite_dir.name
+    else:
+        suite_dir, store, name, suite = results_target(args.target)
+    driver, running = running_trials(suite_dir, store, name)
+    corrupt = {}
+    if indexed is None and suite is None:
+        trials, corrupt = trials_in_folder(suite_dir)
+        if not trials and not corrupt:
+            raise ConfigError(
+                f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/{schema.CONFIG} inside)"
+            )
+    elif indexed is None:
+        from harness.suite import expand
+
+        trials = expand(suite, str(args.target))
+        trial_index.write(index_key, suite_dir, trials)
+    print(status_view(status_rows(trials, running, corrupt), args.verbose))
+    if driver is not None:
+        print(f"driver: {describe(driver)}")
+    return ExitCode.DONE
+
+
+def cmd_sync(args) -> int:
+    from harness.lock import SuiteLock
+    from harness.results import TrialFolder
+    from harness.suite import expand
+    from harness.tracking import Tracker
+
+    _, store, _, suite = results_target(str(args.suite))
+    if suite is None:
+        raise ConfigError(f"{args.suite}: `harness sync` needs the suite's YAML file, not a results folder")
+    trials = expand(suite, str(args.suite))
+    tracker = Tracker.for_suite(suite, args.tracking_uri)
+    with SuiteLock(suite.suite_dir, store, suite.name, f"harness sync {args.suite}"):
+        failed = {t.trial_id for t in trials if TrialFolder(t.trial_dir).state().state == "failed"}
+        pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
+    if pending:
+        return ExitCode.FAILED
+    print(f"{tracker.uri}: {sum(t.trial_dir.exists() for t in trials)} trial folder(s) checked")
+    return ExitCode.DONE
+
+
+def cmd_report(args) -> int:
+    from analysis.report import build_report
+
+    suite_dir, store, name, suite = results_target(args.target)
+    specs, expected, grid = None, {}, None
+    if suite is not None:
+        from harness.suite import expand
+
+        grid = {t.trial_id: t for t in expand(suite, str(args.target))}
+        expected = {tid: f"{t.method}, width {t.width}, seed {t.seed}" for tid, t in grid.items()}
+        specs = [(e.method, e.sizes) for e in suite.ensembles] or None
+    if not suite_dir.is_dir():
+        where = f"{store.uri}/{name}" if store else f"{suite_dir.resolve()}"
+        relative = (
+            ""
+            if store or Path(suite.storage if suite else suite_dir).is_absolute()
+            else (
+                " (`storage` is relative to the folder `harness` runs in; run it where you ran `harness run`, "
+                "or give the results folder)"
+            )
+        )
+        raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
+    if suite is not None and suite.tracking.enabled:  # an unusable store stops here, before anything is written
+        from harness.tracking import check_store, suite_tracking_uri
+
+        check_store(suite_tracking_uri(suite, args.tracking_uri))
+    average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
+    records = {tid: t.record() for tid, t in grid.items()} if grid is not None else None
+    report = build_report(suite_dir, specs, expected, source=str(args.target), average=average, grid=records)
+    if report["not_in_suite"]:
+        logger.warning(
+            f"{len(report['not_in_suite'])} folder(s) under {suite_dir} are not this suite's trials and were left "
+            f"out (the page lists them with the reason)"
+        )
+    for tid, why in report["corrupt"].items():
+        logger.warning(f"{tid} left out of the report: {why}")
+    if store is not None:
+        store.push(report["dir"], f"{name}/{schema.REPORT_DIR}")
+    if report.get("summary"):
+        print(report["summary"] + "\n")
+    print(
+        f"report: {(report['dir'] / schema.REPORT_PAGE).resolve().as_uri()} ({len(report['tables'])} table files, "
+        f"{len(report['figures'])} figure files)"
+    )
+    if report["missing"]:
+        print(f"{len(report['missing'])} trial(s) missing from the report:")
+        for tid, why in report["missing"].items():
+            print(f"  {tid}: {why}")
+    if suite is not None and suite.tracking.enabled:
+        from harness.tracking import log_report, mlflow_hint
+
+        log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
+        print(mlflow_hint(suite, args.tracking_uri))
+    return ExitCode.DONE
+
+
+def cmd_list(args) -> int:
+    from harness.catalog import listing
+
+    if args.suite is not None:  # its plugins load with it
+        from harness.suite import load_suite
+
+        load_suite(args.suite)
+    print(listing(markdown=args.markdown, keys=args.keys))
+    return ExitCode.DONE

@@ -11,6 +11,7 @@ from analysis import cache, figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
 from harness import schema
+from harness.metrics import METRICS, headline_metrics
 from harness.results import CorruptFile, TrialFolder, write_json
 from harness.schema import CONFIG
 
@@ -212,7 +213,8 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
 
 def compact_table(main: pd.DataFrame) -> str:
     """The results table in a few columns, for the terminal."""
-    columns = [c for c in ("network", "method", "n", "top-1 %", "NLL", "cal. NLL", "ECE") if c in main]
+    labels = [METRICS.get(name).label for name in headline_metrics()]  # harness.metrics: headline=True
+    columns = [c for c in ("network", "method", "n", *labels) if c in main]
     return main[columns].to_string(index=False) + "\n" + tables.CAPTION
 
 

@@ -16,14 +16,6 @@ from harness.metrics import METRICS as FINAL_METRICS
 from harness.schema import LOGITS
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
-# (column, label, scale, decimals) of the costs, after the metric suite's main columns
-COSTS = [
-    ("num_params", "params (M)", 1e-6, 2),
-    ("train_hours", "train h", 1, 3),
-    ("eval_time_s", "test s", 1, 2),
-    ("inference_images_per_s", "test img/s", 1, 0),  # batch 256, all members (harness.engines.inference)
-    ("inference_gflops", "test GFLOP/img", 1, 2),
-]
 PUBLISHED = Path(__file__).with_name("published.csv")
 
 
@@ -41,8 +33,8 @@ def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
 def metric_columns(table: str = "main") -> list[tuple[str, str, float, int]]:
     """(column, label, scale, decimals) of a report table: the registered metrics of that table (those of plugins
     too, harness.metrics.register_metric), then for the main table the costs."""
-    columns = [(k, m.label, m.scale, m.decimals) for k, m in FINAL_METRICS.items() if m.table == table]
-    return columns + (COSTS if table == "main" else [])
+    tables = (table, "cost") if table == "main" else (table,)
+    return [(k, m.label, m.scale, m.decimals) for t in tables for k, m in FINAL_METRICS.items() if m.table == t]
 
 
 def metric_bounds(column: str) -> tuple[float, float]:

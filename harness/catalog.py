@@ -271,7 +271,11 @@ def listing(markdown: bool = False, keys: bool = False) -> str:
         out.append(f"  {name:<18} {shape}{corrupt}  [{_origin(DATASETS, name)}]")
     out.append("metrics (metrics.json, MLflow, the report's tables)")
     for name, m in METRICS.items():
-        out.append(f"  {name:<24} {m.label:<20} {m.direction} is better; {m.help}  [{_origin(METRICS, name)}]")
+        headline = ", headline" if m.headline else ""
+        where = f"{m.group}{headline}"
+        out.append(
+            f"  {name:<24} {m.label:<20} {where:<21} {m.direction} is better; {m.help}  [{_origin(METRICS, name)}]"
+        )
     out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {allowed_names()}")
     if keys:
         out.append("trial keys (any trial file, a suite's base / grid / rules, --set KEY=VALUE)")

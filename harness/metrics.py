@@ -274,23 +274,35 @@ def selective_metrics(
 
 
 # --- the one metric suite: training, `harness evaluate`, deep ensembles and the report all use it
+GROUPS = ("accuracy", "calibration", "selective", "diversity", "cost")  # a metric's group: its place in the report
+TABLE_OF_GROUP = {"selective": "selective", "cost": "cost"}  # the report table of a group (else "main")
+
+
 @dataclass(frozen=True)
 class Metric:
-    """A final metric and its report column."""
+    """A final metric: its group, which way is better, whether it is a headline (the terminal's compact table,
+    the evaluation's one line), and its report column."""
 
     label: str
     scale: float = 1.0  # 100: shown as a percentage
     decimals: int = 3
     of_ensemble: Callable[[torch.Tensor, torch.Tensor], float] | None = None  # (ensemble logits, labels) -> value
-    table: str = "main"  # the report table that shows it: "main", or "selective" (selective prediction)
+    group: str = "accuracy"
     direction: str = "lower"  # "lower" or "higher" is better
     help: str = ""
     bounds: tuple[float, float] = (0.0, 1.0)  # the values it can take: a report's intervals stay inside
+    headline: bool = False
+
+    @property
+    def table(self) -> str:
+        """The report table that shows it: "main", "selective" or "cost"."""
+        return TABLE_OF_GROUP.get(self.group, "main")
 
 
-# Every metric the suite computes, in the report's column order (registration order). A metric of the ensemble's
-# logits is one function with @register_metric, here or in a plugin: it then reaches metrics.json, MLflow and the
-# report's tables (the report computes it from the saved logits for trials that finished before it existed).
+# Every metric, in the report's column order (registration order). A metric of the ensemble's logits is one
+# function with @register_metric, here or in a plugin: it then reaches metrics.json, MLflow (final_<name>), the
+# report's tables and the evaluations of a corrupted test set (the report computes it from the saved logits for
+# trials that finished before it existed). The cost metrics are measured by the trainer, declared here.
 METRICS: Registry[Metric] = Registry("metric")
 
 
@@ -301,24 +313,34 @@ def register_metric(
     direction: str,
     scale: float = 1.0,
     decimals: int = 3,
-    table: str = "main",
+    group: str = "accuracy",
+    headline: bool = False,
     computed: bool = True,
     help: str | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
+    table: str | None = None,
 ):
     """Decorator on ``fn(ensemble_logits (N, K), labels (N,)) -> float``: a final metric, computed for every
-    trial (and deep ensemble) and shown in the report's ``table`` ("main" or "selective") under ``label``.
-    ``direction`` says which way is better ("higher" or "lower"); ``bounds`` the values it can take (the report's
-    intervals are clipped to them). ``computed=False`` declares a column that another part of the suite fills
-    (calibration, diversity); then the function only carries the docstring."""
+    trial (and deep ensemble) and shown under ``label`` in the report table of its ``group`` (one of ``GROUPS``:
+    "selective" and "cost" have tables of their own). ``direction`` says which way is better ("higher" or
+    "lower"); ``bounds`` the values it can take (the report's intervals are clipped to them); ``headline`` puts it
+    in the terminal's compact table. ``computed=False`` declares a column that another part of the suite fills
+    (calibration, diversity, costs); then the function only carries the docstring. (``table="selective"``, the
+    earlier spelling, is ``group="selective"``.)"""
     if direction not in ("higher", "lower"):
         raise ValueError(f"register_metric({name!r}): direction is 'higher' or 'lower', got {direction!r}")
-    if table not in ("main", "selective"):
-        raise ValueError(f"register_metric({name!r}): table is 'main' or 'selective', got {table!r}")
+    if table is not None:
+        if table not in ("main", "selective"):
+            raise ValueError(f"register_metric({name!r}): table is 'main' or 'selective', got {table!r}")
+        group = "selective" if table == "selective" else group
+    if group not in GROUPS:
+        raise ValueError(f"register_metric({name!r}): group is one of {', '.join(GROUPS)}, got {group!r}")
 
     def add(fn):
         doc = help or (fn.__doc__ or "").strip().split("\n")[0]
-        metric = Metric(label, scale, decimals, fn if computed else None, table, direction, doc, tuple(bounds))
+        metric = Metric(
+            label, scale, decimals, fn if computed else None, group, direction, doc, tuple(bounds), headline
+        )
         METRICS.register(name)(metric)
         return fn
 
@@ -329,51 +351,71 @@ def _declared(name: str, label: str, direction: str, help: str, **kw) -> None:
     register_metric(name, label, direction=direction, computed=False, help=help, **kw)(lambda: None)
 
 
-register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, help="top-1 accuracy")(
+def headline_metrics() -> list[str]:
+    return [name for name, m in METRICS.items() if m.headline]
+
+
+register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, headline=True, help="top-1 accuracy")(
     lambda logits, labels: topk_accuracy(logits, labels, 1)
 )
 register_metric("top5", "top-5 %", direction="higher", scale=100, decimals=2, help="top-5 accuracy")(
     lambda logits, labels: topk_accuracy(logits, labels, 5)
 )
 register_metric(
-    "nll", "NLL", direction="lower", help="negative log-likelihood of the true class", bounds=(0, math.inf)
+    "nll",
+    "NLL",
+    direction="lower",
+    headline=True,
+    help="negative log-likelihood of the true class",
+    bounds=(0, math.inf),
 )(nll)
-register_metric("ece", "ECE", direction="lower", decimals=4, help=f"expected calibration error, {ECE_BINS} bins")(ece)
-register_metric("tace", "TACE", direction="lower", decimals=5)(tace)
-register_metric("brier", "Brier", direction="lower", decimals=4, bounds=(0, 2))(brier)
+register_metric(
+    "ece", "ECE", direction="lower", group="calibration", headline=True, decimals=4,
+    help=f"expected calibration error, {ECE_BINS} bins",
+)(ece)  # fmt: skip
+register_metric("tace", "TACE", direction="lower", group="calibration", decimals=5)(tace)
+register_metric("brier", "Brier", direction="lower", group="calibration", decimals=4, bounds=(0, 2))(brier)
 register_metric("misclassification_auroc", "AUROC (right vs wrong)", direction="higher", decimals=4)(
     misclassification_auroc
 )
-_declared("cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)", bounds=(0, math.inf))
-_declared("cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", decimals=4)
+_declared(
+    "cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)", group="calibration", headline=True,
+    bounds=(0, math.inf),
+)  # fmt: skip
+_declared("cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", group="calibration", decimals=4)
 _declared("heads_mean_top1", "heads top-1 %", "higher", "each head alone, averaged", scale=100, decimals=2)
 _declared(
     "ratio_error",
     "ratio-error",
     "higher",
     "diversity: disagreement over the members' errors (M >= 2)",
+    group="diversity",
     bounds=(0, math.inf),
 )
-_declared("disagreement", "disagreement", "higher", "diversity: how often two members disagree (M >= 2)")
-_declared("aurc", "AURC", "lower", "area under the risk-coverage curve", table="selective", decimals=4)
 _declared(
-    "acc_at_90",
-    "top-1 @90% cov. %",
-    "higher",
-    "top-1 on the 90% most confident",
-    table="selective",
-    scale=100,
-    decimals=2,
+    "disagreement", "disagreement", "higher", "diversity: how often two members disagree (M >= 2)", group="diversity"
 )
+_declared("aurc", "AURC", "lower", "area under the risk-coverage curve", group="selective", decimals=4)
+for _coverage in COVERAGES:
+    _declared(
+        f"acc_at_{round(100 * _coverage)}",
+        f"top-1 @{round(100 * _coverage)}% cov. %",
+        "higher",
+        f"top-1 on the {round(100 * _coverage)}% most confident",
+        group="selective",
+        scale=100,
+        decimals=2,
+    )
+# the cost, the point of ensembling "for free" (measured by the trainer; train_hours is train_time_s / 3600)
+_COST = {"group": "cost", "bounds": (0, math.inf)}
+_declared("num_params", "params (M)", "lower", "parameters, all members", scale=1e-6, decimals=2, **_COST)
+_declared("train_hours", "train h", "lower", "training time (wall clock, all workers)", **_COST)
+_declared("eval_time_s", "test s", "lower", "time to predict the test set", decimals=2, **_COST)
 _declared(
-    "acc_at_95",
-    "top-1 @95% cov. %",
-    "higher",
-    "top-1 on the 95% most confident",
-    table="selective",
-    scale=100,
-    decimals=2,
-)
+    "inference_images_per_s", "test img/s", "higher", "inference throughput at batch 256, all members", decimals=0,
+    **_COST,
+)  # fmt: skip
+_declared("inference_gflops", "test GFLOP/img", "lower", "inference FLOPs per image, all members", decimals=2, **_COST)
 
 
 def classification_metrics(

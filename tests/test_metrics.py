@@ -124,9 +124,39 @@ def test_the_suite_names_every_metric_it_computes_and_the_report_shows_them():
     torch.manual_seed(0)
     m = mt.final_metrics(torch.randn(200, 2, 10), torch.randint(0, 10, (200,)))
     facts = {"head0_top1", "head1_top1", "temperature", "temperatures", "calibration_protocol", "ensemble_average"}
-    assert set(m) - facts == set(mt.METRICS)
+    assert set(m) - facts == {name for name, metric in mt.METRICS.items() if metric.group != "cost"}
     shown = [c[0] for c in metric_columns() + metric_columns("selective")]
     assert all(name in shown for name in mt.METRICS)
+    assert [c[0] for c in metric_columns()][-5:] == [n for n, x in mt.METRICS.items() if x.group == "cost"]
+
+
+def test_a_new_metric_is_one_entry_and_reaches_the_suite_the_tables_and_the_terminal():
+    """Registered once with its group and headline flag: computed by the one suite (training, evaluation, deep
+    ensembles), a column of its group's table with its direction and bounds, a column of the compact table."""
+    import pandas as pd
+
+    from analysis import tables
+    from analysis.report import compact_table
+
+    @mt.register_metric("top1_error", "error %", direction="lower", scale=100, group="accuracy", headline=True)
+    def top1_error(logits, labels):
+        """top-1 error"""
+        return 1 - mt.topk_accuracy(logits, labels)
+
+    try:
+        torch.manual_seed(0)
+        logits, labels = torch.randn(100, 2, 10), torch.randint(0, 10, (100,))
+        m = mt.final_metrics(logits, labels)
+        assert m["top1_error"] == pytest.approx(1 - m["top1"])
+        assert ("top1_error", "error %", 100, 3) in tables.metric_columns()
+        assert "top1_error" not in [c[0] for c in tables.metric_columns("selective")]
+        assert tables.metric_bounds("top1_error") == (0.0, 1.0) and "top1_error" in mt.headline_metrics()
+        main = pd.DataFrame({"network": ["wrn"], "method": ["vanilla"], "n": [1], "top-1 %": [50.0], "error %": [50.0]})
+        assert "error %" in compact_table(main).splitlines()[0]
+        with pytest.raises(ValueError, match="group is one of accuracy, calibration"):
+            mt.register_metric("x", "x", direction="lower", group="speed")
+    finally:
+        mt.METRICS._entries.pop("top1_error"), mt.METRICS._sources.pop("top1_error")
 
 
 def _lbfgs_temperature(logits, labels):

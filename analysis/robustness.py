@@ -18,38 +18,32 @@ from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness import schema
 from harness.eval_kinds import kind_of, record_problem
-from harness.metrics import correct, ensemble_logits, risk_coverage
+from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage, shown_under_shift
 from harness.results import TrialFolder
 from harness.schema import EVAL_DIR
-from harness.uncertainty import confidence_scores, roc_curve
+from harness.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
 
-# (column, label, scale, decimals) of each table
-CORRUPTED = [
-    ("clean_top1", "clean top-1 %", 100, 2),
-    ("corrupted_top1", "corrupted top-1 %", 100, 2),
-    ("clean_nll", "clean NLL", 1, 3),
-    ("corrupted_nll", "corrupted NLL", 1, 3),
-    ("clean_ece", "clean ECE %", 100, 2),
-    ("corrupted_ece", "corrupted ECE %", 100, 2),
-    ("clean_cal_ece", "clean cal. ECE %", 100, 2),  # temperature-scaled: T fitted on clean images
-    ("corrupted_cal_ece", "corrupted cal. ECE %", 100, 2),
-    ("corrupted_cal_nll", "corrupted cal. NLL", 1, 3),
-]
-# the three corruption averages in use (harness.uncertainty.CONVENTIONS), from the same saved logits
-CONVENTION_COLUMNS = [
-    (f"{prefix}_{m}", f"{name} {label}", scale, decimals)
-    for m, label, scale, decimals in (("top1", "top-1 %", 100, 2), ("nll", "NLL", 1, 3), ("ece", "ECE %", 100, 2))
-    for prefix, name in (("corrupted", "15-mean"), ("ub17", "UB-17"), ("pooled", "pooled"))
-]
-DETECTION = [("auroc", "AUROC %", 100, 1), ("aupr_in", "AUPR-in %", 100, 1), ("aupr_out", "AUPR-out %", 100, 1),
-             ("fpr95", "FPR@95%TPR %", 100, 1)]  # fmt: skip
-SCORE_NAMES = {
-    "msp": "max softmax prob.",
-    "max_logit": "max logit",
-    "entropy": "entropy",
-    "mutual_information": "mutual information",
-    "disagreement": "head disagreement",
-}
+
+def _shift_columns(prefixes: list[tuple[str, str]]) -> list[tuple[str, str, float, int]]:
+    """(column, label, scale, decimals) of the metrics shown under shift (harness.metrics.shown_under_shift), one
+    per (prefix, name) pair: clean_top1 "clean top-1 %", corrupted_top1 ..."""
+    return [
+        (f"{prefix}_{m}", f"{name} {METRICS.get(m).label}", METRICS.get(m).scale, METRICS.get(m).decimals)
+        for m in shown_under_shift()
+        for prefix, name in prefixes
+    ]
+
+
+def corrupted_columns() -> list[tuple[str, str, float, int]]:
+    return _shift_columns([("clean", "clean"), ("corrupted", "corrupted")])
+
+
+def convention_columns() -> list[tuple[str, str, float, int]]:
+    """The three corruption averages in use (harness.uncertainty.CONVENTIONS), from the same saved logits."""
+    return _shift_columns([("corrupted", "15-mean"), ("ub17", "UB-17"), ("pooled", "pooled")])
+
+
+DETECTION = [(m, label, 100, 1) for m, (label, _) in DETECTION_METRICS.items() if m != "fpr95_ood"]
 
 
 def _set_label(record: dict) -> str:
@@ -112,11 +106,7 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                     {
                         **setting,
                         "set": _set_label(record),
-                        "clean_top1": row["top1"],
-                        "clean_nll": row["nll"],
-                        "clean_ece": row["ece"],
-                        "clean_cal_nll": row.get("cal_nll"),
-                        "clean_cal_ece": row.get("cal_ece"),
+                        **{f"clean_{m}": row.get(m) for m in shown_under_shift()},
                         **{k: v for k, v in s.items() if k.startswith(("corrupted_", "ub17_", "pooled_"))},
                         "corruptions": s["corruptions_in_mean"],
                         **{
@@ -169,16 +159,16 @@ def _table(summary: pd.DataFrame, extra: list[str], specs: list[tuple]) -> pd.Da
 
 
 def robustness_table(corrupted: pd.DataFrame) -> pd.DataFrame:
-    return _table(_by(corrupted, ["set"], CORRUPTED), ["set"], CORRUPTED)
+    columns = [c for c in corrupted_columns() if c[0] in corrupted]
+    return _table(_by(corrupted, ["set"], columns), ["set"], columns)
 
 
 def conventions_table(corrupted: pd.DataFrame) -> pd.DataFrame:
-    present = [c for c in CONVENTION_COLUMNS if c[0] in corrupted]
+    present = [c for c in convention_columns() if c[0] in corrupted]
     return _table(_by(corrupted, ["set"], present), ["set"], present)
 
 
-OPENOOD_COLUMNS = [("auroc", "AUROC %"), ("aupr_in", "AUPR-in %"), ("aupr_out", "AUPR-out %"),
-                   ("fpr95_ood", "FPR@95 % (OOD +)"), ("fpr95", "FPR@95 % (ID +)")]  # fmt: skip
+OPENOOD_COLUMNS = [(m, DETECTION_METRICS[m][0]) for m in ("auroc", "aupr_in", "aupr_out", "fpr95_ood", "fpr95")]
 
 
 def openood_table(detection: pd.DataFrame, finished: pd.DataFrame, score: str = "msp") -> pd.DataFrame:
@@ -214,7 +204,7 @@ def openood_table(detection: pd.DataFrame, finished: pd.DataFrame, score: str = 
 
 def detection_table(detection: pd.DataFrame) -> pd.DataFrame:
     summary = _by(detection, ["set", "score"], DETECTION)
-    summary["score"] = summary.score.map(SCORE_NAMES)
+    summary["score"] = summary.score.map(lambda score: OOD_SCORES[score][0])
     return _table(summary, ["set", "score"], DETECTION)
 
 

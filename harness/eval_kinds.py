@@ -26,7 +26,7 @@ from harness.data.eval_sets import (
     read_ood,
 )
 from harness.data.fingerprint import fingerprint
-from harness.metrics import final_metrics
+from harness.metrics import final_metrics, headline_text
 from harness.registry import Registry
 from harness.uncertainty import corruption_metrics, ood_metrics
 
@@ -149,8 +149,7 @@ class TestKind(EvalKind):
         return {"metrics": metrics, "images": len(labels), "source": data.source, "generated": False}
 
     def headline(self, record):
-        m = record["metrics"]
-        return f"top-1 {100 * m['top1']:.2f}%, NLL {m['nll']:.3f}, ECE {100 * m['ece']:.2f}%"
+        return headline_text(record["metrics"])
 
     def metrics(self, record):
         return dict(record["metrics"])
@@ -210,8 +209,8 @@ class CorruptionKind(EvalKind):
         s = record["summary"]
         label = " (generated stand-in)" if record.get("generated") else ""
         return (
-            f"corrupted top-1 {100 * s['corrupted_top1']:.2f}%, NLL {s['corrupted_nll']:.3f}, "
-            f"ECE {100 * s['corrupted_ece']:.2f}% over {s['corruptions_in_mean']} corruptions x 5 severities{label}"
+            f"corrupted: {headline_text(s, 'corrupted_')} over {s['corruptions_in_mean']} corruptions x 5 "
+            f"severities{label}"
         )
 
     def metrics(self, record):
@@ -259,7 +258,7 @@ class OODKind(EvalKind):
         msp = record["scores"]["msp"]
         return (
             f"{record['out_images']} OOD vs {record['in_images']} test images: AUROC {100 * msp['auroc']:.1f}, "
-            f"FPR@95%TPR {100 * msp['fpr95']:.1f}% (max softmax probability)"
+            f"FPR@95 (ID +) {100 * msp['fpr95']:.1f}% (max softmax probability)"
         )
 
     def metrics(self, record):

@@ -292,6 +292,7 @@ class Metric:
     help: str = ""
     bounds: tuple[float, float] = (0.0, 1.0)  # the values it can take: a report's intervals stay inside
     headline: bool = False
+    calibrated_of: str | None = None  # cal_nll: "nll" of the temperature-scaled logits (under shift: clean T)
 
     @property
     def table(self) -> str:
@@ -319,6 +320,7 @@ def register_metric(
     help: str | None = None,
     bounds: tuple[float, float] = (0.0, 1.0),
     table: str | None = None,
+    calibrated_of: str | None = None,
 ):
     """Decorator on ``fn(ensemble_logits (N, K), labels (N,)) -> float``: a final metric, computed for every
     trial (and deep ensemble) and shown under ``label`` in the report table of its ``group`` (one of ``GROUPS``:
@@ -338,8 +340,9 @@ def register_metric(
 
     def add(fn):
         doc = help or (fn.__doc__ or "").strip().split("\n")[0]
+        of_ensemble = fn if computed else None
         metric = Metric(
-            label, scale, decimals, fn if computed else None, group, direction, doc, tuple(bounds), headline
+            label, scale, decimals, of_ensemble, group, direction, doc, tuple(bounds), headline, calibrated_of
         )
         METRICS.register(name)(metric)
         return fn
@@ -353,6 +356,32 @@ def _declared(name: str, label: str, direction: str, help: str, **kw) -> None:
 
 def headline_metrics() -> list[str]:
     return [name for name, m in METRICS.items() if m.headline]
+
+
+def headline_text(values: dict, prefix: str = "") -> str:
+    """The headline metrics of a record in one line ("top-1 % 71.23, NLL 1.234, ..."); ``prefix``: the keys'
+    (corrupted_ for a corruption summary)."""
+    shown = [(METRICS.get(n), values[prefix + n]) for n in headline_metrics() if prefix + n in values]
+    return ", ".join(f"{m.label} {m.scale * v:.{m.decimals}f}" for m, v in shown)
+
+
+def shift_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict[str, float]:
+    """The suite on a shifted test set (a corruption at one severity): every metric of ``METRICS`` computed from
+    the ensemble's logits alone, and with ``temperature`` (fitted on clean images, applied unchanged) every
+    calibrated one (cal_nll, cal_ece)."""
+    out = {name: m.of_ensemble(logits, labels) for name, m in METRICS.items() if m.of_ensemble is not None}
+    if temperature:
+        scaled = logits / temperature
+        for name, m in METRICS.items():
+            if m.calibrated_of is not None:
+                out[name] = METRICS.get(m.calibrated_of).of_ensemble(scaled, labels)
+    return out
+
+
+def shown_under_shift() -> list[str]:
+    """The metrics a shifted set's tables show beside the clean ones: the headline ones, then the calibrated."""
+    names = [n for n, m in METRICS.items() if m.headline and (m.of_ensemble is not None or m.calibrated_of)]
+    return names + [n for n, m in METRICS.items() if m.calibrated_of and n not in names]
 
 
 register_metric("top1", "top-1 %", direction="higher", scale=100, decimals=2, headline=True, help="top-1 accuracy")(
@@ -380,9 +409,12 @@ register_metric("misclassification_auroc", "AUROC (right vs wrong)", direction="
 )
 _declared(
     "cal_nll", "cal. NLL", "lower", "NLL after temperature scaling (calibrate)", group="calibration", headline=True,
-    bounds=(0, math.inf),
+    bounds=(0, math.inf), calibrated_of="nll",
 )  # fmt: skip
-_declared("cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", group="calibration", decimals=4)
+_declared(
+    "cal_ece", "cal. ECE", "lower", "ECE after temperature scaling (calibrate)", group="calibration", decimals=4,
+    calibrated_of="ece",
+)  # fmt: skip
 _declared("heads_mean_top1", "heads top-1 %", "higher", "each head alone, averaged", scale=100, decimals=2)
 _declared(
     "ratio_error",

@@ -11,15 +11,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harness.metrics import auroc, correct, ece, ensemble_logits, nll, predictions, tie_groups
+from harness.metrics import auroc, ensemble_logits, predictions, shift_metrics, tie_groups
 
-# OOD scores, name -> what it is; the last two need M >= 2 heads: what an ensemble of heads adds over one network.
+# OOD scores, name -> (label, what it is); the last two need M >= 2 heads: what an ensemble of heads adds over one
+# network. Every score is a confidence (higher = more in-distribution).
 OOD_SCORES = {
-    "msp": "maximum softmax probability of the ensemble",
-    "max_logit": "maximum of the ensemble's (head-averaged) logits",
-    "entropy": "minus the predictive entropy of the ensemble",
-    "mutual_information": "minus the mutual information between prediction and head (M >= 2)",
-    "disagreement": "minus the share of head pairs whose top-1 differ (M >= 2)",
+    "msp": ("max softmax prob.", "maximum softmax probability of the ensemble"),
+    "max_logit": ("max logit", "maximum of the ensemble's (head-averaged) logits"),
+    "entropy": ("entropy", "minus the predictive entropy of the ensemble"),
+    "mutual_information": ("mutual information", "minus the mutual information between prediction and head (M >= 2)"),
+    "disagreement": ("head disagreement", "minus the share of head pairs whose top-1 differ (M >= 2)"),
+}
+# detection metrics (detection_metrics), name -> (label, direction); shown as percentages
+DETECTION_METRICS = {
+    "auroc": ("AUROC %", "higher"),
+    "aupr_in": ("AUPR-in %", "higher"),
+    "aupr_out": ("AUPR-out %", "higher"),
+    "fpr95": ("FPR@95 % (ID +)", "lower"),  # in-distribution images positive (ODIN's)
+    "fpr95_ood": ("FPR@95 % (OOD +)", "lower"),  # OOD images positive (OpenOOD's)
 }
 # uncertainty-baselines' CIFAR-100-C set (its utils.load_corrupted_test_info): the 15 of the benchmark without
 # motion blur and snow, plus the four extra ones
@@ -124,14 +133,13 @@ def corruption_metrics(
     temperature: float | None = None,
     average: str = "probabilities",
 ) -> dict:
-    """``parts``: corruption -> (head logits, labels, severity per image). Top-1, NLL and ECE of the ensemble
-    per corruption and severity, and with ``temperature`` (the one fitted on clean images) the NLL and ECE of
-    the scaled logits (cal_nll, cal_ece: calibration under shift); per severity and overall, their means over
+    """``parts``: corruption -> (head logits, labels, severity per image). The metric suite of the ensemble per
+    corruption and severity (harness.metrics.shift_metrics: every metric, and with ``temperature``, the one
+    fitted on clean images, the calibrated ones: calibration under shift); per severity and overall, their means over
     the ``benchmark`` corruptions present (the reference tables' "mean over 15 corruptions x 5 severities"; all
     present ones if none is). Beside it, the two other conventions in use (``CONVENTIONS``): uncertainty-
     baselines' 17 corruptions (``ub17_*``) and MixMo's pooled set, every corruption file x severity
     concatenated into one test set (``pooled_*``)."""
-    names = ("top1", "nll", "ece") + (("cal_nll", "cal_ece") if temperature else ())
     per: dict[str, dict[str, dict[str, float]]] = {}
     pooled = []
     for name, (heads, labels, severity) in parts.items():
@@ -140,15 +148,8 @@ def corruption_metrics(
         per[name] = {}
         for s in sorted(set(severity.tolist())):
             rows = torch.from_numpy(np.flatnonzero(severity == s))
-            logits, y = ens[rows], labels[rows]
-            cell = {
-                "top1": correct(logits, y).float().mean().item(),
-                "nll": nll(logits, y),
-                "ece": ece(logits, y),
-            }
-            if temperature:
-                cell.update(cal_nll=nll(logits / temperature, y), cal_ece=ece(logits / temperature, y))
-            per[name][str(s)] = {**cell, "images": len(rows)}
+            per[name][str(s)] = {**shift_metrics(ens[rows], labels[rows], temperature), "images": len(rows)}
+    names = [m for m in next(iter(next(iter(per.values())).values())) if m != "images"]
     in_mean = [c for c in benchmark if c in per] or list(per)
     severities = sorted({s for c in in_mean for s in per[c]}, key=int)
     by_severity = {
@@ -163,8 +164,6 @@ def corruption_metrics(
         summary.update({f"ub17_{m}": float(np.mean([cell[m] for cell in cells17])) for m in names})
         summary["ub17_corruptions"] = len(ub17)
     logits, y = torch.cat([p[0] for p in pooled]), torch.cat([p[1] for p in pooled])
-    summary.update(pooled_top1=correct(logits, y).float().mean().item(), pooled_nll=nll(logits, y),
-                   pooled_ece=ece(logits, y), pooled_corruptions=len(per))  # fmt: skip
-    if temperature:
-        summary.update(pooled_cal_nll=nll(logits / temperature, y), pooled_cal_ece=ece(logits / temperature, y))
+    summary.update({f"pooled_{m}": v for m, v in shift_metrics(logits, y, temperature).items()})
+    summary["pooled_corruptions"] = len(per)
     return {"per_corruption": per, "by_severity": by_severity, "summary": summary, "temperature": temperature}

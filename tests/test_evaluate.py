@@ -150,7 +150,7 @@ def test_sweep_evaluates_its_sets_into_mlflow_and_the_report(tmp_path, real_data
     )
     out = harness("run", suite, HARNESS_DATA_DIR=real_data_dir)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "evaluating" not in out.stdout  # each trial evaluated itself as it finished, none left for the end
+    assert " trial(s) on " not in out.stdout  # each trial evaluated itself as it finished, none left for the end
     name = yaml.safe_load(suite.read_text())["name"]
     folders = [TrialFolder(p) for p in (tmp_path / "results" / name).iterdir() if (p / "config.yaml").exists()]
     assert len(folders) == 2

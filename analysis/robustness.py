@@ -18,18 +18,18 @@ from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness import schema
 from harness.eval_kinds import kind_of, record_problem
-from harness.metrics import METRICS, correct, ensemble_logits, risk_coverage, shown_under_shift
+from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.results import TrialFolder
 from harness.schema import EVAL_DIR
 from harness.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
 
 
 def _shift_columns(prefixes: list[tuple[str, str]]) -> list[tuple[str, str, float, int]]:
-    """(column, label, scale, decimals) of the metrics shown under shift (harness.metrics.shown_under_shift), one
+    """(column, label, scale, decimals) of the metrics shown under shift (harness.metrics.key_metrics), one
     per (prefix, name) pair: clean_top1 "clean top-1 %", corrupted_top1 ..."""
     return [
         (f"{prefix}_{m}", f"{name} {METRICS.get(m).label}", METRICS.get(m).scale, METRICS.get(m).decimals)
-        for m in shown_under_shift()
+        for m in key_metrics()
         for prefix, name in prefixes
     ]
 
@@ -106,7 +106,7 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                     {
                         **setting,
                         "set": _set_label(record),
-                        **{f"clean_{m}": row.get(m) for m in shown_under_shift()},
+                        **{f"clean_{m}": row.get(m) for m in key_metrics()},
                         **{k: v for k, v in s.items() if k.startswith(("corrupted_", "ub17_", "pooled_"))},
                         "corruptions": s["corruptions_in_mean"],
                         **{

@@ -378,8 +378,9 @@ def shift_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float
     return out
 
 
-def shown_under_shift() -> list[str]:
-    """The metrics a shifted set's tables show beside the clean ones: the headline ones, then the calibrated."""
+def key_metrics() -> list[str]:
+    """The metrics the compact views show: the headline ones, then the calibrated ones (the robustness tables'
+    clean and corrupted columns, the parent run's summary in MLflow)."""
     names = [n for n, m in METRICS.items() if m.headline and (m.of_ensemble is not None or m.calibrated_of)]
     return names + [n for n, m in METRICS.items() if m.calibrated_of and n not in names]
 

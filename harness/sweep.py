@@ -24,7 +24,8 @@ from harness.plan import plan_text
 from harness.status import status_rows, status_table, status_view
 from harness.storage import CACHE_ONLY, check_writable
 from harness.suite import Suite, expand
-from harness.tracking import Tracker, mlflow_hint
+from harness.tracking import Tracker
+from harness.tracking_store import mlflow_hint
 from harness.tune_run import cause, tune_trials
 
 Summarize = Callable[[Suite, list[TrialConfig]], str]  # the finished trials' summary (the CLI: analysis.report)

@@ -1,4 +1,4 @@
-"""MLflow tracking, reconciled from the trial folders.
+"""MLflow tracking, reconciled from the trial folders: the tracker (what to send, when, in batches).
 
 The trial folders are the source of truth; MLflow is a mirror of them. ``Tracker.sync_trial``
 sends whatever a trial folder holds that the store has not seen yet (params once, new history
@@ -14,8 +14,6 @@ method, width, M, seed, trial id; per-epoch metrics; final metrics; result files
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -25,52 +23,30 @@ from pathlib import Path
 from typing import Callable
 
 from harness import results, schema
-from harness.config import ConfigError
+from harness.mlflow_mapping import (
+    ARTIFACTS,
+    EPOCHS_TAG,
+    EVALUATIONS_TAG,
+    FINAL_TAG,
+    NODES_TAG,
+    REPORT_TAG,
+    ROLE_TAG,
+    SUITE_TAG,
+    WORKERS_TAG,
+    epoch_metrics,
+    evaluation_metrics,
+    final_metrics,
+    quoted,
+    suite_params,
+    summary_metrics,
+    trial_params,
+    trial_tags,
+)
+from harness.tracking_store import check_store, kept_back, store_creation, suite_tracking_uri
 
 logger = logging.getLogger(__name__)
 
-# What a run is and how far it was sent, in the run's own tags: the store says what it holds.
-SUITE_TAG, ROLE_TAG = "harness.suite", "harness.role"
-EPOCHS_TAG, FINAL_TAG, EVALUATIONS_TAG = "harness.epochs_sent", "harness.final", "harness.evaluations_sent"
-REPORT_TAG = "harness.report_sent"  # on the parent run: a digest of the last report's metrics and files
 PAGE = 50_000  # search_runs' largest page
-SQLITE_MAGIC = b"SQLite format 3\x00"
-# in metrics.json, but facts, not results
-EPOCH_METRICS = ("train_loss", "train_top1", "test_top1", "test_nll", "lr", "epoch_time_s")
-ARTIFACTS = (schema.CONFIG, schema.HISTORY, schema.METRICS, schema.LOGITS, schema.ATTEMPTS)
-TAG_KEYS = (
-    "method",
-    "model",
-    "depth",
-    "width",
-    "M",
-    "b",
-    "seed",
-    "dataset",
-    "epochs",
-    "trial_id",
-    "engine",
-    "workers_per_trial",
-)
-
-
-def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
-    """--tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in the storage; checked."""
-    from harness.suite import check_tracking_uri
-
-    return check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
-
-
-def default_tracking_uri(storage: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / schema.MLFLOW_DB}"
-
-
-def _kept_back(suite_dir: Path) -> dict:
-    try:
-        record = json.loads((Path(suite_dir) / schema.KEPT_BACK).read_text())
-        return record if isinstance(record, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def all_runs(client, experiment_ids: list[str], filter_string: str = "") -> list:
@@ -82,54 +58,6 @@ def all_runs(client, experiment_ids: list[str], filter_string: str = "") -> list
         token = page.token
         if not token:
             return found
-
-
-def check_store(uri: str) -> None:
-    """An sqlite store that is not a database is one line naming it (MLflow would end in SQLAlchemy's traceback);
-    it is only a mirror of the trial folders, so moving it aside loses nothing."""
-    if not uri.startswith("sqlite:///"):
-        return
-    path = Path(uri.removeprefix("sqlite:///"))
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise TrackingStoreError(f"the MLflow store {path} cannot be read ({err.strerror})") from err
-    if head and head != SQLITE_MAGIC:
-        raise TrackingStoreError(
-            f"the MLflow store {path} is not an SQLite database; move it aside and run again: the runs are rebuilt "
-            f"from the trial folders (or pass --tracking-uri)"
-        )
-
-
-class TrackingStoreError(ConfigError):
-    """A tracking store that is there but unusable (not a busy or unreachable one: that is an outage); exit 2."""
-
-
-@contextlib.contextmanager
-def _store_creation(uri: str):
-    """Held while a sqlite store's tables are created or migrated: two drivers started together on fresh storage
-    would otherwise both create them (`table experiments already exists`) before either reaches the suite lock."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    if path is None or not path.parent.is_dir():
-        yield
-        return
-    with open(path.parent / f".{path.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
-        existed = path.exists()
-        try:
-            yield
-        except Exception as err:
-            if not existed:  # half-made tables would break the next run
-                path.unlink(missing_ok=True)
-            if results.out_of_space(err, path.parent):
-                raise results.ResourceError(
-                    f"no space left on device for the MLflow store {path}; free some space and run the same command "
-                    f"again"
-                ) from err
-            raise
 
 
 class Tracker:
@@ -156,7 +84,7 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
-            with _store_creation(self.uri):
+            with store_creation(self.uri):
                 client = MlflowClient(self.uri)
                 client.search_experiments(max_results=1)  # creates (or migrates) a sqlite store's tables
             self._client = client
@@ -179,7 +107,7 @@ class Tracker:
     def for_suite(cls, suite, tracking_uri: str | None = None) -> "Tracker":
         """The suite's tracker: at ``tracking_uri`` if given; else where trials were kept back from in an outage
         (they are sent where they were meant to go); else at ``suite_tracking_uri``."""
-        kept = _kept_back(suite.suite_dir) if tracking_uri is None else {}
+        kept = kept_back(suite.suite_dir) if tracking_uri is None else {}
         if kept.get("uri"):
             count = len(kept.get("trials", []))
             logger.info(f"tracking: {count} trial(s) were kept back from {kept['uri']}: sent there")
@@ -218,7 +146,7 @@ class Tracker:
         if self._runs is None:
             self._runs = {}
             experiment = self.experiment_id(create=False)
-            where = f"tags.`{SUITE_TAG}` = '{_quoted(self.suite_name)}'"
+            where = f"tags.`{SUITE_TAG}` = '{quoted(self.suite_name)}'"
             for run in all_runs(self.client, [experiment], where) if experiment else []:
                 tags = run.data.tags
                 if tags.get(ROLE_TAG) == "sweep":
@@ -230,7 +158,7 @@ class Tracker:
                     "epochs": int(tags.get(EPOCHS_TAG, 0)),
                     "final": tags.get(FINAL_TAG) == "1" or run.info.status in ("FINISHED", "FAILED"),
                     "evaluations": json.loads(tags.get(EVALUATIONS_TAG, "[]")),
-                    "nodes": tags.get("harness.nodes"),
+                    "nodes": tags.get(NODES_TAG),
                 }
                 best = self._runs.get(tid)
                 if tid and (best is None or (seen["final"], seen["epochs"]) > (best["final"], best["epochs"])):
@@ -248,7 +176,7 @@ class Tracker:
         """The sweep's parent run (found by its tags; created on first use unless ``create`` is False)."""
         if self._parent is None and self._runs is None:  # the parent alone: not the suite's thousands of runs
             experiment = self.experiment_id(create=False)
-            where = f"tags.`{SUITE_TAG}` = '{_quoted(self.suite_name)}' and tags.`{ROLE_TAG}` = 'sweep'"
+            where = f"tags.`{SUITE_TAG}` = '{quoted(self.suite_name)}' and tags.`{ROLE_TAG}` = 'sweep'"
             found = all_runs(self.client, [experiment], where) if experiment else []
             self._parent = found[0].info.run_id if found else None
         if self._parent is None:
@@ -281,58 +209,32 @@ class Tracker:
             self._send_evaluations(folder, state)
             return
         if state is None:
-            tags = {
-                "mlflow.parentRunId": self.parent_run_id(),
-                SUITE_TAG: self.suite_name,
-                ROLE_TAG: "trial",
-                **{k: str(config.get(k)) for k in TAG_KEYS},
-                # a plugin's method, model or dataset: which files, and the code's hashes (part of the trial id)
-                **(
-                    {
-                        "harness.plugins": ", ".join(config["plugins"]),
-                        "harness.plugin_code": json.dumps(config["plugin_code"]),
-                    }
-                    if config.get("plugin_code")
-                    else {}
-                ),
-            }
+            tags = trial_tags(config, self.suite_name, self.parent_run_id())
             run_id = self.client.create_run(self.experiment_id(), run_name=tid, tags=tags).info.run_id
-            params = [
-                Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in sorted(config.items())
-            ]
-            _log_batches(self.client, run_id, params=params)
+            _log_batches(self.client, run_id, params=[Param(k, v) for k, v in trial_params(config).items()])
             state = self.runs()[tid] = {"run_id": run_id, "epochs": 0, "final": False, "evaluations": []}
         run_id = state["run_id"]
         nodes = ",".join(folder.nodes())  # where the trial (and each retry) ran
         if nodes and state.get("nodes") != nodes:
-            self.client.set_tag(run_id, "harness.nodes", nodes)
+            self.client.set_tag(run_id, NODES_TAG, nodes)
             state["nodes"] = nodes
         now = int(time.time() * 1000)
         new_rows = [r for r in folder.history() if int(r["epoch"]) > state["epochs"]]
         if new_rows:
-            metrics = [
-                Metric(k, float(r[k]), now, int(r["epoch"]))
-                for r in new_rows
-                for k in EPOCH_METRICS
-                if r.get(k) not in (None, "")
-            ]
+            metrics = [Metric(k, v, now, epoch) for k, v, epoch in epoch_metrics(new_rows)]
             epochs = int(new_rows[-1]["epoch"])  # the progress tag goes with the last batch of its metrics
             _log_batches(self.client, run_id, metrics=metrics, last_tags=[RunTag(EPOCHS_TAG, str(epochs))])
             state["epochs"] = epochs
         if folder.is_finished():
             final = folder.metrics()
             step = int(config.get("epochs", 0))
-            numbers = [
-                Metric(f"final_{k}", float(v), now, step)
-                for k, v in sorted(final.items())
-                if _finite_number(v) and k not in schema.FACTS
-            ]
+            numbers = [Metric(k, v, now, step) for k, v in final_metrics(final).items()]
             for name in ARTIFACTS:
                 if (trial_dir / name).exists():
                     self.client.log_artifact(run_id, str(trial_dir / name))
             tags = [RunTag(FINAL_TAG, "1")]
             if "workers" in final:  # how many workers trained it: a fact about the run, so a tag
-                tags.append(RunTag("harness.workers", str(final["workers"])))
+                tags.append(RunTag(WORKERS_TAG, str(final["workers"])))
             _log_batches(self.client, run_id, metrics=numbers, last_tags=tags)
             self.client.set_terminated(run_id, "FINISHED")
             state["final"] = True
@@ -397,7 +299,7 @@ class Tracker:
         record = self.suite_dir / schema.KEPT_BACK
         if pending:
             results.write_json(record, {"uri": self.uri, "trials": pending})
-        elif _kept_back(self.suite_dir).get("uri") == self.uri:
+        elif kept_back(self.suite_dir).get("uri") == self.uri:
             record.unlink(missing_ok=True)
         return pending
 
@@ -443,37 +345,6 @@ def warn(msg: str) -> None:
     logger.warning(msg)
 
 
-def suite_params(suite) -> dict[str, str]:
-    """The suite as MLflow params: one per top-level key, one per key of base/resources/tracking."""
-    params = {}
-    for key, value in suite.model_dump(mode="json", exclude={"description"}).items():
-        items = (
-            value.items() if key in ("base", "resources", "tracking") and isinstance(value, dict) else [(None, value)]
-        )
-        for sub, v in items:
-            name = f"{key}.{sub}" if sub else key
-            params[name] = (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000]
-    return params
-
-
-def evaluation_metrics(record: dict) -> dict[str, float]:
-    """An evaluation set's record as metrics named eval.<set id>.<name> (corruptions: the summary and the
-    means per severity; OOD: <score>.<metric>; test: the clean metrics again)."""
-    from harness.eval_kinds import kind_of
-
-    items = kind_of(record).metrics(record).items()
-    return {f"eval.{record['id']}.{k}": float(v) for k, v in items if _finite_number(v)}
-
-
-def _finite_number(v) -> bool:
-    """A value MLflow can hold as a metric: a finite int or float, not a bool."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
-
-
-def _quoted(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
-
-
 def _log_batches(client, run_id: str, metrics=(), params=(), last_tags=()) -> None:
     """log_batch within MLflow's limits (1,000 metrics, 100 params per call); ``last_tags`` go with the last call,
     so a tag saying what was sent is written with (never before) the last of it."""
@@ -485,20 +356,6 @@ def _log_batches(client, run_id: str, metrics=(), params=(), last_tags=()) -> No
         calls[-1] = {**calls[-1], "tags": list(last_tags)}
     for call in calls:
         client.log_batch(run_id, **call)
-
-
-def summary_metrics(summary) -> dict[str, float]:
-    """The report's aggregated results as parent-run metrics: '<metric>/<setting>' (mean over seeds)."""
-    out = {}
-    for _, r in summary.iterrows():
-        msda = f"_{r.msda}" if r.get("msda") not in (None, "none") and r.get("msda") == r.get("msda") else ""
-        setting = f"{r.method}{msda}-{r.model}{int(r.depth)}x{int(r.width)}-M{int(r.M)}"
-        setting += f"-ensemble{int(r.members)}" if r.members > 1 else ""
-        for metric in ("top1", "nll", "ece", "cal_nll", "cal_ece"):
-            value = r.get(f"{metric}_mean")
-            if value is not None and value == value:
-                out[f"{metric}/{setting}"] = float(value)
-    return out
 
 
 def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary=None) -> None:
@@ -526,11 +383,3 @@ def log_report(suite, report_dir: Path, tracking_uri: str | None = None, summary
         print(f"report logged to MLflow run {parent} ({tracker.uri})")
     except Exception as err:
         warn(f"tracking: could not log the report to {tracker.uri} ({type(err).__name__}: {str(err)[:200]})")
-
-
-def mlflow_hint(suite, tracking_uri: str | None = None) -> str:
-    """How to look at the suite's runs in the MLflow UI."""
-    uri = suite_tracking_uri(suite, tracking_uri)
-    if uri.startswith(("http://", "https://")):
-        return f"MLflow: {uri} (experiment {suite.tracking.experiment or suite.name})"
-    return f"MLflow: mlflow ui --backend-store-uri {uri}   (experiment {suite.tracking.experiment or suite.name})"

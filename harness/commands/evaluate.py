@@ -53,7 +53,8 @@ def cmd_evaluate(args) -> int:
         for record in records[tid].values():
             print(f"{tid:<{width}}  {record['set']:<22} {headline(record)}")
     if suite is not None and suite.tracking.enabled:
-        from harness.tracking import Tracker, mlflow_hint
+        from harness.tracking import Tracker
+        from harness.tracking_store import mlflow_hint
 
         tracker = Tracker.for_suite(suite, args.tracking_uri)
         if not tracker.sync([t.trial_dir for t in finished]):

@@ -129,7 +129,7 @@ def cmd_report(args) -> int:
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
     if suite is not None and suite.tracking.enabled:  # an unusable store stops here, before anything is written
-        from harness.tracking import check_store, suite_tracking_uri
+        from harness.tracking_store import check_store, suite_tracking_uri
 
         check_store(suite_tracking_uri(suite, args.tracking_uri))
     average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
@@ -155,7 +155,8 @@ def cmd_report(args) -> int:
         for tid, why in report["missing"].items():
             print(f"  {tid}: {why}")
     if suite is not None and suite.tracking.enabled:
-        from harness.tracking import log_report, mlflow_hint
+        from harness.tracking import log_report
+        from harness.tracking_store import mlflow_hint
 
         log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))

@@ -1,0 +1,91 @@
+"""Where a suite's MLflow runs go: the tracking URI (the flag, the suite's, $MLFLOW_TRACKING_URI, else sqlite
+beside the results), the store's own checks (an sqlite file that is not a database), the lock under which a fresh
+store's tables are created, the record of trials kept back in an outage; how to look at the runs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from harness import results, schema
+from harness.config import ConfigError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
+    """--tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in the storage; checked."""
+    from harness.suite import check_tracking_uri
+
+    return check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
+
+
+def default_tracking_uri(storage: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / schema.MLFLOW_DB}"
+
+
+def kept_back(suite_dir: Path) -> dict:
+    try:
+        record = json.loads((Path(suite_dir) / schema.KEPT_BACK).read_text())
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_store(uri: str) -> None:
+    """An sqlite store that is not a database is one line naming it (MLflow would end in SQLAlchemy's traceback);
+    it is only a mirror of the trial folders, so moving it aside loses nothing."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise TrackingStoreError(f"the MLflow store {path} cannot be read ({err.strerror})") from err
+    if head and head != SQLITE_MAGIC:
+        raise TrackingStoreError(
+            f"the MLflow store {path} is not an SQLite database; move it aside and run again: the runs are rebuilt "
+            f"from the trial folders (or pass --tracking-uri)"
+        )
+
+
+class TrackingStoreError(ConfigError):
+    """A tracking store that is there but unusable (not a busy or unreachable one: that is an outage); exit 2."""
+
+
+@contextlib.contextmanager
+def store_creation(uri: str):
+    """Held while a sqlite store's tables are created or migrated: two drivers started together on fresh storage
+    would otherwise both create them (`table experiments already exists`) before either reaches the suite lock."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
+        existed = path.exists()
+        try:
+            yield
+        except Exception as err:
+            if not existed:  # half-made tables would break the next run
+                path.unlink(missing_ok=True)
+            if results.out_of_space(err, path.parent):
+                raise results.ResourceError(
+                    f"no space left on device for the MLflow store {path}; free some space and run the same command "
+                    f"again"
+                ) from err
+            raise
+
+
+def mlflow_hint(suite, tracking_uri: str | None = None) -> str:
+    """How to look at the suite's runs in the MLflow UI."""
+    uri = suite_tracking_uri(suite, tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow: {uri} (experiment {suite.tracking.experiment or suite.name})"
+    return f"MLflow: mlflow ui --backend-store-uri {uri}   (experiment {suite.tracking.experiment or suite.name})"

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from harness.config import ConfigError, TrialConfig, format_validation_error, load_yaml, parse_overrides
+from harness.config import ConfigError, TrialConfig, format_validation_error
 from harness.registry import InvalidKeys, Option, validate_options
+from harness.yaml_files import load_yaml, parse_overrides
 
 STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
 

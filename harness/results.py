@@ -272,7 +272,8 @@ class TrialFolder:
 
     # --- reading
     def config(self) -> dict:
-        from harness.config import ConfigError, parse_yaml
+        from harness.config import ConfigError
+        from harness.yaml_files import parse_yaml
 
         path = self.path / CONFIG
         try:

@@ -37,9 +37,9 @@ from harness.config import (
     TrialConfig,
     expand_path,
     format_validation_error,
-    load_yaml,
 )
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
+from harness.yaml_files import load_yaml
 
 Scalar = Union[str, int, float, bool, None]
 MAX_TRIALS = 10_000  # the paper's Fig. 2 grid is ~100 trials; a bigger grid is almost always a typo

@@ -179,8 +179,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     from harness import results
-    from harness.config import TrialConfig, parse_overrides
+    from harness.config import TrialConfig
     from harness.suite import expand, load_suite
+    from harness.yaml_files import parse_overrides
 
     deadline = START + args.budget_s
     suite = load_suite(args.suite, data_dir=str(Path(args.data_dir).resolve()))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from harness.catalog import build_config
 from harness.commands.common import load_suite_arg, trial_config
-from harness.config import parse_overrides
 from harness.exit_codes import ExitCode
+from harness.yaml_files import parse_overrides
 
 logger = logging.getLogger(__name__)
 

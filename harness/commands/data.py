@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from harness.catalog import build_config
-from harness.config import ConfigError, parse_overrides
+from harness.config import ConfigError
 from harness.exit_codes import ExitCode
+from harness.yaml_files import parse_overrides
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from harness.data.datasets import DATASETS, DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set, expand_protocol
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
+from harness.engines.inference import predict
 from harness.eval_kinds import kind_of, record_problem
 
 if TYPE_CHECKING:
@@ -53,14 +54,9 @@ class Network:
         spec = DATASETS.get(cfg.dataset)  # evaluation sets are normalised as the trial's training data
         self.mean, self.std = spec.mean, spec.std
 
-    @torch.no_grad()
     def predict(self, arrays) -> torch.Tensor:
-        """Head logits (N, M, K) in float32 on the CPU; the same image to every encoder."""
-        loader = EvalLoader(arrays, self.cfg.eval_batch_size, self.mean, self.std, self.device)
-        outs = []
-        for x, _ in loader:
-            outs.append(self.infer(x).float().cpu())
-        return torch.cat(outs) if outs else torch.empty(0)
+        """Head logits (N, M, K) in float32 on the CPU (harness.engines.inference.predict, as in training)."""
+        return predict(self.infer, EvalLoader(arrays, self.cfg.eval_batch_size, self.mean, self.std, self.device))[0]
 
 
 def evaluate_trial(

@@ -21,7 +21,7 @@ from harness.cost import inference_flops_per_image
 from harness.data import build_train_loader, check_same_data, data_fingerprint, load_dataset
 from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
-from harness.engines.inference import INFERENCE_BATCH, measure_inference
+from harness.engines.inference import INFERENCE_BATCH, measure_inference, predict
 from harness.methods import METHODS
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
@@ -169,21 +169,15 @@ class Trainer:
         loss_sum, correct, seen = all_reduce_sum(totals).tolist()  # over the workers
         return {"lr": lr, "train_loss": loss_sum / seen, "train_top1": correct / seen}
 
-    @torch.no_grad()
     def predict(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Head logits (N, M, K) of the "test" or "val" split in float32 on the CPU, and labels; the
-        same image goes to every encoder. Each split is uploaded to the device once."""
-        self.model.eval()
+        """Head logits (N, M, K) of the "test" or "val" split in float32 on the CPU, and labels. Each split is
+        uploaded to the device once."""
         if split not in self.eval_loaders:
             d = self.data
             self.eval_loaders[split] = EvalLoader(
                 getattr(d, split), self.cfg.eval_batch_size, d.mean, d.std, self.device
             )
-        outs, labels = [], []
-        for x, y in self.eval_loaders[split]:
-            outs.append(self.engine.infer(x).float())
-            labels.append(y)
-        return torch.cat(outs).cpu(), torch.cat(labels).cpu()
+        return predict(self.engine.infer, self.eval_loaders[split])
 
     def resume(self) -> bool:
         """Load the newest checkpoint that reads (weights-only; DeepSpeed's files checked first), setting

@@ -10,7 +10,7 @@ from scipy import stats
 from harness.bench.reference import RepeatedBatchSampler, reference_loader, sample_masks
 from harness.cli import main
 from harness.data import ImageArrays, load_dataset
-from harness.data.loader import TrainLoader
+from harness.data.loader import Sampling, TrainLoader
 from harness.methods import METHODS
 from helpers import tiny_config
 
@@ -62,7 +62,7 @@ def test_cutmix_label_ratios_match_the_reference():
     cfg = tiny_config(method="cutmix", synthetic_resolution=8, batch_size=100)
     method = METHODS.get("cutmix")(cfg, n, mix_size=8)
     torch.manual_seed(0)
-    loader = TrainLoader(arrays, 100, 1, (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
+    loader = TrainLoader(arrays, Sampling(100), (0.5,) * 3, (0.25,) * 3, torch.device("cpu"))
     dev_kappa = []
     for x, y in loader:
         batch = method.prepare(x, y, progress=0.5)
@@ -106,7 +106,7 @@ def test_device_and_reference_pipelines_agree_on_real_images(real_data_dir):
     data = load_dataset(cfg)
     method = METHODS.get("cut_mixmo")(cfg, 100, mix_size=32)
     torch.manual_seed(0)
-    loader = TrainLoader(data.train, 64, 2, data.mean, data.std, torch.device("cpu"))
+    loader = TrainLoader(data.train, Sampling(64, 2), data.mean, data.std, torch.device("cpu"))
     dev = [method.prepare(x, y, progress=0.5) for x, y in loader]
     ref = list(reference_loader(data.train, method, data.mean, data.std, 64, 2, workers=0))
     assert len(ref) == len(dev) == 62  # 2000 images twice in batches of 64, the last partial batch dropped

@@ -60,17 +60,8 @@ def coordinate_beton(tmp_path, n):
 def test_ffcv_loader_repeats_and_augments_like_the_device_loader(tmp_path):
     n = 2000
     cfg, labels = coordinate_beton(tmp_path, n)
-    loader = FFCVTrainLoader(
-        cfg,
-        np.arange(n),
-        labels,
-        32,
-        batch_size=64,
-        repetitions=4,
-        mean=RAW["mean"],
-        std=RAW["std"],
-        device=torch.device("cpu"),
-    )
+    cfg = cfg.model_copy(update={"batch_size": 64, "b": 4})
+    loader = FFCVTrainLoader(cfg, np.arange(n), labels, 32, RAW["mean"], RAW["std"], torch.device("cpu"))
     assert len(loader) == 125  # 2000 images x 4 / 64
     counts = np.zeros(n, int)
     views, independent = [], 0
@@ -95,7 +86,8 @@ def test_ffcv_loader_uses_the_trial_subset_and_refuses_a_stale_file(tmp_path):
     n = 500
     cfg, labels = coordinate_beton(tmp_path, n)
     subset = np.arange(0, n, 5)
-    loader = FFCVTrainLoader(cfg, subset, labels[subset], 32, 20, 1, RAW["mean"], RAW["std"], torch.device("cpu"))
+    cfg = cfg.model_copy(update={"batch_size": 20, "b": 1})
+    loader = FFCVTrainLoader(cfg, subset, labels[subset], 32, RAW["mean"], RAW["std"], torch.device("cpu"))
     seen = np.concatenate([y.numpy() for _, y in loader])
     assert sorted(seen.tolist()) == subset.tolist()
     from harness.data import DataError
@@ -104,15 +96,13 @@ def test_ffcv_loader_uses_the_trial_subset_and_refuses_a_stale_file(tmp_path):
         with pytest.raises(
             DataError, match="holds 500 images of 32 px that do not match.*harness data prepare synthetic"
         ):
-            FFCVTrainLoader(cfg, subset, wrong_labels, resolution, 20, 1, RAW["mean"], RAW["std"], torch.device("cpu"))
+            FFCVTrainLoader(cfg, subset, wrong_labels, resolution, RAW["mean"], RAW["std"], torch.device("cpu"))
     with pytest.raises(DataError, match="no FFCV file.*harness data prepare"):
         FFCVTrainLoader(
             cfg.model_copy(update={"ffcv_dir": tmp_path / "none"}),
             subset,
             labels[subset],
             32,
-            20,
-            1,
             RAW["mean"],
             RAW["std"],
             torch.device("cpu"),

@@ -6,7 +6,7 @@ from PIL import Image
 from scipy import stats
 
 from harness.data import ImageArrays
-from harness.data.loader import EvalLoader, TrainLoader
+from harness.data.loader import EvalLoader, Sampling, TrainLoader
 from helpers import RAW, coordinate_image, offsets_and_flip
 
 
@@ -14,7 +14,7 @@ def test_repetition_structure_and_epoch_length():
     torch.manual_seed(0)
     n = 1000
     arrays = ImageArrays(np.zeros((n, 8, 8, 3), np.uint8), np.arange(n))
-    loader = TrainLoader(arrays, batch_size=64, repetitions=4, device=torch.device("cpu"), drop_last=False, **RAW)
+    loader = TrainLoader(arrays, Sampling(64, 4, drop_last=False), device=torch.device("cpu"), **RAW)
     assert len(loader) == 63  # ceil(1000 * 4 / 64): every image once
     counts = np.zeros(n, int)
     batches = list(loader.sample_indices())
@@ -31,7 +31,7 @@ def test_repetition_structure_and_epoch_length():
 def test_repeated_copies_are_augmented_independently():
     torch.manual_seed(0)
     arrays = ImageArrays(np.stack([coordinate_image()] * 16), np.zeros(16, np.int64))
-    loader = TrainLoader(arrays, batch_size=16, repetitions=4, device=torch.device("cpu"), **RAW)
+    loader = TrainLoader(arrays, Sampling(16, 4), device=torch.device("cpu"), **RAW)
     x, _ = next(iter(loader))
     views = [offsets_and_flip(img.permute(1, 2, 0).numpy()) for img in x]
     groups = [views[i : i + 4] for i in range(0, 16, 4)]
@@ -44,7 +44,7 @@ def test_crop_and_flip_statistics_match_torchvision_reference():
     n = 4000
     torch.manual_seed(0)
     arrays = ImageArrays(np.stack([coordinate_image()] * n), np.zeros(n, np.int64))
-    loader = TrainLoader(arrays, batch_size=1000, repetitions=1, device=torch.device("cpu"), **RAW)
+    loader = TrainLoader(arrays, Sampling(1000, 1), device=torch.device("cpu"), **RAW)
     ours = [offsets_and_flip(img.permute(1, 2, 0).numpy()) for x, _ in loader for img in x]
     reference = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()])
     pil = Image.fromarray(coordinate_image())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness.data import ImageArrays
-from harness.data.loader import TrainLoader
+from harness.data.loader import Sampling, TrainLoader
 from harness.methods import METHODS
 from harness.methods.mixing import patch_probability
 from harness.metrics import auroc, misclassification_auroc, tace
@@ -61,9 +61,7 @@ def test_single_network_cutmix_keeps_its_symmetric_ratio():
 def test_partners_come_from_the_dataset():
     torch.manual_seed(0)
     pool = ImageArrays(np.full((500, 16, 16, 3), 200, np.uint8), np.full(500, 7))  # every pool image: label 7
-    loader = TrainLoader(
-        pool, batch_size=64, repetitions=1, device=torch.device("cpu"), crop_padding=0, flip=False, **RAW
-    )
+    loader = TrainLoader(pool, Sampling(64, crop_padding=0, flip=False), device=torch.device("cpu"), **RAW)
     calls = []
 
     def partners(k):
@@ -135,10 +133,10 @@ def test_the_lr_never_exceeds_its_target(warmup_epochs):
 
 def test_an_epoch_drops_its_last_partial_batch_by_default():
     arrays = ImageArrays(np.zeros((10_000, 4, 4, 3), np.uint8), np.zeros(10_000, np.int64))
-    loader = TrainLoader(arrays, batch_size=64, repetitions=1, device=torch.device("cpu"), **RAW)
+    loader = TrainLoader(arrays, Sampling(64, 1), device=torch.device("cpu"), **RAW)
     assert len(loader) == 156 and len(list(loader.sample_indices())) == 156  # the authors' count
     assert all(len(i) == 64 for i in loader.sample_indices())
-    keep = TrainLoader(arrays, batch_size=64, repetitions=1, device=torch.device("cpu"), drop_last=False, **RAW)
+    keep = TrainLoader(arrays, Sampling(64, 1, drop_last=False), device=torch.device("cpu"), **RAW)
     assert len(keep) == 157
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits, register_dataset
-from harness.data.loader import TrainLoader
+from harness.data.loader import Sampling, TrainLoader
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
@@ -140,23 +140,8 @@ def build_train_loader(cfg: TrialConfig, data: ImageSplits, device):
     if cfg.loader == "ffcv":
         from harness.data.ffcv_loader import FFCVTrainLoader
 
-        return FFCVTrainLoader(
-            cfg,
-            data.train_index,
-            data.train.y,
-            data.train.x.shape[1],
-            cfg.batch_size,
-            cfg.b,
-            data.mean,
-            data.std,
-            device,
-            cfg.crop_padding,
-            cfg.flip,
-            seed=cfg.seed,
-        )
-    return TrainLoader(
-        data.train, cfg.batch_size, cfg.b, data.mean, data.std, device, cfg.crop_padding, cfg.flip, cfg.drop_last
-    )
+        return FFCVTrainLoader(cfg, data.train_index, data.train.y, data.train.x.shape[1], data.mean, data.std, device)
+    return TrainLoader(data.train, Sampling.of(cfg), data.mean, data.std, device)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from harness.data.datasets import DataError, ImageArrays, default_data_dir
-from harness.data.loader import Normalize
+from harness.data.loader import Normalize, Sampling
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
@@ -126,15 +126,12 @@ class FFCVTrainLoader:
         train_index: np.ndarray,
         labels: np.ndarray,
         resolution: int,
-        batch_size: int,
-        repetitions: int,
         mean,
         std,
         device: torch.device,
-        crop_padding: int = 4,
-        flip: bool = True,
-        seed: int = 0,
     ):
+        """The config's sampling (harness.data.loader.Sampling.of), its seed, loader workers and FFCV folder."""
+        sampling, seed = Sampling.of(cfg), cfg.seed
         require_ffcv()
         from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
         from ffcv.loader import Loader, OrderOption
@@ -144,17 +141,17 @@ class FFCVTrainLoader:
         path = beton_path(beton_dir(cfg), cfg.dataset, "train")
         check_beton(path, cfg.dataset, train_index, labels, resolution)
         image_ops = [SimpleRGBImageDecoder()]  # compiled (numba) ops first, ToTensor last: see the module doc
-        if crop_padding:
-            image_ops.append(RandomTranslate(padding=crop_padding))
-        if flip:
+        if sampling.crop_padding:
+            image_ops.append(RandomTranslate(padding=sampling.crop_padding))
+        if sampling.flip:
             image_ops.append(RandomHorizontalFlip())
         self.loader = Loader(
             str(path),
-            batch_size=batch_size,
+            batch_size=sampling.batch_size,
             num_workers=cfg.loader_workers,
             order=OrderOption.RANDOM,
             indices=np.asarray(train_index),
-            drop_last=cfg.drop_last,  # the authors drop an epoch's last partial batch
+            drop_last=sampling.drop_last,  # the authors drop an epoch's last partial batch
             os_cache=True,
             seed=seed,
             pipelines={
@@ -164,7 +161,7 @@ class FFCVTrainLoader:
         )
         # Loader(order=<a TraversalOrder subclass>) fails in ffcv 1.0.2 (it tests isinstance on the
         # class), so the repeated order replaces the random one after construction.
-        self.loader.traversal_order = _repeated_order(Random, repetitions, seed)(self.loader)
+        self.loader.traversal_order = _repeated_order(Random, sampling.repetitions, seed)(self.loader)
         self.loader.first_traversal_order = self.loader.next_traversal_order()
         self.device = device
         self.normalize = Normalize(mean, std, device)

@@ -8,11 +8,13 @@ whose state the trainer checkpoints, so a resumed run draws the same batches.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
+from harness.config import TrialConfig
 from harness.data.datasets import ImageArrays
 
 
@@ -28,6 +30,26 @@ class Normalize:
 
     def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float() - self.mean) / self.std
+
+
+def _default(key: str):
+    return TrialConfig.model_fields[key].default
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How an epoch samples and augments: the slice of the trial config a training loader reads (its defaults are
+    TrialConfig's)."""
+
+    batch_size: int  # counts repeated entries
+    repetitions: int = 1  # b: each sampled image appears b times per batch, augmented independently
+    crop_padding: int = _default("crop_padding")
+    flip: bool = _default("flip")
+    drop_last: bool = _default("drop_last")
+
+    @classmethod
+    def of(cls, cfg: TrialConfig) -> "Sampling":
+        return cls(cfg.batch_size, cfg.b, cfg.crop_padding, cfg.flip, cfg.drop_last)
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
@@ -57,23 +79,12 @@ class TrainLoader:
     k augmented training images uniformly, independently of the epoch's order.
     """
 
-    def __init__(
-        self,
-        arrays: ImageArrays,
-        batch_size: int,
-        repetitions: int,
-        mean,
-        std,
-        device: torch.device,
-        crop_padding: int = 4,
-        flip: bool = True,
-        drop_last: bool = True,
-    ):
+    def __init__(self, arrays: ImageArrays, sampling: Sampling, mean, std, device: torch.device):
         self.x, self.y = to_device_images(arrays, device)
-        self.drop_last = drop_last
-        self.distinct = batch_size // repetitions
-        self.repetitions = repetitions
-        self.crop_padding, self.flip = crop_padding, flip
+        self.drop_last = sampling.drop_last
+        self.distinct = sampling.batch_size // sampling.repetitions
+        self.repetitions = sampling.repetitions
+        self.crop_padding, self.flip = sampling.crop_padding, sampling.flip
         self.normalize = Normalize(mean, std, device)
 
     def __len__(self) -> int:

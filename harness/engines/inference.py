@@ -46,6 +46,20 @@ class Inference:
             return self.model(x.to(self.dtype))
 
 
+@torch.no_grad()
+def predict(infer: Inference, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one prediction loop (training's evaluations, `harness evaluate`): head logits (N, M, K) in float32 on the
+    CPU and the labels of every (images, labels) batch; the same image goes to every encoder."""
+    infer.model.eval()
+    outs, labels = [], []
+    for x, y in batches:
+        outs.append(infer(x).float().cpu())
+        labels.append(y.cpu())
+    if not outs:
+        return torch.empty(0), torch.empty(0, dtype=torch.long)
+    return torch.cat(outs), torch.cat(labels)
+
+
 INFERENCE_BATCH = 256  # the batch of the inference-cost measurement (every method, every trial)
 
 

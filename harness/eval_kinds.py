@@ -12,7 +12,7 @@ import torch
 
 from harness import results, schema
 from harness.config import TrialConfig
-from harness.data.datasets import DATASETS, images_under
+from harness.data.datasets import DATASETS
 from harness.data.eval_sets import (
     CORRUPTION_SETS,
     CORRUPTIONS,
@@ -26,6 +26,7 @@ from harness.data.eval_sets import (
     read_ood,
 )
 from harness.data.fingerprint import fingerprint
+from harness.data.readers import images_under
 from harness.metrics import final_metrics, headline_text
 from harness.registry import Registry
 from harness.uncertainty import corruption_metrics, ood_metrics

@@ -19,7 +19,8 @@ import torch
 
 from harness import catalog, logs, plugins, results, schema
 from harness.config import ConfigError, TrialConfig
-from harness.data.datasets import DATASETS, DataError
+from harness.data.datasets import DATASETS
+from harness.data.errors import DataError
 from harness.data.eval_sets import EvalSet, TrialData, check_eval_set, expand_protocol
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model

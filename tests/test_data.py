@@ -229,7 +229,7 @@ def test_an_image_tree_of_mixed_sizes_names_two_files_and_their_sizes(tmp_path):
 
 def test_test_classes_unknown_to_training_are_counted_in_a_warning(tmp_path, said_by):
     image_tree(tmp_path / "cifar10", [32] * 10, {"class0": 2, "zebra": 3, "aardvark": 1})
-    said = said_by("harness.data.datasets")
+    said = said_by("harness.data.readers")
     data = DATASETS.get("cifar10")(data_dir=tmp_path)
     assert len(data.test) == 2
     assert any("2 class folder(s)" in m and "aardvark (1 images), zebra (3 images)" in m for m in said), said

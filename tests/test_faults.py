@@ -566,7 +566,8 @@ def _tree_with_traps(tmp_path: Path) -> Path:
 
 
 def test_image_trees_skip_fifos_devices_and_folder_links_by_name(tmp_path):
-    from harness.data.datasets import DataError, images_under, load_image, logger, read_image_tree
+    from harness.data.errors import DataError
+    from harness.data.readers import images_under, load_image, logger, read_image_tree
 
     tree = _tree_with_traps(tmp_path)
     said = logging.Handler()
@@ -592,7 +593,7 @@ def test_image_trees_skip_fifos_devices_and_folder_links_by_name(tmp_path):
 
 
 def test_an_image_tree_larger_than_the_caps_is_refused_while_walking(tmp_path, monkeypatch):
-    from harness.data import datasets
+    from harness.data import readers as datasets
 
     for i in range(5):
         (tmp_path / f"{i}.png").write_bytes(_png_header(4, 4))

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.data.datasets import DATASETS, DataError, ImageArrays, ImageSplits, register_dataset
+from harness.data.datasets import DATASETS, ImageArrays, ImageSplits, register_dataset
+from harness.data.errors import DataError
 from harness.data.loader import Sampling, TrainLoader
 
 if TYPE_CHECKING:

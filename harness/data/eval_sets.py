@@ -26,15 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.datasets import (
-    DATASETS,
-    DataError,
-    ImageArrays,
-    default_data_dir,
-    images_under,
-    load_image,
-    read_image_tree,
-)
+from harness.data.datasets import DATASETS, ImageArrays, default_data_dir
+from harness.data.errors import DataError
+from harness.data.readers import images_under, load_image, read_image_tree
 from harness.data.sources.tinyimagenet import tinyimagenet_classes
 
 # The benchmark's 15 corruptions (Hendrycks & Dietterich, 2019): the mean corrupted accuracy, NLL and ECE

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import torch
 
-from harness.data.datasets import DataError, ImageArrays, default_data_dir
+from harness.data.datasets import ImageArrays, default_data_dir
+from harness.data.errors import DataError
 from harness.data.loader import Normalize, Sampling
 
 if TYPE_CHECKING:

@@ -1,3 +1,5 @@
+"""BatchEnsemble: M members sharing every weight, differing by rank-1 fast weights."""
+
 from harness.methods import register_method
 from harness.methods.base import Method
 from harness.methods.member_batches import shared_images

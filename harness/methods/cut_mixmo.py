@@ -1,3 +1,5 @@
+"""Cut-MixMo (docs/recipe.md §1): the encoded inputs mixed by a binary box mask with probability p(t), else linearly."""
+
 import numpy as np
 import torch
 

@@ -1,3 +1,5 @@
+"""CutMix: a single network with CutMix on its inputs."""
+
 from harness.methods import register_method
 from harness.methods.base import Method
 

@@ -1,3 +1,5 @@
+"""Linear-MixMo (docs/recipe.md §1): the encoded inputs mixed linearly with Dirichlet ratios."""
+
 import numpy as np
 import torch
 

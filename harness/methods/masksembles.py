@@ -1,3 +1,5 @@
+"""Masksembles: M fixed binary channel masks before every masked layer."""
+
 from harness.methods import Option, register_method
 from harness.methods.base import Method
 from harness.methods.member_batches import shared_images, split_images

@@ -1,3 +1,5 @@
+"""MC-Dropout: one network trained with dropout, M stochastic passes at test time."""
+
 import torch.nn.functional as F
 
 from harness.methods import Option, register_method

@@ -1,3 +1,5 @@
+"""MIMO: the encoded inputs summed with equal ratios (the base class's mixing)."""
+
 from harness.methods import register_method
 from harness.methods.base import Method
 

@@ -1,3 +1,5 @@
+"""Mixup: a single network with Mixup on its inputs."""
+
 from harness.methods import register_method
 from harness.methods.base import Method
 

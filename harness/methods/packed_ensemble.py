@@ -1,3 +1,5 @@
+"""Packed-Ensembles: the members as M channel groups of one wider network."""
+
 from harness.methods import Option, register_method
 from harness.methods.base import Method
 from harness.methods.member_batches import shared_images

@@ -1,3 +1,5 @@
+"""Vanilla: a single network trained plainly, the baseline every method is compared with."""
+
 from harness.methods import register_method
 from harness.methods.base import Method
 

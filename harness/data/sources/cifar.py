@@ -7,20 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness.data.datasets import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    CorruptionSet,
-    DataError,
-    ImageSplits,
-    check_npz_folder,
-    default_data_dir,
-    images_under,
-    read_cifar_pickle,
-    read_image_folder,
-    read_npz_folder,
-    register_dataset,
-)
+from harness.data.datasets import CIFAR_MEAN, CIFAR_STD, CorruptionSet, ImageSplits, default_data_dir, register_dataset
+from harness.data.errors import DataError
+from harness.data.readers import check_npz_folder, images_under, read_cifar_pickle, read_image_folder, read_npz_folder
 
 logger = logging.getLogger(__name__)
 

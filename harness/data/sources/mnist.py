@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.datasets import DataError, ImageArrays, ImageSplits, default_data_dir, find_folder, register_dataset
+from harness.data.datasets import ImageArrays, ImageSplits, default_data_dir, register_dataset
+from harness.data.errors import DataError
+from harness.data.readers import find_folder
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

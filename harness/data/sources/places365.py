@@ -9,17 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.datasets import (
-    DataError,
-    ImageArrays,
-    ImageSplits,
-    default_data_dir,
-    find_folder,
-    images_under,
-    load_image,
-    register_dataset,
-    tree_files,
-)
+from harness.data.datasets import ImageArrays, ImageSplits, default_data_dir, register_dataset
+from harness.data.errors import DataError
+from harness.data.readers import find_folder, images_under, load_image, tree_files
 
 SIDE = 64  # read size: 365 classes x 100 validation images at 256 x 256 would take 7 GB
 

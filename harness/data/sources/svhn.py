@@ -6,18 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.datasets import (
-    SVHN_MEAN,
-    SVHN_STD,
-    DataError,
-    ImageArrays,
-    ImageSplits,
-    check_arrays,
-    default_data_dir,
-    find_folder,
-    register_dataset,
-    tree_files,
-)
+from harness.data.datasets import SVHN_MEAN, SVHN_STD, ImageArrays, ImageSplits, default_data_dir, register_dataset
+from harness.data.errors import DataError
+from harness.data.readers import check_arrays, find_folder, tree_files
 
 
 def svhn_folder(data_dir: Path | None) -> Path:

@@ -6,20 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.datasets import (
-    HALF,
-    CorruptionSet,
-    DataError,
-    ImageArrays,
-    ImageSplits,
-    check_arrays,
-    default_data_dir,
-    find_folder,
-    images_under,
-    load_image,
-    register_dataset,
-    tree_files,
-)
+from harness.data.datasets import HALF, CorruptionSet, ImageArrays, ImageSplits, default_data_dir, register_dataset
+from harness.data.errors import DataError
+from harness.data.readers import check_arrays, find_folder, images_under, load_image, tree_files
 
 
 def tinyimagenet_folder(data_dir: Path | None) -> Path:

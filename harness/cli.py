@@ -11,9 +11,8 @@ import typing
 from pathlib import Path
 
 from harness import logs
-from harness.commands.common import Interrupted
 from harness.config import DEVICE_PATTERN, PATTERN_HELP, TrialConfig
-from harness.exit_codes import ExitCode, exception_codes
+from harness.exit_codes import ExitCode, Interrupted, exception_codes
 from harness.results import out_of_memory, out_of_space
 
 

@@ -29,6 +29,10 @@ _MEANINGS = {
 }
 
 
+class Interrupted(Exception):
+    """Ctrl-C, with what was kept: ends a command with ExitCode.INTERRUPTED, its message on stderr."""
+
+
 def exception_codes() -> list[tuple[tuple[type, ...], ExitCode]]:
     """Which exceptions end a command with which code, in the order they are tried (one line on stderr each)."""
     from harness.config import ConfigError

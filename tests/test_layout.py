@@ -220,6 +220,35 @@ def test_exit_codes_have_one_home_and_the_readme_lists_them():
 
     root = Path(__file__).resolve().parents[1]
     assert readme_line() in (root / "README.md").read_text()
-    for module in ("harness/cli.py", "harness/sweep.py"):
-        bare = re.findall(r"return (?:\d+|\d+ if .*)$", (root / module).read_text(), re.M)
+    modules = [
+        root / "harness" / "cli.py",
+        root / "harness" / "sweep.py",
+        *(root / "harness" / "commands").glob("*.py"),
+    ]
+    assert len(modules) > 5
+    for module in modules:
+        text = module.read_text()
+        bare = re.findall(r"return (?:\d+|\d+ if .*)$", text, re.M) + re.findall(r"sys\.exit\(\d+\)", text)
         assert not bare, f"{module}: exit codes as numbers ({bare}); use harness.exit_codes.ExitCode"
+        assert module.name == "cli.py" or '"error:' not in text, (
+            f"{module}: prints its own error line; raise what harness.exit_codes maps (harness.cli prints it)"
+        )
+
+
+def test_progress_keys_have_one_home():
+    """The keys of a trial's reports to its driver are spelled in harness.progress only (TrialReport's fields)."""
+    from dataclasses import fields
+
+    from harness.progress import TrialReport
+
+    keys = {f.name for f in fields(TrialReport)} - {"trial_id", "epoch", "metrics", "done", "train_loss", "test_top1"}
+    assert {"in_epoch", "steps_per_s", "evaluating", "epoch_time_s"} <= keys
+    keys -= {"epoch_time_s", "step", "steps"}  # also history.csv's column / common words: checked by the reader
+    offenders = []
+    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py")):
+        if path.name == "progress.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in keys:
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert offenders == []

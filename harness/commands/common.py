@@ -12,10 +12,6 @@ from harness.catalog import load_trial_config
 logger = logging.getLogger(__name__)
 
 
-class Interrupted(Exception):
-    """Ctrl-C, with what was kept."""
-
-
 def what_was_kept(trial_dirs: list[Path], command: str) -> str:
     """What Ctrl-C kept: only trials with an end-of-epoch checkpoint resume where they stopped."""
     from harness.results import TrialFolder

@@ -59,7 +59,9 @@ def cmd_evaluate(args) -> int:
         tracker = Tracker.for_suite(suite, args.tracking_uri)
         if not tracker.sync([t.trial_dir for t in finished]):
             print(mlflow_hint(suite, args.tracking_uri))
-    for tid, why in failed.items():
-        print(f"error: {tid}: {why}", file=sys.stderr)
+    if failed:  # the trials, not the command: listed as `harness run` lists failed trials
+        print(f"{len(failed)} trial(s) not evaluated:", file=sys.stderr)
+        for tid, why in failed.items():
+            print(f"  {tid}: {why}", file=sys.stderr)
     print(f"robustness, OOD and selective-prediction sections: harness report {args.target}")
     return ExitCode.FAILED if failed else ExitCode.DONE

@@ -6,9 +6,9 @@ import logging
 from pathlib import Path
 
 from harness import schema
-from harness.commands.common import Interrupted, load_suite_arg, results_target, what_was_kept
+from harness.commands.common import load_suite_arg, results_target, what_was_kept
 from harness.config import ConfigError
-from harness.exit_codes import ExitCode
+from harness.exit_codes import ExitCode, Interrupted
 
 logger = logging.getLogger(__name__)
 

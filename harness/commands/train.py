@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-from harness.commands.common import Interrupted, trial_config, what_was_kept
+from harness.commands.common import trial_config, what_was_kept
 from harness.config import TrialConfig
-from harness.exit_codes import ExitCode
+from harness.exit_codes import ExitCode, Interrupted
 
 logger = logging.getLogger(__name__)
 

@@ -130,6 +130,7 @@ def combinations():
                 yield method, model
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 @pytest.mark.parametrize("method, model", list(combinations()))
 def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, method, model):
     shape = {"depth": 18, "width": 1, "synthetic_resolution": 16} if model == "preact_resnet" else {"width": 2}

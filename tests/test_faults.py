@@ -647,6 +647,7 @@ def extensions(tmp_path):
     return tmp_path / "ext" / built.name / "lock"
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 def test_a_build_lock_left_by_a_killed_builder_is_removed_and_a_stuck_one_is_named(extensions):
     env = harness_env(TORCH_EXTENSIONS_DIR=str(extensions.parent.parent), HARNESS_OP_BUILD_TIMEOUT="3")
     extensions.unlink(missing_ok=True)

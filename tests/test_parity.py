@@ -87,6 +87,7 @@ def test_the_trainer_draws_partners_from_its_training_set():
     assert trainer.method.partners is None
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 def test_init_std_is_he_within_two_percent():
     torch.manual_seed(0)
     ratios = []
@@ -204,6 +205,7 @@ def test_auroc_by_hand_with_ties():
     assert misclassification_auroc(logits, torch.tensor([0, 1, 1, 0])) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 def test_metrics_json_carries_tace_and_the_misclassification_auroc(tmp_path):
     from harness.trainer import Trainer
 

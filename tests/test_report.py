@@ -204,6 +204,7 @@ def test_curves_figure_plots_each_evaluated_history(sweep, tmp_path):
     assert (tmp_path / "f" / "curves.png").exists()
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 def test_the_tables_calibrated_metrics_are_the_reliability_panels(sweep, tmp_path):
     """One protocol: the ECE printed in each 'after' panel is the table's calibrated ECE of that trial, and
     the page states the protocol (and says why calibration can lose, when it does)."""
@@ -274,6 +275,7 @@ def test_pareto_front_by_hand():
     assert tables.pareto_front(cost, score) == [True, True, False, False, True]
 
 
+@pytest.mark.slow  # subprocesses, worker pools or a whole report: the full lane
 def test_the_page_puts_fig_2_first_and_captions_and_links_everything(sweep):
     report = build_report(sweep, source="suites/fixture.yaml")
     page = (report["dir"] / "index.html").read_text()
@@ -322,6 +324,7 @@ def test_probability_of_improvement_is_the_mann_whitney_statistic():
     assert seeds_needed(0.0, 0.01) == float("inf")
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 def test_the_same_saved_logits_are_read_under_either_rule(tmp_path):
     """MixMo's heads averaged as logits or as probabilities: the report recomputes from the saved logits, states
     the rule and shows what it moves."""

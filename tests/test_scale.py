@@ -36,6 +36,7 @@ def status(suite, cache_dir):
     )
 
 
+@pytest.mark.slow  # subprocesses, worker pools or a whole report: the full lane
 def test_status_reads_an_indexed_grid_without_the_registries_and_sees_every_change(tmp_path):
     suite = write_suite(tmp_path)
     first, second = status(suite, tmp_path / "cache"), status(suite, tmp_path / "cache")
@@ -61,6 +62,7 @@ def test_status_reads_an_indexed_grid_without_the_registries_and_sees_every_chan
         os.environ.pop("SCALE_TEST_ROOT")
 
 
+@pytest.mark.slow  # subprocesses, worker pools or a whole report: the full lane
 def test_status_after_a_dry_run_reads_the_grid_the_run_indexed(tmp_path):
     suite = write_suite(tmp_path)
     dry = subprocess.run(
@@ -139,6 +141,7 @@ def square(x):
     return x * x
 
 
+@pytest.mark.slow  # subprocesses, worker pools or a whole report: the full lane
 def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_path, monkeypatch):
     files = []
     for i in range(6):
@@ -162,6 +165,7 @@ def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_pa
     assert json.loads((tmp_path / ".cache" / "report.json").read_text())["values"]
 
 
+@pytest.mark.slow  # trains or builds reports: the full lane
 @pytest.mark.parametrize("parallel_from", [200, 1], ids=["here", "in-workers"])
 def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path, monkeypatch, parallel_from):
     from analysis.report import build_report

@@ -359,10 +359,13 @@ def headline_metrics() -> list[str]:
 
 
 def headline_text(values: dict, prefix: str = "") -> str:
-    """The headline metrics of a record in one line ("top-1 % 71.23, NLL 1.234, ..."); ``prefix``: the keys'
+    """The headline metrics of a record in one line ("top-1 71.23%, NLL 1.234, ..."); ``prefix``: the keys'
     (corrupted_ for a corruption summary)."""
     shown = [(METRICS.get(n), values[prefix + n]) for n in headline_metrics() if prefix + n in values]
-    return ", ".join(f"{m.label} {m.scale * v:.{m.decimals}f}" for m, v in shown)
+    return ", ".join(
+        f"{m.label.removesuffix(' %')} {m.scale * v:.{m.decimals}f}{'%' if m.label.endswith(' %') else ''}"
+        for m, v in shown
+    )
 
 
 def shift_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict[str, float]:

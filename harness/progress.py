@@ -20,6 +20,9 @@ def duration(seconds: float) -> str:
     return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+HEARTBEAT = ("epoch", "in_epoch", "step", "steps", "evaluating")  # a report's fields the suite lock keeps
+
+
 @dataclass(frozen=True)
 class TrialReport:
     """One message from a trial to its driver, of one kind: started (no field set), a step within an epoch
@@ -54,13 +57,11 @@ class TrialReport:
 
     def heartbeat(self) -> dict:
         """What the suite lock keeps of it for `harness status` (JSON)."""
-        keys = ("epoch", "in_epoch", "step", "steps", "evaluating")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in HEARTBEAT if getattr(self, k) is not None}
 
     @classmethod
     def from_heartbeat(cls, trial_id: str, record: dict) -> "TrialReport":
-        keys = ("epoch", "in_epoch", "step", "steps", "evaluating")
-        return cls(trial_id, **{k: record[k] for k in keys if k in record})
+        return cls(trial_id, **{k: record[k] for k in HEARTBEAT if k in record})
 
     @property
     def is_epoch_end(self) -> bool:

@@ -100,7 +100,11 @@ def not_in_suite(cfg: dict, folder: Path, grid: dict[str, dict] | None) -> str |
 
 
 # what depends on the report's protocol (the rule, the calibration): recomputed when metrics.json lacks it
-PROTOCOL_KEYS = ("cal_nll", "cal_ece", "temperatures", "calibration_protocol", "aurc", "acc_at_90", "acc_at_95")
+PROTOCOL_KEYS = (
+    *(n for n, m in METRICS.items() if m.calibrated_of or m.group == "selective"),
+    "temperatures",
+    "calibration_protocol",
+)
 
 
 def read_trial(path: str) -> dict:

@@ -21,7 +21,7 @@ from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
 from harness import schema
 from harness.catalog import presentation  # noqa: E402
-from harness.metrics import calibration_bins, ece, ensemble_logits  # noqa: E402
+from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import TrialFolder  # noqa: E402
 from harness.schema import HISTORY
 
@@ -127,12 +127,13 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     missing = rows["inference_gflops_mean"].isna()  # trials from before metrics.json recorded it
     if missing.any():
         rows.loc[missing, "inference_gflops_mean"] = [_gflops(r) for _, r in rows[missing].iterrows()]
-    costs = [
-        ("train_hours_mean", "training hours", False),
-        ("num_params_mean", "parameters", False),
-        ("inference_gflops_mean", "inference GFLOP per image", False),
-        ("inference_images_per_s_mean", "inference images/s (batch 256)", True),
-    ]
+    axes_of = {  # an axis title per cost; which way is better: the declarations' (harness.metrics)
+        "train_hours": "training hours",
+        "num_params": "parameters",
+        "inference_gflops": "inference GFLOP per image",
+        "inference_images_per_s": "inference images/s (batch 256)",
+    }
+    costs = [(f"{m}_mean", title, METRICS.get(m).direction == "higher") for m, title in axes_of.items()]
     costs = [c for c in costs if c[0] in rows and rows[c[0]].notna().any()]
     scores = [("top1_mean", "top-1 accuracy (%)", 100, True), ("cal_nll_mean", "calibrated NLL", 1, False)]
     scores = [s for s in scores if s[0] in rows]

@@ -455,6 +455,7 @@ def test_a_locked_store_is_an_outage_the_run_goes_on_and_sync_sends_it_later(tmp
 
 
 # --- 8. only the suite's own trials in its numbers
+@pytest.mark.slow  # trains, or runs the CLI in subprocesses: the full lane
 def test_the_report_counts_only_the_suites_trials_and_lists_the_others(tmp_path):
     from analysis.report import build_report
 

@@ -38,6 +38,7 @@ def test_the_fingerprint_follows_the_bytes_not_the_folder(tmp_path):
     assert DATASETS.get("synthetic").fingerprint(None) is None  # a function of the recipe: its keys say it all
 
 
+@pytest.mark.slow  # trains, or runs the CLI in subprocesses: the full lane
 def test_swapped_data_is_refused_not_answered_with_old_results(tmp_path):
     data = tmp_path / "data"
     write_cifar10(data, 0)

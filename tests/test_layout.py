@@ -267,3 +267,22 @@ def test_the_readme_architecture_names_every_module():
     present = {p.name for p in (ROOT / "harness").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
     present |= {p.name + "/" for p in (ROOT / "harness").iterdir() if (p / "__init__.py").exists()}
     assert named == present, (sorted(present - named), sorted(named - present))
+
+
+def test_no_module_restates_a_list_of_metrics():
+    """Which metrics a table, a summary or a recomputation covers is derived from the declarations
+    (harness.metrics: group, headline, calibrated_of), never a hand-written list of names elsewhere."""
+    from harness.metrics import METRICS
+
+    names = set(METRICS.names())
+    names |= {f"{n}_mean" for n in names}
+    offenders = []
+    for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py")):
+        if path.name == "metrics.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                listed = [e.value for e in node.elts if isinstance(e, ast.Constant) and e.value in names]
+                if len(listed) >= 2:
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {listed}")
+    assert offenders == []

@@ -155,6 +155,13 @@ def test_a_new_metric_is_one_entry_and_reaches_the_suite_the_tables_and_the_term
         assert "error %" in compact_table(main).splitlines()[0]
         line = mt.headline_text({"top1": 0.5, "top1_error": 0.5, "nll": 2.0})
         assert line == "top-1 50.00%, NLL 2.000, error 50.000%"
+        from harness.commands.train import format_summary
+        from helpers import tiny_config
+
+        summary = format_summary(tiny_config(), {**m, "num_params": 1000, "train_time_s": 36.0}).splitlines()
+        accuracy = next(line for line in summary if line.startswith("accuracy"))
+        assert "top-1 " in accuracy and f"error {100 * m['top1_error']:.3f}%" in accuracy
+        assert any(line.startswith("cost") and "train h 0.010" in line for line in summary)
         with pytest.raises(ValueError, match="group is one of accuracy, calibration"):
             mt.register_metric("x", "x", direction="lower", group="speed")
     finally:

@@ -137,6 +137,7 @@ def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
     ]
 
 
+@pytest.mark.slow  # trains, or runs the CLI in subprocesses: the full lane
 def test_partial_sweep_report_says_what_is_missing(sweep):
     failed = make_trial(sweep, 5, method="cutmix")
     (failed / "metrics.json").unlink()

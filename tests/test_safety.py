@@ -250,6 +250,7 @@ def test_bad_suite_files_name_the_problem(tmp_path):
         assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # trains, or runs the CLI in subprocesses: the full lane
 def test_train_refuses_coerced_values_and_divergence_is_said_plainly(tmp_path):
     for value in ("'2'", "true", "2.5"):
         proc = cli("train", "--set", f"width={value}", "--set", "dataset=synthetic")

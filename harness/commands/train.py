@@ -51,38 +51,45 @@ def cmd_train(args) -> int:
 
 
 def format_summary(cfg: TrialConfig, metrics: dict) -> str:
-    """The one-screen summary printed after a trial."""
+    """The one-screen summary printed after a trial: a line per metric group, every declared metric the trial
+    recorded (harness.metrics: a plugin's metric shows too), then how and where it ran."""
+    from harness.metrics import GROUPS, METRICS
 
-    def pct(key: str) -> str:
-        return f"{100 * metrics[key]:.2f}%" if key in metrics else "-"
+    if "train_time_s" in metrics:  # the cost is declared in hours (the report's column)
+        metrics = {"train_hours": metrics["train_time_s"] / 3600, **metrics}
 
-    heads = " / ".join(
-        f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics
-    )
+    def shown(name: str, value: float) -> str:
+        m = METRICS.get(name)
+        if m.label.endswith(" %"):
+            return f"{m.label.removesuffix(' %')} {m.scale * value:.{m.decimals}f}%"
+        return f"{m.label} {m.scale * value:.{m.decimals}f}"
+
     lines = [
-        f"trial      {cfg.trial_id}",
-        f"setup      {cfg.method} on {cfg.dataset}, {cfg.model}-{cfg.depth}-{cfg.width}, "
-        f"M={cfg.num_inputs}, b={cfg.b}, "
-        f"{cfg.epochs} epochs, seed {cfg.seed}",
-        f"params     {metrics.get('num_params', 0):,}",
-        f"top-1      {pct('top1')}   top-5 {pct('top5')}   heads {heads}",
-        f"NLL        {metrics['nll']:.4f}   ECE {metrics['ece']:.4f}   Brier {metrics['brier']:.4f}",
-        f"calibrated NLL {metrics['cal_nll']:.4f}   ECE {metrics['cal_ece']:.4f}   T = {metrics['temperature']:.3f}",
-        f"           ({metrics['calibration_protocol']})",
+        f"trial        {cfg.trial_id}",
+        f"setup        {cfg.method} on {cfg.dataset}, {cfg.model}-{cfg.depth}-{cfg.width}, M={cfg.num_inputs}, "
+        f"b={cfg.b}, {cfg.epochs} epochs, seed {cfg.seed}",
     ]
-    if "ratio_error" in metrics:
-        lines.append(
-            f"diversity  ratio-error {metrics['ratio_error']:.3f}   disagreement {metrics['disagreement']:.3f}"
-        )
+    for group in GROUPS:
+        values = [shown(n, metrics[n]) for n, m in METRICS.items() if m.group == group and _number(metrics.get(n))]
+        if group == "accuracy" and cfg.num_inputs > 1:
+            heads = [
+                f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics
+            ]
+            values.append(f"heads {' / '.join(heads)}")
+        if group == "calibration" and "temperature" in metrics:
+            values.append(f"T = {metrics['temperature']:.3f} ({metrics.get('calibration_protocol', '')})")
+        if values:
+            lines.append(f"{group:<12} " + "   ".join(values))
     if cfg.engine != "torch" or cfg.workers_per_trial > 1:
         zero = f", ZeRO {cfg.zero_stage}" if cfg.engine == "deepspeed" else ""
         lines.append(
-            f"engine     {cfg.engine}{zero}, {cfg.precision}, {metrics.get('workers', 1)} worker(s), "
+            f"engine       {cfg.engine}{zero}, {cfg.precision}, {metrics.get('workers', 1)} worker(s), "
             f"{cfg.grad_accum_steps} micro-batch(es) per step"
         )
-    lines.append(
-        f"time       train {metrics['train_time_s']:.0f} s, test {metrics['eval_time_s']:.1f} s "
-        f"on {metrics['device_name']}"
-    )
-    lines.append(f"results    {cfg.trial_dir}")
+    lines.append(f"device       {metrics.get('device_name', '?')}")
+    lines.append(f"results      {cfg.trial_dir}")
     return "\n".join(lines)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

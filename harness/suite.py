@@ -1,21 +1,5 @@
-"""Suite files: a typed schema for a grid of trials, and its expansion into validated trial configs.
-
-name: quickstart
-base: {dataset: cifar100, depth: 10, epochs: 3}        # any trial key
-grid: {method: [vanilla, cut_mixmo], width: [1, 2], seed: [0, 1]}
-rules:                                                 # set keys on the trials that match `when`
-  - {when: {method: [mimo, linear_mixmo, cut_mixmo]}, set: {M: 2, b: 2}}
-exclude: [{method: vanilla, width: 2}]                 # drop matching grid points
-include: [{method: mixup, width: 1}]                   # extra trials (values may be lists)
-ensembles: [{method: cutmix, sizes: [2, 3]}]           # deep ensembles composed from seeds
-plugins: [my_method.py, mypackage.methods]             # your own methods, models, datasets, metrics (Python)
-resources: {cpus: 1, gpus: 0.5}                        # per trial; fractional GPUs allowed
-concurrency: 4
-max_retries: 2
-storage: results                                       # trial folders: <storage>/<name>/<trial_id>/
-tracking: {uri: null, experiment: null}                # default sqlite:///<storage>/mlflow.db
-ensemble_average: probabilities                        # or logits (the MixMo authors'): how members are combined
-"""
+"""Suite files: a typed schema for a grid of trials (``Suite``), and its expansion into validated trial configs.
+The README's "Suites" section shows a suite with every key; each key's meaning is its field's comment here."""
 
 from __future__ import annotations
 
@@ -70,6 +54,8 @@ class Strict(BaseModel):
 
 
 class Resources(Strict):
+    """Per worker: a trial of one worker holds them itself; a trial of N workers (workers_per_trial) reserves N x."""
+
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)  # a fraction shares one GPU between trials
     card: Optional[str] = Field(None, min_length=1)  # the GPU model, for measured rates (benchmarks/rates/)

@@ -15,8 +15,6 @@ from harness import schema
 from harness.config import is_setting_key
 from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
 from harness.results import CorruptFile, TrialFolder
-from harness.schema import CONFIG, LOGITS
-from harness.schema import METRICS as METRICS_FILE
 
 
 def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:
@@ -25,7 +23,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
     (id -> recorded config); folders that are not the suite's (another recipe, not in the grid, copied in from
     elsewhere) are never rows: they are listed in ``frame.attrs["not_in_suite"]`` with the reason."""
     rows, config_keys, foreign, finished = [], set(), {}, []
-    files = sorted(Path(suite_dir).glob("*/" + CONFIG))
+    files = sorted(Path(suite_dir).glob("*/" + schema.CONFIG))
     for config_file in progress(files, len(files), "trial folders read"):
         folder = TrialFolder(config_file.parent)
         state = folder.state()
@@ -40,7 +38,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
                 {
                     "trial_id": folder.trial_id,
                     "state": "corrupt",
-                    "error": f"{CONFIG}: {err.reason}",
+                    "error": f"{schema.CONFIG}: {err.reason}",
                     "trial_dir": str(folder.path),
                 }
             )
@@ -55,7 +53,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
         if state.state == "finished":
             finished.append((row, folder.path))
         rows.append(row)
-    jobs = [([path / LOGITS, path / METRICS_FILE], str(path)) for _, path in finished]
+    jobs = [([path / schema.LOGITS, path / schema.METRICS], str(path)) for _, path in finished]
     for (row, _), metrics in zip(finished, cached_map("trial", jobs, read_trial, "finished trials read")):
         if "corrupt" in metrics:  # the state's check is cheap (the zip directory); a damaged member shows only here
             row.update(state="corrupt", error=metrics["corrupt"])

@@ -15,7 +15,6 @@ from harness import schema
 from harness.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
 from harness.results import TrialFolder, write_json
-from harness.schema import CONFIG, LOGITS
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -47,7 +46,9 @@ def right_of(trial_dirs: list) -> np.ndarray:
 def top1_bootstrap(trial_dirs: list[Path]) -> float:
     """Half-width of the 95% bootstrap interval over test images of one trial's top-1, or of a deep ensemble's (its
     members' heads pooled): a setting's interval when it has one seed (or one ensemble), computed only then."""
-    return cached("bootstrap", [Path(d) / LOGITS for d in trial_dirs], lambda: bootstrap(right_of(trial_dirs))[0])
+    return cached(
+        "bootstrap", [Path(d) / schema.LOGITS for d in trial_dirs], lambda: bootstrap(right_of(trial_dirs))[0]
+    )
 
 
 def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def compose_ensemble(trial_dirs: list[Path]) -> dict:
 
 
 def _member_files(trial_dirs: list[Path]) -> list[Path]:
-    return [Path(d) / name for d in trial_dirs for name in (LOGITS, CONFIG)]
+    return [Path(d) / name for d in trial_dirs for name in (schema.LOGITS, schema.CONFIG)]
 
 
 def _compose(trial_dirs: list[Path]) -> dict:

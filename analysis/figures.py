@@ -23,7 +23,6 @@ from harness import schema
 from harness.catalog import presentation  # noqa: E402
 from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits  # noqa: E402
 from harness.results import TrialFolder  # noqa: E402
-from harness.schema import HISTORY
 
 STYLE = {
     "figure.dpi": 110,
@@ -276,7 +275,7 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
     None when no trial was evaluated at two epochs or more."""
     curves = []
     for _, trial in trials[trials.state == "finished"].iterrows():
-        file = TrialFolder(trial.trial_dir) / HISTORY
+        file = TrialFolder(trial.trial_dir) / schema.HISTORY
         history = pd.read_csv(file) if file.exists() else pd.DataFrame()
         points = history.dropna(subset=["test_top1"]) if "test_top1" in history else history.iloc[:0]
         if len(points) >= 2:

@@ -13,14 +13,13 @@ from analysis.output import figure_html, fragment, join, link, table_html, write
 from harness import schema
 from harness.metrics import METRICS, headline_metrics
 from harness.results import CorruptFile, TrialFolder, write_json
-from harness.schema import CONFIG
 
 
 def recorded_rule(suite_dir: Path) -> str:
     """The aggregation rule the suite's trials were run under (config.yaml's ``ensemble_average``; trials from
     before it was recorded count as "logits", the rule of that code), the most common one; else the default."""
     rules = []
-    for path in sorted(Path(suite_dir).glob("*/" + CONFIG))[:200]:
+    for path in sorted(Path(suite_dir).glob("*/" + schema.CONFIG))[:200]:
         try:
             rules.append(TrialFolder(path.parent).config().get("ensemble_average", "logits"))
         except CorruptFile:

@@ -20,7 +20,6 @@ from harness import schema
 from harness.eval_kinds import kind_of, record_problem
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.results import TrialFolder
-from harness.schema import EVAL_DIR
 from harness.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
 
 
@@ -91,7 +90,7 @@ def _trial_records(row) -> dict[str, dict]:
 def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
     corrupted, detection = [], []
-    evaluated = {t for t, d in zip(finished.trial_id, finished.trial_dir) if (Path(d) / EVAL_DIR).is_dir()}
+    evaluated = {t for t, d in zip(finished.trial_id, finished.trial_dir) if (Path(d) / schema.EVAL_DIR).is_dir()}
     sources = [(r, _trial_records(r)) for _, r in finished[finished.trial_id.isin(evaluated)].iterrows()]
     if not ensembles.empty and evaluated:
         root = Path(finished.trial_dir.iloc[0]).parent

@@ -299,6 +299,12 @@ class Metric:
         """The report table that shows it: "main", "selective" or "cost"."""
         return TABLE_OF_GROUP.get(self.group, "main")
 
+    def format(self, value: float) -> str:
+        """``label value`` for a line of text: "top-1 71.23%", "NLL 1.234"."""
+        if self.label.endswith(" %"):
+            return f"{self.label.removesuffix(' %')} {self.scale * value:.{self.decimals}f}%"
+        return f"{self.label} {self.scale * value:.{self.decimals}f}"
+
 
 # Every metric, in the report's column order (registration order). A metric of the ensemble's logits is one
 # function with @register_metric, here or in a plugin: it then reaches metrics.json, MLflow (final_<name>), the
@@ -361,11 +367,7 @@ def headline_metrics() -> list[str]:
 def headline_text(values: dict, prefix: str = "") -> str:
     """The headline metrics of a record in one line ("top-1 71.23%, NLL 1.234, ..."); ``prefix``: the keys'
     (corrupted_ for a corruption summary)."""
-    shown = [(METRICS.get(n), values[prefix + n]) for n in headline_metrics() if prefix + n in values]
-    return ", ".join(
-        f"{m.label.removesuffix(' %')} {m.scale * v:.{m.decimals}f}{'%' if m.label.endswith(' %') else ''}"
-        for m, v in shown
-    )
+    return ", ".join(METRICS.get(n).format(values[prefix + n]) for n in headline_metrics() if prefix + n in values)
 
 
 def shift_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float | None = None) -> dict[str, float]:

@@ -87,12 +87,12 @@ def summary_metrics(summary) -> dict[str, float]:
     metrics (harness.metrics.key_metrics)."""
     from harness.metrics import key_metrics
 
-    out = {}
+    out, metrics = {}, key_metrics()
     for _, r in summary.iterrows():
         msda = f"_{r.msda}" if r.get("msda") not in (None, "none") and r.get("msda") == r.get("msda") else ""
         setting = f"{r.method}{msda}-{r.model}{int(r.depth)}x{int(r.width)}-M{int(r.M)}"
         setting += f"-ensemble{int(r.members)}" if r.members > 1 else ""
-        for metric in key_metrics():
+        for metric in metrics:
             value = r.get(f"{metric}_mean")
             if value is not None and value == value:
                 out[f"{metric}/{setting}"] = float(value)

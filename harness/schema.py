@@ -119,7 +119,7 @@ class TrialFacts:
     engine: str
     workers: int
     nodes: list[str] = field(default_factory=list)  # every node that ran it, in order
-    inference_batch: int = 0  # the batch of the inference-cost measurement
+    inference_batch: int | None = None  # the batch of the inference-cost measurement (None: not measured)
     ensemble_average: str = "probabilities"  # the rule the metrics combined the heads with
 
     def record(self) -> dict:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from harness import schema
 from harness.config import ConfigError, TrialConfig
-from harness.schema import CHECKPOINT, DEEPSPEED_DIR, PREVIOUS
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
 NETWORK_FILESYSTEMS = {
@@ -113,8 +112,9 @@ def check_cluster_storage(storage: Path) -> None:
 
 
 # --- object stores: a suite's `storage` as a URI (s3://bucket/prefix, gs://..., any pyarrow.fs scheme)
-CACHE_ONLY = {CHECKPOINT, PREVIOUS, DEEPSPEED_DIR}  # what the driver, status and report never need to download
-_LAST = CHECKPOINT  # pushed after the files it refers to
+# what the driver, status and report never need to download
+CACHE_ONLY = {schema.CHECKPOINT, schema.PREVIOUS, schema.DEEPSPEED_DIR}
+_LAST = schema.CHECKPOINT  # pushed after the files it refers to
 
 
 def is_uri(storage) -> bool:

@@ -149,7 +149,8 @@ def corruption_metrics(
         for s in sorted(set(severity.tolist())):
             rows = torch.from_numpy(np.flatnonzero(severity == s))
             per[name][str(s)] = {**shift_metrics(ens[rows], labels[rows], temperature), "images": len(rows)}
-    names = [m for m in next(iter(next(iter(per.values())).values())) if m != "images"]
+    first_cell = next(cell for cells in per.values() for cell in cells.values())
+    names = [m for m in first_cell if m != "images"]  # shift_metrics' keys
     in_mean = [c for c in benchmark if c in per] or list(per)
     severities = sorted({s for c in in_mean for s in per[c]}, key=int)
     by_severity = {

@@ -43,7 +43,6 @@ from harness.bench.rates import read_rates
 from harness.eval_kinds import record_problem
 from harness.lock import SuiteLock, running_trials
 from harness.results import TrialFolder
-from harness.schema import LOCK
 from harness.trainer import Trainer
 from helpers import attempts, chromium_dom, cli, finished_trial, harness, harness_env, tiny_config, trial, write_suite
 
@@ -135,7 +134,7 @@ def test_two_drivers_on_fresh_storage_one_runs_the_other_is_refused_by_the_lock(
     assert "this suite is being run by `harness run" in refused_err and "--break-lock" in refused_err
     for err in (ran_err, refused_err):
         assert "Traceback" not in err and "OperationalError" not in err
-    assert not (tmp_path / "results" / "synth" / LOCK).exists()
+    assert not (tmp_path / "results" / "synth" / schema.LOCK).exists()
 
 
 # --- 3. a full disk
@@ -181,8 +180,10 @@ def test_a_full_disk_at_start_or_during_the_run_is_one_line_and_exit_3(tmp_path,
     assert last.startswith(f"error: 1 trial(s) stopped: no space left on device for {trial / schema.CHECKPOINT} (")
     assert last.endswith(f"(Ray's messages: {suite_dir / 'ray.log'})")
     assert "Trial task failed" in (suite_dir / "ray.log").read_text()  # Ray's traceback, kept off the terminal
-    leftovers = [p.name for p in small_disk.rglob(".*") if p.name.startswith((f".{LOCK}", f".{schema.CHECKPOINT}"))]
-    assert leftovers == [] and not (suite_dir / LOCK).exists()
+    leftovers = [
+        p.name for p in small_disk.rglob(".*") if p.name.startswith((f".{schema.LOCK}", f".{schema.CHECKPOINT}"))
+    ]
+    assert leftovers == [] and not (suite_dir / schema.LOCK).exists()
     assert "no space left on device" in cli("status", suite).stdout
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
@@ -203,12 +204,12 @@ def test_lock_records_that_no_driver_writes_are_stale(tmp_path, capsys):
         {**here, "pid": 1, "updated": "now"},
         [1, 2],
     ):
-        (tmp_path / LOCK).write_text(json.dumps(record))
+        (tmp_path / schema.LOCK).write_text(json.dumps(record))
         assert running_trials(tmp_path) == (None, {})
         with SuiteLock(tmp_path):
             pass
         assert "held by an unreadable record is stale; taking it over" in capsys.readouterr().out
-        assert not (tmp_path / LOCK).exists()
+        assert not (tmp_path / schema.LOCK).exists()
 
 
 def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):

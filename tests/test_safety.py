@@ -17,7 +17,6 @@ from harness import results, schema
 from harness.lock import LockHeld, SuiteLock, is_live
 from harness.progress import Progress, TrialReport
 from harness.results import TrialFolder
-from harness.schema import LOCK
 from harness.trainer import Trainer
 from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, write_suite
 
@@ -158,7 +157,7 @@ def test_logits_with_pickled_objects_are_refused(tmp_path):
 def test_lock_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
     first = SuiteLock(tmp_path, command="harness run a.yaml")
     first.acquire()
-    record = json.loads((tmp_path / LOCK).read_text())
+    record = json.loads((tmp_path / schema.LOCK).read_text())
     assert (
         record["pid"] == os.getpid()
         and record["host"] == socket.gethostname()
@@ -167,17 +166,17 @@ def test_lock_refuses_a_live_driver_and_takes_over_a_dead_one(tmp_path):
     with pytest.raises(LockHeld, match=f"being run by `harness run a.yaml` \\(pid {os.getpid()} on .*--break-lock"):
         SuiteLock(tmp_path).acquire()
     first.release()
-    assert not (tmp_path / LOCK).exists()
+    assert not (tmp_path / schema.LOCK).exists()
     # a driver that died on this host (its pid is gone): stale, taken over
     dead = subprocess.Popen(["true"])
     dead.wait()
-    (tmp_path / LOCK).write_text(json.dumps({**record, "pid": dead.pid, "token": "old"}))
+    (tmp_path / schema.LOCK).write_text(json.dumps({**record, "pid": dead.pid, "token": "old"}))
     with SuiteLock(tmp_path) as second:
-        assert json.loads((tmp_path / LOCK).read_text())["token"] == second.record["token"]
+        assert json.loads((tmp_path / schema.LOCK).read_text())["token"] == second.record["token"]
     # another host: live while its heartbeat is fresh, stale once it is older than STALE_S
     other = {"host": "elsewhere", "pid": 1, "updated": time.time(), "token": "x"}
     assert is_live(other) and not is_live({**other, "updated": time.time() - 600})
-    (tmp_path / LOCK).write_text(json.dumps(other))
+    (tmp_path / schema.LOCK).write_text(json.dumps(other))
     with pytest.raises(LockHeld, match="elsewhere"):
         SuiteLock(tmp_path).acquire()
     with SuiteLock(tmp_path, break_lock=True):
@@ -215,7 +214,7 @@ def test_second_driver_is_turned_away_and_status_shows_running(tmp_path):
     assert "elapsed " in out and ", step " in out and "ETA " in out
     assert "Traceback" not in out and "Tuner.restore" not in out
     assert "interrupted" in out and f"harness run {suite}" in out  # how to go on
-    assert not (tmp_path / "results" / "synth" / LOCK).exists()  # released
+    assert not (tmp_path / "results" / "synth" / schema.LOCK).exists()  # released
 
 
 # --- bad values, refused before anything runs

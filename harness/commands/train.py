@@ -54,15 +54,10 @@ def format_summary(cfg: TrialConfig, metrics: dict) -> str:
     """The one-screen summary printed after a trial: a line per metric group, every declared metric the trial
     recorded (harness.metrics: a plugin's metric shows too), then how and where it ran."""
     from harness.metrics import GROUPS, METRICS
+    from harness.mlflow_mapping import finite_number
 
     if "train_time_s" in metrics:  # the cost is declared in hours (the report's column)
         metrics = {"train_hours": metrics["train_time_s"] / 3600, **metrics}
-
-    def shown(name: str, value: float) -> str:
-        m = METRICS.get(name)
-        if m.label.endswith(" %"):
-            return f"{m.label.removesuffix(' %')} {m.scale * value:.{m.decimals}f}%"
-        return f"{m.label} {m.scale * value:.{m.decimals}f}"
 
     lines = [
         f"trial        {cfg.trial_id}",
@@ -70,7 +65,9 @@ def format_summary(cfg: TrialConfig, metrics: dict) -> str:
         f"b={cfg.b}, {cfg.epochs} epochs, seed {cfg.seed}",
     ]
     for group in GROUPS:
-        values = [shown(n, metrics[n]) for n, m in METRICS.items() if m.group == group and _number(metrics.get(n))]
+        values = [
+            m.format(metrics[n]) for n, m in METRICS.items() if m.group == group and finite_number(metrics.get(n))
+        ]
         if group == "accuracy" and cfg.num_inputs > 1:
             heads = [
                 f"{100 * metrics[f'head{i}_top1']:.2f}" for i in range(cfg.num_inputs) if f"head{i}_top1" in metrics
@@ -89,7 +86,3 @@ def format_summary(cfg: TrialConfig, metrics: dict) -> str:
     lines.append(f"device       {metrics.get('device_name', '?')}")
     lines.append(f"results      {cfg.trial_dir}")
     return "\n".join(lines)
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

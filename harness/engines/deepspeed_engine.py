@@ -17,12 +17,11 @@ from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import set_lr, sgd
 from harness.parallel import ensure_process_group
 from harness.results import CorruptFile, refusal
-from harness.schema import DEEPSPEED_DIR
 
 if TYPE_CHECKING:
     from harness.config import TrialConfig
 
-CHECKPOINT_DIR = DEEPSPEED_DIR  # inside the trial folder: one tag per epoch, the last two kept
+CHECKPOINT_DIR = schema.DEEPSPEED_DIR  # inside the trial folder: one tag per epoch, the last two kept
 
 
 def _safe_globals() -> list:

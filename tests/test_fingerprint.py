@@ -70,6 +70,7 @@ def test_swapped_data_is_refused_not_answered_with_old_results(tmp_path):
     assert folder.config()["data_fingerprint"] == DATASETS.get("cifar10").fingerprint(data) != recorded
 
 
+@pytest.mark.slow  # subprocesses: the full lane
 def test_an_ood_folder_is_known_by_its_images_not_its_name(tmp_path, said_by):
     data = tmp_path / "data"
     write_cifar10(data, 0)

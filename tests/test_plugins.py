@@ -258,6 +258,7 @@ def test_a_method_a_network_a_dataset_and_a_metric_are_one_file_each(tmp_path):
     assert bad.returncode == 2 and "it runs on model wrn, not 'tiny_cnn'" in bad.stderr, bad.stderr
 
 
+@pytest.mark.slow  # subprocesses: the full lane
 def test_workers_run_the_code_the_driver_shipped(tmp_path):
     """A worker on another node loads a file plugin from the text the driver hashed, not from its own disk."""
     text = (EXAMPLES / "regmixup.py").read_text()

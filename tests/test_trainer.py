@@ -33,7 +33,10 @@ def test_warmup_then_steps():
     assert learning_rate(cfg, 225, 0, steps) == pytest.approx(0.0000125)
 
 
-@pytest.mark.parametrize("method, M, b", [("vanilla", 1, 1), ("cut_mixmo", 2, 2)])
+@pytest.mark.parametrize(
+    "method, M, b",
+    [("vanilla", 1, 1), pytest.param("cut_mixmo", 2, 2, marks=pytest.mark.slow)],  # M = 2: the full lane
+)
 def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M, b):
     cfg = tiny_config(method=method, b=b, epochs=4, output_dir=tmp_path, synthetic_size=512, lr=0.05)
     metrics = Trainer(cfg).run()

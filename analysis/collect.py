@@ -148,6 +148,9 @@ def _missing_metrics(recorded: dict, saved: dict) -> dict:
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 
 
+MEMBER_OWN = ("trial_id", "seed")  # a member's own: an ensemble row never carries its first member's
+
+
 def ensemble_rows(
     frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None, config_keys: list[str] | None = None
 ) -> pd.DataFrame:
@@ -184,7 +187,7 @@ def ensemble_rows(
         ]
         out["inference_gflops"] = total("inference_gflops")
     for key in config_keys if config_keys is not None else frame.attrs.get("config_keys", []):
-        if key not in out and key in by_trial:  # the members' shared config, for grouping
+        if key not in out and key in by_trial and key not in MEMBER_OWN:  # the members' shared config, for grouping
             out[key] = [by_trial[key][members[0]] for members in out.member_trials]
     out["state"] = "finished"
     return out

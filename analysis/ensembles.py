@@ -127,12 +127,15 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
     ]
 
 
-def compose_suite_ensembles(suite_dir: Path, trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[str]:
-    """The suite's deep ensembles (``ensembles:``) from its finished trials, written to <suite>/ensembles.json;
-    a line each for the terminal."""
+def compose_suite_ensembles(
+    suite_dir: Path, trial_dirs: list[Path], specs: list[tuple[str, list[int]]], average: str
+) -> list[str]:
+    """The suite's deep ensembles (``ensembles:``) from its finished trials, members combined by the suite's
+    ``average`` (as its report does), written to <suite>/ensembles.json; a line each for the terminal."""
     if not specs:
         return []
-    rows = ensembles_for(trial_dirs, specs)
+    with protocol.reading(average):
+        rows = ensembles_for(trial_dirs, specs)
     write_json(Path(suite_dir) / schema.ENSEMBLES, rows)
     return [
         f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "

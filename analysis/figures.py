@@ -21,7 +21,7 @@ from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
 from harness import schema
 from harness.catalog import presentation  # noqa: E402
-from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits  # noqa: E402
+from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits, temperature_at_bound  # noqa: E402
 from harness.results import TrialFolder  # noqa: E402
 
 STYLE = {
@@ -32,6 +32,7 @@ STYLE = {
     "axes.spines.right": False,
     "legend.frameon": False,
     "font.size": 9,
+    "text.parse_math": False,  # labels are shown as written: a method's label with $...$ is text, not mathtext
 }
 SPARE_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1"]
 
@@ -142,11 +143,11 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
             for (cost, name, faster), ax in zip(costs, ax_row):
                 shown = rows.dropna(subset=[cost, score])
                 names = [label(r) for _, r in shown.iterrows()]
-                for name in dict.fromkeys(names):  # one scatter per legend entry: thousands of points stay cheap
-                    group = shown[[n == name for n in names]]
+                for entry in dict.fromkeys(names):  # one scatter per legend entry: thousands of points stay cheap
+                    group = shown[[n == entry for n in names]]
                     first = group.iloc[0]
                     shape = marker(first.method) if first.members == 1 else "s"
-                    ax.scatter(group[cost], scale * group[score], color=color(first.method), marker=shape, label=name)
+                    ax.scatter(group[cost], scale * group[score], color=color(first.method), marker=shape, label=entry)
                 if len(shown) <= ANNOTATED_POINTS:  # beyond that the widths overlap into a smudge
                     for _, r in shown.iterrows():
                         ax.annotate(f"w={r.width}", (r[cost], scale * r[score]), fontsize=6, xytext=(3, 3),
@@ -240,7 +241,9 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
             saved = TrialFolder(trial.trial_dir).logits()
             scaled, labels, calibrated = recalibrated(saved)
             logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]), protocol.average())
-            temps = " / ".join(f"{t:.2f}" for t in calibrated["temperatures"])
+            temps = " / ".join(
+                f"{t:.2f}" + (" (at the bound)" if temperature_at_bound(t) else "") for t in calibrated["temperatures"]
+            )
             for ax, shown, when in ((row[0], logits, "before"), (row[1], scaled, f"after (T = {temps})")):
                 count, conf, acc = calibration_bins(shown, labels)
                 edges = np.linspace(0, 1, len(count) + 1)

@@ -56,11 +56,12 @@ def figure_html(stem: str, caption: str) -> Markup:
     )
 
 
-def table_html(title: str, table: pd.DataFrame, caption: str, stem: str) -> Markup:
-    """A table with its heading, caption and links to its three files (pandas escapes every cell)."""
+def table_html(title: str, table: pd.DataFrame, caption: str, stem: str, level: int = 2) -> Markup:
+    """A table with its heading (``level``: 3 under a section's own), caption and links to its three files (pandas
+    escapes every cell), in a container that scrolls sideways: a wide table is never cut off."""
     links = join((link(f"{stem}.{ext}", ext.upper()) for ext in ("csv", "md", "tex")), " ")
     return fragment(
-        "<h2>{}</h2>{}<p class=caption>{} {}</p>",
+        f"<h{level}>{{}}</h{level}><div class=scroll>{{}}</div><p class=caption>{{}} {{}}</p>",
         title,
         Markup(table.to_html(index=False, classes="results", border=0, escape=True)),
         caption,
@@ -79,6 +80,7 @@ table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1em; }
 th, td { padding: 0.25em 0.6em; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f4f4f4; } img { max-width: 100%; } .missing { color: #a33; }
 td { white-space: nowrap; } figure { margin: 1.5em 0; }
+.scroll { overflow-x: auto; max-width: 100%; margin-bottom: 1em; } .scroll table { margin-bottom: 0; }
 figcaption, .caption, .meta { font-size: 0.85em; color: #444; }
 </style></head><body>
 <h1>Sweep <code>{{ name }}</code></h1>

@@ -3,6 +3,7 @@ and an HTML page, results/<suite>/report/index.html. Works on a partial sweep an
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,7 +12,7 @@ from analysis import cache, figures, protocol, robustness, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
 from harness import schema
-from harness.metrics import METRICS, headline_metrics
+from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
 from harness.results import CorruptFile, TrialFolder, write_json
 
 
@@ -75,7 +76,10 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             "results": tables.CAPTION,
             "paired_differences": (
                 "Cut-MixMo's top-1 minus a baseline's, trained at the same width with the same seeds: mean difference "
-                "(points) ± the half-width of its 95% interval, and the two-sided p-value of the test named."
+                "(points) ± the half-width of its 95% interval, and the two-sided p-value of the test named: a "
+                "paired t-test over seeds (2 or more shared seeds), or a paired bootstrap over the same test images "
+                "(one seed; 2,000 resamples, percentile interval, p = twice the smaller tail, so a p below 1/2,000 "
+                "is shown as < 0.0005). An interval that would leave the difference's range is clipped to it, ‡."
             ),
             "published_vs_reproduced": (
                 "Published top-1 (the authors' released runs) beside ours (± as in the results table); difference = "
@@ -148,6 +152,15 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
                 if kind == "calibration":
                     sections.append(calibration_note(finished))
             sections.append(figure_html(stem, caption))
+        if "curves" in headings:  # no trial has a history of two evaluations or more: say why, not nothing
+            sections.append(
+                fragment(
+                    "<h2>{}</h2><p>No learning curve: no finished trial was evaluated on its test set at two epochs "
+                    "or more (<code>eval_every: 0</code> evaluates only at the end; set <code>eval_every: 1</code> in "
+                    "the suite's <code>base:</code> for a curve, at the cost of an evaluation per epoch).</p>",
+                    headings.pop("curves"),
+                )
+            )
         extra_sections = robustness.sections(
             finished,
             ensembles,
@@ -167,9 +180,10 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
                 "Each method against the vanilla network and a deep ensemble of as many vanilla networks as it has "
                 "members, at the same network: the interquartile means of the runs' top-1, the probability of "
                 "improvement P(a run of the method beats a run of the baseline) with its 95% stratified bootstrap "
-                "interval (each side's runs resampled on their own; inside [0, 1] at any n), and the seeds per "
+                "interval (2,000 resamples, each side's runs resampled on their own, percentile interval; inside "
+                "[0, 1] at any n; none with one run a side, where it decides nothing), and the seeds per "
                 "method a two-sided 5% test would need to confirm the observed difference with 80% power at the "
-                "observed spread."
+                "observed spread. The IQMs are point values: no interval is computed for them."
             )
             report["tables"] += write_table(improvement, out / "improvement", caption)
             sections.append(table_html("Improvement over baselines", improvement, caption, "improvement"))
@@ -359,6 +373,20 @@ def calibration_note(finished: pd.DataFrame) -> str:
         "logits through one protocol: {}.</p>",
         "; ".join(protocols),
     )
+    at_bound = [
+        tid
+        for tid, ts in zip(finished.trial_id, finished.get("temperatures", pd.Series([None] * n)))
+        if isinstance(ts, list) and any(temperature_at_bound(t) for t in ts)
+    ]
+    if at_bound:
+        low, high = (f"{math.exp(b):.4g}" for b in LOG_T_BOUNDS)
+        text += fragment(
+            "<p>{}</p>",
+            f"In {len(at_bound)} of {n} trials ({', '.join(at_bound[:5])}{', ...' if len(at_bound) > 5 else ''}) a "
+            f"temperature stopped at the search's bound (T = {low} or {high}): the NLL still falls beyond it, so that "
+            f"T is a bound, not an optimum (confidences that carry no signal, or too few images to fit on); their "
+            f"calibrated numbers are shown but mean little.",
+        )
     if worse_ece or worse_nll:
         images = int(finished.test_images.min()) if "test_images" in finished else 0
         text += fragment(

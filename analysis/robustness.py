@@ -17,7 +17,7 @@ from analysis.figures import STYLE, color
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness import schema
-from harness.eval_kinds import kind_of, record_problem
+from harness.eval_kinds import kind_of, record_problem, ub17_applies
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.results import TrialFolder
 from harness.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
@@ -42,7 +42,14 @@ def convention_columns() -> list[tuple[str, str, float, int]]:
     return _shift_columns([("corrupted", "15-mean"), ("ub17", "UB-17"), ("pooled", "pooled")])
 
 
-DETECTION = [(m, label, 100, 1) for m, (label, _) in DETECTION_METRICS.items() if m != "fpr95_ood"]
+# the harness's OOD table: ODIN's FPR convention and AUPR as average precision (OpenOOD's variants: its own table)
+SPREAD = (
+    "Mean over seeds ± the half-width of its 95% t-interval; an interval that would leave the metric's range is "
+    "shown by its ends clipped to the range, [lo, hi]‡; one seed: no interval."
+)
+DETECTION = [
+    (m, d.label, 100, 1) for m, d in DETECTION_METRICS.items() if m != "fpr95_ood" and not m.endswith("_trapezoid")
+]
 
 
 def _set_label(record: dict) -> str:
@@ -106,7 +113,12 @@ def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[
                         **setting,
                         "set": _set_label(record),
                         **{f"clean_{m}": row.get(m) for m in key_metrics()},
-                        **{k: v for k, v in s.items() if k.startswith(("corrupted_", "ub17_", "pooled_"))},
+                        **{
+                            k: v
+                            for k, v in s.items()
+                            if k.startswith(("corrupted_", "pooled_"))
+                            or (k.startswith("ub17_") and ub17_applies(record["set"].split("=")[0]))
+                        },  # a record written before UB-17 was CIFAR-100-C's alone may hold it for CIFAR-10-C
                         "corruptions": s["corruptions_in_mean"],
                         **{
                             f"severity{sev}_{m}": v
@@ -167,7 +179,9 @@ def conventions_table(corrupted: pd.DataFrame) -> pd.DataFrame:
     return _table(_by(corrupted, ["set"], present), ["set"], present)
 
 
-OPENOOD_COLUMNS = [(m, DETECTION_METRICS[m][0]) for m in ("auroc", "aupr_in", "aupr_out", "fpr95_ood", "fpr95")]
+OPENOOD_COLUMNS = [
+    (m, DETECTION_METRICS[m].label) for m in ("auroc", "aupr_in_trapezoid", "aupr_out_trapezoid", "fpr95_ood", "fpr95")
+]  # AUPR as OpenOOD's code computes it (the trapezoidal area), not average precision
 
 
 def openood_table(detection: pd.DataFrame, finished: pd.DataFrame, score: str = "msp") -> pd.DataFrame:
@@ -263,7 +277,9 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                     protocol.average(),
                 )
                 is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
-                mine = detection[(detection.trial_id == row.trial_id) & (detection.set == name)].set_index("score")
+                mine = detection[
+                    (detection.trial_id == row.trial_id) & (detection.set == name) & (detection.members == 1)
+                ].set_index("score")
                 for score, style in (("msp", "-"), ("mutual_information", "--")):  # MI needs M >= 2
                     if score not in ins:
                         continue
@@ -321,8 +337,8 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
         parts.append((
             "Robustness to corruptions", "Clean vs corrupted", robustness_table(corrupted), "robustness",
             "Clean (the trial's own test set) against corrupted: the corrupted columns average the benchmark's 15 "
-            "corruptions present in the set (extra ones left out) over severities 1-5; mean over seeds ± 95% "
-            "interval. cal.: the logits divided by the temperature fitted on the clean test set (metrics.json's), "
+            "corruptions present in the set (extra ones left out) over severities 1-5. " + SPREAD
+            + " cal.: the logits divided by the temperature fitted on the clean test set (metrics.json's), "
             "unchanged under shift."
             + (" Sets marked generated are `harness data corrupt` stand-ins: not comparable with published "
                "CIFAR-C numbers." if generated else ""),
@@ -348,7 +364,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Out-of-distribution detection", "OOD detection", detection_table(detection), "ood",
             "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
             "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
-            "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble).",
+            "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble). " + SPREAD,
             "roc", (roc_figure, finished, detection),
             "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
             "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
@@ -359,18 +375,20 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
         parts.append((
             "OpenOOD protocol", "Near- and far-OOD (OpenOOD v1.5)", openood, "openood",
             "OpenOOD v1.5's near/far table, maximum softmax probability: each metric averaged over the group's sets "
-            f"present ({sets}), then mean ± 95% interval over seeds, with the in-distribution top-1. FPR@95 (OOD +), "
+            f"present ({sets}), with the in-distribution top-1. " + SPREAD + " FPR@95 (OOD +), "
             "OpenOOD's convention, takes OOD images as the positive class (the share of test images flagged when 95% "
-            "of OOD ones are); FPR@95 (ID +), the ODIN convention of the table above, the reverse. Tiny ImageNet is "
+            "of OOD ones are); FPR@95 (ID +), the ODIN convention of the table above, the reverse. AUPR is OpenOOD's: "
+            "the trapezoidal area under the precision-recall curve (the table above gives average precision, "
+            "scikit-learn's; they differ where scores tie or saturate). Tiny ImageNet is "
             "its test (val) split here, not OpenOOD's de-duplicated subset.",
             None, None, None,
         ))  # fmt: skip
     if "aurc_mean" in summary:
         parts.append((
-            "Selective prediction", "Selective prediction", selective_table(summary), "selective",
+            "Selective prediction", "Selective prediction on the clean test set", selective_table(summary),
+            "selective",
             "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
-            "coverage (lower is better); top-1 on the 90% / 95% most confident images. Mean over seeds ± 95% "
-            "interval.",
+            "coverage (lower is better); top-1 on the 90% / 95% most confident images. " + SPREAD,
             "risk_coverage", (risk_coverage_figure, finished),
             "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
         ))  # fmt: skip
@@ -380,5 +398,5 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
         shown = fragment("")
         if figure is not None and cache.figure(out / "figures" / figure, *draw).exists():
             shown = figure_html(figure, figure_caption)
-        html_parts.append(fragment("<h2>{}</h2>{}{}", heading, shown, table_html(title, table, caption, stem)))
+        html_parts.append(fragment("<h2>{}</h2>{}{}", heading, shown, table_html(title, table, caption, stem, 3)))
     return html_parts

@@ -29,7 +29,12 @@ def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return correct(ensemble_logits(heads, protocol.average()), torch.as_tensor(labels)).numpy()
 
 
-def bootstrap(a: np.ndarray, b: np.ndarray | None = None, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+BOOTSTRAP_DRAWS = 2000  # resamples of every bootstrap of the report (percentile intervals, p-values)
+
+
+def bootstrap(
+    a: np.ndarray, b: np.ndarray | None = None, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float]:
     """(half-width of the 95% percentile-bootstrap interval of mean(a), or of mean(a - b) paired over the same
     test images, and the two-sided bootstrap p-value of that mean being 0: twice the smaller tail)."""
     values = a.astype(float) - (0.0 if b is None else b.astype(float))
@@ -60,7 +65,7 @@ def iqm(values) -> float:
 
 
 def probability_of_improvement(
-    x, y, higher: bool = True, draws: int = 2000, seed: int = 0
+    x, y, higher: bool = True, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
 ) -> tuple[float, float, float]:
     """P(X > Y) + P(X = Y) / 2 over every pair of a run of X and a run of Y (the Mann-Whitney statistic, rliable's
     probability of improvement) and its 95% percentile interval from a bootstrap that resamples each side's runs

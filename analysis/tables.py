@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pandas as pd
 
 from analysis.cache import cached, memo
 from analysis.ensembles import right_of, top1_bootstrap
-from analysis.stats import bootstrap, iqm, probability_of_improvement, seeds_needed, t_halfwidth
+from analysis.stats import BOOTSTRAP_DRAWS, bootstrap, iqm, probability_of_improvement, seeds_needed, t_halfwidth
 from harness.catalog import presentation
 from harness.config import is_setting_key
 from harness.metrics import METRICS as FINAL_METRICS
 from harness.schema import LOGITS
+from harness.uncertainty import DETECTION_METRICS
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 PUBLISHED = Path(__file__).with_name("published.csv")
@@ -37,10 +39,21 @@ def metric_columns(table: str = "main") -> list[tuple[str, str, float, int]]:
     return [(k, m.label, m.scale, m.decimals) for t in tables for k, m in FINAL_METRICS.items() if m.table == t]
 
 
+# a column of a registered metric measured elsewhere: under shift (harness.uncertainty.corruption_metrics), on
+# the in-distribution test set beside OOD ones, or averaged over an OpenOOD group
+_MEASURED_ON = re.compile(r"^(clean|corrupted|ub17|pooled|severity\d+|id|near|far)_")
+
+
 def metric_bounds(column: str) -> tuple[float, float]:
-    """The values a report column can take: a registered metric's declared bounds; costs are non-negative."""
+    """The values a report column can take: a registered metric's declared bounds (under shift, on OOD sets, in an
+    OpenOOD group too), a detection metric's; differences are unbounded; costs are non-negative."""
     if column in FINAL_METRICS:
         return FINAL_METRICS.get(column).bounds
+    if column in DETECTION_METRICS:
+        return DETECTION_METRICS[column].bounds
+    measured = _MEASURED_ON.sub("", column, count=1)
+    if measured != column:
+        return metric_bounds(measured)
     if column.startswith(("rule_shift", "diff")):
         return (-np.inf, np.inf)
     return (0.0, np.inf)
@@ -139,7 +152,8 @@ def cells(summary: pd.DataFrame, m: str, scale: float, decimals: int, marks=None
 
 CAPTION = (
     "Mean over seeds ± the half-width of its 95% t-interval (n = number of seeds, or of distinct ensembles); "
-    "with n = 1, top-1's ± is the 95% bootstrap interval over test images (marked †), the other metrics have none. "
+    "with n = 1, top-1's ± is the 95% bootstrap interval over test images (marked †: 2,000 resamples of the test "
+    "images, the percentile interval's half-width), the other metrics have none. "
     "An interval that would leave the metric's range (few seeds: at n = 2 the t-interval is 12.7 standard errors "
     "wide) is shown by its ends clipped to the range, [lo, hi]‡."
 )
@@ -254,7 +268,10 @@ def _paired_bootstrap(ours: list[str], theirs: list[str], draws: int) -> tuple[f
 
 
 def paired_differences(
-    trials: pd.DataFrame, ensembles: pd.DataFrame | None = None, method: str = "cut_mixmo", draws: int = 2000
+    trials: pd.DataFrame,
+    ensembles: pd.DataFrame | None = None,
+    method: str = "cut_mixmo",
+    draws: int = BOOTSTRAP_DRAWS,
 ) -> pd.DataFrame:
     """Top-1 of ``method`` minus each baseline's at the same width (finished trials). Single baselines are
     paired by seed: with k >= 2 shared seeds, the mean difference, its 95% t-interval and the paired t-test's
@@ -319,6 +336,27 @@ def paired_differences(
     return pd.DataFrame(rows)
 
 
+def difference_bounds(metric: str) -> tuple[float, float]:
+    """The values a difference of ``metric`` between two runs can take: its range's width either way."""
+    lo, hi = metric_bounds(metric)
+    return lo - hi, hi - lo
+
+
+def difference_cell(difference: float, half: float, metric: str = "top1", decimals: int = 2) -> str:
+    """``_cell`` of a difference, its interval clipped to ``difference_bounds`` (and marked ‡ when it is)."""
+    lo, hi = difference_bounds(metric)
+    low, high = difference - half, difference + half
+    clipped = bool(low < lo or high > hi)
+    return _cell(difference, half, 100, decimals, lo=max(low, lo), hi=min(high, hi), clipped=clipped)
+
+
+def p_value_text(p: float, test: str, draws: int = BOOTSTRAP_DRAWS) -> str:
+    """A p-value as text: a bootstrap's p of 0 is below its resolution, '< 1/draws', never '0'."""
+    if p == 0 and "bootstrap" in test:
+        return f"< {1 / draws:.2g} (1/{draws:,})"
+    return f"{p:.3g}"
+
+
 def paired_table(paired: pd.DataFrame) -> pd.DataFrame:
     if paired.empty:
         return paired
@@ -327,8 +365,8 @@ def paired_table(paired: pd.DataFrame) -> pd.DataFrame:
             "network": paired.network,
             "comparison": paired.comparison,
             "seeds": paired.seeds,
-            "top-1 difference (points)": [_cell(d, h, 100, 2) for d, h in zip(paired.difference, paired.ci)],
-            "p": [f"{p:.3g}" for p in paired.p],
+            "top-1 difference (points)": [difference_cell(d, h) for d, h in zip(paired.difference, paired.ci)],
+            "p": [p_value_text(p, test) for p, test in zip(paired.p, paired.test)],
             "test": paired.test,
         }
     )
@@ -371,6 +409,11 @@ def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: s
                 p, lo, hi = memo(
                     "improvement", [x.tolist(), y.tolist(), higher], lambda: probability_of_improvement(x, y, higher)
                 )
+                improvement = (
+                    f"{p:.2f} [{lo:.2f}, {hi:.2f}]"
+                    if len(x) > 1 or len(y) > 1
+                    else f"{p:.2f} (one run a side: no interval, decides nothing)"
+                )
                 spread = np.sqrt(
                     (np.var(x, ddof=1) if len(x) > 1 else 0) / 2 + (np.var(y, ddof=1) if len(y) > 1 else 0) / 2
                 )
@@ -381,7 +424,7 @@ def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: s
                     "n": f"{len(x)} vs {len(y)}",
                     f"IQM {metric}": round(100 * iqm(x), 2) if metric == "top1" else round(iqm(x), 4),
                     f"baseline IQM {metric}": round(100 * iqm(y), 2) if metric == "top1" else round(iqm(y), 4),
-                    "P(improvement) [95% interval]": f"{p:.2f} [{lo:.2f}, {hi:.2f}]",
+                    "P(improvement) [95% interval]": improvement,
                     "seeds needed": seeds_needed(np.mean(x) - np.mean(y), spread),
                 })  # fmt: skip
     return pd.DataFrame(rows)

@@ -8,6 +8,7 @@ to the method's default, and the content hashes of the plugins the trial uses (p
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -206,6 +207,15 @@ def presentation(method: str) -> dict[str, Any]:
     return {"label": m.label or method, "order": m.order, "color": m.color, "marker": m.marker}
 
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|&!$])")
+
+
+def _md(text: str) -> str:
+    """A plugin's text in a Markdown table cell: backslash-escaped (CommonMark), so no HTML, link, math or column
+    (``|``) can come of it; one line."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 def _first_line(obj) -> str:
     return ((getattr(obj, "__doc__", None) or "").strip().split("\n") or [""])[0]
 
@@ -245,9 +255,14 @@ def listing(markdown: bool = False, keys: bool = False) -> str:
     if markdown:
         rows = ["| method | M | network | its keys (default: meaning) | from |", "| --- | --- | --- | --- | --- |"]
         rows += [
-            f"| `{name}` | {m.default_M if not m.single_network else 1} | {m.network} | "
-            + ("<br>".join(f"`{k}` {o.default!r}: {o.help} ({o.describe()})" for k, o in m.options.items()) or "-")
-            + f" | {_origin(METHODS, name)} |"
+            f"| `{name}` | {m.default_M if not m.single_network else 1} | {_md(m.network)} | "
+            + (
+                "<br>".join(
+                    f"`{k}` {_md(repr(o.default))}: {_md(o.help)} ({_md(o.describe())})" for k, o in m.options.items()
+                )
+                or "-"
+            )
+            + f" | {_md(_origin(METHODS, name))} |"
             for name, m, _ in methods
         ]
         return "\n".join(rows)

@@ -156,6 +156,11 @@ class TestKind(EvalKind):
         return dict(record["metrics"])
 
 
+def ub17_applies(source: str) -> bool:
+    """Whether uncertainty-baselines' 17-corruption average applies: its list is CIFAR-100-C's alone."""
+    return CORRUPTION_SETS.get(source, ("",))[0] == "cifar100"
+
+
 class CorruptionKind(EvalKind):
     """A corrupted copy of the test set: per corruption and severity top-1/NLL/ECE, calibrated under shift with
     the clean temperature, and their means over the benchmark's corruptions."""
@@ -187,7 +192,7 @@ class CorruptionKind(EvalKind):
         generation = generation_record(where)
         temperature = folder.metrics().get("temperature")  # fitted on clean images, applied unchanged under shift
         return {
-            **corruption_metrics(parts, CORRUPTIONS, temperature, cfg.ensemble_average),
+            **corruption_metrics(parts, CORRUPTIONS, temperature, cfg.ensemble_average, ub17_applies(spec.source)),
             "ensemble_average": cfg.ensemble_average,
             "source": str(where),
             "generated": generation is not None,
@@ -204,7 +209,9 @@ class CorruptionKind(EvalKind):
                 torch.from_numpy(first[schema.PART_LABELS]),
                 first[schema.PART_SEVERITY],
             )
-        return {**record, **corruption_metrics(parts, CORRUPTIONS, temperature, average), "ensemble_average": average}
+        ub17 = ub17_applies(record["set"].split("=")[0])
+        summary = corruption_metrics(parts, CORRUPTIONS, temperature, average, ub17)
+        return {**record, **summary, "ensemble_average": average}
 
     def headline(self, record):
         s = record["summary"]

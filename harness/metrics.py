@@ -185,6 +185,12 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return 1.0 / beta
 
 
+def temperature_at_bound(t: float) -> bool:
+    """Whether a fitted temperature stopped at the search's bracket (``LOG_T_BOUNDS``): the NLL still falls
+    beyond it (confidences that carry no signal, or a split too small), so T is a bound, not an optimum."""
+    return abs(abs(math.log(t)) - LOG_T_BOUNDS[1]) < 1e-6 if t > 0 else True
+
+
 def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities") -> dict[str, float]:
     """The ensemble's test top-1 and NLL, in the history of every evaluated epoch."""
     ens = ensemble_logits(head_logits, average)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Literal, Optional, TypeVar
 
 from pydantic import ConfigDict, Field, ValidationError, create_model
 
 T = TypeVar("T")
+NAME_LENGTH = 64
+NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{NAME_LENGTH - 1}}}")  # one folder-safe identifier
 
 
 class Registry(Generic[T]):
@@ -36,6 +39,12 @@ class Registry(Generic[T]):
 
         def add(obj: T) -> T:
             source = plugins.loading()
+            if not isinstance(name, str) or not NAME.fullmatch(name):
+                raise plugins.PluginError(
+                    f"{source or 'the harness'}: registers {self.kind} {str(name)[:80]!r}: a name is a letter, then "
+                    f"letters, digits or _ (at most {NAME_LENGTH} characters): it names trial folders, MLflow runs "
+                    "and table rows"
+                )
             if name in self._entries:
                 if self._entries[name] is obj:
                     return obj

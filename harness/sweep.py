@@ -158,6 +158,7 @@ def _run_locked(
         suite.suite_dir,
         [t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
         [(spec.method, spec.sizes) for spec in suite.ensembles],
+        suite.ensemble_average,
     )
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)

@@ -8,6 +8,8 @@ that cuts through a tie group is its expectation over the tied images' orders.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -22,13 +24,24 @@ OOD_SCORES = {
     "mutual_information": ("mutual information", "minus the mutual information between prediction and head (M >= 2)"),
     "disagreement": ("head disagreement", "minus the share of head pairs whose top-1 differ (M >= 2)"),
 }
-# detection metrics (detection_metrics), name -> (label, direction); shown as percentages
+
+
+class Detection(NamedTuple):
+    """A detection metric (``detection_metrics``): its label, direction and range (shown as percentages)."""
+
+    label: str
+    direction: str
+    bounds: tuple[float, float] = (0.0, 1.0)  # every one is a rate or an area under a curve in the unit square
+
+
 DETECTION_METRICS = {
-    "auroc": ("AUROC %", "higher"),
-    "aupr_in": ("AUPR-in %", "higher"),
-    "aupr_out": ("AUPR-out %", "higher"),
-    "fpr95": ("FPR@95 % (ID +)", "lower"),  # in-distribution images positive (ODIN's)
-    "fpr95_ood": ("FPR@95 % (OOD +)", "lower"),  # OOD images positive (OpenOOD's)
+    "auroc": Detection("AUROC %", "higher"),
+    "aupr_in": Detection("AUPR-in % (AP)", "higher"),  # average precision (scikit-learn's)
+    "aupr_out": Detection("AUPR-out % (AP)", "higher"),
+    "aupr_in_trapezoid": Detection("AUPR-in % (trapezoid)", "higher"),  # OpenOOD's: the PR curve's trapezoidal area
+    "aupr_out_trapezoid": Detection("AUPR-out % (trapezoid)", "higher"),
+    "fpr95": Detection("FPR@95 % (ID +)", "lower"),  # in-distribution images positive (ODIN's)
+    "fpr95_ood": Detection("FPR@95 % (OOD +)", "lower"),  # OOD images positive (OpenOOD's)
 }
 # uncertainty-baselines' CIFAR-100-C set (its utils.load_corrupted_test_info): the 15 of the benchmark without
 # motion blur and snow, plus the four extra ones
@@ -81,6 +94,21 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float(np.sum(pos / n_pos * tp / (tp + fp)))
 
 
+def trapezoidal_aupr(scores: np.ndarray, positives: np.ndarray) -> float:
+    """AUPR as OpenOOD v1.5 computes it: the trapezoidal area under the precision-recall curve, one point per
+    distinct score (highest first) and the curve's start at (recall 0, precision 1): scikit-learn's
+    ``auc(recall, precision)`` of ``precision_recall_curve``. It differs from average precision where scores tie
+    or saturate (a tie group is one point, joined to the previous by a straight line)."""
+    positives = np.asarray(positives, bool)
+    n_pos = positives.sum()
+    if n_pos == 0 or n_pos == len(positives):
+        return float("nan")
+    pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
+    tp, fp = np.cumsum(pos), np.cumsum(neg)
+    recall, precision = np.r_[0.0, tp / n_pos], np.r_[1.0, tp / (tp + fp)]
+    return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
+
+
 def fpr_at_tpr(scores: np.ndarray, positives: np.ndarray, tpr: float = 0.95) -> float:
     """The share of negatives accepted at the highest threshold that accepts at least ``tpr`` of the
     positives (score >= threshold accepted; a tie group is accepted whole)."""
@@ -102,15 +130,18 @@ def roc_curve(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np
 
 def detection_metrics(in_scores: np.ndarray, out_scores: np.ndarray) -> dict[str, float]:
     """In-distribution images as positives: AUROC, AUPR-in (in = positive, score as is), AUPR-out (out =
-    positive, score negated) and FPR at 95% TPR in both conventions: ``fpr95`` with the in-distribution images
-    positive (ODIN's: the share of OOD images kept when 95% of in-distribution ones are) and ``fpr95_ood`` with the
-    OOD images positive (OpenOOD's: the share of in-distribution images flagged when 95% of OOD ones are)."""
+    positive, score negated), each AUPR as average precision and as OpenOOD's trapezoidal area, and FPR at 95%
+    TPR in both conventions: ``fpr95`` with the in-distribution images positive (ODIN's: the share of OOD images
+    kept when 95% of in-distribution ones are) and ``fpr95_ood`` with the OOD images positive (OpenOOD's: the
+    share of in-distribution images flagged when 95% of OOD ones are)."""
     scores = np.concatenate([in_scores, out_scores]).astype(np.float64)
     is_in = np.r_[np.ones(len(in_scores), bool), np.zeros(len(out_scores), bool)]
     return {
         "auroc": auroc(torch.from_numpy(scores), torch.from_numpy(is_in)),
         "aupr_in": average_precision(scores, is_in),
         "aupr_out": average_precision(-scores, ~is_in),
+        "aupr_in_trapezoid": trapezoidal_aupr(scores, is_in),
+        "aupr_out_trapezoid": trapezoidal_aupr(-scores, ~is_in),
         "fpr95": fpr_at_tpr(scores, is_in, 0.95),
         "fpr95_ood": fpr_at_tpr(-scores, ~is_in, 0.95),
     }
@@ -132,14 +163,15 @@ def corruption_metrics(
     benchmark: tuple[str, ...],
     temperature: float | None = None,
     average: str = "probabilities",
+    ub17: bool = False,
 ) -> dict:
     """``parts``: corruption -> (head logits, labels, severity per image). The metric suite of the ensemble per
     corruption and severity (harness.metrics.shift_metrics: every metric, and with ``temperature``, the one
     fitted on clean images, the calibrated ones: calibration under shift); per severity and overall, their means over
     the ``benchmark`` corruptions present (the reference tables' "mean over 15 corruptions x 5 severities"; all
     present ones if none is). Beside it, the two other conventions in use (``CONVENTIONS``): uncertainty-
-    baselines' 17 corruptions (``ub17_*``) and MixMo's pooled set, every corruption file x severity
-    concatenated into one test set (``pooled_*``)."""
+    baselines' 17 corruptions (``ub17_*``, only with ``ub17``: the list is CIFAR-100-C's) and MixMo's pooled set,
+    every corruption file x severity concatenated into one test set (``pooled_*``)."""
     per: dict[str, dict[str, dict[str, float]]] = {}
     pooled = []
     for name, (heads, labels, severity) in parts.items():
@@ -159,11 +191,11 @@ def corruption_metrics(
     cells = [per[c][s] for c in in_mean for s in per[c]]
     summary = {f"corrupted_{m}": float(np.mean([cell[m] for cell in cells])) for m in names}
     summary.update(corruptions_in_mean=len(in_mean), benchmark_corruptions=len(benchmark))
-    ub17 = [c for c in UB_CIFAR100_C if c in per]
-    if ub17:
-        cells17 = [per[c][s] for c in ub17 for s in per[c]]
+    ub17_present = [c for c in UB_CIFAR100_C if c in per] if ub17 else []
+    if ub17_present:
+        cells17 = [per[c][s] for c in ub17_present for s in per[c]]
         summary.update({f"ub17_{m}": float(np.mean([cell[m] for cell in cells17])) for m in names})
-        summary["ub17_corruptions"] = len(ub17)
+        summary["ub17_corruptions"] = len(ub17_present)
     logits, y = torch.cat([p[0] for p in pooled]), torch.cat([p[1] for p in pooled])
     summary.update({f"pooled_{m}": v for m, v in shift_metrics(logits, y, temperature).items()})
     summary["pooled_corruptions"] = len(per)

@@ -72,6 +72,19 @@ BAD = {
         "class Mine(Method):\n    options = {'dropout': Option(0.2, 'a rate')}\n",
         r"other_key.py: method 'mine_dropout' declares key 'dropout', which is already a key of method mc_dropout",
     ),
+    **{
+        f"badname{i}.py": (
+            f"from harness.methods import Method, register_method\n\n@register_method({name!r})\nclass Mine(Method):\n"
+            "    pass\n",
+            rf"badname{i}.py: registers method .*: a name is a letter, then letters, digits or _ \(at most 64",
+        )
+        for i, name in enumerate(["../evil", "../../../../x", "a/b", "<script>x</script>", "", "m" * 300, "a b"])
+    },
+    "badmetric.py": (
+        "from harness.metrics import register_metric\n\n@register_metric('$x$', 'x', direction='higher')\n"
+        "def x(logits, labels):\n    return 0.0\n",
+        r"badmetric.py: registers metric '\$x\$': a name is a letter",
+    ),
     "half.py": (  # registers one method, then fails: the first registration goes too
         "from harness.methods import Method, register_method\n\n@register_method('half_done')\nclass Mine(Method):\n"
         "    pass\n\nraise ImportError('no module named cupy')\n",

@@ -139,7 +139,8 @@ def test_three_corruption_conventions_from_the_same_logits():
         heads, labels = 2 * torch.randn(2 * n, 1, 5), torch.randint(0, 5, (2 * n,))
         parts[name] = (heads, labels, np.repeat([1, 2], n))
         cells[name] = (heads[:, 0], labels)
-    s = corruption_metrics(parts, CORRUPTIONS)["summary"]
+    s = corruption_metrics(parts, CORRUPTIONS, ub17=True)["summary"]
+    assert not any(k.startswith("ub17_") for k in corruption_metrics(parts, CORRUPTIONS)["summary"])  # CIFAR-10-C
 
     def top1(names):  # equal cells: the mean over corruptions and severities is the mean over their images
         return float(np.mean([(cells[c][0].argmax(-1) == cells[c][1]).float().mean() for c in names]))
@@ -152,3 +153,13 @@ def test_three_corruption_conventions_from_the_same_logits():
     assert s["pooled_nll"] == pytest.approx(nll(pooled_logits, pooled_labels), rel=1e-6)
     assert s["pooled_ece"] == pytest.approx(ece(pooled_logits, pooled_labels), rel=1e-6)
     assert s["pooled_corruptions"] == 3
+
+
+def test_ub17_is_cifar100_c_alone():
+    """uncertainty-baselines' 17-corruption list is CIFAR-100-C's: a CIFAR-10-C (or Tiny ImageNet-C) record has no
+    UB-17 average, generated stand-ins follow their dataset."""
+    from harness.eval_kinds import ub17_applies
+
+    assert ub17_applies("cifar100-c") and ub17_applies("cifar100-c-generated")
+    assert not ub17_applies("cifar10-c") and not ub17_applies("cifar10-c-generated")
+    assert not ub17_applies("tinyimagenet-c") and not ub17_applies("nonsense")

@@ -8,6 +8,7 @@ ratios; the soft targets are scaled by the loss weights w_i = M lam_i^(1/r) / su
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -38,6 +39,18 @@ class MixedBatch:
         )
 
 
+# a full stop that ends no sentence: "et al.", "e.g.", "i.e.", "vs.", "Fig.", "Eq.", "Sec.", an initial ("J. Smith")
+_NOT_AN_END = r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bvs)(?<!\bFig)(?<!\bEq)(?<!\bSec)(?<!\b[A-Z])"
+_SENTENCE_END = re.compile(_NOT_AN_END + r"\.\s")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a docstring's first paragraph, whole ("MIMO (Havasi et al., 2021) ...", not
+    "MIMO (Havasi et al.")."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return _SENTENCE_END.split(paragraph, maxsplit=1)[0].rstrip(".") + "."
+
+
 class Method:
     """A method: subclass it, declare what differs, and register it (``@register_method("name")``)."""
 
@@ -64,8 +77,7 @@ class Method:
     @classmethod
     def help(cls) -> str:
         """Its docstring's first sentence."""
-        text = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
-        return text.split(". ")[0].rstrip(".") + "."
+        return first_sentence(cls.__doc__ or "")
 
     @classmethod
     def param_groups(cls, model: torch.nn.Module, cfg: TrialConfig) -> list[dict]:

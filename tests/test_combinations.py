@@ -1,0 +1,317 @@
+"""Where features meet: seeds x deep ensembles x aggregation rules x evaluation sets x plugins x partial sweeps.
+
+Every combination gives a report whose every interval lies inside its metric's range, and whose numbers agree with
+what the driver printed and wrote (`ensembles.json`). The fast lane checks the pieces on hand-made trial folders; the
+slow lane trains one small real-data suite with an OOD set, a corruption set, held-out classes and a plugin metric,
+then reports every subset of its seeds under both rules, with and without `ensembles:`."""
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from test_report import make_trial
+
+from analysis import figures, tables
+from analysis.collect import collect, ensemble_rows
+from analysis.ensembles import compose_suite_ensembles
+from analysis.report import build_report
+from harness import schema
+from harness.metrics import METRICS, temperature_at_bound
+from harness.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
+from helpers import harness, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the pieces (fast lane)
+def tied_scores(rng, n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    positives = rng.random(n) < 0.4
+    if kind == "continuous":
+        scores = rng.normal(size=n) + positives
+    elif kind == "integer":
+        scores = rng.integers(0, 4, n) + positives
+    elif kind == "saturated":  # softmax probabilities at float precision: many exactly 1.0
+        scores = np.minimum(1.0, rng.random(n) * 1.5 + 0.3 * positives)
+    else:
+        scores = np.zeros(n)
+    return scores.astype(float), positives
+
+
+@pytest.mark.parametrize("kind", ["continuous", "integer", "saturated", "all tied"])
+def test_both_auprs_equal_their_references_on_tied_scores(kind):
+    """OpenOOD computes AUPR as scikit-learn's auc(recall, precision) of precision_recall_curve (the trapezoidal
+    area); the harness's own tables use average precision (scikit-learn's average_precision_score)."""
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        scores, positives = tied_scores(rng, int(rng.integers(5, 60)), kind)
+        if positives.all() or not positives.any():
+            continue
+        precision, recall, _ = precision_recall_curve(positives, scores)
+        assert trapezoidal_aupr(scores, positives) == pytest.approx(auc(recall, precision), abs=1e-12)
+        assert average_precision(scores, positives) == pytest.approx(
+            average_precision_score(positives, scores), abs=1e-12
+        )
+
+
+def test_the_two_auprs_differ_where_scores_tie_and_are_labelled():
+    scores, positives = np.zeros(10), np.arange(10) < 3  # all tied: AP = 0.3, the trapezoid (1 + 0.3) / 2
+    assert average_precision(scores, positives) == pytest.approx(0.3)
+    assert trapezoidal_aupr(scores, positives) == pytest.approx(0.65)
+    from analysis.robustness import DETECTION, OPENOOD_COLUMNS
+
+    assert [m for m, _ in OPENOOD_COLUMNS if m.startswith("aupr")] == ["aupr_in_trapezoid", "aupr_out_trapezoid"]
+    assert [m for m, *_ in DETECTION if m.startswith("aupr")] == ["aupr_in", "aupr_out"]
+    labels = {DETECTION_METRICS[m].label for m in ("aupr_in", "aupr_in_trapezoid")}
+    assert labels == {"AUPR-in % (AP)", "AUPR-in % (trapezoid)"}
+
+
+@pytest.mark.parametrize(
+    "column, bounds",
+    [
+        ("auroc", (0, 1)),
+        ("fpr95_ood", (0, 1)),
+        ("near_aupr_in_trapezoid", (0, 1)),
+        ("id_top1", (0, 1)),
+        ("clean_top1", (0, 1)),
+        ("corrupted_ece", (0, 1)),
+        ("ub17_cal_nll", (0, np.inf)),
+        ("severity3_top1", (0, 1)),
+        ("pooled_brier", METRICS.get("brier").bounds),
+        ("aurc", METRICS.get("aurc").bounds),
+    ],
+)
+def test_every_column_of_the_ood_and_robustness_tables_has_its_metrics_range(column, bounds):
+    assert tables.metric_bounds(column) == tuple(map(float, bounds))
+
+
+def test_differences_and_p_values_are_shown_in_range():
+    assert tables.difference_bounds("top1") == (-1.0, 1.0)
+    assert tables.difference_cell(-0.09, 1.5) == "-9.00\u00a0[-100.00,\u00a0100.00]‡"
+    assert tables.difference_cell(0.02, 0.01) == "2.00\u00a0±\u00a01.00"
+    assert tables.p_value_text(0.0, "paired bootstrap over test images") == "< 0.0005 (1/2,000)"
+    assert tables.p_value_text(0.0, "paired t over seeds") == "0" and tables.p_value_text(0.0123, "x") == "0.0123"
+
+
+def test_a_temperature_at_the_bracket_is_flagged():
+    from harness.metrics import LOG_T_BOUNDS, fit_temperature
+
+    assert temperature_at_bound(float(np.exp(LOG_T_BOUNDS[1]))) and temperature_at_bound(float(np.exp(-6)))
+    assert not temperature_at_bound(1.7)
+    import torch
+
+    labels = torch.arange(40) % 5
+    wrong = 5 * torch.nn.functional.one_hot((labels + 1) % 5, 5).float()  # always confidently wrong: the NLL falls
+    assert temperature_at_bound(fit_temperature(wrong, labels))  # all the way to uniform, T at the bracket's top
+
+
+def test_first_sentences_keep_et_al_and_markdown_cells_are_escaped():
+    from harness.catalog import _md, listing
+    from harness.methods.base import first_sentence
+
+    assert (
+        first_sentence("MIMO (Havasi et al. 2021): summed inputs. More.") == "MIMO (Havasi et al. 2021): summed inputs."
+    )
+    assert first_sentence("Uses e.g. a mask, i.e. a box. Then.") == "Uses e.g. a mask, i.e. a box."
+    assert first_sentence("By J. Smith. Two.") == "By J. Smith."
+    assert "(Havasi et al. 2021)" in listing()
+    assert _md("a | b <script>x</script> $x$ [l](u)") == r"a \| b \<script\>x\</script\> \$x\$ \[l\](u)"
+
+
+def test_cost_figure_titles_name_each_cost(tmp_path):
+    """Each panel of the cost figure names its own cost (a loop variable once named every panel after the last
+    method), read back from the SVG, where matplotlib writes each text beside its paths."""
+    root = tmp_path / "results" / "cost"
+    for seed in (0, 1):
+        make_trial(root, seed, 0.5, method="vanilla")
+        make_trial(root, seed, 0.6, method="cut_mixmo", M=2, b=2)
+    summary = tables.summarize(collect(root))
+    figures.cost_figure(summary, tmp_path / "cost")
+    svg = (tmp_path / "cost.svg").read_text()
+    for cost in ("training hours", "parameters", "inference GFLOP per image"):
+        assert f"top-1 accuracy against {cost}" in svg and f"{cost} (log)" in svg
+    assert "against Cut-MixMo" not in svg and "Cut-MixMo (log)" not in svg
+
+
+def test_a_label_with_dollars_is_text_not_mathtext(tmp_path):
+    with plt.rc_context(figures.STYLE):
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1], label=r"$\notacommand{x}$ | <b>")
+        ax.set_title(r"$\frac{$")
+        ax.legend()
+        figures.save_figure(fig, tmp_path / "dollars")  # mathtext would raise a ValueError here
+    assert r"$\notacommand{x}$" in (tmp_path / "dollars.svg").read_text()
+
+
+@pytest.mark.parametrize("rule", ["probabilities", "logits"])
+def test_the_driver_composes_ensembles_under_the_suites_rule(tmp_path, rule):
+    """`harness run` prints and writes (ensembles.json, MLflow) the same ensemble numbers as the report under the
+    suite's `ensemble_average`; an ensemble row carries no member's trial id or seed."""
+    root = tmp_path / "results" / "rule"
+    dirs = [make_trial(root, seed, 0.5, method="cut_mixmo", M=2, b=2) for seed in (0, 1)]
+    lines = compose_suite_ensembles(root, dirs, [("cut_mixmo", [2])], rule)
+    (written,) = json.loads((root / schema.ENSEMBLES).read_text())
+    assert written["ensemble_average"] == rule
+    report = build_report(root, [("cut_mixmo", [2])], average=rule)
+    row = report["summary_frame"].query("members == 2").iloc[0]
+    assert row.top1_mean == written["top1"] and row.nll_mean == pytest.approx(written["nll"], rel=1e-12)
+    assert f"top1 {100 * row.top1_mean:.2f}%" in lines[0]
+    ensembles = ensemble_rows(collect(root), [("cut_mixmo", [2])])
+    assert "trial_id" not in ensembles and "seed" not in ensembles
+
+
+# --- the matrix (slow lane): one real-data suite, every subset of its seeds reported under both rules
+BASE = {
+    "dataset": "cifar100",
+    "depth": 10,
+    "width": 1,
+    "epochs": 1,
+    "train_subset": 400,
+    "test_subset": 200,
+    "class_subset": 20,  # the other 80 classes: the held-out OOD set
+    "eval_every": 0,
+    "batch_size": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def matrix_sweep(real_data_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("matrix")
+    out = harness(
+        "data", "corrupt", "cifar100", "--images", 40, "--corruptions", "gaussian_noise", "contrast",
+        "--out", tmp / "cc", HARNESS_DATA_DIR=real_data_dir,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rng = np.random.default_rng(0)
+    (tmp / "ood").mkdir()
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp / "ood" / f"{i}.png")
+    shutil.copy(ROOT / "examples" / "plugins" / "classwise_ece.py", tmp / "classwise_ece.py")
+    suite = {
+        "name": "matrix",
+        "base": BASE,
+        "grid": {"method": ["vanilla", "cut_mixmo"], "seed": [0, 1, 2]},
+        "rules": [{"when": {"method": "cut_mixmo"}, "set": {"M": 2, "b": 2}}],
+        "ensembles": [{"method": "vanilla", "sizes": [2]}],
+        "ensemble_average": "logits",
+        "eval_sets": ["ood:heldout-classes", f"ood:folder={tmp / 'ood'}", f"cifar100-c-generated={tmp / 'cc'}"],
+        "plugins": ["classwise_ece.py"],
+        "resources": {"cpus": 1},
+        "concurrency": 2,
+        "storage": str(tmp / "results"),
+    }
+    path = tmp / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = harness("run", path, HARNESS_DATA_DIR=real_data_dir, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    return tmp, path, out.stdout
+
+
+def interval_cells(path: Path):
+    """(column, mean, low end, high end) of every cell of a report CSV that shows an interval."""
+    shown = re.compile(r"^(-?[\d.]+)\u00a0(?:±\u00a0([\d.]+)|\[(-?[\d.]+),\u00a0(-?[\d.]+)\]‡)")
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            for column, cell in row.items():
+                match = shown.match(cell or "")
+                if match:
+                    mean, half, lo, hi = match.groups()
+                    mean = float(mean)
+                    yield (
+                        column,
+                        mean,
+                        *((mean - float(half), mean + float(half)) if half else (float(lo), float(hi))),
+                    )
+
+
+SHOWN_ON = ("clean ", "corrupted ", "15-mean ", "UB-17 ", "pooled ", "near ", "far ", "ID ")
+
+
+def shown_bounds(column: str) -> tuple[float, float]:
+    """A table column's range as printed (percentages for the metrics shown x100), from the declarations alone."""
+    labels = {m.label: (m.bounds[0] * m.scale, m.bounds[1] * m.scale) for m in METRICS.values()}
+    labels |= {d.label: (100 * d.bounds[0], 100 * d.bounds[1]) for d in DETECTION_METRICS.values()}
+    labels["top-1 difference (points)"] = (-100.0, 100.0)
+    for prefix in SHOWN_ON:
+        if column.startswith(prefix) and column[len(prefix) :] in labels:
+            return labels[column[len(prefix) :]]
+    assert column in labels, f"an interval in column {column!r}, whose range nothing declares"
+    return labels[column]
+
+
+def report_of(sweep_dir: Path, seeds: set[int], rule: str, specs, tmp: Path) -> tuple[dict, Path]:
+    """The report of a copy of the sweep holding only ``seeds``' trials."""
+    root = tmp / f"s{''.join(map(str, sorted(seeds)))}-{rule}-{'ens' if specs else 'none'}" / "matrix"
+    root.mkdir(parents=True)
+    for trial in sweep_dir.iterdir():
+        if (trial / schema.CONFIG).exists() and yaml.safe_load((trial / schema.CONFIG).read_text())["seed"] in seeds:
+            shutil.copytree(trial, root / trial.name)
+    return build_report(root, specs, average=rule), root
+
+
+@pytest.mark.parametrize("seeds", [{0}, {0, 1}, {0, 1, 2}], ids=["1seed", "2seeds", "3seeds"])
+def test_every_combination_reports_with_intervals_in_range(matrix_sweep, seeds, tmp_path, real_data_dir):
+    tmp, _, _ = matrix_sweep
+    sweep_dir = tmp / "results" / "matrix"
+    for rule in ("probabilities", "logits"):
+        for specs in (None, [("vanilla", [2])]):
+            report, root = report_of(sweep_dir, seeds, rule, specs, tmp_path)
+            out = root / schema.REPORT_DIR
+            page = (out / schema.REPORT_PAGE).read_text()
+            for section in ("Out-of-distribution detection", "Robustness to corruptions", "Selective prediction"):
+                assert section in page, section
+            assert page.count("<h2>Selective prediction") == 1
+            checked = 0
+            for path in out.glob("*.csv"):
+                for column, mean, lo, hi in interval_cells(path):
+                    low, high = shown_bounds(column)
+                    assert low - 1e-9 <= lo <= mean <= hi <= high + 1e-9, (path.name, column, mean, lo, hi)
+                    checked += 1
+            assert checked > 0
+            summary = report["summary_frame"]
+            assert "classwise_ece_mean" in summary  # the plugin metric, from the saved logits
+            if len(seeds) >= 2:  # ensembles exist (composed for every method with two seeds when none are named)
+                composed = compose_suite_ensembles(root, sorted(root.glob("vanilla-*")), [("vanilla", [2])], rule)
+                (written,) = [r for r in json.loads((root / schema.ENSEMBLES).read_text()) if r["members"] == 2]
+                row = summary[(summary.members == 2) & (summary.method == "vanilla")].iloc[0]
+                assert row.top1_mean == written["top1"] and f"{100 * row.top1_mean:.2f}%" in composed[0]
+
+
+def test_the_sweep_prints_one_number_per_ensemble(matrix_sweep, real_data_dir):
+    """What `harness run` printed for its ensemble, ensembles.json, MLflow's parent run and the report agree."""
+    tmp, path, stdout = matrix_sweep
+    (line,) = [line for line in stdout.splitlines() if line.startswith("deep ensemble vanilla")]
+    printed = float(re.search(r"top1 ([\d.]+)%", line).group(1))
+    (written,) = json.loads((tmp / "results" / "matrix" / schema.ENSEMBLES).read_text())
+    assert written["ensemble_average"] == "logits" and f"{100 * written['top1']:.2f}" == f"{printed:.2f}"
+    table = stdout[stdout.index(" network ") :]
+    (ensemble_row,) = [r for r in table.splitlines() if "(ensemble of 2)" in r]
+    assert f"{printed:.2f}" in ensemble_row  # the run's own summary table: the same number, the same rule
+    out = harness("report", path, HARNESS_DATA_DIR=real_data_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    raw = pd.read_csv(tmp / "results" / "matrix" / schema.REPORT_DIR / "summary_raw.csv")
+    reported = raw[(raw.members == 2) & (raw.method == "vanilla")].top1_mean.iloc[0]
+    assert f"{100 * reported:.2f}" == f"{printed:.2f}"
+    _, (parent,), _ = runs(f"sqlite:///{tmp / 'results' / 'mlflow.db'}", "matrix")
+    ensemble_metrics = {k: v for k, v in parent.data.metrics.items() if "ensemble" in k and "top1" in k}
+    assert ensemble_metrics and all(f"{100 * v:.2f}" == f"{printed:.2f}" for v in ensemble_metrics.values())
+
+
+def test_a_partial_sweep_with_every_set_still_reports(matrix_sweep, tmp_path):
+    tmp, _, _ = matrix_sweep
+    root = tmp_path / "partial" / "matrix"
+    shutil.copytree(tmp / "results" / "matrix", root, ignore=shutil.ignore_patterns(".cache", "report"))
+    victim = sorted(root.glob("cut_mixmo-*"))[0]
+    (victim / schema.METRICS).unlink()  # a trial that did not finish
+    report = build_report(root, [("vanilla", [2])], average="logits")
+    assert victim.name in report["missing"]
+    assert (root / schema.REPORT_DIR / "ood.csv").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import shlex
 import sys
 import typing
 from pathlib import Path
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command_line = "harness " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
     logs.setup()
     try:
         from harness import plugins

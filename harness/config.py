@@ -127,7 +127,7 @@ class TrialConfig(BaseModel):
     # --- network
     model: str = Recipe("wrn", description="a registered network (`harness list`): wrn, preact_resnet, or a plugin's")
     depth: int = Recipe(28, description="WRN: 6n + 4; PreActResNet: 18")
-    width: int = Recipe(10, ge=1, description="the width multiplier w")
+    width: int = Recipe(10, ge=1, le=1024, description="the width multiplier w (at most 1024)")
 
     # --- method (docs/recipe.md §1, §4)
     method: str = Recipe("vanilla", description="a registered method (`harness list`); its own keys beside it")

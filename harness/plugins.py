@@ -25,7 +25,10 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import bounded_read
+
 ENTRY_POINT_GROUP = "harness.plugins"
+MAX_PLUGIN_BYTES = 4 << 20  # a plugin is Python source: a few KiB; /dev/zero or a data file is not one
 
 
 class PluginError(ValueError):
@@ -98,7 +101,7 @@ def load(spec: str, base: Path | None = None) -> Plugin:
         path = Path(spec).expanduser()
         path = (Path(base) / path if base is not None and not path.is_absolute() else path).resolve()
         try:
-            data = path.read_bytes()
+            data = bounded_read.read_bytes(path, MAX_PLUGIN_BYTES)
         except OSError as err:
             raise PluginError(f"plugin {path}: cannot read it ({err.strerror or err})") from None
         try:

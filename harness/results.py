@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from harness import bounded_read
 from harness.schema import (
     ASIDE_SUFFIX,
     ATTEMPTS,
@@ -149,9 +150,23 @@ def read_json(path: Path) -> Any:
     """JSON from a result file; CorruptFile (with the path) when it cannot be parsed."""
     path = Path(path)
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(read_record(path))
     except (ValueError, UnicodeDecodeError) as err:
         raise CorruptFile(path, f"not valid JSON ({err})") from None
+
+
+MAX_RECORD_BYTES = 256 << 20  # a trial's JSON, YAML or CSV record: kilobytes to a few MB; beyond that it is not one
+
+
+def read_record(path: Path) -> bytes:
+    """A trial folder's text record, a regular file of bounded size (a shared folder may hold a FIFO or a link to
+    /dev/zero where a record should be): CorruptFile with the reason otherwise."""
+    try:
+        return bounded_read.read_bytes(path, MAX_RECORD_BYTES)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise CorruptFile(Path(path), err.strerror or str(err)) from None
 
 
 def refusal(err: Exception) -> str:
@@ -283,7 +298,7 @@ class TrialFolder:
         key = (str(path), info.st_mtime_ns, info.st_size)
         if key not in _CONFIGS:  # read once per process while the file is unchanged (status, report: many readers)
             try:
-                config = parse_yaml(path.read_bytes().decode("utf-8"), str(path))
+                config = parse_yaml(read_record(path).decode("utf-8"), str(path))
             except (ConfigError, UnicodeDecodeError) as err:
                 raise CorruptFile(path, str(err).removeprefix(f"{path}: ")) from None
             if not isinstance(config, dict) or "trial_id" not in config:
@@ -302,7 +317,7 @@ class TrialFolder:
         if not path.exists():
             return []
         try:
-            rows = list(csv.DictReader(io.StringIO(path.read_bytes().decode("utf-8"))))
+            rows = list(csv.DictReader(io.StringIO(read_record(path).decode("utf-8"))))
             [float(r["epoch"]) for r in rows]
         except (UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as err:
             raise CorruptFile(path, f"not a history table ({err})") from None

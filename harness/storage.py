@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,17 @@ def check_writable(folder: Path, what: str, create: bool = True) -> None:
     """ConfigError unless ``folder`` can be created and written here (storage under a file, in /proc, read-only...).
     ``create=False`` (a dry run) creates nothing: the nearest existing folder on its path must be writable."""
     folder = Path(folder)
-    if not create:
+    if not create:  # the run's own check, in a probe folder made and removed in the nearest existing one
         existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            why = "not a folder" if not existing.is_dir() else "not writable"
+        why = "not a folder" if not existing.is_dir() else None
+        if why is None:
+            try:
+                probe = Path(tempfile.mkdtemp(prefix=".write-probe-", dir=existing))
+                (probe / "file").write_bytes(b"")
+                shutil.rmtree(probe)
+            except OSError as err:  # root passes os.access anywhere, even in /proc: only a write tells
+                why = f"not writable: {err.strerror or err}"
+        if why is not None:
             raise ConfigError(
                 f"{what}: {folder.absolute()} is not a writable folder ({existing} is {why}); "
                 f"point `storage` at a folder you can write"

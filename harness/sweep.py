@@ -44,9 +44,11 @@ def run_sweep(
     verbose: bool = False,
     index_key: str | None = None,
     summarize: Summarize | None = None,
+    command: str | None = None,
 ) -> int:
     """`harness run` (``index_key``: where the expanded grid is indexed for `harness status`, harness.trial_index;
-    ``summarize``: the table printed when trials ran)."""
+    ``summarize``: the table printed when trials ran; ``command``: the command line, as `harness status` shows
+    the driver)."""
     trials = expand(suite, source)
     trial_index.write(index_key, suite.suite_dir, trials)
     store = suite.store
@@ -61,7 +63,7 @@ def run_sweep(
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
     if tracker is not None:
         tracker.connect()  # a full disk stops here; two drivers on fresh storage create the store one at a time
-    with SuiteLock(suite.suite_dir, store, suite.name, f"harness run {source}", break_lock) as lock:
+    with SuiteLock(suite.suite_dir, store, suite.name, command or f"harness run {source}", break_lock) as lock:
         return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose, summarize)
 
 

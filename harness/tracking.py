@@ -75,6 +75,7 @@ class Tracker:
         self._client = None
         self._experiment_id: str | None = None
         self.suite_params: dict[str, str] = {}  # logged to the parent run when it is created
+        self.description = ""  # the suite's: the experiment's description in the MLflow UI
         self._parent: str | None = None
         self._runs: dict[str, dict] | None = None  # trial id -> {"run_id", "epochs", "final", "evaluations"}
 
@@ -119,6 +120,7 @@ class Tracker:
             artifact_root=f"{suite.store.uri}/mlartifacts" if suite.store else None,
         )
         tracker.suite_params = suite_params(suite)
+        tracker.description = suite.description
         return tracker
 
     # --- what the store holds
@@ -137,8 +139,23 @@ class Tracker:
                 local = not self.uri.startswith(("http:", "https:", "databricks"))
                 root = self.artifact_root or (self.suite_dir.parent.resolve() / "mlartifacts").as_uri()
                 location = f"{root}/{self.experiment}" if local else None
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=location, tags=self.experiment_tags()
+                )
+                return self._experiment_id
+            if self._experiment_id is not None:
+                for key, value in self.experiment_tags().items():  # an older experiment: its page set as well
+                    if exp.tags.get(key) != value:
+                        self.client.set_experiment_tag(self._experiment_id, key, value)
         return self._experiment_id
+
+    def experiment_tags(self) -> dict[str, str]:
+        """What MLflow 3's UI reads of an experiment: its kind (model training, so the page opens on its training
+        runs, not on the GenAI overview of traces) and its description (the suite's)."""
+        tags = {"mlflow.experimentKind": "custom_model_development"}
+        if self.description:
+            tags["mlflow.note.content"] = self.description
+        return tags
 
     def runs(self) -> dict[str, dict]:
         """The suite's trial runs in the store, by trial id (one search, paged; kept up to date as runs are sent).

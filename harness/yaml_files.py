@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from harness import bounded_read
 from harness.config import ConfigError
 
 
@@ -94,7 +95,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{path}: {path.stat().st_size:,} bytes; a suite or trial file is at most {MAX_YAML_BYTES:,}"
             )
-        data = path.read_bytes()
+        data = bounded_read.read_bytes(path, MAX_YAML_BYTES)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
     try:

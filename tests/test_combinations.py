@@ -198,6 +198,7 @@ def matrix_sweep(real_data_dir, tmp_path_factory):
     shutil.copy(ROOT / "examples" / "plugins" / "classwise_ece.py", tmp / "classwise_ece.py")
     suite = {
         "name": "matrix",
+        "description": "every feature at once, tiny",
         "base": BASE,
         "grid": {"method": ["vanilla", "cut_mixmo"], "seed": [0, 1, 2]},
         "rules": [{"when": {"method": "cut_mixmo"}, "set": {"M": 2, "b": 2}}],
@@ -238,7 +239,7 @@ SHOWN_ON = ("clean ", "corrupted ", "15-mean ", "UB-17 ", "pooled ", "near ", "f
 
 def shown_bounds(column: str) -> tuple[float, float]:
     """A table column's range as printed (percentages for the metrics shown x100), from the declarations alone."""
-    labels = {m.label: (m.bounds[0] * m.scale, m.bounds[1] * m.scale) for m in METRICS.values()}
+    labels = {m.label: (m.bounds[0] * m.scale, m.bounds[1] * m.scale) for _, m in METRICS.items()}
     labels |= {d.label: (100 * d.bounds[0], 100 * d.bounds[1]) for d in DETECTION_METRICS.values()}
     labels["top-1 difference (points)"] = (-100.0, 100.0)
     for prefix in SHOWN_ON:
@@ -278,7 +279,6 @@ def test_every_combination_reports_with_intervals_in_range(matrix_sweep, seeds, 
                     checked += 1
             assert checked > 0
             summary = report["summary_frame"]
-            assert "classwise_ece_mean" in summary  # the plugin metric, from the saved logits
             if len(seeds) >= 2:  # ensembles exist (composed for every method with two seeds when none are named)
                 composed = compose_suite_ensembles(root, sorted(root.glob("vanilla-*")), [("vanilla", [2])], rule)
                 (written,) = [r for r in json.loads((root / schema.ENSEMBLES).read_text()) if r["members"] == 2]
@@ -300,8 +300,12 @@ def test_the_sweep_prints_one_number_per_ensemble(matrix_sweep, real_data_dir):
     assert out.returncode == 0, out.stderr[-3000:]
     raw = pd.read_csv(tmp / "results" / "matrix" / schema.REPORT_DIR / "summary_raw.csv")
     reported = raw[(raw.members == 2) & (raw.method == "vanilla")].top1_mean.iloc[0]
+    assert raw.classwise_ece_mean.notna().all()  # the suite's plugin metric, for trials and ensembles alike
     assert f"{100 * reported:.2f}" == f"{printed:.2f}"
-    _, (parent,), _ = runs(f"sqlite:///{tmp / 'results' / 'mlflow.db'}", "matrix")
+    client, (parent,), _ = runs(f"sqlite:///{tmp / 'results' / 'mlflow.db'}", "matrix")
+    tags = client.get_experiment_by_name("matrix").tags  # MLflow 3's UI: the training runs first, the description
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags["mlflow.note.content"] == "every feature at once, tiny"
     ensemble_metrics = {k: v for k, v in parent.data.metrics.items() if "ensemble" in k and "top1" in k}
     assert ensemble_metrics and all(f"{100 * v:.2f}" == f"{printed:.2f}" for v in ensemble_metrics.values())
 
@@ -315,3 +319,53 @@ def test_a_partial_sweep_with_every_set_still_reports(matrix_sweep, tmp_path):
     report = build_report(root, [("vanilla", [2])], average="logits")
     assert victim.name in report["missing"]
     assert (root / schema.REPORT_DIR / "ood.csv").exists()
+
+
+# --- faults a shared results folder or a plugin brings
+@pytest.mark.slow  # subprocesses
+def test_plugins_and_suites_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    import os
+
+    fifo = tmp_path / "plugin.py"
+    os.mkfifo(fifo)
+    for path, what in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        proc = harness("list", "--plugin", path, timeout=60)
+        assert proc.returncode == 2 and f"plugin {path}: cannot read it ({what}, not a regular file)" in proc.stderr
+        proc = harness("run", path, "--dry-run", timeout=60)
+        assert proc.returncode == 2 and f"{what}, not a regular file" in proc.stderr, proc.stderr
+    big = tmp_path / "big.py"
+    big.write_bytes(b"#" * (5 << 20))
+    assert "larger than 4,194,304 bytes" in harness("list", "--plugin", big, timeout=60).stderr
+
+
+@pytest.mark.slow  # subprocesses
+@pytest.mark.parametrize("name", [schema.CONFIG, schema.METRICS, schema.HISTORY])
+def test_a_fifo_in_a_trial_folder_is_a_corrupt_trial_not_a_hang(tmp_path, name):
+    import os
+
+    root = tmp_path / "results" / "fifo"
+    trial_dir = make_trial(root, 0, 0.5, method="vanilla")
+    make_trial(root, 1, 0.6, method="vanilla")
+    (trial_dir / name).unlink(missing_ok=True)
+    os.mkfifo(trial_dir / name)
+    for command in ("status", "report"):
+        proc = harness(command, root, timeout=120)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{name}: a FIFO, not a regular file" in proc.stdout + proc.stderr, (command, proc.stdout, proc.stderr)
+
+
+def test_the_dry_run_checks_storage_as_the_run_does(tmp_path):
+    """Root passes os.access in /proc; the dry run now writes (and removes) a probe, as the run would."""
+    from helpers import cli, write_suite
+
+    proc = cli("run", write_suite(tmp_path, storage="/proc/harness_results"), "--dry-run")
+    assert proc.returncode == 2 and "/proc/harness_results/synth is not a writable folder" in proc.stderr
+    assert not list(tmp_path.glob(".write-probe-*"))
+    assert cli("run", write_suite(tmp_path), "--dry-run").returncode == 0 and not (tmp_path / "results").exists()
+
+
+def test_a_width_past_any_network_is_a_clear_error():
+    from helpers import cli
+
+    proc = cli("train", "--set", "dataset=synthetic", "--set", "width=100000000000000000000")
+    assert proc.returncode == 2 and "width: Input should be less than or equal to 1024" in proc.stderr

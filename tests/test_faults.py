@@ -120,7 +120,7 @@ def test_two_drivers_on_fresh_storage_one_runs_the_other_is_refused_by_the_lock(
     suite = write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 1})
     drivers = [
         subprocess.Popen(
-            [sys.executable, "-m", "harness", "run", str(suite)],
+            [sys.executable, "-m", "harness", "run", str(suite), "--data-dir", str(tmp_path / "data")],
             env=harness_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -132,6 +132,7 @@ def test_two_drivers_on_fresh_storage_one_runs_the_other_is_refused_by_the_lock(
     (ran, ran_err), (refused, refused_err) = outcomes
     assert (ran, refused) == (0, 2), outcomes
     assert "this suite is being run by `harness run" in refused_err and "--break-lock" in refused_err
+    assert f"--data-dir {tmp_path / 'data'}`" in refused_err  # the whole command the driver was started with
     for err in (ran_err, refused_err):
         assert "Traceback" not in err and "OperationalError" not in err
     assert not (tmp_path / "results" / "synth" / schema.LOCK).exists()

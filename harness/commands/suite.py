@@ -25,6 +25,7 @@ def cmd_run(args) -> int:
             suite,
             str(args.suite),
             index_key=index_key,
+            command=getattr(args, "command_line", None),
             address=args.address,
             restart=args.restart,
             dry_run=args.dry_run,

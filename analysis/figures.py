@@ -32,9 +32,18 @@ STYLE = {
     "axes.spines.right": False,
     "legend.frameon": False,
     "font.size": 9,
-    "text.parse_math": False,  # labels are shown as written: a method's label with $...$ is text, not mathtext
 }
 SPARE_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354", "#756bb1"]
+
+
+def plain(text) -> str:
+    """Text drawn as written: a $ in a label (a plugin's, a folder's name) is a dollar sign, never mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def figure_label(row) -> str:
+    """A row's label (analysis.tables.label) for a figure."""
+    return plain(label(row))
 
 
 def color(method: str) -> str:
@@ -52,7 +61,7 @@ def _series(summary: pd.DataFrame):
     keys = summary.assign(_order=summary.method.map(method_order))
     for (_, method, msda, members), rows in keys.groupby(["_order", "method", "msda", "members"], dropna=False):
         rows = rows.sort_values("width")
-        yield label(rows.iloc[0]), color(method), "--" if members > 1 else "-", rows
+        yield figure_label(rows.iloc[0]), color(method), "--" if members > 1 else "-", rows
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray:
@@ -142,7 +151,7 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
         for (score, score_name, scale, higher), ax_row in zip(scores, axes):
             for (cost, name, faster), ax in zip(costs, ax_row):
                 shown = rows.dropna(subset=[cost, score])
-                names = [label(r) for _, r in shown.iterrows()]
+                names = [figure_label(r) for _, r in shown.iterrows()]
                 for entry in dict.fromkeys(names):  # one scatter per legend entry: thousands of points stay cheap
                     group = shown[[n == entry for n in names]]
                     first = group.iloc[0]
@@ -266,7 +275,7 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
                 ax.set_ylim(0, 1)
                 ax.set_xlabel("confidence (bins of 1/15; numbers: images per bin)")
                 ax.set_ylabel("accuracy")
-                ax.set_title(f"{label(trial)} w={trial.width}, {when}: ECE {ece(shown, labels):.4f}", fontsize=8)
+                ax.set_title(f"{figure_label(trial)} w={trial.width}, {when}: ECE {ece(shown, labels):.4f}", fontsize=8)
         axes[0][0].legend(fontsize=6, loc="upper left")
         fig.tight_layout()
         save_figure(fig, path)
@@ -297,7 +306,7 @@ def curves_figure(trials: pd.DataFrame, path: Path) -> plt.Figure | None:
                     marker=".",
                     color=color(trial.method),
                     ls="-" if trial.seed == 0 else ":",
-                    label=f"{label(trial)} s{trial.seed}",
+                    label=f"{figure_label(trial)} s{trial.seed}",
                 )
             ax.set_title(f"{panel[0][0].model}-{panel[0][0].depth}-{width}")
             ax.set_xlabel("epoch")

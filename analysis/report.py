@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import cache, figures, protocol, robustness, tables
+from analysis import tuning as analysis_tuning
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
 from harness import schema
@@ -35,19 +36,22 @@ def build_report(
     source: str | None = None,
     average: str | None = None,
     grid: dict[str, dict] | None = None,
+    study: dict | None = None,
 ) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt",
     "average", "not_in_suite"} (trial folders with an unreadable file: left out, and listed as missing with the
     reason). ``expected`` maps trial ids that should exist to a short description (from the suite file); ``grid``
     maps the suite's trial ids to their recorded configs (other folders are listed, never counted); ``average``
-    is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded)."""
+    is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded); ``study``, a
+    tuned suite's {"resolved": harness.tuning.Resolved, "recipe": setting -> the recipe's searched values,
+    "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone."""
     rule = average or recorded_rule(suite_dir)
     with protocol.reading(rule), cache.reading(suite_dir) as kept:
-        report = {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid), "average": rule}
+        report = {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid, study), "average": rule}
     return {**report, "cache": {"hits": kept.hits, "misses": kept.misses}}
 
 
-def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> dict:
+def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study=None) -> dict:
     out = suite_dir / schema.REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir, grid)
@@ -58,12 +62,32 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
         {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
     )
     report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
+    tuning_parts = []
+    if study is not None:  # the search's configurations: the tuning section; the test tables: the final phase
+        tuning_parts = analysis_tuning.section(
+            study["resolved"],
+            trials,
+            study["recipe"],
+            study["val_size"],
+            out,
+            lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
+        )
+        resolved = study["resolved"]
+        tuned = {t.trial_id for ts in resolved.finals.values() for t in ts}
+        reported = {t.trial_id for t in resolved.reported}
+        if not trials.empty:
+            trials = trials[trials.trial_id.isin(reported)]
+            trials = trials.assign(tuning=["tuned" if t in tuned else "recipe" for t in trials.trial_id])
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
     if finished.empty:
-        sections.append(fragment("<p>No finished trial yet.</p>"))
+        sections.append(fragment("<p>No finished trial yet{}.</p>", " reported on test" if study else ""))
+        sections.extend(tuning_parts)
     else:
         ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
+        if study is not None and not ensembles.empty:  # an ensemble is of the tuned configuration or the recipe
+            of = dict(zip(trials.trial_id, trials.tuning))
+            ensembles["tuning"] = [of[members[0]] for members in ensembles.member_trials]
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
         summary = tables.summarize(rows, config_keys)
         write_csv(summary, out / schema.SUMMARY_RAW)
@@ -71,7 +95,8 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
         main = tables.display_table(summary)
         report["summary"] = compact_table(main)
         published = tables.published_vs_reproduced(summary)
-        paired = tables.paired_table(tables.paired_differences(finished, ensembles))
+        split_by = ["tuning"] if study is not None else tables.varying_keys(finished, config_keys)
+        paired = tables.paired_table(tables.paired_differences(finished, ensembles, by=split_by))
         captions = {
             "results": tables.CAPTION,
             "paired_differences": (
@@ -174,7 +199,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             sections.append(
                 table_html("Paired differences", paired, captions["paired_differences"], "paired_differences")
             )
-        improvement = tables.improvement_table(finished, ensembles)
+        improvement = tables.improvement_table(finished, ensembles, by=split_by)
         if not improvement.empty:
             caption = (
                 "Each method against the vanilla network and a deep ensemble of as many vanilla networks as it has "
@@ -199,7 +224,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid) -> di
             )
         )
         sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
-        sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report))
+        sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report) + join(tuning_parts))
     if missing:
         items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in missing.items())
         sections.insert(0, fragment('<h2>Missing ({} trials)</h2><ul class="missing">{}</ul>', len(missing), items))

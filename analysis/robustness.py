@@ -13,7 +13,7 @@ import torch
 
 from analysis import cache, protocol
 from analysis.ensembles import recalibrated
-from analysis.figures import STYLE, color
+from analysis.figures import STYLE, color, figure_label, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness import schema
@@ -243,13 +243,15 @@ def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
                 levels = [0, *range(1, 6)]
                 top1 = [group.clean_top1.mean(), *(group[f"severity{s}_top1"].mean() for s in range(1, 6))]
                 ece_ = [group.clean_ece.mean(), *(group[f"severity{s}_ece"].mean() for s in range(1, 6))]
-                kw = dict(color=color(method), marker="o", label=f"{label(group.iloc[0])} w={group.width.iloc[0]}")
+                kw = dict(
+                    color=color(method), marker="o", label=f"{figure_label(group.iloc[0])} w={group.width.iloc[0]}"
+                )
                 ax_acc.plot(levels, 100 * np.array(top1), **kw)
                 ax_ece.plot(levels, 100 * np.array(ece_), **kw)
             for ax, what in ((ax_acc, "top-1 %"), (ax_ece, "ECE %")):
                 ax.set_xlabel("severity (0 = clean test set)")
                 ax.set_ylabel(what)
-                ax.set_title(f"{name}: {what}")
+                ax.set_title(plain(f"{name}: {what}"))
             ax_acc.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, path)
@@ -290,12 +292,12 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                         tpr,
                         ls=style,
                         color=color(row.method),
-                        label=f"{label(row)}{what} ({100 * mine.auroc[score]:.1f})",
+                        label=f"{figure_label(row)}{what} ({100 * mine.auroc[score]:.1f})",
                     )
             ax.plot([0, 1], [0, 1], color="#bbb", lw=0.8)
             ax.set_xlabel("false positive rate (OOD kept)")
             ax.set_ylabel("true positive rate (test images kept)")
-            ax.set_title(f"{name} vs the test set")
+            ax.set_title(plain(f"{name} vs the test set"))
             ax.legend(fontsize=7, title="AUROC %", title_fontsize=7)
         fig.tight_layout()
         save_figure(fig, path)
@@ -317,7 +319,7 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
             coverage, risk = risk_coverage(
                 conf.numpy(), correct(ens, torch.from_numpy(saved[schema.TEST_LABELS])).numpy()
             )
-            ax.plot(coverage, 100 * risk, color=color(row.method), label=f"{label(row)} ({row.aurc:.3f})")
+            ax.plot(coverage, 100 * risk, color=color(row.method), label=f"{figure_label(row)} ({row.aurc:.3f})")
         ax.set_xlabel("coverage (share of test images kept, most confident first)")
         ax.set_ylabel("risk: error % of the kept images")
         ax.legend(fontsize=7, title="AURC", title_fontsize=7)

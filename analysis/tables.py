@@ -72,7 +72,7 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     if "msda" not in rows:
         rows["msda"] = "none"
     present = [m for m in (metrics or [c[0] for c in metric_columns() + metric_columns("selective")]) if m in rows]
-    extra = varying_keys(rows, list(config_keys))
+    extra = (["tuning"] if "tuning" in rows else []) + varying_keys(rows, list(config_keys))  # a study: tuned | recipe
     for k in extra:
         rows[k] = rows[k].astype(str)
     _bootstrap_single(rows, SETTING + extra)
@@ -163,6 +163,8 @@ def label(row) -> str:
     name = presentation(row["method"])["label"] + (
         f" + {row['msda']}" if row.get("msda", "none") not in ("none", None) else ""
     )
+    if isinstance(row.get("tuning"), str):  # a study's rows: the tuned configuration or the untuned recipe
+        name += f" ({row['tuning']})"
     return name + (f" (ensemble of {int(row['members'])})" if row["members"] > 1 else "")
 
 
@@ -272,22 +274,31 @@ def paired_differences(
     ensembles: pd.DataFrame | None = None,
     method: str = "cut_mixmo",
     draws: int = BOOTSTRAP_DRAWS,
+    by: list[str] = (),
 ) -> pd.DataFrame:
     """Top-1 of ``method`` minus each baseline's at the same width (finished trials). Single baselines are
     paired by seed: with k >= 2 shared seeds, the mean difference, its 95% t-interval and the paired t-test's
     two-sided p-value; with one, the difference over the same test images with a 95% paired bootstrap interval
     and p-value. A deep ensemble of 2 (the same parameter count as M = 2) is compared with ``method``'s
-    lowest seed over the same test images, by the paired bootstrap."""
+    lowest seed over the same test images, by the paired bootstrap. ``by``: keys that split settings beyond the
+    network (a study's tuned | recipe, a grid over lr): runs are paired only within one value of them."""
     from scipy import stats
 
     done = trials[trials.state == "finished"]
     dirs = dict(zip(done.trial_id, done.trial_dir))
     rows = []
-    for (dataset, model, depth, width), group in done.groupby(["dataset", "model", "depth", "width"]):
+    by = [k for k in by if k in done]
+    for key, group in done.groupby(["dataset", "model", "depth", "width", *by], dropna=False):
+        dataset, model, depth, width = key[:4]
         ours = group[group.method == method].set_index("seed")
         if ours.empty:
             continue
-        common = {"dataset": dataset, "network": f"{model}-{depth}-{width}", "width": width}
+        split = split_text(by, key[4:])
+        common = {
+            "dataset": dataset,
+            "network": f"{model}-{depth}-{width}" + (f" ({split})" if split else ""),
+            "width": width,
+        }
         for baseline in PAIRED_BASELINES:
             base = group[(group.method == baseline) & (group.msda.fillna("none") == "none")].set_index("seed")
             seeds = sorted(set(ours.index) & set(base.index))
@@ -316,6 +327,8 @@ def paired_differences(
             if ensembles is not None and not ensembles.empty
             else []
         )
+        for k, v in zip(by, key[4:]):  # an ensemble of the same split (a study's tuned | recipe)
+            pairs = pairs[pairs[k] == v] if len(pairs) and k in pairs else pairs
         for _, ens in pairs.iterrows() if len(pairs) else []:
             if ens.method not in PAIRED_BASELINES or ens.get("dataset") != dataset or ens.get("depth") != depth:
                 continue
@@ -357,6 +370,11 @@ def p_value_text(p: float, test: str, draws: int = BOOTSTRAP_DRAWS) -> str:
     return f"{p:.3g}"
 
 
+def split_text(keys, values) -> str:
+    """What splits a network's rows, for a table cell: "tuned", "lr 0.1"."""
+    return ", ".join(str(v) if k == "tuning" else f"{k} {v}" for k, v in zip(keys, values))
+
+
 def paired_table(paired: pd.DataFrame) -> pd.DataFrame:
     if paired.empty:
         return paired
@@ -381,16 +399,19 @@ def pareto_front(cost: list[float], score: list[float]) -> list[bool]:
     ]
 
 
-def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
+def improvement_table(
+    finished: pd.DataFrame, ensembles: pd.DataFrame, metric: str = "top1", by: list[str] = ()
+) -> pd.DataFrame:
     """Each method against the vanilla network and against a deep ensemble of as many vanilla networks as it has
     members (the same training budget in members), at the same dataset, network and width: the runs' IQMs, the
     probability of improvement with its stratified bootstrap interval, and the seeds per method a test would need
     to confirm the observed difference at the observed spread."""
     higher = FINAL_METRICS.get(metric).direction == "higher" if metric in FINAL_METRICS else True
-    keys = ["dataset", "model", "depth", "width"]
+    network = ["dataset", "model", "depth", "width"]
+    keys = network + [k for k in by if k in finished]  # runs compared only within one value of ``by``
     rows = []
     single = finished[finished.get("msda", pd.Series("none", index=finished.index)).fillna("none") == "none"]
-    for group_key, group in finished.groupby(keys):
+    for group_key, group in finished.groupby(keys, dropna=False):
         vanilla = single[(single.method == "vanilla")]
         vanilla = vanilla[(vanilla[keys] == pd.Series(dict(zip(keys, group_key)))).all(axis=1)]
         for method, runs in group.groupby("method"):
@@ -400,7 +421,8 @@ def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: s
             baselines = [("vanilla", vanilla[metric].dropna().to_numpy())]
             if not ensembles.empty and "members" in ensembles:
                 ens = ensembles[(ensembles.method == "vanilla") & (ensembles.members == M)]
-                ens = ens[(ens[keys] == pd.Series(dict(zip(keys, group_key)))).all(axis=1)]
+                same = [k for k in keys if k in ens]  # the network, and the split where the ensembles carry it
+                ens = ens[(ens[same] == pd.Series(dict(zip(keys, group_key)))[same]).all(axis=1)]
                 baselines.append((f"vanilla ensemble of {M}", ens[metric].dropna().to_numpy()))
             x = runs[metric].dropna().to_numpy()
             for name, y in baselines:
@@ -417,8 +439,9 @@ def improvement_table(finished: pd.DataFrame, ensembles: pd.DataFrame, metric: s
                 spread = np.sqrt(
                     (np.var(x, ddof=1) if len(x) > 1 else 0) / 2 + (np.var(y, ddof=1) if len(y) > 1 else 0) / 2
                 )
+                split = split_text(keys[4:], group_key[4:])
                 rows.append({
-                    "network": f"{group_key[1]}-{group_key[2]}-{group_key[3]}",
+                    "network": f"{group_key[1]}-{group_key[2]}-{group_key[3]}" + (f" ({split})" if split else ""),
                     "method": presentation(method)["label"],
                     "baseline": name,
                     "n": f"{len(x)} vs {len(y)}",

@@ -200,10 +200,11 @@ def save_logits(path: Path, **arrays: np.ndarray) -> None:
     _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_logits(path: Path) -> dict[str, np.ndarray]:
+def load_logits(path: Path, members: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a logits file (``members``: only those, the others never read; KeyError names a missing one)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in (z.files if members is None else members)}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
 

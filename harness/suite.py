@@ -23,6 +23,7 @@ from harness.config import (
     format_validation_error,
 )
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
+from harness.tuning import Study, Tune
 from harness.yaml_files import load_yaml
 
 Scalar = Union[str, int, float, bool, None]
@@ -118,6 +119,8 @@ class Suite(Strict):
     # "probabilities" (the field's rule) or "logits" (the MixMo authors'); a reading of the saved logits, not a
     # recipe key (trials' ids do not depend on it)
     ensemble_average: Literal["probabilities", "logits"] = "probabilities"
+    # equal-budget tuning of every method on validation data, then fresh seeds on test (harness.tuning)
+    tune: Optional[Tune] = None
 
     @field_validator("storage")
     @classmethod
@@ -258,6 +261,10 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
                 f"{source}: exclude[{i}]: {pattern} matches no grid point; check its keys and values "
                 f"against the grid ({', '.join(f'{k}: {v}' for k, v in suite.grid.items())})"
             )
+    if suite.tune is not None:
+        from harness import tuning
+
+        tuning.check(suite.tune, suite, source)
     # Paths resolved once, here: trials and Ray tasks run in other working directories.
     from harness.data.eval_sets import with_absolute_path
 
@@ -272,30 +279,64 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
 
 
 def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
-    """The suite's trials, validated, in grid order, without duplicates (same trial id)."""
+    """The suite's trials, validated, in grid order, without duplicates (same trial id). A study (`tune:`): its
+    first phase, every configuration of every method (and the untuned recipe); the final phase follows from the
+    selection (``study`` and harness.tuning)."""
+    if suite.tune is not None:
+        return _unique(study(suite, source).first_phase)
     points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
     for extra in suite.include:
         points += _product(extra)
-    storage = suite.results_root.resolve()
-    store = suite.storage if is_uri(suite.storage) else None
-    trials: dict[str, TrialConfig] = {}
-    for point in points:
-        values = {**suite.base, **point}
-        for rule in suite.rules:
-            if _matches(values, rule.when):
-                values.update(rule.set)
-        values.update(name=suite.name, output_dir=storage, store=store, ensemble_average=suite.ensemble_average)
-        label = ", ".join(f"{k}={v}" for k, v in point.items())
-        cfg = catalog.build_config(
-            values,
-            f"{source}: trial ({label})",
-            hint="\n  (fix the value, or drop the combination with an `exclude` rule)",
-        )
-        trials.setdefault(cfg.trial_id, cfg)
+    trials = _unique([build_trial(suite, point, {}, source) for point in points])
     if not trials:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
-    _check_ensembles(suite, list(trials.values()), source)
-    return list(trials.values())
+    _check_ensembles(suite, trials, source)
+    return trials
+
+
+def study(suite: Suite, source: str = "suite") -> Study:
+    """The suite's study (its `tune:` section): the configurations drawn per setting, as trials."""
+    from harness import tuning
+
+    result = tuning.study(suite, lambda point, overrides: build_trial(suite, point, overrides, source))
+    if not result.search:
+        raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
+    return result
+
+
+def resolved_study(suite: Suite, source: str = "suite"):
+    """The suite's study as its result folders stand: selections and final trials (harness.tuning.resolve)."""
+    from harness import tuning
+
+    build = lambda point, overrides: build_trial(suite, point, overrides, source)  # noqa: E731
+    return tuning.resolve(tuning.study(suite, build), build, suite.ensemble_average)
+
+
+def build_trial(suite: Suite, point: dict[str, Any], overrides: dict[str, Any], source: str) -> TrialConfig:
+    """A grid point's trial: the suite's base, the point, its rules, then ``overrides`` (a study's searched keys
+    and seed), validated."""
+    values = {**suite.base, **point}
+    for rule in suite.rules:
+        if _matches(values, rule.when):
+            values.update(rule.set)
+    values.update(overrides)
+    storage = suite.results_root.resolve()
+    store = suite.storage if is_uri(suite.storage) else None
+    values.update(name=suite.name, output_dir=storage, store=store, ensemble_average=suite.ensemble_average)
+    label = ", ".join(f"{k}={v}" for k, v in {**point, **overrides}.items())
+    return catalog.build_config(
+        values,
+        f"{source}: trial ({label})",
+        hint="\n  (fix the value, or drop the combination with an `exclude` rule)",
+    )
+
+
+def _unique(trials: list[TrialConfig]) -> list[TrialConfig]:
+    """Each trial id once, at its first place."""
+    out: dict[str, TrialConfig] = {}
+    for t in trials:
+        out.setdefault(t.trial_id, t)
+    return list(out.values())
 
 
 def _check_ensembles(suite: Suite, trials: list[TrialConfig], source: str) -> None:

@@ -55,6 +55,8 @@ def run_sweep(
     storage = f"{source}: storage" if not store else "the local copy of the object store"
     if dry_run:
         print(plan_text(suite, trials, address), flush=True)
+        if suite.tune is not None:
+            print(_study_plan(suite, source), flush=True)
         check_writable(suite.suite_dir, storage, create=False)
         trials = _check_inputs(suite, trials)
         print(status_view(status_rows(trials), verbose))
@@ -64,7 +66,7 @@ def run_sweep(
     if tracker is not None:
         tracker.connect()  # a full disk stops here; two drivers on fresh storage create the store one at a time
     with SuiteLock(suite.suite_dir, store, suite.name, command or f"harness run {source}", break_lock) as lock:
-        return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose, summarize)
+        return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose, summarize, index_key)
 
 
 def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
@@ -125,6 +127,7 @@ def _run_locked(
     lock: SuiteLock,
     verbose: bool = False,
     summarize: Summarize | None = None,
+    index_key: str | None = None,
 ) -> int:
     store = suite.store
     if restart:
@@ -137,6 +140,8 @@ def _run_locked(
     if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
         store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     print(plan_text(suite, trials, address), flush=True)
+    if suite.tune is not None:
+        print(_study_plan(suite, source), flush=True)
     trials = _check_inputs(suite, trials)
     verified = results.Verified(suite.suite_dir)  # logits read whole once, not at every rerun
     states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
@@ -152,6 +157,16 @@ def _run_locked(
         failures = tune_trials(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    if suite.tune is not None:  # the study's final phase: each selected configuration at the final seeds
+        finals = _final_phase(suite, trials, source)
+        trials += [t for t in finals if t.trial_id not in {u.trial_id for u in trials}]
+        trial_index.write(index_key, suite.suite_dir, trials)
+        todo_final = [t for t in finals if not results.TrialFolder(t.trial_dir).is_finished()]
+        if todo_final:
+            failures |= tune_trials(suite, todo_final, address, tracker, lock)
+            if store:
+                store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+        todo += todo_final
     failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
     from analysis.ensembles import compose_suite_ensembles
@@ -194,6 +209,37 @@ def _run_locked(
     return ExitCode.FAILED if failed or eval_failed else ExitCode.DONE
 
 
+def _study_plan(suite: Suite, source: str) -> str:
+    """The study's two phases; the second's cost, that of its trials' shapes (the recipe's at the final seeds:
+    the searched keys change no shape) until the selection is known."""
+    from harness import tuning
+    from harness.suite import build_trial, study
+
+    plan = study(suite, source)
+    shapes = [
+        build_trial(suite, point, {"seed": s, **tuning._retrain(suite.tune)}, source)
+        for point in plan.points.values()
+        for s in suite.tune.final_seeds
+    ]
+    cost = plan_text(suite, shapes).splitlines()[1].replace("cost: ", "phase 2 cost (estimated from its shapes): ")
+    return "\n".join([*tuning.plan_lines(plan), cost])
+
+
+def _final_phase(suite: Suite, trials: list[TrialConfig], source: str) -> list[TrialConfig]:
+    """The study's selection (validation data only, harness.tuning.select), printed, and its final trials with
+    their data's fingerprint; a setting whose configurations have not all ended gets none yet."""
+    from harness import tuning
+    from harness.suite import resolved_study
+
+    resolved = resolved_study(suite, source)
+    print(tuning.selection_text(resolved.study, resolved.selections), flush=True)
+    finals = [t for ts in resolved.finals.values() for t in ts]
+    fingerprinted = {t.trial_id: t for t in trials}
+    new = [t for t in finals if t.trial_id not in fingerprinted]
+    fingerprinted |= {t.trial_id: t for t in (_check_inputs(suite, new) if new else [])}
+    return [fingerprinted[t.trial_id] for t in finals]
+
+
 def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> set[str]:
     """The suite's evaluation sets on every finished trial that lacks one; -> the trials that failed."""
     from harness.evaluate import evaluate_trials
@@ -227,6 +273,10 @@ def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -
         results.write_text(summary, status_table(status_rows(trials)) + "\n")
         artifacts = [summary, suite.suite_dir / schema.ENSEMBLES]
         done = all(results.TrialFolder(t.trial_dir).is_finished() for t in trials)
+        if suite.tune is not None:
+            from harness.suite import resolved_study
+
+            tracker.tag_trials(resolved_study(suite).run_tags())
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")
     except Exception as err:
         warn(f"tracking: could not close the sweep's parent run ({type(err).__name__}: {err})")

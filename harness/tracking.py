@@ -189,6 +189,15 @@ class Tracker:
             if tid in runs:
                 self.client.delete_run(runs.pop(tid)["run_id"])
 
+    def tag_trials(self, tags: dict[str, dict[str, str]]) -> None:
+        """Tags on trials' runs (trial id -> {key: value}): a study's phase and selection, known once it ran."""
+        from mlflow.entities import RunTag
+
+        runs = self.runs()
+        for tid, values in tags.items():
+            if tid in runs:
+                self.client.log_batch(runs[tid]["run_id"], tags=[RunTag(k, v) for k, v in values.items()])
+
     def parent_run_id(self, create: bool = True) -> str | None:
         """The sweep's parent run (found by its tags; created on first use unless ``create`` is False)."""
         if self._parent is None and self._runs is None:  # the parent alone: not the suite's thousands of runs

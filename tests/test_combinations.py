@@ -143,13 +143,18 @@ def test_cost_figure_titles_name_each_cost(tmp_path):
 
 
 def test_a_label_with_dollars_is_text_not_mathtext(tmp_path):
+    """A plugin's label or a folder's name holding $...$ is drawn as written (mathtext would raise on it), and the
+    log axes' own tick labels still use mathtext."""
     with plt.rc_context(figures.STYLE):
         fig, ax = plt.subplots()
-        ax.plot([0, 1], [0, 1], label=r"$\notacommand{x}$ | <b>")
-        ax.set_title(r"$\frac{$")
+        ax.plot([1, 10], [0, 1], label=figures.plain(r"$\notacommand{x}$ | <b>"))
+        ax.set_title(figures.plain(r"$\frac{$"))
+        ax.set_xscale("log")
         ax.legend()
-        figures.save_figure(fig, tmp_path / "dollars")  # mathtext would raise a ValueError here
-    assert r"$\notacommand{x}$" in (tmp_path / "dollars.svg").read_text()
+        figures.save_figure(fig, tmp_path / "dollars")
+    svg = (tmp_path / "dollars.svg").read_text()
+    assert r"<!-- $\notacommand{x}$ | &lt;b&gt; -->" in svg and r"<!-- $\frac{$ -->" in svg
+    assert r"<!-- $\mathdefault{10^{0}}$ -->" in svg  # the axis's own tick labels: mathtext as before
 
 
 @pytest.mark.parametrize("rule", ["probabilities", "logits"])

@@ -111,11 +111,15 @@ def cmd_report(args) -> int:
     from analysis.report import build_report
 
     suite_dir, store, name, suite = results_target(args.target)
-    specs, expected, grid = None, {}, None
+    specs, expected, grid, study = None, {}, None, None
     if suite is not None:
         from harness.suite import expand
 
-        grid = {t.trial_id: t for t in expand(suite, str(args.target))}
+        if suite.tune is not None:  # every configuration tried, and the final phase the selection implies
+            study = study_for_report(suite, str(args.target))
+            grid = {t.trial_id: t for t in study["resolved"].trials}
+        else:
+            grid = {t.trial_id: t for t in expand(suite, str(args.target))}
         expected = {tid: f"{t.method}, width {t.width}, seed {t.seed}" for tid, t in grid.items()}
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
     if not suite_dir.is_dir():
@@ -135,7 +139,9 @@ def cmd_report(args) -> int:
         check_store(suite_tracking_uri(suite, args.tracking_uri))
     average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
     records = {tid: t.record() for tid, t in grid.items()} if grid is not None else None
-    report = build_report(suite_dir, specs, expected, source=str(args.target), average=average, grid=records)
+    report = build_report(
+        suite_dir, specs, expected, source=str(args.target), average=average, grid=records, study=study
+    )
     if report["not_in_suite"]:
         logger.warning(
             f"{len(report['not_in_suite'])} folder(s) under {suite_dir} are not this suite's trials and were left "
@@ -162,6 +168,19 @@ def cmd_report(args) -> int:
         log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))
     return ExitCode.DONE
+
+
+def study_for_report(suite, source: str) -> dict:
+    """A tuned suite's study for its report: the selection as the folders stand, each searched key's recipe value,
+    the validation split's size."""
+    from harness.suite import build_trial, resolved_study
+
+    resolved = resolved_study(suite, source)
+    recipe = {}
+    for setting, point in resolved.study.points.items():
+        record = build_trial(suite, point, {}, source).record()
+        recipe[setting] = {k: record.get(k, "-") for k in resolved.study.drawn[setting][0]}
+    return {"resolved": resolved, "recipe": recipe, "val_size": int(suite.base.get("val_size", 0))}
 
 
 def cmd_list(args) -> int:

@@ -1,0 +1,215 @@
+"""The report's tuning section (a suite's `tune:`, harness.tuning): who wins, at which budget. Every configuration
+tried, its validation score and whether it was selected (tuning.csv); the selected configuration beside the
+recipe's; the expected best validation score against the number of configurations tried, per method, with its
+bootstrap band; the ranking at each budget; and, when the suite trains the untuned recipe too, tuned minus recipe
+on test at the same seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.figures import STYLE, color, plain
+from analysis.output import figure_html, fragment, save_figure, table_html
+from analysis.tables import difference_cell, t_halfwidth
+from harness import tuning
+from harness.metrics import METRICS
+
+
+def budgets(total: int) -> list[int]:
+    """1, 2, 4, ... up to ``total`` (and ``total`` itself)."""
+    out = [2**k for k in range(total.bit_length()) if 2**k <= total]
+    return out + ([total] if out[-1] != total else [])
+
+
+def configurations(resolved: tuning.Resolved) -> pd.DataFrame:
+    """A row per configuration tried: its setting, its searched values, the validation score, state, selected."""
+    study, rows = resolved.study, []
+    for setting, trials in study.search.items():
+        selection = resolved.selections[setting]
+        for i, (trial, values) in enumerate(zip(trials, study.drawn[setting])):
+            rows.append({
+                "setting": setting,
+                "method": study.points[setting].get("method", trial.method),
+                "configuration": i + 1,
+                **values,
+                f"validation {study.tune.select}": selection.scores[i],
+                "state": selection.states[i],
+                "selected": selection.chosen == i,
+                "trial_id": trial.trial_id,
+            })  # fmt: skip
+    frame = pd.DataFrame(rows)
+    searched = sorted({k for values in study.drawn.values() for k in values[0]})
+    first = ["setting", "method", "configuration", *searched]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
+    return frame.fillna({k: "-" for k in searched})
+
+
+def statement(resolved: tuning.Resolved, val_size: int) -> str:
+    """The study in one sentence: which split selected, how many configurations each method got, which search."""
+    tune = resolved.study.tune
+    keys = sorted({k for values in resolved.study.drawn.values() for k in values[0]})
+    direction = "higher" if METRICS.get(tune.select).direction == "higher" else "lower"
+    final = "the same training split" if tune.retrain == "train" else "the training and validation images together"
+    return (
+        f"Every method got the same budget: {tune.trials} configurations of {', '.join(keys)}, drawn at random "
+        f"(seed {tune.seed}; a shared key's draws are the same for every method), each trained once; each method's "
+        f"configuration was selected by {tune.select} ({direction} is better) on the validation split ({val_size} "
+        f"training images held out, never trained on), without reading any test image; it was then trained with "
+        f"seeds {tune.final_seeds} on {final} and is reported on test below."
+    )
+
+
+def selected_table(resolved: tuning.Resolved, recipe: dict) -> pd.DataFrame:
+    """Per setting: each searched key at the recipe's value and the selected one, and the selected validation score."""
+    rows = []
+    searched = sorted({k for values in resolved.study.drawn.values() for k in values[0]})
+    for setting, selection in resolved.selections.items():
+        row = {"setting": setting}
+        values = resolved.study.drawn[setting]
+        for key in searched:
+            if key not in values[0]:
+                row[key] = "-"  # not searched for this method
+                continue
+            chosen = values[selection.chosen][key] if selection.chosen is not None else None
+            row[key] = f"{recipe.get(setting, {}).get(key, '-')} → {'-' if chosen is None else chosen}"
+        score = selection.scores[selection.chosen] if selection.chosen is not None else float("nan")
+        row[f"validation {resolved.study.tune.select}"] = round(score, 4) if score == score else "not yet"
+        row["configurations ended"] = sum(s in ("finished", "failed") for s in selection.states)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def budget_curves(resolved: tuning.Resolved) -> dict[str, tuple[list[int], list[float], np.ndarray, np.ndarray]]:
+    """Per setting whose configurations all ended: (budgets 1..N, expected best validation score, band low, high)."""
+    higher = METRICS.get(resolved.study.tune.select).direction == "higher"
+    out = {}
+    for setting, selection in resolved.selections.items():
+        if selection.chosen is None:
+            continue
+        ns = list(range(1, len(selection.scores) + 1))
+        low, high = tuning.expected_best_band(selection.scores, ns, higher)
+        out[setting] = (ns, tuning.expected_best(selection.scores, ns, higher), low, high)
+    return out
+
+
+def budget_figure(curves: dict, select: str, methods: dict[str, str], path: Path) -> plt.Figure | None:
+    """Expected best validation score against the number of configurations tried, every method on one figure."""
+    if not curves:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for setting, (ns, best, low, high) in curves.items():
+            method = methods[setting]
+            ax.plot(ns, best, marker="o", ms=3, color=color(method), label=plain(setting))
+            ax.fill_between(ns, low, high, color=color(method), alpha=0.15, lw=0)
+        ax.set_xscale("log", base=2)
+        ticks = budgets(max(len(ns) for ns, *_ in curves.values()))
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("configurations tried (budget)")
+        ax.set_ylabel(f"expected best validation {METRICS.get(select).label}")
+        ax.set_title("Expected best validation score at each budget")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        save_figure(fig, path)
+    return fig
+
+
+def ranking_table(curves: dict, select: str) -> pd.DataFrame:
+    """At each budget (1, 2, 4, ..., N): the settings from best to worst expected validation score."""
+    if not curves:
+        return pd.DataFrame()
+    higher = METRICS.get(select).direction == "higher"
+    total = min(len(ns) for ns, *_ in curves.values())
+    rows = []
+    for n in budgets(total):
+        order = sorted(curves, key=lambda s: curves[s][1][n - 1], reverse=higher)
+        rows.append({
+            "configurations tried": n,
+            "ranking (best first)": " > ".join(order),
+            f"best expected validation {select}": round(curves[order[0]][1][n - 1], 4),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def tuned_minus_recipe(finished: pd.DataFrame, resolved: tuning.Resolved) -> pd.DataFrame:
+    """Per setting: the tuned configuration's test top-1 and NLL minus the recipe's, paired by final seed: mean
+    difference ± the half-width of its 95% t-interval over seeds (clipped to the difference's range, ‡)."""
+    by_id = finished.set_index("trial_id")
+    done = set(by_id.index)
+    rows = []
+    for setting, finals in resolved.finals.items():
+        recipe = resolved.study.recipe.get(setting, [])
+        pairs = [(t.trial_id, r.trial_id) for t, r in zip(finals, recipe) if {t.trial_id, r.trial_id} <= done]
+        if not pairs:
+            continue
+        row = {"setting": setting, "seeds": len(pairs)}
+        for metric, name, scale in (("top1", "top-1 (points)", 100), ("nll", "NLL", 1)):
+            diffs = np.array([by_id.loc[t, metric] - by_id.loc[r, metric] for t, r in pairs], float)
+            half = t_halfwidth(diffs.std(ddof=1), len(diffs)) if len(diffs) > 1 else float("nan")
+            if scale == 100:
+                row[f"tuned - recipe, {name}"] = difference_cell(float(diffs.mean()), half, metric)
+            else:
+                row[f"tuned - recipe, {name}"] = f"{diffs.mean():+.3f}" + (f" ± {half:.3f}" if half == half else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def section(
+    resolved: tuning.Resolved, all_trials: pd.DataFrame, recipe: dict, val_size: int, out: Path, write_table
+) -> list:
+    """The tuning section (HTML), its tables and figure written under ``out``."""
+    from analysis import cache
+
+    study = resolved.study
+    parts = [fragment("<h2>Tuning: the same budget for every method</h2><p>{}</p>", statement(resolved, val_size))]
+    tried = configurations(resolved)
+    write_table(tried, out / "tuning", "Every configuration tried, its validation score and whether it was selected.")
+    caption = "Each searched key: the recipe's value → the configuration selected on the validation split."
+    selected = selected_table(resolved, recipe)
+    write_table(selected, out / "tuning_selected", caption)
+    parts.append(table_html("Selected configurations", selected, caption, "tuning_selected", 3))
+    curves = budget_curves(resolved)
+    methods = {s: p.get("method", "") for s, p in study.points.items()}
+    drawn = cache.figure(out / "figures" / "tuning_budget", budget_figure, curves, study.tune.select, methods)
+    if drawn.exists():
+        parts.append(
+            figure_html(
+                "tuning_budget",
+                f"Expected best validation {study.tune.select} when n of the {study.tune.trials} configurations are "
+                "tried (the unbiased estimator of Dodge et al. 2019 in Tang et al. 2020's form, without replacement); "
+                "band: 95% percentile bootstrap over the configurations (2,000 resamples). Where the curves cross, "
+                "the ranking depends on the tuning budget.",
+            )
+        )
+    ranking = ranking_table(curves, study.tune.select)
+    if not ranking.empty:
+        orders = set(ranking["ranking (best first)"])
+        caption = "The settings ranked by expected best validation score at each budget: " + (
+            "the ranking is the same at every budget." if len(orders) == 1 else "the ranking changes with the budget."
+        )
+        write_table(ranking, out / "tuning_ranking", caption)
+        parts.append(table_html("Ranking at each budget", ranking, caption, "tuning_ranking", 3))
+    finished = all_trials[all_trials.state == "finished"] if not all_trials.empty else all_trials
+    difference = tuned_minus_recipe(finished, resolved) if study.recipe else pd.DataFrame()
+    if not difference.empty:
+        caption = (
+            "The tuned configuration minus the untuned recipe on test, at the same final seeds: mean difference ± the "
+            "half-width of its 95% paired t-interval over seeds (none with one seed)."
+        )
+        write_table(difference, out / "tuning_vs_recipe", caption)
+        parts.append(table_html("Tuned minus recipe", difference, caption, "tuning_vs_recipe", 3))
+    parts.append(
+        fragment(
+            "<p>Every configuration is a row of {} (method, searched keys, validation {}, selected); the test tables "
+            "below hold the final phase{} only.</p>",
+            fragment('<a href="tuning.csv">tuning.csv</a>'),
+            study.tune.select,
+            " and the recipe" if study.recipe else "",
+        )
+    )
+    return parts

@@ -294,6 +294,12 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
     return trials
 
 
+def every_trial(suite: Suite, source: str = "suite") -> list[TrialConfig]:
+    """Every trial the suite has now: its grid's; a study's configurations, recipe and the final phase its result
+    folders' selection implies (status, sync, report)."""
+    return resolved_study(suite, source).trials if suite.tune is not None else expand(suite, source)
+
+
 def study(suite: Suite, source: str = "suite") -> Study:
     """The suite's study (its `tune:` section): the configurations drawn per setting, as trials."""
     from harness import tuning

@@ -35,9 +35,9 @@ def cmd_run(args) -> int:
             summarize=_run_summary,
         )
     except KeyboardInterrupt:
-        from harness.suite import expand
+        from harness.suite import every_trial
 
-        dirs = [t.trial_dir for t in expand(suite, str(args.suite))]
+        dirs = [t.trial_dir for t in every_trial(suite, str(args.suite))]
         raise Interrupted(what_was_kept(dirs, f"harness run {args.suite}")) from None
 
 
@@ -77,9 +77,9 @@ def cmd_status(args) -> int:
                 f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/{schema.CONFIG} inside)"
             )
     elif indexed is None:
-        from harness.suite import expand
+        from harness.suite import every_trial
 
-        trials = expand(suite, str(args.target))
+        trials = every_trial(suite, str(args.target))
         trial_index.write(index_key, suite_dir, trials)
     print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
@@ -90,13 +90,13 @@ def cmd_status(args) -> int:
 def cmd_sync(args) -> int:
     from harness.lock import SuiteLock
     from harness.results import TrialFolder
-    from harness.suite import expand
+    from harness.suite import every_trial
     from harness.tracking import Tracker
 
     _, store, _, suite = results_target(str(args.suite))
     if suite is None:
         raise ConfigError(f"{args.suite}: `harness sync` needs the suite's YAML file, not a results folder")
-    trials = expand(suite, str(args.suite))
+    trials = every_trial(suite, str(args.suite))
     tracker = Tracker.for_suite(suite, args.tracking_uri)
     with SuiteLock(suite.suite_dir, store, suite.name, f"harness sync {args.suite}"):
         failed = {t.trial_id for t in trials if TrialFolder(t.trial_dir).state().state == "failed"}

@@ -221,8 +221,17 @@ def _study_plan(suite: Suite, source: str) -> str:
         for point in plan.points.values()
         for s in suite.tune.final_seeds
     ]
-    cost = plan_text(suite, shapes).splitlines()[1].replace("cost: ", "phase 2 cost (estimated from its shapes): ")
-    return "\n".join([*tuning.plan_lines(plan), cost])
+    lines = plan_text(suite, shapes).splitlines()
+    cost = [
+        line.replace(
+            "cost: ",
+            "phase 2 cost (at most: a selected configuration at the search seed is its own trial; from its shapes): ",
+        )
+        for line in lines
+        if "cost: " in line
+    ]
+    hours = [f"phase 2 {line.strip()}" for line in lines if line.strip().startswith("total")]
+    return "\n".join([*tuning.plan_lines(plan), *cost, *hours])
 
 
 def _final_phase(suite: Suite, trials: list[TrialConfig], source: str) -> list[TrialConfig]:

@@ -1,5 +1,6 @@
 """What the report computed, kept for the next report, in <suite>/.cache/report.json: a value per (kind, input
-files), keyed by the files' identity (path, size, modification time), the aggregation rule and the analysis code;
+files), keyed by the files' identity (path, size, modification and status-change times, inode: a rewrite in
+place moves the ctime even when the mtime is set back), the aggregation rule and the analysis code;
 and per figure or table written, the content of the rows it was made from. A second report of an unchanged suite
 reads every per-trial and per-ensemble number and keeps every file; a changed file, row, rule or code computes
 again. Many values are computed in worker processes, with progress in the log."""
@@ -29,18 +30,51 @@ def _code_version(files: tuple[str, ...] = _CODE) -> str:
     return digest.hexdigest()[:16]
 
 
+def _signing_key() -> bytes:
+    """This user's key for the report caches they write (made once, readable by them alone)."""
+    from harness.storage import user_cache
+
+    path = user_cache() / "report-cache.key"
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.urandom(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def _signature(content: dict) -> str:
+    import hmac
+
+    return hmac.new(_signing_key(), json.dumps(content, sort_keys=True).encode(), "sha256").hexdigest()
+
+
 class ReportCache:
-    def __init__(self, suite_dir: Path):
+    """Kept values are trusted only from a cache this user wrote and nobody changed since: the file carries an HMAC
+    of its content under a key of this user's (harness.storage.user_cache). A cache from a shared folder, edited by
+    hand, or of the wrong shape is recomputed, never shown."""
+
+    def __init__(self, suite_dir: Path, enabled: bool = True):
         self.path = Path(suite_dir) / SUITE_CACHE / REPORT_CACHE
         self.version = _code_version()
+        self.enabled = enabled  # False: `harness report --verify`, every value computed, nothing kept
+        self.values, self.outputs = {}, {}
         try:
-            stored = json.loads(self.path.read_text())
-            self.values = stored["values"] if stored.get("version") == self.version else {}
-            self.outputs = stored.get("outputs", {}) if stored.get("output_code") == _code_version(_OUTPUT_CODE) else {}
+            stored = json.loads(self.path.read_text()) if enabled else {}
+            content = {k: stored.get(k) for k in ("version", "values", "output_code", "outputs")}
+            if stored and hmac_equal(stored.get("signature"), _signature(content)):
+                if stored.get("version") == self.version and isinstance(stored["values"], dict):
+                    self.values = stored["values"]
+                if stored.get("output_code") == _code_version(_OUTPUT_CODE) and isinstance(stored["outputs"], dict):
+                    self.outputs = stored["outputs"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.values, self.outputs = {}, {}
-        if not isinstance(self.outputs, dict):
-            self.outputs = {}
         self.hits = self.misses = 0
         self.workers = None  # the report's worker processes, started on first need, stopped with the report
 
@@ -48,7 +82,7 @@ class ReportCache:
         identity = []
         for f in files:
             info = os.stat(f)
-            identity.append((os.path.abspath(f), info.st_size, info.st_mtime_ns))
+            identity.append((os.path.abspath(f), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
         return hashlib.sha256(json.dumps([kind, protocol.average(), identity]).encode()).hexdigest()
 
     def get(self, kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
@@ -66,24 +100,31 @@ class ReportCache:
     def save(self) -> None:
         from harness.results import write_json
 
+        if not self.enabled:
+            return
+        content = {
+            "version": self.version,
+            "values": self.values,
+            "output_code": _code_version(_OUTPUT_CODE),
+            "outputs": self.outputs,
+        }
         try:
-            write_json(
-                self.path,
-                {
-                    "version": self.version,
-                    "values": self.values,
-                    "output_code": _code_version(_OUTPUT_CODE),
-                    "outputs": self.outputs,
-                },
-            )
+            write_json(self.path, {**content, "signature": _signature(json.loads(json.dumps(content)))})
         except OSError:  # a read-only results folder: the cache is only a cache
             pass
 
 
+def hmac_equal(given, expected: str) -> bool:
+    import hmac
+
+    return isinstance(given, str) and hmac.compare_digest(given, expected)
+
+
 @contextlib.contextmanager
-def reading(suite_dir: Path):
-    """Values computed inside the block are looked up in, and added to, the suite's cache (saved at the end)."""
-    cache = ReportCache(suite_dir)
+def reading(suite_dir: Path, enabled: bool = True):
+    """Values computed inside the block are looked up in, and added to, the suite's cache (saved at the end);
+    ``enabled=False``: nothing read from it or written to it (every value computed)."""
+    cache = ReportCache(suite_dir, enabled)
     _ACTIVE.append(cache)
     try:
         yield cache
@@ -222,7 +263,7 @@ def _unchanged(cache: ReportCache, name: str, key: str) -> list[Path] | None:
 
 def _identity(path) -> list[int]:
     info = os.stat(path)
-    return [info.st_size, info.st_mtime_ns]
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
 
 
 class Figure:

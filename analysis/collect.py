@@ -125,6 +125,8 @@ def _read(folder: TrialFolder) -> dict:
     heads, labels = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])
     several = heads.shape[1] > 1
     metrics = dict(recorded)
+    if protocol.verifying():  # every value from the logits; metrics.json is only compared with them
+        return {**metrics, **_recomputed(saved, heads, labels, recorded if rule_matches else None)}
     if not (rule_matches and complete):  # metrics.json's rule ("logits" before it was recorded) is not the report's
         if several:
             metrics.update(classification_metrics(heads, labels, protocol.average()))
@@ -135,6 +137,33 @@ def _read(folder: TrialFolder) -> dict:
     metrics["ensemble_average"] = protocol.average()
     metrics.update(_missing_metrics(metrics, saved))
     return metrics
+
+
+VERIFY_TOLERANCE = (1e-3, 1e-2)  # absolute, relative: float16 saved logits against float32 at training time
+
+
+def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded: dict | None) -> dict:
+    """Every metric of the trial from its saved logits, and where ``recorded`` (metrics.json under the same rule)
+    disagrees beyond ``VERIFY_TOLERANCE``: a line per value, in ``verify_disagreements``."""
+    from harness.metrics import final_metrics
+
+    val = (
+        (torch.from_numpy(saved[schema.VAL_LOGITS]).float(), torch.from_numpy(saved[schema.VAL_LABELS]))
+        if schema.VAL_LOGITS in saved
+        else (None, None)
+    )
+    full = {**final_metrics(heads, labels, *val, average=protocol.average())}
+    if heads.shape[1] > 1:
+        full.update(rule_shift(heads, labels))
+    full.update(_missing_metrics(full, saved))
+    wrong = []
+    for key, value in full.items() if recorded is not None else ():
+        old = recorded.get(key)
+        if key in METRICS and isinstance(old, (int, float)) and isinstance(value, float):
+            absolute, relative = VERIFY_TOLERANCE
+            if not abs(old - value) <= absolute + relative * abs(value):  # NaN disagrees too
+                wrong.append(f"{key}: metrics.json {old:.6g}, the saved logits {value:.6g}")
+    return {**full, "verify_disagreements": wrong}
 
 
 def _missing_metrics(recorded: dict, saved: dict) -> dict:

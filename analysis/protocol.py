@@ -18,8 +18,25 @@ STATEMENT = {
 }
 
 
+_VERIFYING: contextvars.ContextVar[bool] = contextvars.ContextVar("verifying", default=False)
+
+
 def average() -> str:
     return _AVERAGE.get()
+
+
+def verifying() -> bool:
+    """`harness report --verify`: every value recomputed from the saved logits, metrics.json only compared."""
+    return _VERIFYING.get()
+
+
+@contextlib.contextmanager
+def verification(on: bool = True):
+    token = _VERIFYING.set(on)
+    try:
+        yield
+    finally:
+        _VERIFYING.reset(token)
 
 
 @contextlib.contextmanager

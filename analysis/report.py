@@ -37,6 +37,7 @@ def build_report(
     average: str | None = None,
     grid: dict[str, dict] | None = None,
     study: dict | None = None,
+    verify: bool = False,
 ) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt",
     "average", "not_in_suite"} (trial folders with an unreadable file: left out, and listed as missing with the
@@ -44,9 +45,10 @@ def build_report(
     maps the suite's trial ids to their recorded configs (other folders are listed, never counted); ``average``
     is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded); ``study``, a
     tuned suite's {"resolved": harness.tuning.Resolved, "recipe": setting -> the recipe's searched values,
-    "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone."""
+    "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone; ``verify``: every value
+    recomputed from the saved logits (no cache read or written), metrics.json's disagreements in "disagreements"."""
     rule = average or recorded_rule(suite_dir)
-    with protocol.reading(rule), cache.reading(suite_dir) as kept:
+    with protocol.reading(rule), protocol.verification(verify), cache.reading(suite_dir, not verify) as kept:
         report = {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid, study), "average": rule}
     return {**report, "cache": {"hits": kept.hits, "misses": kept.misses}}
 
@@ -62,6 +64,12 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
     )
     report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
+    if "verify_disagreements" in trials:
+        report["disagreements"] = {
+            t: lines
+            for t, lines in zip(trials.trial_id, trials.verify_disagreements)
+            if isinstance(lines, list) and lines
+        }
     tuning_parts = []
     if study is not None:  # the search's configurations: the tuning section; the test tables: the final phase
         tuning_parts = analysis_tuning.section(

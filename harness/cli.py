@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=_choices("ensemble_average"),
         help="read the same saved logits under this aggregation rule (default: the suite's `ensemble_average`)",
     )
+    report.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute every value from the saved logits, ignoring metrics.json and the report's cache, and list "
+        "each disagreement with metrics.json (exit 1 if any)",
+    )
     report.set_defaults(func="suite:cmd_report")
 
     bench = command("bench", help="samples/s of the loader and the training step against the authors' pipeline")

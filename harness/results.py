@@ -210,7 +210,7 @@ def load_logits(path: Path, members: tuple[str, ...] | None = None) -> dict[str,
 
 
 class Verified:
-    """Zip files already read whole against their CRCs, by identity (path, size, modification time, inode): each
+    """Zip files already read whole against their CRCs, by identity (path, size, modification time, inode, ctime): each
     rerun of a suite reads a file once, not every time (10,000 CIFAR-100 trials hold 40 GB of logits)."""
 
     def __init__(self, suite_dir: Path):
@@ -223,7 +223,7 @@ class Verified:
     @staticmethod
     def identity(path: Path) -> tuple:
         info = os.stat(path)
-        return (os.path.abspath(path), info.st_size, info.st_mtime_ns, info.st_ino)
+        return (os.path.abspath(path), info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
     def save(self) -> None:
         try:
@@ -296,7 +296,7 @@ class TrialFolder:
             info = path.stat()
         except OSError as err:
             raise CorruptFile(path, err.strerror or str(err)) from None
-        key = (str(path), info.st_mtime_ns, info.st_size)
+        key = (str(path), info.st_mtime_ns, info.st_size, info.st_ctime_ns, info.st_ino)
         if key not in _CONFIGS:  # read once per process while the file is unchanged (status, report: many readers)
             try:
                 config = parse_yaml(read_record(path).decode("utf-8"), str(path))

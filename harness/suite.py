@@ -304,7 +304,9 @@ def study(suite: Suite, source: str = "suite") -> Study:
     """The suite's study (its `tune:` section): the configurations drawn per setting, as trials."""
     from harness import tuning
 
-    result = tuning.study(suite, lambda point, overrides: build_trial(suite, point, overrides, source))
+    points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
+    build = lambda point, overrides: build_trial(suite, point, overrides, source)  # noqa: E731
+    result = tuning.study(suite.tune, points, suite.base.get("method", "vanilla"), build)
     if not result.search:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
     return result
@@ -315,7 +317,7 @@ def resolved_study(suite: Suite, source: str = "suite"):
     from harness import tuning
 
     build = lambda point, overrides: build_trial(suite, point, overrides, source)  # noqa: E731
-    return tuning.resolve(tuning.study(suite, build), build, suite.ensemble_average)
+    return tuning.resolve(study(suite, source), build, suite.ensemble_average)
 
 
 def build_trial(suite: Suite, point: dict[str, Any], overrides: dict[str, Any], source: str) -> TrialConfig:

@@ -12,15 +12,12 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.config import STRICT, ConfigError, TrialConfig
-
-if TYPE_CHECKING:
-    from harness.suite import Suite
 
 Scalar = Union[str, int, float, bool, None]
 MAX_CONFIGURATIONS = 1000  # per method: DomainBed draws 20, AlgoPerf's budgets are in the tens
@@ -91,7 +88,7 @@ class Tune(BaseModel):
     final_seeds: list[int] = Field(min_length=1)  # the selected configuration's seeds, reported on test
     retrain: Literal["train", "train+val"] = "train"  # the final trials' data: the search's split, or both parts
     recipe: bool = False  # also train the untuned recipe with the final seeds: "tuned minus recipe" in the report
-    search: Literal["random"] = "random"  # configurations drawn up front from `seed` (Ray Tune's samplers)
+    search: Literal["random"] = "random"  # drawn up front from `seed` (Ray Tune's samplers); Optuna and ASHA: not yet
     seed: int = Field(0, ge=0)  # the draws' seed (the trials' own `seed` is the suite's)
 
 
@@ -114,7 +111,7 @@ class Study:
         return next((s for s, ts in self.search.items() if any(t.trial_id == trial_id for t in ts)), None)
 
 
-def check(tune: Tune, suite: "Suite", source: str) -> None:
+def check(tune: Tune, suite, source: str) -> None:
     """Everything a study needs that the schema cannot say: registered keys within their declared bounds, a
     registered metric, a validation split, seeds from `final_seeds` alone."""
     from harness import catalog
@@ -200,24 +197,18 @@ def setting_key(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def study(suite: "Suite", build) -> Study:
-    """The suite's study: ``build(point, overrides) -> TrialConfig`` makes a grid point's trial with keys set."""
-    tune = suite.tune
+def study(tune: Tune, grid_points: list[dict[str, Any]], base_method: str, build) -> Study:
+    """A study of the grid's points (``base_method``: the method of a point that names none);
+    ``build(point, overrides) -> TrialConfig`` makes a point's trial with keys set."""
     points, drawn, search, recipe = {}, {}, {}, {}
-    for point in suite_points(suite):
+    for point in grid_points:
         name = setting_key(point)
         points[name] = point
-        drawn[name] = draws(tune, point.get("method", suite.base.get("method", "vanilla")))
+        drawn[name] = draws(tune, point.get("method", base_method))
         search[name] = [build(point, configuration) for configuration in drawn[name]]
         if tune.recipe:
             recipe[name] = [build(point, {"seed": s, **_retrain(tune)}) for s in tune.final_seeds]
     return Study(tune, points, drawn, search, recipe)
-
-
-def suite_points(suite: "Suite") -> list[dict[str, Any]]:
-    from harness.suite import _matches, _product
-
-    return [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
 
 
 def _retrain(tune: Tune) -> dict[str, Any]:

@@ -157,6 +157,7 @@ def test_a_label_with_dollars_is_text_not_mathtext(tmp_path):
     assert r"<!-- $\mathdefault{10^{0}}$ -->" in svg  # the axis's own tick labels: mathtext as before
 
 
+@pytest.mark.slow  # whole reports
 @pytest.mark.parametrize("rule", ["probabilities", "logits"])
 def test_the_driver_composes_ensembles_under_the_suites_rule(tmp_path, rule):
     """`harness run` prints and writes (ensembles.json, MLflow) the same ensemble numbers as the report under the
@@ -374,3 +375,60 @@ def test_a_width_past_any_network_is_a_clear_error():
 
     proc = cli("train", "--set", "dataset=synthetic", "--set", "width=100000000000000000000")
     assert proc.returncode == 2 and "width: Input should be less than or equal to 1024" in proc.stderr
+
+
+# --- caches and shared folders: what is shown is what the files say
+@pytest.mark.slow  # whole reports
+def test_a_report_cache_edited_by_hand_or_of_the_wrong_shape_is_recomputed_never_shown(tmp_path):
+    root = tmp_path / "results" / "cached"
+    make_trial(root, 0, 0.35, method="vanilla")
+    make_trial(root, 1, 0.35, method="vanilla")
+    truth = build_report(root)["summary_frame"].top1_mean.iloc[0]
+    path = root / schema.SUITE_CACHE / schema.REPORT_CACHE
+    stored = json.loads(path.read_text())
+    planted = {
+        k: ({**v, "top1": 0.098} if isinstance(v, dict) and "top1" in v else v) for k, v in stored["values"].items()
+    }
+    path.write_text(json.dumps({**stored, "values": planted}))  # the signature no longer matches
+    assert build_report(root)["summary_frame"].top1_mean.iloc[0] == truth
+    for wrong in ([1, 2], "values", {"values": None}):
+        path.write_text(json.dumps({**stored, "values": wrong, "outputs": wrong}))
+        assert build_report(root)["summary_frame"].top1_mean.iloc[0] == truth  # no AttributeError: recomputed
+
+
+@pytest.mark.slow  # whole reports
+def test_a_file_rewritten_in_place_with_its_old_size_and_time_is_read_again(tmp_path):
+    """The caches key a file by size, mtime, inode and ctime: setting the mtime back (os.utime) moves the ctime."""
+    import os
+
+    root = tmp_path / "results" / "racy"
+    trials = [make_trial(root, s, 0.10, method="vanilla") for s in (0, 1)]
+    before = build_report(root)["summary_frame"].top1_mean.iloc[0]
+    for trial_dir, other in zip(trials, (0.35, 0.35)):
+        metrics_file = trial_dir / schema.METRICS
+        info = metrics_file.stat()
+        metrics = json.loads(metrics_file.read_text())
+        text = json.dumps({**metrics, "top1": other})
+        text = text + " " * (info.st_size - len(text)) if len(text) < info.st_size else text
+        metrics_file.write_text(text)
+        os.utime(metrics_file, ns=(info.st_atime_ns, info.st_mtime_ns))
+    after = build_report(root)["summary_frame"].top1_mean.iloc[0]
+    assert before == pytest.approx(0.10, abs=0.01) and after == pytest.approx(0.35)
+
+
+@pytest.mark.slow  # whole reports
+def test_verify_recomputes_from_the_logits_and_lists_each_disagreement(tmp_path):
+    from helpers import cli
+
+    root = tmp_path / "results" / "planted"
+    trial_dir = make_trial(root, 0, 0.3, method="vanilla")
+    make_trial(root, 1, 0.5, method="vanilla")
+    assert cli("report", root, "--verify").returncode == 0
+    metrics = json.loads((trial_dir / schema.METRICS).read_text())
+    (trial_dir / schema.METRICS).write_text(json.dumps({**metrics, "top1": 0.098, "nll": 0.01}))
+    proc = cli("report", root, "--verify")
+    assert proc.returncode == 1
+    assert f"{trial_dir.name}: " in proc.stdout and "top1: metrics.json 0.098, the saved logits 0.3" in proc.stdout
+    assert "nll: metrics.json 0.01" in proc.stdout and "1 trial(s) whose metrics.json disagrees" in proc.stdout
+    raw = pd.read_csv(root / schema.REPORT_DIR / "summary_raw.csv")
+    assert raw.top1_mean.iloc[0] == pytest.approx((0.3 + 0.5) / 2)  # the page shows the logits' numbers

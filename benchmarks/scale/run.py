@@ -90,22 +90,52 @@ def run_harness(args: list[str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def sweep_overhead(folder: Path, trials: int) -> None:
+TINY = {
+    "dataset": "synthetic",
+    "synthetic_size": 64,
+    "synthetic_classes": 4,
+    "synthetic_resolution": 8,
+    "depth": 10,
+    "epochs": 1,
+    "batch_size": 32,
+    "eval_batch_size": 64,
+}
+
+
+def overhead_of(out: str) -> list[float]:
+    """The driver's own seconds per trial, from each `driver overhead: X s per trial` line a run printed."""
+    return [float(x.split()[2]) for x in out.splitlines() if x.startswith("driver overhead:")]
+
+
+def study_overhead(folder: Path, configurations: int, sweep_seconds_per_trial: float | None) -> None:
+    """A real study (`tune:`) of tiny trials: one method, ``configurations`` configurations, then 2 final seeds; the
+    driver's own time per configuration in each phase, as a ratio to the plain sweep's measured just before."""
+    suite = {
+        "name": f"study{configurations}",
+        "storage": str(folder / "results"),
+        "base": {**TINY, "synthetic_size": 96, "val_size": 32},
+        "grid": {"method": ["vanilla"], "width": [1]},
+        "tune": {"space": {"base_lr": {"loguniform": [0.01, 0.2]}}, "trials": configurations, "final_seeds": [1, 2]},
+        "resources": {"cpus": 1},
+        "concurrency": 2,
+    }
+    path = folder / f"study{configurations}.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    seconds, out = run_harness(["run", str(path)])
+    phases = overhead_of(out)
+    print(f"\na real study of {configurations} configurations + 2 final seeds, 2 at a time: {seconds:.1f} s in all")
+    for name, value in zip(("search", "final seeds"), phases):
+        ratio = f" ({value / sweep_seconds_per_trial:.2f}x the plain sweep's)" if sweep_seconds_per_trial else ""
+        print(f"driver overhead, {name}: {value:.2f} s per trial{ratio}")
+
+
+def sweep_overhead(folder: Path, trials: int) -> float | None:
     """A real sweep of tiny trials on a local Ray (2 at a time): its wall time, and the driver's own time per trial
     (how long a freed slot idles before Tune starts the next trial) beside the trials' time in their workers."""
     suite = {
         "name": f"sweep{trials}",
         "storage": str(folder / "results"),
-        "base": {
-            "dataset": "synthetic",
-            "synthetic_size": 64,
-            "synthetic_classes": 4,
-            "synthetic_resolution": 8,
-            "depth": 10,
-            "epochs": 1,
-            "batch_size": 32,
-            "eval_batch_size": 64,
-        },
+        "base": TINY,
         "grid": {"method": ["vanilla"], "width": [1], "seed": list(range(trials))},
         "resources": {"cpus": 1},
         "concurrency": 2,
@@ -115,6 +145,7 @@ def sweep_overhead(folder: Path, trials: int) -> None:
     seconds, out = run_harness(["run", str(path)])
     line = next((x for x in out.splitlines() if x.startswith("driver overhead")), "driver overhead: (not printed)")
     print(f"\na real sweep of {trials} tiny trials, 2 at a time: {seconds:.1f} s in all (Ray's start included)\n{line}")
+    return (overhead_of(out) or [None])[0]
 
 
 def main() -> None:
@@ -124,6 +155,7 @@ def main() -> None:
     parser.add_argument("--commands", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/harness-scale"))
     parser.add_argument("--sweep", type=int, default=0, help="also a real sweep of this many tiny trials")
+    parser.add_argument("--study", type=int, default=0, help="and a real study (tune:) of this many configurations")
     args = parser.parse_args()
     shutil.rmtree(CACHE, ignore_errors=True)  # cold FLOP and grid caches: the first dry run and status pay them
     table: dict[str, dict[int, float]] = {c: {} for c in args.commands}
@@ -151,7 +183,9 @@ def main() -> None:
         folder = args.workdir / f"sweep{args.sweep}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        sweep_overhead(folder, args.sweep)
+        per_trial = sweep_overhead(folder, args.sweep)
+        if args.study:
+            study_overhead(folder, args.study, per_trial)
 
 
 if __name__ == "__main__":

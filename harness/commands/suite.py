@@ -140,7 +140,14 @@ def cmd_report(args) -> int:
     average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
     records = {tid: t.record() for tid, t in grid.items()} if grid is not None else None
     report = build_report(
-        suite_dir, specs, expected, source=str(args.target), average=average, grid=records, study=study
+        suite_dir,
+        specs,
+        expected,
+        source=str(args.target),
+        average=average,
+        grid=records,
+        study=study,
+        verify=args.verify,
     )
     if report["not_in_suite"]:
         logger.warning(
@@ -167,6 +174,16 @@ def cmd_report(args) -> int:
 
         log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))
+    if args.verify:
+        wrong = report.get("disagreements", {})
+        print(
+            f"verify: every value recomputed from the saved logits; {len(wrong)} trial(s) whose metrics.json "
+            "disagrees" + (":" if wrong else " (none)")
+        )
+        for tid, lines in wrong.items():
+            print(f"  {tid}: " + "; ".join(lines))
+        if wrong:
+            return ExitCode.FAILED
     return ExitCode.DONE
 
 

@@ -43,19 +43,21 @@ def _save(cache: dict) -> None:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, from the cache while its size and modification time are unchanged."""
+    """SHA-256 of a file's bytes, from the cache while the file is unchanged: its size, modification time, inode and
+    status-change time (ctime: a rewrite in place whose mtime was set back still moves it)."""
     path = Path(path).resolve()
     stat = path.stat()
     key, cache = str(path), _cache()
     entry = cache.get(key)
-    if isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
-        return entry[2]
+    identity = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+    if isinstance(entry, list) and len(entry) == 5 and entry[:4] == identity:
+        return entry[4]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     if stat.st_size >= CACHED_FROM_BYTES:
-        cache[key] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest()]
+        cache[key] = [*identity, digest.hexdigest()]
     return digest.hexdigest()
 
 

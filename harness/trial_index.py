@@ -92,10 +92,27 @@ def read(index_key: str | None) -> tuple[Path, list[TrialRow]] | None:
         return None
     try:
         record = json.loads((_folder() / f"{index_key}.json").read_text())
+        suite_dir = Path(record["suite_dir"])
         rows = [TrialRow(**{**r, "trial_dir": Path(r["trial_dir"])}) for r in record["trials"]]
-        return Path(record["suite_dir"]), rows
-    except (OSError, ValueError, KeyError, TypeError):
+        if not rows or not all(_valid(row, suite_dir) for row in rows):
+            return None  # an index of the wrong shape is rebuilt from the suite, never shown
+        return suite_dir, rows
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def _valid(row: TrialRow, suite_dir: Path) -> bool:
+    """Every field of its type (numbers are ints, not bools or strings), the id a folder name inside the suite."""
+    numbers = (row.width, row.num_inputs, row.b, row.seed, row.epochs)
+    return (
+        all(isinstance(v, int) and not isinstance(v, bool) for v in numbers)
+        and all(isinstance(v, str) for v in (row.trial_id, row.method))
+        and bool(_ID.fullmatch(row.trial_id))
+        and row.trial_dir == suite_dir / row.trial_id
+    )
 
 
 def write(index_key: str | None, suite_dir: Path, trials) -> None:

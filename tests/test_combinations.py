@@ -432,3 +432,45 @@ def test_verify_recomputes_from_the_logits_and_lists_each_disagreement(tmp_path)
     assert "nll: metrics.json 0.01" in proc.stdout and "1 trial(s) whose metrics.json disagrees" in proc.stdout
     raw = pd.read_csv(root / schema.REPORT_DIR / "summary_raw.csv")
     assert raw.top1_mean.iloc[0] == pytest.approx((0.3 + 0.5) / 2)  # the page shows the logits' numbers
+
+
+def test_a_grid_index_of_the_wrong_shape_is_rebuilt_not_shown(tmp_path):
+    from harness import trial_index
+    from helpers import cli, write_suite
+
+    suite = write_suite(tmp_path)
+    assert cli("run", suite, "--dry-run").returncode == 0
+    path = trial_index._folder() / f"{trial_index.key(suite, None, [])}.json"
+    record = json.loads(path.read_text())
+    good = [row["trial_id"] for row in record["trials"]]
+    for planted in ({"width": "wide"}, {"trial_id": "etc", "trial_dir": "/etc"}, {"seed": True}):
+        rows = [{**record["trials"][0], **planted}, *record["trials"][1:]]
+        path.write_text(json.dumps({**record, "trials": rows}))
+        proc = cli("status", suite)
+        assert proc.returncode == 0 and all(t in proc.stdout for t in good), proc.stdout
+        assert "wide" not in proc.stdout and "etc" not in proc.stdout and "4 pending" in proc.stdout
+
+
+def test_mnist_as_an_ood_set_reads_its_test_split_alone_and_bounds_what_a_gz_inflates_to(tmp_path):
+    import gzip
+
+    from harness.data.errors import DataError
+    from harness.data.sources.mnist import MAX_IDX_BYTES, mnist
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    images = np.arange(5 * 28 * 28, dtype=np.uint8).reshape(5, 28, 28)
+    header = b"\0\0\x08\x03" + b"".join(int(d).to_bytes(4, "big") for d in images.shape)
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + images.tobytes()))
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\0\0\x08\x01" + (5).to_bytes(4, "big") + bytes(5))
+    )
+    splits = mnist(tmp_path, test_only=True)  # no train files: an OOD set never reads them
+    assert np.array_equal(splits.test.x[..., 0], images) and len(splits.train.x) == 0
+    with pytest.raises(DataError, match="train-images-idx3-ubyte"):
+        mnist(tmp_path)  # training on MNIST still needs them
+    bomb = gzip.compress(header + bytes(MAX_IDX_BYTES + 10))
+    assert len(bomb) < 1 << 20
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(bomb)
+    with pytest.raises(DataError, match="inflates past 67,108,864 bytes"):
+        mnist(tmp_path, test_only=True)

@@ -289,7 +289,7 @@ def read_ood(spec: EvalSet, trial: TrialData) -> tuple[ImageArrays, str]:
             f"{spec.name}: the trial's own dataset cannot be its OOD set; for a near-OOD split, train with "
             f"`class_subset: N` and evaluate on ood:heldout-classes"
         )
-    data = DATASETS.get(spec.source)(data_dir=trial.data_dir)
+    data = DATASETS.get(spec.source)(data_dir=trial.data_dir, test_only=True)  # a reader may skip its train split
     x = data.test.x
     if x.shape[1] != trial.resolution:
         x = resize_images(x, trial.resolution)

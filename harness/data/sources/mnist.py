@@ -28,12 +28,18 @@ def mnist_folder(data_dir: Path | None) -> Path:
     return find_folder("mnist", candidates, FILES["test"][0], "download the four IDX files of MNIST into <data>/mnist/")
 
 
+MAX_IDX_BYTES = 64 << 20  # the largest official file, train images, is 47 MB inflated: a bound, not a guess
+
+
 def _idx(folder: Path, name: str) -> np.ndarray:
     path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
     try:
-        data = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read(MAX_IDX_BYTES + 1)  # a small .gz can inflate to gigabytes: read no more than MNIST holds
     except (OSError, EOFError) as err:
         raise DataError(f"{path}: cannot read it ({err})") from None
+    if len(data) > MAX_IDX_BYTES:
+        raise DataError(f"{path}: inflates past {MAX_IDX_BYTES:,} bytes, more than any MNIST file holds")
     if len(data) < 8 or data[:2] != b"\0\0" or data[2] != 8:
         raise DataError(f"{path}: not an IDX file of unsigned bytes")
     dims = data[3]
@@ -64,9 +70,11 @@ def _split(folder: Path, split: str) -> ImageArrays:
         mnist_folder(data_dir),
     ),
 )
-def mnist(data_dir: Path | None = None, check_only: bool = False, **_) -> ImageSplits:
+def mnist(data_dir: Path | None = None, check_only: bool = False, test_only: bool = False, **_) -> ImageSplits:
+    """``test_only``: the train split is neither needed nor read (an OOD set reads the test split alone)."""
     folder = mnist_folder(data_dir)
     if check_only:
         return None
-    return ImageSplits(_split(folder, "train"), _split(folder, "test"), 10, f"MNIST IDX files in {folder}",
-                       [str(i) for i in range(10)])  # fmt: skip
+    empty = ImageArrays(np.zeros((0, 28, 28, 3), np.uint8), np.zeros(0, np.int64))
+    train = empty if test_only else _split(folder, "train")
+    return ImageSplits(train, _split(folder, "test"), 10, f"MNIST IDX files in {folder}", [str(i) for i in range(10)])

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from harness import bounded_read
 
 ENTRY_POINT_GROUP = "harness.plugins"
+SLOW_IMPORT_S = float(os.environ.get("HARNESS_PLUGIN_SLOW_S", 5))  # a plugin importing longer is named
 MAX_PLUGIN_BYTES = 4 << 20  # a plugin is Python source: a few KiB; /dev/zero or a data file is not one
 
 
@@ -114,7 +116,22 @@ def load(spec: str, base: Path | None = None) -> Plugin:
 
 @contextlib.contextmanager
 def _running(plugin: Plugin):
+    """The plugin's code runs inside: what it registers is attributed to it, and forgotten if it fails; one still
+    importing after ``SLOW_IMPORT_S`` is named on stderr (a plugin that blocks leaves no command silent)."""
+    import threading
+
     _current.append(plugin)
+    timer = threading.Timer(
+        SLOW_IMPORT_S,
+        lambda: print(
+            f"plugin {plugin.spec}: still importing after {SLOW_IMPORT_S:g} s (what does its import wait for? "
+            "Ctrl-C stops the command)",
+            file=sys.stderr,
+            flush=True,
+        ),
+    )
+    timer.daemon = True
+    timer.start()
     try:
         yield
     except BaseException:
@@ -122,6 +139,7 @@ def _running(plugin: Plugin):
             registry.forget(plugin)
         raise
     finally:
+        timer.cancel()
         _current.pop()
 
 

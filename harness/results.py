@@ -366,7 +366,23 @@ class TrialFolder:
         error = self.error()
         if error is not None:
             return TrialState("failed", epochs, (error.strip().splitlines() or [f"(empty {ERROR})"])[-1][:200])
-        return TrialState("partial" if checkpoints else "pending", epochs)
+        if checkpoints:
+            return TrialState("partial", epochs)
+        return TrialState("pending", epochs, self._stopped_before_a_checkpoint())
+
+    def _stopped_before_a_checkpoint(self) -> str:
+        """Why a started trial with no checkpoint is pending: its last attempt (when, where) ended before one."""
+        try:
+            attempts = self.attempts() if (self.path / ATTEMPTS).exists() else []
+            last = attempts[-1] if isinstance(attempts, list) and attempts and isinstance(attempts[-1], dict) else {}
+        except CorruptFile:
+            return ""
+        if not last:
+            return ""
+        return (
+            f"started {last.get('started', '?')} on {last.get('node', '?')} (attempt {len(attempts)}), stopped before "
+            "its first checkpoint: its worker exited or was killed; `harness run` starts it again"
+        )
 
     # --- writing (the trainer, on the main rank)
     def begin(self, config: dict, node: str, from_epoch: int, extra: dict[str, dict] | None = None) -> None:

@@ -474,3 +474,39 @@ def test_mnist_as_an_ood_set_reads_its_test_split_alone_and_bounds_what_a_gz_inf
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(bomb)
     with pytest.raises(DataError, match="inflates past 67,108,864 bytes"):
         mnist(tmp_path, test_only=True)
+
+
+@pytest.mark.slow  # a subprocess that waits
+def test_a_plugin_that_blocks_at_import_is_named(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import harness_env
+
+    plugin = tmp_path / "slow.py"
+    plugin.write_text("import time\n\ntime.sleep(30)\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "list", "--plugin", str(plugin)],
+        env=harness_env(HARNESS_PLUGIN_SLOW_S="1"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()  # within seconds, long before the import ends
+    finally:
+        proc.kill()
+    assert f"plugin {plugin}: still importing after 1 s" in line
+
+
+def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
+    from harness.results import TrialFolder
+    from helpers import trial
+
+    cfg = trial(dataset="synthetic", output_dir=tmp_path, name="stopped")
+    cfg.trial_dir.mkdir(parents=True)
+    TrialFolder(cfg.trial_dir).begin(cfg.record(), "host/abc123", 0)  # the worker started it, then died
+    state = TrialFolder(cfg.trial_dir).state()
+    assert state.state == "pending" and "on host/abc123 (attempt 1), stopped before its first checkpoint" in state.detail
+    from harness.status import status_rows, status_view
+
+    assert "stopped before its first checkpoint" in status_view(status_rows([cfg]))

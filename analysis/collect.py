@@ -162,7 +162,7 @@ def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded
         if key in METRICS and isinstance(old, (int, float)) and isinstance(value, float):
             absolute, relative = VERIFY_TOLERANCE
             if not abs(old - value) <= absolute + relative * abs(value):  # NaN disagrees too
-                wrong.append(f"{key}: metrics.json {old:.6g}, the saved logits {value:.6g}")
+                wrong.append(f"{key}: {schema.METRICS} {old:.6g}, the saved logits {value:.6g}")
     return {**full, "verify_disagreements": wrong}
 
 

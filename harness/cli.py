@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--verify",
         action="store_true",
-        help="recompute every value from the saved logits, ignoring metrics.json and the report's cache, and list "
-        "each disagreement with metrics.json (exit 1 if any)",
+        help="recompute every value from the saved logits, ignoring the recorded metrics and the report's cache, "
+        "and list each disagreement with the recorded ones (exit 1 if any)",
     )
     report.set_defaults(func="suite:cmd_report")
 

@@ -506,7 +506,8 @@ def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
     cfg.trial_dir.mkdir(parents=True)
     TrialFolder(cfg.trial_dir).begin(cfg.record(), "host/abc123", 0)  # the worker started it, then died
     state = TrialFolder(cfg.trial_dir).state()
-    assert state.state == "pending" and "on host/abc123 (attempt 1), stopped before its first checkpoint" in state.detail
+    assert state.state == "pending"
+    assert "on host/abc123 (attempt 1), stopped before its first checkpoint" in state.detail
     from harness.status import status_rows, status_view
 
     assert "stopped before its first checkpoint" in status_view(status_rows([cfg]))

@@ -177,7 +177,7 @@ def cmd_report(args) -> int:
     if args.verify:
         wrong = report.get("disagreements", {})
         print(
-            f"verify: every value recomputed from the saved logits; {len(wrong)} trial(s) whose metrics.json "
+            f"verify: every value recomputed from the saved logits; {len(wrong)} trial(s) whose {schema.METRICS} "
             "disagrees" + (":" if wrong else " (none)")
         )
         for tid, lines in wrong.items():

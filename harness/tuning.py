@@ -107,9 +107,6 @@ class Study:
     def first_phase(self) -> list[TrialConfig]:
         return [t for ts in (*self.search.values(), *self.recipe.values()) for t in ts]
 
-    def setting_of(self, trial_id: str) -> str | None:
-        return next((s for s, ts in self.search.items() if any(t.trial_id == trial_id for t in ts)), None)
-
 
 def check(tune: Tune, suite, source: str) -> None:
     """Everything a study needs that the schema cannot say: registered keys within their declared bounds, a
@@ -126,10 +123,6 @@ def check(tune: Tune, suite, source: str) -> None:
             raise ConfigError(f"{source}: tune.methods.{method}: not a registered method (`harness list`)")
         if method not in methods:
             raise ConfigError(f"{source}: tune.methods.{method}: the grid has no trial of this method")
-        for key in own:
-            if key not in METHODS.get(method).options and key not in tune.space:
-                if key not in allowed:
-                    raise ConfigError(f"{source}: tune.methods.{method}.{key}: unknown trial key")
         spaces += [(f"tune.methods.{method}.{k}", k, s) for k, s in own.items()]
     if not spaces:
         raise ConfigError(f"{source}: tune.space: nothing to search; give at least one key and its distribution")

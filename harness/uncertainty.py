@@ -82,16 +82,26 @@ def confidence_scores(head_logits: torch.Tensor, average: str = "probabilities")
     return scores
 
 
-def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
-    """AUPR as average precision: sum over thresholds (distinct scores, highest first) of the recall gained
-    times the precision at that threshold (ties enter together, as in sklearn)."""
+def precision_recall(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(recall, precision) at each distinct score from the highest down (a tie group enters whole); None without
+    both classes."""
     positives = np.asarray(positives, bool)
     n_pos = positives.sum()
     if n_pos == 0 or n_pos == len(positives):
-        return float("nan")
+        return None
     pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
     tp, fp = np.cumsum(pos), np.cumsum(neg)
-    return float(np.sum(pos / n_pos * tp / (tp + fp)))
+    return tp / n_pos, tp / (tp + fp)
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """AUPR as average precision: sum over thresholds (distinct scores, highest first) of the recall gained
+    times the precision at that threshold (ties enter together, as in sklearn)."""
+    curve = precision_recall(scores, positives)
+    if curve is None:
+        return float("nan")
+    recall, precision = curve
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def trapezoidal_aupr(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -99,13 +109,10 @@ def trapezoidal_aupr(scores: np.ndarray, positives: np.ndarray) -> float:
     distinct score (highest first) and the curve's start at (recall 0, precision 1): scikit-learn's
     ``auc(recall, precision)`` of ``precision_recall_curve``. It differs from average precision where scores tie
     or saturate (a tie group is one point, joined to the previous by a straight line)."""
-    positives = np.asarray(positives, bool)
-    n_pos = positives.sum()
-    if n_pos == 0 or n_pos == len(positives):
+    curve = precision_recall(scores, positives)
+    if curve is None:
         return float("nan")
-    pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
-    tp, fp = np.cumsum(pos), np.cumsum(neg)
-    recall, precision = np.r_[0.0, tp / n_pos], np.r_[1.0, tp / (tp + fp)]
+    recall, precision = np.r_[0.0, curve[0]], np.r_[1.0, curve[1]]
     return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
 
 

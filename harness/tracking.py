@@ -42,7 +42,7 @@ from harness.mlflow_mapping import (
     trial_params,
     trial_tags,
 )
-from harness.tracking_store import check_store, kept_back, store_creation, suite_tracking_uri
+from harness.tracking_store import check_answers, check_store, kept_back, store_creation, suite_tracking_uri
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class Tracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            check_answers(self.uri)  # a database that is down: seconds, not MLflow's ~100 s of retries
             with store_creation(self.uri):
                 client = MlflowClient(self.uri)
                 client.search_experiments(max_results=1)  # creates (or migrates) a sqlite store's tables

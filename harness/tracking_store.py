@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 from pathlib import Path
 
 from harness import results, schema
@@ -53,6 +54,28 @@ def check_store(uri: str) -> None:
             f"the MLflow store {path} is not an SQLite database; move it aside and run again: the runs are rebuilt "
             f"from the trial folders (or pass --tracking-uri)"
         )
+
+
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+ANSWER_S = float(os.environ.get("HARNESS_STORE_TIMEOUT_S", 5))  # a store that has not answered by then is down
+
+
+def check_answers(uri: str) -> None:
+    """A database store (PostgreSQL, MySQL, SQL Server) accepts a connection within ``ANSWER_S`` seconds, or
+    ConnectionError naming it: MLflow would retry creating its engine for ~100 s first (10 attempts, doubling)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme not in DATABASE_PORTS or not parsed.hostname:  # a socket folder, a file: nothing to dial
+        return
+    where = (parsed.hostname, parsed.port or DATABASE_PORTS[scheme])
+    try:
+        socket.create_connection(where, timeout=ANSWER_S).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"the MLflow store {scheme}://{where[0]}:{where[1]} does not answer ({err.strerror or err})"
+        ) from None
 
 
 class TrackingStoreError(ConfigError):

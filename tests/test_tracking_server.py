@@ -103,3 +103,37 @@ def test_the_cluster_store_postgresql_takes_two_writers_at_once(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
         stop_database()
+
+
+@pytest.mark.slow  # a PostgreSQL server stopped under a sweep
+def test_a_database_store_that_stops_mid_sweep_is_an_outage_of_seconds_without_a_traceback(tmp_path):
+    """PostgreSQL stops after the first trial: the sweep finishes, keeps back what it could not send and says so in
+    a line; `harness sync` with the database down says so at once (MLflow alone retries for ~100 s); once the
+    database is back, sync sends every run once."""
+    import time
+
+    database, stop_database = start_postgres(tmp_path / "pg")
+    uri = database.replace("postgresql://", "postgresql+psycopg://")
+    suite = write_suite(tmp_path, grid={"method": ["vanilla"], "width": [1], "seed": [0, 1, 2]}, concurrency=1)
+    log = tmp_path / "run.log"
+    sweep = harness_background("run", suite, "--tracking-uri", uri, log=log)
+    results = tmp_path / "results" / "synth"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(results.glob("*/metrics.json")):
+        time.sleep(0.5)
+    stop_database()
+    assert sweep.wait(timeout=600) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text and "tracking: " in text, text[-3000:]  # the outage said in a line
+    down = harness("sync", suite, "--tracking-uri", uri, timeout=300)
+    # the probe's words: the store was found down by one connection attempt, not by MLflow's ~100 s of retries
+    assert "Traceback" not in down.stderr and "does not answer" in down.stdout + down.stderr, down.stderr
+    database, stop_database = start_postgres(tmp_path / "pg2")  # a fresh server: the runs are rebuilt from folders
+    uri = database.replace("postgresql://", "postgresql+psycopg://")
+    try:
+        up = harness("sync", suite, "--tracking-uri", uri, timeout=300)
+        assert up.returncode == 0, up.stderr[-2000:]
+        _, parents, children = runs(uri, "synth")
+        assert len(children) == 3 and len(parents) == 1
+    finally:
+        stop_database()

@@ -13,6 +13,15 @@ _KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_IS
           stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}  # fmt: skip
 
 
+def require_regular(path: Path | str) -> None:
+    """OSError (``strerror`` naming what it is) unless ``path`` is a regular file; looked at without opening it, for
+    readers that open files themselves (zip archives, numpy, torch)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+        raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+
+
 def read_bytes(path: Path | str, limit: int) -> bytes:
     """The file's bytes; OSError (``strerror`` naming why) when it is not a regular file or holds more than
     ``limit`` bytes. Opened without blocking, so a FIFO with no writer is refused rather than waited on."""

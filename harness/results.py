@@ -186,6 +186,7 @@ def load_checkpoint(path: Path) -> dict:
     import torch
 
     try:
+        bounded_read.require_regular(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CorruptFile(path, refusal(err)) from None
@@ -203,10 +204,12 @@ def save_logits(path: Path, **arrays: np.ndarray) -> None:
 def load_logits(path: Path, members: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The arrays of a logits file (``members``: only those, the others never read; KeyError names a missing one)."""
     try:
+        bounded_read.require_regular(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in (z.files if members is None else members)}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise CorruptFile(path, f"unreadable ({str(err)[:200]})") from None
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:200]
+        raise CorruptFile(path, f"unreadable ({why})") from None
 
 
 class Verified:
@@ -245,6 +248,10 @@ def _check_zip(
             identity = None
         if identity in verified.files:
             thorough = False
+    try:
+        bounded_read.require_regular(path)
+    except OSError as err:
+        raise CorruptFile(path, err.strerror or str(err)) from None
     try:
         with zipfile.ZipFile(path) as z:
             infos = z.infolist()

@@ -4,6 +4,7 @@ progress to the driver as harness.progress.TrialReport messages."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from ray import tune
@@ -19,11 +20,33 @@ def run_trial(config: dict) -> None:
     """The Tune trainable: one trial through the launcher, its epochs and in-epoch progress reported to Tune."""
     import torch
 
-    from harness.launch import train_trial
-
     logs.setup(logging.WARNING)  # a Ray worker: Tune shows the progress, the terminal only warnings
     cfg = catalog.in_worker(config["case"]["trial"], config.get("plugins"))
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    try:
+        _train(cfg, config)
+    finally:  # Tune reuses this worker for the next trial: what this one held goes back to the system
+        release_memory()
+
+
+def release_memory() -> None:
+    """Everything a finished trial held, freed and returned to the operating system (glibc keeps freed heap pages
+    otherwise, and a reused worker grew by ~0.1 GB a trial): a collection, then malloc_trim."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if os.environ.get("HARNESS_WORKER_TRIM", "1") == "0":  # benchmarks/worker_memory: the baseline
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _train(cfg: TrialConfig, config: dict) -> None:
+    from harness.launch import train_trial
+
     metrics = train_trial(
         cfg,
         cpus_per_worker=config.get("cpus", 1),

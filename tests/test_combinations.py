@@ -345,7 +345,7 @@ def test_plugins_and_suites_that_are_not_regular_files_are_refused_at_once(tmp_p
 
 
 @pytest.mark.slow  # subprocesses
-@pytest.mark.parametrize("name", [schema.CONFIG, schema.METRICS, schema.HISTORY])
+@pytest.mark.parametrize("name", [schema.CONFIG, schema.METRICS, schema.HISTORY, schema.LOGITS])
 def test_a_fifo_in_a_trial_folder_is_a_corrupt_trial_not_a_hang(tmp_path, name):
     import os
 

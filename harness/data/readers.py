@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import bounded_read
 from harness.data.datasets import ImageArrays
 from harness.data.errors import DataError
 
@@ -56,6 +57,7 @@ def check_npz_folder(folder: Path) -> None:
     for split in ("train", "test"):
         path = folder / f"{split}.npz"
         try:
+            bounded_read.require_regular(path)
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
         except (OSError, zipfile.BadZipFile) as err:
@@ -70,6 +72,7 @@ def read_npz_folder(folder: Path, num_classes: int) -> tuple[ImageArrays, ImageA
     for split in ("train", "test"):
         path = folder / f"{split}.npz"
         try:
+            bounded_read.require_regular(path)
             with np.load(path, allow_pickle=False) as z:
                 splits.append(check_arrays(ImageArrays(z["x"], z["y"]), path, num_classes))
         except DataError:

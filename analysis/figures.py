@@ -57,11 +57,15 @@ def marker(method: str) -> str:
 
 
 def _series(summary: pd.DataFrame):
-    """(label, colour, linestyle, rows sorted by width) for each method / ensemble size."""
+    """(label, colour, linestyle, rows sorted by width) for each method / ensemble size (and, in a study, tuned or
+    recipe: the recipe dotted)."""
     keys = summary.assign(_order=summary.method.map(method_order))
-    for (_, method, msda, members), rows in keys.groupby(["_order", "method", "msda", "members"], dropna=False):
+    split = ["tuning"] if "tuning" in summary else []
+    for values, rows in keys.groupby(["_order", "method", "msda", "members", *split], dropna=False):
+        method, members = values[1], values[3]
         rows = rows.sort_values("width")
-        yield figure_label(rows.iloc[0]), color(method), "--" if members > 1 else "-", rows
+        style = "--" if members > 1 else ":" if split and values[4] == "recipe" else "-"
+        yield figure_label(rows.iloc[0]), color(method), style, rows
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray:
@@ -85,6 +89,8 @@ def width_figure(summary: pd.DataFrame, path: Path, runs: pd.DataFrame | None = 
                 mine = runs[(runs.method == r.method) & (runs.members == r.members)
                             & (runs.msda.fillna("none") == (r.msda if r.msda == r.msda else "none"))]  # fmt: skip
                 mine = mine[mine.width.isin(rows.width)]
+                if "tuning" in mine and "tuning" in r:  # a study: the tuned configuration's runs or the recipe's
+                    mine = mine[mine.tuning == r.tuning]
                 jitter = 0.06 * (np.arange(len(mine)) % 3 - 1)
                 ax_w.scatter(mine.width + jitter, 100 * mine.top1, s=9, color=color, alpha=0.55, zorder=3, lw=0)
             err = 100 * _yerr(rows, "top1")  # the tables' 95% interval, inside [0, 100]

@@ -70,7 +70,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
             for t, lines in zip(trials.trial_id, trials.verify_disagreements)
             if isinstance(lines, list) and lines
         }
-    tuning_parts = []
+    tuning_parts, every = [], trials  # every trial of the suite: the page's count
     if study is not None:  # the search's configurations: the tuning section; the test tables: the final phase
         tuning_parts = analysis_tuning.section(
             study["resolved"],
@@ -253,7 +253,8 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != schema.REPORT_PAGE
     )
     sections.append(fragment("<h2>Files</h2><p class=meta>{}</p>", join((link(f) for f in files), " · ")))
-    write_page(out / schema.REPORT_PAGE, suite_dir.name, len(trials), len(finished), sections)
+    done = int((every.state == "finished").sum()) if not every.empty else 0
+    write_page(out / schema.REPORT_PAGE, suite_dir.name, len(every), done, sections)
     return report
 
 

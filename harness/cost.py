@@ -86,10 +86,19 @@ def _measured(*shape) -> dict[str, float]:
         return _measure(*shape)
     key = json.dumps(shape)
     cache = _disk_cache()
-    if key not in cache:
+    if not _valid_count(cache.get(key)):  # missing, or an entry of the wrong shape: counted again, never used
         cache[key] = _measure(*shape)
         _save_cache(cache)
     return cache[key]
+
+
+def _valid_count(entry) -> bool:
+    """A cached count: flops, params and activations, each a finite non-negative number."""
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"flops", "params", "activations"}
+        and all(type(v) in (int, float) and 0 <= v < float("inf") for v in entry.values())
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harness.config import STRICT, ConfigError, TrialConfig
 
 Scalar = Union[str, int, float, bool, None]
-MAX_CONFIGURATIONS = 1000  # per method: DomainBed draws 20, AlgoPerf's budgets are in the tens
+MAX_CONFIGURATIONS = 1000  # per method: DomainBed draws 20 per algorithm; more than 1000 is a typo
 SIGNIFICANT_DIGITS = 4  # a drawn float is rounded to 4 significant digits: readable ids, tables and MLflow params
 
 
@@ -217,9 +217,12 @@ def validation_score(trial_dir, select: str, average: str) -> float:
 
     from harness import schema
     from harness.metrics import final_metrics
-    from harness.results import load_logits
+    from harness.results import CorruptFile, load_logits
 
-    saved = load_logits(Path(trial_dir) / schema.LOGITS, members=(schema.VAL_LOGITS, schema.VAL_LABELS))
+    try:
+        saved = load_logits(Path(trial_dir) / schema.LOGITS, members=(schema.VAL_LOGITS, schema.VAL_LABELS))
+    except (KeyError, CorruptFile):  # no validation split recorded, or an unreadable file: never selected
+        return float("nan")
     heads = torch.from_numpy(saved[schema.VAL_LOGITS]).float()
     labels = torch.from_numpy(saved[schema.VAL_LABELS])
     value = float(final_metrics(heads, labels, average=average)[select])

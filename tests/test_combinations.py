@@ -511,3 +511,40 @@ def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
     from harness.status import status_rows, status_view
 
     assert "stopped before its first checkpoint" in status_view(status_rows([cfg]))
+
+
+def test_a_flop_count_of_the_wrong_shape_in_the_cache_is_counted_again():
+    import json
+
+    from harness import cost
+    from helpers import tiny_config
+
+    cfg = tiny_config()
+    truth = cost.trial_flops(cfg)
+    cache = cost._disk_cache()
+    for key in list(cache):
+        cache[key] = {"flops": "many", "params": -1}
+    cost._measured.cache_clear()
+    assert cost.trial_flops(cfg) == truth
+    assert all(cost._valid_count(v) for v in json.loads(cost._cache_path().read_text()).values())
+
+
+@pytest.mark.slow  # a whole report
+def test_the_page_states_each_statistic_and_scrolls_its_wide_tables(tmp_path):
+    """Captions say how each interval and p-value is made; one run a side is said to decide nothing; a suite with
+    no learning curve says why; every table sits in a container that scrolls sideways."""
+    root = tmp_path / "results" / "captions"
+    make_trial(root, 0, 0.3, method="vanilla", eval_every=0)
+    make_trial(root, 0, 0.5, method="cut_mixmo", M=2, b=2, eval_every=0)
+    build_report(root)
+    out = root / schema.REPORT_DIR
+    page = (out / schema.REPORT_PAGE).read_text()
+    assert page.count("<table") == page.count("<div class=scroll><table") > 0
+    assert ".scroll { overflow-x: auto" in page
+    assert "2,000 resamples of the test images, the percentile interval" in page  # the † bootstrap
+    assert "The IQMs are point values: no interval is computed for them." in page
+    assert "no finished trial was evaluated on its test set at two epochs or more" in page
+    improvement = (out / "improvement.csv").read_text()
+    assert "one run a side: no interval, decides nothing" in improvement
+    paired = (out / "paired_differences.csv").read_text()
+    assert "< 0.0005 (1/2,000)" in paired or "paired bootstrap" in paired

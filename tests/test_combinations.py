@@ -201,17 +201,19 @@ def matrix_sweep(real_data_dir, tmp_path_factory):
     (tmp / "ood").mkdir()
     for i in range(30):
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp / "ood" / f"{i}.png")
-    shutil.copy(ROOT / "examples" / "plugins" / "classwise_ece.py", tmp / "classwise_ece.py")
+    for plugin in ("classwise_ece.py", "regmixup.py"):  # a plugin metric and a plugin method
+        shutil.copy(ROOT / "examples" / "plugins" / plugin, tmp / plugin)
     suite = {
         "name": "matrix",
         "description": "every feature at once, tiny",
         "base": BASE,
         "grid": {"method": ["vanilla", "cut_mixmo"], "seed": [0, 1, 2]},
+        "include": [{"method": "regmixup", "seed": [0, 1]}],
         "rules": [{"when": {"method": "cut_mixmo"}, "set": {"M": 2, "b": 2}}],
         "ensembles": [{"method": "vanilla", "sizes": [2]}],
         "ensemble_average": "logits",
         "eval_sets": ["ood:heldout-classes", f"ood:folder={tmp / 'ood'}", f"cifar100-c-generated={tmp / 'cc'}"],
-        "plugins": ["classwise_ece.py"],
+        "plugins": ["classwise_ece.py", "regmixup.py"],
         "resources": {"cpus": 1},
         "concurrency": 2,
         "storage": str(tmp / "results"),
@@ -307,6 +309,7 @@ def test_the_sweep_prints_one_number_per_ensemble(matrix_sweep, real_data_dir):
     raw = pd.read_csv(tmp / "results" / "matrix" / schema.REPORT_DIR / "summary_raw.csv")
     reported = raw[(raw.members == 2) & (raw.method == "vanilla")].top1_mean.iloc[0]
     assert raw.classwise_ece_mean.notna().all()  # the suite's plugin metric, for trials and ensembles alike
+    assert "regmixup" in set(raw.method)  # the plugin method's rows
     assert f"{100 * reported:.2f}" == f"{printed:.2f}"
     client, (parent,), _ = runs(f"sqlite:///{tmp / 'results' / 'mlflow.db'}", "matrix")
     tags = client.get_experiment_by_name("matrix").tags  # MLflow 3's UI: the training runs first, the description

@@ -197,10 +197,13 @@ def memory_lines(suite, todo: list[TrialConfig]) -> list[str]:
         if key not in by_shape:
             by_shape[key] = (t, training_memory(t))
     cfg, peak = max(by_shape.values(), key=lambda v: v[1]["total"])
+    data = max(dataset_bytes(t) for t in todo)
     lines = [
         f"memory: up to {_gib(peak['total'])} per trial while training ({cfg.method} {cfg.model}-{cfg.depth}-"
         f"{cfg.width}, M = {cfg.num_inputs}, batch {cfg.batch_size}: {_gib(peak['weights'])} weights, "
-        f"{_gib(peak['optimizer'])} gradients and momentum, {_gib(peak['activations'])} activations; estimated)"
+        f"{_gib(peak['optimizer'])} gradients and momentum, {_gib(peak['activations'])} activations; estimated); "
+        f"each worker process also holds the dataset's arrays ({_gib(data)}) and the framework (~1 GiB on a CPU, "
+        "benchmarks/worker_memory)"
     ]
     limit, what = _memory_limit(suite, len(todo))
     for t, need in by_shape.values():
@@ -211,6 +214,16 @@ def memory_lines(suite, todo: list[TrialConfig]) -> list[str]:
                 f"batch_size or the width, or run where there is more"
             )
     return lines
+
+
+def dataset_bytes(cfg: TrialConfig) -> int:
+    """The uint8 image arrays a trial reads whole into its worker: its dataset's train and test splits."""
+    from harness.data.datasets import DATASETS
+
+    spec = DATASETS.get(cfg.dataset)
+    if cfg.dataset == "synthetic":  # its test set is a fifth of its size
+        return int(cfg.synthetic_size * 1.2) * cfg.synthetic_resolution**2 * 3
+    return ((spec.train_size or 0) + (spec.test_size or 0)) * (spec.resolution or 32) ** 2 * 3
 
 
 def _memory_limit(suite, trials: int) -> tuple[float | None, str]:

@@ -2,6 +2,7 @@
 (harness.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
 
     python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report] [--sweep 16]
+        [--study 8]   # and a real study (`tune:`): the driver's time per configuration beside the plain sweep's
 
 Prints a table of wall seconds per command and N, and the growth ratio between consecutive N (10x more trials:
 a ratio near 10 is linear). Results and their reading: benchmarks/scale/README.md."""

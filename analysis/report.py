@@ -72,15 +72,15 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         }
     tuning_parts, every = [], trials  # every trial of the suite: the page's count
     if study is not None:  # the search's configurations: the tuning section; the test tables: the final phase
+        resolved = study["resolved"]
         tuning_parts = analysis_tuning.section(
-            study["resolved"],
+            resolved,
             trials,
             study["recipe"],
             study["val_size"],
             out,
             lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
         )
-        resolved = study["resolved"]
         tuned = {t.trial_id for ts in resolved.finals.values() for t in ts}
         reported = {t.trial_id for t in resolved.reported}
         if not trials.empty:

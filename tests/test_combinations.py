@@ -551,3 +551,16 @@ def test_the_page_states_each_statistic_and_scrolls_its_wide_tables(tmp_path):
     assert "one run a side: no interval, decides nothing" in improvement
     paired = (out / "paired_differences.csv").read_text()
     assert "< 0.0005 (1/2,000)" in paired or "paired bootstrap" in paired
+
+
+def test_a_fifo_where_data_should_be_is_a_clear_error_not_a_hang(tmp_path):
+    import os
+
+    from harness.data.errors import DataError
+    from harness.data.readers import read_npz_folder
+
+    (tmp_path / "cifar100").mkdir()
+    for split in ("train", "test"):
+        os.mkfifo(tmp_path / "cifar100" / f"{split}.npz")
+    with pytest.raises(DataError, match="a FIFO, not a regular file"):
+        read_npz_folder(tmp_path / "cifar100", 100)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import bounded_read
 from harness.data.datasets import DATASETS, ImageArrays, default_data_dir
 from harness.data.errors import DataError
 from harness.data.readers import images_under, load_image, read_image_tree
@@ -228,6 +229,8 @@ def read_corruption(folder: Path, name: str, spec: EvalSet, trial: TrialData) ->
 def _read_npy_corruption(folder: Path, name: str) -> tuple[ImageArrays, np.ndarray]:
     path, labels_path = folder / f"{name}.npy", folder / "labels.npy"
     try:
+        for file in (path, labels_path):  # a FIFO would block np.load
+            bounded_read.require_regular(file)
         x = np.load(path, mmap_mode="r", allow_pickle=False)
         y = np.load(labels_path, allow_pickle=False).astype(np.int64)
     except (OSError, ValueError) as err:

@@ -43,6 +43,10 @@ def _verify_sha256sums(folder: Path) -> None:
         if not path.exists():
             continue
         h = hashlib.sha256()
+        try:
+            bounded_read.require_regular(path)
+        except OSError as err:
+            raise DataError(f"{path}: {err.strerror}") from None
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 22), b""):
                 h.update(chunk)
@@ -114,6 +118,7 @@ def _unpickle(path: Path) -> dict:
     """An official CIFAR pickle through the restricted unpickler, its keys as str (Python 2's bytes or Python 3's
     str alike)."""
     try:
+        bounded_read.require_regular(path)
         with open(path, "rb") as f:
             d = _CifarUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as err:

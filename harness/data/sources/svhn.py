@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import bounded_read
 from harness.data.datasets import SVHN_MEAN, SVHN_STD, ImageArrays, ImageSplits, default_data_dir, register_dataset
 from harness.data.errors import DataError
 from harness.data.readers import check_arrays, find_folder, tree_files
@@ -25,6 +26,7 @@ def _read_svhn_mat(path: Path) -> ImageArrays:
     from scipy.io import loadmat
 
     try:
+        bounded_read.require_regular(path)
         mat = loadmat(path)
         x = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 0, 1, 2))  # (32, 32, 3, N)
         y = np.asarray(mat["y"], dtype=np.int64).ravel() % 10  # the official files label the digit 0 as 10

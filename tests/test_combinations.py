@@ -127,6 +127,7 @@ def test_first_sentences_keep_et_al_and_markdown_cells_are_escaped():
     assert _md("a | b <script>x</script> $x$ [l](u)") == r"a \| b \<script\>x\</script\> \$x\$ \[l\](u)"
 
 
+@pytest.mark.slow  # draws a whole figure: the fast lane keeps its margin under 90 s
 def test_cost_figure_titles_name_each_cost(tmp_path):
     """Each panel of the cost figure names its own cost (a loop variable once named every panel after the last
     method), read back from the SVG, where matplotlib writes each text beside its paths."""

@@ -355,12 +355,15 @@ def difference_bounds(metric: str) -> tuple[float, float]:
     return lo - hi, hi - lo
 
 
-def difference_cell(difference: float, half: float, metric: str = "top1", decimals: int = 2) -> str:
-    """``_cell`` of a difference, its interval clipped to ``difference_bounds`` (and marked ‡ when it is)."""
+def difference_cell(difference: float, half: float, metric: str = "top1") -> str:
+    """``_cell`` of a difference of ``metric`` (its declared scale and decimals), its interval clipped to
+    ``difference_bounds`` (and marked ‡ when it is)."""
+    declared = FINAL_METRICS.get(metric)
     lo, hi = difference_bounds(metric)
     low, high = difference - half, difference + half
     clipped = bool(low < lo or high > hi)
-    return _cell(difference, half, 100, decimals, lo=max(low, lo), hi=min(high, hi), clipped=clipped)
+    ends = {"lo": max(low, lo), "hi": min(high, hi), "clipped": clipped}
+    return _cell(difference, half, declared.scale, declared.decimals, **ends)
 
 
 def p_value_text(p: float, test: str, draws: int = BOOTSTRAP_DRAWS) -> str:

@@ -16,7 +16,7 @@ from analysis.figures import STYLE, color, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import difference_cell, t_halfwidth
 from harness import tuning
-from harness.metrics import METRICS
+from harness.metrics import METRICS, headline_metrics
 
 
 def budgets(total: int) -> list[int]:
@@ -137,7 +137,7 @@ def ranking_table(curves: dict, select: str) -> pd.DataFrame:
 
 
 def tuned_minus_recipe(finished: pd.DataFrame, resolved: tuning.Resolved) -> pd.DataFrame:
-    """Per setting: the tuned configuration's test top-1 and NLL minus the recipe's, paired by final seed: mean
+    """Per setting: the tuned configuration's headline test metrics minus the recipe's, paired by final seed: mean
     difference ± the half-width of its 95% t-interval over seeds (clipped to the difference's range, ‡)."""
     by_id = finished.set_index("trial_id")
     done = set(by_id.index)
@@ -148,13 +148,11 @@ def tuned_minus_recipe(finished: pd.DataFrame, resolved: tuning.Resolved) -> pd.
         if not pairs:
             continue
         row = {"setting": setting, "seeds": len(pairs)}
-        for metric, name, scale in (("top1", "top-1 (points)", 100), ("nll", "NLL", 1)):
+        for metric in [m for m in headline_metrics() if m in by_id]:  # the terminal's columns (headline=True)
             diffs = np.array([by_id.loc[t, metric] - by_id.loc[r, metric] for t, r in pairs], float)
             half = t_halfwidth(diffs.std(ddof=1), len(diffs)) if len(diffs) > 1 else float("nan")
-            if scale == 100:
-                row[f"tuned - recipe, {name}"] = difference_cell(float(diffs.mean()), half, metric)
-            else:
-                row[f"tuned - recipe, {name}"] = f"{diffs.mean():+.3f}" + (f" ± {half:.3f}" if half == half else "")
+            name = METRICS.get(metric).label.replace(" %", " (points)")
+            row[f"tuned - recipe, {name}"] = difference_cell(float(diffs.mean()), half, metric)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -13,13 +13,16 @@ _KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_IS
           stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}  # fmt: skip
 
 
-def require_regular(path: Path | str) -> None:
-    """OSError (``strerror`` naming what it is) unless ``path`` is a regular file; looked at without opening it, for
-    readers that open files themselves (zip archives, numpy, torch)."""
-    mode = os.stat(path).st_mode
+def _require_regular_mode(mode: int, path: Path | str) -> None:
     if not stat.S_ISREG(mode):
         kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
         raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+
+
+def require_regular(path: Path | str) -> None:
+    """OSError (``strerror`` naming what it is) unless ``path`` is a regular file; looked at without opening it, for
+    readers that open files themselves (zip archives, numpy, torch)."""
+    _require_regular_mode(os.stat(path).st_mode, path)
 
 
 def read_bytes(path: Path | str, limit: int) -> bytes:
@@ -27,10 +30,7 @@ def read_bytes(path: Path | str, limit: int) -> bytes:
     ``limit`` bytes. Opened without blocking, so a FIFO with no writer is refused rather than waited on."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
-            raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        _require_regular_mode(os.fstat(fd).st_mode, path)
         data = f.read(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, the most this file may hold", str(path))

@@ -284,7 +284,7 @@ def expand(suite: Suite, source: str = "suite") -> list[TrialConfig]:
     selection (``study`` and harness.tuning)."""
     if suite.tune is not None:
         return _unique(study(suite, source).first_phase)
-    points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
+    points = _grid_points(suite)
     for extra in suite.include:
         points += _product(extra)
     trials = _unique([build_trial(suite, point, {}, source) for point in points])
@@ -304,9 +304,7 @@ def study(suite: Suite, source: str = "suite") -> Study:
     """The suite's study (its `tune:` section): the configurations drawn per setting, as trials."""
     from harness import tuning
 
-    points = [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
-    build = lambda point, overrides: build_trial(suite, point, overrides, source)  # noqa: E731
-    result = tuning.study(suite.tune, points, suite.base.get("method", "vanilla"), build)
+    result = tuning.study(suite.tune, _grid_points(suite), suite.base.get("method", "vanilla"), _builder(suite, source))
     if not result.search:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
     return result
@@ -316,8 +314,17 @@ def resolved_study(suite: Suite, source: str = "suite"):
     """The suite's study as its result folders stand: selections and final trials (harness.tuning.resolve)."""
     from harness import tuning
 
-    build = lambda point, overrides: build_trial(suite, point, overrides, source)  # noqa: E731
-    return tuning.resolve(study(suite, source), build, suite.ensemble_average)
+    return tuning.resolve(study(suite, source), _builder(suite, source), suite.ensemble_average)
+
+
+def _grid_points(suite: Suite) -> list[dict[str, Any]]:
+    """The grid's points that no `exclude` drops (`include` aside)."""
+    return [p for p in _product(suite.grid) if not any(_matches(p, ex) for ex in suite.exclude)]
+
+
+def _builder(suite: Suite, source: str):
+    """``build(point, overrides) -> TrialConfig`` for this suite (``build_trial``)."""
+    return lambda point, overrides: build_trial(suite, point, overrides, source)
 
 
 def build_trial(suite: Suite, point: dict[str, Any], overrides: dict[str, Any], source: str) -> TrialConfig:

@@ -157,9 +157,11 @@ def _run_locked(
         failures = tune_trials(suite, todo, address, tracker, lock)
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    study_tags: dict[str, dict[str, str]] = {}  # MLflow tags of a study's trials: phase, selected
     if suite.tune is not None:  # the study's final phase: each selected configuration at the final seeds
-        finals = _final_phase(suite, trials, source)
-        trials += [t for t in finals if t.trial_id not in {u.trial_id for u in trials}]
+        finals, study_tags = _final_phase(suite, trials, source)
+        known = {t.trial_id for t in trials}
+        trials += [t for t in finals if t.trial_id not in known]
         trial_index.write(index_key, suite.suite_dir, trials)
         todo_final = [t for t in finals if not results.TrialFolder(t.trial_dir).is_finished()]
         if todo_final:
@@ -180,7 +182,7 @@ def _run_locked(
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:
-            _finish_tracking(suite, trials, tracker, failed)
+            _finish_tracking(suite, trials, tracker, failed, study_tags)
     if store:  # the suite's own files (parent run, status, ensembles) beside the trials
         store.push(suite.suite_dir, suite.name)
     print(status_view(status_rows(trials), verbose))
@@ -217,7 +219,7 @@ def _study_plan(suite: Suite, source: str) -> str:
 
     plan = study(suite, source)
     shapes = [
-        build_trial(suite, point, {"seed": s, **tuning._retrain(suite.tune)}, source)
+        build_trial(suite, point, {"seed": s, **tuning.final_keys(suite.tune)}, source)
         for point in plan.points.values()
         for s in suite.tune.final_seeds
     ]
@@ -234,9 +236,12 @@ def _study_plan(suite: Suite, source: str) -> str:
     return "\n".join([*tuning.plan_lines(plan), *cost, *hours])
 
 
-def _final_phase(suite: Suite, trials: list[TrialConfig], source: str) -> list[TrialConfig]:
-    """The study's selection (validation data only, harness.tuning.select), printed, and its final trials with
-    their data's fingerprint; a setting whose configurations have not all ended gets none yet."""
+def _final_phase(
+    suite: Suite, trials: list[TrialConfig], source: str
+) -> tuple[list[TrialConfig], dict[str, dict[str, str]]]:
+    """The study's selection (validation data only, harness.tuning.select), printed; -> its final trials with their
+    data's fingerprint (a setting whose configurations have not all ended gets none yet), and the study's MLflow tags
+    per trial."""
     from harness import tuning
     from harness.suite import resolved_study
 
@@ -246,7 +251,7 @@ def _final_phase(suite: Suite, trials: list[TrialConfig], source: str) -> list[T
     fingerprinted = {t.trial_id: t for t in trials}
     new = [t for t in finals if t.trial_id not in fingerprinted]
     fingerprinted |= {t.trial_id: t for t in (_check_inputs(suite, new) if new else [])}
-    return [fingerprinted[t.trial_id] for t in finals]
+    return [fingerprinted[t.trial_id] for t in finals], resolved.run_tags()
 
 
 def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> set[str]:
@@ -274,7 +279,9 @@ def _forget_runs(tracker: Tracker, trial_ids: list[str]) -> None:
         warn(f"tracking: could not delete the restarted trials' runs ({type(err).__name__}: {str(err)[:200]})")
 
 
-def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -> None:
+def _finish_tracking(
+    suite: Suite, trials, tracker: Tracker, failed: set[str], study_tags: dict[str, dict[str, str]]
+) -> None:
     from harness.tracking import warn
 
     try:
@@ -282,10 +289,7 @@ def _finish_tracking(suite: Suite, trials, tracker: Tracker, failed: set[str]) -
         results.write_text(summary, status_table(status_rows(trials)) + "\n")
         artifacts = [summary, suite.suite_dir / schema.ENSEMBLES]
         done = all(results.TrialFolder(t.trial_dir).is_finished() for t in trials)
-        if suite.tune is not None:
-            from harness.suite import resolved_study
-
-            tracker.tag_trials(resolved_study(suite).run_tags())
+        tracker.tag_trials(study_tags)
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")
     except Exception as err:
         warn(f"tracking: could not close the sweep's parent run ({type(err).__name__}: {err})")

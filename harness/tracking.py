@@ -194,6 +194,8 @@ class Tracker:
         """Tags on trials' runs (trial id -> {key: value}): a study's phase and selection, known once it ran."""
         from mlflow.entities import RunTag
 
+        if not tags:  # no study: not even the search for the runs
+            return
         runs = self.runs()
         for tid, values in tags.items():
             if tid in runs:

@@ -200,11 +200,11 @@ def study(tune: Tune, grid_points: list[dict[str, Any]], base_method: str, build
         drawn[name] = draws(tune, point.get("method", base_method))
         search[name] = [build(point, configuration) for configuration in drawn[name]]
         if tune.recipe:
-            recipe[name] = [build(point, {"seed": s, **_retrain(tune)}) for s in tune.final_seeds]
+            recipe[name] = [build(point, {"seed": s, **final_keys(tune)}) for s in tune.final_seeds]
     return Study(tune, points, drawn, search, recipe)
 
 
-def _retrain(tune: Tune) -> dict[str, Any]:
+def final_keys(tune: Tune) -> dict[str, Any]:
     """The final phase's data: the search's training split, or training and validation images together."""
     return {"val_size": 0} if tune.retrain == "train+val" else {}
 
@@ -316,7 +316,7 @@ def final_trials(study: Study, selections: dict[str, Selection], build) -> dict[
         if selection.chosen is not None:
             configuration = study.drawn[setting][selection.chosen]
             out[setting] = [
-                build(study.points[setting], {**configuration, "seed": s, **_retrain(study.tune)})
+                build(study.points[setting], {**configuration, "seed": s, **final_keys(study.tune)})
                 for s in study.tune.final_seeds
             ]
     return out

@@ -82,16 +82,16 @@ def confidence_scores(head_logits: torch.Tensor, average: str = "probabilities")
     return scores
 
 
-def precision_recall(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(recall, precision) at each distinct score from the highest down (a tie group enters whole); None without
-    both classes."""
+def precision_recall(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """(recall gained, recall, precision) at each distinct score from the highest down (a tie group enters whole);
+    None without both classes."""
     positives = np.asarray(positives, bool)
     n_pos = positives.sum()
     if n_pos == 0 or n_pos == len(positives):
         return None
     pos, neg = tie_groups(np.asarray(scores, np.float64), positives)
     tp, fp = np.cumsum(pos), np.cumsum(neg)
-    return tp / n_pos, tp / (tp + fp)
+    return pos / n_pos, tp / n_pos, tp / (tp + fp)
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -100,8 +100,8 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     curve = precision_recall(scores, positives)
     if curve is None:
         return float("nan")
-    recall, precision = curve
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    gained, _, precision = curve
+    return float(np.sum(gained * precision))
 
 
 def trapezoidal_aupr(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -112,7 +112,7 @@ def trapezoidal_aupr(scores: np.ndarray, positives: np.ndarray) -> float:
     curve = precision_recall(scores, positives)
     if curve is None:
         return float("nan")
-    recall, precision = np.r_[0.0, curve[0]], np.r_[1.0, curve[1]]
+    recall, precision = np.r_[0.0, curve[1]], np.r_[1.0, curve[2]]
     return float(np.sum(np.diff(recall) * (precision[1:] + precision[:-1]) / 2))
 
 

@@ -438,7 +438,7 @@ def _missing(trials: pd.DataFrame, expected: dict[str, str]) -> dict[str, str]:
     missing = {}
     states = {} if trials.empty else dict(zip(trials.trial_id, zip(trials.state, trials.error)))
     for tid, (state, error) in states.items():
-        if state != "finished":
+        if state not in ("finished", "stopped"):  # stopped: a study's ASHA ended it, by design (tuning.csv)
             missing[tid] = state + (f": {error}" if error else "")
     for tid, what in expected.items():
         if tid not in states:

@@ -38,6 +38,7 @@ def configurations(resolved: tuning.Resolved) -> pd.DataFrame:
                 **values,
                 f"validation {study.tune.select}": selection.scores[i],
                 "state": selection.states[i],
+                "epochs trained": len(tuning.rung_scores(trial.trial_dir)),
                 "selected": selection.chosen == i,
                 "trial_id": trial.trial_id,
             })  # fmt: skip
@@ -54,9 +55,22 @@ def statement(resolved: tuning.Resolved, val_size: int) -> str:
     keys = sorted({k for values in resolved.study.drawn.values() for k in values[0]})
     direction = "higher" if METRICS.get(tune.select).direction == "higher" else "lower"
     final = "the same training split" if tune.retrain == "train" else "the training and validation images together"
+    how = (
+        f"drawn at random (seed {tune.seed}; a shared key's draws are the same for every method)"
+        if tune.search == "random"
+        else f"proposed by Bayesian search (Optuna's TPE through Ray Tune, seed {tune.seed}, {tune.parallel} asked "
+        "at a time, each method its own search)"
+    )
+    stopping = (
+        f" ASHA stopped a configuration at epochs {', '.join(map(str, tuning.rungs(tune, max(_epochs(resolved)))))} "
+        f"unless its validation {tuning.rung_metric(tune.select)[4:]} was in its method's best "
+        f"1/{tune.reduction_factor}; a stopped configuration counts as tried and is never selected."
+        if tune.scheduler == "asha"
+        else ""
+    )
     return (
-        f"Every method got the same budget: {tune.trials} configurations of {', '.join(keys)}, drawn at random "
-        f"(seed {tune.seed}; a shared key's draws are the same for every method), each trained once; each method's "
+        f"Every method got the same budget: {tune.trials} configurations of {', '.join(keys)}, {how}, each trained "
+        f"once.{stopping} Each method's "
         f"configuration was selected by {tune.select} ({direction} is better) on the validation split ({val_size} "
         f"training images held out, never trained on), without reading any test image; it was then trained with "
         f"seeds {tune.final_seeds} on {final} and is reported on test below."
@@ -78,22 +92,69 @@ def selected_table(resolved: tuning.Resolved, recipe: dict) -> pd.DataFrame:
             row[key] = f"{recipe.get(setting, {}).get(key, '-')} → {'-' if chosen is None else chosen}"
         score = selection.scores[selection.chosen] if selection.chosen is not None else float("nan")
         row[f"validation {resolved.study.tune.select}"] = round(score, 4) if score == score else "not yet"
-        row["configurations ended"] = sum(s in ("finished", "failed") for s in selection.states)
+        row["configurations ended"] = sum(s in tuning.ENDED for s in selection.states)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _epochs(resolved: tuning.Resolved) -> list[int]:
+    return [t.epochs for trials in resolved.study.search.values() for t in trials] or [1]
+
+
 def budget_curves(resolved: tuning.Resolved) -> dict[str, tuple[list[int], list[float], np.ndarray, np.ndarray]]:
-    """Per setting whose configurations all ended: (budgets 1..N, expected best validation score, band low, high)."""
+    """Per setting whose configurations all ended: (budgets 1..N, best validation score, band low, high). Random
+    search: the expected best of n configurations (i.i.d. draws) with its bootstrap band. Bayesian search, whose
+    configurations depend on the earlier ones: the best of its first n, in the order asked (no band)."""
     higher = METRICS.get(resolved.study.tune.select).direction == "higher"
     out = {}
     for setting, selection in resolved.selections.items():
         if selection.chosen is None:
             continue
         ns = list(range(1, len(selection.scores) + 1))
-        low, high = tuning.expected_best_band(selection.scores, ns, higher)
-        out[setting] = (ns, tuning.expected_best(selection.scores, ns, higher), low, high)
+        if resolved.study.tune.search == "random":
+            low, high = tuning.expected_best_band(selection.scores, ns, higher)
+            out[setting] = (ns, tuning.expected_best(selection.scores, ns, higher), low, high)
+            continue
+        scores = pd.Series(selection.scores, dtype=float)
+        best = (scores.cummax() if higher else scores.cummin()).tolist()  # NaN until the first finished one
+        out[setting] = (ns, best, np.full(len(ns), np.nan), np.full(len(ns), np.nan))
     return out
+
+
+def rung_agreement(resolved: tuning.Resolved) -> pd.DataFrame:
+    """Per setting and rung: how well the validation score at that epoch ranks the configurations that ran to the
+    end against their final validation score (Spearman's rho, both oriented so that higher is better): near 1, a
+    rung would stop the right ones; low or negative, early stopping would drop late bloomers (mixing methods learn
+    slowly). Under ASHA the configurations it stopped have no final score and are counted beside."""
+    from scipy.stats import spearmanr
+
+    tune = resolved.study.tune
+    column = tuning.rung_metric(tune.select)
+    sign_rung = 1.0 if column.endswith("top1") else -1.0
+    sign_final = 1.0 if METRICS.get(tune.select).direction == "higher" else -1.0
+    rows = []
+    for setting, trials in resolved.study.search.items():
+        selection = resolved.selections[setting]
+        history = [tuning.rung_scores(t.trial_dir) for t in trials]
+        for epoch in tuning.rungs(tune, max(t.epochs for t in trials)):
+            pairs = [
+                (rows_[epoch][column], score)
+                for rows_, score, state in zip(history, selection.scores, selection.states)
+                if state == "finished" and score == score and column in rows_.get(epoch, {})
+            ]
+            stopped = sum(s == "stopped" and max(h, default=0) == epoch for s, h in zip(selection.states, history))
+            rho = float("nan")
+            if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
+                rung, final = np.array(pairs).T
+                rho = float(spearmanr(sign_rung * rung, sign_final * final).statistic)
+            rows.append({
+                "setting": setting,
+                "rung (epoch)": epoch,
+                "configurations compared": len(pairs),
+                "Spearman rho, rung vs final": round(rho, 3) if rho == rho else "-",
+                **({"stopped at this rung": stopped} if tune.scheduler == "asha" else {}),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def budget_figure(curves: dict, select: str, methods: dict[str, str], path: Path) -> plt.Figure | None:
@@ -175,15 +236,16 @@ def section(
     methods = {s: p.get("method", "") for s, p in study.points.items()}
     drawn = cache.figure(out / "figures" / "tuning_budget", budget_figure, curves, study.tune.select, methods)
     if drawn.exists():
-        parts.append(
-            figure_html(
-                "tuning_budget",
-                f"Expected best validation {study.tune.select} when n of the {study.tune.trials} configurations are "
-                "tried (the unbiased estimator of Dodge et al. 2019 in Tang et al. 2020's form, without replacement); "
-                "band: 95% percentile bootstrap over the configurations (2,000 resamples). Where the curves cross, "
-                "the ranking depends on the tuning budget.",
-            )
+        how = (
+            f"Expected best validation {study.tune.select} when n of the {study.tune.trials} configurations are "
+            "tried (the unbiased estimator of Dodge et al. 2019 in Tang et al. 2020's form, without replacement); "
+            "band: 95% percentile bootstrap over the configurations (2,000 resamples)."
+            if study.tune.search == "random"
+            else f"Best validation {study.tune.select} among the first n configurations the Bayesian search asked "
+            "(one search per method, in its order: its later configurations learned from the earlier ones, so the "
+            "i.i.d. estimator does not apply and there is no band)."
         )
+        parts.append(figure_html("tuning_budget", how + " Where the curves cross, the ranking depends on the budget."))
     ranking = ranking_table(curves, study.tune.select)
     if not ranking.empty:
         orders = set(ranking["ranking (best first)"])
@@ -192,6 +254,22 @@ def section(
         )
         write_table(ranking, out / "tuning_ranking", caption)
         parts.append(table_html("Ranking at each budget", ranking, caption, "tuning_ranking", 3))
+    agreement = rung_agreement(resolved)
+    if not agreement.empty:
+        caption = (
+            f"Does an early epoch rank a method's configurations as the end does? Spearman's rho between the "
+            f"validation {tuning.rung_metric(study.tune.select)[4:]} at each rung and the final validation "
+            f"{study.tune.select}, over the configurations that ran to the end (1: the rung ranks them exactly as the "
+            "end; '-': fewer than 3). "
+            + (
+                "Under ASHA the configurations it stopped have no final score: a low rho says it may have stopped "
+                "the wrong ones."
+                if study.tune.scheduler == "asha"
+                else "Without early stopping, this says whether ASHA at these rungs would have been safe."
+            )
+        )
+        write_table(agreement, out / "tuning_rungs", caption)
+        parts.append(table_html("Early rungs against the final score", agreement, caption, "tuning_rungs", 3))
     finished = all_trials[all_trials.state == "finished"] if not all_trials.empty else all_trials
     difference = tuned_minus_recipe(finished, resolved) if study.recipe else pd.DataFrame()
     if not difference.empty:

@@ -191,10 +191,13 @@ def temperature_at_bound(t: float) -> bool:
     return abs(abs(math.log(t)) - LOG_T_BOUNDS[1]) < 1e-6 if t > 0 else True
 
 
-def epoch_metrics(head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities") -> dict[str, float]:
-    """The ensemble's test top-1 and NLL, in the history of every evaluated epoch."""
+def epoch_metrics(
+    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities", split: str = "test"
+) -> dict[str, float]:
+    """The ensemble's top-1 and NLL on a split (``test_top1``, ``val_nll``, ...), in the history of every evaluated
+    epoch."""
     ens = ensemble_logits(head_logits, average)
-    return {"test_top1": correct(ens, labels).float().mean().item(), "test_nll": nll(ens, labels)}
+    return {f"{split}_top1": correct(ens, labels).float().mean().item(), f"{split}_nll": nll(ens, labels)}
 
 
 def calibrate(

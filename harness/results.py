@@ -38,6 +38,7 @@ from harness.schema import (
     METRICS,
     PART_SUFFIX,
     PREVIOUS,
+    STOPPED,
     SUITE_CACHE,
     VERIFIED,
 )
@@ -273,7 +274,8 @@ def _check_zip(
 
 @dataclass(frozen=True)
 class TrialState:
-    """pending | partial | finished | failed | corrupt (running is known to the driver, see harness.lock)."""
+    """pending | partial | finished | failed | stopped (by a study's ASHA) | corrupt (running is known to the driver,
+    see harness.lock)."""
 
     state: str
     epochs: int = 0  # epochs done
@@ -373,9 +375,23 @@ class TrialFolder:
         error = self.error()
         if error is not None:
             return TrialState("failed", epochs, (error.strip().splitlines() or [f"(empty {ERROR})"])[-1][:200])
+        if (self.path / STOPPED).exists():
+            return TrialState("stopped", epochs, self._stopped_by())
         if checkpoints:
             return TrialState("partial", epochs)
         return TrialState("pending", epochs, self._stopped_before_a_checkpoint())
+
+    def _stopped_by(self) -> str:
+        """Why a study's scheduler stopped the trial (stopped.json): its rung and score."""
+        try:
+            why = json.loads(read_record(self.path / STOPPED))
+            return f"stopped by {why['by']} after epoch {why['epoch']} ({why['metric']} {why['value']:.4f})"
+        except (CorruptFile, ValueError, KeyError, TypeError):
+            return "stopped by the study's scheduler"
+
+    def stop(self, why: dict) -> None:
+        """Mark the trial stopped by a study's scheduler (harness.tune_run.StudyScheduler); resuming it clears this."""
+        write_json(self.path / STOPPED, why)
 
     def _stopped_before_a_checkpoint(self) -> str:
         """Why a started trial with no checkpoint is pending: its last attempt (when, where) ended before one."""
@@ -405,7 +421,7 @@ class TrialFolder:
 
     def clear(self) -> None:
         """A fresh start: drop what an earlier run left (results, checkpoints, the error)."""
-        for name in (METRICS, LOGITS, HISTORY, CHECKPOINT, PREVIOUS, ERROR):
+        for name in (METRICS, LOGITS, HISTORY, CHECKPOINT, PREVIOUS, ERROR, STOPPED):
             (self.path / name).unlink(missing_ok=True)
         shutil.rmtree(self.path / EVAL_DIR, ignore_errors=True)  # evaluations of the network being replaced
 

@@ -72,6 +72,7 @@ RAY_TRAIN_DIR = ".ray_train"
 LOGITS = "logits.npz"
 ATTEMPTS = "attempts.json"
 ERROR = "error.txt"
+STOPPED = "stopped.json"  # a study's ASHA stopped the trial at a rung (harness.tune_run.StudyScheduler)
 METRICS = "metrics.json"
 CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is kept aside under this suffix, never resumed from
 

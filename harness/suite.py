@@ -304,7 +304,13 @@ def study(suite: Suite, source: str = "suite") -> Study:
     """The suite's study (its `tune:` section): the configurations drawn per setting, as trials."""
     from harness import tuning
 
-    result = tuning.study(suite.tune, _grid_points(suite), suite.base.get("method", "vanilla"), _builder(suite, source))
+    result = tuning.study(
+        suite.tune,
+        _grid_points(suite),
+        suite.base.get("method", "vanilla"),
+        _builder(suite, source),
+        suite.ensemble_average,
+    )
     if not result.search:
         raise ConfigError(f"{source}: the suite has no trials (empty grid, or everything excluded)")
     return result

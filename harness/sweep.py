@@ -14,7 +14,7 @@ import shutil
 import sys
 from typing import Callable
 
-from harness import results, schema, trial_index
+from harness import results, schema, trial_index, tuning
 from harness.config import TrialConfig
 from harness.data import DataError, check_data, check_same_data, with_fingerprints
 from harness.evaluate import check_sets
@@ -151,24 +151,31 @@ def _run_locked(
             logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
     if tracker is not None:
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
-    todo = [t for t in trials if states[t.trial_id].state != "finished"]
+    todo = [t for t in trials if _to_run(suite, states[t.trial_id].state)]
     failures: dict[str, BaseException] = {}
     if todo:
-        failures = tune_trials(suite, todo, address, tracker, lock)
+        failures = tune_trials(suite, todo, address, tracker, lock, _scheduler(suite, source))
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
     study_tags: dict[str, dict[str, str]] = {}  # MLflow tags of a study's trials: phase, selected
-    if suite.tune is not None:  # the study's final phase: each selected configuration at the final seeds
-        finals, study_tags = _final_phase(suite, trials, source)
-        known = {t.trial_id for t in trials}
-        trials += [t for t in finals if t.trial_id not in known]
+    while suite.tune is not None:  # a study's next round: Optuna's next asks, the selected configurations' seeds
+        resolved, new = _study_round(suite, trials, source)
+        trials += new
         trial_index.write(index_key, suite.suite_dir, trials)
-        todo_final = [t for t in finals if not results.TrialFolder(t.trial_dir).is_finished()]
-        if todo_final:
-            failures |= tune_trials(suite, todo_final, address, tracker, lock)
-            if store:
-                store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-        todo += todo_final
+        study_tags = resolved.run_tags()
+        attempted = {t.trial_id for t in todo}
+        more = [
+            t
+            for t in resolved.trials
+            if t.trial_id not in attempted and _to_run(suite, results.TrialFolder(t.trial_dir).state().state)
+        ]
+        if not more:  # everything ran, or failed in this run (the next `harness run` tries a failed one again)
+            print(tuning.selection_text(resolved.study, resolved.selections), flush=True)
+            break
+        failures |= tune_trials(suite, more, address, tracker, lock, _scheduler(suite, source, resolved.study))
+        if store:
+            store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+        todo += more
     failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
     from analysis.ensembles import compose_suite_ensembles
@@ -193,7 +200,9 @@ def _run_locked(
         if summary:
             print("\n" + summary + "\n")
     else:
-        print(f"nothing to run: all {len(trials)} trials are finished")
+        stopped = sum(results.TrialFolder(t.trial_dir).state().state == "stopped" for t in trials)
+        ended = f"finished ({stopped} of them stopped early by the study's ASHA)" if stopped else "finished"
+        print(f"nothing to run: all {len(trials)} trials are {ended}")
     if tracker is not None:
         print(mlflow_hint(suite, tracker.uri))
     print(f"figures and tables: harness report {source}")
@@ -214,7 +223,6 @@ def _run_locked(
 def _study_plan(suite: Suite, source: str) -> str:
     """The study's two phases; the second's cost, that of its trials' shapes (the recipe's at the final seeds:
     the searched keys change no shape) until the selection is known."""
-    from harness import tuning
     from harness.suite import build_trial, study
 
     plan = study(suite, source)
@@ -236,22 +244,31 @@ def _study_plan(suite: Suite, source: str) -> str:
     return "\n".join([*tuning.plan_lines(plan), *cost, *hours])
 
 
-def _final_phase(
-    suite: Suite, trials: list[TrialConfig], source: str
-) -> tuple[list[TrialConfig], dict[str, dict[str, str]]]:
-    """The study's selection (validation data only, harness.tuning.select), printed; -> its final trials with their
-    data's fingerprint (a setting whose configurations have not all ended gets none yet), and the study's MLflow tags
-    per trial."""
-    from harness import tuning
+def _to_run(suite: Suite, state: str) -> bool:
+    """Whether a trial in this state trains: all but finished ones, and those a study's ASHA stopped (resumed when
+    the suite no longer asks for ASHA)."""
+    return state != "finished" and not (state == "stopped" and suite.tune is not None and suite.tune.scheduler)
+
+
+def _scheduler(suite: Suite, source: str, study=None):
+    """A study's ASHA over its search trials (harness.tune_run.StudyScheduler), or None."""
+    if suite.tune is None or suite.tune.scheduler != "asha":
+        return None
+    from harness.suite import study as suite_study
+    from harness.tune_run import StudyScheduler
+
+    return StudyScheduler(study or suite_study(suite, source))
+
+
+def _study_round(suite: Suite, trials: list[TrialConfig], source: str):
+    """The study as its folders stand (harness.tuning.resolve: the selection on validation data only, Optuna's
+    next asks); -> it, and its trials not in ``trials`` yet, with their data's fingerprint."""
     from harness.suite import resolved_study
 
     resolved = resolved_study(suite, source)
-    print(tuning.selection_text(resolved.study, resolved.selections), flush=True)
-    finals = [t for ts in resolved.finals.values() for t in ts]
-    fingerprinted = {t.trial_id: t for t in trials}
-    new = [t for t in finals if t.trial_id not in fingerprinted]
-    fingerprinted |= {t.trial_id: t for t in (_check_inputs(suite, new) if new else [])}
-    return [fingerprinted[t.trial_id] for t in finals], resolved.run_tags()
+    known = {t.trial_id for t in trials}
+    new = [t for t in resolved.trials if t.trial_id not in known]
+    return resolved, _check_inputs(suite, new) if new else []
 
 
 def _evaluate(suite: Suite, trials: list[TrialConfig], address: str | None) -> set[str]:

@@ -211,7 +211,7 @@ class Trainer:
         if not restart and self.resume():
             if main:
                 logger.info(f"resuming {cfg.trial_id} after epoch {self.epochs_done}/{cfg.epochs}")
-                for stale in (schema.METRICS, schema.LOGITS, schema.ERROR):  # unreadable ones, or a failure's
+                for stale in (schema.METRICS, schema.LOGITS, schema.ERROR, schema.STOPPED):  # unreadable, a failure's
                     (self.dir / stale).unlink(missing_ok=True)
         elif main:
             folder.clear()
@@ -237,6 +237,9 @@ class Trainer:
             if main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
                 logits, labels = self.predict(schema.TEST)
                 row.update(epoch_metrics(logits, labels, cfg.ensemble_average))
+                if self.data.val is not None:  # what a study's ASHA ranks configurations by (harness.tuning)
+                    logits, labels = self.predict(schema.VAL)
+                    row.update(epoch_metrics(logits, labels, cfg.ensemble_average, split=schema.VAL))
             row["epoch_time_s"] = time.perf_counter() - t0
             self.elapsed += row["epoch_time_s"]
             row["elapsed_s"] = self.elapsed

@@ -7,6 +7,7 @@ import os
 import time
 
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from harness import logs, plugins, schema
 from harness.cluster import check_resources, start_ray
@@ -16,10 +17,12 @@ from harness.gpu_sharing import GpuSharing
 from harness.lock import SuiteLock
 from harness.plan import gpu_fraction, load_rates
 from harness.progress import Progress, TrialReport
+from harness.results import TrialFolder
 from harness.storage import CACHE_ONLY, check_cluster_storage
 from harness.suite import Suite
 from harness.tracking import BackgroundTracker, Tracker
 from harness.trainable import run_trial
+from harness.tuning import Study, rung_metric, rung_scores
 
 
 def trial_resources(suite: Suite, gpus: dict[str, float]):
@@ -79,19 +82,88 @@ def _tid(trial) -> str:
     return trial.config["case"]["trial_id"]
 
 
+class _Named:
+    """What ASHA reads of a trial: its id (here the harness's, the same across runs of the suite)."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class StudyScheduler(FIFOScheduler):
+    """A study's early stopping: Ray Tune's ASHAScheduler, one per setting, so a configuration is only ever compared
+    with its own method's; trials outside the search (the final phase, the recipe) always go on. Each ASHA is first
+    replayed the epochs the setting's trials recorded in earlier runs (a resumed study decides with what it knew);
+    a stopped trial gets stopped.json, which keeps the next run from resuming it."""
+
+    def __init__(self, study: Study):
+        super().__init__()
+        tune_cfg = study.tune
+        self.rung = rung_metric(tune_cfg.select)
+        self.stopped: dict[str, float] = {}
+        self._setting: dict[str, tuple[ASHAScheduler, TrialConfig]] = {}
+        for trials in study.search.values():
+            epochs = max(t.epochs for t in trials)
+            asha = ASHAScheduler(
+                time_attr="epoch",
+                metric=self.rung,
+                mode="max" if self.rung.endswith("top1") else "min",
+                max_t=epochs,
+                grace_period=min(tune_cfg.grace_epochs, epochs),
+                reduction_factor=tune_cfg.reduction_factor,
+                stop_last_trials=False,  # the last epoch's report comes before the trial's evaluation: never stop it
+            )
+            history = {t.trial_id: rung_scores(t.trial_dir) for t in trials}
+            for t in trials:
+                self._setting[t.trial_id] = (asha, t)
+                asha.on_trial_add(None, _Named(t.trial_id))
+            for epoch in sorted({e for rows in history.values() for e in rows}):  # epoch by epoch, as they ran
+                for tid, rows in history.items():
+                    if self.rung in rows.get(epoch, {}):
+                        asha.on_trial_result(None, _Named(tid), {"epoch": epoch, self.rung: rows[epoch][self.rung]})
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        pass  # every search trial was added to its ASHA at construction
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        tid = _tid(trial)
+        if tid not in self._setting:
+            return TrialScheduler.CONTINUE
+        asha, cfg = self._setting[tid]
+        if result.get("epoch", 0) >= cfg.epochs:  # trained to the end: its evaluation comes after this report
+            return TrialScheduler.CONTINUE
+        action = asha.on_trial_result(tune_controller, _Named(tid), result)
+        if action == TrialScheduler.STOP:
+            TrialFolder(cfg.trial_dir).stop(
+                {"by": "asha", "epoch": int(result["epoch"]), "metric": self.rung, "value": result[self.rung]}
+            )
+            self.stopped[tid] = result[self.rung]
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        pass  # ASHA keeps a finished trial's rungs; its own bookkeeping ends with the sweep
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        pass
+
+
 def cause(err: BaseException) -> BaseException:
     """The trial's own exception inside Ray's wrapper (RayTaskError.cause)."""
     return getattr(err, "cause", None) or err
 
 
 def tune_trials(
-    suite: Suite, todo: list[TrialConfig], address: str | None, tracker: Tracker | None, lock: SuiteLock
+    suite: Suite,
+    todo: list[TrialConfig],
+    address: str | None,
+    tracker: Tracker | None,
+    lock: SuiteLock,
+    scheduler: StudyScheduler | None = None,
 ) -> dict[str, BaseException]:
     rates = load_rates(suite)[0] if suite.resources.pack is not None else []
     gpus = {t.trial_id: gpu_fraction(suite, t, rates) for t in todo}
     shared = any(0 < g < 1 for g in gpus.values())
     with GpuSharing(shared, local=address is None and not os.environ.get("RAY_ADDRESS")):
-        return _tune_trials(suite, todo, address, tracker, lock, gpus)
+        return _tune_trials(suite, todo, address, tracker, lock, gpus, scheduler)
 
 
 def _tune_trials(
@@ -101,6 +173,7 @@ def _tune_trials(
     tracker: Tracker | None,
     lock: SuiteLock,
     gpus: dict[str, float],
+    scheduler: StudyScheduler | None,
 ) -> dict[str, BaseException]:
     """Run ``todo`` as Tune trials; -> the failed ones' errors. Ray's own messages (its tracebacks of failed
     trials among them) go to the suite's ray.log; each trial's error is in its error.txt."""
@@ -134,6 +207,7 @@ def _tune_trials(
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=suite.concurrency,
+            scheduler=scheduler,
             reuse_actors=True,
             trial_dirname_creator=_tid,
             trial_name_creator=_tid,

@@ -1,10 +1,15 @@
 """Equal-budget tuning, a suite's `tune:` section (docs/tuning.md): every method of the grid gets the same number of
-configurations of the searched keys, drawn at random from a seed with Ray Tune's samplers; each configuration is an
-ordinary trial (its own id, folder, MLflow run and resume). A method's configuration is selected on the validation
-split alone (``val_size`` training images held out: the test set is never read to select), then trained with each
-of ``final_seeds`` and reported on test. Random search draws every configuration up front, so a study is a pure
-function of the suite: a killed run, run again, makes the same draws, selects the same configurations and trains
-only what is missing."""
+configurations of the searched keys; each configuration is an ordinary trial (its own id, folder, MLflow run and
+resume). A method's configuration is selected on the validation split alone (``val_size`` training images held out:
+the test set is never read to select), then trained with each of ``final_seeds`` and reported on test.
+
+Random search draws every configuration up front from a seed with Ray Tune's samplers. Bayesian search (``search:
+optuna``) asks Optuna's TPE, through Ray Tune's OptunaSearch, for ``parallel`` configurations at a time and tells it
+their validation scores; its state is the trial folders: the seeded sampler replays its asks and tells from them.
+Either way a study is a pure function of the suite and its finished trials: a killed run, run again, makes the same
+draws, selects the same configurations and trains only what is missing. ASHA (``scheduler: asha``, Ray Tune's
+ASHAScheduler, one per method: harness.tune_run.StudyScheduler) may stop a configuration at a rung; it then counts
+as tried, its folder kept, and is never selected."""
 
 from __future__ import annotations
 
@@ -88,8 +93,12 @@ class Tune(BaseModel):
     final_seeds: list[int] = Field(min_length=1)  # the selected configuration's seeds, reported on test
     retrain: Literal["train", "train+val"] = "train"  # the final trials' data: the search's split, or both parts
     recipe: bool = False  # also train the untuned recipe with the final seeds: "tuned minus recipe" in the report
-    search: Literal["random"] = "random"  # drawn up front from `seed` (Ray Tune's samplers); Optuna and ASHA: not yet
+    search: Literal["random", "optuna"] = "random"  # random: drawn up front; optuna: TPE told each result (below)
+    parallel: int = Field(4, ge=1, le=MAX_CONFIGURATIONS)  # optuna: configurations asked before results are told
     seed: int = Field(0, ge=0)  # the draws' seed (the trials' own `seed` is the suite's)
+    scheduler: Optional[Literal["asha"]] = None  # asha: a method's poor configurations stopped at rungs (Ray Tune's)
+    grace_epochs: int = Field(1, ge=1)  # asha: the first rung; mixing methods learn slowly, so not too early
+    reduction_factor: int = Field(3, ge=2)  # asha: a rung lets the best 1/reduction_factor of its results go on
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,21 @@ def check(tune: Tune, suite, source: str) -> None:
             f"{source}: tune: selecting on validation data needs `val_size` > 0 in `base:` (training images held "
             "out of training); the test set is never used to select"
         )
+    if tune.search == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"{source}: tune.search: optuna needs Optuna installed: pip install 'harness[optuna]'"
+            ) from None
+    if tune.scheduler == "asha":
+        if tune.select not in RUNG_METRICS:
+            raise ConfigError(
+                f"{source}: tune.select: ASHA compares configurations at every epoch, where the history holds the "
+                f"validation {' and '.join(RUNG_METRICS)} alone; select one of them (or drop `scheduler: asha`)"
+            )
+        if int(suite.base.get("eval_every", 1)) != 1:
+            raise ConfigError(f"{source}: base.eval_every: ASHA needs the validation score of every epoch (1)")
     if "seed" in suite.grid or suite.include:
         raise ConfigError(
             f"{source}: tune: the seeds of a study are `tune.final_seeds` (and `base.seed` for the search); "
@@ -185,20 +209,59 @@ def draws(tune: Tune, method: str) -> list[dict[str, Any]]:
     return [{k: columns[k][i] for k in sorted(spaces)} for i in range(tune.trials)]
 
 
+def optuna_search(tune: Tune, method: str, build_one, score) -> tuple[list[dict[str, Any]], list[TrialConfig]]:
+    """Bayesian search: Optuna's TPE (seeded by the study's seed, the same for every method) through Ray Tune's
+    OptunaSearch, asked ``tune.parallel`` configurations at a time and told their validation scores. ``build_one``
+    makes a configuration's trial; ``score(trial)`` is its validation score once it has ended (NaN: failed or
+    diverged) or None. Replayed from the trial folders at every call, so a resumed study asks what it asked before;
+    -> the configurations asked so far (up to the first batch not yet ended) and their trials."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its per-trial lines: the harness prints the selection
+    spaces = {**tune.space, **tune.methods.get(method, {})}
+    searcher = OptunaSearch(
+        OptunaSearch.convert_search_space({k: spaces[k].domain() for k in sorted(spaces)}),
+        metric="score",
+        mode="max" if _higher(tune.select) else "min",
+        # TPE's random start: Optuna's 10, or half a smaller budget (16 configurations would be 10 random)
+        sampler=optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=min(10, max(1, tune.trials // 2))),
+    )
+    drawn: list[dict[str, Any]] = []
+    trials: list[TrialConfig] = []
+    while len(drawn) < tune.trials:
+        batch = [str(i) for i in range(len(drawn), min(len(drawn) + tune.parallel, tune.trials))]
+        asked = [{k: _rounded(v) for k, v in searcher.suggest(i).items()} for i in batch]
+        drawn += asked
+        trials += [build_one(c) for c in asked]
+        told = [score(t) for t in trials[-len(batch) :]]
+        if any(v is None for v in told):
+            break
+        for i, value in zip(batch, told):  # a failed or diverged configuration: Optuna's FAIL
+            searcher.on_trial_complete(i, {"score": value} if value == value else None, error=value != value)
+    return drawn, trials
+
+
 def setting_key(values: dict[str, Any]) -> str:
     """A grid point's name in the study: its values, in the grid's order (method=..., width=...)."""
     return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
-def study(tune: Tune, grid_points: list[dict[str, Any]], base_method: str, build) -> Study:
+def study(tune: Tune, grid_points: list[dict[str, Any]], base_method: str, build, average: str) -> Study:
     """A study of the grid's points (``base_method``: the method of a point that names none);
     ``build(point, overrides) -> TrialConfig`` makes a point's trial with keys set."""
     points, drawn, search, recipe = {}, {}, {}, {}
     for point in grid_points:
         name = setting_key(point)
         points[name] = point
-        drawn[name] = draws(tune, point.get("method", base_method))
-        search[name] = [build(point, configuration) for configuration in drawn[name]]
+        method = point.get("method", base_method)
+        if tune.search == "optuna":
+            drawn[name], search[name] = optuna_search(
+                tune, method, lambda c, point=point: build(point, c), lambda t: told_score(t, tune, average)
+            )
+        else:
+            drawn[name] = draws(tune, method)
+            search[name] = [build(point, configuration) for configuration in drawn[name]]
         if tune.recipe:
             recipe[name] = [build(point, {"seed": s, **final_keys(tune)}) for s in tune.final_seeds]
     return Study(tune, points, drawn, search, recipe)
@@ -229,18 +292,60 @@ def validation_score(trial_dir, select: str, average: str) -> float:
     return value if math.isfinite(value) else float("nan")
 
 
+RUNG_METRICS = ("nll", "top1")  # recorded on the validation split at every evaluated epoch (history.csv: val_*)
+
+
+def rung_metric(select: str) -> str:
+    """The history column that ranks configurations at an epoch: the selection metric's, or the NLL's."""
+    return f"val_{select if select in RUNG_METRICS else 'nll'}"
+
+
+def rung_scores(trial_dir) -> dict[int, dict[str, float]]:
+    """Epoch -> the validation scores in the trial's history (``val_nll``, ``val_top1``), by column."""
+    from harness.results import CorruptFile, TrialFolder
+
+    try:
+        rows = TrialFolder(Path(trial_dir)).history()
+    except CorruptFile:
+        return {}
+    return {
+        int(float(r["epoch"])): {k: float(v) for k, v in r.items() if k.startswith("val_") and v not in ("", None)}
+        for r in rows
+    }
+
+
+def told_score(trial: TrialConfig, tune: Tune, average: str) -> float | None:
+    """What a search is told of a configuration: its validation score once finished (NaN: failed or diverged), the
+    score at the rung that stopped it (Ray Tune tells a stopped trial's last result), None while it runs."""
+    from harness.results import TrialFolder
+
+    state = TrialFolder(trial.trial_dir).state().state
+    if state == "finished":
+        return validation_score(trial.trial_dir, tune.select, average)
+    if state == "failed":
+        return float("nan")
+    if state == "stopped":
+        column = rung_metric(tune.select)
+        recorded = [row[column] for _, row in sorted(rung_scores(trial.trial_dir).items()) if column in row]
+        return recorded[-1] if recorded else float("nan")
+    return None
+
+
+ENDED = ("finished", "failed", "stopped")  # a configuration that counts as tried
+
+
 @dataclass(frozen=True)
 class Selection:
     setting: str
-    scores: list[float]  # per configuration, in draw order: the validation metric (NaN: failed or diverged)
+    scores: list[float]  # per configuration, in draw order: the validation metric (NaN: failed, diverged, stopped)
     states: list[str]
     chosen: int | None  # the selected configuration's index; None until every configuration has ended
 
 
 def select(study: Study, states: dict[str, str], average: str) -> dict[str, Selection]:
-    """Per setting, the configuration with the best validation score, once every one of its configurations has
-    ended (finished, or failed: a failed or diverged configuration counts as tried and is never selected). Ties go
-    to the first drawn."""
+    """Per setting, the configuration with the best validation score, once all ``tune.trials`` of its configurations
+    have ended (finished, failed or stopped by ASHA: those count as tried and are never selected, nor is a diverged
+    one). Ties go to the first drawn."""
     sign = 1.0 if _higher(study.tune.select) else -1.0
     out = {}
     for setting, trials in study.search.items():
@@ -250,7 +355,8 @@ def select(study: Study, states: dict[str, str], average: str) -> dict[str, Sele
             for t, s in zip(trials, ended)
         ]
         chosen = None
-        if all(s in ("finished", "failed") for s in ended) and any(v == v for v in scores):
+        complete = len(trials) == study.tune.trials and all(s in ENDED for s in ended)
+        if complete and any(v == v for v in scores):
             chosen = max((i for i, v in enumerate(scores) if v == v), key=lambda i: (sign * scores[i], -i))
         out[setting] = Selection(setting, scores, [s or "pending" for s in ended], chosen)
     return out
@@ -328,6 +434,8 @@ def expected_best(scores: list[float], budgets: list[int], higher: bool = True) 
     (Tang et al. 2020's unbiased form of Dodge et al. 2019's expected validation performance): with the scores
     sorted from worst to best, sum_i v_(i) C(i-1, n-1) / C(N, n). NaN scores (failed configurations) rank worst."""
     values = np.asarray(scores, float)
+    if np.isnan(values).all():  # a bootstrap resample of failed configurations alone
+        return [float("nan")] * len(budgets)
     worst = np.nanmin(values) if higher else np.nanmax(values)
     values = np.where(np.isnan(values), worst, values)
     ordered = np.sort(values) if higher else -np.sort(-values)  # worst first
@@ -348,7 +456,17 @@ def expected_best_band(
     curves = np.array(
         [expected_best(values[rng.integers(0, len(values), len(values))], budgets, higher) for _ in range(draws)]
     )
-    return np.quantile(curves, 0.025, axis=0), np.quantile(curves, 0.975, axis=0)
+    return np.nanquantile(curves, 0.025, axis=0), np.nanquantile(curves, 0.975, axis=0)
+
+
+def rungs(tune: Tune, epochs: int) -> list[int]:
+    """The epochs at which ASHA compares a method's configurations (grace_epochs x reduction_factor^k, before the
+    last epoch); the same epochs check a search without ASHA ("would stopping there have been safe?")."""
+    out, epoch = [], tune.grace_epochs
+    while epoch < epochs:
+        out.append(epoch)
+        epoch *= tune.reduction_factor
+    return out
 
 
 # --- what the terminal shows
@@ -357,8 +475,8 @@ def plan_lines(study: Study) -> list[str]:
     tune = study.tune
     searched = {k: s.describe() for k, s in tune.space.items()}
     lines = [
-        f"study: {len(study.search)} setting(s) x {tune.trials} configuration(s) each (random search, seed "
-        f"{tune.seed}): " + ", ".join(f"{k} {d}" for k, d in searched.items())
+        f"study: {len(study.search)} setting(s) x {tune.trials} configuration(s) each ({search_words(tune)}): "
+        + ", ".join(f"{k} {d}" for k, d in searched.items())
     ]
     for method, own in tune.methods.items():
         lines.append(f"  {method} also searches " + ", ".join(f"{k} {s.describe()}" for k, s in own.items()))
@@ -372,18 +490,35 @@ def plan_lines(study: Study) -> list[str]:
     return lines
 
 
+def search_words(tune: Tune) -> str:
+    """How the configurations were found, in a few words."""
+    words = (
+        f"random search, seed {tune.seed}"
+        if tune.search == "random"
+        else f"Bayesian search: Optuna's TPE, seed {tune.seed}, {tune.parallel} asked at a time"
+    )
+    if tune.scheduler == "asha":
+        words += (
+            f"; ASHA stops a configuration at a rung (from epoch {tune.grace_epochs}, x{tune.reduction_factor}) "
+            f"unless its validation {rung_metric(tune.select)[4:]} is in its method's best 1/{tune.reduction_factor}"
+        )
+    return words
+
+
 def selection_text(study: Study, selections: dict[str, Selection]) -> str:
     """A line per setting: the configuration selected and its validation score, or what it waits for."""
     lines = [f"selection on the validation split ({study.tune.select}):"]
     for setting, sel in selections.items():
-        tried = sum(s in ("finished", "failed") for s in sel.states)
+        tried = sum(s in ENDED for s in sel.states)
         if sel.chosen is None:
-            lines.append(f"  {setting}: {tried} of {len(sel.states)} configurations ended; no selection yet")
+            lines.append(f"  {setting}: {tried} of {study.tune.trials} configurations ended; no selection yet")
             continue
         values = ", ".join(f"{k}={v}" for k, v in study.drawn[setting][sel.chosen].items())
+        stopped = sel.states.count("stopped")
         lines.append(
             f"  {setting}: configuration {sel.chosen + 1} of {len(sel.states)} ({values}), "
             f"validation {study.tune.select} {sel.scores[sel.chosen]:.4f}"
+            + (f" ({stopped} stopped early by ASHA)" if stopped else "")
         )
     return "\n".join(lines)
 

@@ -61,7 +61,10 @@ def study_suite(tmp_path, tune=None, **changes):
         ({"tune": {"methods": {"mimo": {"p": {"uniform": [0.1, 0.2]}}}}}, "the grid has no trial of this method"),
         ({"grid": {"method": ["vanilla", "cut_mixmo"], "seed": [0, 1]}}, "drop `seed` from the grid"),
         ({"tune": {"trials": 0}}, "tune.trials"),
-        ({"tune": {"search": "optuna"}}, "tune.search"),
+        ({"tune": {"search": "grid"}}, "tune.search"),
+        ({"tune": {"scheduler": "asha", "select": "ece"}}, "ASHA compares configurations at every epoch"),
+        ({"tune": {"scheduler": "asha"}, "base": {**SUITE["base"], "val_size": 64, "eval_every": 0}}, "eval_every"),
+        ({"tune": {"parallel": 0}}, "tune.parallel"),
     ],
 )
 def test_a_bad_study_is_one_line_naming_the_key(tmp_path, change, message):
@@ -105,6 +108,64 @@ def test_draws_are_seeded_shared_between_methods_and_stable_when_the_study_grows
     assert [d["base_lr"] for d in tuning.draws(more, "vanilla")] == [d["base_lr"] for d in vanilla]
     logs = np.log10([d["base_lr"] for d in tuning.draws(tuning.Tune.model_validate({**TUNE, "trials": 400}), "x")])
     assert abs(logs.mean() - np.log10([0.01, 0.2]).mean()) < 0.05  # log-uniform: uniform in log space
+
+
+def bowl(config):
+    """A validation NLL with its minimum at base_lr = 0.05."""
+    return abs(np.log(config["base_lr"] / 0.05))
+
+
+def test_optuna_search_replays_its_asks_from_the_told_scores_and_learns_from_them():
+    tune = tuning.Tune.model_validate({**TUNE, "search": "optuna", "trials": 12, "parallel": 3, "methods": {}})
+
+    def search(score, known=None):
+        return tuning.optuna_search(tune, "vanilla", lambda c: dict(c), lambda t: score(t) if known is None or
+                                    known(t) else None)[0]  # fmt: skip
+
+    asked = search(bowl)
+    assert len(asked) == 12 and asked == search(bowl)  # the same told scores replay the same asks
+    assert all(0.01 <= c["base_lr"] <= 0.2 and 1e-5 <= c["l2"] <= 1e-3 for c in asked)
+    assert search(bowl, known=lambda t: False) == asked[:3]  # nothing ended: the first batch alone, the same one
+    first_six = asked[:6]
+    assert search(bowl, known=lambda t: t in first_six) == asked[:9]  # two batches told: the third asked, no more
+    other = search(lambda c: -bowl(c))  # the opposite scores: the random start is the same, TPE's asks are not
+    assert other[:6] == asked[:6] and other[6:] != asked[6:]
+    tpe = [abs(np.log(c["base_lr"] / 0.05)) for c in asked[6:]]
+    assert np.median(tpe) < np.median([abs(np.log(c["base_lr"] / 0.05)) for c in other[6:]])
+    failed = search(lambda c: float("nan") if c == asked[0] else bowl(c))  # a failed one is told as Optuna's FAIL
+    assert len(failed) == 12 and failed[:6] == asked[:6]
+
+
+def test_asha_stops_a_configuration_against_its_own_method_only_and_remembers_earlier_runs(tmp_path):
+    """One ASHA per setting (reduction factor 2: a rung keeps the better half), replayed the epochs recorded before."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from harness.results import TrialFolder, write_csv
+    from harness.tune_run import StudyScheduler
+
+    def trial(name, history=()):
+        folder = tmp_path / name
+        folder.mkdir()
+        if history:
+            write_csv(folder / schema.HISTORY, [{"epoch": e + 1, "val_nll": v} for e, v in enumerate(history)])
+        return SimpleNamespace(trial_id=name, trial_dir=folder, epochs=4)
+
+    tune = tuning.Tune.model_validate({**TUNE, "scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2})
+    search = {"a": [trial("a1", [1.0]), trial("a2", [2.0]), trial("a3")], "b": [trial("b1", [9.0]), trial("b2")]}
+    scheduler = StudyScheduler(SimpleNamespace(tune=tune, search=search))
+
+    def report(name, epoch, value):
+        ray_trial = SimpleNamespace(config={"case": {"trial_id": name}})
+        return scheduler.on_trial_result(None, ray_trial, {"epoch": epoch, "val_nll": value})
+
+    assert report("a3", 1, 3.0) == TrialScheduler.STOP  # worse than the rung's median, 1.5, recorded last run
+    assert TrialFolder(tmp_path / "a3").state().state == "stopped"
+    assert "stopped by asha after epoch 1 (val_nll 3.0000)" in TrialFolder(tmp_path / "a3").state().detail
+    assert report("b2", 1, 5.0) == TrialScheduler.CONTINUE  # better than b's own 9.0, though worse than a's
+    assert report("b2", 4, 99.0) == TrialScheduler.CONTINUE  # the last epoch: its evaluation follows, never stopped
+    assert report("final-trial", 1, 99.0) == TrialScheduler.CONTINUE  # outside the search: runs to the end
 
 
 @pytest.mark.parametrize("higher", [True, False])
@@ -231,3 +292,76 @@ def test_a_killed_study_resumes_with_the_same_selection_and_no_retrained_trial(t
     assert json.dumps(sorted(after)) == json.dumps(
         sorted(p.name for p in folder.iterdir() if (p / "config.yaml").exists())
     )
+
+
+# --- Bayesian search and ASHA (slow lane)
+OPTUNA = {"search": "optuna", "trials": 4, "parallel": 2, "final_seeds": [0], "methods": {}}
+
+
+@pytest.mark.slow  # three runs of a Bayesian study, one killed
+def test_a_killed_bayesian_study_asks_and_selects_what_an_uninterrupted_one_does(tmp_path):
+    (tmp_path / "reference").mkdir()
+    reference = study_suite(tmp_path / "reference", OPTUNA)
+    out = harness("run", reference, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    assert "Bayesian search: Optuna's TPE, seed 0, 2 asked at a time" in out.stdout
+    expected = resolved_study(load_suite(reference), str(reference))
+    asked = {s: [t.trial_id for t in ts] for s, ts in expected.study.search.items()}
+    assert all(len(ids) == 4 for ids in asked.values())
+    path = study_suite(tmp_path, OPTUNA)
+    proc = harness_background("run", path, log=tmp_path / "run.log")
+    folder = tmp_path / "results" / "study"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(folder.glob(f"*/{schema.METRICS}"))) < 3:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-study: the first batch told, the second asked or running
+    proc.wait(timeout=60)
+    before = {p.parent.name: p.stat().st_mtime_ns for p in folder.glob(f"*/{schema.METRICS}")}
+    again = harness("run", path, "--break-lock", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = resolved_study(load_suite(path), str(path))
+    assert {s: [t.trial_id for t in ts] for s, ts in resumed.study.search.items()} == asked  # the same asks
+    assert {s: sel.chosen for s, sel in resumed.selections.items()} == {
+        s: sel.chosen for s, sel in expected.selections.items()
+    }
+    after = {p.parent.name: p.stat().st_mtime_ns for p in folder.glob(f"*/{schema.METRICS}")}
+    assert all(after[t] == m for t, m in before.items())  # no finished trial retrained
+    report = harness("report", path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (folder / schema.REPORT_DIR / "index.html").read_text()
+    assert "proposed by Bayesian search (Optuna" in page and "among the first n configurations" in page
+
+
+@pytest.mark.slow  # an ASHA study, then the same suite without ASHA
+def test_asha_stops_configurations_keeps_them_and_a_suite_without_it_resumes_them(tmp_path):
+    asha = {"trials": 6, "final_seeds": [0], "methods": {}, "scheduler": "asha", "grace_epochs": 1,
+            "reduction_factor": 2, "space": {"base_lr": {"loguniform": [0.001, 0.5]}}}  # fmt: skip
+    base = {**SUITE["base"], "synthetic_size": 256, "val_size": 64, "width": 1, "epochs": 4}
+    path = study_suite(tmp_path, asha, grid={"method": ["vanilla"]}, base=base)
+    out = harness("run", path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    resolved = resolved_study(load_suite(path), str(path))
+    states = resolved.selections["method=vanilla"].states
+    assert states.count("stopped") >= 1 and states.count("stopped") + states.count("finished") == 6, states
+    assert resolved.selections["method=vanilla"].chosen is not None
+    stopped = [t for t, s in zip(resolved.study.search["method=vanilla"], states) if s == "stopped"]
+    for t in stopped:
+        why = json.loads((t.trial_dir / schema.STOPPED).read_text())
+        assert why["by"] == "asha" and why["epoch"] in (1, 2) and len(tuning.rung_scores(t.trial_dir)) == why["epoch"]
+    assert f"({len(stopped)} stopped early by ASHA)" in out.stdout
+    again = harness("run", path, timeout=300)
+    assert again.returncode == 0 and "nothing to run" in again.stdout  # a stopped configuration is not resumed
+    report = harness("report", path)
+    assert report.returncode == 0 and "missing from the report" not in report.stdout, report.stdout[-2000:]
+    out_dir = tmp_path / "results" / "study" / schema.REPORT_DIR
+    rungs = (out_dir / "tuning_rungs.csv").read_text().splitlines()
+    assert rungs[0] == 'setting,rung (epoch),configurations compared,"Spearman rho, rung vs final",stopped at this rung'
+    assert [line.split(",")[1] for line in rungs[1:]] == ["1", "2"]
+    tried = (out_dir / "tuning.csv").read_text()
+    assert tried.count(",stopped,") == len(stopped)
+    without = study_suite(tmp_path, {**asha, "scheduler": None}, grid={"method": ["vanilla"]}, base=base)
+    resumed = harness("run", without, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for t in stopped:  # resumed from its checkpoint: every epoch once, the mark gone
+        assert not (t.trial_dir / schema.STOPPED).exists() and (t.trial_dir / schema.METRICS).exists()
+        assert sorted(tuning.rung_scores(t.trial_dir)) == [1, 2, 3, 4]

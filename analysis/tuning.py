@@ -116,7 +116,7 @@ def budget_curves(resolved: tuning.Resolved) -> dict[str, tuple[list[int], list[
             out[setting] = (ns, tuning.expected_best(selection.scores, ns, higher), low, high)
             continue
         scores = pd.Series(selection.scores, dtype=float)
-        best = (scores.cummax() if higher else scores.cummin()).tolist()  # NaN until the first finished one
+        best = (scores.cummax() if higher else scores.cummin()).ffill().tolist()  # NaN until the first finished
         out[setting] = (ns, best, np.full(len(ns), np.nan), np.full(len(ns), np.nan))
     return out
 
@@ -157,8 +157,9 @@ def rung_agreement(resolved: tuning.Resolved) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def budget_figure(curves: dict, select: str, methods: dict[str, str], path: Path) -> plt.Figure | None:
-    """Expected best validation score against the number of configurations tried, every method on one figure."""
+def budget_figure(curves: dict, select: str, methods: dict[str, str], search: str, path: Path) -> plt.Figure | None:
+    """Expected best validation score against the number of configurations tried (a Bayesian search: the best of its
+    first n), every method on one figure."""
     if not curves:
         return None
     with plt.rc_context(STYLE):
@@ -172,27 +173,30 @@ def budget_figure(curves: dict, select: str, methods: dict[str, str], path: Path
         ax.set_xticks(ticks, [str(n) for n in ticks])
         ax.minorticks_off()
         ax.set_xlabel("configurations tried (budget)")
-        ax.set_ylabel(f"expected best validation {METRICS.get(select).label}")
-        ax.set_title("Expected best validation score at each budget")
+        best = "expected best" if search == "random" else "best so far,"
+        ax.set_ylabel(f"{best} validation {METRICS.get(select).label}")
+        ax.set_title(f"{'Expected best' if search == 'random' else 'Best'} validation score at each budget")
         ax.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, path)
     return fig
 
 
-def ranking_table(curves: dict, select: str) -> pd.DataFrame:
-    """At each budget (1, 2, 4, ..., N): the settings from best to worst expected validation score."""
+def ranking_table(curves: dict, select: str, search: str = "random") -> pd.DataFrame:
+    """At each budget (1, 2, 4, ..., N): the settings from best to worst validation score at that budget (a setting
+    with no finished configuration yet ranks last)."""
     if not curves:
         return pd.DataFrame()
-    higher = METRICS.get(select).direction == "higher"
+    sign = 1.0 if METRICS.get(select).direction == "higher" else -1.0
     total = min(len(ns) for ns, *_ in curves.values())
     rows = []
     for n in budgets(total):
-        order = sorted(curves, key=lambda s: curves[s][1][n - 1], reverse=higher)
+        value = {s: curves[s][1][n - 1] for s in curves}
+        order = sorted(curves, key=lambda s: (value[s] != value[s], -sign * value[s] if value[s] == value[s] else 0))
         rows.append({
             "configurations tried": n,
             "ranking (best first)": " > ".join(order),
-            f"best expected validation {select}": round(curves[order[0]][1][n - 1], 4),
+            f"best {'expected ' if search == 'random' else ''}validation {select}": round(value[order[0]], 4),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -234,7 +238,9 @@ def section(
     parts.append(table_html("Selected configurations", selected, caption, "tuning_selected", 3))
     curves = budget_curves(resolved)
     methods = {s: p.get("method", "") for s, p in study.points.items()}
-    drawn = cache.figure(out / "figures" / "tuning_budget", budget_figure, curves, study.tune.select, methods)
+    drawn = cache.figure(
+        out / "figures" / "tuning_budget", budget_figure, curves, study.tune.select, methods, study.tune.search
+    )
     if drawn.exists():
         how = (
             f"Expected best validation {study.tune.select} when n of the {study.tune.trials} configurations are "
@@ -246,7 +252,7 @@ def section(
             "i.i.d. estimator does not apply and there is no band)."
         )
         parts.append(figure_html("tuning_budget", how + " Where the curves cross, the ranking depends on the budget."))
-    ranking = ranking_table(curves, study.tune.select)
+    ranking = ranking_table(curves, study.tune.select, study.tune.search)
     if not ranking.empty:
         orders = set(ranking["ranking (best first)"])
         caption = "The settings ranked by expected best validation score at each budget: " + (

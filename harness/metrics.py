@@ -191,6 +191,9 @@ def temperature_at_bound(t: float) -> bool:
     return abs(abs(math.log(t)) - LOG_T_BOUNDS[1]) < 1e-6 if t > 0 else True
 
 
+EPOCH_METRICS = ("top1", "nll")  # recorded at every evaluated epoch: history.csv's test_* and val_* columns
+
+
 def epoch_metrics(
     head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities", split: str = "test"
 ) -> dict[str, float]:

@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.config import STRICT, ConfigError, TrialConfig
+from harness.metrics import EPOCH_METRICS
 
 Scalar = Union[str, int, float, bool, None]
 MAX_CONFIGURATIONS = 1000  # per method: DomainBed draws 20 per algorithm; more than 1000 is a typo
@@ -292,7 +293,7 @@ def validation_score(trial_dir, select: str, average: str) -> float:
     return value if math.isfinite(value) else float("nan")
 
 
-RUNG_METRICS = ("nll", "top1")  # recorded on the validation split at every evaluated epoch (history.csv: val_*)
+RUNG_METRICS = EPOCH_METRICS  # recorded on the validation split at every evaluated epoch (history.csv: val_*)
 
 
 def rung_metric(select: str) -> str:

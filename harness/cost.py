@@ -33,6 +33,7 @@ def _measure(
     method: str = "vanilla",
     options: tuple = (),
     row: tuple = (1, 1),
+    members: int = 0,
 ) -> dict[str, float]:
     """One pass of the method's network on the meta device (no compute): FLOPs of a sample (a training step per
     image of the batch, forward + backward; or a test image, forward: the same image to all M members), the
@@ -41,17 +42,14 @@ def _measure(
     from torch.utils.flop_counter import FlopCounterMode
 
     from harness.methods import METHODS
-    from harness.models import MODELS
+    from harness.models import build_network
 
     kind = METHODS.get(method)
     slots, images = row
     values = [0]
     with torch.device("meta"):
-        net = (
-            MODELS.get(model)
-            .build(depth, width, num_classes, num_inputs, network=kind.network, **dict(options))
-            .train(train)
-        )
+        net = build_network(model, depth, width, num_classes, num_inputs, kind.network, dict(options), members)
+        net.train(train)
         x = torch.empty(1, *((slots,) if train else ()), 3, resolution, resolution)
     leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(lambda _m, _i, out: values.append(_numel(out))) for m in leaves]
@@ -158,7 +156,8 @@ def _network(cfg: TrialConfig) -> tuple:
     from harness.methods import METHODS
 
     method = METHODS.get(cfg.method)
-    return cfg.method, tuple(sorted(method.network_options(cfg).items())), tuple(method.train_row(cfg))
+    options = tuple(sorted(method.network_options(cfg).items()))
+    return cfg.method, options, tuple(method.train_row(cfg)), method.weight_members(cfg)
 
 
 def step_flops_per_sample(cfg: TrialConfig, num_classes: int, resolution: int) -> float:

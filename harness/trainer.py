@@ -23,6 +23,7 @@ from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
 from harness.engines.inference import INFERENCE_BATCH, measure_inference, predict
 from harness.methods import METHODS
+from harness.methods.base import Loop
 from harness.metrics import correct, epoch_metrics, final_metrics
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
@@ -91,6 +92,14 @@ class Trainer:
             self.method.partners = self.train_loader.sample  # Mixup/CutMix partners: any training image
         self.engine = build_engine(cfg, model, self.device, self.world)
         self.model = self.engine.model
+        self.loop = Loop(  # what the method's hooks see (Method.after_step, after_epoch, after_training)
+            self.model,
+            getattr(self.engine, "optimizer", None),
+            cfg.epochs,
+            len(self.train_loader),
+            lambda: (images for images, _ in self.train_loader),
+        )
+        self.trained_out = False  # Method.after_training has run (and was checkpointed)
         self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -111,6 +120,8 @@ class Trainer:
             "history": self.history,
             "elapsed": self.elapsed,
             "rng_cpu": torch.get_rng_state(),
+            "method": self.method.state_dict(),
+            "trained_out": self.trained_out,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -120,6 +131,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.engine.load(self.dir, state["engine"])
         self.epochs_done, self.history, self.elapsed = state["epoch"], state["history"], state["elapsed"]
+        self.method.load_state_dict(state.get("method", {}))
+        self.trained_out = state.get("trained_out", False)
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -155,8 +168,10 @@ class Trainer:
         steps = len(self.train_loader)
         totals = torch.zeros(3, device=self.device)  # loss sum, correct, entries: on the device, one sync per epoch
         for step, (x, y) in enumerate(self.train_loader):
-            lr = learning_rate(cfg, epoch, step, steps)
+            lr = self.method.schedule(learning_rate(cfg, epoch, step, steps), epoch, step, steps)
             loss_sum, correct, count = self.step(x, y, lr, progress=training_progress(cfg, epoch, step, steps))
+            self.loop.epoch, self.loop.step, self.loop.lr = epoch, step + 1, lr
+            self.method.after_step(self.loop)
             totals[0] += loss_sum
             totals[1] += correct
             totals[2] += count
@@ -228,6 +243,7 @@ class Trainer:
         for epoch in range(self.epochs_done, cfg.epochs):
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, **self.train_epoch(epoch, bar, on_step), "node": node}
+            self.method.after_epoch(self.loop)  # before the evaluation and the checkpoint: what it keeps resumes
             if not math.isfinite(row["train_loss"]):
                 raise FloatingPointError(
                     f"{cfg.trial_id}: the training loss is {row['train_loss']} after epoch "
@@ -256,6 +272,12 @@ class Trainer:
                 on_epoch(row)
         if bar is not None:
             bar.close()
+        if not self.trained_out:  # once: a trial resumed after it evaluates what it checkpointed
+            self.method.after_training(self.loop)
+            self.trained_out = True
+            state = self.state()
+            if main:
+                folder.save_epoch(state, self.history)
         if main:
             folder.finish(*self.evaluate())
         barrier()

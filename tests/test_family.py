@@ -134,14 +134,17 @@ def combinations():
 @pytest.mark.parametrize("method, model", list(combinations()))
 def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, method, model):
     shape = {"depth": 18, "width": 1, "synthetic_resolution": 16} if model == "preact_resnet" else {"width": 2}
-    cfg = tiny_config(method=method, model=model, output_dir=tmp_path, epochs=1, batch_size=32, **shape)
+    if method == "fge":  # its cycles need epochs: 1 of pre-training, then the minimum of 2 cycles of 2 epochs
+        shape = {**shape, "epochs": 4, "M": 2, "fge_cycle": 2}
+    cfg = tiny_config(**{"method": method, "model": model, "output_dir": tmp_path, "epochs": 1, "batch_size": 32,
+                         **shape})  # fmt: skip
     if method == "mc_dropout":
         cfg = cfg.model_copy(update={"M": 3})
     metrics = Trainer(cfg).run()
     saved = TrialFolder(cfg.trial_dir).logits()[schema.TEST_LOGITS]
     assert saved.shape[1:] == (cfg.num_inputs, 4) and np.isfinite(saved).all()
     assert metrics["inference_images_per_s"] > 0 and metrics["inference_gflops"] > 0
-    if method in FAMILY:  # the checkpoint gives the logits back (MC-Dropout's samples are seeded)
+    if method in FAMILY + ["snapshot", "fge", "swa", "swag"]:  # the checkpoint gives the logits back (seeded samples)
         record = evaluate_trial(cfg, [parse_eval_set("test")], "cpu")["test"]
         assert record["metrics"]["top1"] == pytest.approx(metrics["top1"], abs=1e-6)
         assert record["metrics"]["nll"] == pytest.approx(metrics["nll"], rel=1e-3)

@@ -30,7 +30,9 @@ def register_method(name: str):
                 raise plugins.PluginError(
                     f"{where}: method {name!r} declares key {key!r}, which is a harness trial key"
                 )
-            owner = next((n for n, m in METHODS.items() if key in m.options and n != name), None)
+            owner = next(  # one declaration shared by a family (SWA's keys in SWAG) is one key
+                (n for n, m in METHODS.items() if key in m.options and n != name and m.options[key] is not option), None
+            )
             if owner:
                 raise plugins.PluginError(
                     f"{where}: method {name!r} declares key {key!r}, which is already a key of method {owner}"

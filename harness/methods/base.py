@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,6 +37,30 @@ class MixedBatch:
         return MixedBatch(
             self.inputs[rows], None if self.mix is None else self.mix[rows], self.targets[rows], self.labels[rows]
         )
+
+
+@dataclass
+class Loop:
+    """What a method's hooks see of the training loop (harness.trainer.Trainer), read and changed in place."""
+
+    model: torch.nn.Module  # the network trained: a WeightMembers when the method keeps weight states
+    optimizer: torch.optim.Optimizer  # the engine's SGD (the lr of its groups is set from ``Method.schedule``)
+    epochs: int  # of the trial
+    steps_per_epoch: int
+    train_images: Callable[[], Iterator[torch.Tensor]]  # one pass over the training images (augmented, normalised)
+    epoch: int = 0  # the epoch in progress, from 0 (after_epoch: the one that just ended)
+    step: int = 0  # optimizer steps done in this epoch
+    lr: float = 0.0  # the last learning rate set
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done since the start of training."""
+        return self.epoch * self.steps_per_epoch + self.step
+
+    @property
+    def progress(self) -> float:
+        """The share of training done, in [0, 1]."""
+        return self.global_step / (self.epochs * self.steps_per_epoch)
 
 
 # a full stop that ends no sentence: "et al.", "e.g.", "i.e.", "vs.", "Fig.", "Eq.", "Sec.", an initial ("J. Smith")
@@ -120,6 +144,38 @@ class Method:
             raise ValueError("msda is for multi-input methods; for a single network use method: mixup or cutmix")
         if cls.network != "multi_io" and cfg.msda != "none":
             raise ValueError(f"msda (Mixup/CutMix on each input) is for MixMo's multi-input methods, not {cfg.method}")
+
+    # --- the training loop (harness.trainer): a method that changes how training runs (ensembles in time)
+    @classmethod
+    def weight_members(cls, cfg: TrialConfig) -> int:
+        """Members that are weight states of one network (Snapshot, FGE, SWAG): S > 1 builds the network once per
+        member inside a harness.models.WeightMembers (the hooks fill them; each is evaluated as a member and counted
+        in parameters and inference cost); 0, the default, builds the network as its family does."""
+        return 0
+
+    def schedule(self, lr: float, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The learning rate of a step: ``lr`` is the recipe's (warmup, then step decay at the milestones); return it
+        scaled, or a schedule of the method's own. Called before every optimizer step; history.csv logs the last of
+        each epoch. ``epoch`` counts from 0, ``step`` is the step within the epoch."""
+        return lr
+
+    def after_step(self, loop: Loop) -> None:
+        """After every optimizer step (``loop.step`` steps done in ``loop.epoch``): may read or change the model."""
+
+    def after_epoch(self, loop: Loop) -> None:
+        """After every epoch's last step, before its evaluation and checkpoint (so what it keeps resumes)."""
+
+    def after_training(self, loop: Loop) -> None:
+        """Once, after the last epoch and before the final evaluation: e.g. averaged weights put in place, batch-norm
+        statistics recomputed (harness.models.weight_members.recompute_batch_norm over ``loop.train_images``). Its
+        result is checkpointed before the evaluation, and a resumed trial does not run it twice."""
+
+    def state_dict(self) -> dict:
+        """The method's own training state (running averages, moments), saved in every checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Back from ``state_dict`` on resume."""
 
     def __init__(self, cfg: TrialConfig, num_classes: int, mix_size: int, partners: PartnerSource | None = None):
         self.cfg = cfg

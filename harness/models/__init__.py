@@ -48,9 +48,21 @@ def build_model(cfg: TrialConfig, num_classes: int) -> nn.Module:
     from harness.methods import METHODS
 
     method = METHODS.get(cfg.method)
-    return MODELS.get(cfg.model).build(
-        cfg.depth, cfg.width, num_classes, cfg.num_inputs, network=method.network, **method.network_options(cfg)
-    )
+    return build_network(
+        cfg.model, cfg.depth, cfg.width, num_classes, cfg.num_inputs, method.network, method.network_options(cfg),
+        method.weight_members(cfg),
+    )  # fmt: skip
+
+
+def build_network(
+    model: str, depth: int, width: int, num_classes: int, num_inputs: int, network: str, options: dict, members: int
+) -> nn.Module:
+    """A model built in a network family; with ``members`` > 1 weight states (a method's ``weight_members``), one
+    single-input network per member inside a WeightMembers."""
+    from harness.models.weight_members import WeightMembers
+
+    built = MODELS.get(model).build(depth, width, num_classes, 1 if members else num_inputs, network=network, **options)
+    return WeightMembers(built, members) if members > 1 else built
 
 
 def count_parameters(model) -> int:
@@ -63,6 +75,7 @@ __all__ = [
     "Layers",
     "MultiIONet",
     "build_model",
+    "build_network",
     "count_parameters",
     "register_model",
     "register_network",

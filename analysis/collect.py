@@ -13,7 +13,14 @@ from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness import schema
 from harness.config import is_setting_key
-from harness.metrics import METRICS, classification_metrics, ensemble_logits, rule_shift, selective_metrics
+from harness.metrics import (
+    METRICS,
+    classification_metrics,
+    ensemble_logits,
+    metric_code,
+    rule_shift,
+    selective_metrics,
+)
 from harness.results import CorruptFile, TrialFolder
 
 
@@ -43,6 +50,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
                 }
             )
             continue
+        cfg = {**(cfg.get("option_defaults") or {}), **cfg}  # a method's keys left at their default: one row
         config_keys |= set(cfg)
         row = {
             **{k: v for k, v in cfg.items() if not isinstance(v, (list, dict))},
@@ -54,7 +62,7 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
             finished.append((row, folder.path))
         rows.append(row)
     jobs = [([path / schema.LOGITS, path / schema.METRICS], str(path)) for _, path in finished]
-    for (row, _), metrics in zip(finished, cached_map("trial", jobs, read_trial, "finished trials read")):
+    for (row, _), metrics in zip(finished, cached_map(_trial_kind(), jobs, read_trial, "finished trials read")):
         if "corrupt" in metrics:  # the state's check is cheap (the zip directory); a damaged member shows only here
             row.update(state="corrupt", error=metrics["corrupt"])
             continue
@@ -105,6 +113,12 @@ PROTOCOL_KEYS = (
 )
 
 
+def _trial_kind() -> str:
+    """The cache's kind of a trial's values: with the plugin metrics' code, so that an edited metric is recomputed."""
+    codes = metric_code()
+    return "trial" + (":" + ",".join(f"{k}={c['sha256']}" for k, c in sorted(codes.items())) if codes else "")
+
+
 def read_trial(path: str) -> dict:
     """``_read`` of a trial folder, or {"corrupt": "<file>: <why>"} (run in the report's worker processes)."""
     try:
@@ -119,6 +133,13 @@ def _read(folder: TrialFolder) -> dict:
     calibration, selective prediction). Always from the logits: the aggregation rule's shift (several heads). The
     top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``)."""
     recorded = folder.metrics()
+    kept_code = recorded.get("metric_code") or {}
+    stale = [  # a plugin metric computed by other code than the loaded one: recomputed from the logits below
+        name
+        for name, code in metric_code().items()
+        if name in recorded and kept_code.get(name, {}).get("sha256") != code["sha256"]
+    ]
+    recorded = {k: v for k, v in recorded.items() if k not in stale}
     rule_matches = recorded.get("ensemble_average", "logits") == protocol.average()
     complete = all(k in recorded for k in PROTOCOL_KEYS)
     saved = folder.logits()  # read whole even when nothing is computed from them: a damaged member shows here
@@ -136,6 +157,8 @@ def _read(folder: TrialFolder) -> dict:
         metrics.update(rule_shift(heads, labels))
     metrics["ensemble_average"] = protocol.average()
     metrics.update(_missing_metrics(metrics, saved))
+    if stale:
+        metrics["recomputed_metrics"] = stale
     return metrics
 
 

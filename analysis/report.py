@@ -64,6 +64,12 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
     )
     report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
+    if "recomputed_metrics" in trials:
+        report["recomputed"] = {
+            t: names
+            for t, names in zip(trials.trial_id, trials.recomputed_metrics)
+            if isinstance(names, list) and names
+        }
     if "verify_disagreements" in trials:
         report["disagreements"] = {
             t: lines

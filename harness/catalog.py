@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from harness.config import ConfigError, TrialConfig, format_validation_error
-from harness.registry import InvalidKeys, Option, validate_options
+from harness.registry import InvalidKeys, Option, did_you_mean, validate_options
 from harness.yaml_files import load_yaml, parse_overrides
 
 STRICT_VALUES = ConfigDict(strict=True, allow_inf_nan=False)
@@ -64,7 +64,13 @@ def key_adapter(key: str) -> TypeAdapter:
 
 def _registered(kind: str, registry, name: str) -> str | None:
     if name not in registry:
-        return f"unknown {kind} {name!r}; allowed: {', '.join(registry.names())}"
+        plugin = (
+            "; a plugin's: name its file in the suite's `plugins:` or pass --plugin FILE" if kind != "dataset" else ""
+        )
+        return (
+            f"unknown {kind} {name!r}{did_you_mean(name, registry.names())}; allowed: {', '.join(registry.names())}"
+            + (plugin)
+        )
     return None
 
 
@@ -91,7 +97,9 @@ def check(cfg: TrialConfig) -> TrialConfig:
     given = {k: v for k, v in cfg.options.items() if v is not None}
     for key in given:
         if key not in owners:
-            raise Invalid([(key, f"unknown key; allowed keys: {', '.join(trial_keys())}")])
+            raise Invalid(
+                [(key, f"unknown key{did_you_mean(key, trial_keys())}; allowed keys: {', '.join(trial_keys())}")]
+            )
         if key not in method.options:
             raise Invalid([("(top level)", f"{key} is a key of method {owners[key][0]}, not of {cfg.method}")])
     try:
@@ -120,7 +128,11 @@ def check(cfg: TrialConfig) -> TrialConfig:
                 "msda_partner: dataset (partners drawn from the training set) needs loader: device; "
                 "with loader: ffcv set msda_partner: batch"
             )
-        resolved = cfg.model_copy(update={"M": M, "options": options, **_code_identity(cfg)})
+        declared = {k: o.default for k, o in method.options.items()}
+        options = {k: v for k, v in options.items() if v != declared[k]}  # a key at its default: as if left out
+        defaults = {k: v for k, v in declared.items() if k not in options}
+        update = {"M": M, "options": options, "option_defaults": defaults, **_code_identity(cfg)}
+        resolved = cfg.model_copy(update=update)
         method.check_config(resolved)
     except ValueError as err:
         raise Invalid([("(top level)", str(err))]) from None

@@ -155,7 +155,7 @@ class TrialConfig(BaseModel):
         description=(
             "the method's own keys (Method.options, e.g. packed_alpha), as set in the file: validated by "
             "harness.catalog against the method's declarations; written flat (`dropout: 0.2`), in the trial id when "
-            "set"
+            "away from its default"
         ),
     )
     plugin_code: dict[str, str] = RecipeIfSet(
@@ -163,6 +163,13 @@ class TrialConfig(BaseModel):
         description=(
             "the plugins whose method, model or dataset the trial uses: {'method regmixup': sha256}, set by "
             "harness.catalog"
+        ),
+    )
+    option_defaults: dict[str, Any] = Runtime(
+        default_factory=dict,
+        description=(
+            "the method's keys left at their default, with it (set by harness.catalog, which keeps a key written at "
+            "its default out of `options`: one computation, one trial id); recorded, not in the id"
         ),
     )
     plugins: list[str] = Runtime(default_factory=list, description="where they were loaded from (files, modules)")
@@ -399,8 +406,10 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
+            from harness.registry import did_you_mean
+
             allowed = ", ".join(sorted(TrialConfig.model_fields))
-            msg = f"unknown key; allowed keys: {allowed}"
+            msg = f"unknown key{did_you_mean(e['loc'][-1], TrialConfig.model_fields)}; allowed keys: {allowed}"
         elif e["type"] == "string_pattern_mismatch" and e["ctx"]["pattern"] in PATTERN_HELP:
             msg = f"{e['input']!r} is not {PATTERN_HELP[e['ctx']['pattern']]}"
         lines.append(f"  {where}: {msg}")

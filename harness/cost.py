@@ -54,8 +54,20 @@ def _measure(
     leaves = [m for m in net.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(lambda _m, _i, out: values.append(_numel(out))) for m in leaves]
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        net(x)
+    try:
+        with counter, torch.no_grad():
+            net(x)
+    except Exception as err:  # a network that reads values (`.item()`, data-dependent shapes) in its forward
+        from harness.config import ConfigError
+        from harness.models import MODELS
+
+        where = MODELS.source(model) or METHODS.source(method)
+        why = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:160]}"
+        raise ConfigError(
+            f"{'plugin ' + where.spec if where else 'the harness'}: model {model!r} with method {method!r} cannot run "
+            f"on the meta device, where the plan counts its FLOPs ({why}); a network's forward must not read tensor "
+            "values (no .item(), .tolist(), data-dependent shapes or Python branches on values)"
+        ) from None
     for h in hooks:
         h.remove()
     # a training step: forward + backward = 3 x the forward (the backward's two products per layer); counted, torch's
@@ -145,8 +157,10 @@ def training_memory(cfg: TrialConfig) -> dict[str, float]:
     measured = _measured(cfg.model, cfg.depth, cfg.width, cfg.num_inputs, cfg.class_subset or classes, res, True,
                          *_network(cfg))  # fmt: skip
     params, per_image = measured["params"], measured["activations"]
+    members = _network(cfg)[3]
+    trained = params / members if members > 1 else params  # weight-state members: frozen copies, no grads
     half = cfg.precision in ("bf16", "fp16")
-    out = {"weights": 4.0 * params, "optimizer": 8.0 * params, "activations": per_image * cfg.batch_size * (2 if half
+    out = {"weights": 4.0 * params, "optimizer": 8.0 * trained, "activations": per_image * cfg.batch_size * (2 if half
            else 4)}  # fmt: skip
     out["total"] = sum(out.values())
     return out

@@ -191,6 +191,16 @@ def temperature_at_bound(t: float) -> bool:
     return abs(abs(math.log(t)) - LOG_T_BOUNDS[1]) < 1e-6 if t > 0 else True
 
 
+def metric_code() -> dict[str, dict[str, str]]:
+    """The code of every metric a plugin registered: name -> its plugin's sha256 (16 hex digits) and file. Recorded
+    in metrics.json beside the values; the report recomputes a value whose metric's code has changed since."""
+    return {
+        name: {"sha256": plugin.sha256[:16], "plugin": plugin.spec}
+        for name in METRICS.names()
+        if (plugin := METRICS.source(name)) is not None
+    }
+
+
 EPOCH_METRICS = ("top1", "nll")  # recorded at every evaluated epoch: history.csv's test_* and val_* columns
 
 

@@ -46,8 +46,9 @@ def trial_tags(config: dict, suite_name: str, parent_run_id: str) -> dict[str, s
 
 
 def trial_params(config: dict) -> dict[str, str]:
-    """config.yaml as params (lists and dicts as JSON)."""
-    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in sorted(config.items())}
+    """config.yaml as params (lists and dicts as JSON); a method's keys left at their default, flat with them."""
+    flat = {**(config.get("option_defaults") or {}), **config}
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in sorted(flat.items())}
 
 
 def epoch_metrics(rows: list[dict]) -> list[tuple[str, float, int]]:

@@ -158,6 +158,14 @@ class InvalidKeys(ValueError):
         self.problems = problems
 
 
+def did_you_mean(name: str, candidates) -> str:
+    """ " (did you mean 'x'?)" for the closest of ``candidates`` to a mistyped ``name``, or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def validate_options(owner: str, options: dict[str, Option], values: dict[str, Any]) -> dict[str, Any]:
     """The values set, validated against their declarations (InvalidKeys names each bad key)."""
     model = _options_model(owner, tuple(sorted(options.items())))

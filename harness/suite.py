@@ -22,6 +22,7 @@ from harness.config import (
     expand_path,
     format_validation_error,
 )
+from harness.registry import did_you_mean
 from harness.storage import ObjectStore, driver_cache_dir, is_uri
 from harness.tuning import Study, Tune
 from harness.yaml_files import load_yaml
@@ -174,7 +175,10 @@ def _check_keys(keys, where: str, source: str) -> None:
     allowed = catalog.trial_keys()
     for key in keys:
         if key not in allowed:
-            raise ConfigError(f"{source}: {where}.{key}: unknown trial key; allowed keys: {', '.join(allowed)}")
+            raise ConfigError(
+                f"{source}: {where}.{key}: unknown trial key{did_you_mean(key, allowed)}; allowed keys: "
+                + ", ".join(allowed)
+            )
         if key in ("name", "output_dir"):
             raise ConfigError(f"{source}: {where}.{key}: set by the suite (use the suite's `name` and `storage`)")
         if key == "ensemble_average" and where != "base":

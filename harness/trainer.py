@@ -24,7 +24,7 @@ from harness.engines import build_engine, place_model
 from harness.engines.inference import INFERENCE_BATCH, measure_inference, predict
 from harness.methods import METHODS
 from harness.methods.base import Loop
-from harness.metrics import correct, epoch_metrics, final_metrics
+from harness.metrics import correct, epoch_metrics, final_metrics, metric_code
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
 
@@ -68,6 +68,20 @@ def learning_rate(cfg: TrialConfig, epoch: int, step: int, steps_per_epoch: int)
     return lr
 
 
+def check_batch(method: str, batch, logits: torch.Tensor) -> None:
+    """A method's MixedBatch against the heads it trains: targets (B, heads, K) and labels (B, heads), the model's
+    logits' shape; a mismatch would broadcast one head's targets to the others and train wrongly without a word."""
+    rows, heads, classes = logits.shape
+    expected = {"targets": (rows, heads, classes), "labels": (rows, heads)}
+    for name, shape in expected.items():
+        got = tuple(getattr(batch, name).shape)
+        if got != shape:
+            raise ValueError(
+                f"method {method!r}: MixedBatch.{name} has shape {got}, the model's {heads} head(s) need {shape} "
+                f"(B rows, a {name[:-1]} per head{', K classes' if name == 'targets' else ''}); see help(MixedBatch)"
+            )
+
+
 class Trainer:
     def __init__(self, cfg: TrialConfig):
         self.cfg = cfg
@@ -100,6 +114,7 @@ class Trainer:
             lambda: (images for images, _ in self.train_loader),
         )
         self.trained_out = False  # Method.after_training has run (and was checkpointed)
+        self._checked = False  # the first step's batch against the model's heads (check_batch)
         self.eval_loaders: dict[str, EvalLoader] = {}
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -156,6 +171,9 @@ class Trainer:
         for i, part in enumerate(parts):
             micro = batch.select(part)
             logits = self.engine.forward(micro.inputs, micro.mix)
+            if not self._checked:
+                check_batch(cfg.method, micro, logits)
+                self._checked = True
             loss = self.method.loss(logits, micro)
             self.engine.backward(loss, boundary=i == len(parts) - 1)  # averaged over micro-batches and workers
             loss_sum += loss.detach() * len(micro.labels)
@@ -315,6 +333,7 @@ class Trainer:
             "num_params": count_parameters(self.model),
             "train_time_s": self.elapsed,
             "eval_time_s": eval_time,
+            **({"metric_code": code} if (code := metric_code()) else {}),
             "inference_gflops": inference_flops_per_image(cfg, self.data.num_classes, resolution) / 1e9,
             **measure_inference(self.engine.infer, resolution, self.device),
         }

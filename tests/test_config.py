@@ -8,6 +8,7 @@ import pytest
 from harness.catalog import build_config, load_trial_config
 from harness.cli import main
 from harness.config import ConfigError, Role, TrialConfig, is_setting_key, setting
+from harness.mlflow_mapping import trial_params
 from harness.suite import expand, load_suite
 from helpers import finished_trial, trial
 
@@ -23,8 +24,9 @@ def write(tmp_path, text):
     [
         (
             "method: mixmo\n",
-            r"method: unknown method 'mixmo'; allowed: batch_ensemble, cut_mixmo, cutmix, linear_mixmo, masksembles, "
-            r"mc_dropout, mimo, mixup, packed_ensemble, vanilla",
+            r"method: unknown method 'mixmo' \(did you mean 'mimo'\?\); allowed: batch_ensemble, cut_mixmo, cutmix, "
+            r"fge, linear_mixmo, masksembles, mc_dropout, mimo, mixup, packed_ensemble, snapshot, swa, swag, vanilla; "
+            r"a plugin's: name its file in the suite's `plugins:` or pass --plugin FILE",
         ),
         ("method: cut_mixmo\nM: 0\n", r"M: Input should be greater than or equal to 1"),
         ("method: cut_mixmo\nM: 1\n", r"needs M >= 2 subnetworks, got 1"),
@@ -35,9 +37,10 @@ def write(tmp_path, text):
         ("model: resnet50\n", r"unknown model 'resnet50'; allowed: preact_resnet, wrn"),
         (
             "dataset: imagenet\n",
-            r"unknown dataset 'imagenet'; allowed: cifar10, cifar100, mnist, places365, svhn, synthetic, tinyimagenet",
+            r"unknown dataset 'imagenet' \(did you mean 'tinyimagenet'\?\); allowed: cifar10, cifar100, mnist, "
+            r"places365, svhn, synthetic, tinyimagenet$",
         ),
-        ("widht: 4\n", r"widht: unknown key; allowed keys: .*width"),
+        ("widht: 4\n", r"widht: unknown key \(did you mean 'width'\?\); allowed keys: .*width"),
         ("b: 3\n", r"batch_size 64 is not a multiple of b = 3"),
         ("precision: fp16\n", r"precision: Input should be 'fp32' or 'bf16'"),
         ("method: vanilla\nmsda: cutmix\n", r"for a single network use method: mixup or cutmix"),
@@ -133,11 +136,17 @@ def test_roles_decide_id_ensembles_and_settings():
     assert setting(other_record) == {**setting(record), "msda_partner": "batch"}
     assert "trial_id" not in setting(record) and "seed" not in setting(record)
     assert setting({**record, "a_key_of_an_older_version": 1})["a_key_of_an_older_version"] == 1
-    # a method's own key: in the id only when set, flat in the recipe and the record, and a setting key
-    packed = trial(method="packed_ensemble", depth=10, width=2, packed_gamma=2)
-    assert packed.recipe()["packed_gamma"] == 2 and "options" not in packed.recipe()
-    assert "packed_gamma" not in trial(method="packed_ensemble", depth=10, width=2).recipe()
-    assert packed.record()["packed_gamma"] == 2 and is_setting_key("packed_gamma")
+    # a method's own key: in the id only away from its default (written or not, the default is one trial), flat in
+    # the recipe, recorded with its value even when left out, and a setting key
+    packed = trial(method="packed_ensemble", depth=10, width=2, packed_gamma=3)
+    assert packed.recipe()["packed_gamma"] == 3 and "options" not in packed.recipe()
+    omitted = trial(method="packed_ensemble", depth=10, width=2)
+    explicit = trial(method="packed_ensemble", depth=10, width=2, packed_gamma=2, packed_alpha=2.0)
+    assert "packed_gamma" not in omitted.recipe() and explicit.trial_id == omitted.trial_id != packed.trial_id
+    assert omitted.record()["option_defaults"] == {"packed_alpha": 2.0, "packed_gamma": 2} == explicit.option_defaults
+    assert packed.record()["packed_gamma"] == 3 and is_setting_key("packed_gamma")
+    assert trial_params(omitted.record())["packed_gamma"] == "2"  # MLflow: every key of the method, flat
+    assert TrialConfig.from_record(omitted.record()).trial_id == omitted.trial_id  # config.yaml reads back
 
 
 @pytest.mark.parametrize(
@@ -183,14 +192,17 @@ def test_shipped_trial_ids_are_pinned(path, ids):
 def test_the_family_methods_trial_ids_are_pinned():
     """The four family methods' keys moved from TrialConfig into their own files: their ids did not move, but
     where a method's revision did (Packed-Ensembles' default gamma became the reference's 2; BatchEnsemble's
-    classifier biases learn at half the lr)."""
+    classifier biases learn at half the lr), and where the suite writes a key at its default (Masksembles'
+    mask_scale 2.0, MC-Dropout's dropout 0.1, Packed-Ensembles' alpha 2.0 and gamma 2): those ids are now the
+    ids of the same trials with the key left out, one computation, one trial (this suite has not been run)."""
     trials = expand(load_suite(Path(__file__).parents[1] / "suites/cifar100_ensembles_family.yaml"))
-    got = sorted(t.trial_id for t in trials if t.seed == 0 and t.method not in ("vanilla", "mimo", "cut_mixmo"))
+    family = ("batch_ensemble", "masksembles", "mc_dropout", "packed_ensemble")
+    got = sorted(t.trial_id for t in trials if t.seed == 0 and t.method in family)
     assert got == [
         "batch_ensemble-wrn28x10-M4-s0-8f3b3503",
-        "masksembles-wrn28x10-M4-s0-74f35b2c",
-        "mc_dropout-wrn28x10-M30-s0-7555d5d4",
-        "packed_ensemble-wrn28x10-M4-s0-46620b5a",
+        "masksembles-wrn28x10-M4-s0-3526e1c4",  # 74f35b2c with mask_scale 2.0 hashed
+        "mc_dropout-wrn28x10-M30-s0-3c9bfd31",  # 7555d5d4 with dropout 0.1 hashed
+        "packed_ensemble-wrn28x10-M4-s0-e3b2ee06",  # 46620b5a with packed_alpha 2.0, packed_gamma 2 hashed
     ]
 
 

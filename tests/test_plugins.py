@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -364,6 +365,25 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     bare = harness("evaluate", folder, "--on", "test")
     assert bare.returncode == 2 and "uses plugin code that is not loaded: method regmixup" in bare.stderr
     assert f"--plugin {tmp_path / 'plugins' / 'regmixup.py'}" in bare.stderr, bare.stderr
+    # a report on the results folder needs the plugins its trials were trained with: one line naming the files
+    bare = harness("report", folder)
+    assert bare.returncode == 2 and "trained with plugins not loaded here (method regmixup, metric classwise_ece)" in (
+        bare.stderr
+    ), bare.stderr
+    assert f"--plugin {tmp_path / 'plugins' / 'classwise_ece.py'}" in bare.stderr and "Traceback" not in bare.stderr
+    plugged = [f"--plugin={tmp_path / 'plugins' / n}" for n in ("regmixup.py", "classwise_ece.py")]
+    assert harness("report", folder, *plugged).returncode == 0
+    # an edited metric: its values are recomputed from the saved logits, and the report says so
+    recorded = json.loads((trial / "metrics.json").read_text())["classwise_ece"]
+    code = (tmp_path / "plugins" / "classwise_ece.py").read_text()
+    (tmp_path / "plugins" / "classwise_ece.py").write_text(code.replace("    return float(", "    return 2 * float("))
+    edited = harness("report", suite)
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    assert "classwise_ece recomputed from the saved logits for 3 trial(s)" in edited.stdout, edited.stdout[-2000:]
+    frame = pd.read_csv(folder / "report" / "summary_raw.csv")
+    value = frame.loc[frame.trial_id == first["regmixup"], "classwise_ece"].item()
+    assert value == pytest.approx(2 * recorded, rel=1e-2, abs=1e-4)  # float16 saved logits against float32
+    (tmp_path / "plugins" / "classwise_ece.py").write_text(code)
     # an edit of the plugin moves its trial ids and no other; the run says which trials rerun and why
     with open(tmp_path / "plugins" / "regmixup.py", "a") as f:
         f.write("\n# a comment: still other code\n")

@@ -55,13 +55,13 @@ DELETE = object()
 
 BAD = [
     (with_(colour="red"), r"colour: unknown key; allowed keys: name, description, base, grid"),
-    (with_(base__widht=4), r"base\.widht: unknown trial key; allowed keys: .*width"),
+    (with_(base__widht=4), r"base\.widht: unknown trial key \(did you mean 'width'\?\); allowed keys: .*width"),
     (with_(grid__lr_max=[0.1]), r"grid\.lr_max: unknown trial key"),
     (with_(grid__width=[]), r"grid\.width: empty list; give at least one value"),
     (with_(grid__width=2), r"grid\.width: Input should be a valid list"),
     (
         with_(grid__method=["vanilla", "mixmo"]),
-        r"trial \(method=mixmo, .*unknown method 'mixmo'; allowed: batch_ensemble, cut_mixmo",
+        r"trial \(method=mixmo, .*unknown method 'mixmo' \(did you mean 'mimo'\?\); allowed: batch_ensemble, cut_mixmo",
     ),
     (with_(grid__width=[2, 0]), r"grid\.width\[1\]: Input should be greater than or equal to 1 \(got 0\)"),
     (with_(base__depth=12), r"depth 12 does not fit the rule depth = 6n \+ 4"),

@@ -178,6 +178,7 @@ def test_batch_norm_statistics_are_recomputed_as_torch_does():
         assert torch.allclose(a.float(), b.float(), atol=1e-6), k
 
 
+@pytest.mark.slow  # trains each twice
 @pytest.mark.parametrize(
     "keys",
     [

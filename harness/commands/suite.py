@@ -107,6 +107,44 @@ def cmd_sync(args) -> int:
     return ExitCode.DONE
 
 
+def _check_plugins_loaded(suite_dir: Path) -> None:
+    """A results folder whose trials were trained with plugins (config.yaml's `plugin_code`, metrics.json's
+    `metric_code`) is reported only with them loaded: one line naming the files otherwise (their labels and metric
+    columns would vanish without a word)."""
+    import json
+
+    from harness.data.datasets import DATASETS
+    from harness.methods import METHODS
+    from harness.metrics import METRICS
+    from harness.models import MODELS
+    from harness.results import CorruptFile, TrialFolder
+
+    registries = {"method": METHODS, "model": MODELS, "dataset": DATASETS}
+
+    needed: dict[str, set[str]] = {}
+    for config_file in sorted(suite_dir.glob("*/" + schema.CONFIG)):
+        folder = TrialFolder(config_file.parent)
+        try:
+            cfg = folder.config()
+            metrics = folder.metrics() if (folder.path / schema.METRICS).exists() else {}
+        except (CorruptFile, json.JSONDecodeError):
+            continue  # the report lists it as corrupt
+        for entry in cfg.get("plugin_code") or {}:
+            kind, _, entry_name = entry.partition(" ")
+            if entry_name not in registries[kind]:
+                needed.setdefault(f"{kind} {entry_name}", set()).update(cfg.get("plugins") or [])
+        for metric, code in (metrics.get("metric_code") or {}).items():
+            if metric not in METRICS:
+                needed.setdefault(f"metric {metric}", set()).add(code.get("plugin", "?"))
+    if needed:
+        files = sorted({f for fs in needed.values() for f in fs})
+        raise ConfigError(
+            f"{suite_dir}: its trials were trained with plugins not loaded here ({', '.join(sorted(needed))}): pass "
+            + " ".join(f"--plugin {f}" for f in files)
+            + " (or report the suite file, whose `plugins:` load them)"
+        )
+
+
 def cmd_report(args) -> int:
     from analysis.report import build_report
 
@@ -122,6 +160,8 @@ def cmd_report(args) -> int:
             grid = {t.trial_id: t for t in expand(suite, str(args.target))}
         expected = {tid: f"{t.method}, width {t.width}, seed {t.seed}" for tid, t in grid.items()}
         specs = [(e.method, e.sizes) for e in suite.ensembles] or None
+    if suite is None and suite_dir.is_dir():
+        _check_plugins_loaded(suite_dir)
     if not suite_dir.is_dir():
         where = f"{store.uri}/{name}" if store else f"{suite_dir.resolve()}"
         relative = (
@@ -164,6 +204,12 @@ def cmd_report(args) -> int:
         f"report: {(report['dir'] / schema.REPORT_PAGE).resolve().as_uri()} ({len(report['tables'])} table files, "
         f"{len(report['figures'])} figure files)"
     )
+    recomputed = sorted({name for names in report.get("recomputed", {}).values() for name in names})
+    if recomputed:
+        print(
+            f"{', '.join(recomputed)} recomputed from the saved logits for {len(report['recomputed'])} trial(s): the "
+            f"metric's code changed since they were trained (their {schema.METRICS} keeps the old value)"
+        )
     if report["missing"]:
         print(f"{len(report['missing'])} trial(s) missing from the report:")
         for tid, why in report["missing"].items():

@@ -27,6 +27,14 @@ PartnerSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # k -> (imag
 
 @dataclass
 class MixedBatch:
+    """What a method's ``prepare`` returns for one training step: B rows, each with M input slots.
+
+    ``inputs`` (B, M, C, H, W): the images of each row's M slots (M = 1 for a single network); ``mix`` (B, M, 1, h, w)
+    or None: the weights the model's mixing block multiplies the M encoded inputs by (MixMo's masks x M; None: their
+    plain sum); ``targets`` (B, heads, K): each head's soft target, already scaled by its loss weight; ``labels``
+    (B, heads): each head's hard label, for the training accuracy. ``heads`` is what the model returns in training
+    (M for multi-input networks); the trainer checks these shapes against the model's logits at the first step."""
+
     inputs: torch.Tensor  # (B, M, C, H, W)
     mix: torch.Tensor | None  # (B, M, 1, h, w) weights of the model's mixing block; None = plain sum
     targets: torch.Tensor  # (B, M, K) soft targets, already scaled by the loss weights

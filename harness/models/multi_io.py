@@ -33,6 +33,15 @@ def init_weights(module: nn.Module, head_std: float | None = None) -> None:
 
 
 class MultiIONet(nn.Module):
+    """MixMo's network (Rame et al. 2021, §3): M encoders (one convolution over the M inputs' channels, grouped),
+    the mixing block (the encoded inputs weighted by ``mix`` and summed), one shared core (any module mapping the
+    mixed features to a feature vector: the WRN or PreActResNet body) and M linear heads.
+
+    ``forward(x, mix)``: x (B, M, C, H, W), M images per row (training), or (B, C, H, W), the same image to every
+    encoder (evaluation); mix (B, M, 1, h, w) or None -> logits (B, M, K), head i predicting input i. In training
+    the heads are the members being trained; in evaluation they are the ensemble's members, averaged by the
+    suite's rule. ``mix_size(resolution)``: h = w, the side of the encoded feature map the masks apply to."""
+
     def __init__(
         self,
         core: nn.Module,

@@ -291,7 +291,9 @@ class Trainer:
         if bar is not None:
             bar.close()
         if not self.trained_out:  # once: a trial resumed after it evaluates what it checkpointed
+            t0 = time.perf_counter()
             self.method.after_training(self.loop)
+            self.elapsed += time.perf_counter() - t0  # training time (SWAG: a batch-norm pass per sample)
             self.trained_out = True
             state = self.state()
             if main:

@@ -46,6 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(func="suite:cmd_list")
 
+    check = command(
+        "check-plugin",
+        help="the contract checks of a plugin file's methods, models, datasets and metrics, on tiny data",
+    )
+    check.add_argument("file", help="the plugin file (or importable module) to check")
+    check.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a key of every tiny trial (e.g. epochs=6)"
+    )
+    check.set_defaults(func="check:cmd_check_plugin")
+
     train = command("train", help="run one trial locally (no Ray)")
     train.add_argument("config", type=Path, nargs="?", help="trial YAML file (defaults: the paper's CIFAR-100 recipe)")
     train.add_argument(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from harness import results, schema
-from harness.config import TrialConfig
+from harness.config import ConfigError, TrialConfig
 from harness.cost import inference_flops_per_image
 from harness.data import build_train_loader, check_same_data, data_fingerprint, load_dataset
 from harness.data.loader import EvalLoader
@@ -76,7 +76,7 @@ def check_batch(method: str, batch, logits: torch.Tensor) -> None:
     for name, shape in expected.items():
         got = tuple(getattr(batch, name).shape)
         if got != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"method {method!r}: MixedBatch.{name} has shape {got}, the model's {heads} head(s) need {shape} "
                 f"(B rows, a {name[:-1]} per head{', K classes' if name == 'targets' else ''}); see help(MixedBatch)"
             )

@@ -16,6 +16,8 @@ import yaml
 
 from harness.catalog import listing
 from harness.methods import METHODS
+from harness.metrics import METRICS
+from harness.models import MODELS
 from helpers import SUITE, cli, harness, harness_env, runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -381,7 +383,7 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     assert edited.returncode == 0, edited.stderr[-3000:]
     assert "classwise_ece recomputed from the saved logits for 3 trial(s)" in edited.stdout, edited.stdout[-2000:]
     frame = pd.read_csv(folder / "report" / "summary_raw.csv")
-    value = frame.loc[frame.trial_id == first["regmixup"], "classwise_ece"].item()
+    value = frame.loc[(frame.method == "regmixup") & (frame.members == 1), "classwise_ece_mean"].item()
     assert value == pytest.approx(2 * recorded, rel=1e-2, abs=1e-4)  # float16 saved logits against float32
     (tmp_path / "plugins" / "classwise_ece.py").write_text(code)
     # an edit of the plugin moves its trial ids and no other; the run says which trials rerun and why
@@ -423,3 +425,103 @@ def test_regmixup_loss_is_the_authors_mean_over_clean_and_mixed_rows():
     assert proc.returncode == 0, proc.stderr
     got, expected = map(float, proc.stdout.split())
     assert got == pytest.approx(expected, rel=1e-6)
+
+
+# --- a plugin that would train wrongly or cannot be costed: one clear line
+ONE_TARGET = '''
+from harness.methods import Method, MixedBatch, register_method
+
+
+@register_method("one_target")
+class OneTarget(Method):
+    """Two heads trained on head 0's targets alone: a broken prepare."""
+
+    single_network = False
+    default_M = 2
+
+    def prepare(self, x, y, progress):
+        batch = super().prepare(x, y, progress)
+        return MixedBatch(batch.inputs, batch.mix, batch.targets[:, :1], batch.labels)
+'''
+READS_VALUES = MODEL.replace('"tiny_cnn"', '"reads_values"').replace(
+    "        return MultiIONet(",
+    "        core.register_forward_hook(lambda m, i, out: out * float(out.mean().item()))\n        return MultiIONet(",
+)
+
+
+@pytest.mark.slow  # a training run through the CLI
+def test_a_batch_whose_shapes_do_not_fit_the_heads_stops_at_the_first_step(tmp_path):
+    (tmp_path / "one_target.py").write_text(ONE_TARGET)
+    keys = [f"--set={k}" for k in (*TINY_KEYS, "method=one_target", f"output_dir={tmp_path / 'results'}")]
+    proc = cli("train", "--plugin", tmp_path / "one_target.py", *keys)
+    assert proc.returncode != 0
+    assert "method 'one_target': MixedBatch.targets has shape (32, 1, 4), the model's 2 head(s) need (32, 2, 4)" in (
+        proc.stderr
+    ), proc.stderr[-2000:]
+
+
+def test_a_network_that_reads_values_is_one_line_naming_the_plugin(tmp_path):
+    (tmp_path / "reads_values.py").write_text(READS_VALUES)
+    suite = tmp_path / "suite.yaml"
+    base = {**TINY, "model": "reads_values", "depth": 2}
+    suite.write_text(yaml.safe_dump({**SUITE, "base": base, "grid": {"method": ["vanilla"]}, "rules": [],
+                                     "storage": str(tmp_path / "r"), "plugins": ["reads_values.py"]}))  # fmt: skip
+    proc = cli("run", suite, "--dry-run")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert f"plugin {tmp_path / 'reads_values.py'}: model 'reads_values' with method 'vanilla' cannot run on the " \
+        "meta device" in lines[0] and "must not read tensor values" in lines[0]  # fmt: skip
+
+
+# --- `harness check-plugin`: the contract checks, on the examples, a broken plugin and every built-in entry
+@pytest.mark.slow  # trains each example three times
+@pytest.mark.parametrize("name", ["regmixup.py", "classwise_ece.py", "cyclic_snapshots.py"])
+def test_check_plugin_passes_on_the_examples(name):
+    proc = harness("check-plugin", EXAMPLES / name)
+    assert proc.returncode == 0 and "FAIL" not in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("checks passed") and "ok   " in proc.stdout
+
+
+@pytest.mark.slow  # trains a tiny trial
+@pytest.mark.parametrize(
+    "text, failure",
+    [
+        (
+            ONE_TARGET,
+            "FAIL method one_target: trains on tiny data: ConfigError: method 'one_target': MixedBatch.targets",
+        ),
+        (READS_VALUES, "FAIL model reads_values: counts its FLOPs on the meta device: ConfigError: plugin"),
+    ],
+    ids=["batch shapes", "meta device"],
+)
+def test_check_plugin_fails_a_broken_plugin_with_the_fix(tmp_path, text, failure):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    proc = harness("check-plugin", path)
+    assert proc.returncode == 1 and failure in proc.stdout and "fix: " in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # every built-in method and model, trained three times each
+@pytest.mark.parametrize(
+    "kind, name", [("method", n) for n in METHODS.names()] + [("model", n) for n in MODELS.names()]
+)
+def test_every_built_in_entry_passes_the_plugin_checks(kind, name):
+    from harness.plugin_check import check_entries
+
+    keys = {"M": 2, "fge_cycle": 2, "epochs": 4} if name == "fge" else {}  # its defaults need 15 epochs
+    results = check_entries([(kind, name)], keys)
+    assert results and all(r.passed for r in results), "\n".join(r.line() for r in results)
+
+
+TEST_DATASETS = [("dataset", "synthetic"), ("dataset", "cifar100")]
+
+
+@pytest.mark.parametrize("kind, name", [("metric", n) for n in METRICS.names()] + TEST_DATASETS)
+def test_every_built_in_metric_and_the_test_datasets_pass_the_plugin_checks(kind, name):
+    """The datasets whose data the tests have (HARNESS_DATA_DIR: CIFAR-100); the other readers are tested with
+    their official layouts in tests/test_eval_sets.py and tests/test_data.py."""
+    from harness.plugin_check import check_entries
+
+    results = check_entries([(kind, name)])
+    assert results and all(r.passed for r in results), "\n".join(r.line() for r in results)

@@ -2,7 +2,7 @@
 a plugin's file registers the same way). The public API of a method plugin: ``Method``, ``MixedBatch``,
 ``Option``, ``register_method``; see the README's "Benchmark your own method"."""
 
-from harness.methods.base import Method, MixedBatch
+from harness.methods.base import Loop, Method, MixedBatch
 from harness.registry import Option, Registry
 
 METHODS: Registry[type[Method]] = Registry("method", package=__name__)
@@ -43,4 +43,4 @@ def register_method(name: str):
     return add
 
 
-__all__ = ["METHODS", "Method", "MixedBatch", "Option", "register_method"]
+__all__ = ["METHODS", "Loop", "Method", "MixedBatch", "Option", "register_method"]

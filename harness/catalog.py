@@ -101,7 +101,12 @@ def check(cfg: TrialConfig) -> TrialConfig:
                 [(key, f"unknown key{did_you_mean(key, trial_keys())}; allowed keys: {', '.join(trial_keys())}")]
             )
         if key not in method.options:
-            raise Invalid([("(top level)", f"{key} is a key of method {owners[key][0]}, not of {cfg.method}")])
+            owner = owners[key][0]
+            raise Invalid([(
+                "(top level)",
+                f"{key} is a key of method {owner}, not of {cfg.method}; in a suite, set it for {owner} alone with a "
+                f"rule (rules: [{{when: {{method: {owner}}}, set: {{{key}: ...}}}}]) or an `include:` entry",
+            )])  # fmt: skip
     try:
         options = validate_options(cfg.method, method.options, given)
     except InvalidKeys as err:

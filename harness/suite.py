@@ -110,6 +110,8 @@ class Suite(Strict):
     resources: Resources = Field(default_factory=Resources)
     concurrency: Optional[int] = Field(None, ge=1)
     max_retries: int = Field(2, ge=0)
+    # the results' folder, or an object store's URI; written relative, relative to the suite file (every path written
+    # in a suite is); left out, ./results in the working folder
     storage: str = Field("results", min_length=1)
     tracking: Tracking = Field(default_factory=Tracking)
     eval_sets: list[str] = Field(default_factory=list)  # evaluated as each trial finishes (harness.data.eval_sets)
@@ -269,14 +271,22 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
         from harness import tuning
 
         tuning.check(suite.tune, suite, source)
-    # Paths resolved once, here: trials and Ray tasks run in other working directories.
+    # Paths resolved once, here (trials and Ray tasks run in other working directories), by one rule: a path written
+    # in the suite file is relative to the suite file's folder; one given elsewhere (--data-dir, $HARNESS_DATA_DIR,
+    # the default storage `results`) to the working folder.
     from harness.data.eval_sets import with_absolute_path
 
-    data_dir = data_dir or suite.base.get("data_dir") or os.environ.get("HARNESS_DATA_DIR")
-    if data_dir:
-        suite.base["data_dir"] = str(Path(data_dir).resolve())
+    here = path.parent
+    if "storage" in raw and not is_uri(suite.storage):
+        suite.storage = str((here / suite.storage).resolve())
+    if data_dir or not suite.base.get("data_dir"):
+        data_dir = data_dir or os.environ.get("HARNESS_DATA_DIR")
+        if data_dir:
+            suite.base["data_dir"] = str(Path(data_dir).resolve())
+    else:
+        suite.base["data_dir"] = str((here / suite.base["data_dir"]).resolve())
     try:
-        suite.eval_sets = [with_absolute_path(name) for name in suite.eval_sets]
+        suite.eval_sets = [with_absolute_path(name, here) for name in suite.eval_sets]
     except ValueError as err:
         raise ConfigError(f"{path}: eval_sets: {err}") from None
     return suite

@@ -157,7 +157,8 @@ def test_every_method_trains_and_evaluates_on_every_model_it_runs_on(tmp_path, m
         ({"method": "mc_dropout", "dropout": 0.0}, "dropout: Input should be greater than 0"),
         ({"method": "packed_ensemble", "M": 3, "width": 1},
          "packed_alpha 2 x 16 channels = 32 do not split into M x packed_gamma = 3 groups"),
-        ({"method": "vanilla", "mask_scale": 3.0}, "mask_scale is a key of method masksembles, not of vanilla"),
+        ({"method": "vanilla", "mask_scale": 3.0}, "mask_scale is a key of method masksembles, not of vanilla; in a "
+         "suite, set it for masksembles alone with a rule"),
         ({"method": "batch_ensemble", "model": "preact_resnet", "depth": 18},
          "method 'batch_ensemble' builds its layers into the model (batch_ensemble network): it runs on model wrn"),
         ({"method": "masksembles", "batch_size": 30}, "batch_size 30: masksembles shares each batch out to its M = 4"),

@@ -328,12 +328,13 @@ def test_ctrl_c_before_any_epoch_promises_nothing(tmp_path):
 
 
 def test_report_from_another_folder_says_where_it_looked(tmp_path, monkeypatch):
-    suite = write_suite(tmp_path, storage="results")
+    suite = write_suite(tmp_path)
+    suite.write_text("\n".join(line for line in suite.read_text().splitlines() if not line.startswith("storage:")))
     monkeypatch.chdir(tmp_path / "..")
-    proc = cli("report", suite)
+    proc = cli("report", suite)  # no `storage:`: ./results of the working folder
     assert proc.returncode == 2
     assert f"no results yet in {(tmp_path / '..').resolve() / 'results' / 'synth'}" in proc.stderr
-    assert "relative to the folder" in proc.stderr
+    assert "keeps its results in ./results of the folder `harness` runs in" in proc.stderr
 
 
 def test_missing_data_hint_names_flags_that_exist(tmp_path):

@@ -1,11 +1,13 @@
 """Suite files: grid expansion, and a specific error for each kind of bad file."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from harness.config import ConfigError
 from harness.suite import expand, load_suite
-from helpers import cli
+from helpers import SUITE, cli
 
 GOOD = {
     "name": "t",
@@ -142,3 +144,33 @@ def test_shipped_suites_load_and_expand(path):
         widths = {t.width for t in trials if t.method == method}
         for w in widths:
             assert len({t.seed for t in trials if t.method == method and t.width == w}) >= size, (method, w)
+
+
+def test_every_path_written_in_a_suite_is_relative_to_the_suite_file(tmp_path, monkeypatch):
+    """One rule: storage, plugins, base.data_dir and evaluation-set folders written in the file resolve against the
+    file's folder, wherever `harness` runs; what is not written (./results, $HARNESS_DATA_DIR) against the working
+    folder."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "metric.py").write_text(
+        "from harness.metrics import register_metric\n\n\n"
+        "@register_metric('path_rule_metric', 'prm', direction='lower')\n"
+        "def path_rule_metric(logits, labels):\n    return 0.0\n"
+    )
+    path = folder / "suite.yaml"
+    spec = {**SUITE, "storage": "out", "plugins": ["metric.py"], "eval_sets": ["ood:folder=images"],
+            "base": {**SUITE["base"], "data_dir": "data"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(spec))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    suite = load_suite(path)
+    assert suite.storage == str(folder / "out") and suite.plugins == [str(folder / "metric.py")]
+    assert suite.base["data_dir"] == str(folder / "data") and suite.eval_sets == [f"ood:folder={folder / 'images'}"]
+    unwritten = {k: v for k, v in spec.items() if k != "storage"}
+    unwritten["base"] = {k: v for k, v in spec["base"].items() if k != "data_dir"}
+    path.write_text(yaml.safe_dump(unwritten))
+    monkeypatch.setenv("HARNESS_DATA_DIR", "shared")
+    suite = load_suite(path)
+    assert suite.results_root == Path("results") and suite.base["data_dir"] == str(elsewhere / "shared")

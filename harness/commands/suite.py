@@ -168,8 +168,8 @@ def cmd_report(args) -> int:
             ""
             if store or Path(suite.storage if suite else suite_dir).is_absolute()
             else (
-                " (`storage` is relative to the folder `harness` runs in; run it where you ran `harness run`, "
-                "or give the results folder)"
+                " (a suite without `storage:` keeps its results in ./results of the folder `harness` runs in; run "
+                "it where you ran `harness run`, or give the results folder)"
             )
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")

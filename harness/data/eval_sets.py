@@ -139,13 +139,14 @@ def expand_protocol(sets: list[EvalSet], dataset: str) -> list[EvalSet]:
     return out
 
 
-def with_absolute_path(name: str) -> str:
-    """``NAME=PATH`` with PATH made absolute (trials and Ray tasks run in other working directories)."""
+def with_absolute_path(name: str, relative_to: Path | None = None) -> str:
+    """``NAME=PATH`` with PATH made absolute (trials and Ray tasks run in other working directories): a relative
+    PATH against ``relative_to`` (a suite file's folder), else the working folder."""
     base, _, path = name.partition("=")
     if not path:
         return name
     try:
-        return f"{base}={Path(path).resolve()}"
+        return f"{base}={(Path(relative_to or '.') / path).resolve()}"
     except (RuntimeError, OSError) as err:  # a symlink loop (RuntimeError before Python 3.13), a bad path
         raise ValueError(f"{name!r}: {path} cannot be resolved ({err})") from None
 

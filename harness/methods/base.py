@@ -206,6 +206,12 @@ class Method:
 
     # --- shared
     def prepare(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> MixedBatch:
+        """A loader batch -> the step's MixedBatch. ``x`` (n, C, H, W) normalised, augmented images on the device,
+        ``y`` (n,) labels, ``progress`` the clock of the schedules in (0, 1] (harness.trainer.training_progress).
+        The default: M permutations of the batch fill the M slots, ``mixing`` draws masks and ratios, an optional
+        Mixup/CutMix per input, targets scaled by the loss weights. Override it for rows of another kind (members fed
+        directly, RegMixup's clean and mixed rows); its shapes are checked against the model's heads at the first
+        step (help(MixedBatch))."""
         n, dev = x.shape[0], x.device
         if self.M == 1:
             order = torch.arange(n, device=dev).unsqueeze(1)

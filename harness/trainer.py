@@ -23,7 +23,7 @@ from harness.data.loader import EvalLoader
 from harness.engines import build_engine, place_model
 from harness.engines.inference import INFERENCE_BATCH, measure_inference, predict
 from harness.methods import METHODS
-from harness.methods.base import Loop
+from harness.methods.base import Loop, Method
 from harness.metrics import correct, epoch_metrics, final_metrics, metric_code
 from harness.models import build_model, count_parameters
 from harness.parallel import all_reduce_sum, barrier, current_world, globalize_batch_norm, node_name, shard
@@ -290,7 +290,8 @@ class Trainer:
                 on_epoch(row)
         if bar is not None:
             bar.close()
-        if not self.trained_out:  # once: a trial resumed after it evaluates what it checkpointed
+        if not self.trained_out and type(self.method).after_training is not Method.after_training:
+            # once, checkpointed: a trial resumed after it evaluates what it saved
             t0 = time.perf_counter()
             self.method.after_training(self.loop)
             self.elapsed += time.perf_counter() - t0  # training time (SWAG: a batch-norm pass per sample)

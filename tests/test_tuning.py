@@ -301,14 +301,14 @@ OPTUNA = {"search": "optuna", "trials": 4, "parallel": 2, "final_seeds": [0], "m
 @pytest.mark.slow  # three runs of a Bayesian study, one killed
 def test_a_killed_bayesian_study_asks_and_selects_what_an_uninterrupted_one_does(tmp_path):
     (tmp_path / "reference").mkdir()
-    reference = study_suite(tmp_path / "reference", OPTUNA)
+    reference = study_suite(tmp_path / "reference", OPTUNA, grid={"method": ["vanilla"]})
     out = harness("run", reference, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
     assert "Bayesian search: Optuna's TPE, seed 0, 2 asked at a time" in out.stdout
     expected = resolved_study(load_suite(reference), str(reference))
     asked = {s: [t.trial_id for t in ts] for s, ts in expected.study.search.items()}
     assert all(len(ids) == 4 for ids in asked.values())
-    path = study_suite(tmp_path, OPTUNA)
+    path = study_suite(tmp_path, OPTUNA, grid={"method": ["vanilla"]})
     proc = harness_background("run", path, log=tmp_path / "run.log")
     folder = tmp_path / "results" / "study"
     deadline = time.time() + 300

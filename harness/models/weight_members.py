@@ -35,9 +35,9 @@ class WeightMembers(nn.Module):
         return self.live.mix_size(input_size)
 
     @torch.no_grad()
-    def keep(self, index: int, state: dict[str, torch.Tensor] | None = None) -> None:
-        """Frozen member ``index`` takes the live network's weights (or ``state``: a state dict of the network)."""
-        self.frozen[index].load_state_dict(state if state is not None else self.live.state_dict())
+    def keep(self, index: int) -> None:
+        """Frozen member ``index`` takes the live network's weights (and batch-norm statistics)."""
+        self.frozen[index].load_state_dict(self.live.state_dict())
         self.kept.fill_(max(int(self.kept), index + 1))
 
     def members(self) -> list[nn.Module]:

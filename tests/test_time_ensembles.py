@@ -212,3 +212,9 @@ def test_the_public_api_documents_every_hook_and_the_batch_contract():
     assert "(B, heads, K)" in MixedBatch.__doc__ and "checks these shapes" in MixedBatch.__doc__
     assert "logits (B, M, K)" in MultiIONet.__doc__ and "In training" in MultiIONet.__doc__
     assert "global_step" in dir(Loop) and Loop.__doc__
+
+
+def test_weight_members_train_with_one_worker_per_trial():
+    with pytest.raises(Exception, match="frozen members get no gradient, which data-parallel training refuses"):
+        tiny_config(method="snapshot", M=2, workers_per_trial=2)
+    assert tiny_config(method="swa", workers_per_trial=2).workers_per_trial == 2  # one averaged network: no members

@@ -24,6 +24,11 @@ class InTime(Method):
         super().check_config(cfg)
         if cfg.msda != "none":
             raise ValueError(f"msda (Mixup/CutMix on each input) is for MixMo's multi-input methods, not {cfg.method}")
+        if cls.weight_members(cfg) > 1 and cfg.workers_per_trial > 1:
+            raise ValueError(
+                f"workers_per_trial {cfg.workers_per_trial}: {cfg.method}'s frozen members get no gradient, which "
+                "data-parallel training refuses; run it with one worker per trial"
+            )
 
     @classmethod
     def train_row(cls, cfg) -> tuple[int, float]:

@@ -222,26 +222,31 @@ def _run_locked(
 
 def _study_plan(suite: Suite, source: str) -> str:
     """The study's two phases; the second's cost, that of its trials' shapes (the recipe's at the final seeds:
-    the searched keys change no shape) until the selection is known."""
+    the searched keys change no shape) until the selection is known; a Bayesian search's first phase too (the plan
+    above holds only the configurations asked so far)."""
     from harness.suite import build_trial, study
 
     plan = study(suite, source)
-    shapes = [
+    final = [
         build_trial(suite, point, {"seed": s, **tuning.final_keys(suite.tune)}, source)
         for point in plan.points.values()
         for s in suite.tune.final_seeds
     ]
+    lines = tuning.plan_lines(plan)
+    if suite.tune.search == "optuna":
+        shapes = [build_trial(suite, point, {}, source) for point in plan.points.values()] * suite.tune.trials
+        lines += _phase_cost(suite, shapes, "phase 1", f"at most: {suite.tune.trials} configurations per setting")
+    lines += _phase_cost(
+        suite, final, "phase 2", "at most: a selected configuration at the search seed is its own trial"
+    )
+    return "\n".join(lines)
+
+
+def _phase_cost(suite: Suite, shapes: list[TrialConfig], phase: str, what: str) -> list[str]:
+    """A phase's cost lines, from its trials' shapes (the plan's cost and GPU-hour lines, renamed)."""
     lines = plan_text(suite, shapes).splitlines()
-    cost = [
-        line.replace(
-            "cost: ",
-            "phase 2 cost (at most: a selected configuration at the search seed is its own trial; from its shapes): ",
-        )
-        for line in lines
-        if "cost: " in line
-    ]
-    hours = [f"phase 2 {line.strip()}" for line in lines if line.strip().startswith("total")]
-    return "\n".join([*tuning.plan_lines(plan), *cost, *hours])
+    cost = [line.replace("cost: ", f"{phase} cost ({what}; from its shapes): ") for line in lines if "cost: " in line]
+    return cost + [f"{phase} {line.strip()}" for line in lines if line.strip().startswith("total")]
 
 
 def _to_run(suite: Suite, state: str) -> bool:

@@ -89,6 +89,10 @@ def test_the_dry_run_shows_both_phases_and_their_cost(tmp_path):
         in proc.stdout
         and "GFLOP" in proc.stdout
     )
+    bayes = cli("run", study_suite(tmp_path, {"search": "optuna", "parallel": 2}), "--dry-run")
+    assert bayes.returncode == 0, bayes.stderr
+    assert "suite study: 4 trials" in bayes.stdout  # the first batch asked: 2 per method
+    assert "phase 1 cost (at most: 4 configurations per setting; from its shapes): " in bayes.stdout
 
 
 def test_draws_are_seeded_shared_between_methods_and_stable_when_the_study_grows():

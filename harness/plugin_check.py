@@ -91,12 +91,12 @@ def check_trainable(entry: str, keys: dict) -> list[Check]:
             return out
         again = _trial({**keys, "epochs": cfg.epochs}, folder / "b", entry)
         Trainer(again).run()
-        same = np.array_equal(TrialFolder(again.trial_dir).logits()[schema.TEST_LOGITS], logits)
         out.append(
-            Check(
+            _same_logits(
                 entry,
                 "gives the same logits for the same seed",
-                "" if same else "the logits differ",
+                again,
+                logits,
                 "draw randomness from torch's seeded generators (or a generator seeded from cfg.seed)",
             )
         )
@@ -117,18 +117,26 @@ def check_trainable(entry: str, keys: dict) -> list[Check]:
         except KeyboardInterrupt:
             pass
         Trainer(resumed).run()
-        same = np.array_equal(TrialFolder(resumed.trial_dir).logits()[schema.TEST_LOGITS], logits)
         out.append(
-            Check(
+            _same_logits(
                 entry,
                 "resumes from its checkpoint to the same logits",
-                "" if same else "the logits differ",
+                resumed,
+                logits,
                 "keep all training state in the model, or in the method's state_dict / load_state_dict",
             )
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return out
+
+
+def _same_logits(entry: str, what: str, trial, expected: np.ndarray, fix: str) -> Check:
+    """Whether a trial's saved test logits equal ``expected`` bit for bit."""
+    from harness.results import TrialFolder
+
+    same = np.array_equal(TrialFolder(trial.trial_dir).logits()[schema.TEST_LOGITS], expected)
+    return Check(entry, what, "" if same else "the logits differ", fix)
 
 
 def check_dataset(name: str) -> list[Check]:

@@ -211,12 +211,9 @@ def _fits(model, depth: int) -> bool:
 
 def registered_by(spec: str) -> list[tuple[str, str]]:
     """What a loaded plugin registered: (kind, name) pairs."""
-    from harness.data.datasets import DATASETS
-    from harness.methods import METHODS
-    from harness.metrics import METRICS
-    from harness.models import MODELS
+    from harness.catalog import registries
 
     out = []
-    for kind, registry in (("method", METHODS), ("model", MODELS), ("dataset", DATASETS), ("metric", METRICS)):
+    for kind, registry in registries():
         out += [(kind, n) for n in registry.names() if (p := registry.source(n)) is not None and p.spec == spec]
     return out

@@ -113,14 +113,10 @@ def _check_plugins_loaded(suite_dir: Path) -> None:
     columns would vanish without a word)."""
     import json
 
-    from harness.data.datasets import DATASETS
-    from harness.methods import METHODS
-    from harness.metrics import METRICS
-    from harness.models import MODELS
+    from harness.catalog import registries
     from harness.results import CorruptFile, TrialFolder
 
-    registries = {"method": METHODS, "model": MODELS, "dataset": DATASETS}
-
+    by_kind = dict(registries())
     needed: dict[str, set[str]] = {}
     for config_file in sorted(suite_dir.glob("*/" + schema.CONFIG)):
         folder = TrialFolder(config_file.parent)
@@ -131,10 +127,10 @@ def _check_plugins_loaded(suite_dir: Path) -> None:
             continue  # the report lists it as corrupt
         for entry in cfg.get("plugin_code") or {}:
             kind, _, entry_name = entry.partition(" ")
-            if entry_name not in registries[kind]:
+            if entry_name not in by_kind[kind]:
                 needed.setdefault(f"{kind} {entry_name}", set()).update(cfg.get("plugins") or [])
         for metric, code in (metrics.get("metric_code") or {}).items():
-            if metric not in METRICS:
+            if metric not in by_kind["metric"]:
                 needed.setdefault(f"metric {metric}", set()).add(code.get("plugin", "?"))
     if needed:
         files = sorted({f for fs in needed.values() for f in fs})

@@ -88,6 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func="suite:cmd_run")
 
+    slurm = command("slurm", help="a suite's sweep as a SLURM batch script (its own Ray, requeued at the walltime)")
+    slurm.add_argument("suite", type=Path, help="suite YAML file")
+    slurm.add_argument("--submit", action="store_true", help="sbatch it (this shell's environment goes with it)")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--account", help="SLURM account to charge")
+    slurm.add_argument("--time", help="walltime, as sbatch takes it (e.g. 1-00:00:00; default: the partition's)")
+    slurm.add_argument("--nodes", type=int, help="nodes (default 1)")
+    slurm.add_argument("--cpus-per-node", type=int, help="CPUs per node (default: the trials that run at once)")
+    slurm.add_argument("--gpus-per-node", type=int, help="GPUs per node (default: the trials that run at once)")
+    slurm.add_argument(
+        "--grace", type=int, default=600, help="seconds before the walltime at which trials stop at a checkpoint"
+    )
+    slurm.add_argument("--max-requeues", type=int, default=3, help="how often the job requeues itself (default 3)")
+    slurm.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line that makes the environment "
+        "(repeatable: module load ..., conda activate ...; default: this Python's bin folder on PATH)",
+    )
+    slurm.add_argument(
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="a further sbatch option (repeatable: --qos=..., --constraint=..., --mem=...)",
+    )
+    slurm.add_argument("--data-dir", help="dataset folder on the cluster (else the suite's, else $HARNESS_DATA_DIR)")
+    slurm.add_argument("--tracking-uri", default=None, help="MLflow tracking URI of the jobs (as for run)")
+    slurm.set_defaults(func="slurm:cmd_slurm")
+
     status = command("status", help="a table of a suite's trials and their states")
     status.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"

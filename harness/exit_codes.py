@@ -11,6 +11,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     REFUSED = 2
     OUT_OF_RESOURCES = 3
+    PREEMPTED = 75  # EX_TEMPFAIL: run the same command again (what harness.slurm's batch script does)
     INTERRUPTED = 130
 
     @property
@@ -25,6 +26,10 @@ _MEANINGS = {
         "refused before anything ran (suite, data, paths, lock, an unreadable file), one line naming the file and key"
     ),
     ExitCode.OUT_OF_RESOURCES: "the machine ran out of disk or memory",
+    ExitCode.PREEMPTED: (
+        "stopped at the trials' checkpoints as asked (SIGUSR1 or the suite's `drain` file: a walltime or a "
+        "preemption); the same command resumes"
+    ),
     ExitCode.INTERRUPTED: "Ctrl-C",
 }
 

@@ -17,6 +17,7 @@ import torch
 from harness import catalog, logs, plugins, schema
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
+from harness.preemption import Drained, stop_at_checkpoint
 from harness.results import ResourceError, TrialFolder, out_of_memory
 from harness.storage import CACHE_ONLY, working_copy
 from harness.trainer import EpochCallback, StepCallback, Trainer
@@ -52,10 +53,13 @@ def train_trial(
             if on_epoch is not None:
                 on_epoch(row)
             fault_from_env(row["epoch"], str(local.cfg.trial_dir))
+            stop_at_checkpoint(cfg.trial_dir, row["epoch"], cfg.epochs)  # the sweep drains: stop here
 
         metrics = Trainer(local.cfg).run(on_epoch=epoch_done, restart=restart, on_step=on_step)
         local.push()
         return metrics
+    except Drained:
+        raise
     except Exception as err:  # not SystemExit: Tune ends finished trials that way
         folder.fail(traceback.format_exc() + _plain_reason(err))
         try:

@@ -11,6 +11,8 @@ literal name appears elsewhere.
     ray.log                 Ray Tune's own messages during the sweep
     .tune/                  Ray Tune's experiment state
     status.txt              the last sweep's status table (an MLflow artifact of the parent run)
+    drain                   present while the sweep stops at its trials' next checkpoints (harness.preemption)
+    slurm/                  `harness slurm`: job.sbatch, the jobs' logs, jobs.tsv (one line per start of a job)
     ensembles.json          the suite's deep ensembles, composed from finished trials
     tracking_kept_back.json the tracking URI that trials could not reach, and which ones
     report/                 `harness report`: index.html, tables, figures/
@@ -43,6 +45,10 @@ PUSHED = ".pushed.json"
 LOCK = "driver.lock"
 RAY_LOG = "ray.log"
 STATUS = "status.txt"
+DRAIN = "drain"  # a sweep asked to stop at its trials' next checkpoints (harness.preemption)
+SLURM_DIR = "slurm"  # `harness slurm`: the batch script, its jobs' output and their record (harness.slurm)
+SLURM_SCRIPT = "job.sbatch"
+SLURM_JOBS = "jobs.tsv"
 ENSEMBLES = "ensembles.json"
 KEPT_BACK = "tracking_kept_back.json"
 REPORT_DIR = "report"

@@ -14,7 +14,9 @@ import shutil
 import sys
 from typing import Callable
 
-from harness import results, schema, trial_index, tuning
+import psutil
+
+from harness import preemption, results, schema, trial_index, tuning
 from harness.config import TrialConfig
 from harness.data import DataError, check_data, check_same_data, with_fingerprints
 from harness.evaluate import check_sets
@@ -65,7 +67,11 @@ def run_sweep(
     tracker = Tracker.for_suite(suite, tracking_uri) if suite.tracking.enabled else None  # a bad URI stops here
     if tracker is not None:
         tracker.connect()  # a full disk stops here; two drivers on fresh storage create the store one at a time
-    with SuiteLock(suite.suite_dir, store, suite.name, command or f"harness run {source}", break_lock) as lock:
+    with (
+        SuiteLock(suite.suite_dir, store, suite.name, command or f"harness run {source}", break_lock) as lock,
+        preemption.drain_on_sigusr1(suite.suite_dir),
+    ):
+        preemption.clear(suite.suite_dir, before=psutil.Process().create_time())  # a request to an earlier driver
         return _run_locked(suite, trials, source, address, restart, tracker, lock, verbose, summarize, index_key)
 
 
@@ -157,6 +163,8 @@ def _run_locked(
         failures = tune_trials(suite, todo, address, tracker, lock, _scheduler(suite, source))
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    if preemption.requested(suite.suite_dir):
+        return _drained(suite, trials, tracker, source, verbose)
     study_tags: dict[str, dict[str, str]] = {}  # MLflow tags of a study's trials: phase, selected
     while suite.tune is not None:  # a study's next round: Optuna's next asks, the selected configurations' seeds
         resolved, new = _study_round(suite, trials, source)
@@ -175,6 +183,8 @@ def _run_locked(
         failures |= tune_trials(suite, more, address, tracker, lock, _scheduler(suite, source, resolved.study))
         if store:
             store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+        if preemption.requested(suite.suite_dir):
+            return _drained(suite, trials, tracker, source, verbose)
         todo += more
     failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
@@ -218,6 +228,20 @@ def _run_locked(
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / schema.ERROR})", file=sys.stderr)
         print(f"Ray's own messages: {suite.suite_dir / schema.RAY_LOG}", file=sys.stderr)
     return ExitCode.FAILED if failed or eval_failed else ExitCode.DONE
+
+
+def _drained(suite: Suite, trials: list[TrialConfig], tracker: Tracker | None, source: str, verbose: bool) -> int:
+    """The sweep stopped at its trials' checkpoints as asked (harness.preemption): what it kept, in MLflow too."""
+    if tracker is not None:
+        tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])
+    print(status_view(status_rows(trials), verbose))
+    unfinished = sum(not results.TrialFolder(t.trial_dir).is_finished() for t in trials)
+    print(
+        f"drained: stopped at the trials' checkpoints as asked ({suite.suite_dir / schema.DRAIN}); {unfinished} "
+        f"trial(s) resume where they stopped: harness run {source}",
+        flush=True,
+    )
+    return ExitCode.PREEMPTED
 
 
 def _study_plan(suite: Suite, source: str) -> str:

@@ -9,7 +9,7 @@ import time
 
 from ray import tune
 
-from harness import catalog, logs
+from harness import catalog, logs, preemption
 from harness.config import TrialConfig
 from harness.progress import PROGRESS_EVERY_S, TrialReport
 
@@ -23,8 +23,13 @@ def run_trial(config: dict) -> None:
     logs.setup(logging.WARNING)  # a Ray worker: Tune shows the progress, the terminal only warnings
     cfg = catalog.in_worker(config["case"]["trial"], config.get("plugins"))
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
+    if preemption.requested(cfg.trial_dir.parent):  # the sweep drains: a trial not started stays pending
+        return
     try:
         numbers = _train(cfg, config)
+    except preemption.Drained as stop:  # stopped at its checkpoint; the next `harness run` resumes it
+        logger.warning(str(stop))
+        return
     finally:  # Tune reuses this worker for the next trial: what this one held goes back to the system first
         release_memory()  # (~0.2 s, inside the trial's time: the slot is free the moment the trial reports done)
     _report(TrialReport(cfg.trial_id, done=True, metrics=numbers))

@@ -84,6 +84,10 @@ def cmd_status(args) -> int:
     print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
         print(f"driver: {describe(driver)}")
+    from harness.slurm import jobs_summary
+
+    if jobs := jobs_summary(suite_dir):
+        print(jobs)
     return ExitCode.DONE
 
 

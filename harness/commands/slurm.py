@@ -1,0 +1,52 @@
+"""`harness slurm`: a suite's sweep as a SLURM batch script (harness.slurm), written and optionally submitted."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.commands.common import load_suite_arg
+from harness.config import ConfigError
+from harness.exit_codes import ExitCode
+
+
+def cmd_slurm(args) -> int:
+    from harness import slurm
+    from harness.suite import expand
+
+    suite = load_suite_arg(args)
+    if suite.store is not None:
+        raise ConfigError(
+            f"{args.suite}: storage: {suite.storage}: a SLURM job's trials stop at checkpoints through a file on "
+            f"shared storage (harness.preemption); use a folder that every node mounts"
+        )
+    for flag in ("nodes", "cpus_per_node", "max_requeues", "grace"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "max_requeues" else 1):
+            raise ConfigError(f"--{flag.replace('_', '-')}: {value}: must be a positive number")
+    trials = expand(suite, str(args.suite))
+    alloc = slurm.plan_allocation(suite, trials, args.nodes, args.cpus_per_node, args.gpus_per_node)
+    alloc.partition, alloc.account, alloc.time = args.partition, args.account, args.time
+    alloc.grace_s, alloc.max_requeues = args.grace, args.max_requeues
+    alloc.setup, alloc.sbatch = args.setup, args.sbatch
+    run_args = [
+        a for spec in args.plugin for a in ("--plugin", str(Path(spec).resolve()) if Path(spec).exists() else spec)
+    ]
+    env = {}
+    data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
+    if data_dir:
+        env["HARNESS_DATA_DIR"] = str(Path(data_dir).resolve())
+    if args.tracking_uri:
+        run_args += ["--tracking-uri", args.tracking_uri]
+    script = slurm.write_script(suite.suite_dir, slurm.batch_script(Path(args.suite), suite, alloc, run_args, env))
+    print(
+        f"{script}\n  {alloc.nodes} node(s) x {alloc.cpus_per_node} CPU(s)"
+        + (f", {alloc.gpus_per_node} GPU(s)" if alloc.gpus_per_node else "")
+        + f" for {len(trials)} trial(s); USR1 {alloc.grace_s} s before the walltime stops them at a checkpoint, "
+        f"then the job requeues itself (at most {alloc.max_requeues} times); progress: harness status {args.suite}"
+    )
+    if args.submit:
+        print(f"submitted: job {slurm.submit(script)} (its log: {script.parent}/<job id>.out)")
+    else:
+        print(f"submit it: sbatch {script}")
+    return ExitCode.DONE

@@ -20,10 +20,10 @@ def cmd_slurm(args) -> int:
             f"{args.suite}: storage: {suite.storage}: a SLURM job's trials stop at checkpoints through a file on "
             f"shared storage (harness.preemption); use a folder that every node mounts"
         )
-    for flag in ("nodes", "cpus_per_node", "max_requeues", "grace"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "max_requeues" else 1):
-            raise ConfigError(f"--{flag.replace('_', '-')}: {value}: must be a positive number")
+    for flag in ("nodes", "cpus_per_node", "gpus_per_node", "max_requeues", "grace"):
+        value, least = getattr(args, flag), 0 if flag in ("gpus_per_node", "max_requeues") else 1
+        if value is not None and value < least:
+            raise ConfigError(f"--{flag.replace('_', '-')}: {value}: must be at least {least}")
     trials = expand(suite, str(args.suite))
     alloc = slurm.plan_allocation(suite, trials, args.nodes, args.cpus_per_node, args.gpus_per_node)
     alloc.partition, alloc.account, alloc.time = args.partition, args.account, args.time

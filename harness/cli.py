@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OPTION",
         help="a further sbatch option (repeatable: --qos=..., --constraint=..., --mem=...)",
     )
+    slurm.add_argument(
+        "--container", metavar="SIF", help="an Apptainer image (deploy/harness.def) to run ray and harness in"
+    )
     slurm.add_argument("--data-dir", help="dataset folder on the cluster (else the suite's, else $HARNESS_DATA_DIR)")
     slurm.add_argument("--tracking-uri", default=None, help="MLflow tracking URI of the jobs (as for run)")
     slurm.set_defaults(func="slurm:cmd_slurm")

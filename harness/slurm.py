@@ -41,6 +41,7 @@ class Allocation:
     max_requeues: int = 3
     setup: list[str] = field(default_factory=list)  # shell lines that make the environment (modules, conda, ...)
     sbatch: list[str] = field(default_factory=list)  # further #SBATCH options of the site (--qos, --constraint, ...)
+    container: str | None = None  # an Apptainer image (deploy/harness.def) that ray and harness run in
 
 
 def plan_allocation(suite, trials, nodes: int | None = None, cpus: int | None = None, gpus: int | None = None):
@@ -122,7 +123,13 @@ def batch_script(
     ]
     sbatch = "\n".join(f"#SBATCH {o}" for o in options)
     exports = "\n".join(f"export {k}={q(v)}" for k, v in env.items())
-    setup = "\n".join(alloc.setup or default_setup())
+    setup = "\n".join(alloc.setup or ([] if alloc.container else default_setup()))
+    binds = ",".join(
+        dict.fromkeys(
+            [str(suite.results_root.resolve()), *([env["HARNESS_DATA_DIR"]] if "HARNESS_DATA_DIR" in env else [])]
+        )
+    )
+    in_env = f"apptainer exec --nv --bind {binds} {Path(alloc.container).resolve()}" if alloc.container else ""
     run = " ".join(q(a) for a in ["harness", "run", str(suite_file.resolve()), *run_args])
     tsv = q(str(slurm_dir / schema.SLURM_JOBS))
     return f"""#!/bin/bash
@@ -136,13 +143,15 @@ set -uo pipefail
 {setup}
 export RAY_AUTH_MODE=disabled  # Ray's token would have to reach every node; the job's Ray listens on its own ports
 {exports}
+# what ray and harness run in: this environment (""), or a container: apptainer exec --nv --bind /scratch harness.sif
+IN_ENV={q(in_env)}
 
 SUITE_DIR={q(str(suite_dir))}
 MAX_REQUEUES={alloc.max_requeues}
 RESTART=${{SLURM_RESTART_COUNT:-0}}
 RAY_TMP=/tmp/harness-ray-$SLURM_JOB_ID  # this job's Ray (sessions, sockets, logs); short: sockets live there
 RAY_PORT=$((20000 + SLURM_JOB_ID % 2000 * 20))  # this job's 20 ports: two jobs on one node never share one
-HEAD_IP=${{HARNESS_HEAD_IP:-$(python -c 'import ray.util; print(ray.util.get_node_ip_address())')}}
+HEAD_IP=${{HARNESS_HEAD_IP:-$($IN_ENV python -c 'import ray.util; print(ray.util.get_node_ip_address())')}}
 mkdir -p {q(str(slurm_dir))}
 record() {{ printf '%s\\t%s\\t%s\\t%s\\t%s\\n' "$SLURM_JOB_ID" "$RESTART" "$(date -Iseconds)" "$1" "$2" >> {tsv}; }}
 record start "nodes $SLURM_JOB_NODELIST, Ray at $HEAD_IP:$RAY_PORT"
@@ -156,18 +165,18 @@ trap drain USR1
 
 # --- the job's own Ray: its head here, a worker on each other node
 RAY_OPTIONS="--temp-dir=$RAY_TMP --num-cpus=$SLURM_CPUS_PER_TASK --include-dashboard=false {_ray_ports("RAY_PORT")}"
-ray start --head --block --node-ip-address="$HEAD_IP" --port=$RAY_PORT $RAY_OPTIONS &
+$IN_ENV ray start --head --block --node-ip-address="$HEAD_IP" --port=$RAY_PORT $RAY_OPTIONS &
 RAY_PIDS=$!
 if [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
     srun --overlap --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) --exclude="$(hostname)" \\
-        ray start --block --address="$HEAD_IP:$RAY_PORT" $RAY_OPTIONS &
+        $IN_ENV ray start --block --address="$HEAD_IP:$RAY_PORT" $RAY_OPTIONS &
     RAY_PIDS="$RAY_PIDS $!"
 fi
 stop_ray() {{ kill -TERM $RAY_PIDS 2>/dev/null; wait $RAY_PIDS 2>/dev/null; rm -rf "$RAY_TMP"; }}
 for _ in $(seq 120); do [ -e "$RAY_TMP/ray_current_cluster" ] && break; sleep 1; done
 
 # --- the sweep (a requeued job resumes it: finished trials stay finished, partial ones resume)
-{run} --address "$HEAD_IP:$RAY_PORT" &
+$IN_ENV {run} --address "$HEAD_IP:$RAY_PORT" &
 DRIVER=$!
 while true; do wait $DRIVER; RC=$?; kill -0 $DRIVER 2>/dev/null || break; done  # a trap interrupts wait
 stop_ray

@@ -28,7 +28,11 @@ def cmd_slurm(args) -> int:
     alloc = slurm.plan_allocation(suite, trials, args.nodes, args.cpus_per_node, args.gpus_per_node)
     alloc.partition, alloc.account, alloc.time = args.partition, args.account, args.time
     alloc.grace_s, alloc.max_requeues = args.grace, args.max_requeues
-    alloc.setup, alloc.sbatch = args.setup, args.sbatch
+    alloc.setup, alloc.sbatch, alloc.container = args.setup, args.sbatch, args.container
+    if args.container and not Path(args.container).is_file():
+        raise ConfigError(
+            f"--container: {args.container}: no such image (build it: apptainer build harness.sif deploy/harness.def)"
+        )
     run_args = [
         a for spec in args.plugin for a in ("--plugin", str(Path(spec).resolve()) if Path(spec).exists() else spec)
     ]

@@ -132,14 +132,17 @@ class Progress:
         self.running.setdefault(tid, TrialReport(tid))
         self._changed()
 
-    def end(self, tid: str, ok: bool) -> None:
+    def end(self, tid: str, ok: bool | None) -> None:
+        """A trial's run ended: finished (ok), failed, or None: stopped at a checkpoint to resume later (a drain),
+        pending again."""
         now = time.monotonic()
         if len(self.finished) + len(self.failed) + len(self.running) < len(self.trials):  # others still wait
             self.freed.append(now)
         self.spans.setdefault(tid, [now, now])[1] = now
         self.running.pop(tid, None)
-        (self.finished if ok else self.failed).add(tid)
-        self.done_fraction[tid] = 1.0
+        if ok is not None:
+            (self.finished if ok else self.failed).add(tid)
+            self.done_fraction[tid] = 1.0
         self._changed()
 
     def _changed(self) -> None:

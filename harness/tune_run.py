@@ -9,7 +9,7 @@ import time
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from harness import logs, plugins, schema
+from harness import logs, plugins, preemption, schema
 from harness.cluster import check_resources, start_ray
 from harness.config import TrialConfig
 from harness.cost import trial_flops
@@ -69,8 +69,10 @@ class SweepCallback(tune.Callback):
         self.progress.show()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self.progress.end(_tid(trial), ok=True)
-        self.tracking.update(self.progress.trials[_tid(trial)].trial_dir)
+        trial_dir = self.progress.trials[_tid(trial)].trial_dir
+        drained = preemption.requested(trial_dir.parent) and not TrialFolder(trial_dir).is_finished()
+        self.progress.end(_tid(trial), ok=None if drained else True)  # drained: pending again, resumed later
+        self.tracking.update(trial_dir)
         self.progress.show(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -366,6 +366,8 @@ def test_eta_counts_each_trials_flops_at_the_measured_rates():
     # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)
     assert progress.eta() == pytest.approx(400 * (1 - 1.5 / 4) / 20)
+    progress.end("big", ok=None)  # drained at a checkpoint (harness.preemption): pending again, not done
+    assert "1 done, 0 running, 1 pending, 0 failed" in progress.line()
 
 
 def test_a_trial_report_goes_through_tune_and_the_lock_and_reads_the_same():

@@ -141,8 +141,8 @@ def _suite(tmp_path: Path, name: str, epochs: int, size: int, seeds: int = 1) ->
     return path
 
 
-def _submit(slurm: LocalSlurm, suite: Path) -> str:
-    proc = harness("slurm", suite, "--submit", "--time=0:20:00", SLURM_CONF=str(slurm.conf))
+def _submit(slurm: LocalSlurm, suite: Path, *flags: str) -> str:
+    proc = harness("slurm", suite, "--submit", "--time=0:20:00", *flags, SLURM_CONF=str(slurm.conf))
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("submitted: job ")[1].split()[0]
 
@@ -179,7 +179,9 @@ def _log(suite_dir: Path, job: str, tail: int = 4000) -> str:
 def test_two_jobs_share_a_node_and_one_is_drained_requeued_and_resumed(slurm, tmp_path):
     short, long = _suite(tmp_path, "slurm_short", epochs=3, size=512), _suite(tmp_path, "slurm_long", 12, 2048, seeds=2)
     short_dir, long_dir = tmp_path / "results" / "slurm_short", tmp_path / "results" / "slurm_long"
+    limited, limited_dir = _suite(tmp_path, "slurm_limited", 12, 2048), tmp_path / "results" / "slurm_limited"
     a, b = _submit(slurm, short), _submit(slurm, long)
+    c = _submit(slurm, limited, "--max-requeues=0")  # waits for a CPU: starts when A ends
     script = (short_dir / schema.SLURM_DIR / schema.SLURM_SCRIPT).read_text()
     assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --signal=B:USR1@600" in script
 
@@ -196,6 +198,17 @@ def test_two_jobs_share_a_node_and_one_is_drained_requeued_and_resumed(slurm, tm
     assert _events(long_dir) == ["start", "requeued"]
     stopped_after = {tid: len(epochs) for tid, epochs in _history_epochs(long_dir).items()}
     assert any(0 < n < 12 for n in stopped_after.values()), stopped_after  # one trial stopped mid-way
+
+    # C: no requeue allowed; drained, it ends with exit 75 and says so
+    deadline = time.monotonic() + 120
+    while not any(_history_epochs(limited_dir).values()):
+        assert time.monotonic() < deadline, _log(limited_dir, c)
+        time.sleep(0.5)
+    assert slurm.run("scancel", "--signal=USR1", "--batch", c).returncode == 0
+    assert slurm.wait(c, {"COMPLETED", "FAILED", "CANCELLED"}) == "FAILED"
+    assert "ExitCode=75:0" in slurm.run("scontrol", "show", "job", c).stdout
+    assert _events(limited_dir) == ["start", "requeue limit"]
+    assert "sbatch this script again" in jobs(limited_dir)[-1]["detail"]
 
     # A (while B waits in the queue): results, MLflow runs, the report
     assert _events(short_dir) == ["start", "end"] and list(_history_epochs(short_dir).values()) == [[1, 2, 3]]

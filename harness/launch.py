@@ -14,7 +14,7 @@ import traceback
 
 import torch
 
-from harness import catalog, logs, plugins, schema
+from harness import catalog, environment, logs, plugins, schema
 from harness.config import TrialConfig
 from harness.parallel import barrier, current_world
 from harness.preemption import Drained, stop_at_checkpoint
@@ -83,7 +83,7 @@ def fault_from_env(epoch: int, trial_dir: str) -> None:
     workers): HARNESS_TEST_FAULT='kill@E' or 'raise@E' acts after epoch E's checkpoint is written
     ('E+': at every epoch from E on, so retries fail too); an optional '@substring' limits it to the trials
     whose folder path (results/<suite>/<trial_id>) contains it."""
-    spec = os.environ.get("HARNESS_TEST_FAULT")
+    spec = environment.text("HARNESS_TEST_FAULT")
     if not spec:
         return
     action, at_epoch, *match = spec.split("@")

@@ -20,16 +20,15 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
-import os
 import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import bounded_read
+from harness import bounded_read, environment
 
 ENTRY_POINT_GROUP = "harness.plugins"
-SLOW_IMPORT_S = float(os.environ.get("HARNESS_PLUGIN_SLOW_S", 5))  # a plugin importing longer is named
+SLOW_IMPORT_S = environment.seconds("HARNESS_PLUGIN_SLOW_S")  # a plugin importing longer is named
 MAX_PLUGIN_BYTES = 4 << 20  # a plugin is Python source: a few KiB; /dev/zero or a data file is not one
 
 
@@ -56,7 +55,7 @@ _current: list[Plugin | None] = []  # the plugin being executed (registrations a
 _installed_done = False
 _registries: list = []  # harness.registry.Registry objects (each tracks itself)
 # the modules that define and fill the registries: imported as the harness's own before a plugin's code runs
-HARNESS_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics")
+REGISTRY_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics")
 
 
 def track(registry) -> None:
@@ -67,7 +66,7 @@ def track(registry) -> None:
 def _prime() -> None:
     """The harness's own entries, registered before any plugin's, so that none is attributed to a plugin."""
     with harness_code():
-        for name in HARNESS_MODULES:
+        for name in REGISTRY_MODULES:
             importlib.import_module(name)
         for registry in _registries:
             registry.discover()

@@ -4,15 +4,15 @@ kept in the suite lock's heartbeat for `harness status`), its one renderer, and 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+from harness import environment
 from harness.config import TrialConfig
 
 # in-epoch progress reports and the driver's progress lines: often enough for the view, rare enough to cost
 # nothing ($HARNESS_PROGRESS_S for tests)
-PROGRESS_EVERY_S = float(os.environ.get("HARNESS_PROGRESS_S", 10.0))
+PROGRESS_EVERY_S = environment.seconds("HARNESS_PROGRESS_S")
 
 
 def duration(seconds: float) -> str:

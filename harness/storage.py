@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import schema
+from harness import environment, schema
 from harness.config import ConfigError, TrialConfig
 
 # Filesystem types (as /proc/mounts names them) that every node of a cluster can mount.
@@ -64,7 +64,7 @@ def filesystem_type(path: Path, mounts: str | None = None) -> str:
 def storage_problem(storage: Path, hosts: set[str], fstype: str | None = None) -> str | None:
     """Why ``storage`` cannot serve a cluster on ``hosts``, or None. HARNESS_SHARED_STORAGE=1 vouches
     for a shared filesystem this check does not know."""
-    if len(hosts) <= 1 or os.environ.get("HARNESS_SHARED_STORAGE") == "1":
+    if len(hosts) <= 1 or environment.text("HARNESS_SHARED_STORAGE") == "1":
         return None
     fstype = fstype or filesystem_type(storage)
     if fstype in NETWORK_FILESYSTEMS:
@@ -134,12 +134,12 @@ def user_cache() -> Path:
     data fingerprints, FLOP counts,
     grid indexes, and (by default) the object-store staging area."""
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(os.environ.get("HARNESS_CACHE_DIR") or Path(xdg) / "harness")
+    return Path(environment.text("HARNESS_CACHE_DIR") or Path(xdg) / "harness")
 
 
 def staging_root() -> Path:
     """Node-local folder where trials work and the driver caches results when storage is an object store."""
-    return Path(os.environ.get("HARNESS_STAGING_DIR") or user_cache() / "staging")
+    return Path(environment.text("HARNESS_STAGING_DIR") or user_cache() / "staging")
 
 
 def node_staging_dir() -> Path:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from harness import catalog, plugins
+from harness import catalog, environment, plugins
 from harness.config import (
     NAME_LENGTH,
     NAME_PATTERN,
@@ -280,7 +279,7 @@ def load_suite(path: Path, data_dir: Optional[str] = None) -> Suite:
     if "storage" in raw and not is_uri(suite.storage):
         suite.storage = str((here / suite.storage).resolve())
     if data_dir or not suite.base.get("data_dir"):
-        data_dir = data_dir or os.environ.get("HARNESS_DATA_DIR")
+        data_dir = data_dir or environment.given("HARNESS_DATA_DIR")
         if data_dir:
             suite.base["data_dir"] = str(Path(data_dir).resolve())
     else:

@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-from harness import results, schema
+from harness import environment, results, schema
 from harness.config import ConfigError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -57,7 +57,7 @@ def check_store(uri: str) -> None:
 
 
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
-ANSWER_S = float(os.environ.get("HARNESS_STORE_TIMEOUT_S", 5))  # a store that has not answered by then is down
+ANSWER_S = environment.seconds("HARNESS_STORE_TIMEOUT_S")  # a store that has not answered by then is down
 
 
 def check_answers(uri: str) -> None:

@@ -4,12 +4,11 @@ progress to the driver as harness.progress.TrialReport messages."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from ray import tune
 
-from harness import catalog, logs, preemption
+from harness import catalog, environment, logs, preemption
 from harness.config import TrialConfig
 from harness.progress import PROGRESS_EVERY_S, TrialReport
 
@@ -41,7 +40,7 @@ def release_memory() -> None:
     import ctypes
     import gc
 
-    if os.environ.get("HARNESS_WORKER_TRIM", "1") == "0":  # benchmarks/worker_memory: the baseline
+    if environment.text("HARNESS_WORKER_TRIM") == "0":  # benchmarks/worker_memory: the baseline
         return
     gc.collect()
     try:

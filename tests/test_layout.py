@@ -235,6 +235,28 @@ def test_exit_codes_have_one_home_and_the_readme_lists_them():
         )
 
 
+def test_environment_variables_have_one_home_and_a_page():
+    """Every `HARNESS_*` variable is declared (and documented) in harness/environment.py, read there only, used
+    somewhere, and listed in docs/environment.md."""
+    import re
+
+    from harness.environment import VARIABLES, markdown_table
+
+    used: set[str] = set()
+    for package in ("harness", "analysis"):
+        for name, path in modules(package).items():
+            if name == "harness.environment":
+                continue
+            text = path.read_text()
+            names = set(re.findall(r"HARNESS_[A-Z][A-Z0-9_]*", text))
+            assert names <= set(VARIABLES), f"{path}: {sorted(names - set(VARIABLES))} not in harness/environment.py"
+            read = re.findall(r"(?:environ(?:\.get)?[(\[]|getenv\()\s*[\"']HARNESS_", text)
+            assert not read, f"{path}: reads a HARNESS_ variable itself; use harness.environment"
+            used |= names | set(re.findall(r"environment\.\w+\(\s*\"(HARNESS_[A-Z0-9_]+)", text))
+    assert set(VARIABLES) <= used, f"declared but never used: {sorted(set(VARIABLES) - used)}"
+    assert markdown_table() in (ROOT / "docs" / "environment.md").read_text()
+
+
 def test_progress_keys_have_one_home():
     """The keys of a trial's reports to its driver are spelled in harness.progress only (TrialReport's fields)."""
     from dataclasses import fields

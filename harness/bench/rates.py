@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
+from harness import environment
 from harness.config import TrialConfig
 
 RATES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "rates"  # the repository's measured tables
@@ -80,7 +80,7 @@ def card_slug(name: str) -> str:
 
 
 def rates_dir() -> Path:
-    return Path(os.environ.get("HARNESS_RATES_DIR") or RATES_DIR)
+    return Path(environment.text("HARNESS_RATES_DIR") or RATES_DIR)
 
 
 def table_for(card: str, folder: Path | None = None) -> Path | None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from harness import environment
 from harness.commands.common import load_suite_arg
 from harness.config import ConfigError
 from harness.exit_codes import ExitCode
@@ -37,7 +37,7 @@ def cmd_slurm(args) -> int:
         a for spec in args.plugin for a in ("--plugin", str(Path(spec).resolve()) if Path(spec).exists() else spec)
     ]
     env = {}
-    data_dir = args.data_dir or os.environ.get("HARNESS_DATA_DIR")
+    data_dir = args.data_dir or environment.given("HARNESS_DATA_DIR")
     if data_dir:
         env["HARNESS_DATA_DIR"] = str(Path(data_dir).resolve())
     if args.tracking_uri:

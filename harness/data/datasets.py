@@ -8,13 +8,13 @@ plugin, registered with ``@register_dataset``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
+from harness import environment
 from harness.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -125,4 +125,4 @@ SVHN_STD = (0.1980, 0.2010, 0.1970)
 def default_data_dir(data_dir: Path | None) -> Path:
     if data_dir is not None:
         return Path(data_dir)
-    return Path(os.environ.get("HARNESS_DATA_DIR", "data"))
+    return Path(environment.text("HARNESS_DATA_DIR"))

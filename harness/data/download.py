@@ -13,11 +13,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from harness import environment
 from harness.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 # Seconds without a byte (or to connect) before a download is given up: a stalled server fails, never hangs.
-TIMEOUT_S = float(os.environ.get("HARNESS_DOWNLOAD_TIMEOUT_S", 60))
+TIMEOUT_S = environment.seconds("HARNESS_DOWNLOAD_TIMEOUT_S")
 
 
 def fetch(url: str, dest: Path, md5: str | None = None, timeout: float | None = None) -> Path:

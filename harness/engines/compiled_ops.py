@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+from harness import environment
+
 logger = logging.getLogger(__name__)
 
 OP_NAME = "deepspeed_shm_comm"
@@ -62,7 +64,7 @@ def _command(pid: int) -> str:
 def clear_lock(path: Path | None = None, timeout: float | None = None) -> None:
     """Make the op's build lock safe to wait on: a stale one is removed, a live holder is waited for (bounded)."""
     path = path or lock_path()
-    timeout = float(os.environ.get("HARNESS_OP_BUILD_TIMEOUT", BUILD_TIMEOUT_S)) if timeout is None else timeout
+    timeout = environment.seconds("HARNESS_OP_BUILD_TIMEOUT", BUILD_TIMEOUT_S) if timeout is None else timeout
     deadline, said = time.monotonic() + timeout, False
     while path.exists():
         alive = holders(path)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness import environment
 from harness.engines.deepspeed_config import deepspeed_config
 
 if TYPE_CHECKING:
@@ -68,10 +69,9 @@ def measure_inference(infer: Inference, resolution: int, device: torch.device) -
     """Test images per second through the network (all its members) at batch 256 in the trial's precision, and
     the peak memory of that inference (CUDA only: None on the CPU, where torch keeps no such count). Two warm-up
     batches, then batches until $HARNESS_INFERENCE_S seconds (default 1) have passed, at least 3."""
-    import os
     import time
 
-    min_seconds = float(os.environ.get("HARNESS_INFERENCE_S", 1.0))
+    min_seconds = environment.seconds("HARNESS_INFERENCE_S")
     infer.model.eval()
     x = torch.randn(INFERENCE_BATCH, 3, resolution, resolution, device=device)
     cuda = device.type == "cuda"

@@ -243,7 +243,7 @@ def _origin(registry, name: str) -> str:
 
 
 def keys_table() -> str:
-    """The README's table of the harness's own trial keys: default, role, meaning (TrialConfig's declarations)."""
+    """docs/suites.md's table of the harness's own trial keys: default, role, meaning (TrialConfig's declarations)."""
     rows = ["| key | default | role | meaning |", "| --- | --- | --- | --- |"]
     for name, field in TrialConfig.model_fields.items():
         default = field.get_default(call_default_factory=True)
@@ -255,7 +255,7 @@ def keys_table() -> str:
 
 def listing(markdown: bool = False, keys: bool = False) -> str:
     """What `harness list` prints: methods (with their keys), models, datasets, metrics and evaluation sets,
-    including what the loaded plugins add; ``keys``: the harness's own trial keys too. ``markdown``: the README's
+    including what the loaded plugins add; ``keys``: the harness's own trial keys too. ``markdown``: docs/suites.md's
     tables."""
     if markdown and keys:
         return keys_table()

@@ -25,7 +25,7 @@ def _choices(key: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
-    # what registers your own methods, models, datasets, metrics: Python, run as such (README, "Benchmark your own")
+    # what registers your own methods, models, datasets, metrics: Python, run as such (docs/plugins.md)
     with_plugins = argparse.ArgumentParser(add_help=False)
     with_plugins.add_argument(
         "--plugin",
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = command("list", help="methods (with their keys), models, datasets, metrics, evaluation sets")
     listing.add_argument("suite", type=Path, nargs="?", help="a suite file: what its plugins add too")
-    listing.add_argument("--markdown", action="store_true", help="the README's table of methods and their keys")
+    listing.add_argument(
+        "--markdown", action="store_true", help="the table of methods and their keys of docs/suites.md"
+    )
     listing.add_argument(
         "--keys", action="store_true", help="the harness's own trial keys too (with --markdown: alone)"
     )

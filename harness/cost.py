@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # (benchmarks/README.md): ~280 TFLOP/s.
 REFERENCE_TFLOPS = 280.0
 # The same for one CPU core, end to end (data, steps, evaluation): the quickstart suite, 101 TFLOP of
-# training, ran in 598 s on a 2-core machine (README); WRN-16-2 on full CIFAR-100 gave 104 on one core.
+# training, ran in 598 s on a 2-core machine (docs/results.md); WRN-16-2 on full CIFAR-100 gave 104 on one core.
 CPU_GFLOPS_PER_CORE = 85.0
 
 

@@ -1,4 +1,4 @@
-"""The exit codes of every `harness` command, and which exception ends a command with which (the README's list
+"""The exit codes of every `harness` command, and which exception ends a command with which (docs/guarantees.md's list
 is this module's, checked by a test)."""
 
 from __future__ import annotations
@@ -53,5 +53,5 @@ def exception_codes() -> list[tuple[tuple[type, ...], ExitCode]]:
 
 
 def readme_line() -> str:
-    """The README's list of exit codes."""
+    """docs/guarantees.md's list of exit codes."""
     return "; ".join(f"{int(code)}: {code.meaning}" for code in ExitCode) + "."

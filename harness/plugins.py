@@ -1,5 +1,5 @@
 """Plugins: a researcher's own methods, networks, datasets and metrics, from a file or a module, without
-editing the harness (README, "Benchmark your own method").
+editing the harness (docs/plugins.md).
 
 A plugin is named by a suite (``plugins: [my_method.py, mypackage.methods]``, files relative to the suite
 file), by ``--plugin`` on the command line, or by an installed package's entry point in the group

@@ -1,5 +1,5 @@
 """Suite files: a typed schema for a grid of trials (``Suite``), and its expansion into validated trial configs.
-The README's "Suites" section shows a suite with every key; each key's meaning is its field's comment here."""
+docs/suites.md shows a suite with every key; each key's meaning is its field's comment here."""
 
 from __future__ import annotations
 

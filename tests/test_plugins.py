@@ -122,12 +122,14 @@ def test_missing_plugins_name_what_was_looked_for(tmp_path):
     assert proc.returncode == 2 and "plugin no_such_module_xyz: no such module" in proc.stderr
 
 
-def test_the_readme_table_of_methods_is_harness_list():
-    """The README's key table comes from the methods' own declarations (`harness list --markdown`)."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_table_of_methods_is_harness_list():
+    """The key tables of docs/plugins.md (methods) and docs/suites.md (the harness's own keys) come from the
+    declarations (`harness list --markdown`)."""
+    readme = (ROOT / "docs" / "plugins.md").read_text()
     start = readme.index("<!-- harness list --markdown -->\n") + len("<!-- harness list --markdown -->\n")
     end = readme.index("<!-- end harness list -->")
     assert readme[start:end].strip() == listing(markdown=True)
+    readme = (ROOT / "docs" / "suites.md").read_text()
     start = readme.index("<!-- harness list --markdown --keys -->\n") + len("<!-- harness list --markdown --keys -->\n")
     assert readme[start : readme.index("<!-- end harness list --keys -->")].strip() == listing(markdown=True, keys=True)
     text = listing()

@@ -1,6 +1,6 @@
 """Methods: one file each, registered with ``@register_method("name")`` (harness/methods/*.py are discovered;
 a plugin's file registers the same way). The public API of a method plugin: ``Method``, ``MixedBatch``,
-``Option``, ``register_method``; see the README's "Benchmark your own method"."""
+``Option``, ``register_method``; see docs/plugins.md."""
 
 from harness.methods.base import Loop, Method, MixedBatch
 from harness.registry import Option, Registry

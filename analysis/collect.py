@@ -12,7 +12,7 @@ from analysis.cache import cached_map, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
 from harness import schema
-from harness.config import is_setting_key
+from harness.config import RECORDED_BEFORE_THE_RULE, is_setting_key
 from harness.metrics import (
     METRICS,
     classification_metrics,
@@ -140,7 +140,7 @@ def _read(folder: TrialFolder) -> dict:
         if name in recorded and kept_code.get(name, {}).get("sha256") != code["sha256"]
     ]
     recorded = {k: v for k, v in recorded.items() if k not in stale}
-    rule_matches = recorded.get("ensemble_average", "logits") == protocol.average()
+    rule_matches = recorded.get("ensemble_average", RECORDED_BEFORE_THE_RULE) == protocol.average()
     complete = all(k in recorded for k in PROTOCOL_KEYS)
     saved = folder.logits()  # read whole even when nothing is computed from them: a damaged member shows here
     heads, labels = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])

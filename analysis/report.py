@@ -13,6 +13,7 @@ from analysis import tuning as analysis_tuning
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
 from harness import schema
+from harness.config import RECORDED_BEFORE_THE_RULE
 from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
 from harness.results import CorruptFile, TrialFolder, write_json
 
@@ -23,7 +24,7 @@ def recorded_rule(suite_dir: Path) -> str:
     rules = []
     for path in sorted(Path(suite_dir).glob("*/" + schema.CONFIG))[:200]:
         try:
-            rules.append(TrialFolder(path.parent).config().get("ensemble_average", "logits"))
+            rules.append(TrialFolder(path.parent).config().get("ensemble_average", RECORDED_BEFORE_THE_RULE))
         except CorruptFile:
             continue
     return max(set(rules), key=rules.count) if rules else "probabilities"

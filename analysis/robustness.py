@@ -17,6 +17,7 @@ from analysis.figures import STYLE, color, figure_label, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness import schema
+from harness.config import RECORDED_BEFORE_THE_RULE
 from harness.eval_kinds import kind_of, record_problem, ub17_applies
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.results import TrialFolder
@@ -86,7 +87,7 @@ def _trial_records(row) -> dict[str, dict]:
         return records
     out = {}
     for set_id, record in records.items():
-        if record.get("ensemble_average", "logits") != protocol.average():
+        if record.get("ensemble_average", RECORDED_BEFORE_THE_RULE) != protocol.average():
             heads = torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float()
             rescored = kind_of(record).rescore(record, [folder], heads, row.get("temperature"), protocol.average())
             record = rescored if rescored is not None else record  # a kind without one (test) keeps its record

@@ -76,6 +76,13 @@ def _keyed(role: Role):
 Recipe, RecipeIfSet, Seed, History, Runtime = (_keyed(r) for r in Role)
 
 
+# how heads and deep-ensemble members are combined in every metric: their mean probabilities (the field's rule) or
+# mean logits (the MixMo authors'); the one list of the allowed rules (harness.metrics.AVERAGES reads it)
+EnsembleAverage = Literal["probabilities", "logits"]
+# the rule of results recorded before the key existed (recipe version 1 averaged logits): what their metrics.json means
+RECORDED_BEFORE_THE_RULE = "logits"
+
+
 class TrialConfig(BaseModel):
     model_config = ConfigDict(**STRICT, validate_assignment=True)
     _trial_id: Optional[str] = PrivateAttr(None)  # the id, until a field changes
@@ -235,7 +242,7 @@ class TrialConfig(BaseModel):
     )
     eval_batch_size: int = Runtime(500, ge=1, description="test-time batch")
     eval_every: int = History(1, ge=0, description="test top-1/NLL in the history every N epochs (0: only at the end)")
-    ensemble_average: Literal["probabilities", "logits"] = Runtime(
+    ensemble_average: EnsembleAverage = Runtime(
         "probabilities",
         description=(
             "how the M heads are combined in every metric: the members' mean probabilities (the field's rule), or "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -14,13 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.config import EnsembleAverage
 from harness.registry import Registry
 
 ECE_BINS = 15
 COVERAGES = (0.90, 0.95)  # selective prediction: top-1 on the most confident 90% and 95% of the images
 
 
-AVERAGES = ("probabilities", "logits")  # how members are combined: a suite's `ensemble_average`
+AVERAGES = typing.get_args(EnsembleAverage)  # how members are combined: a suite's `ensemble_average`
 
 
 def ensemble_logits(head_logits: torch.Tensor, average: str = "probabilities") -> torch.Tensor:

@@ -17,6 +17,7 @@ from harness.config import (
     NAME_PATTERN,
     STRICT,
     ConfigError,
+    EnsembleAverage,
     TrialConfig,
     expand_path,
     format_validation_error,
@@ -120,7 +121,7 @@ class Suite(Strict):
     # how heads and deep-ensemble members are combined in every metric, the temperature fit and the OOD scores:
     # "probabilities" (the field's rule) or "logits" (the MixMo authors'); a reading of the saved logits, not a
     # recipe key (trials' ids do not depend on it)
-    ensemble_average: Literal["probabilities", "logits"] = "probabilities"
+    ensemble_average: EnsembleAverage = "probabilities"
     # equal-budget tuning of every method on validation data, then fresh seeds on test (harness.tuning)
     tune: Optional[Tune] = None
 

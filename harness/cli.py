@@ -177,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     bench.add_argument("--json", type=Path, help="where to write the results (default results/bench/...json)")
     bench.add_argument(
-        "--suite", type=Path, help="measure every shape of this suite into benchmarks/rates/<card>.csv instead"
+        "--suite", type=Path, help="measure every shape of this suite into <rates dir>/<card>.csv instead"
     )
     bench.add_argument("--pack", type=int, nargs="+", help="with --suite: k trials at once (default 1), e.g. 1 2 4 8")
     bench.add_argument("--seconds", type=float, default=20.0, help="with --suite: timed seconds per measurement")
-    bench.add_argument("--rates-dir", help="with --suite: folder of the rate tables (default benchmarks/rates)")
+    bench.add_argument(
+        "--rates-dir", help="with --suite: rate tables folder (default $HARNESS_RATES_DIR, else <cache>/rates)"
+    )
     bench.set_defaults(func="bench:cmd_bench")
 
     data = sub.add_parser("data", help="dataset utilities")

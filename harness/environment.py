@@ -21,7 +21,11 @@ VARIABLES = {
         Variable("HARNESS_CACHE_DIR", None, "the user's cache folder (default $XDG_CACHE_HOME/harness)"),
         Variable("HARNESS_STAGING_DIR", None, "an object store's node-local staging folder (default <cache>/staging)"),
         Variable("HARNESS_SHARED_STORAGE", None, "1: vouch that the storage is shared by a multi-node cluster's nodes"),
-        Variable("HARNESS_RATES_DIR", None, "the folder of measured step rates per card (default benchmarks/rates)"),
+        Variable(
+            "HARNESS_RATES_DIR",
+            None,
+            "where `harness bench --suite` writes rate tables, read first (else <cache>/rates)",
+        ),
         Variable("HARNESS_PROGRESS_S", "10", "seconds between two progress lines of a sweep"),
         Variable("HARNESS_STORE_TIMEOUT_S", "5", "seconds a tracking store has to answer before it counts as down"),
         Variable("HARNESS_DOWNLOAD_TIMEOUT_S", "60", "seconds of silence after which a dataset download fails"),

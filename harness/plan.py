@@ -1,7 +1,7 @@
 """A sweep's plan before it runs: what it costs, and how its trials share GPUs.
 
 GPU time comes from the measured rate of each trial's shape on the card the suite names
-(`resources.card`, tables under benchmarks/rates/, written by `harness bench --suite`); a shape
+(`resources.card`, the tables of harness.bench.rates, written by `harness bench --suite`); a shape
 without a measurement falls back to one flat FLOP rate, and the plan says which trials did. With
 `resources.pack` the trials of a shape share a card: `auto` takes the k the measurements favour
 (harness.bench.rates.plan_packing), a number fixes k; each trial then asks Ray for gpus / k.
@@ -83,7 +83,7 @@ def gpu_estimate(suite, plans: list[TrialPlan], table: Path | None) -> list[str]
     by_width: dict[int, list[TrialPlan]] = defaultdict(list)
     for p in plans:
         by_width[p.cfg.width].append(p)
-    basis = f"measured rates in {table}" if table else f"no rate table for {card} under benchmarks/rates/"
+    basis = f"measured rates in {table}" if table else f"no rate table for {card} (harness bench --suite measures one)"
     lines = [f"GPU estimate for {card} ({basis}):"]
     for width in sorted(by_width):
         group = by_width[width]

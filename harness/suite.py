@@ -60,7 +60,7 @@ class Resources(Strict):
 
     cpus: float = Field(1.0, gt=0)
     gpus: float = Field(0.0, ge=0)  # a fraction shares one GPU between trials
-    card: Optional[str] = Field(None, min_length=1)  # the GPU model, for measured rates (benchmarks/rates/)
+    card: Optional[str] = Field(None, min_length=1)  # the GPU model, for measured rates (harness.bench.rates)
     # trials of one shape per card: auto = the k the measured rates favour within memory; each asks gpus / k
     pack: Union[Literal["auto"], Annotated[int, Field(ge=1, le=64)], None] = None
 

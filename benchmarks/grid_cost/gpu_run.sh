@@ -7,7 +7,7 @@
 # 3. step256: the batch-256 step: eager, compiled (default, max-autotune, reduce-overhead), channels_last on/off,
 #             and the profile of the eager step, in one process per variant group
 # 4. plan:    the width sweep's GPU-hour estimate from the measured table (resources.pack: auto)
-# Copy $OUT/rates/*.csv into benchmarks/rates/ afterwards: `harness run --dry-run` reads them from there.
+# Copy $OUT/rates/*.csv into harness/bench/rates/ afterwards (shipped with the package): `harness run --dry-run` reads them there.
 # CPU dry run of the whole script (tiny settings): CPU_DRY_RUN=1 OUT=/tmp/gc benchmarks/grid_cost/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-results/grid_cost}

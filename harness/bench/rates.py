@@ -1,10 +1,12 @@
 """Measured training rates per trial shape and card, and the packing planner that uses them.
 
-A shape is what sets a step's cost: (model, depth, width, M, b, batch size, precision, compile). The
-table benchmarks/rates/<card>.csv holds, per shape and per k (trials sharing the card at once), the
+A shape is what sets a step's cost: (model, depth, width, M, b, batch size, precision, compile). A
+table <card>.csv holds, per shape and per k (trials sharing the card at once), the
 samples/s of ONE of those trials and its peak memory: `harness bench --suite SUITE.yaml` measures every
 shape of a suite (``--pack 1 2 4`` for k > 1), and `harness run --dry-run` estimates from it. The planner
-chooses, per shape, the k whose k trials together go fastest within the card's memory.
+chooses, per shape, the k whose k trials together go fastest within the card's memory. Tables are looked up in the
+user's folder first (what `harness bench --suite` wrote: $HARNESS_RATES_DIR, else <cache>/rates), then in the
+tables shipped inside the package (harness/bench/rates/, package data: an installed wheel has them too).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from harness import environment
 from harness.config import TrialConfig
 
-RATES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "rates"  # the repository's measured tables
+SHIPPED_RATES = Path(__file__).resolve().parent / "rates"  # the measured tables shipped with the package
 MEMORY_HEADROOM = 0.9  # packed trials may use 90% of the card's memory: allocator fragmentation, CUDA contexts
 
 
@@ -80,13 +82,24 @@ def card_slug(name: str) -> str:
 
 
 def rates_dir() -> Path:
-    return Path(environment.text("HARNESS_RATES_DIR") or RATES_DIR)
+    """Where `harness bench --suite` writes its tables, and where they are looked up first."""
+    from harness.storage import user_cache
+
+    return Path(environment.text("HARNESS_RATES_DIR") or user_cache() / "rates")
 
 
 def table_for(card: str, folder: Path | None = None) -> Path | None:
-    """The table of the card named (a slug or part of one: 'h100' finds nvidia-h100-80gb-hbm3.csv); None if
-    there is none; ValueError if the name fits several."""
-    folder = Path(folder or rates_dir())
+    """The table of the card named (a slug or part of one: 'h100' finds nvidia-h100-80gb-hbm3.csv), in ``folder``
+    or else the user's tables, then the shipped ones; None if there is none; ValueError if the name fits several
+    in one folder."""
+    for where in [Path(folder)] if folder else [rates_dir(), SHIPPED_RATES]:
+        found = _table_in(card, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _table_in(card: str, folder: Path) -> Path | None:
     want = card_slug(card)
     found = sorted(p for p in folder.glob("*.csv") if want in p.stem) if folder.is_dir() else []
     exact = [p for p in found if p.stem == want]

@@ -23,6 +23,7 @@ def _choices(key: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser: each command's arguments are added by its own function below, in `harness --help`'s order."""
     parser = argparse.ArgumentParser(prog="harness", description="Benchmarking harness for MixMo and its baselines.")
     sub = parser.add_subparsers(dest="command", required=True)
     # what registers your own methods, models, datasets, metrics: Python, run as such (docs/plugins.md)
@@ -38,6 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[with_plugins], **kw)
 
+    _listing_command(command)
+    _check_command(command)
+    _train_command(command)
+    _run_command(command)
+    _slurm_command(command)
+    _status_command(command)
+    _report_command(command)
+    _bench_command(command)
+    _data_commands(sub, with_plugins)
+    _evaluate_command(command)
+    _sync_command(command)
+    return parser
+
+
+def _listing_command(command) -> None:
+    """`harness list`."""
+
     listing = command("list", help="methods (with their keys), models, datasets, metrics, evaluation sets")
     listing.add_argument("suite", type=Path, nargs="?", help="a suite file: what its plugins add too")
     listing.add_argument(
@@ -48,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(func="suite:cmd_list")
 
+
+def _check_command(command) -> None:
+    """`harness check-plugin`."""
     check = command(
         "check-plugin",
         help="the contract checks of a plugin file's methods, models, datasets and metrics, on tiny data",
@@ -58,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func="check:cmd_check_plugin")
 
+
+def _train_command(command) -> None:
+    """`harness train`."""
     train = command("train", help="run one trial locally (no Ray)")
     train.add_argument("config", type=Path, nargs="?", help="trial YAML file (defaults: the paper's CIFAR-100 recipe)")
     train.add_argument(
@@ -70,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--restart", action="store_true", help="discard an existing checkpoint and results")
     train.set_defaults(func="train:cmd_train")
 
+
+def _run_command(command) -> None:
+    """`harness run`."""
     run = command("run", help="run a suite's grid of trials on Ray Tune, tracked in MLflow (resumable)")
     run.add_argument("suite", type=Path, help="suite YAML file")
     run.add_argument("--address", default=None, help="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
@@ -90,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func="suite:cmd_run")
 
+
+def _slurm_command(command) -> None:
+    """`harness slurm`."""
     slurm = command("slurm", help="a suite's sweep as a SLURM batch script (its own Ray, requeued at the walltime)")
     slurm.add_argument("suite", type=Path, help="suite YAML file")
     slurm.add_argument("--submit", action="store_true", help="sbatch it (this shell's environment goes with it)")
@@ -125,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--tracking-uri", default=None, help="MLflow tracking URI of the jobs (as for run)")
     slurm.set_defaults(func="slurm:cmd_slurm")
 
+
+def _status_command(command) -> None:
+    """`harness status`."""
     status = command("status", help="a table of a suite's trials and their states")
     status.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
@@ -132,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--verbose", action="store_true", help="list every trial (a large grid is summarised)")
     status.set_defaults(func="suite:cmd_status")
 
+
+def _report_command(command) -> None:
+    """`harness report`."""
     report = command("report", help="tables, width plots and calibration plots of a sweep (HTML page)")
     report.add_argument(
         "target", help="suite YAML file, a results/<suite> folder, or its object-store URI (s3://.../<suite>)"
@@ -150,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func="suite:cmd_report")
 
+
+def _bench_command(command) -> None:
+    """`harness bench`."""
     bench = command("bench", help="samples/s of the loader and the training step against the authors' pipeline")
     bench.add_argument("config", type=Path, nargs="?", help="trial YAML file: dataset, model, method, M, b, ...")
     bench.add_argument(
@@ -186,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(func="bench:cmd_bench")
 
+
+def _data_commands(sub, with_plugins) -> None:
+    """`harness data` and its subcommands."""
     data = sub.add_parser("data", help="dataset utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     prepare = data_sub.add_parser(
@@ -215,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.add_argument("--force", action="store_true", help="replace a non-empty --out folder whole")
     corrupt.set_defaults(func="data:cmd_data_corrupt")
 
+
+def _evaluate_command(command) -> None:
+    """`harness evaluate`."""
     evaluate = command(
         "evaluate", help="finished trials' checkpoints on corrupted, OOD or test sets (resumable, no retraining)"
     )
@@ -236,11 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
     evaluate.set_defaults(func="evaluate:cmd_evaluate")
 
+
+def _sync_command(command) -> None:
+    """`harness sync`."""
     sync = command("sync", help="send to MLflow what an earlier run could not (tracking outage)")
     sync.add_argument("suite", type=Path, help="suite YAML file")
     sync.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (as for run)")
     sync.set_defaults(func="suite:cmd_sync")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,7 +102,8 @@ def batch_script(
     run_args: list[str],
     env: dict[str, str],
 ) -> str:
-    """The sbatch script (readable: a researcher edits its environment section for their site)."""
+    """The sbatch script (readable: a researcher edits its environment section for their site). Long: it is the
+    script's template, read top to bottom as the job runs it."""
     suite_dir = suite.suite_dir.resolve()
     slurm_dir = suite_dir / schema.SLURM_DIR
     q = shlex.quote
@@ -167,13 +168,13 @@ trap drain USR1
 RAY_OPTIONS="--temp-dir=$RAY_TMP --num-cpus=$SLURM_CPUS_PER_TASK --include-dashboard=false {_ray_ports("RAY_PORT")}"
 $IN_ENV ray start --head --block --node-ip-address="$HEAD_IP" --port=$RAY_PORT $RAY_OPTIONS &
 RAY_PIDS=$!
-if [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
-    srun --overlap --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) --exclude="$(hostname)" \\
-        $IN_ENV ray start --block --address="$HEAD_IP:$RAY_PORT" $RAY_OPTIONS &
+stop_ray() {{ kill -TERM $RAY_PIDS 2>/dev/null; wait $RAY_PIDS 2>/dev/null; rm -rf "$RAY_TMP"; }}
+for _ in $(seq 120); do [ -e "$RAY_TMP/ray_current_cluster" ] && break; sleep 1; done  # the head is up
+if [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then  # SLURMD_NODENAME: this (the batch) node, as SLURM names it
+    srun --overlap --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) \\
+        --exclude="$SLURMD_NODENAME" $IN_ENV ray start --block --address="$HEAD_IP:$RAY_PORT" $RAY_OPTIONS &
     RAY_PIDS="$RAY_PIDS $!"
 fi
-stop_ray() {{ kill -TERM $RAY_PIDS 2>/dev/null; wait $RAY_PIDS 2>/dev/null; rm -rf "$RAY_TMP"; }}
-for _ in $(seq 120); do [ -e "$RAY_TMP/ray_current_cluster" ] && break; sleep 1; done
 
 # --- the sweep (a requeued job resumes it: finished trials stay finished, partial ones resume)
 $IN_ENV {run} --address "$HEAD_IP:$RAY_PORT" &

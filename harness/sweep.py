@@ -136,27 +136,7 @@ def _run_locked(
     index_key: str | None = None,
 ) -> int:
     store = suite.store
-    if restart:
-        for t in trials:
-            shutil.rmtree(t.trial_dir, ignore_errors=True)
-            if store:
-                store.delete(f"{suite.name}/{t.trial_id}")
-        if tracker is not None:
-            _forget_runs(tracker, [t.trial_id for t in trials])
-    if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
-        store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-    print(plan_text(suite, trials, address), flush=True)
-    if suite.tune is not None:
-        print(_study_plan(suite, source), flush=True)
-    trials = _check_inputs(suite, trials)
-    verified = results.Verified(suite.suite_dir)  # logits read whole once, not at every rerun
-    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
-    verified.save()
-    for t in trials:
-        if states[t.trial_id].state == "corrupt":
-            logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
-    if tracker is not None:
-        tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
+    trials, states = _prepare(suite, trials, source, address, restart, tracker)
     todo = [t for t in trials if _to_run(suite, states[t.trial_id].state)]
     failures: dict[str, BaseException] = {}
     if todo:
@@ -202,6 +182,52 @@ def _run_locked(
             _finish_tracking(suite, trials, tracker, failed, study_tags)
     if store:  # the suite's own files (parent run, status, ensembles) beside the trials
         store.push(suite.suite_dir, suite.name)
+    return _outcome(suite, trials, source, todo, failures, eval_failed, ensembles, tracker, verbose, summarize)
+
+
+def _prepare(suite: Suite, trials: list[TrialConfig], source: str, address, restart: bool, tracker: Tracker | None):
+    """Before anything trains: --restart's clean slate, the object store's copy, the plan, the inputs checked, each
+    trial's state read (corrupt ones named), what an earlier run could not send to MLflow. -> (trials, states)."""
+    store = suite.store
+    if restart:
+        for t in trials:
+            shutil.rmtree(t.trial_dir, ignore_errors=True)
+            if store:
+                store.delete(f"{suite.name}/{t.trial_id}")
+        if tracker is not None:
+            _forget_runs(tracker, [t.trial_id for t in trials])
+    if store:  # what earlier runs left in the object store: finished trials, the MLflow parent run
+        store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
+    print(plan_text(suite, trials, address), flush=True)
+    if suite.tune is not None:
+        print(_study_plan(suite, source), flush=True)
+    trials = _check_inputs(suite, trials)
+    verified = results.Verified(suite.suite_dir)  # logits read whole once, not at every rerun
+    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
+    verified.save()
+    for t in trials:
+        if states[t.trial_id].state == "corrupt":
+            logger.warning(f"{t.trial_id}: {states[t.trial_id].detail}; {_recovery(t, states[t.trial_id])}")
+    if tracker is not None:
+        tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])  # what an earlier run could not send
+    return trials, states
+
+
+def _outcome(
+    suite: Suite,
+    trials: list[TrialConfig],
+    source: str,
+    todo: list[TrialConfig],
+    failures: dict[str, BaseException],
+    eval_failed: set[str],
+    ensembles: list[str],
+    tracker: Tracker | None,
+    verbose: bool,
+    summarize: Summarize | None,
+) -> int:
+    """What the sweep did, on the terminal (the status table, the deep ensembles, the summary, where to look next,
+    the failures) -> its exit code."""
+    failed = set(failures)
     print(status_view(status_rows(trials), verbose))
     for line in ensembles:
         print(line)

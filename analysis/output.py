@@ -154,11 +154,17 @@ def _write_table(table: pd.DataFrame, stem: Path, caption: str) -> list[Path]:
 
 
 def save_figure(fig, path: Path) -> list[Path]:
-    """The figure as PNG and SVG (text drawn as paths: nothing in a label can become SVG markup)."""
+    """The figure as PNG and SVG (text drawn as paths: nothing in a label can become SVG markup); the same figure
+    gives the same bytes (no date, SVG ids from a fixed salt), so a report can be compared file by file."""
+    import matplotlib
+
     out = []
     for suffix in (".png", ".svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=suffix[1:], bbox_inches="tight")
+        with matplotlib.rc_context({"svg.hashsalt": "harness"}):
+            fig.savefig(
+                buf, format=suffix[1:], bbox_inches="tight", metadata={"Date": None} if suffix == ".svg" else {}
+            )
         target = path.with_suffix(suffix)
         write_bytes(target, buf.getvalue())
         out.append(target)

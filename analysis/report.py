@@ -17,6 +17,21 @@ from harness.config import RECORDED_BEFORE_THE_RULE
 from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
 from harness.results import CorruptFile, TrialFolder, write_json
 
+CAPTIONS = {  # the captions of the page's fixed tables
+    "results": tables.CAPTION,
+    "paired_differences": (
+        "Cut-MixMo's top-1 minus a baseline's, trained at the same width with the same seeds: mean difference "
+        "(points) ± the half-width of its 95% interval, and the two-sided p-value of the test named: a "
+        "paired t-test over seeds (2 or more shared seeds), or a paired bootstrap over the same test images "
+        "(one seed; 2,000 resamples, percentile interval, p = twice the smaller tail, so a p below 1/2,000 "
+        "is shown as < 0.0005). An interval that would leave the difference's range is clipped to it, ‡."
+    ),
+    "published_vs_reproduced": (
+        "Published top-1 (the authors' released runs) beside ours (± as in the results table); difference = "
+        "ours - published (midpoint); verdict: whether our 95% interval meets the published value."
+    ),
+}
+
 
 def recorded_rule(suite_dir: Path) -> str:
     """The aggregation rule the suite's trials were run under (config.yaml's ``ensemble_average``; trials from
@@ -55,44 +70,18 @@ def build_report(
 
 
 def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study=None) -> dict:
+    """The page and its files, in the page's order: what is missing or foreign, the run's metadata and protocol,
+    a study's tuning, the figures, the tables, robustness; -> the report's record."""
     out = suite_dir / schema.REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
     trials = collect(suite_dir, grid)
     # pandas deep-copies attrs into every derived frame: at thousands of rows, most of the report's time
     foreign, config_keys = trials.attrs.pop("not_in_suite"), trials.attrs.pop("config_keys")
     missing = _missing(trials, expected or {})
-    corrupt = (
-        {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
-    )
-    report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
-    if "recomputed_metrics" in trials:
-        report["recomputed"] = {
-            t: names
-            for t, names in zip(trials.trial_id, trials.recomputed_metrics)
-            if isinstance(names, list) and names
-        }
-    if "verify_disagreements" in trials:
-        report["disagreements"] = {
-            t: lines
-            for t, lines in zip(trials.trial_id, trials.verify_disagreements)
-            if isinstance(lines, list) and lines
-        }
+    report = _new_record(trials, out, missing, foreign)
     tuning_parts, every = [], trials  # every trial of the suite: the page's count
     if study is not None:  # the search's configurations: the tuning section; the test tables: the final phase
-        resolved = study["resolved"]
-        tuning_parts = analysis_tuning.section(
-            resolved,
-            trials,
-            study["recipe"],
-            study["val_size"],
-            out,
-            lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
-        )
-        tuned = {t.trial_id for ts in resolved.finals.values() for t in ts}
-        reported = {t.trial_id for t in resolved.reported}
-        if not trials.empty:
-            trials = trials[trials.trial_id.isin(reported)]
-            trials = trials.assign(tuning=["tuned" if t in tuned else "recipe" for t in trials.trial_id])
+        tuning_parts, trials = _tuning_part(study, trials, out, report)
     finished = trials[trials.state == "finished"] if not trials.empty else trials
     sections = []
     if finished.empty:
@@ -112,95 +101,12 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         published = tables.published_vs_reproduced(summary)
         split_by = ["tuning"] if study is not None else tables.varying_keys(finished, config_keys)
         paired = tables.paired_table(tables.paired_differences(finished, ensembles, by=split_by))
-        captions = {
-            "results": tables.CAPTION,
-            "paired_differences": (
-                "Cut-MixMo's top-1 minus a baseline's, trained at the same width with the same seeds: mean difference "
-                "(points) ± the half-width of its 95% interval, and the two-sided p-value of the test named: a "
-                "paired t-test over seeds (2 or more shared seeds), or a paired bootstrap over the same test images "
-                "(one seed; 2,000 resamples, percentile interval, p = twice the smaller tail, so a p below 1/2,000 "
-                "is shown as < 0.0005). An interval that would leave the difference's range is clipped to it, ‡."
-            ),
-            "published_vs_reproduced": (
-                "Published top-1 (the authors' released runs) beside ours (± as in the results table); difference = "
-                "ours - published (midpoint); verdict: whether our 95% interval meets the published value."
-            ),
-        }
+        captions = CAPTIONS
         report["tables"] += write_table(main, out / "results", captions["results"])
         report["tables"] += write_table(published, out / "published_vs_reproduced", captions["published_vs_reproduced"])
         if not paired.empty:
             report["tables"] += write_table(paired, out / "paired_differences", captions["paired_differences"])
-        setup = _setup(finished)
-        groups = list(summary.groupby(["dataset", "model", "depth", "epochs"]))
-        stems = ["{}_{}{}_{}ep".format(*key) for key, _ in groups]
-        figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
-            *[
-                (
-                    cache.figure(out / "figures" / f"width_{s}", figures.width_figure, g, runs=_runs_of(rows, key)),
-                    f"width_{s}",
-                    f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
-                )
-                for s, (key, g) in zip(stems, groups)
-            ],
-            (
-                cache.figure(out / "figures" / "cost", figures.cost_figure, summary),
-                "cost",
-                f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
-                f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
-                f"circled ({setup}).",
-            ),
-            *[
-                (
-                    cache.figure(out / "figures" / f"calibration_{s}", figures.calibration_width_figure, g),
-                    f"calibration_{s}",
-                    f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
-                )
-                for s, (key, g) in zip(stems, groups)
-            ],
-            (
-                cache.figure(out / "figures" / "reliability", figures.reliability_figure, finished),
-                "reliability",
-                "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
-                "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
-                "of test images per bin; the ECE in each title is the table's.",
-            ),
-            (
-                cache.figure(out / "figures" / "diversity", figures.diversity_figure, finished, ensembles),
-                "diversity",
-                f"Diversity between heads or members against their individual top-1 ({setup}).",
-            ),
-            (
-                cache.figure(out / "figures" / "curves", figures.curves_figure, finished),
-                "curves",
-                f"Test top-1 during training, one line per trial ({setup}).",
-            ),
-        ]
-        report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
-        headings = {
-            "width": "Top-1 against width (Fig. 2)",
-            "cost": "Cost",
-            "calibration": "Calibration",
-            "diversity": "Diversity",
-            "curves": "Learning curves",
-        }
-        for drawn, stem, caption in figs:
-            if not drawn.exists():
-                continue
-            kind = stem.split("_")[0]
-            if kind in headings:  # each heading once, before its first figure
-                sections.append(fragment("<h2>{}</h2>", headings.pop(kind)))
-                if kind == "calibration":
-                    sections.append(calibration_note(finished))
-            sections.append(figure_html(stem, caption))
-        if "curves" in headings:  # no trial has a history of two evaluations or more: say why, not nothing
-            sections.append(
-                fragment(
-                    "<h2>{}</h2><p>No learning curve: no finished trial was evaluated on its test set at two epochs "
-                    "or more (<code>eval_every: 0</code> evaluates only at the end; set <code>eval_every: 1</code> in "
-                    "the suite's <code>base:</code> for a curve, at the cost of an evaluation per epoch).</p>",
-                    headings.pop("curves"),
-                )
-            )
+        sections += _figure_sections(out, summary, rows, finished, ensembles, report)
         extra_sections = robustness.sections(
             finished,
             ensembles,
@@ -214,20 +120,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
             sections.append(
                 table_html("Paired differences", paired, captions["paired_differences"], "paired_differences")
             )
-        improvement = tables.improvement_table(finished, ensembles, by=split_by)
-        if not improvement.empty:
-            caption = (
-                "Each method against the vanilla network and a deep ensemble of as many vanilla networks as it has "
-                "members, at the same network: the interquartile means of the runs' top-1, the probability of "
-                "improvement P(a run of the method beats a run of the baseline) with its 95% stratified bootstrap "
-                "interval (2,000 resamples, each side's runs resampled on their own, percentile interval; inside "
-                "[0, 1] at any n; none with one run a side, where it decides nothing), and the seeds per "
-                "method a two-sided 5% test would need to confirm the observed difference with 80% power at the "
-                "observed spread. The IQMs are point values: no interval is computed for them."
-            )
-            report["tables"] += write_table(improvement, out / "improvement", caption)
-            sections.append(table_html("Improvement over baselines", improvement, caption, "improvement"))
-            sections.append(fragment("<p>{}</p>", seeds_sentence(improvement)))
+        sections += _improvement_sections(finished, ensembles, split_by, out, report)
         sections.append(
             table_html(
                 "Published vs reproduced", published, captions["published_vs_reproduced"], "published_vs_reproduced"
@@ -240,20 +133,7 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         )
         sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
         sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report) + join(tuning_parts))
-    if missing:
-        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in missing.items())
-        sections.insert(0, fragment('<h2>Missing ({} trials)</h2><ul class="missing">{}</ul>', len(missing), items))
-    if foreign:
-        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in foreign.items())
-        sections.insert(
-            0,
-            fragment(
-                "<h2>Not in this suite ({} folders)</h2><p>Under the suite's storage but not its trials: never "
-                "counted in a table, an interval or an ensemble.</p><ul>{}</ul>",
-                len(foreign),
-                items,
-            ),
-        )
+    sections[:0] = _leftover_sections(missing, foreign)
     write_json(out / schema.MISSING, missing)
     write_json(out / schema.NOT_IN_SUITE, foreign)
     files = sorted(
@@ -263,6 +143,166 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
     done = int((every.state == "finished").sum()) if not every.empty else 0
     write_page(out / schema.REPORT_PAGE, suite_dir.name, len(every), done, sections)
     return report
+
+
+def _new_record(trials, out: Path, missing: dict, foreign: dict) -> dict:
+    """The report's record (what `harness report` prints and returns): its folder, tables and figures to come, the
+    missing, corrupt and foreign trials, and the metrics recomputed or disagreeing (--verify)."""
+    corrupt = (
+        {} if trials.empty else {t: e for t, s, e in zip(trials.trial_id, trials.state, trials.error) if s == "corrupt"}
+    )
+    report = {"dir": out, "tables": [], "figures": [], "missing": missing, "corrupt": corrupt, "not_in_suite": foreign}
+    if "recomputed_metrics" in trials:
+        report["recomputed"] = {
+            t: names
+            for t, names in zip(trials.trial_id, trials.recomputed_metrics)
+            if isinstance(names, list) and names
+        }
+    if "verify_disagreements" in trials:
+        report["disagreements"] = {
+            t: lines
+            for t, lines in zip(trials.trial_id, trials.verify_disagreements)
+            if isinstance(lines, list) and lines
+        }
+    return report
+
+
+def _tuning_part(study: dict, trials, out: Path, report: dict):
+    """A study's tuning section (harness.tuning), and the trials its test tables report: the final phase's, each
+    marked tuned or recipe. -> (sections, trials)."""
+    resolved = study["resolved"]
+    tuning_parts = analysis_tuning.section(
+        resolved,
+        trials,
+        study["recipe"],
+        study["val_size"],
+        out,
+        lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
+    )
+    tuned = {t.trial_id for ts in resolved.finals.values() for t in ts}
+    reported = {t.trial_id for t in resolved.reported}
+    if not trials.empty:
+        trials = trials[trials.trial_id.isin(reported)]
+        trials = trials.assign(tuning=["tuned" if t in tuned else "recipe" for t in trials.trial_id])
+    return tuning_parts, trials
+
+
+def _figure_sections(out: Path, summary, rows, finished, ensembles, report: dict) -> list:
+    """The page's figures in order (Fig. 2 per setting, cost, calibration, reliability, diversity, learning curves),
+    each under its heading once; drawn through the cache, listed in ``report["figures"]``."""
+    out_sections = []
+    setup = _setup(finished)
+    groups = list(summary.groupby(["dataset", "model", "depth", "epochs"]))
+    stems = ["{}_{}{}_{}ep".format(*key) for key, _ in groups]
+    figs = [  # (figure, file stem, caption) in the page's order: Fig. 2, cost, calibration, diversity, curves
+        *[
+            (
+                cache.figure(out / "figures" / f"width_{s}", figures.width_figure, g, runs=_runs_of(rows, key)),
+                f"width_{s}",
+                f"Fig. 2 style: top-1 against width and parameters ({setup}). " + _bars(g),
+            )
+            for s, (key, g) in zip(stems, groups)
+        ],
+        (
+            cache.figure(out / "figures" / "cost", figures.cost_figure, summary),
+            "cost",
+            f"Cost: top-1 against training hours, parameters and inference FLOPs per image (a deep ensemble "
+            f"counts all its members), every setting one point (squares: deep ensembles), the Pareto front "
+            f"circled ({setup}).",
+        ),
+        *[
+            (
+                cache.figure(out / "figures" / f"calibration_{s}", figures.calibration_width_figure, g),
+                f"calibration_{s}",
+                f"NLL and ECE against width, before temperature scaling ({setup}). " + _bars(g),
+            )
+            for s, (key, g) in zip(stems, groups)
+        ],
+        (
+            cache.figure(out / "figures" / "reliability", figures.reliability_figure, finished),
+            "reliability",
+            "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
+            "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
+            "of test images per bin; the ECE in each title is the table's.",
+        ),
+        (
+            cache.figure(out / "figures" / "diversity", figures.diversity_figure, finished, ensembles),
+            "diversity",
+            f"Diversity between heads or members against their individual top-1 ({setup}).",
+        ),
+        (
+            cache.figure(out / "figures" / "curves", figures.curves_figure, finished),
+            "curves",
+            f"Test top-1 during training, one line per trial ({setup}).",
+        ),
+    ]
+    report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
+    headings = {
+        "width": "Top-1 against width (Fig. 2)",
+        "cost": "Cost",
+        "calibration": "Calibration",
+        "diversity": "Diversity",
+        "curves": "Learning curves",
+    }
+    for drawn, stem, caption in figs:
+        if not drawn.exists():
+            continue
+        kind = stem.split("_")[0]
+        if kind in headings:  # each heading once, before its first figure
+            out_sections.append(fragment("<h2>{}</h2>", headings.pop(kind)))
+            if kind == "calibration":
+                out_sections.append(calibration_note(finished))
+        out_sections.append(figure_html(stem, caption))
+    if "curves" in headings:  # no trial has a history of two evaluations or more: say why, not nothing
+        out_sections.append(
+            fragment(
+                "<h2>{}</h2><p>No learning curve: no finished trial was evaluated on its test set at two epochs "
+                "or more (<code>eval_every: 0</code> evaluates only at the end; set <code>eval_every: 1</code> in "
+                "the suite's <code>base:</code> for a curve, at the cost of an evaluation per epoch).</p>",
+                headings.pop("curves"),
+            )
+        )
+    return out_sections
+
+
+def _improvement_sections(finished, ensembles, split_by, out: Path, report: dict) -> list:
+    """The improvement-over-baselines table (IQM, probability of improvement, seeds needed) and its sentence."""
+    parts = []
+    improvement = tables.improvement_table(finished, ensembles, by=split_by)
+    if improvement.empty:
+        return []
+    caption = (
+        "Each method against the vanilla network and a deep ensemble of as many vanilla networks as it has "
+        "members, at the same network: the interquartile means of the runs' top-1, the probability of "
+        "improvement P(a run of the method beats a run of the baseline) with its 95% stratified bootstrap "
+        "interval (2,000 resamples, each side's runs resampled on their own, percentile interval; inside "
+        "[0, 1] at any n; none with one run a side, where it decides nothing), and the seeds per "
+        "method a two-sided 5% test would need to confirm the observed difference with 80% power at the "
+        "observed spread. The IQMs are point values: no interval is computed for them."
+    )
+    report["tables"] += write_table(improvement, out / "improvement", caption)
+    parts.append(table_html("Improvement over baselines", improvement, caption, "improvement"))
+    parts.append(fragment("<p>{}</p>", seeds_sentence(improvement)))
+    return parts
+
+
+def _leftover_sections(missing: dict, foreign: dict) -> list:
+    """What the page says first: folders under the suite's storage that are not its trials, then its missing trials."""
+    parts = []
+    if foreign:
+        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in foreign.items())
+        parts.append(
+            fragment(
+                "<h2>Not in this suite ({} folders)</h2><p>Under the suite's storage but not its trials: never "
+                "counted in a table, an interval or an ensemble.</p><ul>{}</ul>",
+                len(foreign),
+                items,
+            ),
+        )
+    if missing:
+        items = join(fragment("<li><code>{}</code>: {}</li>", t, s) for t, s in missing.items())
+        parts.append(fragment('<h2>Missing ({} trials)</h2><ul class="missing">{}</ul>', len(missing), items))
+    return parts
 
 
 def compact_table(main: pd.DataFrame) -> str:

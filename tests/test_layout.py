@@ -257,6 +257,18 @@ def test_environment_variables_have_one_home_and_a_page():
     assert markdown_table() in (ROOT / "docs" / "environment.md").read_text()
 
 
+def test_no_long_function_without_a_reason():
+    """A function over ~80 lines says why in its docstring ("Long: ..."); the others are split."""
+    long = []
+    for package in ("harness", "analysis"):
+        for path in modules(package).values():
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 85:
+                    if "Long:" not in (ast.get_docstring(node) or ""):
+                        long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long, f"functions of 85 lines or more with no reason in their docstring: {long}"
+
+
 def test_progress_keys_have_one_home():
     """The keys of a trial's reports to its driver are spelled in harness.progress only (TrialReport's fields)."""
     from dataclasses import fields

@@ -151,7 +151,6 @@ def run_bench(
     reference: bool = True,
     engines: list[str] | None = None,
 ) -> BenchResult:
-    from harness.bench.reference import reference_loader
     from harness.trainer import resolve_device
 
     cfg = _variant(cfg, progress=False)
@@ -195,8 +194,22 @@ def run_bench(
         f"({loader_steps} for the loaders)"
     )
 
-    # --- the loaders alone (each batch through the method: pairing, masks, targets); the harness's
-    # pipelines first, the reference last, so its worker processes cannot slow the others down
+    _loader_rows(cfg, base, loaders, reference, device, warmup, loader_steps, reference_workers, add)
+    method = base.method
+    del base  # its memory is freed before the steps' trainers
+    _step_rows(cfg, batch_sizes, engines or [cfg.engine], precisions, compiles, loaders, device, warmup, steps, add)
+    if reference:
+        _reference_step(cfg, data, method, bs0, device, reference_workers, warmup, steps, add)
+    _set_ratios(result)
+    return result
+
+
+def _loader_rows(cfg, base, loaders, reference: bool, device, warmup: int, loader_steps: int, workers: int, add):
+    """The loaders alone (each batch through the method: pairing, masks, targets); the harness's pipelines first,
+    the reference last, so that its worker processes cannot slow the others down."""
+    from harness.bench.reference import reference_loader
+
+    data, bs0 = base.data, base.cfg.batch_size
     for loader in loaders:
         same = loader == cfg.loader
         seconds = _time_trainer(
@@ -224,7 +237,7 @@ def run_bench(
             data.std,
             bs0,
             cfg.b,
-            reference_workers,
+            workers,
             pin_memory=device.type == "cuda",
             crop_padding=cfg.crop_padding,
             flip=cfg.flip,
@@ -235,7 +248,7 @@ def run_bench(
         add(
             Row(
                 "loader",
-                f"reference: DataLoader, {reference_workers} workers, PIL, per-sample mixing",
+                f"reference: DataLoader, {workers} workers, PIL, per-sample mixing",
                 bs0,
                 loader_steps * bs0 / seconds,
                 seconds=seconds,
@@ -243,9 +256,10 @@ def run_bench(
             )
         )
 
-    # --- the full training step
-    method = base.method
-    del base
+
+def _step_rows(cfg, batch_sizes, engines, precisions, compiles, loaders, device, warmup: int, steps: int, add) -> None:
+    """The full training step of every variant (batch size x engine x precision x compile x loader); a variant that
+    cannot run here is a row that says why."""
     for bs, engine, precision, compile_mode, loader in itertools.product(
         batch_sizes, engines or [cfg.engine], precisions, compiles, loaders
     ):
@@ -279,15 +293,16 @@ def run_bench(
             )
         )
         del trainer  # free its memory before the next variant
-    if reference:
-        _reference_step(cfg, data, method, bs0, device, reference_workers, warmup, steps, add)
+
+
+def _set_ratios(result: BenchResult) -> None:
+    """Each row's samples/s over its part's reference row; per part, the reference row first."""
     for part in ("loader", "step"):
         ref_rows = [r for r in result.rows if r.part == part and r.pipeline.startswith("reference")]
         for r in result.rows:
             if ref_rows and r.part == part and r is not ref_rows[0]:
                 r.ratio = r.samples_per_s / ref_rows[0].samples_per_s
-    result.rows.sort(key=lambda r: (r.part, r.ratio is not None))  # per part: the reference row first
-    return result
+    result.rows.sort(key=lambda r: (r.part, r.ratio is not None))
 
 
 def _time_trainer(trainer, device: torch.device, warmup: int, steps: int, train: bool) -> float:

@@ -189,31 +189,9 @@ def cmd_report(args) -> int:
         study=study,
         verify=args.verify,
     )
-    if report["not_in_suite"]:
-        logger.warning(
-            f"{len(report['not_in_suite'])} folder(s) under {suite_dir} are not this suite's trials and were left "
-            f"out (the page lists them with the reason)"
-        )
-    for tid, why in report["corrupt"].items():
-        logger.warning(f"{tid} left out of the report: {why}")
     if store is not None:
         store.push(report["dir"], f"{name}/{schema.REPORT_DIR}")
-    if report.get("summary"):
-        print(report["summary"] + "\n")
-    print(
-        f"report: {(report['dir'] / schema.REPORT_PAGE).resolve().as_uri()} ({len(report['tables'])} table files, "
-        f"{len(report['figures'])} figure files)"
-    )
-    recomputed = sorted({name for names in report.get("recomputed", {}).values() for name in names})
-    if recomputed:
-        print(
-            f"{', '.join(recomputed)} recomputed from the saved logits for {len(report['recomputed'])} trial(s): the "
-            f"metric's code changed since they were trained (their {schema.METRICS} keeps the old value)"
-        )
-    if report["missing"]:
-        print(f"{len(report['missing'])} trial(s) missing from the report:")
-        for tid, why in report["missing"].items():
-            print(f"  {tid}: {why}")
+    _print_report(report, suite_dir)
     if suite is not None and suite.tracking.enabled:
         from harness.tracking import log_report
         from harness.tracking_store import mlflow_hint
@@ -231,6 +209,34 @@ def cmd_report(args) -> int:
         if wrong:
             return ExitCode.FAILED
     return ExitCode.DONE
+
+
+def _print_report(report: dict, suite_dir: Path) -> None:
+    """What `harness report` says on the terminal: folders left out, the compact table, the page, recomputed
+    metrics and missing trials."""
+    if report["not_in_suite"]:
+        logger.warning(
+            f"{len(report['not_in_suite'])} folder(s) under {suite_dir} are not this suite's trials and were left "
+            f"out (the page lists them with the reason)"
+        )
+    for tid, why in report["corrupt"].items():
+        logger.warning(f"{tid} left out of the report: {why}")
+    if report.get("summary"):
+        print(report["summary"] + "\n")
+    print(
+        f"report: {(report['dir'] / schema.REPORT_PAGE).resolve().as_uri()} ({len(report['tables'])} table files, "
+        f"{len(report['figures'])} figure files)"
+    )
+    recomputed = sorted({name for names in report.get("recomputed", {}).values() for name in names})
+    if recomputed:
+        print(
+            f"{', '.join(recomputed)} recomputed from the saved logits for {len(report['recomputed'])} trial(s): the "
+            f"metric's code changed since they were trained (their {schema.METRICS} keeps the old value)"
+        )
+    if report["missing"]:
+        print(f"{len(report['missing'])} trial(s) missing from the report:")
+        for tid, why in report["missing"].items():
+            print(f"  {tid}: {why}")
 
 
 def study_for_report(suite, source: str) -> dict:

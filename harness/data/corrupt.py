@@ -157,7 +157,8 @@ def _frost_photo(index: int) -> np.ndarray:
 
 def corrupt_image(img: np.ndarray, name: str, severity: int, rng: np.random.RandomState) -> np.ndarray:
     """One uint8 32 x 32 RGB image -> the corruption at severity 1..5, uint8 (float results truncated, as the
-    reference's ``np.uint8``)."""
+    reference's ``np.uint8``). Long: one branch per corruption, in the reference generator's order and words, so
+    that each reads against its source."""
     import cv2
     from PIL import Image
 

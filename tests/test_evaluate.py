@@ -23,7 +23,7 @@ TRIAL = [
     "epochs=2",
     "train_subset=800",
     "test_subset=300",
-    "class_subset=20",
+    "class_subset=90",  # the other 10 classes (1,000 test images): the held-out OOD set
     "method=cut_mixmo",
     "M=2",
     "b=2",
@@ -67,13 +67,13 @@ def test_generated_corruptions_labelled_and_restricted_to_the_trained_classes(ev
     assert record["generated"] and record["generation"]["by"] == "harness data corrupt"
     assert "(generated stand-in)" in stdout
     labels = np.load(tmp / "cc" / "labels.npy")[:80]
-    kept = int((labels < 20).sum())  # the trial knows classes 0-19 only
+    kept = int((labels < 90).sum())  # the trial knows classes 0-89 only
     assert record["per_corruption"]["contrast"]["5"]["images"] == kept
     assert record["summary"]["corruptions_in_mean"] == 2
     assert record["temperature"] == folder.metrics()["temperature"]  # the clean fit, applied under shift
     assert record["summary"]["corrupted_cal_nll"] > 0 and 0 <= record["summary"]["corrupted_cal_ece"] <= 1
     saved = folder.eval_part("cifar100-c-generated", "gaussian_noise")
-    assert saved["logits"].dtype == np.float16 and saved["logits"].shape == (5 * kept, 2, 20)
+    assert saved["logits"].dtype == np.float16 and saved["logits"].shape == (5 * kept, 2, 90)
     assert saved["severity"].tolist() == [s for s in range(1, 6) for _ in range(kept)]
 
 
@@ -81,7 +81,7 @@ def test_ood_always_against_the_test_set(evaluated):
     _, folder, _, _ = evaluated
     record = folder.evaluation("ood-heldout-classes")
     assert record["in_images"] == folder.metrics()["test_images"] == 300
-    assert record["out_images"] == 8000  # the 80 held-out classes x 100 test images
+    assert record["out_images"] == 1000  # the 10 held-out classes x 100 test images
     ins = confidence_scores(torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float())
     outs = confidence_scores(torch.from_numpy(folder.eval_part("ood-heldout-classes", "ood")["logits"]).float())
     for score in ("msp", "mutual_information"):
@@ -123,8 +123,10 @@ def test_deep_ensemble_composed_from_eval_logits(evaluated):
         shutil.rmtree(twin)
     single = folder.evaluation("cifar100-c-generated")["summary"]
     assert records["cifar100-c-generated"]["summary"]["corrupted_top1"] == pytest.approx(single["corrupted_top1"])
+    # the ensemble is rescored from the saved float16 logits, the member's record from its float32 ones: a tie made
+    # or broken by float16 flips one of the 300 x 1,000 (in, out) pairs, 3.3e-6 of AUROC each
     assert records["ood-heldout-classes"]["scores"]["msp"]["auroc"] == pytest.approx(
-        folder.evaluation("ood-heldout-classes")["scores"]["msp"]["auroc"], abs=1e-6
+        folder.evaluation("ood-heldout-classes")["scores"]["msp"]["auroc"], abs=3e-5
     )
     assert "test" not in records  # the clean set is the ensemble's own row in the results table
 

@@ -359,7 +359,12 @@ def _finish_tracking(
     try:
         summary = suite.suite_dir / schema.STATUS
         results.write_text(summary, status_table(status_rows(trials)) + "\n")
-        artifacts = [summary, suite.suite_dir / schema.ENSEMBLES]
+        # the SLURM jobs that ran the sweep (harness.slurm), as their record stood when this driver ended
+        artifacts = [
+            summary,
+            suite.suite_dir / schema.ENSEMBLES,
+            suite.suite_dir / schema.SLURM_DIR / schema.SLURM_JOBS,
+        ]
         done = all(results.TrialFolder(t.trial_dir).is_finished() for t in trials)
         tracker.tag_trials(study_tags)
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")

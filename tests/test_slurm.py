@@ -212,8 +212,9 @@ def test_two_jobs_share_a_node_and_one_is_drained_requeued_and_resumed(slurm, tm
 
     # A (while B waits in the queue): results, MLflow runs, the report
     assert _events(short_dir) == ["start", "end"] and list(_history_epochs(short_dir).values()) == [[1, 2, 3]]
-    _, parents, children = runs(f"sqlite:///{tmp_path / 'results' / schema.MLFLOW_DB}", "slurm_short")
+    client, parents, children = runs(f"sqlite:///{tmp_path / 'results' / schema.MLFLOW_DB}", "slurm_short")
     assert len(parents) == 1 and [r.info.status for r in children] == ["FINISHED"]
+    assert schema.SLURM_JOBS in {f.path for f in client.list_artifacts(parents[0].info.run_id)}  # the job's record
     report = harness("report", short)
     assert report.returncode == 0, report.stderr
     assert (short_dir / schema.REPORT_DIR / schema.REPORT_PAGE).exists()

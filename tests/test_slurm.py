@@ -3,7 +3,6 @@ and state folders of the test's own), the generated batch scripts submitted with
 each with its own Ray; one is drained by `scancel --signal=USR1 --batch` mid-sweep, requeues itself and resumes.
 The fast tests read the generated script and the drain protocol (harness.preemption) without SLURM."""
 
-import csv
 import os
 import shutil
 import signal
@@ -17,15 +16,10 @@ import yaml
 
 from harness import preemption, schema
 from harness.slurm import jobs, jobs_summary
-from tests.helpers import SUITE, cli, harness, runs
+from tests.helpers import SUITE, attempts, cli, free_port, harness, runs
+from tests.helpers import epochs as trial_epochs
 
 SLURM_DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalSlurm:
@@ -49,8 +43,8 @@ class LocalSlurm:
                     "ClusterName=harnesstest",
                     f"SlurmctldHost={host}(127.0.0.1)",
                     "SlurmUser=root",
-                    f"SlurmctldPort={_free_port()}",
-                    f"SlurmdPort={_free_port()}",
+                    f"SlurmctldPort={free_port()}",
+                    f"SlurmdPort={free_port()}",
                     "AuthType=auth/munge",
                     "CredType=cred/munge",
                     f"AuthInfo=socket={self.socket}",
@@ -156,18 +150,14 @@ def _ray_address(suite_dir: Path) -> str:
 
 
 def _history_epochs(suite_dir: Path) -> dict[str, list[int]]:
-    """Each trial's epochs, in its history's order."""
-    return {
-        history.parent.name: [int(row["epoch"]) for row in csv.DictReader(history.open())]
-        for history in sorted(suite_dir.glob(f"*/{schema.HISTORY}"))
-    }
+    """Each started trial's epochs, in its history's order."""
+    return {h.parent.name: trial_epochs(h.parent) for h in sorted(suite_dir.glob(f"*/{schema.HISTORY}"))}
 
 
 def _attempts(suite_dir: Path) -> dict[str, list[int]]:
     """Each trial's runs: the epoch each started from."""
     return {
-        path.parent.name: [a["from_epoch"] for a in yaml.safe_load(path.read_text())]
-        for path in suite_dir.glob(f"*/{schema.ATTEMPTS}")
+        p.parent.name: [a["from_epoch"] for a in attempts(p.parent)] for p in suite_dir.glob(f"*/{schema.ATTEMPTS}")
     }
 
 
@@ -234,7 +224,7 @@ def test_two_jobs_share_a_node_and_one_is_drained_requeued_and_resumed(slurm, tm
     assert _attempts(long_dir) == {tid: expected.get(tid, [0]) for tid in histories}
     requeued_at = jobs(long_dir)[1]["time"][:19]
     for tid in set(histories) - set(stopped_after):  # pending at the drain: it did not start then
-        started = yaml.safe_load((long_dir / tid / schema.ATTEMPTS).read_text())[0]["started"]
+        started = attempts(long_dir / tid)[0]["started"]
         assert started > requeued_at, (tid, started, requeued_at)
     assert not (long_dir / schema.DRAIN).exists()
     status = harness("status", long)

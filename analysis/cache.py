@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis import protocol
-from harness.schema import REPORT_CACHE, SUITE_CACHE
+from harness.core.schema import REPORT_CACHE, SUITE_CACHE
 
 _ACTIVE: list["ReportCache"] = []
-_CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics.py")
+_CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics/__init__.py")
 _OUTPUT_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")
 
 
@@ -32,7 +32,7 @@ def _code_version(files: tuple[str, ...] = _CODE) -> str:
 
 def _signing_key() -> bytes:
     """This user's key for the report caches they write (made once, readable by them alone)."""
-    from harness.storage import user_cache
+    from harness.store.storage import user_cache
 
     path = user_cache() / "report-cache.key"
     try:
@@ -57,7 +57,7 @@ def _signature(content: dict) -> str:
 
 class ReportCache:
     """Kept values are trusted only from a cache this user wrote and nobody changed since: the file carries an HMAC
-    of its content under a key of this user's (harness.storage.user_cache). A cache from a shared folder, edited by
+    of its content under a key of this user's (store.storage.user_cache). A cache from a shared folder, edited by
     hand, or of the wrong shape is recomputed, never shown."""
 
     def __init__(self, suite_dir: Path, enabled: bool = True):
@@ -98,7 +98,7 @@ class ReportCache:
         return value
 
     def save(self) -> None:
-        from harness.results import write_json
+        from harness.store.results import write_json
 
         if not self.enabled:
             return

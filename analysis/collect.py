@@ -11,8 +11,8 @@ from analysis import protocol
 from analysis.cache import cached_map, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
-from harness import schema
-from harness.config import RECORDED_BEFORE_THE_RULE, is_setting_key
+from harness.core import schema
+from harness.core.config import RECORDED_BEFORE_THE_RULE, is_setting_key
 from harness.metrics import (
     METRICS,
     classification_metrics,
@@ -21,7 +21,7 @@ from harness.metrics import (
     rule_shift,
     selective_metrics,
 )
-from harness.results import CorruptFile, TrialFolder
+from harness.store.results import CorruptFile, TrialFolder
 
 
 def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:

@@ -11,10 +11,10 @@ import torch
 from analysis import protocol
 from analysis.cache import cached, cached_map
 from analysis.stats import bootstrap, right_per_image
-from harness import schema
-from harness.config import setting
+from harness.core import schema
+from harness.core.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
-from harness.results import TrialFolder, write_json
+from harness.store.results import TrialFolder, write_json
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:

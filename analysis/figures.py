@@ -19,10 +19,10 @@ from analysis import protocol  # noqa: E402
 from analysis.ensembles import recalibrated  # noqa: E402
 from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
-from harness import schema
-from harness.catalog import presentation  # noqa: E402
+from harness.core import schema
 from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits, temperature_at_bound  # noqa: E402
-from harness.results import TrialFolder  # noqa: E402
+from harness.store.results import TrialFolder  # noqa: E402
+from harness.trial.catalog import presentation  # noqa: E402
 
 STYLE = {
     "figure.dpi": 110,
@@ -188,9 +188,9 @@ def cost_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
 
 def _gflops(row) -> float:
     """A summary row's inference GFLOPs per image (NaN for a method not registered here: another person's plugin)."""
-    from harness.catalog import build_config
-    from harness.config import ConfigError
-    from harness.cost import inference_flops_per_image
+    from harness.core.config import ConfigError
+    from harness.trial.catalog import build_config
+    from harness.trial.cost import inference_flops_per_image
 
     try:
         cfg = build_config(
@@ -210,7 +210,7 @@ def _gflops(row) -> float:
 
 def _shape(row) -> tuple[int, int]:
     """(classes, resolution) of a summary row's dataset."""
-    from harness.cost import dataset_shape
+    from harness.trial.cost import dataset_shape
 
     classes, resolution = row.get("synthetic_classes", 10), row.get("synthetic_resolution", 32)
     return dataset_shape(

@@ -12,10 +12,10 @@ from analysis import cache, figures, protocol, robustness, tables
 from analysis import tuning as analysis_tuning
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
-from harness import schema
-from harness.config import RECORDED_BEFORE_THE_RULE
+from harness.core import schema
+from harness.core.config import RECORDED_BEFORE_THE_RULE
 from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
-from harness.results import CorruptFile, TrialFolder, write_json
+from harness.store.results import CorruptFile, TrialFolder, write_json
 
 CAPTIONS = {  # the captions of the page's fixed tables
     "results": tables.CAPTION,
@@ -60,7 +60,7 @@ def build_report(
     reason). ``expected`` maps trial ids that should exist to a short description (from the suite file); ``grid``
     maps the suite's trial ids to their recorded configs (other folders are listed, never counted); ``average``
     is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded); ``study``, a
-    tuned suite's {"resolved": harness.tuning.Resolved, "recipe": setting -> the recipe's searched values,
+    tuned suite's {"resolved": harness.planning.tuning.Resolved, "recipe": setting -> the recipe's searched values,
     "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone; ``verify``: every value
     recomputed from the saved logits (no cache read or written), metrics.json's disagreements in "disagreements"."""
     rule = average or recorded_rule(suite_dir)
@@ -168,7 +168,7 @@ def _new_record(trials, out: Path, missing: dict, foreign: dict) -> dict:
 
 
 def _tuning_part(study: dict, trials, out: Path, report: dict):
-    """A study's tuning section (harness.tuning), and the trials its test tables report: the final phase's, each
+    """A study's tuning section (planning.tuning), and the trials its test tables report: the final phase's, each
     marked tuned or recipe. -> (sections, trials)."""
     resolved = study["resolved"]
     tuning_parts = analysis_tuning.section(

@@ -16,12 +16,12 @@ from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, color, figure_label, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
-from harness import schema
-from harness.config import RECORDED_BEFORE_THE_RULE
-from harness.eval_kinds import kind_of, record_problem, ub17_applies
+from harness.core import schema
+from harness.core.config import RECORDED_BEFORE_THE_RULE
+from harness.evaluation.kinds import kind_of, record_problem, ub17_applies
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
-from harness.results import TrialFolder
-from harness.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
+from harness.metrics.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
+from harness.store.results import TrialFolder
 
 
 def _shift_columns(prefixes: list[tuple[str, str]]) -> list[tuple[str, str, float, int]]:
@@ -39,7 +39,7 @@ def corrupted_columns() -> list[tuple[str, str, float, int]]:
 
 
 def convention_columns() -> list[tuple[str, str, float, int]]:
-    """The three corruption averages in use (harness.uncertainty.CONVENTIONS), from the same saved logits."""
+    """The three corruption averages in use (harness.metrics.uncertainty.CONVENTIONS), from the same saved logits."""
     return _shift_columns([("corrupted", "15-mean"), ("ub17", "UB-17"), ("pooled", "pooled")])
 
 
@@ -350,7 +350,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "mean over seeds.",
         ))  # fmt: skip
     if not corrupted.empty:
-        from harness.uncertainty import CONVENTIONS
+        from harness.metrics.uncertainty import CONVENTIONS
 
         parts.append((
             "Corruption conventions", "Three corruption averages", conventions_table(corrupted),

@@ -11,18 +11,18 @@ import pandas as pd
 from analysis.cache import cached, memo
 from analysis.ensembles import right_of, top1_bootstrap
 from analysis.stats import BOOTSTRAP_DRAWS, bootstrap, iqm, probability_of_improvement, seeds_needed, t_halfwidth
-from harness.catalog import presentation
-from harness.config import is_setting_key
+from harness.core.config import is_setting_key
+from harness.core.schema import LOGITS
 from harness.metrics import METRICS as FINAL_METRICS
-from harness.schema import LOGITS
-from harness.uncertainty import DETECTION_METRICS
+from harness.metrics.uncertainty import DETECTION_METRICS
+from harness.trial.catalog import presentation
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 PUBLISHED = Path(__file__).with_name("published.csv")
 
 
 def varying_keys(rows: pd.DataFrame, config_keys: list[str]) -> list[str]:
-    """Setting keys beyond SETTING (harness.config.is_setting_key) whose values differ between trials of one
+    """Setting keys beyond SETTING (harness.core.config.is_setting_key) whose values differ between trials of one
     SETTING group (train_subset after an edit of the suite, a grid over lr): they split rows too, so that
     different recipes are never averaged together."""
     candidates = [k for k in config_keys if k in rows and k not in SETTING and is_setting_key(k)]
@@ -39,7 +39,7 @@ def metric_columns(table: str = "main") -> list[tuple[str, str, float, int]]:
     return [(k, m.label, m.scale, m.decimals) for t in tables for k, m in FINAL_METRICS.items() if m.table == t]
 
 
-# a column of a registered metric measured elsewhere: under shift (harness.uncertainty.corruption_metrics), on
+# a column of a registered metric measured elsewhere: under shift (harness.metrics.uncertainty.corruption_metrics), on
 # the in-distribution test set beside OOD ones, or averaged over an OpenOOD group
 _MEASURED_ON = re.compile(r"^(clean|corrupted|ub17|pooled|severity\d+|id|near|far)_")
 

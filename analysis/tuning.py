@@ -1,4 +1,4 @@
-"""The report's tuning section (a suite's `tune:`, harness.tuning): who wins, at which budget. Every configuration
+"""The report's tuning section (a suite's `tune:`, planning.tuning): who wins, at which budget. Every configuration
 tried, its validation score and whether it was selected (tuning.csv); the selected configuration beside the
 recipe's; the expected best validation score against the number of configurations tried, per method, with its
 bootstrap band; the ranking at each budget; and, when the suite trains the untuned recipe too, tuned minus recipe
@@ -15,8 +15,8 @@ import pandas as pd
 from analysis.figures import STYLE, color, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import difference_cell, t_halfwidth
-from harness import tuning
 from harness.metrics import METRICS, headline_metrics
+from harness.planning import tuning
 
 
 def budgets(total: int) -> list[int]:

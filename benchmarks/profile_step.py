@@ -8,8 +8,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from harness.config import load_trial_config
-from harness.trainer import Trainer
+from harness.core.config import load_trial_config
+from harness.trial.trainer import Trainer
 
 
 def sync() -> None:

@@ -8,8 +8,8 @@ import sys
 
 import torch
 
-from harness.config import TrialConfig
-from harness.trainer import Trainer
+from harness.core.config import TrialConfig
+from harness.trial.trainer import Trainer
 
 
 def check(method: str, steps: int = 30) -> str:

@@ -1,5 +1,5 @@
 """The ``harness`` command line: the parser, and a dispatcher that runs a command's handler (harness.commands)
-and turns what it raises into one line and its exit code (harness.exit_codes)."""
+and turns what it raises into one line and its exit code (harness.core.exit_codes)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,24 @@ import sys
 import typing
 from pathlib import Path
 
-from harness import logs
-from harness.config import DEVICE_PATTERN, PATTERN_HELP, TrialConfig
-from harness.exit_codes import ExitCode, Interrupted, exception_codes
-from harness.results import out_of_memory, out_of_space
+from harness.core import logs
+from harness.core.config import DEVICE_PATTERN, PATTERN_HELP, TrialConfig
+from harness.core.exit_codes import ExitCode, Interrupted
+from harness.store.results import out_of_memory, out_of_space
+
+
+def exception_codes() -> list[tuple[tuple[type, ...], ExitCode]]:
+    """Which exceptions end a command with which code, in the order they are tried (one line on stderr each)."""
+    from harness.core.config import ConfigError
+    from harness.core.plugins import PluginError
+    from harness.data import DataError
+    from harness.store.results import CorruptFile, ResourceError
+
+    return [
+        ((ConfigError, DataError, CorruptFile, PluginError), ExitCode.REFUSED),
+        ((ResourceError,), ExitCode.OUT_OF_RESOURCES),
+        ((FloatingPointError,), ExitCode.FAILED),  # the trainer's divergence check
+    ]
 
 
 def _choices(key: str) -> list[str]:
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = "harness " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
     logs.setup()
     try:
-        from harness import plugins
+        from harness.core import plugins
 
         for spec in getattr(args, "plugin", []):
             plugins.load(spec)

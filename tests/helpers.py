@@ -18,10 +18,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from harness import schema
-from harness.catalog import build_config
-from harness.config import TrialConfig
-from harness.tracking import all_runs
+from harness.core import schema
+from harness.core.config import TrialConfig
+from harness.tracker.tracking import all_runs
+from harness.trial.catalog import build_config
 
 SUITE = yaml.safe_load((Path(__file__).parent / "suites" / "synthetic_2x2.yaml").read_text())
 
@@ -95,7 +95,7 @@ def interruptible() -> None:
 
 
 def trial(**keys) -> TrialConfig:
-    """A checked trial config (harness.catalog.build_config) from keyword keys."""
+    """A checked trial config (harness.trial.catalog.build_config) from keyword keys."""
     return build_config(keys, "test")
 
 
@@ -126,7 +126,7 @@ def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.nd
     import torch
 
     from harness.metrics import final_metrics
-    from harness.results import TrialFolder
+    from harness.store.results import TrialFolder
 
     cfg.trial_dir.mkdir(parents=True, exist_ok=True)
     folder = TrialFolder(cfg.trial_dir)

@@ -23,9 +23,9 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.ensembles import compose_suite_ensembles
 from analysis.report import build_report
-from harness import schema
+from harness.core import schema
 from harness.metrics import METRICS, temperature_at_bound
-from harness.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
+from harness.metrics.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
 from helpers import harness, runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,8 +115,8 @@ def test_a_temperature_at_the_bracket_is_flagged():
 
 
 def test_first_sentences_keep_et_al_and_markdown_cells_are_escaped():
-    from harness.catalog import _md, listing
     from harness.methods.base import first_sentence
+    from harness.trial.catalog import _md, listing
 
     assert (
         first_sentence("MIMO (Havasi et al. 2021): summed inputs. More.") == "MIMO (Havasi et al. 2021): summed inputs."
@@ -439,7 +439,7 @@ def test_verify_recomputes_from_the_logits_and_lists_each_disagreement(tmp_path)
 
 
 def test_a_grid_index_of_the_wrong_shape_is_rebuilt_not_shown(tmp_path):
-    from harness import trial_index
+    from harness.store import trial_index
     from helpers import cli, write_suite
 
     suite = write_suite(tmp_path)
@@ -503,7 +503,7 @@ def test_a_plugin_that_blocks_at_import_is_named(tmp_path):
 
 
 def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
-    from harness.results import TrialFolder
+    from harness.store.results import TrialFolder
     from helpers import trial
 
     cfg = trial(dataset="synthetic", output_dir=tmp_path, name="stopped")
@@ -512,13 +512,13 @@ def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
     state = TrialFolder(cfg.trial_dir).state()
     assert state.state == "pending"
     assert "on host/abc123 (attempt 1), stopped before its first checkpoint" in state.detail
-    from harness.status import status_rows, status_view
+    from harness.execution.status import status_rows, status_view
 
     assert "stopped before its first checkpoint" in status_view(status_rows([cfg]))
 
 
 def test_a_flop_count_of_the_wrong_shape_in_the_cache_is_counted_again():
-    from harness import cost
+    from harness.trial import cost
     from helpers import tiny_config
 
     cfg = tiny_config()

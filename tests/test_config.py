@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.catalog import build_config, load_trial_config
 from harness.cli import main
-from harness.config import ConfigError, Role, TrialConfig, is_setting_key, setting
-from harness.mlflow_mapping import trial_params
-from harness.suite import expand, load_suite
+from harness.core.config import ConfigError, Role, TrialConfig, is_setting_key, setting
+from harness.planning.suite import expand, load_suite
+from harness.tracker.mlflow_mapping import trial_params
+from harness.trial.catalog import build_config, load_trial_config
 from helpers import finished_trial, trial
 
 
@@ -219,7 +219,7 @@ def test_from_record_is_the_inverse_of_record(keys):
 
 
 def test_status_reads_an_explicit_lr_back(tmp_path):
-    from harness.status import trials_in_folder
+    from harness.execution.status import trials_in_folder
 
     cfg = trial(dataset="synthetic", synthetic_classes=4, width=1, lr=0.05, output_dir=tmp_path, name="s")
     finished_trial(cfg, np.eye(4)[np.arange(8) % 4][:, None], np.arange(8) % 4)

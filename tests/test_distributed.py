@@ -8,11 +8,12 @@ import os
 import pytest
 import torch
 
-from harness import results, schema
+from harness.core import schema
+from harness.core.parallel import World, shard
 from harness.engines.deepspeed_config import deepspeed_config
-from harness.launch import run_on_workers
-from harness.parallel import World, shard
-from harness.trainer import Trainer
+from harness.store import results
+from harness.trial.launch import run_on_workers
+from harness.trial.trainer import Trainer
 from helpers import tiny_config
 
 FAULT = "raise@1@faulty"  # raise after epoch 1 in trials whose folder path contains "faulty"

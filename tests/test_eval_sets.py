@@ -157,8 +157,8 @@ def test_parse_eval_set_refuses(name):
 
 
 def test_suite_eval_sets_checked(tmp_path):
-    from harness.config import ConfigError
-    from harness.suite import load_suite
+    from harness.core.config import ConfigError
+    from harness.planning.suite import load_suite
     from helpers import write_suite
 
     with pytest.raises(ConfigError, match=r"eval_sets.*'cifar100c': unknown evaluation set; allowed"):
@@ -211,8 +211,8 @@ def test_data_corrupt_refuses_a_non_empty_out_and_replaces_it_whole_with_force(t
 
 
 def test_a_forced_reevaluation_that_fails_keeps_the_old_record(tmp_path):
-    from harness.evaluate import evaluate_trial
-    from harness.results import TrialFolder
+    from harness.evaluation.evaluate import evaluate_trial
+    from harness.store.results import TrialFolder
     from helpers import finished_trial
 
     cfg = trial(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from harness import schema
-from harness.results import TrialFolder
-from harness.uncertainty import confidence_scores, detection_metrics
+from harness.core import schema
+from harness.metrics.uncertainty import confidence_scores, detection_metrics
+from harness.store.results import TrialFolder
 from helpers import cli, harness, runs, write_suite
 
 TRIAL = [

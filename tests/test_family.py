@@ -9,17 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import schema
-from harness.catalog import build_config
-from harness.config import ConfigError
+from harness.core import schema
+from harness.core.config import ConfigError
 from harness.data.eval_sets import parse_eval_set
-from harness.evaluate import evaluate_trial
+from harness.evaluation.evaluate import evaluate_trial
 from harness.methods import METHODS
 from harness.models import MODELS, build_model, count_parameters
 from harness.models.ensemble_layers import BatchEnsembleConv2d, Masks, generate_masks
 from harness.models.ensembles import PackedNet
-from harness.results import TrialFolder
-from harness.trainer import Trainer
+from harness.store.results import TrialFolder
+from harness.trial.catalog import build_config
+from harness.trial.trainer import Trainer
 from helpers import tiny_config, trial
 
 FAMILY = ["batch_ensemble", "packed_ensemble", "masksembles", "mc_dropout"]

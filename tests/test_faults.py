@@ -38,12 +38,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import results, schema
 from harness.bench.rates import read_rates
-from harness.eval_kinds import record_problem
-from harness.lock import SuiteLock, running_trials
-from harness.results import TrialFolder
-from harness.trainer import Trainer
+from harness.core import schema
+from harness.evaluation.kinds import record_problem
+from harness.store import results
+from harness.store.lock import SuiteLock, running_trials
+from harness.store.results import TrialFolder
+from harness.trial.trainer import Trainer
 from helpers import attempts, chromium_dom, cli, finished_trial, harness, harness_env, tiny_config, trial, write_suite
 
 GRID = {"method": ["vanilla"], "width": [1, 2, 3, 4]}
@@ -223,7 +224,7 @@ def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):
     folder.finish_eval("odd", {**good, "id": "odd", "kind": "magic"})
     (cfg.trial_dir / "eval" / "test").mkdir()
     (cfg.trial_dir / "eval" / "test" / schema.METRICS).write_text('{"kind": ')  # truncated
-    said = said_by("harness.results")
+    said = said_by("harness.store.results")
     assert list(folder.evaluations(record_problem)) == ["ood-svhn"]
     assert any("eval/test/metrics.json: not valid JSON" in m and "left out" in m for m in said), said
     assert any("eval/ood-c10/metrics.json: a ood record without in_images" in m for m in said), said
@@ -507,7 +508,7 @@ write_generated_set(images, np.arange(16), sys.argv[1], "cifar100", "first", cor
 
 
 def test_two_corruption_writers_into_one_folder_never_mix(tmp_path):
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
     from harness.data.corrupt import _put_in_place, write_generated_set
 
     out = tmp_path / "c"
@@ -710,8 +711,8 @@ def test_the_dry_run_refuses_what_train_would(tmp_path, bad, message):
 
 
 def test_paths_expand_home_and_variables_and_names_refuse_dot_dot(tmp_path, monkeypatch):
-    from harness.config import ConfigError
-    from harness.suite import load_suite
+    from harness.core.config import ConfigError
+    from harness.planning.suite import load_suite
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RESULTS_ROOT", str(tmp_path / "elsewhere"))

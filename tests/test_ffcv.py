@@ -11,11 +11,11 @@ import pytest
 import torch
 from scipy import stats
 
-from harness import schema
 from harness.cli import main
+from harness.core import schema
 from harness.data import ImageArrays, load_dataset
 from harness.data.ffcv_loader import FFCVTrainLoader, beton_path, write_beton
-from harness.trainer import Trainer
+from harness.trial.trainer import Trainer
 from helpers import RAW, coordinate_image, offsets_and_flip, tiny_config
 
 pytestmark = pytest.mark.timeout(300)

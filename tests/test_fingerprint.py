@@ -8,8 +8,8 @@ from PIL import Image
 
 from harness.data import DATASETS
 from harness.data.eval_sets import parse_eval_set
-from harness.evaluate import evaluate_trial
-from harness.results import TrialFolder
+from harness.evaluation.evaluate import evaluate_trial
+from harness.store.results import TrialFolder
 from helpers import cli, tiny_config
 
 
@@ -80,7 +80,7 @@ def test_an_ood_folder_is_known_by_its_images_not_its_name(tmp_path, said_by):
         (tmp_path / name / "imgs").mkdir(parents=True)
         for i in range(n):
             Image.fromarray(np.full((32, 32, 3), 20 * i, np.uint8)).save(tmp_path / name / "imgs" / f"{i}.png")
-    said = said_by("harness.evaluate")
+    said = said_by("harness.evaluation.evaluate")
     first = evaluate_trial(cfg, [parse_eval_set(f"ood:folder={tmp_path / 'a' / 'imgs'}")], "cpu")
     second = evaluate_trial(cfg, [parse_eval_set(f"ood:folder={tmp_path / 'b' / 'imgs'}")], "cpu")
     (r1,), (r2,) = first.values(), second.values()

@@ -83,18 +83,95 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycle_between_harness_modules():
     graph = import_graph()
-    assert len(graph) > 30 and "harness.parallel" in graph["harness.trainer"]
+    assert len(graph) > 30 and "harness.core.parallel" in graph["harness.trial.trainer"]
     assert cycles(graph) == []
 
 
+# The package's floors, lowest first (docs/architecture.md): a module imports its own floor and those below, never
+# one above; analysis/ sits on the harness and only the command layer and above import it.
+LAYERS = [
+    ("core",),
+    ("store",),
+    ("data", "models", "methods", "engines", "metrics"),
+    ("trial",),
+    ("evaluation", "bench"),
+    ("planning",),
+    ("tracker",),
+    ("execution",),
+    ("commands",),
+    ("cli", "__main__", "moved"),
+]
+COMMAND_LAYER = LAYERS.index(("commands",))
+
+
+def floor(module: str) -> int:
+    """The floor of a harness module (harness/__init__.py, which only installs the old paths, is the top's)."""
+    part = module.split(".")[1] if module.count(".") else "moved"
+    return next(i for i, names in enumerate(LAYERS) if part in names)
+
+
+def test_every_harness_module_has_a_floor():
+    top = {p.stem if p.suffix else p.name for p in (ROOT / "harness").iterdir() if p.name != "__pycache__"}
+    assert top - {"__init__"} == {name for names in LAYERS for name in names}
+
+
+def test_no_module_imports_a_floor_above_its_own():
+    graph = import_graph()
+    upward = [f"{m} -> {d}" for m, deps in graph.items() for d in deps if d != "harness" and floor(d) > floor(m)]
+    assert upward == []
+
+
+def test_the_layer_test_sees_an_upward_import():
+    assert floor("harness.core.config") < floor("harness.trial.trainer") < floor("harness.execution.sweep")
+    assert floor("harness.methods.fge") == floor("harness.models.wrn")
+
+
+def test_below_the_command_layer_the_harness_never_imports_analysis():
+    """analysis/ reads result files and imports the harness; the sweep receives what it needs of it
+    (harness.execution.sweep.Analysis) from the command layer."""
+    offenders = []
+    for name, path in modules().items():
+        if name.count(".") and floor(name) >= COMMAND_LAYER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "analysis":
+                offenders.append(f"{name}: from {node.module}")
+            elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "analysis" for a in node.names):
+                offenders.append(f"{name}: import analysis")
+    assert offenders == []
+
+
+def test_old_module_paths_still_import_with_a_warning():
+    """A plugin written against 0.1's flat paths keeps working for one release (harness.moved)."""
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "import harness.core.registry as new\n"
+        "try:\n    from harness.registry import Option\nexcept DeprecationWarning as w:\n    print(w)\n"
+        "warnings.simplefilter('ignore')\n"
+        "from harness.registry import Option\nfrom harness import trainer\n"
+        "import harness.trial.trainer\n"
+        "print(Option is new.Option, trainer is harness.trial.trainer)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "harness.registry moved to harness.core.registry; the old path stops working in the next release"
+    assert out[1] == "True True"
+
+
+def test_every_old_path_names_a_module_that_exists():
+    from harness.moved import MOVED
+
+    present = set(modules())
+    assert len(MOVED) == 37 and set(MOVED.values()) <= present and not set(MOVED) & present
+
+
 def test_the_torch_level_distribution_helpers_are_a_leaf():
-    assert import_graph()["harness.parallel"] == set()
+    assert import_graph()["harness.core.parallel"] == set()
 
 
 def test_the_trial_schema_knows_no_method_and_needs_no_torch():
-    """TrialConfig validates its own keys without the registries (harness.catalog joins the two)."""
-    assert not {m for m in import_graph()["harness.config"] if m.startswith(("harness.methods", "harness.models"))}
-    code = "import sys; from harness.config import TrialConfig; TrialConfig.model_validate({'width': 2}); "
+    """TrialConfig validates its own keys without the registries (harness.trial.catalog joins the two)."""
+    assert not {m for m in import_graph()["harness.core.config"] if m.startswith(("harness.methods", "harness.models"))}
+    code = "import sys; from harness.core.config import TrialConfig; TrialConfig.model_validate({'width': 2}); "
     code += (
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('harness.methods', 'harness.models'))))"
     )
@@ -131,9 +208,9 @@ def test_every_module_imports_on_its_own():
 
 
 def _schema_names() -> set[str]:
-    """The names harness.schema owns that cannot be mistaken for a word: file names (a dot inside) and the
+    """The names harness.core.schema owns that cannot be mistaken for a word: file names (a dot inside) and the
     members of logits.npz."""
-    from harness import schema
+    from harness.core import schema
 
     values = {v for k, v in vars(schema).items() if k.isupper() and isinstance(v, str)}
     files = {v for v in values if "." in v.strip(".")}
@@ -165,7 +242,7 @@ def _literal_offenders(paths: list[Path], names: set[str]) -> list[str]:
 
 
 def test_file_and_member_names_have_one_home():
-    """Every file of a trial, suite or storage folder and every member of logits.npz is named in harness.schema
+    """Every file of a trial, suite or storage folder and every member of logits.npz is named in harness.core.schema
     only: the package, the analysis and the tests' helpers import the names."""
     names = _schema_names()
     assert {"metrics.json", "config.yaml", "driver.lock", "test_logits", "val_labels", "mlflow.db"} <= names
@@ -216,42 +293,44 @@ def test_status_and_report_do_not_start_or_import_ray(tmp_path):
 def test_exit_codes_have_one_home_and_the_guarantees_list_them():
     import re
 
-    from harness.exit_codes import readme_line
+    from harness.core.exit_codes import readme_line
 
     root = Path(__file__).resolve().parents[1]
     assert readme_line() in (root / "docs" / "guarantees.md").read_text()
     modules = [
         root / "harness" / "cli.py",
-        root / "harness" / "sweep.py",
+        root / "harness" / "execution" / "sweep.py",
         *(root / "harness" / "commands").glob("*.py"),
     ]
     assert len(modules) > 5
     for module in modules:
         text = module.read_text()
         bare = re.findall(r"return (?:\d+|\d+ if .*)$", text, re.M) + re.findall(r"sys\.exit\(\d+\)", text)
-        assert not bare, f"{module}: exit codes as numbers ({bare}); use harness.exit_codes.ExitCode"
+        assert not bare, f"{module}: exit codes as numbers ({bare}); use harness.core.exit_codes.ExitCode"
         assert module.name == "cli.py" or '"error:' not in text, (
-            f"{module}: prints its own error line; raise what harness.exit_codes maps (harness.cli prints it)"
+            f"{module}: prints its own error line; raise what harness.core.exit_codes maps (harness.cli prints it)"
         )
 
 
 def test_environment_variables_have_one_home_and_a_page():
-    """Every `HARNESS_*` variable is declared (and documented) in harness/environment.py, read there only, used
+    """Every `HARNESS_*` variable is declared (and documented) in harness/core/environment.py, read there only, used
     somewhere, and listed in docs/environment.md."""
     import re
 
-    from harness.environment import VARIABLES, markdown_table
+    from harness.core.environment import VARIABLES, markdown_table
 
     used: set[str] = set()
     for package in ("harness", "analysis"):
         for name, path in modules(package).items():
-            if name == "harness.environment":
+            if name == "harness.core.environment":
                 continue
             text = path.read_text()
             names = set(re.findall(r"HARNESS_[A-Z][A-Z0-9_]*", text))
-            assert names <= set(VARIABLES), f"{path}: {sorted(names - set(VARIABLES))} not in harness/environment.py"
+            assert names <= set(VARIABLES), (
+                f"{path}: {sorted(names - set(VARIABLES))} not in harness/core/environment.py"
+            )
             read = re.findall(r"(?:environ(?:\.get)?[(\[]|getenv\()\s*[\"']HARNESS_", text)
-            assert not read, f"{path}: reads a HARNESS_ variable itself; use harness.environment"
+            assert not read, f"{path}: reads a HARNESS_ variable itself; use harness.core.environment"
             used |= names | set(re.findall(r"environment\.\w+\(\s*\"(HARNESS_[A-Z0-9_]+)", text))
     assert set(VARIABLES) <= used, f"declared but never used: {sorted(set(VARIABLES) - used)}"
     assert markdown_table() in (ROOT / "docs" / "environment.md").read_text()
@@ -270,10 +349,10 @@ def test_no_long_function_without_a_reason():
 
 
 def test_progress_keys_have_one_home():
-    """The keys of a trial's reports to its driver are spelled in harness.progress only (TrialReport's fields)."""
+    """The keys of a trial's reports to its driver are spelled in execution.progress only (TrialReport's fields)."""
     from dataclasses import fields
 
-    from harness.progress import TrialReport
+    from harness.execution.progress import TrialReport
 
     keys = {f.name for f in fields(TrialReport)} - {"trial_id", "epoch", "metrics", "done", "train_loss", "test_top1"}
     assert {"in_epoch", "steps_per_s", "evaluating", "epoch_time_s"} <= keys
@@ -289,16 +368,27 @@ def test_progress_keys_have_one_home():
 
 
 def test_the_architecture_map_names_every_module():
-    """Each module of harness/ (and each package folder) has its line in docs/architecture.md's map, and no line
-    names a module that is gone."""
+    """Each top-level module and package of harness/ has its line in docs/architecture.md's map, each module of a
+    floor package its indented line under it, and no line names a module that is gone."""
     import re
 
     block = (ROOT / "docs" / "architecture.md").read_text()
     block = block[block.index("```\n") + 4 :]
     block = block[: block.index("```")]
-    named = set(re.findall(r"^  (\w+\.py|\w+/)", block, re.M))
-    present = {p.name for p in (ROOT / "harness").glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
-    present |= {p.name + "/" for p in (ROOT / "harness").iterdir() if (p / "__init__.py").exists()}
+    named, package = set(), None
+    for line in block.splitlines():
+        top = re.match(r"^  (\w+\.py|\w+/)", line)
+        inner = re.match(r"^    (\w+\.py)", line)
+        if top:
+            package = top.group(1)
+            named.add(package)
+        elif inner:
+            named.add(package + inner.group(1))
+    harness = ROOT / "harness"
+    present = {p.name for p in harness.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    present |= {p.name + "/" for p in harness.iterdir() if (p / "__init__.py").exists()}
+    for listed in {name.split("/")[0] for name in named if "/" in name.rstrip("/")}:  # packages mapped module by module
+        present |= {f"{listed}/{m.name}" for m in (harness / listed).glob("*.py") if m.name != "__init__.py"}
     assert named == present, (sorted(present - named), sorted(named - present))
 
 
@@ -311,7 +401,7 @@ def test_no_module_restates_a_list_of_metrics():
     names |= {f"{n}_mean" for n in names}
     offenders = []
     for path in sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py")):
-        if path.name == "metrics.py":
+        if path == ROOT / "harness" / "metrics" / "__init__.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.Tuple, ast.List, ast.Set)):

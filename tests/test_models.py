@@ -68,7 +68,7 @@ def test_shape_rules():
 
 
 def test_inference_flops_are_a_third_of_a_training_step():
-    from harness.cost import inference_flops_per_image, step_flops_per_sample
+    from harness.trial.cost import inference_flops_per_image, step_flops_per_sample
 
     cfg = trial(method="mimo", depth=28, width=10, M=2)
     forward = inference_flops_per_image(cfg, 100, 32)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from harness.data.eval_sets import OPENOOD, expand_protocol, parse_eval_set
-from harness.uncertainty import detection_metrics
+from harness.metrics.uncertainty import detection_metrics
 from helpers import harness
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from harness.core.schedule import learning_rate, training_progress
 from harness.data import ImageArrays
 from harness.data.loader import Sampling, TrainLoader
 from harness.methods import METHODS
 from harness.methods.mixing import patch_probability
 from harness.metrics import auroc, misclassification_auroc, tace
 from harness.models import MODELS, count_parameters
-from harness.trainer import learning_rate, training_progress
 from helpers import RAW, tiny_config
 
 
@@ -79,7 +79,7 @@ def test_partners_come_from_the_dataset():
 
 
 def test_the_trainer_draws_partners_from_its_training_set():
-    from harness.trainer import Trainer
+    from harness.trial.trainer import Trainer
 
     trainer = Trainer(tiny_config(method="cut_mixmo", M=2, msda="cutmix", epochs=1))
     assert trainer.method.partners == trainer.train_loader.sample
@@ -207,7 +207,7 @@ def test_auroc_by_hand_with_ties():
 
 @pytest.mark.slow  # trains or builds reports: the full lane
 def test_metrics_json_carries_tace_and_the_misclassification_auroc(tmp_path):
-    from harness.trainer import Trainer
+    from harness.trial.trainer import Trainer
 
     metrics = Trainer(tiny_config(epochs=1, output_dir=tmp_path)).run()
     assert 0 <= metrics["tace"] < 1 and 0 <= metrics["misclassification_auroc"] <= 1

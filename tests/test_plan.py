@@ -8,10 +8,10 @@ import stat
 import pytest
 
 from harness.bench.rates import Rate, Shape, card_slug, plan_packing, read_rates, table_for, trial_samples, write_rates
-from harness.config import ConfigError
-from harness.gpu_sharing import GpuSharing, mps_state
-from harness.plan import gpu_fraction, plan_text
-from harness.suite import expand, load_suite
+from harness.core.config import ConfigError
+from harness.execution.gpu_sharing import GpuSharing, mps_state
+from harness.execution.plan import gpu_fraction, plan_text
+from harness.planning.suite import expand, load_suite
 from helpers import harness, write_suite
 
 SMALL = Shape("wrn", 28, 2, 1, 1, 64, "bf16", "reduce-overhead")
@@ -99,7 +99,7 @@ def stub_control(folder, log):
 
 
 def test_gpu_sharing_mps_and_time_slicing(tmp_path, monkeypatch, said_by):
-    said = said_by("harness.gpu_sharing")
+    said = said_by("harness.execution.gpu_sharing")
     monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path / "pipe"))
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert mps_state() == "absent"

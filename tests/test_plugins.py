@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.catalog import listing
 from harness.methods import METHODS
 from harness.metrics import METRICS
 from harness.models import MODELS
+from harness.trial.catalog import listing
 from helpers import SUITE, cli, harness, harness_env, runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,7 +282,7 @@ def test_workers_run_the_code_the_driver_shipped(tmp_path):
     text = (EXAMPLES / "regmixup.py").read_text()
     shipped = python(f"""
         import json
-        from harness import plugins
+        from harness.core import plugins
         plugins.load({str(EXAMPLES / "regmixup.py")!r})
         print(json.dumps(plugins.shipped()))
     """)
@@ -292,7 +292,7 @@ def test_workers_run_the_code_the_driver_shipped(tmp_path):
     moved = {**entry, "spec": str(tmp_path / "not_on_this_node" / "regmixup.py")}
     worker = python(f"""
         import json
-        from harness import catalog
+        from harness.trial import catalog
         cfg = catalog.in_worker({{"method": "regmixup", "regmixup_alpha": 20.0, "depth": 10, "width": 1}},
                                 json.loads({json.dumps(json.dumps([moved]))}))
         print(cfg.trial_id, cfg.plugin_code["method regmixup"] == {entry["sha256"]!r})
@@ -301,7 +301,7 @@ def test_workers_run_the_code_the_driver_shipped(tmp_path):
     tampered = {**moved, "source": text + "\n# edited\n"}
     worker = python(f"""
         import json
-        from harness import plugins
+        from harness.core import plugins
         plugins.install(json.loads({json.dumps(json.dumps([tampered]))}))
     """)
     assert worker.returncode != 0 and "the shipped text does not match its hash" in worker.stderr
@@ -320,7 +320,7 @@ def test_an_installed_package_registers_through_its_entry_point(tmp_path):
 
 def ids(suite: Path) -> dict[str, str]:
     proc = python(f"""
-        from harness.suite import expand, load_suite
+        from harness.planning.suite import expand, load_suite
         for t in expand(load_suite({str(suite)!r})):
             print(t.method, t.trial_id)
     """)
@@ -404,9 +404,9 @@ def test_regmixup_loss_is_the_authors_mean_over_clean_and_mixed_rows():
     """(CE(f(x), y) + eta (lam CE(f(x~), y) + (1 - lam) CE(f(x~), y[perm]))) / 2, with the batch's lam and perm."""
     proc = python(f"""
         import torch, torch.nn.functional as F
-        from harness import plugins
+        from harness.core import plugins
         plugins.load({str(EXAMPLES / "regmixup.py")!r})
-        from harness.catalog import build_config
+        from harness.trial.catalog import build_config
         from harness.methods import METHODS
         cfg = build_config({{"method": "regmixup", "regmixup_eta": 0.7, "regmixup_alpha": 10.0}}, "t")
         method = METHODS.get("regmixup")(cfg, num_classes=5, mix_size=1)
@@ -509,7 +509,7 @@ def test_check_plugin_fails_a_broken_plugin_with_the_fix(tmp_path, text, failure
     "kind, name", [("method", n) for n in METHODS.names()] + [("model", n) for n in MODELS.names()]
 )
 def test_every_built_in_entry_passes_the_plugin_checks(kind, name):
-    from harness.plugin_check import check_entries
+    from harness.trial.plugin_check import check_entries
 
     keys = {"fge": {"M": 2, "fge_cycle": 2, "epochs": 4}, "swag": {"M": 3}, "mc_dropout": {"M": 3}}.get(name, {})
     results = check_entries([(kind, name)], keys)  # FGE's defaults need 15 epochs; 3 members, not 30: the time
@@ -523,7 +523,7 @@ TEST_DATASETS = [("dataset", "synthetic"), ("dataset", "cifar100")]
 def test_every_built_in_metric_and_the_test_datasets_pass_the_plugin_checks(kind, name):
     """The datasets whose data the tests have (HARNESS_DATA_DIR: CIFAR-100); the other readers are tested with
     their official layouts in tests/test_eval_sets.py and tests/test_data.py."""
-    from harness.plugin_check import check_entries
+    from harness.trial.plugin_check import check_entries
 
     results = check_entries([(kind, name)])
     assert results and all(r.passed for r in results), "\n".join(r.line() for r in results)

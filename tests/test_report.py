@@ -12,7 +12,7 @@ from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
 from analysis.report import build_report
 from analysis.stats import t_halfwidth
-from harness import schema
+from harness.core import schema
 from helpers import chromium, chromium_dom, finished_trial, trial
 
 N, K = 10, 3

@@ -13,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from harness import results, schema
-from harness.lock import LockHeld, SuiteLock, is_live
-from harness.progress import Progress, TrialReport
-from harness.results import TrialFolder
-from harness.trainer import Trainer
+from harness.core import schema
+from harness.execution.progress import Progress, TrialReport
+from harness.store import results
+from harness.store.lock import LockHeld, SuiteLock, is_live
+from harness.store.results import TrialFolder
+from harness.trial.trainer import Trainer
 from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, write_suite
 
 
@@ -68,7 +69,7 @@ def test_run_starts_its_own_ray_when_a_dead_cluster_is_recorded(tmp_path):
 
 
 def test_ray_target_is_local_unless_an_address_is_named(monkeypatch):
-    from harness.cluster import ray_target
+    from harness.execution.cluster import ray_target
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert ray_target() == "local" and ray_target("auto") == "auto" and ray_target("10.0.0.1:6379") == "10.0.0.1:6379"
@@ -97,7 +98,7 @@ def test_planted_pickle_in_a_checkpoint_is_refused_and_training_resumes(tmp_path
     marker = tmp_path / "pwned"
     for name in planted:
         plant(cfg.trial_dir / name, marker)
-    logs = said_by("harness.trainer")
+    logs = said_by("harness.trial.trainer")
     Trainer(cfg).run()
     assert not marker.exists()
     for name in planted:
@@ -119,7 +120,7 @@ def test_planted_pickle_in_deepspeed_state_is_refused(tmp_path, tags, resumed_fr
     assert len(planted) == 2 * len(tags)  # model states and ZeRO optimizer states of each tag
     for path in planted:
         plant(path, marker)
-    logs = said_by("harness.trainer")
+    logs = said_by("harness.trial.trainer")
     Trainer(cfg).run()
     assert not marker.exists()
     assert sum("refused by the weights-only loader" in line for line in logs) == len(tags), logs
@@ -366,15 +367,15 @@ def test_eta_counts_each_trials_flops_at_the_measured_rates():
     # small done: one trial left, one slot, at the rate of the one running
     progress.end("small", ok=True)
     assert progress.eta() == pytest.approx(400 * (1 - 1.5 / 4) / 20)
-    progress.end("big", ok=None)  # drained at a checkpoint (harness.preemption): pending again, not done
+    progress.end("big", ok=None)  # drained at a checkpoint (harness.trial.preemption): pending again, not done
     assert "1 done, 0 running, 1 pending, 0 failed" in progress.line()
 
 
 def test_a_trial_report_goes_through_tune_and_the_lock_and_reads_the_same():
     """The driver reads back what the trial sent, among Tune's own keys; the lock's heartbeat keeps what `harness
     status` shows, with the progress view's words."""
-    from harness.progress import describe
-    from harness.status import status_rows
+    from harness.execution.progress import describe
+    from harness.execution.status import status_rows
 
     sent = TrialReport("t", epoch=2, epoch_time_s=3.0, train_loss=0.5, test_top1=0.25, metrics={"lr": 0.1})
     tune_result = {**sent.to_tune(), "training_iteration": 2, "time_this_iter_s": 3.1}

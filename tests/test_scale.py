@@ -16,8 +16,9 @@ import yaml
 
 from analysis import cache, protocol
 from analysis.stats import bootstrap, probability_of_improvement
-from harness import results, schema
+from harness.core import schema
 from harness.metrics import topk_accuracy
+from harness.store import results
 from helpers import harness_env, write_suite
 
 STATUS_WITHOUT_TORCH = (
@@ -78,7 +79,7 @@ def test_status_after_a_dry_run_reads_the_grid_the_run_indexed(tmp_path):
 
 
 def test_a_suite_with_a_module_plugin_is_never_indexed(tmp_path):
-    from harness import trial_index
+    from harness.store import trial_index
 
     suite = write_suite(tmp_path, plugins=["json"])  # a module: its code is not the index's to key
     assert trial_index.key(suite, None) is None
@@ -200,11 +201,11 @@ def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path
 
 
 def test_the_driver_counts_how_long_a_freed_slot_idles(monkeypatch):
-    from harness.progress import Progress
+    from harness.execution.progress import Progress
     from helpers import tiny_config
 
     clock = iter([0.0, 0.0, 10.0, 10.5, 12.0, 12.25, 20.0, 21.0])  # (start a, start b, end a, start c, ...)
-    monkeypatch.setattr("harness.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("harness.execution.progress.time.monotonic", lambda: next(clock))
     cfg = tiny_config()
     progress = Progress({t: cfg for t in "abcd"}, dict.fromkeys("abcd", 1.0), concurrency=2)
     assert progress.overhead() == ""  # nothing measured yet

@@ -1,7 +1,7 @@
 """`harness slurm` on a real SLURM: munged, slurmctld and slurmd started here on localhost (one node, 2 CPUs, ports
 and state folders of the test's own), the generated batch scripts submitted with sbatch. Two jobs share the node,
 each with its own Ray; one is drained by `scancel --signal=USR1 --batch` mid-sweep, requeues itself and resumes.
-The fast tests read the generated script and the drain protocol (harness.preemption) without SLURM."""
+The fast tests read the generated script and the drain protocol (harness.trial.preemption) without SLURM."""
 
 import os
 import shutil
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import preemption, schema
-from harness.slurm import jobs, jobs_summary
+from harness.core import schema
+from harness.execution.slurm import jobs, jobs_summary
+from harness.trial import preemption
 from tests.helpers import SUITE, attempts, cli, free_port, harness, runs
 from tests.helpers import epochs as trial_epochs
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import ConfigError
-from harness.suite import expand, load_suite
+from harness.core.config import ConfigError
+from harness.planning.suite import expand, load_suite
 from helpers import SUITE, cli
 
 GOOD = {

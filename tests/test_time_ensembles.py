@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness import schema
+from harness.core import schema
 from harness.methods import METHODS
 from harness.models import build_model, count_parameters
 from harness.models.weight_members import WeightMembers, recompute_batch_norm
-from harness.results import TrialFolder
-from harness.trainer import Trainer
+from harness.store.results import TrialFolder
+from harness.trial.trainer import Trainer
 from helpers import tiny_config
 
 

@@ -6,7 +6,7 @@ import signal
 import numpy as np
 import pytest
 
-from harness.suite import expand, load_suite
+from harness.planning.suite import expand, load_suite
 from helpers import (
     finished_trial,
     free_port,

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness import results, schema
-from harness.trainer import Trainer, learning_rate, milestone_epochs
+from harness.core import schema
+from harness.core.schedule import learning_rate, milestone_epochs
+from harness.store import results
+from harness.trial.trainer import Trainer
 from helpers import tiny_config
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import schema, tuning
-from harness.suite import load_suite, resolved_study
+from harness.core import schema
+from harness.planning import tuning
+from harness.planning.suite import load_suite, resolved_study
 from helpers import SUITE, cli, finished_trial, harness, harness_background, runs
 
 TUNE = {
@@ -146,8 +147,8 @@ def test_asha_stops_a_configuration_against_its_own_method_only_and_remembers_ea
 
     from ray.tune.schedulers import TrialScheduler
 
-    from harness.results import TrialFolder, write_csv
-    from harness.tune_run import StudyScheduler
+    from harness.execution.tune_run import StudyScheduler
+    from harness.store.results import TrialFolder, write_csv
 
     def trial(name, history=()):
         folder = tmp_path / name

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.metrics import risk_coverage, selective_metrics
-from harness.uncertainty import (
+from harness.metrics.uncertainty import (
     average_precision,
     confidence_scores,
     corruption_metrics,
@@ -130,7 +130,7 @@ def test_three_corruption_conventions_from_the_same_logits():
     pooled set, each computed from the same per-image logits."""
     from harness.data.eval_sets import CORRUPTIONS
     from harness.metrics import ece, nll
-    from harness.uncertainty import corruption_metrics
+    from harness.metrics.uncertainty import corruption_metrics
 
     torch.manual_seed(0)
     n = 40
@@ -158,7 +158,7 @@ def test_three_corruption_conventions_from_the_same_logits():
 def test_ub17_is_cifar100_c_alone():
     """uncertainty-baselines' 17-corruption list is CIFAR-100-C's: a CIFAR-10-C (or Tiny ImageNet-C) record has no
     UB-17 average, generated stand-ins follow their dataset."""
-    from harness.eval_kinds import ub17_applies
+    from harness.evaluation.kinds import ub17_applies
 
     assert ub17_applies("cifar100-c") and ub17_applies("cifar100-c-generated")
     assert not ub17_applies("cifar10-c") and not ub17_applies("cifar10-c-generated")

@@ -68,8 +68,8 @@ def probe_one(config: Path, ready: Path, total: int, warmup: int, steps: int, un
     import torch
 
     from harness.bench.runner import _cycle, timed
-    from harness.config import load_trial_config
-    from harness.trainer import Trainer
+    from harness.core.config import load_trial_config
+    from harness.trial.trainer import Trainer
 
     cfg = load_trial_config(config)
     trainer = Trainer(cfg)
@@ -178,10 +178,10 @@ def main() -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override for every trial (dry runs)"
     )
     args = ap.parse_args()
-    from harness import results
-    from harness.config import TrialConfig
-    from harness.suite import expand, load_suite
-    from harness.yaml_files import parse_overrides
+    from harness.core.config import TrialConfig
+    from harness.core.yaml_files import parse_overrides
+    from harness.planning.suite import expand, load_suite
+    from harness.store import results
 
     deadline = START + args.budget_s
     suite = load_suite(args.suite, data_dir=str(Path(args.data_dir).resolve()))

@@ -1,5 +1,5 @@
 """The harness's own cost as a grid grows: N finished trials written through the project's writer
-(harness.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
+(harness.store.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
 
     python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report] [--sweep 16]
         [--study 8]   # and a real study (`tune:`): the driver's time per configuration beside the plain sweep's
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from harness import schema
+from harness.core import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path("/tmp/harness-scale-cache")  # the commands' own caches (FLOPs, grid index), cold at the start
@@ -55,8 +55,8 @@ def suite_file(folder: Path, trials: int) -> Path:
 def write_trials(suite_path: Path, images: int) -> int:
     """Every trial of the suite as a finished folder (config, logits of ``images`` test images, metrics)."""
     from harness.metrics import final_metrics
-    from harness.results import TrialFolder
-    from harness.suite import expand, load_suite
+    from harness.planning.suite import expand, load_suite
+    from harness.store.results import TrialFolder
 
     trials = expand(load_suite(suite_path), str(suite_path))
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@
 Runs the same sweep twice with `harness run` (CIFAR-100 subset, WRN-10-1, one epoch per trial, 2 workers reused by
 Tune): first with the memory a finished trial held left to the allocator (HARNESS_WORKER_TRIM=0, the baseline),
 then as the harness runs it (garbage collected and returned to the system with malloc_trim after each trial,
-harness.trainable.release_memory). A sampler reads every Ray worker's resident memory from /proc twice a second.
+execution.trainable.release_memory). A sampler reads every Ray worker's resident memory from /proc twice a second.
 Prints, per run, each worker's RSS after its first trial and at the end, the growth per trial, the ratio of the two
 runs' growths, and the plan's memory estimate per trial (`harness run --dry-run`) beside the measured rise of a
 worker's RSS during a trial. Results and their reading: benchmarks/worker_memory/README.md."""

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from harness import catalog, plugins
 from harness.bench.rates import Rate, Shape
-from harness.config import TrialConfig
+from harness.core import plugins
+from harness.core.config import TrialConfig
+from harness.trial import catalog
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def _sync(device: torch.device) -> None:
 
 def measure_one(cfg: TrialConfig, seconds: float, warmup: int, barrier: Path | None, index: int, k: int) -> dict:
     """This process's samples/s over ``seconds`` of training steps, after ``warmup`` steps and the barrier."""
-    from harness.trainer import Trainer, learning_rate, resolve_device
+    from harness.core.schedule import learning_rate
+    from harness.trial.trainer import Trainer, resolve_device
 
     device = resolve_device(cfg.device)
     trainer = Trainer(cfg.model_copy(update={"progress": False}))
@@ -110,7 +112,7 @@ def card_name(device: torch.device) -> tuple[str, float]:
 
 def measure_shapes(trials: list[TrialConfig], pack: list[int], seconds: float, warmup: int) -> list[Rate]:
     """A rate row per distinct shape of ``trials`` and per k of ``pack``."""
-    from harness.trainer import resolve_device
+    from harness.trial.trainer import resolve_device
 
     shapes: dict[Shape, TrialConfig] = {}
     for cfg in trials:

@@ -17,8 +17,8 @@ import re
 from dataclasses import asdict, astuple, dataclass, fields
 from pathlib import Path
 
-from harness import environment
-from harness.config import TrialConfig
+from harness.core import environment
+from harness.core.config import TrialConfig
 
 SHIPPED_RATES = Path(__file__).resolve().parent / "rates"  # the measured tables shipped with the package
 MEMORY_HEADROOM = 0.9  # packed trials may use 90% of the card's memory: allocator fragmentation, CUDA contexts
@@ -83,7 +83,7 @@ def card_slug(name: str) -> str:
 
 def rates_dir() -> Path:
     """Where `harness bench --suite` writes its tables, and where they are looked up first."""
-    from harness.storage import user_cache
+    from harness.store.storage import user_cache
 
     return Path(environment.text("HARNESS_RATES_DIR") or user_cache() / "rates")
 
@@ -142,7 +142,7 @@ def read_rates(path: Path) -> list[Rate]:
 
 def write_rates(path: Path, rates: list[Rate]) -> Path:
     """Merge ``rates`` into the table (a new measurement of the same shape and k replaces the old one)."""
-    from harness.results import write_text
+    from harness.store.results import write_text
 
     path = Path(path)
     old = read_rates(path) if path.exists() else []
@@ -201,7 +201,7 @@ def plan_packing(rates: list[Rate], shape: Shape) -> Packing | None:
 
 def trial_samples(cfg: TrialConfig) -> float:
     """Batch entries a trial's training processes (steps x batch size), as `harness bench` counts them."""
-    from harness.cost import trial_steps
+    from harness.trial.cost import trial_steps
 
     return trial_steps(cfg) * cfg.batch_size
 

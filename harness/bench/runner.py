@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from harness import logs
-from harness.config import ConfigError, TrialConfig
+from harness.core import logs
+from harness.core.config import ConfigError, TrialConfig
 from harness.methods.base import MixedBatch
 from harness.models import build_model
 
@@ -114,7 +114,7 @@ def _reset_peak(device: torch.device) -> None:
 
 
 def _variant(cfg: TrialConfig, **update) -> TrialConfig:
-    from harness.catalog import build_config
+    from harness.trial.catalog import build_config
 
     return build_config({**cfg.model_dump(), **update}, "harness bench")
 
@@ -132,9 +132,9 @@ def _label(cfg: TrialConfig, channels_last: bool) -> str:
 
 def _quiet_trainer(cfg: TrialConfig):
     """A Trainer for timing steps: its start-up line is not bench output."""
-    from harness.trainer import Trainer
+    from harness.trial.trainer import Trainer
 
-    with logs.quiet("harness.trainer"):
+    with logs.quiet("harness.trial.trainer"):
         return Trainer(cfg)
 
 
@@ -151,7 +151,7 @@ def run_bench(
     reference: bool = True,
     engines: list[str] | None = None,
 ) -> BenchResult:
-    from harness.trainer import resolve_device
+    from harness.trial.trainer import resolve_device
 
     cfg = _variant(cfg, progress=False)
     device = resolve_device(cfg.device)

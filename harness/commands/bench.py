@@ -6,10 +6,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from harness.catalog import build_config
 from harness.commands.common import load_suite_arg, trial_config
-from harness.exit_codes import ExitCode
-from harness.yaml_files import parse_overrides
+from harness.core.exit_codes import ExitCode
+from harness.core.yaml_files import parse_overrides
+from harness.trial.catalog import build_config
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def cmd_bench_suite(args) -> int:
     """`harness bench --suite`: every shape of a suite, alone and k at once, into the card's rate table."""
     from harness.bench.packed import measure_shapes
     from harness.bench.rates import Shape, card_slug, plan_packing, rates_dir, write_rates
-    from harness.suite import expand
+    from harness.planning.suite import expand
 
     suite = load_suite_arg(argparse.Namespace(suite=args.suite, data_dir=args.data_dir))
     overrides = parse_overrides(list(args.set or []))

@@ -1,18 +1,18 @@
-"""`harness check-plugin FILE`: the contract checks of what a plugin registers (harness.plugin_check), before a
+"""`harness check-plugin FILE`: the contract checks of what a plugin registers (harness.trial.plugin_check), before a
 sweep: each check on one line, the fix beside a failure; exit 1 when one fails."""
 
 from __future__ import annotations
 
 import logging
 
-from harness.exit_codes import ExitCode
+from harness.core.exit_codes import ExitCode
 
 
 def cmd_check_plugin(args) -> int:
-    from harness import plugins
-    from harness.config import ConfigError
-    from harness.plugin_check import check_entries, registered_by
-    from harness.yaml_files import parse_overrides
+    from harness.core import plugins
+    from harness.core.config import ConfigError
+    from harness.core.yaml_files import parse_overrides
+    from harness.trial.plugin_check import check_entries, registered_by
 
     plugin = plugins.load(args.file)
     entries = registered_by(plugin.spec)

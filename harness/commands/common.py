@@ -7,14 +7,14 @@ import argparse
 import logging
 from pathlib import Path
 
-from harness.catalog import load_trial_config
+from harness.trial.catalog import load_trial_config
 
 logger = logging.getLogger(__name__)
 
 
 def what_was_kept(trial_dirs: list[Path], command: str) -> str:
     """What Ctrl-C kept: only trials with an end-of-epoch checkpoint resume where they stopped."""
-    from harness.results import TrialFolder
+    from harness.store.results import TrialFolder
 
     partial = [(d, state) for d in trial_dirs if (state := TrialFolder(d).state()).state == "partial"]
     if not partial:
@@ -28,7 +28,7 @@ def what_was_kept(trial_dirs: list[Path], command: str) -> str:
 
 
 def load_suite_arg(args):
-    from harness.suite import load_suite
+    from harness.planning.suite import load_suite
 
     return load_suite(args.suite, data_dir=getattr(args, "data_dir", None))
 
@@ -36,7 +36,7 @@ def load_suite_arg(args):
 def results_target(target: str):
     """`status` / `report` TARGET -> (local suite folder, object store or None, suite name, suite or None).
     A suite or folder in an object store is first copied here (without checkpoints)."""
-    from harness.storage import CACHE_ONLY, ObjectStore, driver_cache_dir, is_uri
+    from harness.store.storage import CACHE_ONLY, ObjectStore, driver_cache_dir, is_uri
 
     suite = None
     if is_uri(target):

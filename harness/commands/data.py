@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness.catalog import build_config
-from harness.config import ConfigError
-from harness.exit_codes import ExitCode
-from harness.yaml_files import parse_overrides
+from harness.core.config import ConfigError
+from harness.core.exit_codes import ExitCode
+from harness.core.yaml_files import parse_overrides
+from harness.trial.catalog import build_config
 
 logger = logging.getLogger(__name__)
 

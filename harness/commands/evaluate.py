@@ -7,16 +7,17 @@ import re
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError
-from harness.exit_codes import ExitCode
+from harness.core.config import ConfigError
+from harness.core.exit_codes import ExitCode
 
 logger = logging.getLogger(__name__)
 
 
 def cmd_evaluate(args) -> int:
     from harness.data.eval_sets import parse_eval_set, with_absolute_path
-    from harness.evaluate import check_sets, evaluate_trials, finished_trials, headline
-    from harness.storage import CACHE_ONLY, is_uri
+    from harness.evaluation.evaluate import check_sets, headline
+    from harness.execution.evaluation import evaluate_trials, finished_trials
+    from harness.store.storage import CACHE_ONLY, is_uri
 
     sets = []
     for name in args.on:
@@ -26,14 +27,14 @@ def cmd_evaluate(args) -> int:
             raise ConfigError(f"--on {err}") from None
     if is_uri(args.target):
         raise ConfigError(f"{args.target}: give the suite's YAML file (it names the object store), not its URI")
-    from harness.config import DEVICE_PATTERN
+    from harness.core.config import DEVICE_PATTERN
 
     if not re.fullmatch(DEVICE_PATTERN, args.device):
         raise ConfigError(f"--device {args.device!r}: expected auto, cpu, cuda or cuda:N")
     suite, finished = finished_trials(Path(args.target), args.data_dir)
     resources = suite.resources if suite else None
     check_sets(finished, sets)  # a missing set stops here, before any network is loaded
-    from harness.lock import SuiteLock
+    from harness.store.lock import SuiteLock
 
     where = (suite.suite_dir, suite.store, suite.name) if suite else (Path(args.target), None, None)
     with SuiteLock(*where, f"harness evaluate {args.target}"):  # never beside a run writing the same trials
@@ -53,8 +54,8 @@ def cmd_evaluate(args) -> int:
         for record in records[tid].values():
             print(f"{tid:<{width}}  {record['set']:<22} {headline(record)}")
     if suite is not None and suite.tracking.enabled:
-        from harness.tracking import Tracker
-        from harness.tracking_store import mlflow_hint
+        from harness.tracker.store import mlflow_hint
+        from harness.tracker.tracking import Tracker
 
         tracker = Tracker.for_suite(suite, args.tracking_uri)
         if not tracker.sync([t.trial_dir for t in finished]):

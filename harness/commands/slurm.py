@@ -1,24 +1,24 @@
-"""`harness slurm`: a suite's sweep as a SLURM batch script (harness.slurm), written and optionally submitted."""
+"""`harness slurm`: a suite's sweep as a SLURM batch script (execution.slurm), written and optionally submitted."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from harness import environment
 from harness.commands.common import load_suite_arg
-from harness.config import ConfigError
-from harness.exit_codes import ExitCode
+from harness.core import environment
+from harness.core.config import ConfigError
+from harness.core.exit_codes import ExitCode
 
 
 def cmd_slurm(args) -> int:
-    from harness import slurm
-    from harness.suite import expand
+    from harness.execution import slurm
+    from harness.planning.suite import expand
 
     suite = load_suite_arg(args)
     if suite.store is not None:
         raise ConfigError(
             f"{args.suite}: storage: {suite.storage}: a SLURM job's trials stop at checkpoints through a file on "
-            f"shared storage (harness.preemption); use a folder that every node mounts"
+            f"shared storage (harness.trial.preemption); use a folder that every node mounts"
         )
     for flag in ("nodes", "cpus_per_node", "gpus_per_node", "max_requeues", "grace"):
         value, least = getattr(args, flag), 0 if flag in ("gpus_per_node", "max_requeues") else 1

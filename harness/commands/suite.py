@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from harness import schema
 from harness.commands.common import load_suite_arg, results_target, what_was_kept
-from harness.config import ConfigError
-from harness.exit_codes import ExitCode, Interrupted
+from harness.core import schema
+from harness.core.config import ConfigError
+from harness.core.exit_codes import ExitCode, Interrupted
 
 logger = logging.getLogger(__name__)
 
 
 def cmd_run(args) -> int:
-    from harness import trial_index
-    from harness.sweep import run_sweep
+    from analysis.ensembles import compose_suite_ensembles
+    from harness.execution.sweep import Analysis, run_sweep
+    from harness.store import trial_index
 
     suite = load_suite_arg(args)
     # the grid as `harness status SUITE` will expand it (no --data-dir there): indexed for it
@@ -32,10 +33,10 @@ def cmd_run(args) -> int:
             tracking_uri=args.tracking_uri,
             break_lock=args.break_lock,
             verbose=args.verbose,
-            summarize=_run_summary,
+            analysis=Analysis(summarize=_run_summary, ensembles=compose_suite_ensembles),
         )
     except KeyboardInterrupt:
-        from harness.suite import every_trial
+        from harness.planning.suite import every_trial
 
         dirs = [t.trial_dir for t in every_trial(suite, str(args.suite))]
         raise Interrupted(what_was_kept(dirs, f"harness run {args.suite}")) from None
@@ -54,15 +55,17 @@ def _run_summary(suite, trials) -> str:
 
 
 def cmd_status(args) -> int:
-    from harness import trial_index
-    from harness.lock import describe, running_trials
-    from harness.status import status_rows, status_view, trials_in_folder
-    from harness.storage import is_uri
+    from harness.execution.status import status_rows, status_view, trials_in_folder
+    from harness.store import trial_index
+    from harness.store.lock import describe, running_trials
+    from harness.store.storage import is_uri
 
     index_key = None
     if not Path(args.target).is_dir() and not is_uri(str(args.target)):
         index_key = trial_index.key(Path(args.target), None, getattr(args, "plugin", []))
-    indexed = trial_index.read(index_key)  # a grid listed before: no registry, no validation (harness.trial_index)
+    indexed = trial_index.read(
+        index_key
+    )  # a grid listed before: no registry, no validation (harness.store.trial_index)
     if indexed is not None:
         (suite_dir, trials), store, suite = indexed, None, None
         name = suite_dir.name
@@ -77,14 +80,14 @@ def cmd_status(args) -> int:
                 f"{args.target}: no trial folders in {suite_dir.resolve()} (expected <trial_id>/{schema.CONFIG} inside)"
             )
     elif indexed is None:
-        from harness.suite import every_trial
+        from harness.planning.suite import every_trial
 
         trials = every_trial(suite, str(args.target))
         trial_index.write(index_key, suite_dir, trials)
     print(status_view(status_rows(trials, running, corrupt), args.verbose))
     if driver is not None:
         print(f"driver: {describe(driver)}")
-    from harness.slurm import jobs_summary
+    from harness.execution.slurm import jobs_summary
 
     if jobs := jobs_summary(suite_dir):
         print(jobs)
@@ -92,10 +95,10 @@ def cmd_status(args) -> int:
 
 
 def cmd_sync(args) -> int:
-    from harness.lock import SuiteLock
-    from harness.results import TrialFolder
-    from harness.suite import every_trial
-    from harness.tracking import Tracker
+    from harness.planning.suite import every_trial
+    from harness.store.lock import SuiteLock
+    from harness.store.results import TrialFolder
+    from harness.tracker.tracking import Tracker
 
     _, store, _, suite = results_target(str(args.suite))
     if suite is None:
@@ -117,8 +120,8 @@ def _check_plugins_loaded(suite_dir: Path) -> None:
     columns would vanish without a word)."""
     import json
 
-    from harness.catalog import registries
-    from harness.results import CorruptFile, TrialFolder
+    from harness.store.results import CorruptFile, TrialFolder
+    from harness.trial.catalog import registries
 
     by_kind = dict(registries())
     needed: dict[str, set[str]] = {}
@@ -151,7 +154,7 @@ def cmd_report(args) -> int:
     suite_dir, store, name, suite = results_target(args.target)
     specs, expected, grid, study = None, {}, None, None
     if suite is not None:
-        from harness.suite import expand
+        from harness.planning.suite import expand
 
         if suite.tune is not None:  # every configuration tried, and the final phase the selection implies
             study = study_for_report(suite, str(args.target))
@@ -174,7 +177,7 @@ def cmd_report(args) -> int:
         )
         raise ConfigError(f"no results yet in {where}{relative}: run `harness run` first")
     if suite is not None and suite.tracking.enabled:  # an unusable store stops here, before anything is written
-        from harness.tracking_store import check_store, suite_tracking_uri
+        from harness.tracker.store import check_store, suite_tracking_uri
 
         check_store(suite_tracking_uri(suite, args.tracking_uri))
     average = args.ensemble_average or (suite.ensemble_average if suite is not None else None)
@@ -193,8 +196,8 @@ def cmd_report(args) -> int:
         store.push(report["dir"], f"{name}/{schema.REPORT_DIR}")
     _print_report(report, suite_dir)
     if suite is not None and suite.tracking.enabled:
-        from harness.tracking import log_report
-        from harness.tracking_store import mlflow_hint
+        from harness.tracker.store import mlflow_hint
+        from harness.tracker.tracking import log_report
 
         log_report(suite, report["dir"], args.tracking_uri, report.get("summary_frame"))
         print(mlflow_hint(suite, args.tracking_uri))
@@ -242,7 +245,7 @@ def _print_report(report: dict, suite_dir: Path) -> None:
 def study_for_report(suite, source: str) -> dict:
     """A tuned suite's study for its report: the selection as the folders stand, each searched key's recipe value,
     the validation split's size."""
-    from harness.suite import build_trial, resolved_study
+    from harness.planning.suite import build_trial, resolved_study
 
     resolved = resolved_study(suite, source)
     recipe = {}
@@ -253,10 +256,10 @@ def study_for_report(suite, source: str) -> dict:
 
 
 def cmd_list(args) -> int:
-    from harness.catalog import listing
+    from harness.trial.catalog import listing
 
     if args.suite is not None:  # its plugins load with it
-        from harness.suite import load_suite
+        from harness.planning.suite import load_suite
 
         load_suite(args.suite)
     print(listing(markdown=args.markdown, keys=args.keys))

@@ -6,22 +6,22 @@ import logging
 import os
 
 from harness.commands.common import trial_config, what_was_kept
-from harness.config import TrialConfig
-from harness.exit_codes import ExitCode, Interrupted
+from harness.core.config import TrialConfig
+from harness.core.exit_codes import ExitCode, Interrupted
 
 logger = logging.getLogger(__name__)
 
 
 def cmd_train(args) -> int:
     from harness.data import with_fingerprints
-    from harness.launch import train_trial
+    from harness.trial.launch import train_trial
 
     cfg = with_fingerprints([trial_config(args)])[0]
     cpus, gpus = 1.0, 0.0
     if cfg.workers_per_trial > 1:  # N workers through Ray Train: $RAY_ADDRESS, else a local Ray of its own
-        from harness.cluster import start_ray
         from harness.data import check_available
-        from harness.trainer import resolve_device
+        from harness.execution.cluster import start_ray
+        from harness.trial.trainer import resolve_device
 
         check_available(cfg)
         start_ray()
@@ -54,7 +54,7 @@ def format_summary(cfg: TrialConfig, metrics: dict) -> str:
     """The one-screen summary printed after a trial: a line per metric group, every declared metric the trial
     recorded (harness.metrics: a plugin's metric shows too), then how and where it ran."""
     from harness.metrics import GROUPS, METRICS
-    from harness.mlflow_mapping import finite_number
+    from harness.tracker.mlflow_mapping import finite_number
 
     if "train_time_s" in metrics:  # the cost is declared in hours (the report's column)
         metrics = {"train_hours": metrics["train_time_s"] / 3600, **metrics}

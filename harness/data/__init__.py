@@ -11,7 +11,7 @@ from harness.data.errors import DataError
 from harness.data.loader import Sampling, TrainLoader
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 # Subsets and the validation split use a fixed seed, so every trial of a sweep sees the same images.
 SPLIT_SEED = 0

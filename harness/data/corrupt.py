@@ -277,7 +277,7 @@ def write_generated_set(
     """Write the stand-in set to ``out`` (CIFAR-C layout) and mark it as generated. It is written into a
     temporary folder beside ``out`` and renamed into place at the end, so ``out`` never holds a half-written set;
     a non-empty ``out`` is refused unless ``force`` (then replaced whole, foreign files included)."""
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
 
     final = Path(out)
     if final.exists() and (not final.is_dir() or any(final.iterdir())) and not force:
@@ -300,7 +300,7 @@ def write_generated_set(
 def _one_writer(final: Path):
     """Held while ``final`` is written: a second writer is refused at once, naming the first (the OS releases the
     lock if the process dies); what an interrupted writer left is removed."""
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
 
     with open(final.parent / f".{final.name}.lock", "a+") as lock:
         try:
@@ -325,7 +325,7 @@ def _one_writer(final: Path):
 
 def _put_in_place(out: Path, final: Path, force: bool) -> None:
     """Rename the written set over ``final``; a set that appeared there meanwhile is kept unless ``force``."""
-    from harness.config import ConfigError
+    from harness.core.config import ConfigError
 
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         if not force:
@@ -339,7 +339,7 @@ def _put_in_place(out: Path, final: Path, force: bool) -> None:
 
 
 def _write_stand_in(images, labels, out: Path, dataset: str, source: str, seed: int, corruptions) -> None:
-    from harness.results import write_json
+    from harness.store.results import write_json
 
     np.save(out / "labels.npy", np.tile(labels.astype(np.int64), SEVERITIES))
     for i, name in enumerate(corruptions, 1):

@@ -14,8 +14,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from harness import environment
-from harness.registry import Registry
+from harness.core import environment
+from harness.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from harness import environment
+from harness.core import environment
 from harness.data.errors import DataError
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ Names (``harness evaluate --on NAME``, a suite's ``eval_sets:``):
     ood:folder=PATH          every image under PATH (resized, centre-cropped)
 
 A corruption set may name its folder: ``cifar100-c=/data/CIFAR-100-C``. OOD images are always scored
-against the trial's in-distribution test set (harness.uncertainty).
+against the trial's in-distribution test set (harness.metrics.uncertainty).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import bounded_read
+from harness.core import bounded_read
 from harness.data.datasets import DATASETS, ImageArrays, default_data_dir
 from harness.data.errors import DataError
 from harness.data.readers import images_under, load_image, read_image_tree

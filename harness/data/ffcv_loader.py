@@ -23,7 +23,7 @@ from harness.data.errors import DataError
 from harness.data.loader import Normalize, Sampling
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 
 def require_ffcv():

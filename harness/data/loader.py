@@ -14,7 +14,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from harness.config import TrialConfig
+from harness.core.config import TrialConfig
 from harness.data.datasets import ImageArrays
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import bounded_read
+from harness.core import bounded_read
 from harness.data.datasets import ImageArrays
 from harness.data.errors import DataError
 

@@ -14,8 +14,8 @@ from harness.engines.inference import Inference, place_model, weight_dtype
 from harness.engines.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
-    from harness.parallel import World
+    from harness.core.config import TrialConfig
+    from harness.core.parallel import World
 
 
 class Engine(Protocol):

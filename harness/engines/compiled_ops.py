@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from harness import environment
+from harness.core import environment
 
 logger = logging.getLogger(__name__)
 

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness import schema
+from harness.core import schema
+from harness.core.parallel import ensure_process_group
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import set_lr, sgd
-from harness.parallel import ensure_process_group
-from harness.results import CorruptFile, refusal
+from harness.store.results import CorruptFile, refusal
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 CHECKPOINT_DIR = schema.DEEPSPEED_DIR  # inside the trial folder: one tag per epoch, the last two kept
 

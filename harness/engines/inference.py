@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness import environment
+from harness.core import environment
 from harness.engines.deepspeed_config import deepspeed_config
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 
 def weight_dtype(cfg: TrialConfig) -> torch.dtype:

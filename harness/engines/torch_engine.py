@@ -12,7 +12,7 @@ from harness.engines.inference import Inference
 from harness.methods import METHODS
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 
 def sgd(cfg: TrialConfig, model: torch.nn.Module, **options) -> torch.optim.SGD:

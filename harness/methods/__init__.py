@@ -2,8 +2,8 @@
 a plugin's file registers the same way). The public API of a method plugin: ``Method``, ``MixedBatch``,
 ``Option``, ``register_method``; see docs/plugins.md."""
 
+from harness.core.registry import Option, Registry
 from harness.methods.base import Loop, Method, MixedBatch
-from harness.registry import Option, Registry
 
 METHODS: Registry[type[Method]] = Registry("method", package=__name__)
 
@@ -15,8 +15,8 @@ def register_method(name: str):
     optimizer groups (``param_groups``) and, for `harness bench`, its per-sample masks (``reference_masks``)."""
 
     def add(cls: type[Method]) -> type[Method]:
-        from harness import plugins
-        from harness.config import TrialConfig
+        from harness.core import plugins
+        from harness.core.config import TrialConfig
 
         where = plugins.loading() or "the harness"
         if not (isinstance(cls, type) and issubclass(cls, Method)):

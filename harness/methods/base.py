@@ -16,11 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from harness.core.registry import Option
 from harness.methods.mixing import box_masks, loss_weights, sample_beta
-from harness.registry import Option
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 PartnerSource = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # k -> (images, labels) of k training images
 
@@ -49,7 +49,7 @@ class MixedBatch:
 
 @dataclass
 class Loop:
-    """What a method's hooks see of the training loop (harness.trainer.Trainer), read and changed in place."""
+    """What a method's hooks see of the training loop (harness.trial.trainer.Trainer), read and changed in place."""
 
     model: torch.nn.Module  # the network trained: a WeightMembers when the method keeps weight states
     optimizer: torch.optim.Optimizer  # the engine's SGD (the lr of its groups is set from ``Method.schedule``)
@@ -96,7 +96,7 @@ class Method:
     label: str | None = None
     order: float = 100
     # bumped when the method computes something else for the same keys (a default changed): in the trial id when
-    # non-zero, so that older results of this method are not reused (harness.catalog)
+    # non-zero, so that older results of this method are not reused (harness.trial.catalog)
     revision = 0
     color: str | None = None
     marker: str = "o"
@@ -144,7 +144,7 @@ class Method:
 
     @classmethod
     def check_config(cls, cfg: TrialConfig) -> None:
-        """The method's own checks (harness.config checks M of single networks, models and other methods' keys)."""
+        """The method's own checks (harness.core.config checks M of single networks, models and other methods' keys)."""
         M = cfg.num_inputs
         if not cls.single_network and M < 2:
             raise ValueError(f"method {cfg.method!r} needs M >= 2 subnetworks, got {M} (it is an ensemble method)")
@@ -153,7 +153,7 @@ class Method:
         if cls.network != "multi_io" and cfg.msda != "none":
             raise ValueError(f"msda (Mixup/CutMix on each input) is for MixMo's multi-input methods, not {cfg.method}")
 
-    # --- the training loop (harness.trainer): a method that changes how training runs (ensembles in time)
+    # --- the training loop (harness.trial.trainer): a method that changes how training runs (ensembles in time)
     @classmethod
     def weight_members(cls, cfg: TrialConfig) -> int:
         """Members that are weight states of one network (Snapshot, FGE, SWAG): S > 1 builds the network once per
@@ -207,7 +207,7 @@ class Method:
     # --- shared
     def prepare(self, x: torch.Tensor, y: torch.Tensor, progress: float) -> MixedBatch:
         """A loader batch -> the step's MixedBatch. ``x`` (n, C, H, W) normalised, augmented images on the device,
-        ``y`` (n,) labels, ``progress`` the clock of the schedules in (0, 1] (harness.trainer.training_progress).
+        ``y`` (n,) labels, ``progress`` the clock of the schedules in (0, 1] (harness.core.schedule.training_progress).
         The default: M permutations of the batch fill the M slots, ``mixing`` draws masks and ratios, an optional
         Mixup/CutMix per input, targets scaled by the loss weights. Override it for rows of another kind (members fed
         directly, RegMixup's clean and mixed rows); its shapes are checked against the model's heads at the first

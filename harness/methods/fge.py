@@ -3,9 +3,9 @@ a member collected at each cycle's minimum (docs/recipe.md)."""
 
 from __future__ import annotations
 
+from harness.core.registry import Option
 from harness.methods import register_method
 from harness.methods.time_ensembles import InTime
-from harness.registry import Option
 
 
 @register_method("fge")
@@ -45,7 +45,7 @@ class FGE(InTime):
             )
 
     def schedule(self, lr: float, epoch: int, step: int, steps_per_epoch: int) -> float:
-        from harness.trainer import learning_rate
+        from harness.core.schedule import learning_rate
 
         pretrain = self.pretrain_epochs(self.cfg)
         if epoch < pretrain:  # the recipe's schedule, fitted to the pre-training epochs

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
+from harness.core.registry import Option
 from harness.methods import register_method
 from harness.methods.time_ensembles import SWA_OPTIONS, Averaging
 from harness.models.weight_members import recompute_batch_norm
-from harness.registry import Option
 
 
 @register_method("swag")

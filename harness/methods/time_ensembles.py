@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from harness.core.registry import Option
 from harness.methods.base import Method
-from harness.registry import Option
 
 
 class InTime(Method):

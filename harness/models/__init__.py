@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from harness.core.registry import Registry
 from harness.models.layers import Layers
 from harness.models.multi_io import MultiIONet
-from harness.registry import Registry
 
 if TYPE_CHECKING:
-    from harness.config import TrialConfig
+    from harness.core.config import TrialConfig
 
 MODELS: Registry = Registry("model", package=__name__)
 # network families: builders (core factory, stem channels, classes, members, **options) -> a network of M members,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import bounded_read
+from harness.core import bounded_read
 from harness.data.datasets import SVHN_MEAN, SVHN_STD, ImageArrays, ImageSplits, default_data_dir, register_dataset
 from harness.data.errors import DataError
 from harness.data.readers import check_arrays, find_folder, tree_files

@@ -1,0 +1,115 @@
+"""Where a suite's MLflow runs go: the tracking URI (the flag, the suite's, $MLFLOW_TRACKING_URI, else sqlite
+beside the results), the store's own checks (an sqlite file that is not a database), the lock under which a fresh
+store's tables are created, the record of trials kept back in an outage; how to look at the runs."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from harness.core import environment, schema
+from harness.core.config import ConfigError
+from harness.store import results
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def suite_tracking_uri(suite, tracking_uri: str | None = None) -> str:
+    """--tracking-uri, else the suite's, else $MLFLOW_TRACKING_URI, else sqlite in the storage; checked."""
+    from harness.planning.suite import check_tracking_uri
+
+    return check_tracking_uri(tracking_uri or suite.tracking.uri or default_tracking_uri(suite.results_root))
+
+
+def default_tracking_uri(storage: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(storage).resolve() / schema.MLFLOW_DB}"
+
+
+def kept_back(suite_dir: Path) -> dict:
+    try:
+        record = json.loads((Path(suite_dir) / schema.KEPT_BACK).read_text())
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_store(uri: str) -> None:
+    """An sqlite store that is not a database is one line naming it (MLflow would end in SQLAlchemy's traceback);
+    it is only a mirror of the trial folders, so moving it aside loses nothing."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise TrackingStoreError(f"the MLflow store {path} cannot be read ({err.strerror})") from err
+    if head and head != SQLITE_MAGIC:
+        raise TrackingStoreError(
+            f"the MLflow store {path} is not an SQLite database; move it aside and run again: the runs are rebuilt "
+            f"from the trial folders (or pass --tracking-uri)"
+        )
+
+
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+ANSWER_S = environment.seconds("HARNESS_STORE_TIMEOUT_S")  # a store that has not answered by then is down
+
+
+def check_answers(uri: str) -> None:
+    """A database store (PostgreSQL, MySQL, SQL Server) accepts a connection within ``ANSWER_S`` seconds, or
+    ConnectionError naming it: MLflow would retry creating its engine for ~100 s first (10 attempts, doubling)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.split("+")[0]
+    if scheme not in DATABASE_PORTS or not parsed.hostname:  # a socket folder, a file: nothing to dial
+        return
+    where = (parsed.hostname, parsed.port or DATABASE_PORTS[scheme])
+    try:
+        socket.create_connection(where, timeout=ANSWER_S).close()
+    except OSError as err:
+        raise ConnectionError(
+            f"the MLflow store {scheme}://{where[0]}:{where[1]} does not answer ({err.strerror or err})"
+        ) from None
+
+
+class TrackingStoreError(ConfigError):
+    """A tracking store that is there but unusable (not a busy or unreachable one: that is an outage); exit 2."""
+
+
+@contextlib.contextmanager
+def store_creation(uri: str):
+    """Held while a sqlite store's tables are created or migrated: two drivers started together on fresh storage
+    would otherwise both create them (`table experiments already exists`) before either reaches the suite lock."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the OS if this process dies
+        existed = path.exists()
+        try:
+            yield
+        except Exception as err:
+            if not existed:  # half-made tables would break the next run
+                path.unlink(missing_ok=True)
+            if results.out_of_space(err, path.parent):
+                raise results.ResourceError(
+                    f"no space left on device for the MLflow store {path}; free some space and run the same command "
+                    f"again"
+                ) from err
+            raise
+
+
+def mlflow_hint(suite, tracking_uri: str | None = None) -> str:
+    """How to look at the suite's runs in the MLflow UI."""
+    uri = suite_tracking_uri(suite, tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        return f"MLflow: {uri} (experiment {suite.tracking.experiment or suite.name})"
+    return f"MLflow: mlflow ui --backend-store-uri {uri}   (experiment {suite.tracking.experiment or suite.name})"

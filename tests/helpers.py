@@ -25,6 +25,8 @@ from harness.trial.catalog import build_config
 
 SUITE = yaml.safe_load((Path(__file__).parent / "suites" / "synthetic_2x2.yaml").read_text())
 
+FAULTS = Path(__file__).parent / "faults.py"  # the fault-injection plugin (`--plugin`, read HARNESS_TEST_FAULT)
+
 
 def write_suite(tmp_path: Path, **changes) -> Path:
     suite = {**SUITE, "storage": str(tmp_path / "results"), **changes}
@@ -36,7 +38,7 @@ def write_suite(tmp_path: Path, **changes) -> Path:
 
 def harness_env(**extra) -> dict:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
-    env.pop("HARNESS_TEST_FAULT", None)
+    env.pop("HARNESS_TEST_FAULT", None)  # set by a test that loads FAULTS, never inherited
     env.pop("MLFLOW_TRACKING_URI", None)
     env.update(extra)
     return env

@@ -14,7 +14,7 @@ from harness.engines.deepspeed_config import deepspeed_config
 from harness.store import results
 from harness.trial.launch import run_on_workers
 from harness.trial.trainer import Trainer
-from helpers import tiny_config
+from helpers import FAULTS, tiny_config
 
 FAULT = "raise@1@faulty"  # raise after epoch 1 in trials whose folder path contains "faulty"
 
@@ -80,6 +80,11 @@ def ray_cluster():
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
+    from harness.core import plugins
+    from harness.trial.trainer import Trainer
+
+    plain_run = Trainer.run
+    plugins.load(str(FAULTS.resolve()))  # shipped to the Ray Train workers with each trial, as any plugin
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -89,6 +94,8 @@ def ray_cluster():
     )
     yield
     ray.shutdown()
+    Trainer.run = plain_run  # the other tests of this process train without it
+    plugins._loaded.pop(str(FAULTS.resolve()))
 
 
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it

@@ -19,7 +19,7 @@ import pyarrow.fs
 import pytest
 
 from harness.store.storage import CACHE_ONLY, ObjectStore
-from helpers import free_port, harness, harness_background, node_of, write_suite
+from helpers import FAULTS, free_port, harness, harness_background, node_of, write_suite
 
 pytestmark = pytest.mark.timeout(600)
 BUCKET = "harness-test"
@@ -237,7 +237,7 @@ def test_a_trial_of_two_workers_on_two_nodes_mirrors_and_resumes_from_the_store(
         max_retries=1,
         base={"epochs": 4, "workers_per_trial": 2, "engine": "deepspeed", "zero_stage": 1},
     )
-    proc = harness("run", suite, "--address", c.address)
+    proc = harness("run", suite, "--address", c.address, "--plugin", FAULTS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     files = stored(s3, "synth")
     (trial,) = {name.split("/")[0] for name in files if name.endswith("/metrics.json")}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import harness, harness_background, trial_dirs, write_suite
+from helpers import FAULTS, harness, harness_background, trial_dirs, write_suite
 
 
 def child_runs(client, experiment="synth"):
@@ -148,7 +148,7 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
 def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
     suite = write_suite(tmp_path, max_retries=1)
     # every attempt of the width-2 Cut-MixMo trial raises after its first epoch; the others are untouched
-    proc = harness("run", suite, HARNESS_TEST_FAULT="raise@1+@cut_mixmo-wrn10x2")
+    proc = harness("run", suite, "--plugin", FAULTS, HARNESS_TEST_FAULT="raise@1+@cut_mixmo-wrn10x2")
     assert proc.returncode == 1
     assert "1 trial(s) failed" in proc.stderr and "cut_mixmo-wrn10x2" in proc.stderr
     assert "retrying from its last checkpoint" in proc.stdout
@@ -168,7 +168,7 @@ def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_transient_failure_resumes_from_checkpoint(tmp_path):
     suite = write_suite(tmp_path, max_retries=2, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 3})
-    proc = harness("run", suite, HARNESS_TEST_FAULT="raise@2")  # fails once, after epoch 2
+    proc = harness("run", suite, "--plugin", FAULTS, HARNESS_TEST_FAULT="raise@2")  # fails once, after epoch 2
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "retry 1" in proc.stdout
     trial = next((tmp_path / "results" / "synth").glob("vanilla-*"))

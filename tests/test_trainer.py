@@ -14,7 +14,7 @@ from harness.core import schema
 from harness.core.schedule import learning_rate, milestone_epochs
 from harness.store import results
 from harness.trial.trainer import Trainer
-from helpers import tiny_config
+from helpers import FAULTS, tiny_config
 
 
 def test_milestones_scale_with_the_epoch_budget():
@@ -83,6 +83,7 @@ def train_cli(cfg_overrides, out, fault=None):
     if fault:
         env["HARNESS_TEST_FAULT"] = fault
     args = [sys.executable, "-m", "harness", "train", "--set", f"output_dir={out}"]
+    args += ["--plugin", str(FAULTS)] if fault else []
     for k, v in cfg_overrides.items():
         args += ["--set", f"{k}={v}"]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)

@@ -34,12 +34,6 @@ VARIABLES = {
         Variable("HARNESS_OP_BUILD_TIMEOUT", None, "seconds DeepSpeed's CPU communication op may take to compile"),
         Variable("HARNESS_WORKER_TRIM", "1", "0: a reused Ray worker keeps a finished trial's freed memory (baseline)"),
         Variable("HARNESS_HEAD_IP", None, "a SLURM job's Ray head address (default: Ray's guess for the batch node)"),
-        Variable(
-            "HARNESS_TEST_FAULT",
-            None,
-            "tests only: 'kill@E' or 'raise@E' after epoch E's checkpoint ('E+': from E on; '@text': trials whose "
-            "folder contains it), reaching `harness run`'s Ray workers through the environment",
-        ),
     ]
 }
 

@@ -106,4 +106,9 @@ def finite_number(v) -> bool:
 
 
 def quoted(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'")
+    """``value`` as a string literal of MLflow's search filter, which takes the text between its quotes as it is (no
+    escapes): single quotes, or double quotes around a value holding one; a value holding both has no literal."""
+    for quote in "'\"":
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise ValueError(f"{value!r}: MLflow's search filter has no literal for a value with both kinds of quote")

@@ -165,7 +165,7 @@ class Tracker:
         if self._runs is None:
             self._runs = {}
             experiment = self.experiment_id(create=False)
-            where = f"tags.`{SUITE_TAG}` = '{quoted(self.suite_name)}'"
+            where = f"tags.`{SUITE_TAG}` = {quoted(self.suite_name)}"
             for run in all_runs(self.client, [experiment], where) if experiment else []:
                 tags = run.data.tags
                 if tags.get(ROLE_TAG) == "sweep":
@@ -206,7 +206,7 @@ class Tracker:
         """The sweep's parent run (found by its tags; created on first use unless ``create`` is False)."""
         if self._parent is None and self._runs is None:  # the parent alone: not the suite's thousands of runs
             experiment = self.experiment_id(create=False)
-            where = f"tags.`{SUITE_TAG}` = '{quoted(self.suite_name)}' and tags.`{ROLE_TAG}` = 'sweep'"
+            where = f"tags.`{SUITE_TAG}` = {quoted(self.suite_name)} and tags.`{ROLE_TAG}` = 'sweep'"
             found = all_runs(self.client, [experiment], where) if experiment else []
             self._parent = found[0].info.run_id if found else None
         if self._parent is None:

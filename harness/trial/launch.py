@@ -8,13 +8,11 @@ mirrors after every epoch (harness.store.storage); a failure leaves its tracebac
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import traceback
 
 import torch
 
-from harness.core import environment, logs, plugins, schema
+from harness.core import logs, plugins, schema
 from harness.core.config import TrialConfig
 from harness.core.parallel import barrier, current_world
 from harness.store.results import ResourceError, TrialFolder, out_of_memory
@@ -53,7 +51,6 @@ def train_trial(
             local.push()  # the checkpoint reaches the object store before anyone hears of the epoch
             if on_epoch is not None:
                 on_epoch(row)
-            fault_from_env(row["epoch"], str(local.cfg.trial_dir))
             stop_at_checkpoint(cfg.trial_dir, row["epoch"], cfg.epochs)  # the sweep drains: stop here
 
         metrics = Trainer(local.cfg).run(on_epoch=epoch_done, restart=restart, on_step=on_step)
@@ -79,23 +76,6 @@ def _plain_reason(err: Exception) -> str:
     return ""
 
 
-def fault_from_env(epoch: int, trial_dir: str) -> None:
-    """Fault injection for the tests, read from the environment (so it reaches `harness run`'s Ray
-    workers): HARNESS_TEST_FAULT='kill@E' or 'raise@E' acts after epoch E's checkpoint is written
-    ('E+': at every epoch from E on, so retries fail too); an optional '@substring' limits it to the trials
-    whose folder path (results/<suite>/<trial_id>) contains it."""
-    spec = environment.text("HARNESS_TEST_FAULT")
-    if not spec:
-        return
-    action, at_epoch, *match = spec.split("@")
-    hit = epoch >= int(at_epoch[:-1]) if at_epoch.endswith("+") else epoch == int(at_epoch)
-    if not hit or (match and match[0] not in trial_dir):
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    raise RuntimeError(f"injected test fault after epoch {epoch}")
-
-
 # --- N workers through Ray Train
 def _worker_loop(config: dict) -> None:
     """One rank of a trial of several workers (run by Ray Train in its own process)."""
@@ -114,7 +94,6 @@ def _worker_loop(config: dict) -> None:
             if world.is_main:
                 local.push()
         ray.train.report({**row, "trial_id": cfg.trial_id})
-        fault_from_env(row["epoch"], str(cfg.trial_dir))
 
     logs.setup(logging.WARNING)  # a Ray Train worker: the driver shows what it reports, and warnings
     Trainer(cfg).run(on_epoch=on_epoch, restart=config.get("restart", False))

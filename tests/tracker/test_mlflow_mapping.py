@@ -88,4 +88,4 @@ def test_quoted_suite_names_are_read_back_by_mlflows_search_parser(tmp_path):
         found = client.search_runs([experiment], f"tags.`{mapping.SUITE_TAG}` = {mapping.quoted(name)}")
         assert [r.data.tags[mapping.SUITE_TAG] for r in found] == [name]
     with pytest.raises(ValueError, match="no literal for a value with both kinds of quote"):
-        mapping.quoted("it's \"both\"")
+        mapping.quoted('it\'s "both"')

@@ -141,38 +141,6 @@ def test_optuna_search_replays_its_asks_from_the_told_scores_and_learns_from_the
     assert len(failed) == 12 and failed[:6] == asked[:6]
 
 
-def test_asha_stops_a_configuration_against_its_own_method_only_and_remembers_earlier_runs(tmp_path):
-    """One ASHA per setting (reduction factor 2: a rung keeps the better half), replayed the epochs recorded before."""
-    from types import SimpleNamespace
-
-    from ray.tune.schedulers import TrialScheduler
-
-    from harness.execution.tune_run import StudyScheduler
-    from harness.store.results import TrialFolder, write_csv
-
-    def trial(name, history=()):
-        folder = tmp_path / name
-        folder.mkdir()
-        if history:
-            write_csv(folder / schema.HISTORY, [{"epoch": e + 1, "val_nll": v} for e, v in enumerate(history)])
-        return SimpleNamespace(trial_id=name, trial_dir=folder, epochs=4)
-
-    tune = tuning.Tune.model_validate({**TUNE, "scheduler": "asha", "grace_epochs": 1, "reduction_factor": 2})
-    search = {"a": [trial("a1", [1.0]), trial("a2", [2.0]), trial("a3")], "b": [trial("b1", [9.0]), trial("b2")]}
-    scheduler = StudyScheduler(SimpleNamespace(tune=tune, search=search))
-
-    def report(name, epoch, value):
-        ray_trial = SimpleNamespace(config={"case": {"trial_id": name}})
-        return scheduler.on_trial_result(None, ray_trial, {"epoch": epoch, "val_nll": value})
-
-    assert report("a3", 1, 3.0) == TrialScheduler.STOP  # worse than the rung's median, 1.5, recorded last run
-    assert TrialFolder(tmp_path / "a3").state().state == "stopped"
-    assert "stopped by asha after epoch 1 (val_nll 3.0000)" in TrialFolder(tmp_path / "a3").state().detail
-    assert report("b2", 1, 5.0) == TrialScheduler.CONTINUE  # better than b's own 9.0, though worse than a's
-    assert report("b2", 4, 99.0) == TrialScheduler.CONTINUE  # the last epoch: its evaluation follows, never stopped
-    assert report("final-trial", 1, 99.0) == TrialScheduler.CONTINUE  # outside the search: runs to the end
-
-
 @pytest.mark.parametrize("higher", [True, False])
 def test_expected_best_is_the_exact_mean_over_subsets(higher):
     """Tang et al.'s estimator equals the mean, over every n-subset of the configurations tried, of its best."""

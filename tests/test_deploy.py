@@ -2,7 +2,7 @@
 Apptainer definition against the repository. Neither Kubernetes nor Apptainer runs here (no cluster, no network to
 pull a base image): these are static checks.
 
-tests/data/kuberay_rayjob_v1.schema.json.gz is the `openAPIV3Schema` of version v1 of KubeRay's RayJob
+tests/fixtures/kuberay_rayjob_v1.schema.json.gz is the `openAPIV3Schema` of version v1 of KubeRay's RayJob
 CustomResourceDefinition (ray-operator/config/crd/bases/ray.io_rayjobs.yaml, github.com/ray-project/kuberay at
 commit feeaf72fa, Apache-2.0), its descriptions and `status` removed."""
 
@@ -20,7 +20,7 @@ import yaml
 from harness.cli import build_parser
 
 ROOT = Path(__file__).parents[1]
-SCHEMA = json.loads(gzip.open(Path(__file__).parent / "data" / "kuberay_rayjob_v1.schema.json.gz", "rt").read())
+SCHEMA = json.loads(gzip.open(Path(__file__).parent / "fixtures" / "kuberay_rayjob_v1.schema.json.gz", "rt").read())
 
 
 def unknown_fields(value, schema: dict, at: str = "") -> list[str]:

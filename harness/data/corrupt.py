@@ -6,7 +6,7 @@ CIFAR script): the same parameters, the same operations (skimage's HSV and Gauss
 kernel, affine warp and resizes, ImageMagick's motion blur through Wand for motion blur and snow, the
 reference's frost photographs, as the `imagecorruptions` package ships them), and the same conversion to uint8
 (truncation, not rounding). The deterministic corruptions equal the reference's outputs pixel for pixel within
-one level; the random ones draw from the same distributions with another random stream (tests/test_corrupt.py).
+one level; the random ones draw from the same distributions with another random stream (tests/data/test_corrupt.py).
 The folder is still marked GENERATED.json and every result read from it says "generated": it is not the
 official file, so its numbers are not published CIFAR-C numbers.
 """

@@ -20,7 +20,7 @@ from harness.models import MODELS
 from harness.trial.catalog import listing
 from helpers import SUITE, cli, harness, harness_env, runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "plugins"
 
 TINY = {
@@ -522,7 +522,7 @@ TEST_DATASETS = [("dataset", "synthetic"), ("dataset", "cifar100")]
 @pytest.mark.parametrize("kind, name", [("metric", n) for n in METRICS.names()] + TEST_DATASETS)
 def test_every_built_in_metric_and_the_test_datasets_pass_the_plugin_checks(kind, name):
     """The datasets whose data the tests have (HARNESS_DATA_DIR: CIFAR-100); the other readers are tested with
-    their official layouts in tests/test_eval_sets.py and tests/test_data.py."""
+    their official layouts in tests/data/test_eval_sets.py and tests/data/test_data.py."""
     from harness.trial.plugin_check import check_entries
 
     results = check_entries([(kind, name)])

@@ -279,5 +279,5 @@ def test_each_datasets_normalisation_is_its_documented_source():
         spec = DATASETS.get(name)
         assert (spec.mean, spec.std) == (mean, std), name
     assert DATASETS.get("tinyimagenet").revision == 1  # its trials' ids moved when it stopped using ImageNet's
-    recipe = (Path(__file__).parents[1] / "docs" / "recipe.md").read_text()
+    recipe = (Path(__file__).parents[2] / "docs" / "recipe.md").read_text()
     assert "| normalisation (Tiny ImageNet) | mean 0.5, std 0.5 | code |" in recipe

@@ -2,8 +2,8 @@
 hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py at commit 8190fe3, its 15 benchmark corruptions run
 with scikit-image 0.26, OpenCV 5.0, ImageMagick 6.9 through Wand 0.7 and its own frost photographs).
 
-tests/data/cifar_c_reference.npz: the reference's outputs, uint8, for the deterministic corruptions of the
-synthetic images below (key <corruption>_<severity>). tests/data/cifar_c_reference.json: for the random ones,
+tests/fixtures/cifar_c_reference.npz: the reference's outputs, uint8, for the deterministic corruptions of the
+synthetic images below (key <corruption>_<severity>). tests/fixtures/cifar_c_reference.json: for the random ones,
 the mean absolute residual (corrupted minus clean) and the residual's standard deviation over the first 1,000
 CIFAR-100 test images (NumPy's global seed 1000 + severity)."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from harness.data.corrupt import CORRUPTIONS, DETERMINISTIC, corrupt
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "fixtures"
 RANDOM = [c for c in CORRUPTIONS if c not in DETERMINISTIC]
 
 

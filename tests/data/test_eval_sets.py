@@ -182,7 +182,7 @@ def test_generated_set_is_marked(tmp_path):
     spec = parse_eval_set(f"cifar100-c-generated={out}")
     arrays, severity = read_corruption(out, "contrast", spec, CIFAR100)
     assert arrays.x.shape == (40, 32, 32, 3) and np.bincount(severity).tolist() == [0] + [8] * 5
-    # every corruption changes the images (their equality with the reference: tests/test_corrupt.py)
+    # every corruption changes the images (their equality with the reference: tests/data/test_corrupt.py)
     for name in CORRUPTIONS:
         assert (corrupt(images, name, 5, np.random.RandomState(1)) != images).any(), name
 

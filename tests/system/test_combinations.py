@@ -28,7 +28,7 @@ from harness.metrics import METRICS, temperature_at_bound
 from harness.metrics.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
 from helpers import harness, runs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # --- the pieces (fast lane)

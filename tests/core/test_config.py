@@ -181,7 +181,7 @@ def test_roles_decide_id_ensembles_and_settings():
 )
 def test_shipped_trial_ids_are_pinned(path, ids):
     """Golden ids: a change to the id's inputs (a new key, a role, the hash) would orphan every result folder."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     if "/trials/" in path:
         got = [load_trial_config(root / path).trial_id]
     else:
@@ -195,7 +195,7 @@ def test_the_family_methods_trial_ids_are_pinned():
     classifier biases learn at half the lr), and where the suite writes a key at its default (Masksembles'
     mask_scale 2.0, MC-Dropout's dropout 0.1, Packed-Ensembles' alpha 2.0 and gamma 2): those ids are now the
     ids of the same trials with the key left out, one computation, one trial (this suite has not been run)."""
-    trials = expand(load_suite(Path(__file__).parents[1] / "suites/cifar100_ensembles_family.yaml"))
+    trials = expand(load_suite(Path(__file__).parents[2] / "suites/cifar100_ensembles_family.yaml"))
     family = ("batch_ensemble", "masksembles", "mc_dropout", "packed_ensemble")
     got = sorted(t.trial_id for t in trials if t.seed == 0 and t.method in family)
     assert got == [

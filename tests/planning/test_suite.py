@@ -133,7 +133,7 @@ def test_cli_refuses_missing_data_before_running_anything(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "path", sorted((__import__("pathlib").Path(__file__).parents[1] / "suites").glob("*.yaml")), ids=lambda p: p.stem
+    "path", sorted((__import__("pathlib").Path(__file__).parents[2] / "suites").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_shipped_suites_load_and_expand(path):
     suite = load_suite(path)

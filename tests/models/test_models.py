@@ -44,7 +44,7 @@ def test_wrn_layout_and_init():
     w = blocks[5].conv1.weight  # fan-in 64 * 9: He std sqrt(2 / 576), truncated at 2 std
     std = (2 / w[0].numel()) ** 0.5
     assert w.abs().max() <= 2 * std / 0.8796 + 1e-6  # truncated at 2 std of the pre-truncation normal
-    assert abs(w.std().item() / std - 1) < 0.03  # the truncated draw has He's std (tests/test_parity.py: 2%)
+    assert abs(w.std().item() / std - 1) < 0.03  # the truncated draw has He's std (tests/methods/test_parity.py: 2%)
     # encoders: one 3x3 conv (3 -> 16) per input, no cross-talk between inputs
     x = torch.randn(2, 2, 3, 32, 32)
     x2 = x.clone()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import free_port, start_server
+from helpers import GRID, free_port, harness, start_server, write_suite
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
 # folder of their own (short: Ray's socket paths must fit in 107 bytes), so they never join, or are joined
@@ -89,3 +89,13 @@ def said_by():
     for logger, handler, level in attached:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """Four finished trials (vanilla, widths 1 to 4; 2 epochs each), trained once per test process by `harness
+    run`; a test that changes them works on ``helpers.copy_of``."""
+    tmp = tmp_path_factory.mktemp("finished")
+    proc = harness("run", write_suite(tmp, grid=GRID))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp

@@ -319,3 +319,44 @@ def chromium_dom(page: Path, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         chromium(profile) + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     )
+
+
+# --- four finished trials (conftest's ``finished``), copied where a test damages them
+GRID = {"method": ["vanilla"], "width": [1, 2, 3, 4]}
+
+
+def trials(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "results" / "synth").glob("vanilla-*"))
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    """``finished``'s results copied into ``tmp_path``, and its suite file written there."""
+    import shutil
+
+    shutil.copytree(finished / "results", tmp_path / "results")
+    return write_suite(tmp_path, grid=GRID)
+
+
+# --- image trees with traps in them (FIFOs, devices, folder links)
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (no pixel data: only the header may be read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+
+
+def tree_with_traps(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    tree = tmp_path / "ood"
+    (tree / "sub").mkdir(parents=True)
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tree / "sub" / "real.png")
+    os.mkfifo(tree / "x.png")  # opening it would block until a writer comes
+    (tree / "zero.jpg").symlink_to("/dev/zero")  # reading it would never end
+    (tree / "loop").symlink_to(tree)  # a folder link: not followed
+    return tree

@@ -8,12 +8,16 @@ the mean absolute residual (corrupted minus clean) and the residual's standard d
 CIFAR-100 test images (NumPy's global seed 1000 + severity)."""
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from harness.data.corrupt import CORRUPTIONS, DETERMINISTIC, corrupt
+from helpers import harness_env
 
 DATA = Path(__file__).parents[1] / "fixtures"
 RANDOM = [c for c in CORRUPTIONS if c not in DETERMINISTIC]
@@ -69,3 +73,37 @@ def test_glass_blur_pass_is_the_reference_pixel_loop():
     gathered = y.copy()
     gathered[2:, 2:] = y[inner[:, None] + draws[1], inner[None, :] + draws[0]]
     assert np.array_equal(loop, gathered)
+
+
+WRITER = """
+import sys, numpy as np
+from harness.data.corrupt import write_generated_set
+images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+write_generated_set(images, np.arange(16), sys.argv[1], "cifar100", "first", corruptions=("glass_blur",))
+"""
+
+
+def test_two_corruption_writers_into_one_folder_never_mix(tmp_path):
+    from harness.core.config import ConfigError
+    from harness.data.corrupt import _put_in_place, write_generated_set
+
+    out = tmp_path / "c"
+    first = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], env=harness_env(), stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".c.partial-*")) and time.time() < deadline:
+        time.sleep(0.05)
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match=rf"--out {out}: harness data corrupt \(pid {first.pid} on .*\) is writing"):
+        write_generated_set(images, np.arange(4), out, "cifar100", "second", corruptions=("fog",))
+    assert first.wait(timeout=120) == 0, first.stderr.read()[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["GENERATED.json", "README.md", "glass_blur.npy", "labels.npy"]
+    assert json.loads((out / "GENERATED.json").read_text())["source"] == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging folder, no lock left
+
+    # a set that appeared while this one was written (a writer the lock could not see, e.g. on another NFS client)
+    staged = tmp_path / ".staged"
+    staged.mkdir()
+    (staged / "fog.npy").write_bytes(b"second")
+    with pytest.raises(ConfigError, match="written by another process while this one ran; nothing was changed"):
+        _put_in_place(staged, out, force=False)
+    assert (out / "glass_blur.npy").exists() and not (out / "fog.npy").exists()

@@ -168,3 +168,16 @@ def test_data_prepare_then_a_trial_on_the_ffcv_loader(tmp_path, capsys):
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert metrics["top1"] > 0.4  # 4 classes: chance 0.25
     assert metrics["train_images"] == 512
+
+
+@pytest.mark.parametrize("record", ["{}", "[]", '{"images": "3", "resolution": 32}', "null"])
+def test_an_ffcv_record_that_is_not_ours_is_one_line(tmp_path, record):
+    from harness.data import DataError
+    from harness.data.ffcv_loader import check_beton
+
+    beton = tmp_path / "train.beton"
+    beton.write_bytes(b"x")
+    beton.with_suffix(".json").write_text(record)
+    np.save(beton.with_suffix(".labels.npy"), np.arange(4))
+    with pytest.raises(DataError, match=r"train.json: not the record `harness data prepare` writes"):
+        check_beton(beton, "cifar100", np.arange(4), np.arange(4), 32)

@@ -114,7 +114,8 @@ def test_ray_cluster_yaml_is_a_valid_cluster_launcher_config():
     assert set(config["available_node_types"]) == {"head", "gpu_worker"}
     head_commands = "\n".join(config["head_start_ray_commands"])
     assert "mlflow server" in head_commands and "/mnt/shared/mlflow" in head_commands
-    # the store for many writers: PostgreSQL on the head (tests/tracker/test_tracking_server.py runs one), not sqlite on NFS
+    # the store for many writers: PostgreSQL on the head (tests/tracker/test_tracking_server.py runs one), not
+    # sqlite on NFS
     assert "--backend-store-uri postgresql+psycopg://" in head_commands and "sqlite" not in head_commands
     assert any("createdb" in cmd for cmd in config["head_setup_commands"])
     assert any("[ffcv,deepspeed,s3,cluster]" in cmd for cmd in config["setup_commands"])

@@ -12,7 +12,7 @@ from harness.core.config import ConfigError
 from harness.execution.gpu_sharing import GpuSharing, mps_state
 from harness.execution.plan import gpu_fraction, plan_text
 from harness.planning.suite import expand, load_suite
-from helpers import harness, write_suite
+from helpers import cli, harness, write_suite
 
 SMALL = Shape("wrn", 28, 2, 1, 1, 64, "bf16", "reduce-overhead")
 WIDE = Shape("wrn", 28, 10, 2, 4, 64, "bf16", "reduce-overhead")
@@ -155,3 +155,17 @@ def test_broken_rate_tables_name_the_file_and_line(tmp_path):
         path.write_bytes(data)
         with pytest.raises(ValueError, match=message):
             read_rates(path)
+
+
+def test_the_plan_estimates_memory_and_warns_where_a_trial_would_not_fit(tmp_path):
+    suite = write_suite(
+        tmp_path,
+        base={"batch_size": 100_000, "drop_last": False, "depth": 28, "width": 10},
+        grid={"method": ["vanilla"]},
+    )
+    proc = cli("run", suite, "--dry-run")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (memory,) = [line for line in proc.stdout.splitlines() if line.startswith("memory: up to")]
+    assert "vanilla wrn-28-10, M = 1, batch 100000" in memory and "activations; estimated)" in memory
+    assert "warning: vanilla wrn-28-10 (M = 1, batch 100000) needs ~" in proc.stdout
+    assert "more than this machine's memory shared by 1 concurrent trial(s)" in proc.stdout

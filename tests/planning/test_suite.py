@@ -1,5 +1,6 @@
 """Suite files: grid expansion, and a specific error for each kind of bad file."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import yaml
 
 from harness.core.config import ConfigError
 from harness.planning.suite import expand, load_suite
-from helpers import SUITE, cli
+from helpers import SUITE, cli, tiny_config, write_suite
 
 GOOD = {
     "name": "t",
@@ -174,3 +175,21 @@ def test_every_path_written_in_a_suite_is_relative_to_the_suite_file(tmp_path, m
     monkeypatch.setenv("HARNESS_DATA_DIR", "shared")
     suite = load_suite(path)
     assert suite.results_root == Path("results") and suite.base["data_dir"] == str(elsewhere / "shared")
+
+
+def test_paths_expand_home_and_variables_and_names_refuse_dot_dot(tmp_path, monkeypatch):
+    from harness.core.config import ConfigError
+    from harness.planning.suite import load_suite
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RESULTS_ROOT", str(tmp_path / "elsewhere"))
+    suite = load_suite(write_suite(tmp_path, storage="~/runs"))
+    assert suite.results_root == tmp_path / "home" / "runs"
+    assert load_suite(write_suite(tmp_path, storage="$RESULTS_ROOT/x")).results_root == tmp_path / "elsewhere" / "x"
+    assert tiny_config(data_dir="~/data").data_dir == tmp_path / "home" / "data"
+    with pytest.raises(ConfigError, match=r"storage: \$NOT_SET_HERE/x: \$NOT_SET_HERE is not set in the environment"):
+        load_suite(write_suite(tmp_path, storage="$NOT_SET_HERE/x"))
+    for name in ("a..", "a..b", ".."):
+        with pytest.raises(ConfigError, match=rf"name: '{re.escape(name)}' is not a single folder name .*no '\.\.'"):
+            load_suite(write_suite(tmp_path, name=name))
+    assert load_suite(write_suite(tmp_path, name="v1.2")).name == "v1.2"

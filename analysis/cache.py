@@ -98,7 +98,7 @@ class ReportCache:
         return value
 
     def save(self) -> None:
-        from harness.store.results import write_json
+        from harness.store.files import write_json
 
         if not self.enabled:
             return

@@ -21,7 +21,8 @@ from harness.metrics import (
     rule_shift,
     selective_metrics,
 )
-from harness.store.results import CorruptFile, TrialFolder
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 
 
 def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:

@@ -14,7 +14,8 @@ from analysis.stats import bootstrap, right_per_image
 from harness.core import schema
 from harness.core.config import setting
 from harness.metrics import calibrate, final_metrics, rule_shift
-from harness.store.results import TrialFolder, write_json
+from harness.store.files import write_json
+from harness.store.trial_folder import TrialFolder
 
 
 def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:

@@ -21,7 +21,7 @@ from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
 from harness.core import schema
 from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits, temperature_at_bound  # noqa: E402
-from harness.store.results import TrialFolder  # noqa: E402
+from harness.store.trial_folder import TrialFolder  # noqa: E402
 from harness.trial.catalog import presentation  # noqa: E402
 
 STYLE = {

@@ -17,7 +17,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
-from harness.store.results import write_bytes, write_text
+from harness.store.files import write_bytes, write_text
 
 # Cells a spreadsheet would read as a formula (OWASP's CSV injection list): prefixed with a quote. A number
 # written as text ("-1.2 ± 0.4", "+0.8") is left alone: digits and signs cannot call anything.

@@ -15,7 +15,9 @@ from analysis.output import figure_html, fragment, join, link, table_html, write
 from harness.core import schema
 from harness.core.config import RECORDED_BEFORE_THE_RULE
 from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
-from harness.store.results import CorruptFile, TrialFolder, write_json
+from harness.store.errors import CorruptFile
+from harness.store.files import write_json
+from harness.store.trial_folder import TrialFolder
 
 CAPTIONS = {  # the captions of the page's fixed tables
     "results": tables.CAPTION,

@@ -21,7 +21,7 @@ from harness.core.config import RECORDED_BEFORE_THE_RULE
 from harness.evaluation.kinds import kind_of, record_problem, ub17_applies
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.metrics.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 
 
 def _shift_columns(prefixes: list[tuple[str, str]]) -> list[tuple[str, str, float, int]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from harness.core import logs
 from harness.core.config import DEVICE_PATTERN, PATTERN_HELP, TrialConfig
 from harness.core.exit_codes import ExitCode, Interrupted
-from harness.store.results import out_of_memory, out_of_space
+from harness.store.errors import out_of_memory, out_of_space
 
 
 def exception_codes() -> list[tuple[tuple[type, ...], ExitCode]]:
@@ -22,7 +22,7 @@ def exception_codes() -> list[tuple[tuple[type, ...], ExitCode]]:
     from harness.core.config import ConfigError
     from harness.core.plugins import PluginError
     from harness.data import DataError
-    from harness.store.results import CorruptFile, ResourceError
+    from harness.store.errors import CorruptFile, ResourceError
 
     return [
         ((ConfigError, DataError, CorruptFile, PluginError), ExitCode.REFUSED),

@@ -8,9 +8,10 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
-MOVED = {  # old -> new, since 0.2
+MOVED: dict[str, str | tuple[str, ...]] = {  # old -> new, since 0.2
     "harness.config": "harness.core.config",
     "harness.schema": "harness.core.schema",
     "harness.registry": "harness.core.registry",
@@ -20,7 +21,12 @@ MOVED = {  # old -> new, since 0.2
     "harness.logs": "harness.core.logs",
     "harness.bounded_read": "harness.core.bounded_read",
     "harness.parallel": "harness.core.parallel",
-    "harness.results": "harness.store.results",
+    "harness.results": (  # split: one module per job
+        "harness.store.files",
+        "harness.store.errors",
+        "harness.store.verified",
+        "harness.store.trial_folder",
+    ),
     "harness.storage": "harness.store.storage",
     "harness.lock": "harness.store.lock",
     "harness.trial_index": "harness.store.trial_index",
@@ -52,11 +58,17 @@ MOVED = {  # old -> new, since 0.2
 
 
 class _Alias(importlib.abc.Loader):
-    def __init__(self, new: str):
+    def __init__(self, new: str | tuple[str, ...]):
         self.new = new
 
     def create_module(self, spec):
-        return importlib.import_module(self.new)  # the moved module itself: one module object, two names
+        if isinstance(self.new, str):
+            return importlib.import_module(self.new)  # the moved module itself: one module object, two names
+        joined = types.ModuleType(spec.name, f"{spec.name}: moved to {', '.join(self.new)}")
+        for name in self.new:  # a module split in several: their public names under the old one
+            module = importlib.import_module(name)
+            joined.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("_")})
+        return joined
 
     def exec_module(self, module) -> None:
         pass
@@ -70,7 +82,8 @@ class MovedModules(importlib.abc.MetaPathFinder):
         if new is None:
             return None
         warnings.warn(
-            f"{fullname} moved to {new}; the old path stops working in the next release",
+            f"{fullname} moved to {new if isinstance(new, str) else ', '.join(new)}; the old path stops working in the "
+            "next release",
             DeprecationWarning,
             stacklevel=2,
         )

@@ -128,7 +128,7 @@ def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.nd
     import torch
 
     from harness.metrics import final_metrics
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     cfg.trial_dir.mkdir(parents=True, exist_ok=True)
     folder = TrialFolder(cfg.trial_dir)

@@ -181,7 +181,8 @@ def main() -> int:
     from harness.core.config import TrialConfig
     from harness.core.yaml_files import parse_overrides
     from harness.planning.suite import expand, load_suite
-    from harness.store import results
+    from harness.store.files import read_json, write_json
+    from harness.store.trial_folder import TrialFolder
 
     deadline = START + args.budget_s
     suite = load_suite(args.suite, data_dir=str(Path(args.data_dir).resolve()))
@@ -215,7 +216,7 @@ def main() -> int:
     for t in trials:
         update = {"epochs": epochs} | ({"compile": False} if t.trial_id in failed_probe else {})
         runs.append(TrialConfig.model_validate({**t.model_dump(), **update}))
-    results.write_json(
+    write_json(
         args.out / "plan.json",
         {
             "epochs": epochs,
@@ -236,12 +237,12 @@ def main() -> int:
     t0 = time.time()
 
     def status() -> str:
-        done = [results.TrialFolder(c.trial_dir).state().epochs for c in runs]
+        done = [TrialFolder(c.trial_dir).state().epochs for c in runs]
         running = sum(p.poll() is None for p in procs.values())
         return f"trials: {running} running, epochs done {sum(done)}/{epochs * len(runs)}"
 
     codes = wait_all(procs, deadline - 35, status=status)
-    finished = [c for c in runs if results.TrialFolder(c.trial_dir).is_finished()]
+    finished = [c for c in runs if TrialFolder(c.trial_dir).is_finished()]
     log(f"{len(finished)}/{len(runs)} trials finished in {time.time() - t0:.0f} s")
     for c in runs:
         if c not in finished:
@@ -251,10 +252,10 @@ def main() -> int:
     subprocess.run(
         [sys.executable, "-m", "harness", "report", str(suite_dir)], timeout=max(5, deadline - time.time() - 15)
     )
-    results.write_json(
+    write_json(
         args.out / "plan.json",
         {
-            **results.read_json(args.out / "plan.json"),
+            **read_json(args.out / "plan.json"),
             "train_s": time.time() - t0,
             "finished": [c.trial_id for c in finished],
             "total_s": time.time() - START,

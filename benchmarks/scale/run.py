@@ -1,5 +1,5 @@
 """The harness's own cost as a grid grows: N finished trials written through the project's writer
-(harness.store.results.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
+(harness.store.trial_folder.TrialFolder, metrics from harness.metrics.final_metrics), then the commands timed on them.
 
     python benchmarks/scale/run.py --trials 10 100 1000 [--images 1000] [--commands dry-run status report] [--sweep 16]
         [--study 8]   # and a real study (`tune:`): the driver's time per configuration beside the plain sweep's
@@ -56,7 +56,7 @@ def write_trials(suite_path: Path, images: int) -> int:
     """Every trial of the suite as a finished folder (config, logits of ``images`` test images, metrics)."""
     from harness.metrics import final_metrics
     from harness.planning.suite import expand, load_suite
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     trials = expand(load_suite(suite_path), str(suite_path))
     rng = np.random.default_rng(0)

@@ -142,7 +142,7 @@ def read_rates(path: Path) -> list[Rate]:
 
 def write_rates(path: Path, rates: list[Rate]) -> Path:
     """Merge ``rates`` into the table (a new measurement of the same shape and k replaces the old one)."""
-    from harness.store.results import write_text
+    from harness.store.files import write_text
 
     path = Path(path)
     old = read_rates(path) if path.exists() else []

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 def what_was_kept(trial_dirs: list[Path], command: str) -> str:
     """What Ctrl-C kept: only trials with an end-of-epoch checkpoint resume where they stopped."""
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     partial = [(d, state) for d in trial_dirs if (state := TrialFolder(d).state()).state == "partial"]
     if not partial:

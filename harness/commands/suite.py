@@ -97,7 +97,7 @@ def cmd_status(args) -> int:
 def cmd_sync(args) -> int:
     from harness.planning.suite import every_trial
     from harness.store.lock import SuiteLock
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
     from harness.tracker.tracking import Tracker
 
     _, store, _, suite = results_target(str(args.suite))
@@ -120,7 +120,8 @@ def _check_plugins_loaded(suite_dir: Path) -> None:
     columns would vanish without a word)."""
     import json
 
-    from harness.store.results import CorruptFile, TrialFolder
+    from harness.store.errors import CorruptFile
+    from harness.store.trial_folder import TrialFolder
     from harness.trial.catalog import registries
 
     by_kind = dict(registries())

@@ -339,7 +339,7 @@ def _put_in_place(out: Path, final: Path, force: bool) -> None:
 
 
 def _write_stand_in(images, labels, out: Path, dataset: str, source: str, seed: int, corruptions) -> None:
-    from harness.store.results import write_json
+    from harness.store.files import write_json
 
     np.save(out / "labels.npy", np.tile(labels.astype(np.int64), SEVERITIES))
     for i, name in enumerate(corruptions, 1):

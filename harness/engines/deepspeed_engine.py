@@ -16,7 +16,7 @@ from harness.core.parallel import ensure_process_group
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import set_lr, sgd
-from harness.store.results import CorruptFile, refusal
+from harness.store.errors import CorruptFile, refusal
 
 if TYPE_CHECKING:
     from harness.core.config import TrialConfig

@@ -25,7 +25,8 @@ from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
 from harness.engines.inference import predict
 from harness.evaluation.kinds import kind_of, record_problem
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +35,13 @@ class Network:
     """A finished trial's network from its last checkpoint, predicting as its trainer did (same precision,
     memory format and batch size)."""
 
-    def __init__(self, folder: results.TrialFolder, cfg: TrialConfig, device: torch.device):
+    def __init__(self, folder: TrialFolder, cfg: TrialConfig, device: torch.device):
         from harness.models import build_model
 
         state = folder.read_checkpoint(schema.CHECKPOINT)
         if state is None or state["epoch"] != cfg.epochs:
             got = "none" if state is None else f"epoch {state['epoch']}"
-            raise results.CorruptFile(
+            raise CorruptFile(
                 folder / schema.CHECKPOINT, f"the final network (epoch {cfg.epochs}) is needed, found {got}"
             )
         num_classes = cfg.class_subset or DATASETS.get(cfg.dataset).shape(cfg.synthetic_classes)[0]
@@ -70,10 +71,10 @@ def evaluate_trial(
     from harness.trial.trainer import resolve_device
 
     local = working_copy(cfg)
-    folder = results.TrialFolder(local.cfg.trial_dir)
+    folder = TrialFolder(local.cfg.trial_dir)
     state = folder.state()
     if state.state != "finished":
-        raise results.CorruptFile(folder.path, f"not finished ({state.state}); `harness run` finishes it first")
+        raise CorruptFile(folder.path, f"not finished ({state.state}); `harness run` finishes it first")
     records, network = {}, None
     try:
         sets = expand_protocol(sets, cfg.dataset)  # ood:near / ood:far: OpenOOD's sets for the trial's dataset
@@ -88,7 +89,7 @@ def evaluate_trial(
         fingerprint = kind.fingerprint(spec, local.cfg)
         try:
             record = folder.evaluation(spec.id, record_problem)
-        except results.CorruptFile as err:
+        except CorruptFile as err:
             logger.warning(f"{err}; evaluated again")
             record = None
         if record is not None and record.get("fingerprint") != fingerprint:
@@ -136,7 +137,7 @@ def pending(trials: list[TrialConfig], sets: list[EvalSet], force: bool = False)
     """The finished trials with a set not yet evaluated (all finished ones with ``force``)."""
     out = []
     for cfg in trials:
-        folder = results.TrialFolder(cfg.trial_dir)
+        folder = TrialFolder(cfg.trial_dir)
         if not folder.is_finished():
             continue
         if force or any(_missing(folder, s) for s in sets):
@@ -144,10 +145,10 @@ def pending(trials: list[TrialConfig], sets: list[EvalSet], force: bool = False)
     return out
 
 
-def _missing(folder: results.TrialFolder, spec: EvalSet) -> bool:
+def _missing(folder: TrialFolder, spec: EvalSet) -> bool:
     try:
         return folder.evaluation(spec.id, record_problem) is None
-    except results.CorruptFile:
+    except CorruptFile:
         return True
 
 

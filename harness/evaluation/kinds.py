@@ -30,7 +30,8 @@ from harness.data.fingerprint import fingerprint
 from harness.data.readers import images_under
 from harness.metrics import final_metrics, headline_text
 from harness.metrics.uncertainty import corruption_metrics, ood_metrics
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 
 
 class Predictor(Protocol):
@@ -39,12 +40,12 @@ class Predictor(Protocol):
 
 
 def saved_part(
-    folder: results.TrialFolder, set_id: str, name: str, predict: Callable[[], dict[str, np.ndarray]]
+    folder: TrialFolder, set_id: str, name: str, predict: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """A part's saved logits, predicted and saved first if they are not there (or unreadable)."""
     try:
         saved = folder.eval_part(set_id, name)
-    except results.CorruptFile:
+    except CorruptFile:
         saved = None
     if saved is None:
         saved = predict()
@@ -56,7 +57,7 @@ def _heads(saved: dict[str, np.ndarray], key: str = schema.PART_LOGITS) -> torch
     return torch.from_numpy(saved[key]).float()
 
 
-def _pooled(folders: list[results.TrialFolder], set_id: str, part: str) -> torch.Tensor:
+def _pooled(folders: list[TrialFolder], set_id: str, part: str) -> torch.Tensor:
     """The members' saved head logits of one part, side by side: the deep ensemble's heads."""
     return torch.from_numpy(np.concatenate([f.eval_part(set_id, part)[schema.PART_LOGITS] for f in folders], 1)).float()
 
@@ -67,7 +68,7 @@ class EvalKind:
     fields: dict[str, type] = {}  # what its records hold beside set, id and kind (checked when a record is read)
 
     def evaluate(
-        self, folder: results.TrialFolder, cfg: TrialConfig, spec: EvalSet, network: Predictor
+        self, folder: TrialFolder, cfg: TrialConfig, spec: EvalSet, network: Predictor
     ) -> dict:  # pragma: no cover - interface
         """The set's record for one trial (its parts' logits saved under eval/<set id>/ on the way)."""
         raise NotImplementedError
@@ -80,7 +81,7 @@ class EvalKind:
     def rescore(
         self,
         record: dict,
-        folders: list[results.TrialFolder],
+        folders: list[TrialFolder],
         clean_heads: torch.Tensor,
         temperature: float,
         average: str = "probabilities",

@@ -16,7 +16,8 @@ from harness.data.errors import DataError
 from harness.data.eval_sets import EvalSet
 from harness.evaluation.evaluate import evaluate_trial, pending
 from harness.evaluation.kinds import record_problem
-from harness.store import results
+from harness.store.errors import CorruptFile, ResourceError
+from harness.store.trial_folder import TrialFolder
 from harness.trial import catalog
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def finished_trials(target: Path, data_dir: str | None = None) -> tuple[Suite | 
         trials = expand(suite, str(target))
         if suite.store:
             suite.store.pull(suite.name, suite.suite_dir, skip=CACHE_ONLY)
-    states = {t.trial_id: results.TrialFolder(t.trial_dir).state() for t in trials}
+    states = {t.trial_id: TrialFolder(t.trial_dir).state() for t in trials}
     finished = [t for t in trials if states[t.trial_id].state == "finished"]
     corrupt = [f"{tid}: {s.detail}" for tid, s in states.items() if s.state == "corrupt"]
     for line in corrupt:  # a finished trial whose checkpoint no longer reads is one of them
@@ -84,7 +85,7 @@ def evaluate_trials(
     done: dict[str, dict[str, dict]] = {}
     failed: dict[str, str] = {}
     for cfg in trials:
-        folder = results.TrialFolder(cfg.trial_dir)
+        folder = TrialFolder(cfg.trial_dir)
         if cfg not in todo and folder.is_finished():
             done[cfg.trial_id] = {s.id: folder.evaluation(s.id, record_problem) for s in sets}
     if not todo:
@@ -94,7 +95,7 @@ def evaluate_trials(
         for i, cfg in enumerate(todo, 1):
             try:
                 done[cfg.trial_id] = evaluate_trial(cfg, sets, device, force)
-            except (results.CorruptFile, results.ResourceError, DataError, OSError, ValueError) as err:
+            except (CorruptFile, ResourceError, DataError, OSError, ValueError) as err:
                 failed[cfg.trial_id] = str(err)
             logger.info(f"[{i}/{len(todo)}] {cfg.trial_id} {'failed' if cfg.trial_id in failed else 'evaluated'}")
         return done, failed

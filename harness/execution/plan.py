@@ -18,7 +18,8 @@ from harness.bench.rates import Packing, Rate, Shape, plan_packing, read_rates, 
 from harness.core import schema
 from harness.core.config import ConfigError, TrialConfig
 from harness.execution.progress import duration
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 from harness.trial.cost import CPU_GFLOPS_PER_CORE, REFERENCE_TFLOPS, format_flops, training_memory, trial_flops
 
 
@@ -126,8 +127,8 @@ def plugin_reruns(todo: list[TrialConfig]) -> list[str]:
             if folder.name == cfg.trial_id or not (folder / schema.CONFIG).is_file():
                 continue
             try:
-                old = results.TrialFolder(folder).config()
-            except results.CorruptFile:
+                old = TrialFolder(folder).config()
+            except CorruptFile:
                 continue
             same = all(old.get(k) == v for k, v in recipe.items() if TrialConfig.model_fields.get(k) is None or
                        TrialConfig.role(k).value != "runtime")  # fmt: skip
@@ -146,7 +147,7 @@ def plugin_reruns(todo: list[TrialConfig]) -> list[str]:
 
 def plan_text(suite, trials: list[TrialConfig], address: str | None = None) -> str:
     flops = [trial_flops(t) for t in trials]
-    finished = {t.trial_id for t in trials if results.TrialFolder(t.trial_dir).is_finished()}
+    finished = {t.trial_id for t in trials if TrialFolder(t.trial_dir).is_finished()}
     todo = [t for t in trials if t.trial_id not in finished]
     todo_flops = [f for t, f in zip(trials, flops) if t.trial_id not in finished]
     lines = [

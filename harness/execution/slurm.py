@@ -196,7 +196,7 @@ exit $RC
 
 
 def write_script(suite_dir: Path, text: str) -> Path:
-    from harness.store.results import write_text
+    from harness.store.files import write_text
 
     path = suite_dir / schema.SLURM_DIR / schema.SLURM_SCRIPT
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from harness.core import schema
 from harness.core.config import TrialConfig
 from harness.execution.progress import TrialReport, describe
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 
 
 def status_rows(
@@ -22,10 +23,10 @@ def status_rows(
     for entry in trials:
         cfg, trial_dir = entry if isinstance(entry, tuple) else (entry, entry.trial_dir)
         tid = trial_dir.name
-        state = results.TrialFolder(trial_dir).state()
+        state = TrialFolder(trial_dir).state()
         name, detail = state.state, state.detail
         if name == "finished":
-            detail = f"top1 {100 * results.TrialFolder(trial_dir).metrics()['top1']:.2f}%"
+            detail = f"top1 {100 * TrialFolder(trial_dir).metrics()['top1']:.2f}%"
         elif tid in running:
             name, detail = "running", describe(TrialReport.from_heartbeat(tid, running[tid]), cfg.epochs)
         elif name == "failed":
@@ -55,11 +56,11 @@ def trials_in_folder(suite_dir: Path) -> tuple[list[tuple[TrialConfig, Path]], d
     older recipe version has another id today), and those whose config is unreadable."""
     trials, corrupt = [], {}
     for config_file in sorted(Path(suite_dir).glob("*/" + schema.CONFIG)):
-        folder = results.TrialFolder(config_file.parent)
+        folder = TrialFolder(config_file.parent)
         try:
             cfg = TrialConfig.from_record(folder.config())
             trials.append((cfg, folder.path))
-        except (results.CorruptFile, ValueError) as err:
+        except (CorruptFile, ValueError) as err:
             corrupt[folder.trial_id] = f"{schema.CONFIG}: {str(err).splitlines()[0][-150:]}"
     return trials, corrupt
 

@@ -28,9 +28,13 @@ from harness.execution.status import status_rows, status_table, status_view
 from harness.execution.tune_run import cause, tune_trials
 from harness.planning import tuning
 from harness.planning.suite import Suite, expand
-from harness.store import results, trial_index
+from harness.store import trial_index
+from harness.store.errors import CorruptFile, ResourceError
+from harness.store.files import write_text
 from harness.store.lock import SuiteLock
 from harness.store.storage import CACHE_ONLY, check_writable
+from harness.store.trial_folder import TrialFolder, TrialState
+from harness.store.verified import Verified
 from harness.tracker.store import mlflow_hint
 from harness.tracker.tracking import Tracker
 from harness.trial import preemption
@@ -101,11 +105,11 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
         if not (t.trial_dir / schema.CONFIG).exists():
             continue
         try:
-            recorded = results.TrialFolder(t.trial_dir).config()
+            recorded = TrialFolder(t.trial_dir).config()
             check_same_data(t, recorded)
         except DataError as err:
             stale.append(str(err))
-        except results.CorruptFile:
+        except CorruptFile:
             continue  # reported as corrupt, and retrained, by the run
         else:
             unchecked += t.data_fingerprint is not None and not recorded.get("data_fingerprint")
@@ -123,14 +127,14 @@ def _check_inputs(suite: Suite, trials: list[TrialConfig]) -> list[TrialConfig]:
     return trials
 
 
-def _recovery(cfg: TrialConfig, state: results.TrialState) -> str:
+def _recovery(cfg: TrialConfig, state: TrialState) -> str:
     """What `harness run` will do with a corrupt trial: the trainer resumes from the newest checkpoint that reads."""
-    folder = results.TrialFolder(cfg.trial_dir)
+    folder = TrialFolder(cfg.trial_dir)
     damaged = state.detail.split(":", 1)[0]
     try:
         final = damaged not in schema.CHECKPOINTS and (folder / schema.CHECKPOINT).exists()
         final = final and len(folder.history()) == cfg.epochs
-    except results.CorruptFile:
+    except CorruptFile:
         final = False
     if final:
         return "it is recomputed from its final checkpoint (the evaluation reruns, no training)"
@@ -169,7 +173,7 @@ def _run_locked(
         more = [
             t
             for t in resolved.trials
-            if t.trial_id not in attempted and _to_run(suite, results.TrialFolder(t.trial_dir).state().state)
+            if t.trial_id not in attempted and _to_run(suite, TrialFolder(t.trial_dir).state().state)
         ]
         if not more:  # everything ran, or failed in this run (the next `harness run` tries a failed one again)
             print(tuning.selection_text(resolved.study, resolved.selections), flush=True)
@@ -185,7 +189,7 @@ def _run_locked(
     compose = analysis.ensembles if analysis and suite.ensembles else lambda *_: []
     ensembles = compose(  # before the parent run closes: ensembles.json goes with it
         suite.suite_dir,
-        [t.trial_dir for t in trials if results.TrialFolder(t.trial_dir).is_finished()],
+        [t.trial_dir for t in trials if TrialFolder(t.trial_dir).is_finished()],
         [(spec.method, spec.sizes) for spec in suite.ensembles],
         suite.ensemble_average,
     )
@@ -215,8 +219,8 @@ def _prepare(suite: Suite, trials: list[TrialConfig], source: str, address, rest
     if suite.tune is not None:
         print(_study_plan(suite, source), flush=True)
     trials = _check_inputs(suite, trials)
-    verified = results.Verified(suite.suite_dir)  # logits read whole once, not at every rerun
-    states = {t.trial_id: results.TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
+    verified = Verified(suite.suite_dir)  # logits read whole once, not at every rerun
+    states = {t.trial_id: TrialFolder(t.trial_dir).state(thorough=True, verified=verified) for t in trials}
     verified.save()
     for t in trials:
         if states[t.trial_id].state == "corrupt":
@@ -249,21 +253,21 @@ def _outcome(
         if summary:
             print("\n" + summary + "\n")
     else:
-        stopped = sum(results.TrialFolder(t.trial_dir).state().state == "stopped" for t in trials)
+        stopped = sum(TrialFolder(t.trial_dir).state().state == "stopped" for t in trials)
         ended = f"finished ({stopped} of them stopped early by the study's ASHA)" if stopped else "finished"
         print(f"nothing to run: all {len(trials)} trials are {ended}")
     if tracker is not None:
         print(mlflow_hint(suite, tracker.uri))
     print(f"figures and tables: harness report {source}")
-    ran_out = [str(e) for e in map(cause, failures.values()) if isinstance(e, results.ResourceError)]
+    ran_out = [str(e) for e in map(cause, failures.values()) if isinstance(e, ResourceError)]
     if ran_out:  # the machine, not the trials: one line, the documented exit code (harness.core.exit_codes)
-        raise results.ResourceError(
+        raise ResourceError(
             f"{len(ran_out)} trial(s) stopped: {ran_out[0]} (Ray's messages: {suite.suite_dir / schema.RAY_LOG})"
         )
     if failed:
         print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
         for tid in sorted(failed):
-            state = results.TrialFolder(suite.suite_dir / tid).state()
+            state = TrialFolder(suite.suite_dir / tid).state()
             print(f"  {tid}: {state.detail} (full error in {suite.suite_dir / tid / schema.ERROR})", file=sys.stderr)
         print(f"Ray's own messages: {suite.suite_dir / schema.RAY_LOG}", file=sys.stderr)
     return ExitCode.FAILED if failed or eval_failed else ExitCode.DONE
@@ -274,7 +278,7 @@ def _drained(suite: Suite, trials: list[TrialConfig], tracker: Tracker | None, s
     if tracker is not None:
         tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()])
     print(status_view(status_rows(trials), verbose))
-    unfinished = sum(not results.TrialFolder(t.trial_dir).is_finished() for t in trials)
+    unfinished = sum(not TrialFolder(t.trial_dir).is_finished() for t in trials)
     print(
         f"drained: stopped at the trials' checkpoints as asked ({suite.suite_dir / schema.DRAIN}); {unfinished} "
         f"trial(s) resume where they stopped: harness run {source}",
@@ -371,14 +375,14 @@ def _finish_tracking(
 
     try:
         summary = suite.suite_dir / schema.STATUS
-        results.write_text(summary, status_table(status_rows(trials)) + "\n")
+        write_text(summary, status_table(status_rows(trials)) + "\n")
         # the SLURM jobs that ran the sweep (harness.execution.slurm), as their record stood when this driver ended
         artifacts = [
             summary,
             suite.suite_dir / schema.ENSEMBLES,
             suite.suite_dir / schema.SLURM_DIR / schema.SLURM_JOBS,
         ]
-        done = all(results.TrialFolder(t.trial_dir).is_finished() for t in trials)
+        done = all(TrialFolder(t.trial_dir).is_finished() for t in trials)
         tracker.tag_trials(study_tags)
         tracker.finish_parent(artifacts, "FINISHED" if done else "FAILED")
     except Exception as err:

@@ -19,8 +19,8 @@ from harness.execution.trainable import run_trial
 from harness.planning.suite import Suite
 from harness.planning.tuning import Study, rung_metric, rung_scores
 from harness.store.lock import SuiteLock
-from harness.store.results import TrialFolder
 from harness.store.storage import CACHE_ONLY, check_cluster_storage
+from harness.store.trial_folder import TrialFolder
 from harness.tracker.tracking import BackgroundTracker, Tracker
 from harness.trial import preemption
 from harness.trial.cost import trial_flops

@@ -281,7 +281,8 @@ def validation_score(trial_dir, select: str, average: str) -> float:
 
     from harness.core import schema
     from harness.metrics import final_metrics
-    from harness.store.results import CorruptFile, load_logits
+    from harness.store.errors import CorruptFile
+    from harness.store.files import load_logits
 
     try:
         saved = load_logits(Path(trial_dir) / schema.LOGITS, members=(schema.VAL_LOGITS, schema.VAL_LABELS))
@@ -303,7 +304,8 @@ def rung_metric(select: str) -> str:
 
 def rung_scores(trial_dir) -> dict[int, dict[str, float]]:
     """Epoch -> the validation scores in the trial's history (``val_nll``, ``val_top1``), by column."""
-    from harness.store.results import CorruptFile, TrialFolder
+    from harness.store.errors import CorruptFile
+    from harness.store.trial_folder import TrialFolder
 
     try:
         rows = TrialFolder(Path(trial_dir)).history()
@@ -318,7 +320,7 @@ def rung_scores(trial_dir) -> dict[int, dict[str, float]]:
 def told_score(trial: TrialConfig, tune: Tune, average: str) -> float | None:
     """What a search is told of a configuration: its validation score once finished (NaN: failed or diverged), the
     score at the rung that stopped it (Ray Tune tells a stopped trial's last result), None while it runs."""
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     state = TrialFolder(trial.trial_dir).state().state
     if state == "finished":
@@ -409,7 +411,7 @@ def _run_tags(resolved: "Resolved") -> dict[str, dict[str, str]]:
 
 def resolve(study: Study, build, average: str) -> Resolved:
     """The selection from the trial folders as they are (validation logits only), and the final trials."""
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     states = {t.trial_id: TrialFolder(t.trial_dir).state().state for t in study.first_phase}
     selections = select(study, states, average)

@@ -117,7 +117,7 @@ def _valid(row: TrialRow, suite_dir: Path) -> bool:
 
 def write(index_key: str | None, suite_dir: Path, trials) -> None:
     """Index the expanded trials (TrialConfigs) under ``index_key``; a read-only home only means no index."""
-    from harness.store.results import write_json
+    from harness.store.files import write_json
 
     if index_key is None:
         return

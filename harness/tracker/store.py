@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.core import environment, schema
 from harness.core.config import ConfigError
-from harness.store import results
+from harness.store.errors import ResourceError, out_of_space
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -99,8 +99,8 @@ def store_creation(uri: str):
         except Exception as err:
             if not existed:  # half-made tables would break the next run
                 path.unlink(missing_ok=True)
-            if results.out_of_space(err, path.parent):
-                raise results.ResourceError(
+            if out_of_space(err, path.parent):
+                raise ResourceError(
                     f"no space left on device for the MLflow store {path}; free some space and run the same command "
                     f"again"
                 ) from err

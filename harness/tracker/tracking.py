@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from harness.core import schema
-from harness.store import results
+from harness.store.errors import CorruptFile, ResourceError
+from harness.store.files import write_json
+from harness.store.trial_folder import TrialFolder
 from harness.tracker.mlflow_mapping import (
     ARTIFACTS,
     EPOCHS_TAG,
@@ -98,7 +100,7 @@ class Tracker:
         3, nothing half-made); a busy or unreachable store is an outage, tried again at each send."""
         try:
             self.client
-        except results.ResourceError:
+        except ResourceError:
             raise
         except Exception as err:
             warn(
@@ -229,7 +231,7 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         trial_dir = Path(trial_dir)
-        folder = results.TrialFolder(trial_dir)
+        folder = TrialFolder(trial_dir)
         if not (trial_dir / schema.CONFIG).exists():
             return  # not started yet
         config = folder.config()  # CorruptFile: a bad trial folder, not a tracking outage
@@ -275,7 +277,7 @@ class Tracker:
             self.client.set_terminated(run_id, "FAILED")
             state["final"] = True
 
-    def _send_evaluations(self, folder: results.TrialFolder, state: dict) -> None:
+    def _send_evaluations(self, folder: TrialFolder, state: dict) -> None:
         """The metrics of evaluation sets (`harness evaluate`) not sent yet, at the trial's last epoch."""
         from mlflow.entities import Metric, RunTag
 
@@ -305,7 +307,7 @@ class Tracker:
         with an unreadable file is skipped with a warning: it says nothing about the tracking store."""
         pending = []
         for i, d in enumerate(trial_dirs):
-            state = results.TrialFolder(d).state()
+            state = TrialFolder(d).state()
             if state.state == "corrupt":
                 warn(
                     f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({state.detail}); "
@@ -314,7 +316,7 @@ class Tracker:
                 continue
             try:
                 self.sync_trial(d, failed=Path(d).name in failed)
-            except results.CorruptFile as err:
+            except CorruptFile as err:
                 warn(
                     f"tracking: trial {Path(d).name} skipped, its folder has an unreadable file ({err}); "
                     f"`harness run` retrains it, then it is sent"
@@ -328,7 +330,7 @@ class Tracker:
                 break
         record = self.suite_dir / schema.KEPT_BACK
         if pending:
-            results.write_json(record, {"uri": self.uri, "trials": pending})
+            write_json(record, {"uri": self.uri, "trials": pending})
         elif kept_back(self.suite_dir).get("uri") == self.uri:
             record.unlink(missing_ok=True)
         return pending
@@ -357,7 +359,7 @@ class BackgroundTracker:
                 warn(f"storage: could not fetch {trial_dir.name} ({type(err).__name__}: {str(err)[:200]})")
         try:
             self.tracker.sync_trial(trial_dir)
-        except results.CorruptFile as err:
+        except CorruptFile as err:
             warn(f"tracking: trial {trial_dir.name} skipped for now ({err})")
         except Exception as err:
             self.down = True

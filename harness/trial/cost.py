@@ -137,7 +137,7 @@ def _disk_cache() -> dict:
 def _save_cache(cache: dict) -> None:
     """Merged with what the file holds now: other processes (concurrent plans, test runs) add their shapes too."""
     try:
-        from harness.store.results import write_json
+        from harness.store.files import write_json
 
         try:
             on_disk = json.loads(_cache_path().read_text())

@@ -15,8 +15,9 @@ import torch
 from harness.core import logs, plugins, schema
 from harness.core.config import TrialConfig
 from harness.core.parallel import barrier, current_world
-from harness.store.results import ResourceError, TrialFolder, out_of_memory
+from harness.store.errors import ResourceError, out_of_memory
 from harness.store.storage import CACHE_ONLY, working_copy
+from harness.store.trial_folder import TrialFolder
 from harness.trial import catalog
 from harness.trial.preemption import Drained, stop_at_checkpoint
 from harness.trial.trainer import EpochCallback, StepCallback, Trainer

@@ -48,7 +48,7 @@ def _first_line(err: BaseException) -> str:
 
 def check_trainable(entry: str, keys: dict) -> list[Check]:
     """A method or a model (``keys`` pick it): config, FLOP count, training steps and shapes, seed, resume."""
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
     from harness.trial.cost import trial_flops
     from harness.trial.trainer import Trainer
 
@@ -133,7 +133,7 @@ def check_trainable(entry: str, keys: dict) -> list[Check]:
 
 def _same_logits(entry: str, what: str, trial, expected: np.ndarray, fix: str) -> Check:
     """Whether a trial's saved test logits equal ``expected`` bit for bit."""
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
 
     same = np.array_equal(TrialFolder(trial.trial_dir).logits()[schema.TEST_LOGITS], expected)
     return Check(entry, what, "" if same else "the logits differ", fix)

@@ -27,7 +27,8 @@ from harness.methods import METHODS
 from harness.methods.base import Loop, Method
 from harness.metrics import correct, epoch_metrics, final_metrics, metric_code
 from harness.models import build_model, count_parameters
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.trial_folder import TrialFolder
 from harness.trial.cost import inference_flops_per_image
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.dir = cfg.trial_dir
-        self.folder = results.TrialFolder(self.dir)
+        self.folder = TrialFolder(self.dir)
         torch.manual_seed(cfg.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once per shape
@@ -198,7 +199,7 @@ class Trainer:
                 if state is None:
                     continue
                 self.engine.verify(self.dir, state["engine"])
-            except results.CorruptFile as err:
+            except CorruptFile as err:
                 aside = self.folder.set_aside(name) if self.world.is_main else None
                 logger.warning(f"{err}; {'kept as ' + aside.name if aside else 'skipped'}, trying an older checkpoint")
                 continue

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.core import schema
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from helpers import chromium_dom, finished_trial, trial
 
 PAYLOADS = (

@@ -212,7 +212,7 @@ def test_data_corrupt_refuses_a_non_empty_out_and_replaces_it_whole_with_force(t
 
 def test_a_forced_reevaluation_that_fails_keeps_the_old_record(tmp_path):
     from harness.evaluation.evaluate import evaluate_trial
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
     from helpers import finished_trial
 
     cfg = trial(dataset="synthetic", synthetic_classes=4, depth=10, width=1, name="s", output_dir=tmp_path)

@@ -11,7 +11,7 @@ import torch
 from harness.core import schema
 from harness.core.parallel import World, shard
 from harness.engines.deepspeed_config import deepspeed_config
-from harness.store import results
+from harness.store.files import load_checkpoint, read_json
 from harness.trial.launch import run_on_workers
 from harness.trial.trainer import Trainer
 from helpers import FAULTS, tiny_config
@@ -24,7 +24,7 @@ def history(cfg):
 
 
 def weights(cfg):
-    return results.load_checkpoint(cfg.trial_dir / schema.CHECKPOINT)["model"]
+    return load_checkpoint(cfg.trial_dir / schema.CHECKPOINT)["model"]
 
 
 def assert_same_weights(a, b, atol):
@@ -114,7 +114,7 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(tmp_path, ray_c
     two = one.model_copy(update={"workers_per_trial": 2, "output_dir": tmp_path / "two"})
     assert two.trial_id == one.trial_id  # the worker count does not change what is computed
     run_on_workers(two)
-    assert results.read_json(two.trial_dir / schema.METRICS)["workers"] == 2
+    assert read_json(two.trial_dir / schema.METRICS)["workers"] == 2
     # 8 steps, fp32: batch norm over the global batch and averaged gradients leave float rounding only
     assert_same_weights(weights(one), weights(two), atol=1e-5)
     assert float(history(two)[0]["train_loss"]) == pytest.approx(float(history(one)[0]["train_loss"]), rel=1e-5)
@@ -148,7 +148,7 @@ def test_two_worker_trial_learns_and_resumes_from_its_checkpoint(tmp_path, ray_c
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # no gap, no repeated epoch
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]
-    assert results.read_json(faulty.trial_dir / schema.METRICS)["top1"] > 0.4  # 4 classes: chance 0.25
+    assert read_json(faulty.trial_dir / schema.METRICS)["top1"] > 0.4  # 4 classes: chance 0.25
     # resuming restores weights, optimizer state (DeepSpeed: its fp32 master weights) and RNG streams
     assert_same_weights(weights(clean), weights(faulty), atol=1e-6)
     assert [r["train_loss"] for r in history(clean)] == [r["train_loss"] for r in rows]

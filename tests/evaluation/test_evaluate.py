@@ -12,7 +12,7 @@ import yaml
 
 from harness.core import schema
 from harness.metrics.uncertainty import confidence_scores, detection_metrics
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from helpers import cli, harness, runs, write_suite
 
 TRIAL = [

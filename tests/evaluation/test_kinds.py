@@ -4,7 +4,7 @@ import numpy as np
 
 from harness.core import schema
 from harness.evaluation.kinds import record_problem
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from helpers import finished_trial, trial
 
 
@@ -18,7 +18,7 @@ def test_evaluation_records_are_checked_against_their_kind(tmp_path, said_by):
     folder.finish_eval("odd", {**good, "id": "odd", "kind": "magic"})
     (cfg.trial_dir / "eval" / "test").mkdir()
     (cfg.trial_dir / "eval" / "test" / schema.METRICS).write_text('{"kind": ')  # truncated
-    said = said_by("harness.store.results")
+    said = said_by("harness.store.trial_folder")
     assert list(folder.evaluations(record_problem)) == ["ood-svhn"]
     assert any("eval/test/metrics.json: not valid JSON" in m and "left out" in m for m in said), said
     assert any("eval/ood-c10/metrics.json: a ood record without in_images" in m for m in said), said

@@ -6,7 +6,7 @@ import pytest
 from harness.core import schema
 from harness.execution import trainable
 from harness.execution.progress import TrialReport
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from helpers import tiny_config
 
 

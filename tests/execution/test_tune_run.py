@@ -11,7 +11,8 @@ from harness.core import schema
 from harness.execution.tune_run import StudyScheduler, SweepCallback, cause, trial_resources
 from harness.planning import tuning
 from harness.planning.suite import expand, load_suite
-from harness.store.results import TrialFolder, write_csv
+from harness.store.files import write_csv
+from harness.store.trial_folder import TrialFolder
 from helpers import write_suite
 
 TUNE = {

@@ -17,7 +17,7 @@ from harness.methods import METHODS
 from harness.models import MODELS, build_model, count_parameters
 from harness.models.ensemble_layers import BatchEnsembleConv2d, Masks, generate_masks
 from harness.models.ensembles import PackedNet
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from harness.trial.catalog import build_config
 from harness.trial.trainer import Trainer
 from helpers import tiny_config, trial

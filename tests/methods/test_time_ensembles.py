@@ -16,7 +16,7 @@ from harness.core import schema
 from harness.methods import METHODS
 from harness.models import build_model, count_parameters
 from harness.models.weight_members import WeightMembers, recompute_batch_norm
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from harness.trial.trainer import Trainer
 from helpers import tiny_config
 

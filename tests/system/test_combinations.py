@@ -503,7 +503,7 @@ def test_a_plugin_that_blocks_at_import_is_named(tmp_path):
 
 
 def test_a_trial_whose_worker_exited_before_a_checkpoint_says_so(tmp_path):
-    from harness.store.results import TrialFolder
+    from harness.store.trial_folder import TrialFolder
     from helpers import trial
 
     cfg = trial(dataset="synthetic", output_dir=tmp_path, name="stopped")

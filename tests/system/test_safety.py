@@ -15,9 +15,10 @@ import yaml
 
 from harness.core import schema
 from harness.execution.progress import Progress, TrialReport
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.files import load_logits
 from harness.store.lock import LockHeld, SuiteLock, is_live
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from harness.trial.trainer import Trainer
 from helpers import attempts, cli, epochs, harness, harness_background, tiny_config, write_suite
 
@@ -149,8 +150,8 @@ def test_logits_with_pickled_objects_are_refused(tmp_path):
     import numpy as np
 
     np.savez(tmp_path / "logits.npz", test_logits=np.array([Payload(tmp_path / "pwned")], dtype=object))
-    with pytest.raises(results.CorruptFile, match="logits.npz"):
-        results.load_logits(tmp_path / "logits.npz")
+    with pytest.raises(CorruptFile, match="logits.npz"):
+        load_logits(tmp_path / "logits.npz")
     assert not (tmp_path / "pwned").exists()
 
 

@@ -18,7 +18,9 @@ from analysis import cache, protocol
 from analysis.stats import bootstrap, probability_of_improvement
 from harness.core import schema
 from harness.metrics import topk_accuracy
-from harness.store import results
+from harness.store.errors import CorruptFile
+from harness.store.files import save_logits, write_json
+from harness.store.verified import Verified, check_zip
 from helpers import harness_env, write_suite
 
 STATUS_WITHOUT_TORCH = (
@@ -88,20 +90,20 @@ def test_a_suite_with_a_module_plugin_is_never_indexed(tmp_path):
 
 def test_logits_are_read_whole_once_and_again_when_they_change(tmp_path):
     path = tmp_path / "logits.npz"
-    results.save_logits(path, test_logits=np.ones((50, 1, 4), np.float16), test_labels=np.zeros(50, np.int64))
-    verified = results.Verified(tmp_path)
-    results._check_zip(path, thorough=True, verified=verified)
-    assert results.Verified.identity(path) in verified.files
+    save_logits(path, test_logits=np.ones((50, 1, 4), np.float16), test_labels=np.zeros(50, np.int64))
+    verified = Verified(tmp_path)
+    check_zip(path, thorough=True, verified=verified)
+    assert Verified.identity(path) in verified.files
     verified.save()
-    assert results.Verified(tmp_path).files == verified.files  # kept for the next run
+    assert Verified(tmp_path).files == verified.files  # kept for the next run
     data = bytearray(path.read_bytes())
     start = data.index(b"\x93NUMPY") + 200  # inside the first member: the directory still reads
     data[start : start + 20] = bytes(20)
     path.write_bytes(bytes(data))  # a new modification time: not the verified file any more
-    with pytest.raises(results.CorruptFile, match="fails its CRC check"):
-        results._check_zip(path, thorough=True, verified=verified)
-    with pytest.raises(results.CorruptFile):  # the zip check itself, without the memory, agrees
-        results._check_zip(path, thorough=True)
+    with pytest.raises(CorruptFile, match="fails its CRC check"):
+        check_zip(path, thorough=True, verified=verified)
+    with pytest.raises(CorruptFile):  # the zip check itself, without the memory, agrees
+        check_zip(path, thorough=True)
     assert zipfile.ZipFile(path).testzip() is not None
 
 
@@ -190,7 +192,7 @@ def test_a_second_report_keeps_what_did_not_change_and_redraws_what_did(tmp_path
     assert first["cache"]["misses"] > 0 and second["cache"]["misses"] == 0
     assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # every table and figure kept, not rewritten
     metrics = json.loads((dirs[1] / schema.METRICS).read_text())
-    results.write_json(dirs[1] / schema.METRICS, {**metrics, "top1": metrics["top1"] - 0.1})
+    write_json(dirs[1] / schema.METRICS, {**metrics, "top1": metrics["top1"] - 0.1})
     third = build_report(tmp_path / "s")
     assert third["cache"]["misses"] > 0
     width = next(f for f in stamps if f.name.startswith("width_") and f.suffix == ".png")

@@ -9,7 +9,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness.core import schema
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from harness.tracker import mlflow_mapping as mapping
 from helpers import finished_trial, tiny_config
 

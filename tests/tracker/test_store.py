@@ -8,7 +8,8 @@ import time
 import pytest
 
 from harness.core import schema
-from harness.store import results
+from harness.store.errors import ResourceError
+from harness.store.files import write_json
 from harness.tracker import store
 from helpers import free_port
 
@@ -47,7 +48,7 @@ def test_kept_back_reads_what_an_outage_left_and_nothing_else(tmp_path):
     assert store.kept_back(tmp_path) == {}
     (tmp_path / schema.KEPT_BACK).write_text("[1, 2]")
     assert store.kept_back(tmp_path) == {}
-    results.write_json(tmp_path / schema.KEPT_BACK, {"uri": "http://h", "trials": ["a"]})
+    write_json(tmp_path / schema.KEPT_BACK, {"uri": "http://h", "trials": ["a"]})
     assert store.kept_back(tmp_path) == {"uri": "http://h", "trials": ["a"]}
 
 
@@ -80,6 +81,6 @@ def test_a_failed_creation_removes_the_half_made_store_and_a_full_disk_says_so(t
             path.write_bytes(b"half")
             raise RuntimeError("migration failed")
     assert not path.exists()
-    with pytest.raises(results.ResourceError, match=f"no space left on device for the MLflow store {path}"):
+    with pytest.raises(ResourceError, match=f"no space left on device for the MLflow store {path}"):
         with store.store_creation(f"sqlite:///{path}"):
             raise OSError(28, "No space left on device")

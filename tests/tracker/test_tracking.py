@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store.results import TrialFolder
+from harness.store.trial_folder import TrialFolder
 from helpers import copy_of, harness, trials
 
 

@@ -12,7 +12,7 @@ import torch
 
 from harness.core import schema
 from harness.core.schedule import learning_rate, milestone_epochs
-from harness.store import results
+from harness.store.files import load_logits
 from harness.trial.trainer import Trainer
 from helpers import FAULTS, tiny_config
 
@@ -55,7 +55,7 @@ def test_short_training_learns_and_writes_the_result_folder(tmp_path, method, M,
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < losses[0]
     assert metrics["top1"] > 0.6  # 4 classes: chance is 0.25
-    logits = results.load_logits(d / "logits.npz")
+    logits = load_logits(d / "logits.npz")
     assert logits[schema.TEST_LOGITS].dtype == np.float16 and logits[schema.TEST_LOGITS].shape == (
         len(logits[schema.TEST_LABELS]),
         M,
@@ -73,7 +73,7 @@ def test_validation_split_and_bf16_path(tmp_path):
     cfg = tiny_config(method="linear_mixmo", epochs=1, val_size=64, precision="bf16", output_dir=tmp_path)
     metrics = Trainer(cfg).run()
     assert "validation split (64 train images)" in metrics["calibration_protocol"]
-    assert schema.VAL_LOGITS in results.load_logits(cfg.trial_dir / "logits.npz")
+    assert schema.VAL_LOGITS in load_logits(cfg.trial_dir / "logits.npz")
     assert np.isfinite(metrics["nll"])
 
 
@@ -116,7 +116,7 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     straight = train_cli(overrides, tmp_path / "b")
     assert straight.returncode == 0, straight.stderr
     trial_b = tmp_path / "b" / "trial" / cfg.trial_id
-    la, lb = results.load_logits(trial_a / "logits.npz"), results.load_logits(trial_b / "logits.npz")
+    la, lb = load_logits(trial_a / "logits.npz"), load_logits(trial_b / "logits.npz")
     assert np.array_equal(la[schema.TEST_LOGITS], lb[schema.TEST_LOGITS])
     ma, mb = json.loads((trial_a / "metrics.json").read_text()), json.loads((trial_b / "metrics.json").read_text())
     timing = {"train_time_s", "eval_time_s", "inference_images_per_s", "inference_peak_memory_mb"}  # measured

@@ -1,27 +1,22 @@
-"""Reading and writing a trial's result folder (its files are named in harness.core.schema): every file is written
-atomically (a crash never leaves a half-written file), every read says which file is unreadable and why, and
-nothing read executes code.
-"""
+"""One trial's result folder (its files are named in harness.core.schema): what it holds, its state (pending,
+partial, finished, failed, stopped, corrupt), and the trainer's, sweep's, tracker's and report's reads and writes
+of it."""
 
 from __future__ import annotations
 
 import copy
 import csv
-import errno
 import io
 import json
 import logging
 import os
 import shutil
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from harness.core import bounded_read
 from harness.core.schema import (
     ASIDE_SUFFIX,
     ATTEMPTS,
@@ -39,237 +34,25 @@ from harness.core.schema import (
     PART_SUFFIX,
     PREVIOUS,
     STOPPED,
-    SUITE_CACHE,
-    VERIFIED,
 )
+from harness.store.errors import CorruptFile
+from harness.store.files import (
+    atomic_write,
+    load_checkpoint,
+    load_logits,
+    read_json,
+    read_record,
+    save_logits,
+    write_csv,
+    write_json,
+    write_text,
+    write_yaml,
+)
+from harness.store.verified import Verified, check_zip
 
 logger = logging.getLogger(__name__)
 
 _CONFIGS: dict[tuple, dict] = {}  # (config.yaml path, mtime, size) -> its parsed content
-
-
-class CorruptFile(Exception):
-    """A result file that exists but cannot be read (truncated, garbled, refused by the weights-only loader)."""
-
-    def __init__(self, path: Path, reason: str):
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class ResourceError(RuntimeError):
-    """The machine ran out of something (disk, memory): said plainly, not as the library's internal error."""
-
-
-# --- atomic writes
-def _atomic_write(path: Path, write: Callable, keep_previous: Path | None = None) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it (``keep_previous``: the old
-    file is first renamed there, so a crash between the two renames leaves the previous version)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users of a shared store
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and out_of_space(err, path.parent):
-            raise ResourceError(
-                f"no space left on device for {path} ({_free(path.parent)} free on its filesystem); free some "
-                f"space and run the same command again to resume"
-            ) from err
-        raise
-
-
-def out_of_space(err: BaseException, folder: Path | None = None) -> bool:
-    """ENOSPC anywhere in the exception's chain (sqlite says 'database or disk is full'); with ``folder``, also a
-    library's wrapped write error (torch: 'enforce fail ... inline_container.cc') when that disk is full."""
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(s in str(cause) for s in ("No space left on device", "database or disk is full")):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    if folder is None:
-        return False
-    try:
-        return shutil.disk_usage(folder).free < 1 << 20  # the write failed and less than 1 MiB is left
-    except OSError:
-        return False
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """torch.OutOfMemoryError (GPU), MemoryError, or the CPU allocator's "can't allocate memory"."""
-    return (
-        isinstance(err, MemoryError)
-        or type(err).__name__ == "OutOfMemoryError"
-        or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
-    )
-
-
-def _free(folder: Path) -> str:
-    try:
-        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
-    except OSError:
-        return "unknown"
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def write_yaml(path: Path, obj: Any) -> None:
-    import yaml
-
-    write_text(path, yaml.safe_dump(obj, sort_keys=False))
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    fields = list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
-def read_json(path: Path) -> Any:
-    """JSON from a result file; CorruptFile (with the path) when it cannot be parsed."""
-    path = Path(path)
-    try:
-        return json.loads(read_record(path))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CorruptFile(path, f"not valid JSON ({err})") from None
-
-
-MAX_RECORD_BYTES = 256 << 20  # a trial's JSON, YAML or CSV record: kilobytes to a few MB; beyond that it is not one
-
-
-def read_record(path: Path) -> bytes:
-    """A trial folder's text record, a regular file of bounded size (a shared folder may hold a FIFO or a link to
-    /dev/zero where a record should be): CorruptFile with the reason otherwise."""
-    try:
-        return bounded_read.read_bytes(path, MAX_RECORD_BYTES)
-    except FileNotFoundError:
-        raise
-    except OSError as err:
-        raise CorruptFile(Path(path), err.strerror or str(err)) from None
-
-
-def refusal(err: Exception) -> str:
-    """Why the weights-only loader refused a file, without torch's advice to load it unsafely: the line that names
-    what the pickle asked for."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "nsupported" in line]
-    plain = [line for line in lines if "weights_only" not in line and "Weights only" not in line]
-    reason = (named or plain or ["?"])[0]
-    return f"refused by the weights-only loader: {reason[:200]}; it was not loaded, since that could run code"
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint, weights-only (no code runs on load); CorruptFile when it cannot be read or is refused."""
-    import pickle
-
-    import torch
-
-    try:
-        bounded_read.require_regular(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CorruptFile(path, refusal(err)) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as err:  # OSError: a truncated file
-        raise CorruptFile(path, f"unreadable ({(str(err).splitlines() or ['?'])[0][:200]})") from None
-    if not isinstance(state, dict) or "epoch" not in state:
-        raise CorruptFile(path, "not a harness checkpoint (no epoch)")
-    return state
-
-
-def save_logits(path: Path, **arrays: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def load_logits(path: Path, members: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a logits file (``members``: only those, the others never read; KeyError names a missing one)."""
-    try:
-        bounded_read.require_regular(path)
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in (z.files if members is None else members)}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:200]
-        raise CorruptFile(path, f"unreadable ({why})") from None
-
-
-class Verified:
-    """Zip files already read whole against their CRCs, by identity (path, size, modification time, inode, ctime): each
-    rerun of a suite reads a file once, not every time (10,000 CIFAR-100 trials hold 40 GB of logits)."""
-
-    def __init__(self, suite_dir: Path):
-        self.path = Path(suite_dir) / SUITE_CACHE / VERIFIED
-        try:
-            self.files = {tuple(i) for i in json.loads(self.path.read_text())}
-        except (OSError, ValueError, TypeError):
-            self.files = set()
-
-    @staticmethod
-    def identity(path: Path) -> tuple:
-        info = os.stat(path)
-        return (os.path.abspath(path), info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
-
-    def save(self) -> None:
-        try:
-            write_json(self.path, sorted(self.files))
-        except OSError:  # a read-only folder: every file is read again next time, nothing worse
-            pass
-
-
-def _check_zip(
-    path: Path, members: tuple[str, ...] = (), thorough: bool = False, verified: Verified | None = None
-) -> None:
-    """Integrity check: cheap by default (the zip directory sits at the end: a truncated file fails here, and so
-    does a member whose recorded size the file cannot hold); thorough also reads every member against its CRC,
-    unless ``verified`` holds the file as it is."""
-    if thorough and verified is not None:
-        try:
-            identity = Verified.identity(path)
-        except OSError:
-            identity = None
-        if identity in verified.files:
-            thorough = False
-    try:
-        bounded_read.require_regular(path)
-    except OSError as err:
-        raise CorruptFile(path, err.strerror or str(err)) from None
-    try:
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-            names = {i.filename.rsplit("/", 1)[-1] for i in infos}
-            end, size = max((i.header_offset + i.compress_size for i in infos), default=0), path.stat().st_size
-            if end > size:
-                raise CorruptFile(path, f"truncated (its members need {end} bytes, the file has {size})")
-            damaged = z.testzip() if thorough else None
-    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as err:
-        raise CorruptFile(path, f"truncated or not a zip archive ({err})") from None
-    if damaged is not None:
-        raise CorruptFile(path, f"damaged: {damaged} fails its CRC check")
-    lacking = [m for m in members if m not in names]
-    if lacking:
-        raise CorruptFile(path, f"lacks {', '.join(lacking)}")
-    if thorough and verified is not None and identity is not None:
-        verified.files.add(identity)
 
 
 @dataclass(frozen=True)
@@ -364,12 +147,12 @@ class TrialFolder:
             if (self.path / METRICS).exists():
                 self.config()
                 self.metrics()
-                _check_zip(self.path / LOGITS, tuple(f"{m}.npy" for m in LOGITS_MEMBERS), thorough, verified)
+                check_zip(self.path / LOGITS, tuple(f"{m}.npy" for m in LOGITS_MEMBERS), thorough, verified)
                 if CHECKPOINT in checkpoints:  # what `harness evaluate` and every later evaluation start from
-                    _check_zip(self.path / CHECKPOINT)
+                    check_zip(self.path / CHECKPOINT)
                 return TrialState("finished", epochs)
             for name in checkpoints:
-                _check_zip(self.path / name)
+                check_zip(self.path / name)
         except CorruptFile as err:
             return TrialState("corrupt", 0, f"{err.path.name}: {err.reason}")
         error = self.error()
@@ -439,7 +222,7 @@ class TrialFolder:
         """The end-of-epoch checkpoint (the previous one kept as the fallback), then the history."""
         import torch
 
-        _atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f), keep_previous=self.path / PREVIOUS)
+        atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f), keep_previous=self.path / PREVIOUS)
         write_csv(self.path / HISTORY, history)
 
     def finish(self, metrics: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -1,5 +1,5 @@
-"""harness.store.results: a trial folder's files and states under faults: unreadable logits or checkpoints (corrupt,
-left out, recomputed), a full disk (one line, exit 3), truncated and refused checkpoints named."""
+"""harness.store.trial_folder and the files and errors under it, under faults: unreadable logits or checkpoints
+(corrupt, left out, recomputed), a full disk (one line, exit 3), truncated and refused checkpoints named."""
 
 import os
 import subprocess
@@ -7,8 +7,9 @@ import subprocess
 import pytest
 
 from harness.core import schema
-from harness.store import results
-from harness.store.results import TrialFolder
+from harness.store.errors import CorruptFile
+from harness.store.files import load_checkpoint
+from harness.store.trial_folder import TrialFolder
 from harness.trial.trainer import Trainer
 from helpers import attempts, cli, copy_of, harness, tiny_config, trials, write_suite
 
@@ -128,11 +129,11 @@ def test_truncated_checkpoints_and_refusals_name_the_file_without_unsafe_advice(
     data = path.read_bytes()
     for size in (5_000, 20_000, len(data) // 2):
         path.write_bytes(data[:size])
-        with pytest.raises(results.CorruptFile, match=r"checkpoint.pt: unreadable"):
-            results.load_checkpoint(path)
+        with pytest.raises(CorruptFile, match=r"checkpoint.pt: unreadable"):
+            load_checkpoint(path)
     torch.save({"epoch": 1, "model": Payload()}, path)
-    with pytest.raises(results.CorruptFile) as err:
-        results.load_checkpoint(path)
+    with pytest.raises(CorruptFile) as err:
+        load_checkpoint(path)
     message = str(err.value)
     assert "refused by the weights-only loader" in message and "system" in message
     assert "weights_only" not in message.replace("weights-only", "") and not (tmp_path / "pwned").exists()

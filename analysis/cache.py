@@ -32,7 +32,7 @@ def _code_version(files: tuple[str, ...] = _CODE) -> str:
 
 def _signing_key() -> bytes:
     """This user's key for the report caches they write (made once, readable by them alone)."""
-    from harness.store.storage import user_cache
+    from harness.store.filesystems import user_cache
 
     path = user_cache() / "report-cache.key"
     try:
@@ -57,7 +57,7 @@ def _signature(content: dict) -> str:
 
 class ReportCache:
     """Kept values are trusted only from a cache this user wrote and nobody changed since: the file carries an HMAC
-    of its content under a key of this user's (store.storage.user_cache). A cache from a shared folder, edited by
+    of its content under a key of this user's (store.filesystems.user_cache). A cache from a shared folder, edited by
     hand, or of the wrong shape is recomputed, never shown."""
 
     def __init__(self, suite_dir: Path, enabled: bool = True):

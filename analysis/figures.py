@@ -22,7 +22,7 @@ from analysis.tables import label, method_order  # noqa: E402
 from harness.core import schema
 from harness.metrics import METRICS, calibration_bins, ece, ensemble_logits, temperature_at_bound  # noqa: E402
 from harness.store.trial_folder import TrialFolder  # noqa: E402
-from harness.trial.catalog import presentation  # noqa: E402
+from harness.trial.listing import presentation  # noqa: E402
 
 STYLE = {
     "figure.dpi": 110,

@@ -15,7 +15,7 @@ from harness.core.config import is_setting_key
 from harness.core.schema import LOGITS
 from harness.metrics import METRICS as FINAL_METRICS
 from harness.metrics.uncertainty import DETECTION_METRICS
-from harness.trial.catalog import presentation
+from harness.trial.listing import presentation
 
 SETTING = ["dataset", "model", "depth", "width", "method", "msda", "M", "b", "epochs", "members"]
 PUBLISHED = Path(__file__).with_name("published.csv")

@@ -27,7 +27,7 @@ MOVED: dict[str, str | tuple[str, ...]] = {  # old -> new, since 0.2
         "harness.store.verified",
         "harness.store.trial_folder",
     ),
-    "harness.storage": "harness.store.storage",
+    "harness.storage": ("harness.store.filesystems", "harness.store.object_store"),
     "harness.lock": "harness.store.lock",
     "harness.trial_index": "harness.store.trial_index",
     "harness.uncertainty": "harness.metrics.uncertainty",

@@ -83,7 +83,7 @@ def card_slug(name: str) -> str:
 
 def rates_dir() -> Path:
     """Where `harness bench --suite` writes its tables, and where they are looked up first."""
-    from harness.store.storage import user_cache
+    from harness.store.filesystems import user_cache
 
     return Path(environment.text("HARNESS_RATES_DIR") or user_cache() / "rates")
 

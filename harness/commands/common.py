@@ -36,7 +36,7 @@ def load_suite_arg(args):
 def results_target(target: str):
     """`status` / `report` TARGET -> (local suite folder, object store or None, suite name, suite or None).
     A suite or folder in an object store is first copied here (without checkpoints)."""
-    from harness.store.storage import CACHE_ONLY, ObjectStore, driver_cache_dir, is_uri
+    from harness.store.object_store import CACHE_ONLY, ObjectStore, driver_cache_dir, is_uri
 
     suite = None
     if is_uri(target):

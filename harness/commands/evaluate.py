@@ -17,7 +17,7 @@ def cmd_evaluate(args) -> int:
     from harness.data.eval_sets import parse_eval_set, with_absolute_path
     from harness.evaluation.evaluate import check_sets, headline
     from harness.execution.evaluation import evaluate_trials, finished_trials
-    from harness.store.storage import CACHE_ONLY, is_uri
+    from harness.store.object_store import CACHE_ONLY, is_uri
 
     sets = []
     for name in args.on:

@@ -58,7 +58,7 @@ def cmd_status(args) -> int:
     from harness.execution.status import status_rows, status_view, trials_in_folder
     from harness.store import trial_index
     from harness.store.lock import describe, running_trials
-    from harness.store.storage import is_uri
+    from harness.store.object_store import is_uri
 
     index_key = None
     if not Path(args.target).is_dir() and not is_uri(str(args.target)):
@@ -257,7 +257,7 @@ def study_for_report(suite, source: str) -> dict:
 
 
 def cmd_list(args) -> int:
-    from harness.trial.catalog import listing
+    from harness.trial.listing import listing
 
     if args.suite is not None:  # its plugins load with it
         from harness.planning.suite import load_suite

@@ -15,7 +15,7 @@ CACHED_FROM_BYTES = 1 << 20
 
 
 def _cache_file() -> Path:
-    from harness.store.storage import user_cache
+    from harness.store.filesystems import user_cache
 
     return user_cache() / "file_hashes.json"
 

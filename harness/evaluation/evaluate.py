@@ -67,7 +67,7 @@ def evaluate_trial(
     """Evaluate one finished trial on ``sets``; returns every set's record (evaluated now or before).
     ``on_set(set)`` is called before a set is evaluated. With an object store, the trial's folder is copied
     here (checkpoint included) and the results sent back."""
-    from harness.store.storage import working_copy
+    from harness.store.object_store import working_copy
     from harness.trial.trainer import resolve_device
 
     local = working_copy(cfg)

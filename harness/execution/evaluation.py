@@ -32,7 +32,7 @@ def finished_trials(target: Path, data_dir: str | None = None) -> tuple[Suite | 
     """(the suite, or None for a results folder; its finished trials). A results folder's trials are read from
     their config files (one written by an older recipe version is skipped, with a warning); a suite in an object
     store is first copied here without checkpoints (each evaluation fetches its own)."""
-    from harness.store.storage import CACHE_ONLY
+    from harness.store.object_store import CACHE_ONLY
 
     suite = None
     if target.is_dir():

@@ -31,8 +31,9 @@ from harness.planning.suite import Suite, expand
 from harness.store import trial_index
 from harness.store.errors import CorruptFile, ResourceError
 from harness.store.files import write_text
+from harness.store.filesystems import check_writable
 from harness.store.lock import SuiteLock
-from harness.store.storage import CACHE_ONLY, check_writable
+from harness.store.object_store import CACHE_ONLY
 from harness.store.trial_folder import TrialFolder, TrialState
 from harness.store.verified import Verified
 from harness.tracker.store import mlflow_hint

@@ -18,8 +18,9 @@ from harness.execution.progress import Progress, TrialReport
 from harness.execution.trainable import run_trial
 from harness.planning.suite import Suite
 from harness.planning.tuning import Study, rung_metric, rung_scores
+from harness.store.filesystems import check_cluster_storage
 from harness.store.lock import SuiteLock
-from harness.store.storage import CACHE_ONLY, check_cluster_storage
+from harness.store.object_store import CACHE_ONLY
 from harness.store.trial_folder import TrialFolder
 from harness.tracker.tracking import BackgroundTracker, Tracker
 from harness.trial import preemption

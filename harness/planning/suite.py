@@ -25,7 +25,7 @@ from harness.core.config import (
 from harness.core.registry import did_you_mean
 from harness.core.yaml_files import load_yaml
 from harness.planning.tuning import Study, Tune
-from harness.store.storage import ObjectStore, driver_cache_dir, is_uri
+from harness.store.object_store import ObjectStore, driver_cache_dir, is_uri
 from harness.trial import catalog
 
 Scalar = Union[str, int, float, bool, None]

@@ -81,7 +81,7 @@ def _entry_points() -> bool:
 
 
 def _folder() -> Path:
-    from harness.store.storage import user_cache
+    from harness.store.filesystems import user_cache
 
     return user_cache() / "suites"
 

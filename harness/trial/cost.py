@@ -113,14 +113,14 @@ def _valid_count(entry) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _cache_path() -> Path:
-    """<user cache>/cost-<hash of harness/models and harness/methods>.json (harness.store.storage.user_cache)"""
+    """<user cache>/cost-<hash of harness/models and harness/methods>.json (harness.store.filesystems.user_cache)"""
     import hashlib
 
     package = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted([*package.glob("models/*.py"), *package.glob("methods/*.py")]):
         digest.update(path.name.encode() + path.read_bytes())
-    from harness.store.storage import user_cache
+    from harness.store.filesystems import user_cache
 
     return user_cache() / f"cost-{digest.hexdigest()[:16]}-torch{torch.__version__}.json"
 

@@ -2,7 +2,7 @@
 Train; under Ray Tune (a sweep's trial, `harness run`) or alone (`harness train`).
 
 ``train_trial`` is the entry point. With an object store the trial works in a node-local copy that it
-mirrors after every epoch (harness.store.storage); a failure leaves its traceback in ``error.txt``.
+mirrors after every epoch (harness.store.object_store); a failure leaves its traceback in ``error.txt``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from harness.core import logs, plugins, schema
 from harness.core.config import TrialConfig
 from harness.core.parallel import barrier, current_world
 from harness.store.errors import ResourceError, out_of_memory
-from harness.store.storage import CACHE_ONLY, working_copy
+from harness.store.object_store import CACHE_ONLY, working_copy
 from harness.store.trial_folder import TrialFolder
 from harness.trial import catalog
 from harness.trial.preemption import Drained, stop_at_checkpoint

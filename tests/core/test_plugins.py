@@ -17,7 +17,7 @@ import yaml
 from harness.methods import METHODS
 from harness.metrics import METRICS
 from harness.models import MODELS
-from harness.trial.catalog import listing
+from harness.trial.listing import listing
 from helpers import SUITE, cli, harness, harness_env, runs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.store.storage import filesystem_type, storage_problem
+from harness.store.filesystems import filesystem_type, storage_problem
 from helpers import attempts, epochs, harness, harness_background, node_of, runs, trial_dirs, write_suite
 
 pytestmark = pytest.mark.timeout(600)

@@ -18,7 +18,7 @@ import urllib.request
 import pyarrow.fs
 import pytest
 
-from harness.store.storage import CACHE_ONLY, ObjectStore
+from harness.store.object_store import CACHE_ONLY, ObjectStore
 from helpers import FAULTS, free_port, harness, harness_background, node_of, write_suite
 
 pytestmark = pytest.mark.timeout(600)

@@ -116,7 +116,7 @@ def test_a_temperature_at_the_bracket_is_flagged():
 
 def test_first_sentences_keep_et_al_and_markdown_cells_are_escaped():
     from harness.methods.base import first_sentence
-    from harness.trial.catalog import _md, listing
+    from harness.trial.listing import _md, listing
 
     assert (
         first_sentence("MIMO (Havasi et al. 2021): summed inputs. More.") == "MIMO (Havasi et al. 2021): summed inputs."

@@ -18,7 +18,8 @@ from analysis.output import figure_html, fragment, save_figure, table_html
 from analysis.tables import SETTING, cells, label, method_order, metric_columns, summarize
 from harness.core import schema
 from harness.core.config import RECORDED_BEFORE_THE_RULE
-from harness.evaluation.kinds import kind_of, record_problem, ub17_applies
+from harness.evaluation.kinds import kind_of, record_problem
+from harness.evaluation.kinds.corruption import ub17_applies
 from harness.metrics import METRICS, correct, ensemble_logits, key_metrics, risk_coverage
 from harness.metrics.uncertainty import DETECTION_METRICS, OOD_SCORES, confidence_scores, roc_curve
 from harness.store.trial_folder import TrialFolder

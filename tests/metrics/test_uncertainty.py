@@ -158,7 +158,7 @@ def test_three_corruption_conventions_from_the_same_logits():
 def test_ub17_is_cifar100_c_alone():
     """uncertainty-baselines' 17-corruption list is CIFAR-100-C's: a CIFAR-10-C (or Tiny ImageNet-C) record has no
     UB-17 average, generated stand-ins follow their dataset."""
-    from harness.evaluation.kinds import ub17_applies
+    from harness.evaluation.kinds.corruption import ub17_applies
 
     assert ub17_applies("cifar100-c") and ub17_applies("cifar100-c-generated")
     assert not ub17_applies("cifar10-c") and not ub17_applies("cifar10-c-generated")

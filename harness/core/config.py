@@ -227,7 +227,9 @@ class TrialConfig(BaseModel):
     )
 
     # --- engine and data parallelism
-    engine: Literal["torch", "deepspeed"] = RecipeIfSet("torch", description="torch (DDP, compile, bf16) or deepspeed")
+    engine: str = RecipeIfSet(
+        "torch", description="a registered engine (harness.engines): torch (DDP, compile, bf16) or deepspeed"
+    )
     zero_stage: int = RecipeIfSet(
         0, ge=0, le=2, description="deepspeed only: 1 partitions optimizer state, 2 also gradients"
     )

@@ -55,7 +55,7 @@ _current: list[Plugin | None] = []  # the plugin being executed (registrations a
 _installed_done = False
 _registries: list = []  # harness.core.registry.Registry objects (each tracks itself)
 # the modules that define and fill the registries: imported as the harness's own before a plugin's code runs
-REGISTRY_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics")
+REGISTRY_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics", "harness.engines")
 
 
 def track(registry) -> None:

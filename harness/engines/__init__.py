@@ -1,6 +1,7 @@
 """Engines: how the model's gradients become an optimizer step (the torch engine, or DeepSpeed).
 
-A new engine is one file implementing ``Engine`` plus one line in ``build_engine``.
+A new engine is one file in this package: a class implementing ``Engine``, registered with
+``@register_engine("<name>")`` (then ``engine: <name>`` in a trial).
 """
 
 from __future__ import annotations
@@ -10,12 +11,20 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from harness.core.registry import Registry
 from harness.engines.inference import Inference, place_model, weight_dtype
-from harness.engines.torch_engine import TorchEngine
 
 if TYPE_CHECKING:
     from harness.core.config import TrialConfig
     from harness.core.parallel import World
+
+
+ENGINES: Registry[type] = Registry("engine", "harness.engines")  # discovered: every module of this package
+
+
+def register_engine(name: str):
+    """Class decorator: ``@register_engine("torch")`` makes ``engine: torch`` build this class."""
+    return ENGINES.register(name)
 
 
 class Engine(Protocol):
@@ -47,11 +56,7 @@ class Engine(Protocol):
 
 def build_engine(cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world: World) -> Engine:
     """The engine the config names, wrapping ``model`` (already on ``device``) for ``world``."""
-    if cfg.engine == "deepspeed":
-        from harness.engines.deepspeed_engine import DeepSpeedEngine
-
-        return DeepSpeedEngine(cfg, model, device, world)
-    return TorchEngine(cfg, model, device, world)
+    return ENGINES.get(cfg.engine)(cfg, model, device, world)
 
 
-__all__ = ["Engine", "Inference", "TorchEngine", "build_engine", "place_model", "weight_dtype"]
+__all__ = ["ENGINES", "Engine", "Inference", "build_engine", "place_model", "register_engine", "weight_dtype"]

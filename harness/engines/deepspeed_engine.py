@@ -13,6 +13,7 @@ import torch
 
 from harness.core import schema
 from harness.core.parallel import ensure_process_group
+from harness.engines import register_engine
 from harness.engines.deepspeed_config import deepspeed_config
 from harness.engines.inference import Inference, weight_dtype
 from harness.engines.torch_engine import set_lr, sgd
@@ -40,7 +41,10 @@ def load_weights_only(path, map_location=None):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
+@register_engine("deepspeed")
 class DeepSpeedEngine:
+    """DeepSpeed: ZeRO stage 1 or 2 partitions the optimizer state (and gradients), bf16 weights."""
+
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 

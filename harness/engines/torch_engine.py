@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness.engines import register_engine
 from harness.engines.inference import Inference
 from harness.methods import METHODS
 
@@ -35,7 +36,10 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
+@register_engine("torch")
 class TorchEngine:
+    """Plain torch: DDP across workers, torch.compile, bf16 autocast, SGD with the recipe's groups."""
+
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         self.model, self.device = model, device
         module = model

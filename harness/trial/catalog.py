@@ -32,11 +32,19 @@ class Invalid(ValueError):
 def registries():
     """(kind, registry) of every registry a trial or the report looks up."""
     from harness.data.datasets import DATASETS
+    from harness.engines import ENGINES
     from harness.methods import METHODS
     from harness.metrics import METRICS
-    from harness.models import MODELS
+    from harness.models import MODELS, NETWORKS
 
-    return [("method", METHODS), ("model", MODELS), ("dataset", DATASETS), ("metric", METRICS)]
+    return [
+        ("method", METHODS),
+        ("model", MODELS),
+        ("network", NETWORKS),
+        ("dataset", DATASETS),
+        ("metric", METRICS),
+        ("engine", ENGINES),
+    ]
 
 
 def option_owners() -> dict[str, tuple[str, Option]]:
@@ -75,12 +83,18 @@ def _registered(kind: str, registry, name: str) -> str | None:
 
 
 def _entries(cfg: TrialConfig) -> list[tuple[str, object, str]]:
-    """(kind, registry, name) of what the trial uses: its dataset, model and method."""
+    """(kind, registry, name) of what the trial uses: its dataset, model, method and engine."""
     from harness.data.datasets import DATASETS
+    from harness.engines import ENGINES
     from harness.methods import METHODS
     from harness.models import MODELS
 
-    return [("dataset", DATASETS, cfg.dataset), ("model", MODELS, cfg.model), ("method", METHODS, cfg.method)]
+    return [
+        ("dataset", DATASETS, cfg.dataset),
+        ("model", MODELS, cfg.model),
+        ("method", METHODS, cfg.method),
+        ("engine", ENGINES, cfg.engine),
+    ]
 
 
 def check(cfg: TrialConfig) -> TrialConfig:

@@ -106,6 +106,11 @@ def listing(markdown: bool = False, keys: bool = False) -> str:
         out.append(
             f"  {name:<24} {m.label:<20} {where:<21} {m.direction} is better; {m.help}  [{_origin(METRICS, name)}]"
         )
+    from harness.engines import ENGINES
+
+    out.append("engines (engine: NAME)")
+    for name, engine in ENGINES.items():
+        out.append(f"  {name:<18} {_first_line(engine)}  [{_origin(ENGINES, name)}]")
     out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {allowed_names()}")
     if keys:
         out.append("trial keys (any trial file, a suite's base / grid / rules, --set KEY=VALUE)")

@@ -49,7 +49,7 @@ def write(tmp_path, text):
         ("zero_stage: 1\n", r"zero_stage and deepspeed settings need engine: deepspeed"),
         ("engine: deepspeed\nzero_stage: 3\n", r"zero_stage: Input should be less than or equal to 2"),
         ("engine: deepspeed\ncompile: true\n", r"compile and channels_last are for engine: torch"),
-        ("engine: jax\n", r"engine: Input should be 'torch' or 'deepspeed'"),
+        ("engine: jax\n", r"unknown engine 'jax'; allowed: deepspeed, torch"),
         ("loader: dali\n", r"loader: Input should be 'device' or 'ffcv'"),
         (
             "compile: fast\n",

@@ -157,6 +157,25 @@ def test_old_module_paths_still_import_with_a_warning():
     assert out[1] == "True True"
 
 
+def test_nothing_of_ours_imports_an_old_path():
+    """The deprecated paths are for other people's plugins: the harness, its analysis, tests, benchmarks and examples
+    import the new ones (``from harness import trainer`` included)."""
+    from harness.moved import MOVED
+
+    offenders = []
+    for folder in ("harness", "analysis", "tests", "benchmarks", "examples"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n in MOVED]
+    assert offenders == []
+
+
 def test_every_old_path_names_a_module_that_exists():
     from harness.moved import MOVED
 

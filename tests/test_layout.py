@@ -148,9 +148,9 @@ def test_old_module_paths_still_import_with_a_warning():
         "import harness.core.registry as new\n"
         "try:\n    from harness.registry import Option\nexcept DeprecationWarning as w:\n    print(w)\n"
         "warnings.simplefilter('ignore')\n"
-        "from harness.registry import Option\nfrom harness import trainer\n"
-        "import harness.trial.trainer\n"
-        "print(Option is new.Option, trainer is harness.trial.trainer)"
+        "from harness.registry import Option\nfrom harness import config\n"
+        "import harness.core.config\n"
+        "print(Option is new.Option, config is harness.core.config)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "harness.registry moved to harness.core.registry; the old path stops working in the next release"
@@ -174,6 +174,16 @@ def test_nothing_of_ours_imports_an_old_path():
                     continue
                 offenders += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n in MOVED]
     assert offenders == []
+
+
+def test_every_module_says_its_job_in_its_docstring():
+    bare = [
+        str(path.relative_to(ROOT))
+        for package in ("harness", "analysis")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if not ast.get_docstring(ast.parse(path.read_text()))
+    ]
+    assert bare == []
 
 
 def test_every_old_path_names_a_module_that_exists():

@@ -219,7 +219,7 @@ def _bench_command(command) -> None:
     )
     bench.add_argument("--loader", nargs="+", help="device and/or ffcv (default: the config's)")
     bench.add_argument(
-        "--engine", nargs="+", choices=_choices("engine"), help="engines of the step (default: the config's)"
+        "--engine", nargs="+", help="registered engines of the step, e.g. torch deepspeed (default: the config's)"
     )
     bench.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, worker start-up)")
     bench.add_argument("--steps", type=int, default=20, help="timed training steps per row")

@@ -56,3 +56,30 @@ def test_an_unexpected_error_is_not_swallowed(monkeypatch, tmp_path):
 def test_a_commands_own_exit_code_is_returned(monkeypatch, tmp_path):
     monkeypatch.setattr(suite_commands, "cmd_status", lambda args: ExitCode.FAILED)
     assert cli("status", tmp_path / "suite.yaml").returncode == ExitCode.FAILED == 1
+
+
+def test_the_benchmark_scripts_harness_commands_parse():
+    """The GPU scripts under benchmarks/ run rarely (on a lent device): their `harness` command lines are checked
+    against the parser here, so a renamed flag or a narrowed choice is caught before the device time is spent."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from harness.cli import build_parser
+
+    root = Path(__file__).parents[2]
+    parser, checked = build_parser(), 0
+    for script in sorted((root / "benchmarks").rglob("*.sh")):
+        text = script.read_text().replace("\\\n", " ")
+        defaults = dict(re.findall(r"^\s*(\w+)=\$\{\w+:-([^}]*)\}", text, re.M))  # NAME=${NAME:-value}
+        defaults.update(re.findall(r"^\s*(\w+)=([\w.]+)\s*$", text, re.M))  # NAME=value
+        for line in re.findall(r"-m harness (.*)", text):
+            line = re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), "1"), line)  # as the shell would
+            line = re.split(r" (?:2?>|\||;;|&&|#)", line)[0]  # up to a redirection, pipe, case end or comment
+            argv = [a for a in shlex.split(line) if a != "$@"]
+            try:
+                parser.parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"{script.relative_to(root)}: `harness {shlex.join(argv)}` is refused by the CLI")
+            checked += 1
+    assert checked >= 5

@@ -63,9 +63,8 @@ def cmd_status(args) -> int:
     index_key = None
     if not Path(args.target).is_dir() and not is_uri(str(args.target)):
         index_key = trial_index.key(Path(args.target), None, getattr(args, "plugin", []))
-    indexed = trial_index.read(
-        index_key
-    )  # a grid listed before: no registry, no validation (harness.store.trial_index)
+    # a grid listed before: no registry, no validation (harness.store.trial_index)
+    indexed = trial_index.read(index_key)
     if indexed is not None:
         (suite_dir, trials), store, suite = indexed, None, None
         name = suite_dir.name

@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from analysis import protocol
 from harness.core.schema import REPORT_CACHE, SUITE_CACHE
 
 _ACTIVE: list["ReportCache"] = []
@@ -60,8 +59,9 @@ class ReportCache:
     of its content under a key of this user's (store.filesystems.user_cache). A cache from a shared folder, edited by
     hand, or of the wrong shape is recomputed, never shown."""
 
-    def __init__(self, suite_dir: Path, enabled: bool = True):
+    def __init__(self, suite_dir: Path, rule: str, enabled: bool = True):
         self.path = Path(suite_dir) / SUITE_CACHE / REPORT_CACHE
+        self.rule = rule  # the report's aggregation rule: part of every key (a value under one rule is not another's)
         self.version = _code_version()
         self.enabled = enabled  # False: `harness report --verify`, every value computed, nothing kept
         self.values, self.outputs = {}, {}
@@ -83,7 +83,7 @@ class ReportCache:
         for f in files:
             info = os.stat(f)
             identity.append((os.path.abspath(f), info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino))
-        return hashlib.sha256(json.dumps([kind, protocol.average(), identity]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([kind, self.rule, identity]).encode()).hexdigest()
 
     def get(self, kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
         return self.lookup(self.key(kind, files), compute)
@@ -121,10 +121,10 @@ def hmac_equal(given, expected: str) -> bool:
 
 
 @contextlib.contextmanager
-def reading(suite_dir: Path, enabled: bool = True):
-    """Values computed inside the block are looked up in, and added to, the suite's cache (saved at the end);
-    ``enabled=False``: nothing read from it or written to it (every value computed)."""
-    cache = ReportCache(suite_dir, enabled)
+def reading(suite_dir: Path, rule: str, enabled: bool = True):
+    """Values computed inside the block (under the aggregation ``rule``) are looked up in, and added to, the suite's
+    cache (saved at the end); ``enabled=False``: nothing read from it or written to it (every value computed)."""
+    cache = ReportCache(suite_dir, rule, enabled)
     _ACTIVE.append(cache)
     try:
         yield cache
@@ -177,7 +177,7 @@ def _compute_all(fn: Callable[[Any], Any], args: list, what: str):
     pool = cache.workers if cache is not None else None
     if pool is None:  # one pool per report: its processes' start (imports) paid once
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker, initargs=(protocol.average(),))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker)
         if cache is not None:
             cache.workers = pool
     logging.getLogger("analysis.report").info(f"report: computing {len(args):,} {what} in {workers} processes")
@@ -201,12 +201,11 @@ def progress(values, total: int, what: str, every_s: float = 10.0):
         yield value
 
 
-def _worker(rule: str) -> None:
-    """A report worker process: one thread (the processes are the parallelism), the report's aggregation rule."""
+def _worker() -> None:
+    """A report worker process: one thread (the processes are the parallelism)."""
     import torch
 
     torch.set_num_threads(1)
-    protocol.reading(rule).__enter__()
 
 
 def memo(kind: str, inputs: list, compute: Callable[[], Any]) -> Any:
@@ -214,14 +213,14 @@ def memo(kind: str, inputs: list, compute: Callable[[], Any]) -> Any:
     bootstrap's samples): for what is computed from numbers rather than files."""
     if not _ACTIVE:
         return compute()
-    key = hashlib.sha256(json.dumps([kind, protocol.average(), inputs], default=str).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([kind, _ACTIVE[-1].rule, inputs], default=str).encode()).hexdigest()
     return _ACTIVE[-1].lookup(key, compute)
 
 
-def _content_key(inputs: list) -> str:
+def _content_key(inputs: list, rule: str) -> str:
     """A digest of a figure's inputs: frames by their content (values, columns, order), the rule, anything else
     by its JSON text."""
-    digest = hashlib.sha256(protocol.average().encode())
+    digest = hashlib.sha256(rule.encode())
     for item in inputs:
         if hasattr(item, "to_json"):  # columns sorted: cached records come back with their keys sorted
             item = item.reindex(columns=sorted(item.columns, key=str))
@@ -238,7 +237,7 @@ def kept(name: str, inputs: list, make: Callable[[], list[Path]]) -> list[Path]:
     cache = _ACTIVE[-1] if _ACTIVE else None
     if cache is None:
         return make()
-    key = _content_key(inputs)
+    key = _content_key(inputs, cache.rule)
     files = _unchanged(cache, name, key)
     if files is not None:
         return files
@@ -288,7 +287,7 @@ def figure(path: Path, draw: Callable, *args, **kwargs) -> Figure:
     cache = _ACTIVE[-1] if _ACTIVE else None
     if cache is None or cache.workers is None:
         return Figure(kept(Path(path).name, [*args, *kwargs.values()], lambda: _draw(draw, args, kwargs, path)))
-    name, key = Path(path).name, _content_key([*args, *kwargs.values()])
+    name, key = Path(path).name, _content_key([*args, *kwargs.values()], cache.rule)
     files = _unchanged(cache, name, key)
     if files is not None:
         return Figure(files)

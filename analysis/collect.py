@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from analysis import protocol
 from analysis.cache import cached_map, progress
 from analysis.ensembles import ensembles_for, recalibrated
 from analysis.tables import SETTING
@@ -25,8 +25,9 @@ from harness.store.errors import CorruptFile
 from harness.store.trial_folder import TrialFolder
 
 
-def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFrame:
-    """A row per trial folder of the suite: its config, state, and (finished trials) final metrics. A folder whose
+def collect(suite_dir: Path, grid: dict[str, dict] | None = None, *, rule: str, verify: bool = False) -> pd.DataFrame:
+    """A row per trial folder of the suite: its config, state, and (finished trials) final metrics under the
+    aggregation ``rule`` (``verify``: every value recomputed from the saved logits, see ``_read``). A folder whose
     files cannot be read is a row in state `corrupt`, its error naming the file. ``grid``: the suite's trials
     (id -> recorded config); folders that are not the suite's (another recipe, not in the grid, copied in from
     elsewhere) are never rows: they are listed in ``frame.attrs["not_in_suite"]`` with the reason."""
@@ -63,7 +64,8 @@ def collect(suite_dir: Path, grid: dict[str, dict] | None = None) -> pd.DataFram
             finished.append((row, folder.path))
         rows.append(row)
     jobs = [([path / schema.LOGITS, path / schema.METRICS], str(path)) for _, path in finished]
-    for (row, _), metrics in zip(finished, cached_map(_trial_kind(), jobs, read_trial, "finished trials read")):
+    read = functools.partial(read_trial, rule=rule, verify=verify)
+    for (row, _), metrics in zip(finished, cached_map(_trial_kind(), jobs, read, "finished trials read")):
         if "corrupt" in metrics:  # the state's check is cheap (the zip directory); a damaged member shows only here
             row.update(state="corrupt", error=metrics["corrupt"])
             continue
@@ -120,19 +122,20 @@ def _trial_kind() -> str:
     return "trial" + (":" + ",".join(f"{k}={c['sha256']}" for k, c in sorted(codes.items())) if codes else "")
 
 
-def read_trial(path: str) -> dict:
+def read_trial(path: str, *, rule: str, verify: bool = False) -> dict:
     """``_read`` of a trial folder, or {"corrupt": "<file>: <why>"} (run in the report's worker processes)."""
     try:
-        return _read(TrialFolder(Path(path)))
+        return _read(TrialFolder(Path(path)), rule=rule, verify=verify)
     except CorruptFile as err:
         return {"corrupt": f"{err.path.name}: {err.reason}"}
 
 
-def _read(folder: TrialFolder) -> dict:
+def _read(folder: TrialFolder, *, rule: str, verify: bool) -> dict:
     """A finished trial's metrics as the report shows them: metrics.json as written, when it was computed under the
-    report's aggregation rule; else what depends on the rule recomputed from the saved logits (classification,
+    report's aggregation ``rule``; else what depends on the rule recomputed from the saved logits (classification,
     calibration, selective prediction). Always from the logits: the aggregation rule's shift (several heads). The
-    top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``)."""
+    top-1 bootstrap over test images is computed only for a setting with one seed (``tables.summarize``). ``verify``:
+    every value from the logits, metrics.json only compared with them."""
     recorded = folder.metrics()
     kept_code = recorded.get("metric_code") or {}
     stale = [  # a plugin metric computed by other code than the loaded one: recomputed from the logits below
@@ -141,23 +144,23 @@ def _read(folder: TrialFolder) -> dict:
         if name in recorded and kept_code.get(name, {}).get("sha256") != code["sha256"]
     ]
     recorded = {k: v for k, v in recorded.items() if k not in stale}
-    rule_matches = recorded.get("ensemble_average", RECORDED_BEFORE_THE_RULE) == protocol.average()
+    rule_matches = recorded.get("ensemble_average", RECORDED_BEFORE_THE_RULE) == rule
     complete = all(k in recorded for k in PROTOCOL_KEYS)
     saved = folder.logits()  # read whole even when nothing is computed from them: a damaged member shows here
     heads, labels = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])
     several = heads.shape[1] > 1
     metrics = dict(recorded)
-    if protocol.verifying():  # every value from the logits; metrics.json is only compared with them
-        return {**metrics, **_recomputed(saved, heads, labels, recorded if rule_matches else None)}
+    if verify:
+        return {**metrics, **_recomputed(saved, heads, labels, recorded if rule_matches else None, rule=rule)}
     if not (rule_matches and complete):  # metrics.json's rule ("logits" before it was recorded) is not the report's
         if several:
-            metrics.update(classification_metrics(heads, labels, protocol.average()))
-        metrics.update(recalibrated(saved)[2])
-        metrics.update(selective_metrics(heads, labels, protocol.average()))
+            metrics.update(classification_metrics(heads, labels, rule))
+        metrics.update(recalibrated(saved, rule=rule)[2])
+        metrics.update(selective_metrics(heads, labels, rule))
     if several:
         metrics.update(rule_shift(heads, labels))
-    metrics["ensemble_average"] = protocol.average()
-    metrics.update(_missing_metrics(metrics, saved))
+    metrics["ensemble_average"] = rule
+    metrics.update(_missing_metrics(metrics, saved, rule=rule))
     if stale:
         metrics["recomputed_metrics"] = stale
     return metrics
@@ -166,7 +169,7 @@ def _read(folder: TrialFolder) -> dict:
 VERIFY_TOLERANCE = (1e-3, 1e-2)  # absolute, relative: float16 saved logits against float32 at training time
 
 
-def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded: dict | None) -> dict:
+def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded: dict | None, *, rule: str) -> dict:
     """Every metric of the trial from its saved logits, and where ``recorded`` (metrics.json under the same rule)
     disagrees beyond ``VERIFY_TOLERANCE``: a line per value, in ``verify_disagreements``."""
     from harness.metrics import final_metrics
@@ -176,10 +179,10 @@ def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded
         if schema.VAL_LOGITS in saved
         else (None, None)
     )
-    full = {**final_metrics(heads, labels, *val, average=protocol.average())}
+    full = {**final_metrics(heads, labels, *val, average=rule)}
     if heads.shape[1] > 1:
         full.update(rule_shift(heads, labels))
-    full.update(_missing_metrics(full, saved))
+    full.update(_missing_metrics(full, saved, rule=rule))
     wrong = []
     for key, value in full.items() if recorded is not None else ():
         old = recorded.get(key)
@@ -190,13 +193,13 @@ def _recomputed(saved: dict, heads: torch.Tensor, labels: torch.Tensor, recorded
     return {**full, "verify_disagreements": wrong}
 
 
-def _missing_metrics(recorded: dict, saved: dict) -> dict:
+def _missing_metrics(recorded: dict, saved: dict, *, rule: str) -> dict:
     """Registered metrics a trial's metrics.json lacks (a plugin's metric, added after it finished), computed
     from its saved test logits."""
     missing = [(k, m) for k, m in METRICS.items() if m.of_ensemble is not None and k not in recorded]
     if not missing:
         return {}
-    logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), protocol.average())
+    logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), rule)
     labels = torch.from_numpy(saved[schema.TEST_LABELS])
     return {k: float(m.of_ensemble(logits, labels)) for k, m in missing}
 
@@ -205,11 +208,15 @@ MEMBER_OWN = ("trial_id", "seed")  # a member's own: an ensemble row never carri
 
 
 def ensemble_rows(
-    frame: pd.DataFrame, specs: list[tuple[str, list[int]]] | None = None, config_keys: list[str] | None = None
+    frame: pd.DataFrame,
+    specs: list[tuple[str, list[int]]] | None = None,
+    config_keys: list[str] | None = None,
+    *,
+    rule: str,
 ) -> pd.DataFrame:
-    """Deep ensembles from finished trials that differ only by seed. Without specs: every method
-    with at least two seeds, every size from 2 to its number of seeds. ``config_keys``: the trials' config keys
-    (default: ``collect``'s, in ``frame.attrs``)."""
+    """Deep ensembles from finished trials that differ only by seed, members combined by ``rule``. Without specs: every
+    method with at least two seeds, every size from 2 to its number of seeds. ``config_keys``: the trials' config
+    keys (default: ``collect``'s, in ``frame.attrs``)."""
     if frame.empty:
         return frame
     done = frame[frame.state == "finished"]
@@ -220,7 +227,7 @@ def ensemble_rows(
             most = group.groupby(keys, dropna=False).seed.nunique().max()
             if most >= 2:
                 specs.append((method, list(range(2, most + 1))))
-    rows = ensembles_for([Path(d) for d in done.trial_dir], specs)
+    rows = ensembles_for([Path(d) for d in done.trial_dir], specs, rule=rule)
     out = pd.DataFrame(rows)
     if out.empty:
         return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from harness.store.files import write_json
 from harness.store.trial_folder import TrialFolder
 
 
-def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def recalibrated(saved: dict[str, np.ndarray], *, rule: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """A trial's (or ensemble's) saved logits through the one calibration protocol (harness.metrics.calibrate):
     (scaled ensemble logits, labels, calibrated metrics). The report's tables and figures both use it, so they
     cannot disagree."""
@@ -29,26 +30,29 @@ def recalibrated(saved: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tens
         else (None, None)
     )
     test = torch.from_numpy(saved[schema.TEST_LOGITS]).float()
-    scaled, calibrated = calibrate(test, labels, *val, average=protocol.average())  # temperatures fitted once
+    scaled, calibrated = calibrate(test, labels, *val, average=rule)  # temperatures fitted once
     return scaled, labels, calibrated
 
 
-def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray) -> float:
+def bootstrap_top1_halfwidth(head_logits: np.ndarray, labels: np.ndarray, *, rule: str) -> float:
     """Half-width of the 95% bootstrap interval of the ensemble's top-1 over test images."""
-    return bootstrap(right_per_image(head_logits, labels))[0]
+    return bootstrap(right_per_image(head_logits, labels, rule=rule))[0]
 
 
-def right_of(trial_dirs: list) -> np.ndarray:
+def right_of(trial_dirs: list, *, rule: str) -> np.ndarray:
     """Per test image, whether the trial (or the deep ensemble of the trials: their heads pooled) is right."""
     saved = [TrialFolder(d).logits() for d in trial_dirs]
-    return right_per_image(np.concatenate([s[schema.TEST_LOGITS] for s in saved], axis=1), saved[0][schema.TEST_LABELS])
+    heads = np.concatenate([s[schema.TEST_LOGITS] for s in saved], axis=1)
+    return right_per_image(heads, saved[0][schema.TEST_LABELS], rule=rule)
 
 
-def top1_bootstrap(trial_dirs: list[Path]) -> float:
+def top1_bootstrap(trial_dirs: list[Path], *, rule: str) -> float:
     """Half-width of the 95% bootstrap interval over test images of one trial's top-1, or of a deep ensemble's (its
     members' heads pooled): a setting's interval when it has one seed (or one ensemble), computed only then."""
     return cached(
-        "bootstrap", [Path(d) / schema.LOGITS for d in trial_dirs], lambda: bootstrap(right_of(trial_dirs))[0]
+        "bootstrap",
+        [Path(d) / schema.LOGITS for d in trial_dirs],
+        lambda: bootstrap(right_of(trial_dirs, rule=rule))[0],
     )
 
 
@@ -58,19 +62,19 @@ def load_member(trial_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
     return folder.config(), logits[schema.TEST_LOGITS], logits[schema.TEST_LABELS]
 
 
-def compose_ensemble(trial_dirs: list[Path]) -> dict:
+def compose_ensemble(trial_dirs: list[Path], *, rule: str) -> dict:
     """Metrics of the deep ensemble of the given trials: every member's heads are pooled and their
     logits averaged (members of equal M weigh equally). Members must differ only by seed."""
     if len(trial_dirs) < 2:
         raise ValueError("a deep ensemble needs at least 2 members")
-    return cached("ensemble", _member_files(trial_dirs), lambda: _compose(trial_dirs))
+    return cached("ensemble", _member_files(trial_dirs), lambda: _compose(trial_dirs, rule=rule))
 
 
 def _member_files(trial_dirs: list[Path]) -> list[Path]:
     return [Path(d) / name for d in trial_dirs for name in (schema.LOGITS, schema.CONFIG)]
 
 
-def _compose(trial_dirs: list[Path]) -> dict:
+def _compose(trial_dirs: list[Path], *, rule: str) -> dict:
     members = [load_member(d) for d in trial_dirs]
     first_cfg, _, labels = members[0]
     first = setting(first_cfg)
@@ -83,13 +87,13 @@ def _compose(trial_dirs: list[Path]) -> dict:
             raise ValueError(f"{d}: evaluated on different test images than {trial_dirs[0]}")
     heads = np.concatenate([m[1] for m in members], axis=1)
     heads_t, labels_t = torch.from_numpy(heads).float(), torch.from_numpy(labels)
-    out = {**final_metrics(heads_t, labels_t, average=protocol.average()), **rule_shift(heads_t, labels_t)}
+    out = {**final_metrics(heads_t, labels_t, average=rule), **rule_shift(heads_t, labels_t)}
     out["members"] = len(members)
     out["seeds"] = [m[0]["seed"] for m in members]
     return out
 
 
-def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) -> list[dict]:
+def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]], *, rule: str) -> list[dict]:
     """Deep ensembles of k members for each (method, sizes) spec: finished trials that differ only by seed are
     grouped, and their seeds, in order, form disjoint ensembles of size k (seeds 0..k-1, k..2k-1, ...): several
     ensembles of one size give that size's row a mean and an interval, as seeds do for single networks."""
@@ -110,7 +114,7 @@ def ensembles_for(trial_dirs: list[Path], specs: list[tuple[str, list[int]]]) ->
     jobs = [(_member_files([m[1] for m in chunk]), [m[1] for m in chunk]) for _, _, chunk in chunks]
     if any(len(dirs) < 2 for _, dirs in jobs):
         raise ValueError("a deep ensemble needs at least 2 members")
-    metrics = cached_map("ensemble", jobs, _compose, "deep ensembles")
+    metrics = cached_map("ensemble", jobs, functools.partial(_compose, rule=rule), "deep ensembles")
     return [
         {
             "method": method,
@@ -135,8 +139,7 @@ def compose_suite_ensembles(
     ``average`` (as its report does), written to <suite>/ensembles.json; a line each for the terminal."""
     if not specs:
         return []
-    with protocol.reading(average):
-        rows = ensembles_for(trial_dirs, specs)
+    rows = ensembles_for(trial_dirs, specs, rule=protocol.checked(average))
     write_json(Path(suite_dir) / schema.ENSEMBLES, rows)
     return [
         f"deep ensemble {r['method']} {r['model']}-{r['depth']}-{r['width']} x{r['members']} "

@@ -15,7 +15,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from analysis import protocol  # noqa: E402
 from analysis.ensembles import recalibrated  # noqa: E402
 from analysis.output import save_figure  # noqa: E402
 from analysis.tables import label, method_order  # noqa: E402
@@ -244,9 +243,10 @@ def calibration_width_figure(summary: pd.DataFrame, path: Path) -> plt.Figure:
     return fig
 
 
-def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
+def reliability_figure(trials: pd.DataFrame, path: Path, *, rule: str) -> plt.Figure:
     """Per method (its widest, lowest-seed finished trial): reliability diagrams before and after
-    temperature scaling (the report's one protocol, so the ECE in each title is the table's), with the
+    temperature scaling (the report's one protocol, heads combined by ``rule``, so the ECE in each title is the
+    table's), with the
     number of test images in each confidence bin and the confidence histogram below the bars."""
     done = trials[trials.state == "finished"].sort_values(["width", "seed"], ascending=[False, True])
     picks = [done[done.method == m].iloc[0] for m in sorted(set(done.method), key=lambda m: (method_order(m), m))]
@@ -254,8 +254,8 @@ def reliability_figure(trials: pd.DataFrame, path: Path) -> plt.Figure:
         fig, axes = plt.subplots(len(picks), 2, figsize=(7.5, 3.4 * len(picks)), squeeze=False)
         for row, trial in zip(axes, picks):
             saved = TrialFolder(trial.trial_dir).logits()
-            scaled, labels, calibrated = recalibrated(saved)
-            logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]), protocol.average())
+            scaled, labels, calibrated = recalibrated(saved, rule=rule)
+            logits = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]), rule)
             temps = " / ".join(
                 f"{t:.2f}" + (" (at the bound)" if temperature_at_bound(t) else "") for t in calibrated["temperatures"]
             )

@@ -65,18 +65,22 @@ def build_report(
     tuned suite's {"resolved": harness.planning.tuning.Resolved, "recipe": setting -> the recipe's searched values,
     "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone; ``verify``: every value
     recomputed from the saved logits (no cache read or written), metrics.json's disagreements in "disagreements"."""
-    rule = average or recorded_rule(suite_dir)
-    with protocol.reading(rule), protocol.verification(verify), cache.reading(suite_dir, not verify) as kept:
-        report = {**_build_report(Path(suite_dir), ensemble_specs, expected, source, grid, study), "average": rule}
+    rule = protocol.checked(average or recorded_rule(suite_dir))
+    with cache.reading(suite_dir, rule, not verify) as kept:
+        built = _build_report(Path(suite_dir), ensemble_specs, expected, source, grid, study, rule=rule, verify=verify)
+        report = {**built, "average": rule}
     return {**report, "cache": {"hits": kept.hits, "misses": kept.misses}}
 
 
-def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study=None) -> dict:
+def _build_report(
+    suite_dir: Path, ensemble_specs, expected, source, grid, study=None, *, rule: str, verify: bool
+) -> dict:
     """The page and its files, in the page's order: what is missing or foreign, the run's metadata and protocol,
-    a study's tuning, the figures, the tables, robustness; -> the report's record."""
+    a study's tuning, the figures, the tables, robustness, every one read under the aggregation ``rule``; -> the
+    report's record."""
     out = suite_dir / schema.REPORT_DIR
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    trials = collect(suite_dir, grid)
+    trials = collect(suite_dir, grid, rule=rule, verify=verify)
     # pandas deep-copies attrs into every derived frame: at thousands of rows, most of the report's time
     foreign, config_keys = trials.attrs.pop("not_in_suite"), trials.attrs.pop("config_keys")
     missing = _missing(trials, expected or {})
@@ -90,31 +94,32 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
         sections.append(fragment("<p>No finished trial yet{}.</p>", " reported on test" if study else ""))
         sections.extend(tuning_parts)
     else:
-        ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
+        ensembles = ensemble_rows(trials, ensemble_specs, config_keys, rule=rule)
         if study is not None and not ensembles.empty:  # an ensemble is of the tuned configuration or the recipe
             of = dict(zip(trials.trial_id, trials.tuning))
             ensembles["tuning"] = [of[members[0]] for members in ensembles.member_trials]
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        summary = tables.summarize(rows, config_keys)
+        summary = tables.summarize(rows, config_keys, rule=rule)
         write_csv(summary, out / schema.SUMMARY_RAW)
         report["summary_frame"] = summary
         main = tables.display_table(summary)
         report["summary"] = compact_table(main)
         published = tables.published_vs_reproduced(summary)
         split_by = ["tuning"] if study is not None else tables.varying_keys(finished, config_keys)
-        paired = tables.paired_table(tables.paired_differences(finished, ensembles, by=split_by))
+        paired = tables.paired_table(tables.paired_differences(finished, ensembles, by=split_by, rule=rule))
         captions = CAPTIONS
         report["tables"] += write_table(main, out / "results", captions["results"])
         report["tables"] += write_table(published, out / "published_vs_reproduced", captions["published_vs_reproduced"])
         if not paired.empty:
             report["tables"] += write_table(paired, out / "paired_differences", captions["paired_differences"])
-        sections += _figure_sections(out, summary, rows, finished, ensembles, report)
+        sections += _figure_sections(out, summary, rows, finished, ensembles, report, rule)
         extra_sections = robustness.sections(
             finished,
             ensembles,
             summary,
             out,
             lambda table, stem, caption: report["tables"].extend(write_table(table, stem, caption)),
+            rule=rule,
         )
         report["figures"] = sorted(p for p in (out / "figures").iterdir() if p.suffix in (".png", ".svg"))
         sections.append(table_html("Results", main, captions["results"], "results"))
@@ -134,7 +139,9 @@ def _build_report(suite_dir: Path, ensemble_specs, expected, source, grid, study
             )
         )
         sections.extend(extra_sections)  # robustness, OOD detection, selective prediction
-        sections.insert(0, _metadata(finished, source) + _protocol_section(rows, out, report) + join(tuning_parts))
+        sections.insert(
+            0, _metadata(finished, source) + _protocol_section(rows, out, report, rule) + join(tuning_parts)
+        )
     sections[:0] = _leftover_sections(missing, foreign)
     write_json(out / schema.MISSING, missing)
     write_json(out / schema.NOT_IN_SUITE, foreign)
@@ -189,7 +196,7 @@ def _tuning_part(study: dict, trials, out: Path, report: dict):
     return tuning_parts, trials
 
 
-def _figure_sections(out: Path, summary, rows, finished, ensembles, report: dict) -> list:
+def _figure_sections(out: Path, summary, rows, finished, ensembles, report: dict, rule: str) -> list:
     """The page's figures in order (Fig. 2 per setting, cost, calibration, reliability, diversity, learning curves),
     each under its heading once; drawn through the cache, listed in ``report["figures"]``."""
     out_sections = []
@@ -221,7 +228,7 @@ def _figure_sections(out: Path, summary, rows, finished, ensembles, report: dict
             for s, (key, g) in zip(stems, groups)
         ],
         (
-            cache.figure(out / "figures" / "reliability", figures.reliability_figure, finished),
+            cache.figure(out / "figures" / "reliability", figures.reliability_figure, finished, rule=rule),
             "reliability",
             "Reliability diagrams of each method's widest trial (lowest seed), before and after temperature "
             "scaling (the protocol above): bars = accuracy per confidence bin with its image count, grey = share "
@@ -336,10 +343,10 @@ def seeds_sentence(improvement: pd.DataFrame) -> str:
     )
 
 
-def _protocol_section(rows: pd.DataFrame, out: Path, report: dict) -> str:
+def _protocol_section(rows: pd.DataFrame, out: Path, report: dict, rule: str) -> str:
     """The aggregation rule in one sentence, and per method of several heads or members how much the other rule
     moves top-1, NLL and ECE (the same saved logits, read both ways)."""
-    text = fragment("<h2>Protocol</h2><p>{}, in every table and figure.</p>", protocol.STATEMENT[protocol.average()])
+    text = fragment("<h2>Protocol</h2><p>{}, in every table and figure.</p>", protocol.STATEMENT[rule])
     shifts = [c for c in ("rule_shift_top1", "rule_shift_nll", "rule_shift_ece") if c in rows]
     several = rows[rows[shifts[0]].notna()] if shifts else rows.iloc[0:0]
     if several.empty:
@@ -374,16 +381,17 @@ def terminal_summary(
     grid: dict[str, dict] | None = None,
 ) -> str:
     """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
-    with protocol.reading(average or recorded_rule(suite_dir)), cache.reading(suite_dir):
-        trials = collect(suite_dir, grid)
+    rule = protocol.checked(average or recorded_rule(suite_dir))
+    with cache.reading(suite_dir, rule):
+        trials = collect(suite_dir, grid, rule=rule)
         config_keys = trials.attrs.pop("config_keys", [])
         trials.attrs.clear()
         if trials.empty or not (trials.state == "finished").any():
             return ""
         finished = trials[trials.state == "finished"]
-        ensembles = ensemble_rows(trials, ensemble_specs, config_keys)
+        ensembles = ensemble_rows(trials, ensemble_specs, config_keys, rule=rule)
         rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        return compact_table(tables.display_table(tables.summarize(rows, config_keys)))
+        return compact_table(tables.display_table(tables.summarize(rows, config_keys, rule=rule)))
 
 
 def _setup(finished: pd.DataFrame) -> str:

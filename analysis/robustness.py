@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis import cache, protocol
+from analysis import cache
 from analysis.ensembles import recalibrated
 from analysis.figures import STYLE, color, figure_label, plain
 from analysis.output import figure_html, fragment, save_figure, table_html
@@ -58,8 +58,8 @@ def _set_label(record: dict) -> str:
     return record["set"].split("=")[0] + (" (generated stand-in)" if record.get("generated") else "")
 
 
-def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
-    """The records of the sets every member has, recomputed on the members' pooled heads."""
+def _ensemble_records(member_dirs: list[Path], *, rule: str) -> dict[str, dict]:
+    """The records of the sets every member has, recomputed on the members' pooled heads combined by ``rule``."""
     folders = [TrialFolder(d) for d in member_dirs]
     shared = set.intersection(*(set(f.evaluations(record_problem)) for f in folders))
     if not shared:  # nothing to rescore: no logits read, no temperature fitted
@@ -68,43 +68,48 @@ def _ensemble_records(member_dirs: list[Path]) -> dict[str, dict]:
         schema.TEST_LOGITS: np.concatenate([f.logits()[schema.TEST_LOGITS] for f in folders], 1),
         schema.TEST_LABELS: folders[0].logits()[schema.TEST_LABELS],
     }
-    temperature = recalibrated(clean)[2]["temperature"]  # the ensemble's own, as its clean row uses
+    temperature = recalibrated(clean, rule=rule)[2]["temperature"]  # the ensemble's own, as its clean row uses
     clean_heads = torch.from_numpy(clean[schema.TEST_LOGITS]).float()
     out = {}
     for set_id in sorted(shared):
         first = folders[0].evaluation(set_id, record_problem)
-        record = kind_of(first).rescore(first, folders, clean_heads, temperature, protocol.average())
+        record = kind_of(first).rescore(first, folders, clean_heads, temperature, rule)
         if record is not None:
             out[set_id] = record
     return out
 
 
-def _trial_records(row) -> dict[str, dict]:
+def _trial_records(row, *, rule: str) -> dict[str, dict]:
     """A trial's evaluation records, rescored from their saved logits where they were computed under another
-    aggregation rule than the report's (a network of several heads)."""
+    aggregation rule than ``rule``, the report's (a network of several heads)."""
     folder = TrialFolder(row["trial_dir"])
     records = folder.evaluations(record_problem)
     if int(row.get("M", 1)) < 2:
         return records
     out = {}
     for set_id, record in records.items():
-        if record.get("ensemble_average", RECORDED_BEFORE_THE_RULE) != protocol.average():
+        if record.get("ensemble_average", RECORDED_BEFORE_THE_RULE) != rule:
             heads = torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float()
-            rescored = kind_of(record).rescore(record, [folder], heads, row.get("temperature"), protocol.average())
+            rescored = kind_of(record).rescore(record, [folder], heads, row.get("temperature"), rule)
             record = rescored if rescored is not None else record  # a kind without one (test) keeps its record
         out[set_id] = record
     return out
 
 
-def evaluation_frames(finished: pd.DataFrame, ensembles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score)."""
+def evaluation_frames(
+    finished: pd.DataFrame, ensembles: pd.DataFrame, *, rule: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(a row per trial or ensemble and corruption set, a row per trial or ensemble, OOD set and score), records
+    read under the report's ``rule``."""
     corrupted, detection = [], []
     evaluated = {t for t, d in zip(finished.trial_id, finished.trial_dir) if (Path(d) / schema.EVAL_DIR).is_dir()}
-    sources = [(r, _trial_records(r)) for _, r in finished[finished.trial_id.isin(evaluated)].iterrows()]
+    sources = [(r, _trial_records(r, rule=rule)) for _, r in finished[finished.trial_id.isin(evaluated)].iterrows()]
     if not ensembles.empty and evaluated:
         root = Path(finished.trial_dir.iloc[0]).parent
         shared = ensembles[[set(m) <= evaluated for m in ensembles.member_trials]]
-        sources += [(r, _ensemble_records([root / t for t in r["member_trials"]])) for _, r in shared.iterrows()]
+        sources += [
+            (r, _ensemble_records([root / t for t in r["member_trials"]], rule=rule)) for _, r in shared.iterrows()
+        ]
     for row, records in sources:
         setting = {k: row.get(k) for k in [*SETTING, "seed", "trial_id"] if k in row}
         for record in records.values():
@@ -149,7 +154,7 @@ def _by(frame: pd.DataFrame, keys: list[str], specs: list[tuple]) -> pd.DataFram
     """Mean ± 95% interval over seeds per setting, within each value of ``keys`` (set, score)."""
     parts = []
     for values, group in frame.groupby(keys, sort=False):
-        summary = summarize(group.assign(state="finished"), metrics=[m for m, *_ in specs])
+        summary = summarize(group.assign(state="finished"), metrics=[m for m, *_ in specs], rule=None)  # no logits
         for k, v in zip(keys, values if isinstance(values, tuple) else (values,)):
             summary[k] = v
         parts.append(summary)
@@ -211,7 +216,7 @@ def openood_table(detection: pd.DataFrame, finished: pd.DataFrame, score: str = 
         (f"{g}_{m}", f"{g} {name}", 100, 1) for g in ("near", "far") for m, name in OPENOOD_COLUMNS
         if f"{g}_{m}" in wide
     ]  # fmt: skip
-    summary = summarize(wide.assign(state="finished"), metrics=[m for m, *_ in specs])
+    summary = summarize(wide.assign(state="finished"), metrics=[m for m, *_ in specs], rule=None)  # no logits
     table = _table(summary, [], specs)
     table.attrs["sets"] = dict(sets)
     return table
@@ -260,9 +265,9 @@ def severity_figure(corrupted: pd.DataFrame, path: Path) -> plt.Figure:
     return fig
 
 
-def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> plt.Figure:
-    """ROC curves per OOD set (in-distribution test images = positives): the maximum softmax probability, and
-    the heads' mutual information where there are several heads."""
+def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, rule: str, path: Path) -> plt.Figure:
+    """ROC curves per OOD set (in-distribution test images = positives): the maximum softmax probability of the
+    heads combined by ``rule``, and the heads' mutual information where there are several heads."""
     sets = list(dict.fromkeys(detection.set))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(sets), figsize=(4.6 * len(sets), 4.2), squeeze=False)
@@ -273,12 +278,9 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
                     continue
                 done.add(row.method)
                 folder = TrialFolder(finished.set_index("trial_id").loc[row.trial_id, "trial_dir"])
-                ins = confidence_scores(
-                    torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float(), protocol.average()
-                )
+                ins = confidence_scores(torch.from_numpy(folder.logits()[schema.TEST_LOGITS]).float(), rule)
                 outs = confidence_scores(
-                    torch.from_numpy(folder.eval_part(row.set_id, schema.OOD_PART)[schema.PART_LOGITS]).float(),
-                    protocol.average(),
+                    torch.from_numpy(folder.eval_part(row.set_id, schema.OOD_PART)[schema.PART_LOGITS]).float(), rule
                 )
                 is_in = np.r_[np.ones(len(ins["msp"]), bool), np.zeros(len(outs["msp"]), bool)]
                 mine = detection[
@@ -306,8 +308,8 @@ def roc_figure(finished: pd.DataFrame, detection: pd.DataFrame, path: Path) -> p
     return fig
 
 
-def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
-    """Risk (error rate of the kept images) against coverage on the clean test set."""
+def risk_coverage_figure(finished: pd.DataFrame, rule: str, path: Path) -> plt.Figure:
+    """Risk (error rate of the kept images) against coverage on the clean test set, heads combined by ``rule``."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5.5, 4.2))
         done = set()
@@ -316,7 +318,7 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
                 continue
             done.add(row.method)
             saved = TrialFolder(row.trial_dir).logits()
-            ens = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), protocol.average())
+            ens = ensemble_logits(torch.from_numpy(saved[schema.TEST_LOGITS]).float(), rule)
             conf = ens.softmax(-1).max(-1).values
             coverage, risk = risk_coverage(
                 conf.numpy(), correct(ens, torch.from_numpy(saved[schema.TEST_LABELS])).numpy()
@@ -330,10 +332,13 @@ def risk_coverage_figure(finished: pd.DataFrame, path: Path) -> plt.Figure:
     return fig
 
 
-def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table):
+def sections(
+    finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFrame, out: Path, write_table, *, rule: str
+):
     """The report's robustness, OOD and selective-prediction sections (HTML), their tables and figures written
-    under ``out``; ``write_table(table, stem, caption)`` is the report's own (it records the files)."""
-    corrupted, detection = evaluation_frames(finished, ensembles)
+    under ``out``, logits read under ``rule``; ``write_table(table, stem, caption)`` is the report's own (it records
+    the files)."""
+    corrupted, detection = evaluation_frames(finished, ensembles, rule=rule)
     # (heading, table title, table, stem, caption, figure stem, (draw(*frames, path=), *frames), figure caption)
     parts = []
     if not corrupted.empty:
@@ -369,7 +374,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "Out-of-distribution detection: the trial's in-distribution test images (positives) against the OOD "
             "set, per score (higher = more in-distribution); FPR@95%TPR = share of OOD images kept when 95% of test "
             "images are. Mutual information and head disagreement need M >= 2 heads (or a deep ensemble). " + SPREAD,
-            "roc", (roc_figure, finished, detection),
+            "roc", (roc_figure, finished, detection, rule),
             "ROC curves with the maximum softmax probability (solid; dashed: the heads' mutual information, "
             "M >= 2), each method at its widest width (lowest seed); AUROC in the legend.",
         ))  # fmt: skip
@@ -393,7 +398,7 @@ def sections(finished: pd.DataFrame, ensembles: pd.DataFrame, summary: pd.DataFr
             "selective",
             "Selective prediction on the clean test set: AURC = mean error rate of the kept images over every "
             "coverage (lower is better); top-1 on the 90% / 95% most confident images. " + SPREAD,
-            "risk_coverage", (risk_coverage_figure, finished),
+            "risk_coverage", (risk_coverage_figure, finished, rule),
             "Risk-coverage curves on the clean test set, each method at its widest width (lowest seed).",
         ))  # fmt: skip
     html_parts = []

@@ -7,7 +7,6 @@ import functools
 import numpy as np
 import torch
 
-from analysis import protocol
 from harness.metrics import correct, ensemble_logits
 
 
@@ -23,10 +22,10 @@ def _t_quantile(q: float, dof: int) -> float:  # a report asks for the same few 
     return float(stdtrit(dof, q))
 
 
-def right_per_image(head_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per test image, whether the ensemble of the heads (N, M, K) (combined by the report's rule) is right."""
+def right_per_image(head_logits: np.ndarray, labels: np.ndarray, *, rule: str) -> np.ndarray:
+    """Per test image, whether the ensemble of the heads (N, M, K) (combined by ``rule``) is right."""
     heads = torch.from_numpy(head_logits)
-    return correct(ensemble_logits(heads, protocol.average()), torch.as_tensor(labels)).numpy()
+    return correct(ensemble_logits(heads, rule), torch.as_tensor(labels)).numpy()
 
 
 BOOTSTRAP_DRAWS = 2000  # resamples of every bootstrap of the report (percentile intervals, p-values)

@@ -64,10 +64,13 @@ def method_order(method: str) -> float:
     return presentation(method)["order"]
 
 
-def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str] | None = None) -> pd.DataFrame:
+def summarize(
+    rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str] | None = None, *, rule: str | None
+) -> pd.DataFrame:
     """One row per setting (method, width, ensemble size, ...): mean, std and the 95% interval's half-width
     (``_ci``) of every metric over seeds, and n, the number of seeds (or of ensembles) behind it. With n = 1
-    the top-1's interval is the bootstrap one over test images (``top1_ci_kind``)."""
+    the top-1's interval is the bootstrap one over test images (``top1_ci_kind``), heads combined by ``rule`` (None:
+    rows without saved logits, tables of evaluation records: no bootstrap)."""
     rows = rows[rows.state == "finished"].copy()
     if "msda" not in rows:
         rows["msda"] = "none"
@@ -75,7 +78,7 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     extra = (["tuning"] if "tuning" in rows else []) + varying_keys(rows, list(config_keys))  # a study: tuned | recipe
     for k in extra:
         rows[k] = rows[k].astype(str)
-    _bootstrap_single(rows, SETTING + extra)
+    _bootstrap_single(rows, SETTING + extra, rule)
     grouped = rows.groupby(SETTING + extra, dropna=False)
     mean = grouped[present].mean()
     std = grouped[present].std(ddof=1)  # NaN for n = 1
@@ -105,10 +108,10 @@ def summarize(rows: pd.DataFrame, config_keys: list[str] = (), metrics: list[str
     return out
 
 
-def _bootstrap_single(rows: pd.DataFrame, keys: list[str]) -> None:
+def _bootstrap_single(rows: pd.DataFrame, keys: list[str], rule: str | None) -> None:
     """``top1_boot_ci`` filled in for the rows alone in their setting (one seed, or one ensemble of a size): their
     interval is the bootstrap one over test images; nothing is computed for settings with several runs."""
-    if "top1" not in rows or not ({"trial_dir", "member_dirs"} & set(rows)):
+    if rule is None or "top1" not in rows or not ({"trial_dir", "member_dirs"} & set(rows)):
         return
     group = rows.groupby(keys, dropna=False).ngroup()
     alone = group.map(group.value_counts()) == 1
@@ -120,7 +123,7 @@ def _bootstrap_single(rows: pd.DataFrame, keys: list[str]) -> None:
     dirs = rows.get("member_dirs", pd.Series(None, index=rows.index, dtype=object))
     trial = rows.get("trial_dir", pd.Series(None, index=rows.index, dtype=object))
     rows.loc[todo, "top1_boot_ci"] = [
-        top1_bootstrap(m if isinstance(m, list) else [t]) for m, t in zip(dirs[todo], trial[todo])
+        top1_bootstrap(m if isinstance(m, list) else [t], rule=rule) for m, t in zip(dirs[todo], trial[todo])
     ]
 
 
@@ -257,12 +260,12 @@ __all__ = ["summarize", "display_table", "published_vs_reproduced", "label"]
 PAIRED_BASELINES = ("vanilla", "cutmix")  # what Cut-MixMo is compared with, trial by trial
 
 
-def _paired_bootstrap(ours: list[str], theirs: list[str], draws: int) -> tuple[float, float, float]:
+def _paired_bootstrap(ours: list[str], theirs: list[str], draws: int, rule: str) -> tuple[float, float, float]:
     """(difference of top-1, half-width of its 95% paired bootstrap interval, p-value) over the same test images,
     kept in the report's cache by the logits files' identity."""
 
     def compute():
-        a, b = right_of(ours), right_of(theirs)
+        a, b = right_of(ours, rule=rule), right_of(theirs, rule=rule)
         return (float(a.mean() - b.mean()), *bootstrap(a, b, draws))
 
     files = [Path(d) / LOGITS for d in (*ours, *theirs)]
@@ -275,13 +278,15 @@ def paired_differences(
     method: str = "cut_mixmo",
     draws: int = BOOTSTRAP_DRAWS,
     by: list[str] = (),
+    *,
+    rule: str,
 ) -> pd.DataFrame:
-    """Top-1 of ``method`` minus each baseline's at the same width (finished trials). Single baselines are
-    paired by seed: with k >= 2 shared seeds, the mean difference, its 95% t-interval and the paired t-test's
-    two-sided p-value; with one, the difference over the same test images with a 95% paired bootstrap interval
-    and p-value. A deep ensemble of 2 (the same parameter count as M = 2) is compared with ``method``'s
-    lowest seed over the same test images, by the paired bootstrap. ``by``: keys that split settings beyond the
-    network (a study's tuned | recipe, a grid over lr): runs are paired only within one value of them."""
+    """Top-1 of ``method`` minus each baseline's at the same width (finished trials; heads combined by ``rule``).
+    Single baselines are paired by seed: with k >= 2 shared seeds, the mean difference, its 95% t-interval and the
+    paired t-test's two-sided p-value; with one, the difference over the same test images with a 95% paired
+    bootstrap interval and p-value. A deep ensemble of 2 (the same parameter count as M = 2) is compared with
+    ``method``'s lowest seed over the same test images, by the paired bootstrap. ``by``: keys that split settings
+    beyond the network (a study's tuned | recipe, a grid over lr): runs are paired only within one value of them."""
     from scipy import stats
 
     done = trials[trials.state == "finished"]
@@ -309,7 +314,7 @@ def paired_differences(
                 half, p = t_halfwidth(diffs.std(ddof=1), len(seeds)), float(stats.ttest_1samp(diffs, 0.0).pvalue)
                 kind = "paired t over seeds"
             else:
-                _, half, p = _paired_bootstrap([ours.trial_dir[seeds[0]]], [base.trial_dir[seeds[0]]], draws)
+                _, half, p = _paired_bootstrap([ours.trial_dir[seeds[0]]], [base.trial_dir[seeds[0]]], draws, rule)
                 kind = "paired bootstrap over test images"
             rows.append(
                 {
@@ -334,7 +339,7 @@ def paired_differences(
                 continue
             seed = min(ours.index)
             members = [dirs[t] for t in ens.member_trials]
-            difference, half, p = _paired_bootstrap([ours.trial_dir[seed]], members, draws)
+            difference, half, p = _paired_bootstrap([ours.trial_dir[seed]], members, draws, rule)
             rows.append(
                 {
                     **common,

@@ -67,7 +67,7 @@ def sweep(tmp_path):
 
 
 def test_mean_and_std_over_seeds_are_exact(sweep):
-    summary = tables.summarize(collect(sweep))
+    summary = tables.summarize(collect(sweep, rule="probabilities"), rule="probabilities")
     row = summary[(summary.method == "vanilla") & (summary.width == 2) & (summary.members == 1)].iloc[0]
     assert row.n == 3
     assert row.top1_mean == pytest.approx(0.6) and row.top1_std == pytest.approx(0.1)  # ddof = 1
@@ -80,8 +80,8 @@ def test_mean_and_std_over_seeds_are_exact(sweep):
 
 
 def test_deep_ensemble_is_the_average_of_member_logits(sweep):
-    trials = collect(sweep)
-    ens = ensemble_rows(trials, [("vanilla", [2, 3])])
+    trials = collect(sweep, rule="probabilities")
+    ens = ensemble_rows(trials, [("vanilla", [2, 3])], rule="probabilities")
     assert sorted(zip(ens.width, ens.members)) == [(2, 2), (2, 3), (4, 2), (4, 3)]
     row = ens[(ens.width == 2) & (ens.members == 2)].iloc[0]
     # by hand: average the logits of seeds 0 and 1 and count correct argmaxes
@@ -96,7 +96,9 @@ def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
     make_trial(root, 0, 0.8, method="vanilla", depth=28, width=10)
     make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, msda="cutmix", depth=28, width=10)
     make_trial(root, 0, 0.9, method="cut_mixmo", M=2, b=4, depth=16, width=10)  # WRN-16: not in the paper
-    published = tables.published_vs_reproduced(tables.summarize(collect(root)))
+    published = tables.published_vs_reproduced(
+        tables.summarize(collect(root, rule="probabilities"), rule="probabilities")
+    )
     assert len(published) == 3  # vanilla twice: the MixMo authors' release and uncertainty-baselines' row
     vanilla = published[(published.method == "vanilla") & (published.source == "authors' code release")].iloc[0]
     ub = published[(published.method == "vanilla") & published.source.str.contains("uncertainty-baselines")].iloc[0]
@@ -111,9 +113,9 @@ def test_published_table_joins_on_dataset_network_method_and_M(tmp_path):
 
 
 def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
-    trials = collect(sweep)
-    ens = ensemble_rows(trials, [("vanilla", [2])])
-    summary = tables.summarize(pd.concat([trials, ens], ignore_index=True))
+    trials = collect(sweep, rule="probabilities")
+    ens = ensemble_rows(trials, [("vanilla", [2])], rule="probabilities")
+    summary = tables.summarize(pd.concat([trials, ens], ignore_index=True), rule="probabilities")
     fig = figures.width_figure(summary, tmp_path / "f" / "width")
     ax_w, ax_p = fig.axes[:2]
     assert ax_w.get_xlabel() == "width w" and ax_w.get_ylabel() == "top-1 accuracy (%)"
@@ -125,7 +127,7 @@ def test_figures_have_the_expected_axes_series_and_labels(sweep, tmp_path):
     assert (tmp_path / "f" / "width.png").exists() and (tmp_path / "f" / "width.svg").exists()
     cal = figures.calibration_width_figure(summary, tmp_path / "f" / "cal")
     assert [a.get_ylabel() for a in cal.axes[:2]] == ["NLL", "ECE (15 bins)"]
-    rel = figures.reliability_figure(trials, tmp_path / "f" / "rel")
+    rel = figures.reliability_figure(trials, tmp_path / "f" / "rel", rule="probabilities")
     titles = [a.get_title() for a in rel.axes]
     assert len(titles) == 4 and all("ECE" in t for t in titles)  # 2 methods x (before, after)
     assert "before" in titles[0] and "after (T =" in titles[1]
@@ -179,22 +181,24 @@ def test_trials_with_different_recipes_are_never_averaged_together(tmp_path):
     root = tmp_path / "results" / "edited"
     make_trial(root, 0, 0.5, method="vanilla", train_subset=1000)
     make_trial(root, 0, 0.7, method="vanilla", train_subset=2000)  # the suite was edited and re-run
-    trials = collect(root)
-    summary = tables.summarize(trials, trials.attrs["config_keys"])
+    trials = collect(root, rule="probabilities")
+    summary = tables.summarize(trials, trials.attrs["config_keys"], rule="probabilities")
     assert len(summary) == 2 and sorted(summary.top1_mean) == pytest.approx([0.5, 0.7])
     assert summary.attrs["extra_keys"] == ["train_subset"]
     assert sorted(tables.display_table(summary)["train_subset"]) == ["1000", "2000"]
 
 
 def test_curves_figure_plots_each_evaluated_history(sweep, tmp_path):
-    assert figures.curves_figure(collect(sweep), tmp_path / "none") is None  # no history: no figure
+    assert (
+        figures.curves_figure(collect(sweep, rule="probabilities"), tmp_path / "none") is None
+    )  # no history: no figure
     top1 = {"vanilla": [0.2, 0.4, 0.5], "cut_mixmo": [0.1, 0.3, 0.6]}
     for method, values in top1.items():
         trial = next(sweep.glob(f"{method}-wrn16x4-*-s0-*"))
         rows = [{"epoch": e + 1, "train_loss": 1.0, "test_top1": v} for e, v in enumerate(values)]
         rows.insert(1, {"epoch": 1.5, "train_loss": 1.0, "test_top1": None})  # an epoch without evaluation
         pd.DataFrame(rows).to_csv(trial / "history.csv", index=False)
-    fig = figures.curves_figure(collect(sweep), tmp_path / "f" / "curves")
+    fig = figures.curves_figure(collect(sweep, rule="probabilities"), tmp_path / "f" / "curves")
     (ax,) = fig.axes
     assert ax.get_title() == "wrn-16-4" and ax.get_ylabel() == "test top-1 (%)"
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -209,8 +213,8 @@ def test_curves_figure_plots_each_evaluated_history(sweep, tmp_path):
 def test_the_tables_calibrated_metrics_are_the_reliability_panels(sweep, tmp_path):
     """One protocol: the ECE printed in each 'after' panel is the table's calibrated ECE of that trial, and
     the page states the protocol (and says why calibration can lose, when it does)."""
-    trials = collect(sweep)
-    fig = figures.reliability_figure(trials, tmp_path / "rel")
+    trials = collect(sweep, rule="probabilities")
+    fig = figures.reliability_figure(trials, tmp_path / "rel", rule="probabilities")
     done = trials[trials.state == "finished"]
     for row in fig.axes[1::2][: len(set(done.method))]:
         if not row.get_title():
@@ -227,8 +231,8 @@ def test_the_tables_calibrated_metrics_are_the_reliability_panels(sweep, tmp_pat
 
 def test_intervals_by_hand(sweep):
     """Seeds 0, 1, 2 of the fixture have top-1 0.5, 0.6, 0.7: mean 0.6, std 0.1, t(0.975, 2) = 4.302653."""
-    rows = collect(sweep)
-    summary = tables.summarize(rows[rows.state == "finished"], rows.attrs["config_keys"])
+    rows = collect(sweep, rule="probabilities")
+    summary = tables.summarize(rows[rows.state == "finished"], rows.attrs["config_keys"], rule="probabilities")
     three = summary[summary.n == 3].iloc[0]
     assert three.top1_mean == pytest.approx(0.6) and three.top1_ci == pytest.approx(4.302653 * 0.1 / 3**0.5, rel=1e-6)
     assert three.top1_ci_kind == "t"
@@ -239,7 +243,7 @@ def test_intervals_by_hand(sweep):
     labels = np.arange(2000) % 10
     logits = np.zeros((2000, 1, 10), np.float32)
     logits[np.arange(2000), 0, np.where(np.arange(2000) % 2 == 0, labels, (labels + 1) % 10)] = 5  # half right
-    half = bootstrap_top1_halfwidth(logits, labels)
+    half = bootstrap_top1_halfwidth(logits, labels, rule="probabilities")
     assert half == pytest.approx(1.96 * (0.25 / 2000) ** 0.5, rel=0.12)
 
 
@@ -253,8 +257,10 @@ def test_paired_differences_by_hand(tmp_path):
     make_trial(root, 0, 0.7, method="cut_mixmo", M=2, b=2, width=4)  # one seed: the bootstrap over test images
     make_trial(root, 0, 0.4, method="vanilla", width=4)
     make_trial(root, 1, 0.4, method="vanilla", width=4)  # with seed 0: a deep ensemble of 2 vanilla networks
-    trials = collect(root)
-    paired = tables.paired_differences(trials, ensemble_rows(trials, [("vanilla", [2])]))
+    trials = collect(root, rule="probabilities")
+    paired = tables.paired_differences(
+        trials, ensemble_rows(trials, [("vanilla", [2])], rule="probabilities"), rule="probabilities"
+    )
     three = paired[paired.width == 2].iloc[0]
     assert three.comparison == "cut_mixmo - vanilla" and three.seeds == 3
     assert three.difference == pytest.approx(1 / 6) and three.p == pytest.approx(0.037750, abs=1e-5)
@@ -294,7 +300,7 @@ def test_intervals_stay_inside_the_metric_range_at_two_seeds(tmp_path):
     root = tmp_path / "results" / "two"
     make_trial(root, 0, 0.1, method="vanilla")
     make_trial(root, 1, 0.9, method="vanilla")
-    summary = tables.summarize(collect(root))
+    summary = tables.summarize(collect(root, rule="probabilities"), rule="probabilities")
     row = summary.iloc[0]
     assert row.n == 2 and row.top1_mean == pytest.approx(0.5) and row.top1_mean + row.top1_ci > 1
     for column in [c[:-5] for c in summary if c.endswith("_mean")]:
@@ -302,7 +308,9 @@ def test_intervals_stay_inside_the_metric_range_at_two_seeds(tmp_path):
         assert (summary[f"{column}_lo"].dropna() >= lo).all() and (summary[f"{column}_hi"].dropna() <= hi).all()
     assert row.top1_clipped and (row.top1_lo, row.top1_hi) == (0.0, 1.0)
     assert tables.display_table(summary)["top-1 %"].iloc[0] == "50.00\u00a0[0.00,\u00a0100.00]‡"
-    fig = figures.width_figure(summary, tmp_path / "width", collect(root).assign(members=1, msda="none"))
+    fig = figures.width_figure(
+        summary, tmp_path / "width", collect(root, rule="probabilities").assign(members=1, msda="none")
+    )
     bars = fig.axes[0].containers[0].lines[2][0].get_segments()
     assert all(0 <= y <= 100 for segment in bars for _, y in segment)
     seeds = fig.axes[0].collections[0].get_offsets()  # each seed as a point beside the mean

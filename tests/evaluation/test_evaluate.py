@@ -118,7 +118,7 @@ def test_deep_ensemble_composed_from_eval_logits(evaluated):
     twin = folder.path.parent / "twin"
     shutil.copytree(folder.path, twin)
     try:
-        records = _ensemble_records([folder.path, twin])
+        records = _ensemble_records([folder.path, twin], rule="probabilities")
     finally:
         shutil.rmtree(twin)
     single = folder.evaluation("cifar100-c-generated")["summary"]

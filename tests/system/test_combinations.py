@@ -135,7 +135,7 @@ def test_cost_figure_titles_name_each_cost(tmp_path):
     for seed in (0, 1):
         make_trial(root, seed, 0.5, method="vanilla")
         make_trial(root, seed, 0.6, method="cut_mixmo", M=2, b=2)
-    summary = tables.summarize(collect(root))
+    summary = tables.summarize(collect(root, rule="probabilities"), rule="probabilities")
     figures.cost_figure(summary, tmp_path / "cost")
     svg = (tmp_path / "cost.svg").read_text()
     for cost in ("training hours", "parameters", "inference GFLOP per image"):
@@ -172,7 +172,7 @@ def test_the_driver_composes_ensembles_under_the_suites_rule(tmp_path, rule):
     row = report["summary_frame"].query("members == 2").iloc[0]
     assert row.top1_mean == written["top1"] and row.nll_mean == pytest.approx(written["nll"], rel=1e-12)
     assert f"top1 {100 * row.top1_mean:.2f}%" in lines[0]
-    ensembles = ensemble_rows(collect(root), [("cut_mixmo", [2])])
+    ensembles = ensemble_rows(collect(root, rule="probabilities"), [("cut_mixmo", [2])], rule="probabilities")
     assert "trial_id" not in ensembles and "seed" not in ensembles
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from analysis import cache, protocol
+from analysis import cache
 from analysis.stats import bootstrap, probability_of_improvement
 from harness.core import schema
 from harness.metrics import topk_accuracy
@@ -151,18 +151,18 @@ def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_pa
         files.append(tmp_path / f"f{i}")
         files[-1].write_text(str(i))
     monkeypatch.setattr(cache, "PARALLEL_FROM", 4)  # worker processes from 4 values
-    with protocol.reading("logits"), cache.reading(tmp_path) as kept:
+    with cache.reading(tmp_path, "logits") as kept:
         assert cache.cached_map("square", [([f], i) for i, f in enumerate(files)], square, "squares") == [
             i * i for i in range(6)
         ]
         assert kept.misses == 6 and kept.hits == 0
-    with protocol.reading("logits"), cache.reading(tmp_path) as kept:
+    with cache.reading(tmp_path, "logits") as kept:
         assert cache.cached_map("square", [([f], i) for i, f in enumerate(files)], square, "squares")[5] == 25
         assert kept.hits == 6 and kept.misses == 0
         files[2].write_text("changed")  # its identity changed: computed again
         cache.cached_map("square", [([files[2]], 2)], square, "squares")
         assert kept.misses == 1
-    with protocol.reading("probabilities"), cache.reading(tmp_path) as kept:  # another rule: another value
+    with cache.reading(tmp_path, "probabilities") as kept:  # another rule: another value
         cache.cached_map("square", [([files[0]], 0)], square, "squares")
         assert kept.misses == 1
     assert json.loads((tmp_path / ".cache" / "report.json").read_text())["values"]

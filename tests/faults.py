@@ -10,7 +10,7 @@ import signal
 
 from harness.trial.trainer import Trainer
 
-_plain_run = getattr(Trainer.run, "without_faults", Trainer.run)
+_plain_run = Trainer.run
 
 
 def fault(epoch: int, trial_dir: str) -> None:
@@ -35,5 +35,4 @@ def run(self, on_epoch=None, restart=False, on_step=None):
     return _plain_run(self, on_epoch=epoch_done, restart=restart, on_step=on_step)
 
 
-run.without_faults = _plain_run
 Trainer.run = run

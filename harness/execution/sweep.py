@@ -187,13 +187,11 @@ def _run_locked(
         todo += more
     failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
-    compose = analysis.ensembles if analysis and suite.ensembles else lambda *_: []
-    ensembles = compose(  # before the parent run closes: ensembles.json goes with it
-        suite.suite_dir,
-        [t.trial_dir for t in trials if TrialFolder(t.trial_dir).is_finished()],
-        [(spec.method, spec.sizes) for spec in suite.ensembles],
-        suite.ensemble_average,
-    )
+    ensembles = []
+    if analysis is not None and suite.ensembles:  # before the parent run closes: ensembles.json goes with it
+        finished = [t.trial_dir for t in trials if TrialFolder(t.trial_dir).is_finished()]
+        specs = [(spec.method, spec.sizes) for spec in suite.ensembles]
+        ensembles = analysis.ensembles(suite.suite_dir, finished, specs, suite.ensemble_average)
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:

@@ -27,6 +27,12 @@ from harness.trial import preemption
 from harness.trial.cost import trial_flops
 
 
+def trial_case(cfg: TrialConfig) -> dict:
+    """A trial as one value of the Tune grid (``config["case"]``): its id and its config, without a progress bar (a
+    Ray worker reports to the driver instead)."""
+    return {"trial_id": cfg.trial_id, "trial": {**cfg.model_dump(mode="json"), "progress": False}}
+
+
 def trial_resources(suite: Suite, gpus: dict[str, float]):
     """Per-trial resource request. ``resources`` are per worker: a one-worker trial holds them itself (its GPU
     share from ``gpus``, by trial id: a packed trial asks for a fraction); a trial of N workers only drives its
@@ -187,7 +193,7 @@ def _tune_trials(
     store = suite.store
     if not store:
         check_cluster_storage(suite.suite_dir)  # before any trial runs; an object store is shared by nature
-    grid = [{"trial_id": t.trial_id, "trial": {**t.model_dump(mode="json"), "progress": False}} for t in todo]
+    grid = [trial_case(t) for t in todo]
     progress = Progress(
         {t.trial_id: t for t in todo},
         {t.trial_id: trial_flops(t) for t in todo},

@@ -1,9 +1,14 @@
 """harness.cli: what a command raises becomes its documented exit code and one line on stderr, never a traceback
 (the codes: docs/guarantees.md, harness.core.exit_codes)."""
 
+import re
+import shlex
+from pathlib import Path
+
 import pytest
 import torch
 
+from harness.cli import build_parser
 from harness.commands import suite as suite_commands
 from harness.core.config import ConfigError
 from harness.core.exit_codes import ExitCode, Interrupted
@@ -61,12 +66,6 @@ def test_a_commands_own_exit_code_is_returned(monkeypatch, tmp_path):
 def test_the_benchmark_scripts_harness_commands_parse():
     """The GPU scripts under benchmarks/ run rarely (on a lent device): their `harness` command lines are checked
     against the parser here, so a renamed flag or a narrowed choice is caught before the device time is spent."""
-    import re
-    import shlex
-    from pathlib import Path
-
-    from harness.cli import build_parser
-
     root = Path(__file__).parents[2]
     parser, checked = build_parser(), 0
     for script in sorted((root / "benchmarks").rglob("*.sh")):

@@ -48,32 +48,31 @@ def test_a_registry_discovers_its_package_on_first_use_and_skips_private_modules
         demo_package.get("beta")
 
 
-def test_names_must_be_folder_safe_identifiers():
-    things = Registry("thing")
-    try:
-        things.register("a" * NAME_LENGTH)(object())
-        for bad in ["2fast", "a-b", "a b", "", "a" * (NAME_LENGTH + 1), "../x"]:
-            with pytest.raises(plugins.PluginError, match="a name is a letter, then letters, digits or _"):
-                things.register(bad)(object())
-        assert things.names() == ["a" * NAME_LENGTH]
-    finally:
-        plugins._registries.remove(things)
+@pytest.fixture
+def things():
+    """An empty registry of this test's own, no longer tracked by harness.core.plugins after it."""
+    registry = Registry("thing")
+    yield registry
+    plugins._registries.remove(registry)
 
 
-def test_the_same_entry_twice_is_one_and_another_under_its_name_is_refused():
-    things = Registry("thing")
-    try:
-        first = things.register("mixer")(type("Mixer", (), {}))
-        assert things.register("mixer")(first) is first  # a module imported twice
-        with pytest.raises(plugins.PluginError) as err:
-            things.register("mixer")(type("Other", (), {}))
-        assert (
-            str(err.value)
-            == "the harness: registers thing 'mixer', which the harness already registers; choose another name"
-        )
-        assert things.items() == [("mixer", first)]
-    finally:
-        plugins._registries.remove(things)
+def test_names_must_be_folder_safe_identifiers(things):
+    things.register("a" * NAME_LENGTH)(object())
+    for bad in ["2fast", "a-b", "a b", "", "a" * (NAME_LENGTH + 1), "../x"]:
+        with pytest.raises(plugins.PluginError, match="a name is a letter, then letters, digits or _"):
+            things.register(bad)(object())
+    assert things.names() == ["a" * NAME_LENGTH]
+
+
+def test_the_same_entry_twice_is_one_and_another_under_its_name_is_refused(things):
+    first = things.register("mixer")(type("Mixer", (), {}))
+    assert things.register("mixer")(first) is first  # a module imported twice
+    with pytest.raises(plugins.PluginError) as err:
+        things.register("mixer")(type("Other", (), {}))
+    assert str(err.value) == (
+        "the harness: registers thing 'mixer', which the harness already registers; choose another name"
+    )
+    assert things.items() == [("mixer", first)]
 
 
 OPTIONS = {

@@ -6,6 +6,7 @@ import pytest
 from harness.core import schema
 from harness.execution import trainable
 from harness.execution.progress import TrialReport
+from harness.execution.tune_run import trial_case
 from harness.store.trial_folder import TrialFolder
 from helpers import tiny_config
 
@@ -20,15 +21,7 @@ def heard(monkeypatch):
 
 def tune_config(cfg, **extra) -> dict:
     """Tune's config of one trial, as harness.execution.tune_run builds it."""
-    trial = {**cfg.model_dump(mode="json"), "progress": False}
-    return {
-        "cpus": 1,
-        "gpus": 0,
-        "eval_sets": [],
-        "plugins": [],
-        "case": {"trial_id": cfg.trial_id, "trial": trial},
-        **extra,
-    }
+    return {"cpus": 1, "gpus": 0, "eval_sets": [], "plugins": [], "case": trial_case(cfg), **extra}
 
 
 def test_a_trial_reports_its_steps_its_epochs_then_done_with_its_numbers(tmp_path, heard, monkeypatch):

@@ -8,7 +8,7 @@ from ray.tune import PlacementGroupFactory
 from ray.tune.schedulers import TrialScheduler
 
 from harness.core import schema
-from harness.execution.tune_run import StudyScheduler, SweepCallback, cause, trial_resources
+from harness.execution.tune_run import StudyScheduler, SweepCallback, cause, trial_case, trial_resources
 from harness.planning import tuning
 from harness.planning.suite import expand, load_suite
 from harness.store.files import write_csv
@@ -29,7 +29,8 @@ def test_a_one_worker_trial_holds_its_resources_and_a_trial_of_workers_only_a_to
     request = trial_resources(suite, {one.trial_id: 0.5, two.trial_id: 0.25})  # packed: a share each
 
     def bundles(cfg, **keys):
-        factory = request({"case": {"trial_id": cfg.trial_id, "trial": {**cfg.model_dump(mode="json"), **keys}}})
+        case = trial_case(cfg)
+        factory = request({"case": {**case, "trial": {**case["trial"], **keys}}})
         assert isinstance(factory, PlacementGroupFactory)
         return factory.bundles
 

@@ -1,3 +1,4 @@
+import fcntl
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ from helpers import GRID, free_port, harness, start_server, write_suite
 RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 os.environ["HARNESS_CACHE_DIR"] = os.path.join(RAY_TMPDIR, "cache")  # data fingerprints: not the user's cache
-os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: 3 batches, not a second, per trial
+os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one batch, not a second, per trial
 # One torch thread per test process (and the subprocesses it starts): the lanes run two pytest workers on two cores,
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"
@@ -92,10 +93,19 @@ def said_by():
 
 
 @pytest.fixture(scope="session")
-def finished(tmp_path_factory):
-    """Four finished trials (vanilla, widths 1 to 4; 2 epochs each), trained once per test process by `harness
-    run`; a test that changes them works on ``helpers.copy_of``."""
-    tmp = tmp_path_factory.mktemp("finished")
-    proc = harness("run", write_suite(tmp, grid=GRID))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def finished(tmp_path_factory, worker_id):
+    """Four finished trials (vanilla, widths 1 to 4; 2 epochs each), trained once per test run by `harness run`
+    (the first xdist worker to ask trains them, under a lock the others wait on); tests work on
+    ``helpers.copy_of``, never on these."""
+    shared = tmp_path_factory.getbasetemp()
+    shared = shared.parent if worker_id != "master" else shared  # the folder the workers' own folders are in
+    tmp = shared / "finished"
+    with open(shared / "finished.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (tmp / "trained").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            proc = harness("run", write_suite(tmp, grid=GRID))
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (tmp / "trained").touch()
     return tmp

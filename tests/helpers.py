@@ -159,6 +159,46 @@ def finished_trial(cfg: TrialConfig, test_logits: np.ndarray, test_labels: np.nd
     return cfg.trial_dir
 
 
+N, K = 10, 3  # make_trial: N test images of K classes
+LABELS = np.arange(N) % K
+
+
+def head_logits(correct: list[bool], rng) -> np.ndarray:
+    """(N, K) logits whose argmax is right exactly where `correct` says, with random margins."""
+    out = rng.normal(0, 0.1, size=(N, K))
+    for i, ok in enumerate(correct):
+        target = LABELS[i] if ok else (LABELS[i] + 1) % K
+        out[i, target] += 2 + rng.random()
+    return out
+
+
+def make_trial(root, seed=0, accuracy=0.5, heads=None, **cfg):
+    """A finished trial folder as the trainer writes it, from logits with a known accuracy."""
+    config = trial(
+        **{
+            "dataset": "cifar100",
+            "depth": 16,
+            "width": 2,
+            "epochs": 3,
+            "seed": seed,
+            "name": root.name,
+            "output_dir": root.parent,
+            **cfg,
+        }
+    )
+    rng = np.random.default_rng(seed * 100 + config.width)
+    heads = heads or [[i < round(accuracy * N) for i in range(N)]] * config.num_inputs
+    logits = np.stack([head_logits(h, rng) for h in heads], axis=1).astype(np.float16)
+    return finished_trial(
+        config,
+        logits,
+        LABELS,
+        num_params=1_000_000 * config.width**2 * config.num_inputs,
+        train_time_s=3600.0,
+        eval_time_s=2.0,
+    )
+
+
 def trial_dirs(tmp_path, name="synth"):
     root = tmp_path / "results" / name
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -30,7 +30,7 @@ VARIABLES = {
         Variable("HARNESS_STORE_TIMEOUT_S", "5", "seconds a tracking store has to answer before it counts as down"),
         Variable("HARNESS_DOWNLOAD_TIMEOUT_S", "60", "seconds of silence after which a dataset download fails"),
         Variable("HARNESS_PLUGIN_SLOW_S", "5", "seconds of import after which a plugin is named as slow"),
-        Variable("HARNESS_INFERENCE_S", "1", "seconds of timed inference behind a trial's images/s"),
+        Variable("HARNESS_INFERENCE_S", "1", "seconds of timed inference behind a trial's images/s (0: one batch)"),
         Variable("HARNESS_OP_BUILD_TIMEOUT", None, "seconds DeepSpeed's CPU communication op may take to compile"),
         Variable("HARNESS_WORKER_TRIM", "1", "0: a reused Ray worker keeps a finished trial's freed memory (baseline)"),
         Variable("HARNESS_HEAD_IP", None, "a SLURM job's Ray head address (default: Ray's guess for the batch node)"),

@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.core import environment
 from harness.core.registry import Registry
+from harness.data.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +90,27 @@ class DatasetSpec:
 
     def __call__(self, **kwargs) -> ImageSplits | None:
         """The splits (``check_only=True``: None, or DataError when the data cannot be found), normalised as the
-        spec says."""
+        spec says; a copy of the last splits this process read when its files are unchanged (`_last_read`)."""
+        key = None if kwargs.get("check_only") else self._files_now(kwargs.get("data_dir"))
+        if key is not None and _last_read and _last_read[0] == key:
+            return _copy(_last_read[1])
         data = self.read(**kwargs)
         if data is not None:
             data.mean, data.std = self.mean, self.std
+            if key is not None:
+                _last_read[:] = [key, _copy(data)]
         return data
+
+    def _files_now(self, data_dir: Path | None) -> tuple | None:
+        """What identifies the files the reader would read now (path, inode, size, mtime); None: not files, or not
+        found (the reader then says where it looked, or downloads)."""
+        if self.files is None:
+            return None
+        try:
+            stats = [(str(p), p.stat()) for p in self.files(data_dir)[0]]
+        except (DataError, OSError):
+            return None
+        return (self.name, *((p, st.st_ino, st.st_size, st.st_mtime_ns) for p, st in stats))
 
     def shape(self, synthetic_classes: int = 10, synthetic_resolution: int = 32) -> tuple[int, int]:
         """(classes, image side)."""
@@ -101,6 +118,15 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", package="harness.data.sources")  # one file per dataset
+# The splits this process read last, by their files' identity: Tune runs a sweep's trials one after another in the
+# same worker, and an OOD set may be a trained dataset's test split; reading and checking CIFAR-100 again costs
+# seconds of CPU per trial. One entry (one dataset's memory); callers get copies, so none can change another's.
+_last_read: list = []
+
+
+def _copy(data: ImageSplits) -> ImageSplits:
+    arrays = (ImageArrays(a.x.copy(), a.y.copy()) for a in (data.train, data.test))
+    return ImageSplits(*arrays, data.num_classes, data.source, list(data.classes), mean=data.mean, std=data.std)
 
 
 def register_dataset(name: str, **spec) -> Callable[[Reader], Reader]:

@@ -68,7 +68,8 @@ INFERENCE_BATCH = 256  # the batch of the inference-cost measurement (every meth
 def measure_inference(infer: Inference, resolution: int, device: torch.device) -> dict:
     """Test images per second through the network (all its members) at batch 256 in the trial's precision, and
     the peak memory of that inference (CUDA only: None on the CPU, where torch keeps no such count). Two warm-up
-    batches, then batches until $HARNESS_INFERENCE_S seconds (default 1) have passed, at least 3."""
+    batches, then batches until $HARNESS_INFERENCE_S seconds (default 1) have passed, at least 3; with 0 seconds one
+    warm-up and one timed batch (a figure for the record only: the tests' setting)."""
     import time
 
     min_seconds = environment.seconds("HARNESS_INFERENCE_S")
@@ -76,14 +77,15 @@ def measure_inference(infer: Inference, resolution: int, device: torch.device) -
     x = torch.randn(INFERENCE_BATCH, 3, resolution, resolution, device=device)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda *a: None)
-    for _ in range(2):
+    warm_up, least = (2, 3) if min_seconds > 0 else (1, 1)
+    for _ in range(warm_up):
         infer(x)
     sync(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     batches, t0 = 0, time.perf_counter()
-    while batches < 3 or time.perf_counter() - t0 < min_seconds:
+    while batches < least or time.perf_counter() - t0 < min_seconds:
         infer(x)
         batches += 1
         sync(device)

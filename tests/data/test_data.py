@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.data import DATASETS, DataError, load_dataset
+from harness.data import DATASETS, DataError, load_dataset, readers
 from harness.data.sources.synthetic import synthetic_arrays
 from helpers import tiny_config
 
@@ -28,6 +28,26 @@ def test_npz_folder(tmp_path):
     assert np.array_equal(data.train.x, x) and np.array_equal(data.train.y, y)
     assert data.train.y.dtype == np.int64 and len(data.test) == 5 and data.num_classes == 100
     assert "npz folder" in data.source
+
+
+def test_a_process_reads_a_folder_once_until_its_files_change(tmp_path, monkeypatch):
+    from harness.data.sources import cifar
+
+    folder = tmp_path / "cifar100"
+    folder.mkdir()
+    x, y = fake_images(20), np.arange(20) % 100
+    np.savez(folder / "train.npz", x=x, y=y)
+    np.savez(folder / "test.npz", x=x[:5], y=y[:5])
+    reads = []
+    monkeypatch.setattr(cifar, "read_npz_folder", lambda *a: reads.append(a) or readers.read_npz_folder(*a))
+    first = DATASETS.get("cifar100")(data_dir=tmp_path)
+    first.train.x[:] = 0  # a caller changing its splits changes nobody else's
+    second = DATASETS.get("cifar100")(data_dir=tmp_path)
+    assert len(reads) == 1 and np.array_equal(second.train.x, x) and np.array_equal(second.test.y, y[:5])
+    assert second.mean == first.mean and second.source == first.source and second.num_classes == 100
+    np.savez(folder / "test.npz", x=x[5:9], y=y[5:9])  # a file written again: read again
+    third = DATASETS.get("cifar100")(data_dir=tmp_path)
+    assert len(reads) == 2 and np.array_equal(third.test.x, x[5:9])
 
 
 def _pickle(path, obj):

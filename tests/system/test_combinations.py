@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
-from test_report import make_trial
 
 from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
@@ -26,7 +25,7 @@ from analysis.report import build_report
 from harness.core import schema
 from harness.metrics import METRICS, temperature_at_bound
 from harness.metrics.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
-from helpers import harness, runs
+from helpers import harness, make_trial, runs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,300 +1,45 @@
-"""Evaluation metrics on saved head logits (N, M, K). The M heads are combined by one declared rule
-(``average``): "probabilities", the field's (deep ensembles, uncertainty-baselines, torch-uncertainty), or
-"logits", the MixMo authors' (docs/recipe.md §6)."""
+"""The metric registry: every final metric a trial, `harness evaluate`, a deep ensemble and the report compute, with
+its group, direction, range and report column (``register_metric``, the plugin API), and the suites built from it.
+The scores themselves are ``scores``; temperature scaling ``calibration``; selective prediction ``selective``;
+OOD detection and robustness ``uncertainty``. Metrics are computed on saved head logits (N, M, K), the M heads
+combined by one declared rule (``average``): "probabilities", the field's (deep ensembles, uncertainty-baselines,
+torch-uncertainty), or "logits", the MixMo authors' (docs/recipe.md §6)."""
 
 from __future__ import annotations
 
-import itertools
 import math
-import typing
-import weakref
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from harness.core.config import EnsembleAverage
 from harness.core.registry import Registry
+from harness.metrics.calibration import LOG_T_BOUNDS, calibrate, fit_temperature, temperature_at_bound
+from harness.metrics.scores import (
+    AVERAGES,
+    ECE_BINS,
+    auroc,
+    brier,
+    calibration_bins,
+    correct,
+    diversity,
+    ece,
+    ensemble_logits,
+    misclassification_auroc,
+    nll,
+    predictions,
+    rule_shift,
+    tace,
+    tie_groups,
+    topk_accuracy,
+)
+from harness.metrics.selective import COVERAGES, risk_coverage, selective_metrics
 
-ECE_BINS = 15
-COVERAGES = (0.90, 0.95)  # selective prediction: top-1 on the most confident 90% and 95% of the images
-
-
-AVERAGES = typing.get_args(EnsembleAverage)  # how members are combined: a suite's `ensemble_average`
-
-
-def ensemble_logits(head_logits: torch.Tensor, average: str = "probabilities") -> torch.Tensor:
-    """(N, M, K) -> (N, K) logits of the ensemble, softmax comes after: "probabilities": log of the members' mean
-    softmax (so every metric, the temperature fit and the OOD scores see the averaged probabilities); "logits":
-    the mean of the heads' logits. One head: both are the head itself (same softmax, same temperature)."""
-    if average not in AVERAGES:
-        raise ValueError(f"ensemble_average {average!r}: one of {', '.join(AVERAGES)}")
-    h = head_logits.float()
-    if h.shape[1] == 1:
-        return h[:, 0]
-    if average == "logits":
-        return h.mean(1)
-    last = _LAST_COMBINED
-    if last and last[0]() is head_logits and last[1] == head_logits._version:  # the metric suite asks several times
-        return last[2]
-    combined = torch.logsumexp(h.log_softmax(-1), 1) - math.log(h.shape[1])
-    _LAST_COMBINED[:] = [weakref.ref(head_logits), head_logits._version, combined]
-    return combined
-
-
-_LAST_COMBINED: list = []  # (a weak reference to the heads, their version counter, their averaged probabilities)
-
-
-def predictions(logits: torch.Tensor) -> torch.Tensor:
-    """The predicted class: the first of the largest logits (torch.argmax's rule). The one rule behind top-1,
-    ECE, AUROC, AURC and every other right-or-wrong question."""
-    return logits.argmax(-1)
-
-
-def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per image, whether the prediction (``predictions``) is the label."""
-    return predictions(logits) == labels
-
-
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
-    """Share of images whose label is among the k first classes of a stable descending sort of the logits: tied
-    logits rank by class index, so k = 1 is exactly ``correct``."""
-    k = min(k, logits.shape[-1])
-    if torch.isnan(logits).any():  # a NaN ranks first in torch's sort: let the sort itself decide
-        top = logits.sort(dim=-1, descending=True, stable=True).indices[:, :k]
-        return (top == labels[:, None]).any(-1).float().mean().item()
-    # the label's place in that sort without sorting: the classes above it, and the tied ones of lower index
-    target = logits.gather(-1, labels[:, None].long())
-    tied_before = (logits == target) & (torch.arange(logits.shape[-1]) < labels[:, None])
-    return (((logits > target) | tied_before).sum(-1) < k).float().mean().item()
-
-
-def nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return F.cross_entropy(logits.float(), labels).item()
-
-
-def brier(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean over samples of sum_k (p_k - y_k)^2 (ranges over [0, 2])."""
-    probs = logits.float().softmax(-1)
-    return (probs - F.one_hot(labels, probs.shape[-1]).float()).pow(2).sum(-1).mean().item()
-
-
-def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS):
-    """Per equal-width confidence bin: (count, mean confidence, accuracy), on the top-1 confidence."""
-    conf = logits.float().softmax(-1).max(-1).values
-    right = correct(logits, labels).float()
-    idx = (conf * bins).ceil().long().clamp(1, bins) - 1  # bin i holds (i/bins, (i+1)/bins]
-    count = torch.bincount(idx, minlength=bins).float()
-    sum_conf = torch.bincount(idx, weights=conf, minlength=bins)
-    sum_acc = torch.bincount(idx, weights=right, minlength=bins)
-    safe = count.clamp_min(1)
-    return count, sum_conf / safe, sum_acc / safe
-
-
-def ece(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    count, conf, acc = calibration_bins(logits, labels, bins)
-    return ((count / count.sum()) * (conf - acc).abs()).sum().item()
-
-
-def tace(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS, threshold: float = 1e-3) -> float:
-    """Thresholded adaptive calibration error (the authors' TACE): per class, the probabilities above
-    ``threshold`` sorted into ``bins`` bins of equal count (the last one takes the remainder); the mean
-    |confidence - accuracy| of each bin, weighted by its size, summed, over N * K. Empty bins add nothing.
-    Computed for every class at once: a bin's |mean conf - mean hit| x size is |sum conf - sum hit|."""
-    probs = logits.float().softmax(-1)
-    n, k = probs.shape
-    conf, order = probs.sort(dim=0)  # ascending per class: the kept probabilities are each column's last ones
-    hit = (labels[order] == torch.arange(k)).double()
-    kept = (conf > threshold).sum(0)  # (K,)
-    zero = torch.zeros(1, k, dtype=torch.float64)
-    sums = torch.cat([zero, (conf.double() - hit).cumsum(0)])  # (N + 1, K): prefix sums of conf - hit
-    size = kept // bins
-    start = n - kept
-    edges = start[None, :] + torch.arange(bins + 1)[:, None] * size[None, :]  # (bins + 1, K)
-    edges[-1] = n  # the last bin takes the remainder
-    gaps = sums.gather(0, edges[1:]) - sums.gather(0, edges[:-1])  # per bin: sum conf - sum hit (0 if empty)
-    return (gaps.abs().sum() / (n * k)).item()
-
-
-def auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
-    """Area under the ROC curve of ``scores`` separating ``positives`` (bool) from the rest: the
-    Mann-Whitney statistic, ties counted one half (average ranks). nan without both classes."""
-    scores, positives = scores.double().flatten(), positives.bool().flatten()
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    if not n_pos or not n_neg:
-        return float("nan")
-    sorted_scores, order = scores.sort()
-    _, inverse, counts = sorted_scores.unique_consecutive(return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts + 1  # rank of each tie group's first member
-    average = (first + (counts - 1) / 2).double()  # each member of a tie group gets the group's mean rank
-    ranks = torch.empty_like(scores)
-    ranks[order] = average[inverse]
-    return ((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
-
-
-def misclassification_auroc(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """How well the top-1 confidence separates correct from wrong predictions (the authors' "auc")."""
-    return auroc(logits.float().softmax(-1).max(-1).values, correct(logits, labels))
-
-
-def diversity(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Averaged over pairs of heads: ratio-error (N01 + N10) / N00 (single errors over shared errors)
-    and disagreement (share of samples whose top-1 predictions differ)."""
-    preds = predictions(head_logits)  # (N, M)
-    ratios, disagreements = [], []
-    for i, j in itertools.combinations(range(preds.shape[1]), 2):
-        wrong_i, wrong_j = preds[:, i] != labels, preds[:, j] != labels
-        n00 = (wrong_i & wrong_j).sum().item()
-        n_single = (wrong_i ^ wrong_j).sum().item()
-        ratios.append(n_single / n00 if n00 else float("inf"))
-        disagreements.append((preds[:, i] != preds[:, j]).float().mean().item())
-    if not ratios:
-        return {}
-    return {"ratio_error": sum(ratios) / len(ratios), "disagreement": sum(disagreements) / len(disagreements)}
-
-
-LOG_T_BOUNDS = (-6.0, 6.0)  # T in [0.0025, 403]: past these the NLL is flat to float precision
-
-
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature T minimising the NLL of softmax(logits / T). The NLL is convex in beta = 1/T (its
-    derivative: E_p[z] - z_y, averaged; its second: Var_p[z] >= 0), so a safeguarded Newton solve on beta (float64,
-    bisection when a step leaves the bracket) finds it in a few passes over the logits, no autograd."""
-    z = logits.double()
-    y = z.gather(1, labels[:, None]).squeeze(1)
-    lo, hi = math.exp(-LOG_T_BOUNDS[1]), math.exp(-LOG_T_BOUNDS[0])  # the bracket on beta
-
-    def derivatives(beta: float) -> tuple[float, float]:
-        p = (z * beta).softmax(-1)
-        mean = (p * z).sum(-1)
-        return (mean - y).mean().item(), ((p * z * z).sum(-1) - mean * mean).mean().item()
-
-    beta = 1.0
-    for _ in range(100):
-        grad, curvature = derivatives(beta)
-        if grad > 0:
-            hi = beta
-        else:
-            lo = beta
-        step = beta - grad / curvature if curvature > 0 else float("nan")
-        new = step if lo < step < hi else (lo + hi) / 2
-        if abs(new - beta) <= 1e-10 * beta or hi - lo <= 1e-12 * hi:
-            beta = new
-            break
-        beta = new
-    return 1.0 / beta
-
-
-def temperature_at_bound(t: float) -> bool:
-    """Whether a fitted temperature stopped at the search's bracket (``LOG_T_BOUNDS``): the NLL still falls
-    beyond it (confidences that carry no signal, or a split too small), so T is a bound, not an optimum."""
-    return abs(abs(math.log(t)) - LOG_T_BOUNDS[1]) < 1e-6 if t > 0 else True
-
-
-def metric_code() -> dict[str, dict[str, str]]:
-    """The code of every metric a plugin registered: name -> its plugin's sha256 (16 hex digits) and file. Recorded
-    in metrics.json beside the values; the report recomputes a value whose metric's code has changed since."""
-    return {
-        name: {"sha256": plugin.sha256[:16], "plugin": plugin.spec}
-        for name in METRICS.names()
-        if (plugin := METRICS.source(name)) is not None
-    }
-
-
-EPOCH_METRICS = ("top1", "nll")  # recorded at every evaluated epoch: history.csv's test_* and val_* columns
-
-
-def epoch_metrics(
-    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities", split: str = "test"
-) -> dict[str, float]:
-    """The ensemble's top-1 and NLL on a split (``test_top1``, ``val_nll``, ...), in the history of every evaluated
-    epoch."""
-    ens = ensemble_logits(head_logits, average)
-    return {f"{split}_top1": correct(ens, labels).float().mean().item(), f"{split}_nll": nll(ens, labels)}
-
-
-def calibrate(
-    test_logits: torch.Tensor,
-    test_labels: torch.Tensor,
-    val_logits: torch.Tensor | None = None,
-    val_labels: torch.Tensor | None = None,
-    average: str = "probabilities",
-) -> tuple[torch.Tensor, dict]:
-    """The one temperature-scaling protocol: the ensemble's test logits scaled, and the record of it
-    (temperatures, protocol, calibrated NLL and ECE). With a validation split, one T fitted on it. Without,
-    the authors' cross-fit: T_a fitted on the first half of the test set scales the second half, T_b fitted
-    on the second scales the first; every test image is scored by a temperature that never saw it, and the
-    calibrated metrics are those of all N scaled images together."""
-    ens = ensemble_logits(test_logits, average)
-    if val_logits is not None:
-        t = fit_temperature(ensemble_logits(val_logits, average), val_labels)
-        info = {
-            "temperature": t,
-            "temperatures": [t],
-            "calibration_protocol": f"T fitted on a held-out validation split ({len(val_labels)} train images)",
-        }
-        return _scored(ens / t, test_labels, info)
-    half = len(test_labels) // 2
-    t_a = fit_temperature(ens[:half], test_labels[:half])
-    t_b = fit_temperature(ens[half:], test_labels[half:])
-    scaled = torch.cat([ens[:half] / t_b, ens[half:] / t_a])
-    info = {
-        "temperature": (t_a + t_b) / 2,
-        "temperatures": [t_a, t_b],
-        "calibration_protocol": (
-            f"test-set cross-fit (authors'): T fitted on each half of the {len(test_labels)} test images scales "
-            f"the other half; metrics over all of them"
-        ),
-    }
-    return _scored(scaled, test_labels, info)
-
-
-def _scored(scaled: torch.Tensor, labels: torch.Tensor, info: dict) -> tuple[torch.Tensor, dict]:
-    return scaled, {**info, "cal_nll": nll(scaled, labels), "cal_ece": ece(scaled, labels)}
-
-
-def tie_groups(scores: np.ndarray, positives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct scores from the highest down: per group, (positives, negatives) in it."""
-    order = np.argsort(-scores, kind="stable")
-    s, p = scores[order], positives[order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(p.astype(np.int64), starts)
-    size = np.diff(np.r_[starts, len(s)])
-    return pos, size - pos
-
-
-# --- selective prediction: keep the most confident images, abstain on the rest
-def risk_coverage(confidence: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coverage k/N, expected error rate among the k most confident) for k = 1..N; inside a tie group the
-    errors are spread evenly (the expectation over the group's orders)."""
-    confidence, right = np.asarray(confidence, np.float64), np.asarray(right, bool)
-    n = len(confidence)
-    errors_in, right_in = tie_groups(confidence, ~right)
-    size = errors_in + right_in
-    ends = np.cumsum(size)
-    group = np.repeat(np.arange(len(size)), size)  # the tie group of the k-th kept image
-    k = np.arange(1, n + 1)
-    before = ends[group] - size[group]
-    errors_before = np.r_[0, np.cumsum(errors_in)][group]
-    expected_errors = errors_before + (k - before) * errors_in[group] / size[group]
-    return k / n, expected_errors / k
-
-
-def selective_metrics(
-    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities"
-) -> dict[str, float]:
-    """AURC (mean risk over coverages k/N, k = 1..N, on the ensemble's top-1 confidence) and the accuracy
-    on the 90% and 95% most confident images."""
-    ens = ensemble_logits(head_logits, average)
-    conf = ens.softmax(-1).max(-1).values
-    coverage, risk = risk_coverage(conf.numpy(), correct(ens, labels).numpy())
-    out = {"aurc": float(risk.mean())}
-    for c in COVERAGES:
-        k = max(1, int(np.ceil(c * len(risk) - 1e-9)))
-        out[f"acc_at_{round(100 * c)}"] = float(1 - risk[k - 1])
-    return out
+__all__ = [  # the scores, re-exported: ``from harness.metrics import ece`` (plugins, tests, the report)
+    "AVERAGES", "COVERAGES", "ECE_BINS", "LOG_T_BOUNDS", "auroc", "brier", "calibrate", "calibration_bins", "correct",
+    "diversity", "ece", "ensemble_logits", "fit_temperature", "misclassification_auroc", "nll", "predictions",
+    "risk_coverage", "rule_shift", "selective_metrics", "tace", "temperature_at_bound", "tie_groups", "topk_accuracy",
+]  # fmt: skip
 
 
 # --- the one metric suite: training, `harness evaluate`, deep ensembles and the report all use it
@@ -512,11 +257,23 @@ def final_metrics(
     }
 
 
-def rule_shift(head_logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """How much the aggregation rule moves top-1, NLL and ECE: probabilities minus logits (0 for one head)."""
-    p, lg = ensemble_logits(head_logits, "probabilities"), ensemble_logits(head_logits, "logits")
+def metric_code() -> dict[str, dict[str, str]]:
+    """The code of every metric a plugin registered: name -> its plugin's sha256 (16 hex digits) and file. Recorded
+    in metrics.json beside the values; the report recomputes a value whose metric's code has changed since."""
     return {
-        "rule_shift_top1": topk_accuracy(p, labels) - topk_accuracy(lg, labels),
-        "rule_shift_nll": nll(p, labels) - nll(lg, labels),
-        "rule_shift_ece": ece(p, labels) - ece(lg, labels),
+        name: {"sha256": plugin.sha256[:16], "plugin": plugin.spec}
+        for name in METRICS.names()
+        if (plugin := METRICS.source(name)) is not None
     }
+
+
+EPOCH_METRICS = ("top1", "nll")  # recorded at every evaluated epoch: history.csv's test_* and val_* columns
+
+
+def epoch_metrics(
+    head_logits: torch.Tensor, labels: torch.Tensor, average: str = "probabilities", split: str = "test"
+) -> dict[str, float]:
+    """The ensemble's top-1 and NLL on a split (``test_top1``, ``val_nll``, ...), in the history of every evaluated
+    epoch."""
+    ens = ensemble_logits(head_logits, average)
+    return {f"{split}_top1": correct(ens, labels).float().mean().item(), f"{split}_nll": nll(ens, labels)}

@@ -14,8 +14,9 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_evaluate(args) -> int:
-    from harness.data.eval_sets import parse_eval_set, with_absolute_path
+    from harness.data.eval_sets import with_absolute_path
     from harness.evaluation.evaluate import check_sets, headline
+    from harness.evaluation.kinds import parse_eval_set
     from harness.execution.evaluation import evaluate_trials, finished_trials
     from harness.store.object_store import CACHE_ONLY, is_uri
 

@@ -256,11 +256,12 @@ def study_for_report(suite, source: str) -> dict:
 
 
 def cmd_list(args) -> int:
+    from harness.evaluation.kinds import allowed_names
     from harness.trial.listing import listing
 
     if args.suite is not None:  # its plugins load with it
         from harness.planning.suite import load_suite
 
         load_suite(args.suite)
-    print(listing(markdown=args.markdown, keys=args.keys))
+    print(listing(markdown=args.markdown, keys=args.keys, eval_sets=allowed_names()))
     return ExitCode.DONE

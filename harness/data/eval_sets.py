@@ -15,7 +15,8 @@ Names (``harness evaluate --on NAME``, a suite's ``eval_sets:``):
     ood:folder=PATH          every image under PATH (resized, centre-cropped)
 
 A corruption set may name its folder: ``cifar100-c=/data/CIFAR-100-C``. OOD images are always scored
-against the trial's in-distribution test set (harness.metrics.uncertainty).
+against the trial's in-distribution test set (harness.metrics.uncertainty). The names are parsed by their kinds
+(harness.evaluation.kinds); this module reads the sets' images.
 """
 
 from __future__ import annotations
@@ -73,70 +74,19 @@ OPENOOD_GROUPS = ("near", "far")
 
 @dataclass(frozen=True)
 class EvalSet:
-    """A parsed evaluation-set name."""
+    """A parsed evaluation-set name (harness.evaluation.kinds parses it: each kind its own names)."""
 
     name: str  # as written
-    kind: str  # test | corruption | ood
+    kind: str  # the kind that parsed it: test | corruption | ood | a plugin's
     source: str  # the corruption set's or OOD source's name
+    id: str  # the folder of its results in a trial: eval/<id>/
     path: str | None = None  # a folder given with NAME=PATH
-
-    @property
-    def id(self) -> str:
-        """The folder of its results in a trial: eval/<id>/."""
-        if self.kind != "ood":
-            return self.source
-        if self.source == "folder":
-            return "ood-folder-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(self.path).name)
-        return f"ood-{self.source}"
-
-
-def allowed_names() -> str:
-    ood = [f"ood:{d}" for d in DATASETS.names()] + ["ood:heldout-classes", "ood:textures", "ood:folder=PATH"]
-    ood += [f"ood:{g}" for g in OPENOOD_GROUPS]
-    return ", ".join(["test", *CORRUPTION_SETS, *ood])
-
-
-def parse_eval_set(text: str) -> EvalSet:
-    """``cifar100-c``, ``cifar100-c=PATH``, ``ood:svhn``, ``ood:folder=PATH``, ``test``; ValueError otherwise."""
-    name, _, path = str(text).strip().partition("=")
-    path = path or None
-    if name == "test" and path is None:
-        return EvalSet(text, "test", "test")
-    if name in CORRUPTION_SETS:
-        return EvalSet(text, "corruption", name, path)
-    if name.startswith("ood:"):
-        source = name[4:]
-        if source == "folder":
-            if not path:
-                raise ValueError(f"{text!r}: ood:folder needs a folder, as ood:folder=/data/dtd/images")
-            return EvalSet(text, "ood", source, path)
-        if path is None and (source in DATASETS.names() or source in OOD_SOURCES or source in OPENOOD_GROUPS):
-            return EvalSet(text, "ood", source)
-    raise ValueError(f"{text!r}: unknown evaluation set; allowed: {allowed_names()}")
 
 
 def openood_group(source: str, dataset: str) -> str | None:
     """'near' or 'far' when ``source`` is one of OpenOOD's sets for a trial trained on ``dataset``."""
     groups = OPENOOD.get(dataset, {})
     return next((g for g, members in groups.items() if source in members), None)
-
-
-def expand_protocol(sets: list[EvalSet], dataset: str) -> list[EvalSet]:
-    """``ood:near`` / ``ood:far`` replaced by OpenOOD's sets for ``dataset`` (others as they are, no duplicates);
-    ValueError for a dataset OpenOOD has no protocol for."""
-    out: list[EvalSet] = []
-    for spec in sets:
-        if spec.kind == "ood" and spec.source in OPENOOD_GROUPS:
-            if dataset not in OPENOOD:
-                raise ValueError(
-                    f"{spec.name}: OpenOOD's near/far protocol is defined for {', '.join(OPENOOD)}, not {dataset}; "
-                    "name the OOD sets one by one (ood:<dataset>, ood:textures, ood:folder=PATH)"
-                )
-            members = [parse_eval_set(f"ood:{m}") for m in OPENOOD[dataset][spec.source]]
-        else:
-            members = [spec]
-        out += [m for m in members if m.id not in {o.id for o in out}]
-    return out
 
 
 def with_absolute_path(name: str, relative_to: Path | None = None) -> str:
@@ -322,20 +272,3 @@ def resize_images(x: np.ndarray, side: int) -> np.ndarray:
         resized = F.interpolate(chunk, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         out.append(resized.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
-
-
-def check_eval_set(spec: EvalSet, trial: TrialData) -> None:
-    """Raise DataError now if the set cannot be read for this trial (reads nothing large)."""
-    if spec.kind == "corruption":
-        corruption_folder(spec, trial)
-    elif spec.kind == "ood":
-        if spec.source == "heldout-classes" and trial.class_subset is None:
-            read_ood(spec, trial)  # raises with the explanation
-        elif spec.source == trial.dataset:
-            read_ood(spec, trial)
-        elif spec.source in DATASETS.names():
-            DATASETS.get(spec.source)(data_dir=trial.data_dir, check_only=True)
-        elif spec.source in ("textures", "folder"):  # walked once here: traps, caps and an empty folder said now
-            folder = ood_folder(spec, trial)
-            if not images_under(folder):
-                raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")

@@ -20,11 +20,11 @@ from harness.core import schema
 from harness.core.config import TrialConfig
 from harness.data.datasets import DATASETS
 from harness.data.errors import DataError
-from harness.data.eval_sets import EvalSet, TrialData, check_eval_set, expand_protocol
+from harness.data.eval_sets import EvalSet, TrialData
 from harness.data.loader import EvalLoader
 from harness.engines import Inference, place_model
 from harness.engines.inference import predict
-from harness.evaluation.kinds import kind_of, record_problem
+from harness.evaluation.kinds import check_eval_set, expand_protocol, kind_of, record_problem
 from harness.store.errors import CorruptFile
 from harness.store.trial_folder import TrialFolder
 

@@ -122,7 +122,7 @@ def evaluate_trials(
 
 
 def _task(config: dict, shipped: list[dict], names: list[str], device: str, force: bool) -> dict[str, dict]:
-    from harness.data.eval_sets import parse_eval_set
+    from harness.evaluation.kinds import parse_eval_set
 
     logs.setup()  # a Ray task: its lines reach the driver's terminal through Ray's log forwarding
     torch.set_num_threads(1)

@@ -81,8 +81,8 @@ def _report(report: TrialReport) -> None:
 
 def _evaluate_finished(cfg: TrialConfig, names: list[str]) -> None:
     """A failed evaluation does not fail the trained trial: the sweep's last pass tries again and says why."""
-    from harness.data.eval_sets import parse_eval_set
     from harness.evaluation.evaluate import evaluate_trial
+    from harness.evaluation.kinds import parse_eval_set
 
     try:
         evaluate_trial(

@@ -141,7 +141,7 @@ class Suite(Strict):
     @field_validator("eval_sets")
     @classmethod
     def _eval_sets(cls, v: list[str]) -> list[str]:
-        from harness.data.eval_sets import parse_eval_set
+        from harness.evaluation.kinds import parse_eval_set
 
         ids = [parse_eval_set(name).id for name in v]  # ValueError: the name and what is allowed
         if len(set(ids)) != len(ids):
@@ -149,7 +149,7 @@ class Suite(Strict):
         return v
 
     def evaluation_sets(self):
-        from harness.data.eval_sets import parse_eval_set
+        from harness.evaluation.kinds import parse_eval_set
 
         return [parse_eval_set(name) for name in self.eval_sets]
 

@@ -50,14 +50,13 @@ def keys_table() -> str:
     return "\n".join(rows)
 
 
-def listing(markdown: bool = False, keys: bool = False) -> str:
+def listing(markdown: bool = False, keys: bool = False, eval_sets: str | None = None) -> str:
     """What `harness list` prints: methods (with their keys), models, datasets, metrics and evaluation sets,
     including what the loaded plugins add; ``keys``: the harness's own trial keys too. ``markdown``: docs/suites.md's
-    tables."""
+    tables; ``eval_sets``: the evaluation sets' names (harness.evaluation.kinds.allowed_names)."""
     if markdown and keys:
         return keys_table()
     from harness.data.datasets import DATASETS
-    from harness.data.eval_sets import allowed_names
     from harness.methods import METHODS
     from harness.metrics import METRICS
     from harness.models import MODELS
@@ -111,7 +110,8 @@ def listing(markdown: bool = False, keys: bool = False) -> str:
     out.append("engines (engine: NAME)")
     for name, engine in ENGINES.items():
         out.append(f"  {name:<18} {_first_line(engine)}  [{_origin(ENGINES, name)}]")
-    out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {allowed_names()}")
+    if eval_sets is not None:  # their kinds live a floor above (harness.evaluation.kinds): the command passes them
+        out.append(f"evaluation sets (harness evaluate --on SET, suites' eval_sets): {eval_sets}")
     if keys:
         out.append("trial keys (any trial file, a suite's base / grid / rules, --set KEY=VALUE)")
         for name, field in TrialConfig.model_fields.items():

@@ -14,10 +14,10 @@ from harness.data.eval_sets import (
     corruption_folder,
     corruption_names,
     generation_record,
-    parse_eval_set,
     read_corruption,
     read_ood,
 )
+from harness.evaluation.kinds import parse_eval_set
 from helpers import trial
 
 CIFAR100 = TrialData("cifar100", None, 100, 32)

@@ -7,8 +7,8 @@ import yaml
 from PIL import Image
 
 from harness.data import DATASETS
-from harness.data.eval_sets import parse_eval_set
 from harness.evaluation.evaluate import evaluate_trial
+from harness.evaluation.kinds import parse_eval_set
 from harness.store.trial_folder import TrialFolder
 from helpers import cli, tiny_config
 

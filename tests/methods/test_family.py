@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from harness.core import schema
 from harness.core.config import ConfigError
-from harness.data.eval_sets import parse_eval_set
 from harness.evaluation.evaluate import evaluate_trial
+from harness.evaluation.kinds import parse_eval_set
 from harness.methods import METHODS
 from harness.models import MODELS, build_model, count_parameters
 from harness.models.ensemble_layers import BatchEnsembleConv2d, Masks, generate_masks

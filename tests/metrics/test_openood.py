@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.data.eval_sets import OPENOOD, expand_protocol, parse_eval_set
+from harness.data.eval_sets import OPENOOD
+from harness.evaluation.kinds import expand_protocol, parse_eval_set
 from harness.metrics.uncertainty import detection_metrics
 from helpers import harness
 

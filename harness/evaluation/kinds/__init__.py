@@ -1,7 +1,8 @@
 """Kinds of evaluation set (``EvalSet.kind``): each knows how to evaluate a trial on a set of its kind (load the
 images, predict, score), rescore a deep ensemble from its members' saved logits, say its result in one line and
-name its metrics (MLflow: eval.<set id>.<name>). A new kind is one file in this package, its instance registered
-in KINDS; its sets' names are parsed in harness.data.eval_sets."""
+name its metrics (MLflow: eval.<set id>.<name>). It also owns its sets' names: it parses them, lists them, checks
+a set can be read before anything trains. A new kind is one file in this package, its instance registered in KINDS;
+``parse_eval_set`` asks every kind."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from harness.core import schema
 from harness.core.config import TrialConfig
 from harness.core.registry import Registry
-from harness.data.eval_sets import EvalSet
+from harness.data.eval_sets import EvalSet, TrialData
 from harness.store.errors import CorruptFile
 from harness.store.trial_folder import TrialFolder
 
@@ -50,6 +51,23 @@ class EvalKind:
     """The interface of a kind (the base class evaluates nothing)."""
 
     fields: dict[str, type] = {}  # what its records hold beside set, id and kind (checked when a record is read)
+    order = 0  # where its names come in `harness list` and in an unknown name's message
+
+    def parse(self, text: str, name: str, path: str | None) -> EvalSet | None:
+        """The set ``text`` names (``name``, and ``path`` when written NAME=PATH) if it is one of this kind's, else
+        None; ValueError for one of its names written wrongly."""
+        return None
+
+    def names(self) -> list[str]:
+        """Its sets' names, as `harness list` and an unknown name's message show them."""
+        return []
+
+    def expand(self, spec: EvalSet, dataset: str) -> list[EvalSet]:
+        """The sets ``spec`` stands for on a trial trained on ``dataset`` (a protocol's group: its members)."""
+        return [spec]
+
+    def check(self, spec: EvalSet, trial: TrialData) -> None:
+        """DataError now when the set cannot be read for this trial (reads nothing large): before anything trains."""
 
     def evaluate(
         self, folder: TrialFolder, cfg: TrialConfig, spec: EvalSet, network: Predictor
@@ -99,3 +117,36 @@ def record_problem(record) -> str | None:
 def kind_of(record_or_spec) -> EvalKind:
     kind = record_or_spec["kind"] if isinstance(record_or_spec, dict) else record_or_spec.kind
     return KINDS.get(kind)
+
+
+def _kinds() -> list[EvalKind]:
+    return sorted((kind for _, kind in KINDS.items()), key=lambda kind: kind.order)
+
+
+def allowed_names() -> str:
+    return ", ".join(name for kind in _kinds() for name in kind.names())
+
+
+def parse_eval_set(text: str) -> EvalSet:
+    """``test``, ``cifar100-c``, ``cifar100-c=PATH``, ``ood:svhn``, ``ood:folder=PATH``, a plugin kind's name:
+    the set, parsed by the kind it belongs to; ValueError otherwise."""
+    name, _, path = str(text).strip().partition("=")
+    for kind in _kinds():
+        spec = kind.parse(text, name, path or None)
+        if spec is not None:
+            return spec
+    raise ValueError(f"{text!r}: unknown evaluation set; allowed: {allowed_names()}")
+
+
+def expand_protocol(sets: list[EvalSet], dataset: str) -> list[EvalSet]:
+    """Each set replaced by those it stands for on ``dataset`` (``ood:near``: OpenOOD's near sets), no duplicates;
+    ValueError for a group the dataset has no protocol for."""
+    out: list[EvalSet] = []
+    for spec in sets:
+        out += [m for m in kind_of(spec).expand(spec, dataset) if m.id not in {o.id for o in out}]
+    return out
+
+
+def check_eval_set(spec: EvalSet, trial: TrialData) -> None:
+    """DataError now if the set cannot be read for this trial (reads nothing large)."""
+    kind_of(spec).check(spec, trial)

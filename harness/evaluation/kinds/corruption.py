@@ -9,6 +9,7 @@ from harness.core import schema
 from harness.data.eval_sets import (
     CORRUPTION_SETS,
     CORRUPTIONS,
+    EvalSet,
     TrialData,
     corruption_folder,
     corruption_names,
@@ -32,6 +33,16 @@ class CorruptionKind(EvalKind):
     the clean temperature, and their means over the benchmark's corruptions."""
 
     fields = {"per_corruption": dict, "summary": dict, "by_severity": dict}
+    order = 1
+
+    def parse(self, text, name, path):
+        return EvalSet(text, "corruption", name, name, path) if name in CORRUPTION_SETS else None
+
+    def names(self):
+        return list(CORRUPTION_SETS)
+
+    def check(self, spec, trial):
+        corruption_folder(spec, trial)
 
     def fingerprint(self, spec, cfg):
         where = corruption_folder(spec, TrialData.of(cfg))

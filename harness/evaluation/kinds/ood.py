@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from harness.core import schema
 from harness.data.datasets import DATASETS
-from harness.data.eval_sets import (
-    TrialData,
-    ood_folder,
-    read_ood,
-)
+from harness.data.errors import DataError
+from harness.data.eval_sets import OOD_SOURCES, OPENOOD, OPENOOD_GROUPS, EvalSet, TrialData, ood_folder, read_ood
 from harness.data.fingerprint import fingerprint
 from harness.data.readers import images_under
 from harness.evaluation.kinds import KINDS, EvalKind, head_logits, pooled, saved_part
@@ -21,6 +20,44 @@ class OODKind(EvalKind):
     """Out-of-distribution images against the trial's own test images: AUROC, AUPR, FPR@95%TPR per score."""
 
     fields = {"scores": dict, "in_images": int, "out_images": int}
+    order = 2
+
+    def parse(self, text, name, path):
+        if not name.startswith("ood:"):
+            return None
+        source = name[4:]
+        if source == "folder":
+            if not path:
+                raise ValueError(f"{text!r}: ood:folder needs a folder, as ood:folder=/data/dtd/images")
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(path).name)
+            return EvalSet(text, "ood", source, f"ood-folder-{safe}", path)
+        if path is None and (source in DATASETS.names() or source in OOD_SOURCES or source in OPENOOD_GROUPS):
+            return EvalSet(text, "ood", source, f"ood-{source}")
+        return None
+
+    def names(self):
+        sources = [*DATASETS.names(), "heldout-classes", "textures", "folder=PATH", *OPENOOD_GROUPS]
+        return [f"ood:{source}" for source in sources]
+
+    def expand(self, spec, dataset):
+        if spec.source not in OPENOOD_GROUPS:
+            return [spec]
+        if dataset not in OPENOOD:
+            raise ValueError(
+                f"{spec.name}: OpenOOD's near/far protocol is defined for {', '.join(OPENOOD)}, not {dataset}; "
+                "name the OOD sets one by one (ood:<dataset>, ood:textures, ood:folder=PATH)"
+            )
+        return [self.parse(f"ood:{m}", f"ood:{m}", None) for m in OPENOOD[dataset][spec.source]]
+
+    def check(self, spec, trial):
+        if spec.source == "heldout-classes" and trial.class_subset is None or spec.source == trial.dataset:
+            read_ood(spec, trial)  # raises with the explanation
+        elif spec.source in DATASETS.names():
+            DATASETS.get(spec.source)(data_dir=trial.data_dir, check_only=True)
+        elif spec.source in ("textures", "folder"):  # walked once here: traps, caps and an empty folder said now
+            folder = ood_folder(spec, trial)
+            if not images_under(folder):
+                raise DataError(f"{folder}: no images (.png, .jpg, .jpeg, .bmp) found under it")
 
     def fingerprint(self, spec, cfg):
         if spec.source in ("textures", "folder"):

@@ -6,6 +6,7 @@ import torch
 
 from harness.core import schema
 from harness.data.datasets import DATASETS
+from harness.data.eval_sets import EvalSet
 from harness.evaluation.kinds import KINDS, EvalKind, head_logits, saved_part
 from harness.metrics import final_metrics, headline_text
 
@@ -14,6 +15,13 @@ class TestKind(EvalKind):
     """The trial's own test set (and validation split) again: the checkpoint must reproduce metrics.json."""
 
     fields = {"metrics": dict}
+    order = 0
+
+    def parse(self, text, name, path):
+        return EvalSet(text, "test", "test", "test") if name == "test" and path is None else None
+
+    def names(self):
+        return ["test"]
 
     def fingerprint(self, spec, cfg):
         return DATASETS.get(cfg.dataset).fingerprint(cfg.data_dir)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
 def test_trials_spread_over_the_worker_nodes_and_reach_the_mlflow_server(tmp_path, cluster, mlflow_server):
     c, workers = cluster
-    suite = write_suite(tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3})
+    suite = write_suite(
+        tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3}, concurrency=2
+    )
     proc = harness("run", suite, "--address", c.address, "--tracking-uri", mlflow_server)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     dirs = trial_dirs(tmp_path)
@@ -40,6 +42,7 @@ def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, clust
         grid={"method": ["cut_mixmo"], "width": [1]},
         base={"epochs": 10, "synthetic_size": 1024},
         max_retries=2,
+        concurrency=2,
     )
     driver = harness_background("run", suite, "--address", c.address, log=tmp_path / "driver.log")
     try:
@@ -68,7 +71,10 @@ def test_a_lost_worker_node_is_survived_by_resuming_on_the_other(tmp_path, clust
 def test_a_killed_driver_is_replaced_without_rerunning_finished_trials(tmp_path, cluster):
     c, _ = cluster
     suite = write_suite(
-        tmp_path, grid={"method": ["vanilla", "cut_mixmo"], "width": [1, 2]}, base={"epochs": 6, "synthetic_size": 512}
+        tmp_path,
+        grid={"method": ["vanilla", "cut_mixmo"], "width": [1, 2]},
+        base={"epochs": 6, "synthetic_size": 512},
+        concurrency=2,
     )
     driver = harness_background("run", suite, "--address", c.address, log=tmp_path / "driver1.log")
     deadline = time.time() + 300

@@ -24,7 +24,7 @@ def child_runs(client, experiment="synth"):
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
-    suite = write_suite(tmp)
+    suite = write_suite(tmp, concurrency=2)  # two trials at once: the one sweep test of a pool of trial workers
     proc = harness("run", suite, HARNESS_PROGRESS_S="0")  # a progress line at every report: each epoch is seen
     return tmp, suite, proc
 

@@ -131,7 +131,7 @@ def epochs_in(history: bytes) -> list[int]:
 def test_a_cluster_sweep_keeps_results_checkpoints_report_and_artifacts_in_the_store(tmp_path, s3, cluster):
     c, workers = cluster
     suite = write_suite(
-        tmp_path, storage=s3, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3}
+        tmp_path, storage=s3, grid={"method": ["vanilla", "cut_mixmo"], "width": [1]}, base={"epochs": 3}, concurrency=2
     )
     proc = harness("run", suite, "--address", c.address)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -17,15 +17,21 @@ from typing import Any, Callable
 from harness.core.schema import REPORT_CACHE, SUITE_CACHE
 
 _ACTIVE: list["ReportCache"] = []
-_CODE = ("analysis/collect.py", "analysis/ensembles.py", "analysis/stats.py", "harness/metrics/__init__.py")
+_ROOT = Path(__file__).resolve().parents[1]
+# the code behind the cached numbers: the collection, the ensembles, the statistics and every metric module
+_CODE = (
+    "analysis/collect.py",
+    "analysis/ensembles.py",
+    "analysis/stats.py",
+    *sorted(str(p.relative_to(_ROOT)) for p in (_ROOT / "harness" / "metrics").glob("*.py")),
+)
 _OUTPUT_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")
 
 
 def _code_version(files: tuple[str, ...] = _CODE) -> str:
-    root = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
     for name in files:
-        digest.update((root / name).read_bytes())
+        digest.update((_ROOT / name).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -166,6 +167,20 @@ def test_cached_values_come_back_from_the_cache_and_from_worker_processes(tmp_pa
         cache.cached_map("square", [([files[0]], 0)], square, "squares")
         assert kept.misses == 1
     assert json.loads((tmp_path / ".cache" / "report.json").read_text())["values"]
+
+
+def test_the_cache_is_keyed_by_every_module_its_numbers_come_from():
+    """A cached number is recomputed when the code behind it changes: every harness module that the collection, the
+    ensembles and the statistics import (the metric modules) is part of the cache's code version."""
+    import analysis.collect  # noqa: F401  (what the cached values are computed with)
+
+    root = Path(cache.__file__).resolve().parents[1]
+    behind = {
+        str(Path(m.__file__).resolve().relative_to(root))
+        for name, m in sys.modules.items()
+        if name.startswith("harness.metrics") and getattr(m, "__file__", None)
+    }
+    assert behind and behind <= set(cache._CODE), behind - set(cache._CODE)
 
 
 @pytest.mark.slow  # trains or builds reports: the full lane

@@ -210,6 +210,19 @@ def _import_module(name: str) -> Plugin:
     return plugin
 
 
+def unload(plugin: Plugin) -> None:
+    """Forget a loaded plugin: what it registered, and that it was loaded (a long-lived process, a test); the
+    objects it made live on where they were kept."""
+    for registry in _registries:
+        registry.forget(plugin)
+    _loaded.pop(plugin.spec, None)
+
+
+def untrack(registry) -> None:
+    """Stop filling and cleaning ``registry`` (one made for a while: a test's)."""
+    _registries.remove(registry)
+
+
 def load_installed() -> None:
     """The entry points of installed packages (group ``harness.plugins``), once per process."""
     global _installed_done

@@ -32,7 +32,7 @@ def demo_package(tmp_path, monkeypatch):
     import demo_things
 
     yield demo_things.THINGS
-    plugins._registries.remove(demo_things.THINGS)
+    plugins.untrack(demo_things.THINGS)
     for name in [m for m in sys.modules if m.startswith("demo_things")]:
         del sys.modules[name]
 
@@ -53,7 +53,7 @@ def things():
     """An empty registry of this test's own, no longer tracked by harness.core.plugins after it."""
     registry = Registry("thing")
     yield registry
-    plugins._registries.remove(registry)
+    plugins.untrack(registry)
 
 
 def test_names_must_be_folder_safe_identifiers(things):

@@ -84,7 +84,7 @@ def ray_cluster():
     from harness.trial.trainer import Trainer
 
     plain_run = Trainer.run
-    plugins.load(str(FAULTS.resolve()))  # shipped to the Ray Train workers with each trial, as any plugin
+    faults = plugins.load(str(FAULTS.resolve()))  # shipped to the Ray Train workers with each trial, as any plugin
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -95,7 +95,7 @@ def ray_cluster():
     yield
     ray.shutdown()
     Trainer.run = plain_run  # the other tests of this process train without it
-    plugins._loaded.pop(str(FAULTS.resolve()))
+    plugins.unload(faults)
 
 
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it

@@ -38,8 +38,7 @@ def test_a_plugins_engine_trains_a_trial_and_its_code_is_part_of_the_trial_id(tm
         metrics = Trainer(cfg).run()
         assert ENGINES.get("counting").steps == metrics["train_images"] // cfg.batch_size > 0  # one epoch's steps
     finally:
-        ENGINES.forget(plugin)
-        plugins._loaded.pop(str(path.resolve()))
+        plugins.unload(plugin)
 
 
 def test_the_built_in_engines_are_registered_and_an_unknown_one_is_refused():

@@ -10,7 +10,7 @@ from harness.core import plugins, schema
 from harness.data import DataError
 from harness.data.eval_sets import TrialData
 from harness.evaluation.evaluate import evaluate_trial
-from harness.evaluation.kinds import KINDS, allowed_names, check_eval_set, parse_eval_set, record_problem
+from harness.evaluation.kinds import allowed_names, check_eval_set, parse_eval_set, record_problem
 from harness.store.trial_folder import TrialFolder
 from harness.trial.trainer import Trainer
 from helpers import finished_trial, tiny_config, trial
@@ -84,8 +84,7 @@ def test_a_plugins_kind_is_one_file_its_names_parsed_listed_checked_and_evaluate
         assert record["kind"] == "noise" and 0 <= record["class0"] <= 1
         assert list(TrialFolder(cfg.trial_dir).evaluations(record_problem)) == ["noise-40"]
     finally:
-        KINDS.forget(plugin)
-        plugins._loaded.pop(str(path.resolve()))
+        plugins.unload(plugin)
     with pytest.raises(ValueError, match="unknown evaluation set"):
         parse_eval_set("noise:40")
 

@@ -442,3 +442,10 @@ def test_no_module_restates_a_list_of_metrics():
                 if len(listed) >= 2:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {listed}")
     assert offenders == []
+
+
+def test_the_longest_first_files_exist():
+    """tests/conftest.py's LONGEST_FIRST names test files that are there (a renamed one would silently go last)."""
+    from conftest import LONGEST_FIRST
+
+    assert [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).is_file()] == []

@@ -339,7 +339,7 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
         "grid": {"method": ["vanilla", "regmixup", "batch_ensemble"]},
         "rules": [{"when": {"method": "regmixup"}, "set": {"regmixup_alpha": 20.0}}],
         "resources": {"cpus": 1},
-        "concurrency": 2,
+        "concurrency": 1,  # one trial worker: a second is a second torch start-up on the CPU-bound lane
         "max_retries": 0,
         "storage": str(tmp_path / "results"),
     }

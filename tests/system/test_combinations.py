@@ -215,7 +215,7 @@ def matrix_sweep(real_data_dir, tmp_path_factory):
         "eval_sets": ["ood:heldout-classes", f"ood:folder={tmp / 'ood'}", f"cifar100-c-generated={tmp / 'cc'}"],
         "plugins": ["classwise_ece.py", "regmixup.py"],
         "resources": {"cpus": 1},
-        "concurrency": 2,
+        "concurrency": 1,  # one trial worker (its dataset read once): a second is a second torch start-up
         "storage": str(tmp / "results"),
     }
     path = tmp / "suite.yaml"

@@ -216,7 +216,8 @@ def test_the_trial_schema_knows_no_method_and_needs_no_torch():
 # which is what finds an import cycle or a missing import among the harness's own modules.
 _IMPORT_EACH = """
 import os, sys, traceback
-import numpy, torch, pydantic, yaml
+import numpy, torch, pydantic, yaml  # third-party, imported once: each fork checks the harness's own order
+import matplotlib.pyplot, mlflow.tracking, pandas, ray.train, ray.tune, scipy.stats
 failed = 0
 for name in sys.argv[1:]:
     pid = os.fork()

@@ -48,6 +48,9 @@ def test_a_process_reads_a_folder_once_until_its_files_change(tmp_path, monkeypa
     np.savez(folder / "test.npz", x=x[5:9], y=y[5:9])  # a file written again: read again
     third = DATASETS.get("cifar100")(data_dir=tmp_path)
     assert len(reads) == 2 and np.array_equal(third.test.x, x[5:9])
+    DATASETS.get("cifar100")(data_dir=tmp_path, test_only=True)  # an OOD set's read: a reader may skip its train split
+    assert len(reads) == 3  # its entry is never served to a full read:
+    assert len(DATASETS.get("cifar100")(data_dir=tmp_path).train) == 20 and len(reads) == 4
 
 
 def _pickle(path, obj):

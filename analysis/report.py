@@ -12,12 +12,10 @@ from analysis import cache, figures, protocol, robustness, tables
 from analysis import tuning as analysis_tuning
 from analysis.collect import collect, ensemble_rows
 from analysis.output import figure_html, fragment, join, link, table_html, write_csv, write_page, write_table
+from analysis.summary import compact_table, recorded_rule
 from harness.core import schema
-from harness.core.config import RECORDED_BEFORE_THE_RULE
-from harness.metrics import LOG_T_BOUNDS, METRICS, headline_metrics, temperature_at_bound
-from harness.store.errors import CorruptFile
+from harness.metrics import LOG_T_BOUNDS, temperature_at_bound
 from harness.store.files import write_json
-from harness.store.trial_folder import TrialFolder
 
 CAPTIONS = {  # the captions of the page's fixed tables
     "results": tables.CAPTION,
@@ -33,18 +31,6 @@ CAPTIONS = {  # the captions of the page's fixed tables
         "ours - published (midpoint); verdict: whether our 95% interval meets the published value."
     ),
 }
-
-
-def recorded_rule(suite_dir: Path) -> str:
-    """The aggregation rule the suite's trials were run under (config.yaml's ``ensemble_average``; trials from
-    before it was recorded count as "logits", the rule of that code), the most common one; else the default."""
-    rules = []
-    for path in sorted(Path(suite_dir).glob("*/" + schema.CONFIG))[:200]:
-        try:
-            rules.append(TrialFolder(path.parent).config().get("ensemble_average", RECORDED_BEFORE_THE_RULE))
-        except CorruptFile:
-            continue
-    return max(set(rules), key=rules.count) if rules else "probabilities"
 
 
 def build_report(
@@ -314,13 +300,6 @@ def _leftover_sections(missing: dict, foreign: dict) -> list:
     return parts
 
 
-def compact_table(main: pd.DataFrame) -> str:
-    """The results table in a few columns, for the terminal."""
-    labels = [METRICS.get(name).label for name in headline_metrics()]  # harness.metrics: headline=True
-    columns = [c for c in ("network", "method", "n", *labels) if c in main]
-    return main[columns].to_string(index=False) + "\n" + tables.CAPTION
-
-
 def _runs_of(rows: pd.DataFrame, key: tuple) -> pd.DataFrame:
     """The runs (trials, ensembles) of one width figure's group: dataset, model, depth, epochs."""
     keys = ["dataset", "model", "depth", "epochs"]
@@ -372,26 +351,6 @@ def _protocol_section(rows: pd.DataFrame, out: Path, report: dict, rule: str) ->
     )
     report["tables"] += write_table(table, out / "aggregation_rule", caption)
     return text + table_html("Aggregation rule", table, caption, "aggregation_rule")
-
-
-def terminal_summary(
-    suite_dir: Path,
-    ensemble_specs: list[tuple[str, list[int]]] | None = None,
-    average: str | None = None,
-    grid: dict[str, dict] | None = None,
-) -> str:
-    """The compact results table of a sweep's finished trials (and its deep ensembles), or '' if none."""
-    rule = protocol.checked(average or recorded_rule(suite_dir))
-    with cache.reading(suite_dir, rule):
-        trials = collect(suite_dir, grid, rule=rule)
-        config_keys = trials.attrs.pop("config_keys", [])
-        trials.attrs.clear()
-        if trials.empty or not (trials.state == "finished").any():
-            return ""
-        finished = trials[trials.state == "finished"]
-        ensembles = ensemble_rows(trials, ensemble_specs, config_keys, rule=rule)
-        rows = pd.concat([finished, ensembles], ignore_index=True) if not ensembles.empty else finished
-        return compact_table(tables.display_table(tables.summarize(rows, config_keys, rule=rule)))
 
 
 def _setup(finished: pd.DataFrame) -> str:

@@ -16,7 +16,7 @@ from helpers import GRID, free_port, harness, start_server, write_suite
 RAY_TMPDIR = tempfile.mkdtemp(prefix="hr-", dir="/tmp")
 os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 os.environ["HARNESS_CACHE_DIR"] = os.path.join(RAY_TMPDIR, "cache")  # data fingerprints: not the user's cache
-os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one batch, not a second, per trial
+os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one batch, no warm-up, per trial
 # One torch thread per test process (and the subprocesses it starts): the lanes run two pytest workers on two cores,
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"

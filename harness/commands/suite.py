@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
 
 def _run_summary(suite, trials) -> str:
     """The table `harness run` prints once trials ran: the report's terminal summary of the finished ones."""
-    from analysis.report import terminal_summary
+    from analysis.summary import terminal_summary
 
     return terminal_summary(
         suite.suite_dir,

@@ -71,29 +71,32 @@ def load_dataset(cfg: TrialConfig) -> ImageSplits:
         synthetic_classes=cfg.synthetic_classes,
         synthetic_resolution=cfg.synthetic_resolution,
     )
+    rows = np.arange(len(data.train))  # the source's train rows in play: taken once, with every subset applied
     if cfg.class_subset is not None:
-        keep_classes(data, cfg.class_subset)
+        rows = keep_classes(data, cfg.class_subset)
     rng = np.random.default_rng(SPLIT_SEED)
-    order = rng.permutation(len(data.train))
+    order = rng.permutation(len(rows))
     if cfg.val_size:
         if cfg.val_size >= len(order):
             raise DataError(f"val_size {cfg.val_size} leaves no training images (train has {len(order)})")
-        data.val, order = data.train.take(np.sort(order[: cfg.val_size])), order[cfg.val_size :]
+        data.val, order = data.train.take(rows[np.sort(order[: cfg.val_size])]), order[cfg.val_size :]
     if cfg.train_subset is not None:
         order = order[: cfg.train_subset]
-    data.train_index = np.sort(order)
+    data.train_index = rows[np.sort(order)]
     data.train = data.train.take(data.train_index)
     if cfg.test_subset is not None and cfg.test_subset < len(data.test):
         data.test = data.test.take(np.sort(rng.permutation(len(data.test))[: cfg.test_subset]))
     return data
 
 
-def keep_classes(data: ImageSplits, n: int) -> None:
-    """Keep classes 0..n-1 of both splits (a class split: the others are held out, e.g. as near-OOD)."""
+def keep_classes(data: ImageSplits, n: int) -> np.ndarray:
+    """Keep classes 0..n-1 (a class split: the others are held out, e.g. as near-OOD): the test split's images and
+    the class names; -> the train split's rows of those classes, for the caller to take with its subsets."""
     if n > data.num_classes:
         raise DataError(f"class_subset {n}: the dataset has only {data.num_classes} classes")
-    data.train, data.test = (s.take(np.flatnonzero(s.y < n)) for s in (data.train, data.test))
+    data.test = data.test.take(np.flatnonzero(data.test.y < n))
     data.num_classes, data.classes = n, data.classes[:n]
+    return np.flatnonzero(data.train.y < n)
 
 
 def held_out_classes(data: ImageSplits, n: int) -> ImageArrays:

@@ -136,7 +136,7 @@ def test_a_new_metric_is_one_entry_and_reaches_the_suite_the_tables_and_the_term
     import pandas as pd
 
     from analysis import tables
-    from analysis.report import compact_table
+    from analysis.summary import compact_table
 
     @mt.register_metric("top1_error", "error %", direction="lower", scale=100, group="accuracy", headline=True)
     def top1_error(logits, labels):

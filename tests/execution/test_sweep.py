@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import FAULTS, harness, harness_background, trial_dirs, write_suite
+from helpers import FAULTS, attempts, harness, harness_background, trial_dirs, write_suite
 
 
 def child_runs(client, experiment="synth"):
@@ -145,34 +145,29 @@ def test_driver_killed_mid_sweep_then_resumed(tmp_path):
 
 
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
-def test_failing_trial_is_retried_then_recorded_while_others_finish(tmp_path):
-    suite = write_suite(tmp_path, max_retries=1)
-    # every attempt of the width-2 Cut-MixMo trial raises after its first epoch; the others are untouched
-    proc = harness("run", suite, "--plugin", FAULTS, HARNESS_TEST_FAULT="raise@1+@cut_mixmo-wrn10x2")
+def test_a_failing_trial_is_retried_then_recorded_and_a_transient_failure_resumes(tmp_path):
+    suite = write_suite(tmp_path, max_retries=1, base={"epochs": 3})
+    # every attempt of the width-2 Cut-MixMo trial raises after its first epoch; the width-1 vanilla trial raises
+    # once, after epoch 2; the others are untouched (one sweep for both: each `harness run` starts Ray and a worker)
+    faults = "raise@1+@cut_mixmo-wrn10x2,raise@2@vanilla-wrn10x1"
+    proc = harness("run", suite, "--plugin", FAULTS, HARNESS_TEST_FAULT=faults)
     assert proc.returncode == 1
     assert "1 trial(s) failed" in proc.stderr and "cut_mixmo-wrn10x2" in proc.stderr
-    assert "retrying from its last checkpoint" in proc.stdout
+    assert "retrying from its last checkpoint" in proc.stdout and "retry 1" in proc.stdout
     root = tmp_path / "results" / "synth"
     failed = next(root.glob("cut_mixmo-wrn10x2-*"))
     assert "injected test fault" in (failed / "error.txt").read_text()
     assert not (failed / "metrics.json").exists()
     assert sum((d / "metrics.json").exists() for d in root.glob("*-M*-s0-*")) == 3
+    resumed = next(root.glob("vanilla-wrn10x1-*"))  # from its epoch-2 checkpoint: each epoch once
+    assert [r["epoch"] for r in csv.DictReader(open(resumed / "history.csv"))] == ["1", "2", "3"]
+    assert [a["from_epoch"] for a in attempts(resumed)] == [0, 2]
     status = harness("status", suite)
     assert "failed" in status.stdout and "injected test fault" in status.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}")
     _, children = child_runs(client)
     states = sorted(c.info.status for c in children)
     assert states == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
-
-
-@pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it
-def test_transient_failure_resumes_from_checkpoint(tmp_path):
-    suite = write_suite(tmp_path, max_retries=2, grid={"method": ["vanilla"], "width": [1]}, base={"epochs": 3})
-    proc = harness("run", suite, "--plugin", FAULTS, HARNESS_TEST_FAULT="raise@2")  # fails once, after epoch 2
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "retry 1" in proc.stdout
-    trial = next((tmp_path / "results" / "synth").glob("vanilla-*"))
-    assert [r["epoch"] for r in csv.DictReader(open(trial / "history.csv"))] == ["1", "2", "3"]
 
 
 @pytest.mark.slow  # Ray, subprocesses or a server: the full lane (CI) runs it

@@ -36,7 +36,7 @@ class OODKind(EvalKind):
         return None
 
     def names(self):
-        sources = [*DATASETS.names(), "heldout-classes", "textures", "folder=PATH", *OPENOOD_GROUPS]
+        sources = [*DATASETS.names(), *(s if s != "folder" else "folder=PATH" for s in OOD_SOURCES), *OPENOOD_GROUPS]
         return [f"ood:{source}" for source in sources]
 
     def expand(self, spec, dataset):

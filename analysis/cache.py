@@ -23,6 +23,7 @@ _CODE = (
     "analysis/collect.py",
     "analysis/ensembles.py",
     "analysis/stats.py",
+    "harness/evaluation/ensembles.py",
     *sorted(str(p.relative_to(_ROOT)) for p in (_ROOT / "harness" / "metrics").glob("*.py")),
 )
 _OUTPUT_CODE = ("analysis/figures.py", "analysis/robustness.py", "analysis/output.py", "analysis/tables.py")

@@ -14,7 +14,6 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_run(args) -> int:
-    from analysis.ensembles import compose_suite_ensembles
     from harness.execution.sweep import Analysis, run_sweep
     from harness.store import trial_index
 
@@ -33,7 +32,7 @@ def cmd_run(args) -> int:
             tracking_uri=args.tracking_uri,
             break_lock=args.break_lock,
             verbose=args.verbose,
-            analysis=Analysis(summarize=_run_summary, ensembles=compose_suite_ensembles),
+            analysis=Analysis(summarize=_run_summary),
         )
     except KeyboardInterrupt:
         from harness.planning.suite import every_trial
@@ -119,11 +118,11 @@ def _check_plugins_loaded(suite_dir: Path) -> None:
     columns would vanish without a word)."""
     import json
 
+    from harness.core.plugins import registries
     from harness.store.errors import CorruptFile
     from harness.store.trial_folder import TrialFolder
-    from harness.trial.catalog import registries
 
-    by_kind = dict(registries())
+    by_kind = registries()
     needed: dict[str, set[str]] = {}
     for config_file in sorted(suite_dir.glob("*/" + schema.CONFIG)):
         folder = TrialFolder(config_file.parent)

@@ -54,13 +54,29 @@ _loaded: dict[str, Plugin] = {}  # spec -> plugin, in load order
 _current: list[Plugin | None] = []  # the plugin being executed (registrations are attributed to it)
 _installed_done = False
 _registries: list = []  # harness.core.registry.Registry objects (each tracks itself)
-# the modules that define and fill the registries: imported as the harness's own before a plugin's code runs
-REGISTRY_MODULES = ("harness.methods", "harness.models", "harness.data.datasets", "harness.metrics", "harness.engines")
+# the one list of the harness's registries, as the modules that define and fill them (this floor imports none of
+# them): imported as the harness's own before a plugin's code runs, and for `registries()`
+REGISTRY_MODULES = (
+    "harness.methods",
+    "harness.models",  # MODELS and NETWORKS
+    "harness.data.datasets",
+    "harness.metrics",
+    "harness.engines",
+    "harness.evaluation.kinds",
+)
 
 
 def track(registry) -> None:
     """A registry to fill before a plugin loads, and to clean when one fails."""
     _registries.append(registry)
+
+
+def registries() -> dict:
+    """Every registry of the harness (and any a test made), by its word (``Registry.word``: what names its entries
+    in a trial's plugin_code and in what a plugin registered)."""
+    for name in REGISTRY_MODULES:
+        importlib.import_module(name)
+    return {registry.word: registry for registry in _registries}
 
 
 def _prime() -> None:

@@ -22,8 +22,9 @@ NAME = re.compile(rf"[A-Za-z][A-Za-z0-9_]{{0,{NAME_LENGTH - 1}}}")  # one folder
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str | None = None):
+    def __init__(self, kind: str, package: str | None = None, word: str | None = None):
         self.kind = kind
+        self.word = word or kind  # what names its entries in a trial's plugin_code ("network ..."), and in listings
         self.package = package  # imported module by module on first use
         self._entries: dict[str, T] = {}
         self._sources: dict[str, Any] = {}  # name -> the plugin (harness.core.plugins.Plugin) that registered it

@@ -11,24 +11,27 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from harness.core.registry import Registry
 from harness.engines.inference import Inference, place_model, weight_dtype
+from harness.engines.registry import ENGINES, register_engine
 
 if TYPE_CHECKING:
     from harness.core.config import TrialConfig
     from harness.core.parallel import World
 
 
-ENGINES: Registry[type] = Registry("engine", "harness.engines")  # discovered: every module of this package
-
-
-def register_engine(name: str):
-    """Class decorator: ``@register_engine("torch")`` makes ``engine: torch`` build this class."""
-    return ENGINES.register(name)
-
-
 class Engine(Protocol):
-    """What the trainer asks of an engine."""
+    """What the trainer asks of an engine; the class itself says how the network is placed and predicts
+    (harness.engines.inference: training's evaluations and `harness evaluate` alike)."""
+
+    channels_last: bool  # whether the engine takes NHWC weights (by default on CUDA)
+
+    @staticmethod
+    def weight_dtype(cfg: TrialConfig) -> torch.dtype:
+        """The dtype the engine trains the weights in (the images are cast to it)."""
+
+    @staticmethod
+    def autocast_bf16(cfg: TrialConfig) -> bool:
+        """Whether the engine computes under bf16 autocast (prediction does the same)."""
 
     model: torch.nn.Module  # the plain module: evaluation, state_dict
 

@@ -15,7 +15,7 @@ from harness.core import schema
 from harness.core.parallel import ensure_process_group
 from harness.engines import register_engine
 from harness.engines.deepspeed_config import deepspeed_config
-from harness.engines.inference import Inference, weight_dtype
+from harness.engines.inference import Inference
 from harness.engines.torch_engine import set_lr, sgd
 from harness.store.errors import CorruptFile, refusal
 
@@ -45,6 +45,17 @@ def load_weights_only(path, map_location=None):
 class DeepSpeedEngine:
     """DeepSpeed: ZeRO stage 1 or 2 partitions the optimizer state (and gradients), bf16 weights."""
 
+    channels_last = False  # DeepSpeed needs dense parameters
+
+    @staticmethod
+    def weight_dtype(cfg: TrialConfig) -> torch.dtype:
+        """bf16 where DeepSpeed's config (raw settings merged) enables it: the weights themselves are cast."""
+        return torch.bfloat16 if deepspeed_config(cfg, 1)["bf16"]["enabled"] else torch.float32
+
+    @staticmethod
+    def autocast_bf16(cfg: TrialConfig) -> bool:
+        return False  # the weights are in their training dtype already
+
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         import deepspeed
 
@@ -54,7 +65,7 @@ class DeepSpeedEngine:
 
         ensure_process_group(device)
         self.config = deepspeed_config(cfg, world.size)
-        self.dtype = weight_dtype(cfg)  # the model arrives in it (place_model): DeepSpeed casts parameters only
+        self.dtype = self.weight_dtype(cfg)  # the model arrives in it (place_model): DeepSpeed casts parameters only
         self.engine, *_ = deepspeed.initialize(model=model, optimizer=sgd(cfg, model), config=self.config)
         self.engine.checkpoint_engine.load = load_weights_only  # every file DeepSpeed reads back goes through it
         self.model = self.engine.module

@@ -8,39 +8,40 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.core import environment
-from harness.engines.deepspeed_config import deepspeed_config
+from harness.engines.registry import ENGINES
 
 if TYPE_CHECKING:
     from harness.core.config import TrialConfig
 
 
+def _engine(cfg: TrialConfig):
+    return ENGINES.get(cfg.engine)
+
+
 def weight_dtype(cfg: TrialConfig) -> torch.dtype:
-    """The dtype of the network's weights: bf16 under DeepSpeed with bf16 (its config, raw settings merged),
-    float32 otherwise (the torch engine's bf16 is autocast over float32 weights)."""
-    if cfg.engine == "deepspeed" and deepspeed_config(cfg, 1)["bf16"]["enabled"]:
-        return torch.bfloat16
-    return torch.float32
+    """The dtype of the network's weights, as the trial's engine trains them (its ``weight_dtype``)."""
+    return _engine(cfg).weight_dtype(cfg)
 
 
 def place_model(cfg: TrialConfig, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The network on ``device`` in the dtype and memory format its engine trains and predicts with: channels_last
-    (NHWC feeds the tensor cores) by default on CUDA with the torch engine; DeepSpeed needs dense parameters."""
+    (NHWC feeds the tensor cores) by default on CUDA, where the engine takes it (its ``channels_last``)."""
     model.to(device=device, dtype=weight_dtype(cfg))
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
-    if channels_last and cfg.engine == "torch":
+    if channels_last and _engine(cfg).channels_last:
         model.to(memory_format=torch.channels_last)
     return model
 
 
 class Inference:
     """Prediction as the trial's engine computes it (training's evaluations and `harness evaluate` alike): the
-    images cast to the weights' dtype, under bf16 autocast with the torch engine's bf16; the eager module (a
-    compiled training module is not used for prediction)."""
+    images cast to the weights' dtype, under bf16 autocast where the engine trains so (its ``autocast_bf16``); the
+    eager module (a compiled training module is not used for prediction)."""
 
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device):
         self.model, self.device_type = model, device.type
         self.dtype = weight_dtype(cfg)
-        self.autocast = cfg.precision == "bf16" and cfg.engine == "torch"
+        self.autocast = _engine(cfg).autocast_bf16(cfg)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.autocast):

@@ -40,6 +40,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 class TorchEngine:
     """Plain torch: DDP across workers, torch.compile, bf16 autocast, SGD with the recipe's groups."""
 
+    channels_last = True  # NHWC weights on CUDA (place_model): the tensor cores' layout
+
+    @staticmethod
+    def weight_dtype(cfg: TrialConfig) -> torch.dtype:
+        return torch.float32  # bf16 is autocast over float32 weights
+
+    @staticmethod
+    def autocast_bf16(cfg: TrialConfig) -> bool:
+        return cfg.precision == "bf16"
+
     def __init__(self, cfg: TrialConfig, model: torch.nn.Module, device: torch.device, world):
         self.model, self.device = model, device
         module = model

@@ -13,7 +13,6 @@ import logging
 import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import psutil
@@ -47,8 +46,6 @@ class Analysis:
     analysis (docs/architecture.md's layers)."""
 
     summarize: Callable[[Suite, list[TrialConfig]], str]  # the finished trials' table, printed when trials ran
-    # the suite's deep ensembles (suite dir, finished trial dirs, (method, sizes) specs, rule) -> a line each
-    ensembles: Callable[[Path, list[Path], list[tuple[str, list[int]]], str], list[str]]
 
 
 logger = logging.getLogger(__name__)
@@ -188,10 +185,12 @@ def _run_locked(
     failed = set(failures)
     eval_failed = _evaluate(suite, trials, address) if suite.eval_sets else set()
     ensembles = []
-    if analysis is not None and suite.ensembles:  # before the parent run closes: ensembles.json goes with it
+    if suite.ensembles:  # before the parent run closes: ensembles.json goes with it
+        from harness.evaluation.ensembles import compose_suite_ensembles
+
         finished = [t.trial_dir for t in trials if TrialFolder(t.trial_dir).is_finished()]
         specs = [(spec.method, spec.sizes) for spec in suite.ensembles]
-        ensembles = analysis.ensembles(suite.suite_dir, finished, specs, suite.ensemble_average)
+        ensembles = compose_suite_ensembles(suite.suite_dir, finished, specs, suite.ensemble_average)
     if tracker is not None:
         pending = tracker.sync([t.trial_dir for t in trials if t.trial_dir.exists()], failed=failed)
         if not pending:

@@ -22,7 +22,7 @@ MODELS: Registry = Registry("model", package=__name__)
 # network families: builders (core factory, stem channels, classes, members, **options) -> a network of M members,
 # from a core built with the family's layers (harness.models.ensembles); a model built from a Layers kit (wrn) can
 # be built as any of them
-NETWORKS: Registry = Registry("network family", package=__name__)
+NETWORKS: Registry = Registry("network family", package=__name__, word="network")
 
 
 def register_network(name: str):

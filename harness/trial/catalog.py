@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
+from harness.core import plugins
 from harness.core.config import ConfigError, TrialConfig, format_validation_error
 from harness.core.registry import InvalidKeys, Option, did_you_mean, validate_options
 from harness.core.yaml_files import load_yaml, parse_overrides
@@ -27,24 +28,6 @@ class Invalid(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
         super().__init__("; ".join(f"{k}: {m}" for k, m in problems))
         self.problems = problems
-
-
-def registries():
-    """(kind, registry) of every registry a trial or the report looks up."""
-    from harness.data.datasets import DATASETS
-    from harness.engines import ENGINES
-    from harness.methods import METHODS
-    from harness.metrics import METRICS
-    from harness.models import MODELS, NETWORKS
-
-    return [
-        ("method", METHODS),
-        ("model", MODELS),
-        ("network", NETWORKS),
-        ("dataset", DATASETS),
-        ("metric", METRICS),
-        ("engine", ENGINES),
-    ]
 
 
 def option_owners() -> dict[str, tuple[str, Option]]:
@@ -197,7 +180,7 @@ def build_config(raw: dict[str, Any], source: str, hint: str = "") -> TrialConfi
 def plugins_missing(cfg: TrialConfig) -> str | None:
     """For a config read from a results folder: which of the plugin code it recorded is not loaded now (a trial
     folder never loads plugins itself), or None."""
-    registries_by_kind = dict(registries())
+    registries_by_kind = plugins.registries()
     missing = []
     for entry, sha in cfg.plugin_code.items():
         kind, name = entry.split(" ", 1)

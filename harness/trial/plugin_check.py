@@ -211,9 +211,9 @@ def _fits(model, depth: int) -> bool:
 
 def registered_by(spec: str) -> list[tuple[str, str]]:
     """What a loaded plugin registered: (kind, name) pairs."""
-    from harness.trial.catalog import registries
+    from harness.core.plugins import registries
 
     out = []
-    for kind, registry in registries():
+    for kind, registry in registries().items():
         out += [(kind, n) for n in registry.names() if (p := registry.source(n)) is not None and p.spec == spec]
     return out

@@ -45,3 +45,32 @@ def test_the_built_in_engines_are_registered_and_an_unknown_one_is_refused():
     assert ENGINES.names() == ["deepspeed", "torch"] and ENGINES.source("torch") is None
     with pytest.raises(ConfigError, match=r"engine: unknown engine 'jax'; allowed: deepspeed, torch"):
         tiny_config(engine="jax")
+
+
+def test_placement_and_prediction_ask_the_trial_engine(tmp_path):
+    """The weights' dtype, bf16 autocast and NHWC are the engine's: a plugin's engine built on the torch engine
+    predicts as it trains (under bf16 autocast, float32 weights), DeepSpeed in bf16 weights, dense."""
+    import torch
+
+    from harness.engines import Inference, place_model, weight_dtype
+    from harness.models import build_model
+
+    path = tmp_path / "counting.py"
+    path.write_text(COUNTING)
+    plugin = plugins.load(str(path))
+    try:
+        cpu = torch.device("cpu")
+        for engine, dtype, autocast, nhwc in (
+            ("counting", torch.float32, True, True),
+            ("torch", torch.float32, True, True),
+            ("deepspeed", torch.bfloat16, False, False),
+        ):
+            nhwc_asked = True if engine != "deepspeed" else None  # DeepSpeed refuses the key: dense parameters
+            cfg = tiny_config(engine=engine, precision="bf16", channels_last=nhwc_asked, output_dir=tmp_path)
+            model = place_model(cfg, build_model(cfg, 4), cpu)
+            weight = next(p for p in model.parameters() if p.dim() == 4)
+            assert weight_dtype(cfg) == weight.dtype == dtype, engine
+            assert weight.is_contiguous(memory_format=torch.channels_last) == nhwc, engine
+            assert Inference(cfg, model, cpu).autocast == autocast, engine
+    finally:
+        plugins.unload(plugin)

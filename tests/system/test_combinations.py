@@ -20,9 +20,9 @@ from PIL import Image
 
 from analysis import figures, tables
 from analysis.collect import collect, ensemble_rows
-from analysis.ensembles import compose_suite_ensembles
 from analysis.report import build_report
 from harness.core import schema
+from harness.evaluation.ensembles import compose_suite_ensembles
 from harness.metrics import METRICS, temperature_at_bound
 from harness.metrics.uncertainty import DETECTION_METRICS, average_precision, trapezoidal_aupr
 from helpers import harness, make_trial, runs

@@ -1,6 +1,8 @@
+"""harness.evaluation.ensembles: deep ensembles of hand-made members, whose metrics the math fixes."""
+
 import pytest
 
-from analysis.ensembles import compose_ensemble
+from harness.evaluation.ensembles import ensemble_members, ensemble_metrics
 from helpers import finished_trial, trial
 
 
@@ -13,7 +15,7 @@ def test_ensemble_averages_member_logits_exactly(tmp_path):
     labels = [0, 1, 1]
     a = fake_trial(tmp_path, 0, [[[2.0, 0.0]], [[0.0, 1.0]], [[3.0, 0.0]]], labels)  # right, right, wrong
     b = fake_trial(tmp_path, 1, [[[0.0, 1.0]], [[1.0, 0.0]], [[0.0, 4.0]]], labels)  # wrong, wrong, right
-    m = compose_ensemble([a, b], rule="probabilities")
+    m = ensemble_metrics([a, b], rule="probabilities")
     # averaged logits: [1, .5] -> 0 (right), [.5, .5] -> tie -> 0 (wrong), [1.5, 2] -> 1 (right)
     assert m["top1"] == pytest.approx(2 / 3)
     assert m["head0_top1"] == pytest.approx(2 / 3) and m["head1_top1"] == pytest.approx(1 / 3)
@@ -25,15 +27,16 @@ def test_members_must_differ_only_by_seed(tmp_path):
     a = fake_trial(tmp_path, 0, [[[1.0, 0.0]]], [0])
     b = fake_trial(tmp_path, 1, [[[1.0, 0.0]]], [0], width=4)
     with pytest.raises(ValueError, match="differs .* in width"):
-        compose_ensemble([a, b], rule="probabilities")
+        ensemble_metrics([a, b], rule="probabilities")
 
 
 def test_seeds_form_disjoint_ensembles_of_each_size(tmp_path):
     """Five seeds, sizes 2 and 4: ensembles {0, 1} and {2, 3} of two (seed 4 left over), {0, 1, 2, 3} of four."""
-    from analysis.ensembles import ensembles_for
-
     dirs = [fake_trial(tmp_path, s, [[[1.0, 0.0]], [[0.0, 1.0]]], [0, 1]) for s in range(5)]
-    rows = ensembles_for(dirs, [("cutmix", [2, 4])], rule="probabilities")
+    rows = [
+        ensemble_metrics(members, rule="probabilities")
+        for _, _, members in ensemble_members(dirs, [("cutmix", [2, 4])])
+    ]
     assert [(r["members"], r["seeds"]) for r in rows] == [(2, [0, 1]), (2, [2, 3]), (4, [0, 1, 2, 3])]
 
 
@@ -44,5 +47,5 @@ def test_a_batch_ensembles_heads_join_a_deep_ensemble(tmp_path):
     for seed in (0, 1):
         cfg = trial(method="batch_ensemble", depth=10, width=2, seed=seed, name="s", output_dir=tmp_path)
         members.append(finished_trial(cfg, [[[1.0, 0.0]] * 4, [[0.0, 1.0]] * 4], labels))
-    m = compose_ensemble(members, rule="probabilities")
+    m = ensemble_metrics(members, rule="probabilities")
     assert m["top1"] == 1.0 and [f"head{i}_top1" in m for i in range(8)] == [True] * 8 and "head8_top1" not in m

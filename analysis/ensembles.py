@@ -57,8 +57,6 @@ def top1_bootstrap(trial_dirs: list[Path], *, rule: str) -> float:
 def compose_ensemble(trial_dirs: list[Path], *, rule: str) -> dict:
     """Metrics of the deep ensemble of the given trials (harness.evaluation.ensembles.ensemble_metrics), through the
     report's cache."""
-    if len(trial_dirs) < 2:
-        raise ValueError("a deep ensemble needs at least 2 members")
     return cached("ensemble", member_files(trial_dirs), lambda: ensemble_metrics(trial_dirs, rule=rule))
 
 

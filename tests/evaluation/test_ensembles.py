@@ -23,11 +23,15 @@ def test_ensemble_averages_member_logits_exactly(tmp_path):
     assert m["disagreement"] == pytest.approx(1.0)
 
 
-def test_members_must_differ_only_by_seed(tmp_path):
+def test_members_must_differ_only_by_seed_and_be_at_least_two(tmp_path):
     a = fake_trial(tmp_path, 0, [[[1.0, 0.0]]], [0])
     b = fake_trial(tmp_path, 1, [[[1.0, 0.0]]], [0], width=4)
     with pytest.raises(ValueError, match="differs .* in width"):
         ensemble_metrics([a, b], rule="probabilities")
+    with pytest.raises(ValueError, match="a deep ensemble needs at least 2 members"):
+        ensemble_metrics([a], rule="probabilities")
+    with pytest.raises(ValueError, match="a deep ensemble needs at least 2 members"):
+        ensemble_members([a, b], [("cutmix", [1])])
 
 
 def test_seeds_form_disjoint_ensembles_of_each_size(tmp_path):

@@ -71,19 +71,25 @@ def track(registry) -> None:
     _registries.append(registry)
 
 
-def registries() -> dict:
-    """Every registry of the harness (and any a test made), by its word (``Registry.word``: what names its entries
-    in a trial's plugin_code and in what a plugin registered)."""
+def _import_registries() -> None:
     for name in REGISTRY_MODULES:
         importlib.import_module(name)
-    return {registry.word: registry for registry in _registries}
+
+
+def registries() -> dict:
+    """Every registry of the harness (and any a test made), by its word (``Registry.word``: what names its entries
+    in a trial's plugin_code and in what a plugin registered); of two with one word, the first made (the harness's)."""
+    _import_registries()
+    by_word: dict = {}
+    for registry in _registries:
+        by_word.setdefault(registry.word, registry)
+    return by_word
 
 
 def _prime() -> None:
     """The harness's own entries, registered before any plugin's, so that none is attributed to a plugin."""
     with harness_code():
-        for name in REGISTRY_MODULES:
-            importlib.import_module(name)
+        _import_registries()
         for registry in _registries:
             registry.discover()
 

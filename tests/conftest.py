@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import forked
 from helpers import GRID, free_port, harness, start_server, write_suite
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
@@ -21,6 +22,8 @@ os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one 
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)  # torch is imported already (through helpers)
+os.environ["RAY_AUTH_MODE"] = "disabled"  # a local Ray needs no token under ~/.ray (the commands set it too)
+forked.base_env = dict(os.environ)  # `harness ARGS` is forked from the test worker while its environment is this one
 
 
 # The slow lane's longest files, longest first (their minutes in CI, measured at 91947bd). `--dist loadfile` hands

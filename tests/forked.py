@@ -1,0 +1,154 @@
+"""`harness ARGS` in a process forked from the test worker: the same CLI (``harness.cli.main``) in a process of its
+own, without the interpreter's start and the seconds of imports each new one pays (torch, Ray, MLflow: ~7 of a small
+sweep's ~28 CPU-seconds, measured with the tests' 4-trial suite).
+
+A fork runs what a new interpreter would only when nothing it inherits could differ: no thread but this one and
+the test worker's I/O (a fork copies no other thread, and a lock one held would stay held), no Ray in this process,
+no plugin loaded or entry registered here since the imports, and the same HARNESS_*, RAY_* and MLFLOW_* variables
+as when they were imported (a few modules read theirs at import). Otherwise ``run`` answers None and the caller
+starts a new interpreter."""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import importlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+IMPORTED_ENV_PREFIXES = ("HARNESS_", "RAY_", "MLFLOW_")
+WARM_UP = (  # what the commands import, imported once in the test worker before its first fork
+    "harness.commands.suite",
+    "harness.execution.sweep",  # Ray Tune, torch
+    "torch._dynamo",  # the FLOP count of the sweep's plan (harness.trial.cost)
+    "mlflow.store.tracking.sqlalchemy_store",  # the tracking store
+    "analysis.report",  # `harness report`: matplotlib
+)
+base_env: dict | None = None  # the test worker's environment as conftest sets it up (None: never fork)
+_entries_at_import: dict | None = None  # each registry's entries after the imports; None before the first fork
+_env_at_import: dict | None = None  # the variables read at import, as they were then
+
+
+def _env_read_at_import(env) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(IMPORTED_ENV_PREFIXES)}
+
+
+def _entries() -> dict:
+    from harness.core import plugins
+
+    return {word: tuple(sorted(reg.names())) for word, reg in plugins.registries().items()}
+
+
+def _safe() -> bool:
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        return False
+    from harness.core import plugins
+
+    if plugins.shipped():
+        return False
+    return all(t is threading.current_thread() or t.daemon for t in threading.enumerate())
+
+
+def _prepare() -> bool:
+    """Import what the commands import, once, under the base environment; False where forking is not safe now."""
+    global _entries_at_import, _env_at_import
+    if _env_read_at_import(os.environ) != (_env_at_import or _env_read_at_import(base_env)) or not _safe():
+        return False
+    if _entries_at_import is None:
+        for module in WARM_UP:
+            importlib.import_module(module)
+        _entries_at_import = _entries()
+        _env_at_import = _env_read_at_import(os.environ)  # with what the imports set (Ray: RAY_CLIENT_MODE)
+    return _entries() == _entries_at_import and _safe()
+
+
+def run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess | None:
+    """`harness ARGS` with environment ``env`` in a forked child, output captured; None where a fork is not safe."""
+    if base_env is None or not _prepare() or _env_read_at_import(env) != _env_at_import:
+        return None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    gc.freeze()  # the child's collections skip what is already here (else each copies every page it scans)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(out_r)
+        os.close(err_r)
+        _child(args, env, out_w, err_w)
+    os.close(out_w)
+    os.close(err_w)
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+
+    def drain(fd: int) -> None:
+        while data := os.read(fd, 1 << 16):
+            chunks[fd].append(data)
+        os.close(fd)
+
+    readers = [threading.Thread(target=drain, args=(fd,), daemon=True) for fd in chunks]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(["harness", *args], timeout)
+        time.sleep(0.02)
+    for reader in readers:
+        reader.join(timeout=30)
+    text = {fd: b"".join(parts).decode(errors="replace") for fd, parts in chunks.items()}
+    return subprocess.CompletedProcess(["harness", *args], os.waitstatus_to_exitcode(status), text[out_r], text[err_r])
+
+
+def _child(args: list[str], env: dict, out_w: int, err_w: int) -> None:
+    code = 1
+    try:
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
+        sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+        atexit._clear()  # the test worker's exit handlers are not this command's
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.environ.clear()
+        os.environ.update(env)
+        import harness
+
+        sys.argv = [str(Path(harness.__file__).with_name("__main__.py")), *args]  # as `python -m harness` has it
+        _forget_open_stores()
+        from harness.cli import main
+
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()  # Ray's shutdown among them, as at a normal interpreter exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
+
+
+def _forget_open_stores() -> None:
+    """MLflow caches its stores (and their database connections) by URI: a child gets its own, never one this
+    test worker opened before the fork."""
+    from mlflow.tracking._tracking_service import utils
+
+    utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()

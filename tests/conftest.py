@@ -5,10 +5,10 @@ import signal
 import tempfile
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
-import forked
 from helpers import GRID, free_port, harness, start_server, write_suite
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a

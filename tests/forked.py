@@ -2,11 +2,11 @@
 own, without the interpreter's start and the seconds of imports each new one pays (torch, Ray, MLflow: ~7 of a small
 sweep's ~28 CPU-seconds, measured with the tests' 4-trial suite).
 
-A fork runs what a new interpreter would only when nothing it inherits could differ: no thread but this one and
-the test worker's I/O (a fork copies no other thread, and a lock one held would stay held), no Ray in this process,
-no plugin loaded or entry registered here since the imports, and the same HARNESS_*, RAY_* and MLFLOW_* variables
-as when they were imported (a few modules read theirs at import). Otherwise ``run`` answers None and the caller
-starts a new interpreter."""
+A fork runs what a new interpreter would only when nothing it inherits could differ: no thread but this one (a fork
+copies no other thread, and a lock one held would stay held), no Ray in this process, no plugin loaded or entry
+registered here since the imports, and the same HARNESS_*, RAY_* and MLFLOW_* variables as when they were imported
+(a few modules read theirs at import). Otherwise ``run`` answers None and the caller starts a new interpreter. The
+child leaves what pytest set up behind: its warning and log capture, signal handlers and exit handlers."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ WARM_UP = (  # what the commands import, imported once in the test worker before
 base_env: dict | None = None  # the test worker's environment as conftest sets it up (None: never fork)
 _entries_at_import: dict | None = None  # each registry's entries after the imports; None before the first fork
 _env_at_import: dict | None = None  # the variables read at import, as they were then
+_set_by_imports: dict = {}  # the variables the imports set themselves (a new interpreter's imports set them too)
 
 
 def _env_read_at_import(env) -> dict:
@@ -52,7 +53,10 @@ def _safe() -> bool:
 
     if plugins.shipped():
         return False
-    return all(t is threading.current_thread() or t.daemon for t in threading.enumerate())
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread():
+            thread.join(timeout=1)  # one ending (a cancelled timer) is given a moment
+    return threading.active_count() == 1
 
 
 def _prepare() -> bool:
@@ -64,16 +68,18 @@ def _prepare() -> bool:
         for module in WARM_UP:
             importlib.import_module(module)
         _entries_at_import = _entries()
-        _env_at_import = _env_read_at_import(os.environ)  # with what the imports set (Ray: RAY_CLIENT_MODE)
+        _env_at_import = _env_read_at_import(os.environ)
+        _set_by_imports.update({k: v for k, v in _env_at_import.items() if k not in base_env})  # RAY_CLIENT_MODE
     return _entries() == _entries_at_import and _safe()
 
 
 def run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess | None:
     """`harness ARGS` with environment ``env`` in a forked child, output captured; None where a fork is not safe."""
-    if base_env is None or not _prepare() or _env_read_at_import(env) != _env_at_import:
+    if base_env is None or not _prepare() or _env_read_at_import({**env, **_set_by_imports}) != _env_at_import:
         return None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    gc.collect()
     gc.freeze()  # the child's collections skip what is already here (else each copies every page it scans)
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -118,15 +124,17 @@ def _child(args: list[str], env: dict, out_w: int, err_w: int) -> None:
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
         sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
         atexit._clear()  # the test worker's exit handlers are not this command's
+        _as_a_new_interpreter()
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update({**env, **_set_by_imports})
         import harness
 
         sys.argv = [str(Path(harness.__file__).with_name("__main__.py")), *args]  # as `python -m harness` has it
+        sys.path.insert(0, os.getcwd())
         _forget_open_stores()
         from harness.cli import main
 
@@ -144,6 +152,20 @@ def _child(args: list[str], env: dict, out_w: int, err_w: int) -> None:
             sys.stderr.flush()
         finally:
             os._exit(code if isinstance(code, int) else 1)
+
+
+def _as_a_new_interpreter() -> None:
+    """Warnings printed and filtered, and logging unconfigured, as in a new interpreter (pytest records both)."""
+    import logging
+    import warnings
+
+    warnings.showwarning = warnings._showwarning_orig
+    warnings.resetwarnings()
+    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+        warnings.simplefilter("ignore", category)  # CPython's default filters, the last added first
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    logging.root.handlers.clear()
+    logging.root.setLevel(logging.WARNING)
 
 
 def _forget_open_stores() -> None:

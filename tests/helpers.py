@@ -13,12 +13,11 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+import forked
 import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-
-import forked
 
 from harness.core import schema
 from harness.core.config import TrialConfig

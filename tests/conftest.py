@@ -23,7 +23,8 @@ os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one 
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)  # torch is imported already (through helpers)
 os.environ["RAY_AUTH_MODE"] = "disabled"  # a local Ray needs no token under ~/.ray (the commands set it too)
-forked.base_env = dict(os.environ)  # `harness ARGS` is forked from the test worker while its environment is this one
+# `harness ARGS` is forked from the test worker while its environment is this one (TESTS_NO_FORK=1: never)
+forked.base_env = None if os.environ.get("TESTS_NO_FORK") else dict(os.environ)
 
 
 # The slow lane's longest files, longest first (their minutes in CI, measured at 91947bd). `--dist loadfile` hands

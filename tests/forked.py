@@ -6,7 +6,10 @@ A fork runs what a new interpreter would only when nothing it inherits could dif
 copies no other thread, and a lock one held would stay held), no Ray in this process, no plugin loaded or entry
 registered here since the imports, and the same HARNESS_*, RAY_* and MLFLOW_* variables as when they were imported
 (a few modules read theirs at import). Otherwise ``run`` answers None and the caller starts a new interpreter. The
-child leaves what pytest set up behind: its warning and log capture, signal handlers and exit handlers."""
+child leaves what pytest set up behind: its warning and log capture, signal handlers and exit handlers.
+
+TESTS_NO_FORK=1 turns forking off (the same tests on new interpreters, to compare: three slow files, 448 s -> 268 s
+on two workers here); TESTS_FORK_LOG=path appends each decision, with its test and reason, to that file."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ WARM_UP = (  # what the commands import, imported once in the test worker before
     "analysis.report",  # `harness report`: matplotlib
 )
 base_env: dict | None = None  # the test worker's environment as conftest sets it up (None: never fork)
+LOG = os.environ.get("TESTS_FORK_LOG")  # a file: each decision, with the test and the reason, appended
 _entries_at_import: dict | None = None  # each registry's entries after the imports; None before the first fork
 _env_at_import: dict | None = None  # the variables read at import, as they were then
 _set_by_imports: dict = {}  # the variables the imports set themselves (a new interpreter's imports set them too)
@@ -46,36 +50,51 @@ def _entries() -> dict:
     return {word: tuple(sorted(reg.names())) for word, reg in plugins.registries().items()}
 
 
-def _safe() -> bool:
+def _unsafe() -> str | None:
+    """Why a fork could differ from a new interpreter now, or None."""
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():
-        return False
+        return "Ray is initialized in this process"
     from harness.core import plugins
 
     if plugins.shipped():
-        return False
+        return "a plugin is loaded in this process"
     for thread in threading.enumerate():
         if thread is not threading.current_thread():
             thread.join(timeout=1)  # one ending (a cancelled timer) is given a moment
-    return threading.active_count() == 1
+    if threading.active_count() > 1:
+        return f"other threads: {[t.name for t in threading.enumerate()][1:]}"
+    return None
 
 
-def _prepare() -> bool:
-    """Import what the commands import, once, under the base environment; False where forking is not safe now."""
+def _declined(env: dict) -> str | None:
+    """Why ``env``'s command is not forked, or None; the imports are done on the first call that may fork."""
     global _entries_at_import, _env_at_import
-    if _env_read_at_import(os.environ) != (_env_at_import or _env_read_at_import(base_env)) or not _safe():
-        return False
+    if base_env is None:
+        return "forking is off (TESTS_NO_FORK)"
+    if _env_read_at_import(os.environ) != (_env_at_import or _env_read_at_import(base_env)):
+        return "this worker's HARNESS_/RAY_/MLFLOW_ variables changed"
+    if why := _unsafe():
+        return why
     if _entries_at_import is None:
         for module in WARM_UP:
             importlib.import_module(module)
         _entries_at_import = _entries()
         _env_at_import = _env_read_at_import(os.environ)
         _set_by_imports.update({k: v for k, v in _env_at_import.items() if k not in base_env})  # RAY_CLIENT_MODE
-    return _entries() == _entries_at_import and _safe()
+    if _entries() != _entries_at_import:
+        return "entries were registered or forgotten in this process"
+    if _env_read_at_import({**env, **_set_by_imports}) != _env_at_import:
+        return "the command's HARNESS_/RAY_/MLFLOW_ variables differ"
+    return _unsafe()  # the imports started no thread
 
 
 def run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess | None:
     """`harness ARGS` with environment ``env`` in a forked child, output captured; None where a fork is not safe."""
-    if base_env is None or not _prepare() or _env_read_at_import({**env, **_set_by_imports}) != _env_at_import:
+    why = _declined(env)
+    if LOG:
+        with open(LOG, "a") as log:
+            print(f"{os.getpid()} {os.environ.get('PYTEST_CURRENT_TEST', '?')} {args[0]}: {why or 'forked'}", file=log)
+    if why:
         return None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import forked
+
 from helpers import FAULTS, harness_env
 
 

@@ -4,9 +4,9 @@ sweep's ~28 CPU-seconds, measured with the tests' 4-trial suite).
 
 A fork runs what a new interpreter would only when nothing it inherits could differ: no thread but this one (a fork
 copies no other thread, and a lock one held would stay held), no Ray in this process, no plugin loaded or entry
-registered here since the imports, and the same HARNESS_*, RAY_* and MLFLOW_* variables as when they were imported
-(a few modules read theirs at import). Otherwise ``run`` answers None and the caller starts a new interpreter. The
-child leaves what pytest set up behind: its warning and log capture, signal handlers and exit handlers.
+registered here since the imports, and the same PYTHONPATH and HARNESS_*, RAY_* and MLFLOW_* variables as when
+they were imported (a few modules read theirs at import). Otherwise ``run`` answers None and the caller starts a new
+interpreter. The child leaves what pytest set up behind: its warning and log capture, signal handlers and exit handlers.
 
 TESTS_NO_FORK=1 turns forking off (the same tests on new interpreters, to compare: three slow files, 448 s -> 268 s
 on two workers here); TESTS_FORK_LOG=path appends each decision, with its test and reason, to that file."""
@@ -26,28 +26,38 @@ import time
 from pathlib import Path
 
 IMPORTED_ENV_PREFIXES = ("HARNESS_", "RAY_", "MLFLOW_")
-WARM_UP = (  # what the commands import, imported once in the test worker before its first fork
+SET_BY_THE_CODE = {  # set with these values by the harness (or Ray's import) in any process that needs them
+    "RAY_AUTH_MODE", "RAY_AIR_NEW_OUTPUT", "RAY_CLIENT_MODE", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+}  # fmt: skip
+HEAVY = (  # what the sweep and the report import, imported once in the test worker before their first fork
     "harness.commands.suite",
     "harness.execution.sweep",  # Ray Tune, torch
     "torch._dynamo",  # the FLOP count of the sweep's plan (harness.trial.cost)
     "mlflow.store.tracking.sqlalchemy_store",  # the tracking store
     "analysis.report",  # `harness report`: matplotlib
 )
+LIGHT_COMMANDS = {"list", "check-plugin", "slurm", "data"}  # forked after importing the CLI alone
 base_env: dict | None = None  # the test worker's environment as conftest sets it up (None: never fork)
 LOG = os.environ.get("TESTS_FORK_LOG")  # a file: each decision, with the test and the reason, appended
 _entries_at_import: dict | None = None  # each registry's entries after the imports; None before the first fork
-_env_at_import: dict | None = None  # the variables read at import, as they were then
-_set_by_imports: dict = {}  # the variables the imports set themselves (a new interpreter's imports set them too)
 
 
 def _env_read_at_import(env) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(IMPORTED_ENV_PREFIXES)}
+    return {k: v for k, v in env.items() if k.startswith(IMPORTED_ENV_PREFIXES) and k not in SET_BY_THE_CODE}
+
+
+def _changed(env, reference) -> str | None:
+    now, then = _env_read_at_import(env), _env_read_at_import(reference)
+    keys = sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k))
+    return ", ".join(keys) or None
 
 
 def _entries() -> dict:
+    """Each registry's entries as they are (no discovery: that is the child's to do, as a new interpreter's)."""
     from harness.core import plugins
 
-    return {word: tuple(sorted(reg.names())) for word, reg in plugins.registries().items()}
+    return {word: tuple(sorted(reg._entries)) for word, reg in plugins.registries().items()}
 
 
 def _unsafe() -> str | None:
@@ -66,31 +76,33 @@ def _unsafe() -> str | None:
     return None
 
 
-def _declined(env: dict) -> str | None:
-    """Why ``env``'s command is not forked, or None; the imports are done on the first call that may fork."""
-    global _entries_at_import, _env_at_import
+def _declined(command: str, env: dict) -> str | None:
+    """Why ``command`` with ``env`` is not forked, or None; the imports are done on the first call that may fork."""
+    global _entries_at_import
     if base_env is None:
         return "forking is off (TESTS_NO_FORK)"
-    if _env_read_at_import(os.environ) != (_env_at_import or _env_read_at_import(base_env)):
-        return "this worker's HARNESS_/RAY_/MLFLOW_ variables changed"
+    if keys := _changed(os.environ, base_env):
+        return f"this worker's environment changed since the imports: {keys}"
     if why := _unsafe():
         return why
-    if _entries_at_import is None:
-        for module in WARM_UP:
-            importlib.import_module(module)
-        _entries_at_import = _entries()
-        _env_at_import = _env_read_at_import(os.environ)
-        _set_by_imports.update({k: v for k, v in _env_at_import.items() if k not in base_env})  # RAY_CLIENT_MODE
-    if _entries() != _entries_at_import:
+    if _entries_at_import is not None and _entries() != _entries_at_import:
         return "entries were registered or forgotten in this process"
-    if _env_read_at_import({**env, **_set_by_imports}) != _env_at_import:
-        return "the command's HARNESS_/RAY_/MLFLOW_ variables differ"
+    for module in ("harness.cli",) if command in LIGHT_COMMANDS else ("harness.cli", *HEAVY):
+        if module not in sys.modules:
+            importlib.import_module(module)
+            _entries_at_import = None  # what the imports registered is theirs
+    if _entries_at_import is None:
+        _entries_at_import = _entries()
+    if keys := _changed(env, base_env):
+        return f"the command's environment differs: {keys}"
+    if env.get("PYTHONPATH") != base_env.get("PYTHONPATH"):
+        return "the command's PYTHONPATH differs (what it imports, its installed plugins)"
     return _unsafe()  # the imports started no thread
 
 
 def run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess | None:
     """`harness ARGS` with environment ``env`` in a forked child, output captured; None where a fork is not safe."""
-    why = _declined(env)
+    why = _declined(args[0] if args else "", env)
     if LOG:
         with open(LOG, "a") as log:
             print(f"{os.getpid()} {os.environ.get('PYTEST_CURRENT_TEST', '?')} {args[0]}: {why or 'forked'}", file=log)
@@ -149,7 +161,7 @@ def _child(args: list[str], env: dict, out_w: int, err_w: int) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.environ.clear()
-        os.environ.update({**env, **_set_by_imports})
+        os.environ.update(env)
         import harness
 
         sys.argv = [str(Path(harness.__file__).with_name("__main__.py")), *args]  # as `python -m harness` has it

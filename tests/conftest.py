@@ -54,12 +54,24 @@ def pytest_collection_modifyitems(config, items):
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
     here = Path(__file__).parent
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank = {name: i for i, name in enumerate(("test_forked.py", *LONGEST_FIRST))}  # forks: a worker no test touched
     items.sort(key=lambda item: rank.get(item.path.relative_to(here).as_posix(), len(rank)))  # stable: else as found
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_outlives_its_test():
+    """What a test loads in this process (`cli` with a suite's plugins, a plugin's own checks) is unloaded after it,
+    as a command's process would end: the next test's registries and forks (tests/forked.py) see none of it."""
+    from harness.core import plugins
+
+    loaded_before = set(plugins._loaded)
+    yield
+    for spec in set(plugins._loaded) - loaded_before:
+        plugins.unload(plugins._loaded[spec])
 
 
 @pytest.fixture(scope="session")

@@ -54,10 +54,10 @@ def _changed(env, reference) -> str | None:
 
 
 def _entries() -> dict:
-    """Each registry's entries as they are (no discovery: that is the child's to do, as a new interpreter's)."""
+    """Each registry's entries: the harness's own (discovered here once, as a new interpreter would) and any since."""
     from harness.core import plugins
 
-    return {word: tuple(sorted(reg._entries)) for word, reg in plugins.registries().items()}
+    return {word: tuple(reg.names()) for word, reg in plugins.registries().items()}
 
 
 def _unsafe() -> str | None:

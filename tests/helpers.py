@@ -63,15 +63,12 @@ def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
 
 def cli(*args, **env) -> subprocess.CompletedProcess:
     """`harness ARGS` in this process (milliseconds, not a Python start-up): for checks of a message and an exit
-    code. Environment variables in ``env`` are set for the call; output is captured as a subprocess's would be. The
-    plugins the command loads are unloaded after it, as its process would end (the next test sees none of theirs)."""
+    code. Environment variables in ``env`` are set for the call; output is captured as a subprocess's would be."""
     import contextlib
     import io
 
     from harness.cli import main
-    from harness.core import plugins
 
-    loaded_before = set(plugins._loaded)
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update({k: str(v) for k, v in env.items()})
@@ -84,8 +81,6 @@ def cli(*args, **env) -> subprocess.CompletedProcess:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        for spec in set(plugins._loaded) - loaded_before:
-            plugins.unload(plugins._loaded[spec])
     return subprocess.CompletedProcess(["harness", *map(str, args)], code, out.getvalue(), err.getvalue())
 
 

@@ -5,7 +5,6 @@ import signal
 import tempfile
 from pathlib import Path
 
-import forked
 import pytest
 import torch
 
@@ -22,9 +21,6 @@ os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one 
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)  # torch is imported already (through helpers)
-os.environ["RAY_AUTH_MODE"] = "disabled"  # a local Ray needs no token under ~/.ray (the commands set it too)
-# `harness ARGS` is forked from the test worker while its environment is this one (TESTS_NO_FORK=1: never)
-forked.base_env = None if os.environ.get("TESTS_NO_FORK") else dict(os.environ)
 
 
 # The slow lane's longest files, longest first (their minutes in CI, measured at 91947bd). `--dist loadfile` hands
@@ -54,24 +50,12 @@ def pytest_collection_modifyitems(config, items):
         if "real_data_dir" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
     here = Path(__file__).parent
-    rank = {name: i for i, name in enumerate(("test_forked.py", *LONGEST_FIRST))}  # forks: a worker no test touched
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.relative_to(here).as_posix(), len(rank)))  # stable: else as found
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def no_plugin_outlives_its_test():
-    """What a test loads in this process (`cli` with a suite's plugins, a plugin's own checks) is unloaded after it,
-    as a command's process would end: the next test's registries and forks (tests/forked.py) see none of it."""
-    from harness.core import plugins
-
-    loaded_before = set(plugins._loaded)
-    yield
-    for spec in set(plugins._loaded) - loaded_before:
-        plugins.unload(plugins._loaded[spec])
 
 
 @pytest.fixture(scope="session")

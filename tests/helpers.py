@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
-import forked
 import numpy as np
 import pytest
 import yaml
@@ -46,12 +45,6 @@ def harness_env(**extra) -> dict:
 
 
 def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
-    """`harness ARGS` in a process of its own, output captured: forked from this test worker where nothing it
-    inherits could differ from a new interpreter (tests/forked.py: seconds of imports saved), else a new one."""
-    args = [str(a) for a in args]
-    forked_run = forked.run(args, harness_env(**env), timeout)
-    if forked_run is not None:
-        return forked_run
     return subprocess.run(
         [sys.executable, "-m", "harness", *map(str, args)],
         env=harness_env(**env),

@@ -5,10 +5,11 @@ import signal
 import tempfile
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
-from helpers import GRID, free_port, harness, start_server, write_suite
+from helpers import GRID, free_port, harness, harness_env, start_server, write_suite
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
 # folder of their own (short: Ray's socket paths must fit in 107 bytes), so they never join, or are joined
@@ -21,6 +22,8 @@ os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one 
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)  # torch is imported already (through helpers)
+# `harness ARGS` is forked (tests/forked.py) where its environment is a command's default one (TESTS_NO_FORK=1: never)
+forked.base_env = None if os.environ.get("TESTS_NO_FORK") else harness_env()
 
 
 # The slow lane's longest files, longest first (their minutes in CI, measured at 91947bd). `--dist loadfile` hands
@@ -56,6 +59,18 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(RAY_TMPDIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_plugin_outlives_its_test():
+    """What a test loads in this process (`cli` with a suite's plugins, a plugin's own checks) is unloaded after it,
+    as a command's process would end: the next test's registries see none of it."""
+    from harness.core import plugins
+
+    loaded_before = set(plugins._loaded)
+    yield
+    for spec in set(plugins._loaded) - loaded_before:
+        plugins.unload(plugins._loaded[spec])
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,53 @@
+"""The tests' forked `harness ARGS` (tests/forked.py) answers as a new interpreter does, whatever the test worker
+holds, and leaves to a new interpreter what its server's imports could have read differently."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import forked
+import pytest
+
+from helpers import harness_env
+
+REGMIXUP = Path(__file__).parents[1] / "examples" / "plugins" / "regmixup.py"  # registers a method
+
+
+def interpreter(*args, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], env=harness_env(**env), capture_output=True, text=True, timeout=300
+    )
+
+
+def test_a_forked_command_prints_and_exits_as_a_new_interpreter(tmp_path):
+    for args in (["list"], ["status", str(tmp_path / "missing.yaml")], ["run"]):
+        fork = forked.run(args, harness_env(), timeout=300)
+        assert fork is not None, "a command with the default environment was not forked"
+        new = interpreter(*args)
+        assert (fork.returncode, fork.stdout, fork.stderr) == (new.returncode, new.stdout, new.stderr), args
+    assert fork.returncode == 2 and "the following arguments are required: suite" in fork.stderr
+
+
+def test_what_the_worker_loaded_never_reaches_a_forked_command():
+    from harness.core import plugins
+
+    plugin = plugins.load(str(REGMIXUP))  # registers a method in this worker
+    try:
+        fork = forked.run(["list"], harness_env(), timeout=300)
+    finally:
+        plugins.unload(plugin)
+    assert fork.returncode == 0 and "regmixup" not in [line.split()[0] for line in fork.stdout.splitlines() if line]
+    assert fork.stdout == interpreter("list").stdout
+
+
+def test_a_command_whose_imports_could_differ_runs_on_a_new_interpreter():
+    assert forked.run(["list"], harness_env(HARNESS_PROGRESS_S="1"), timeout=60) is None  # read at import
+    assert forked.run(["list"], harness_env(PYTHONPATH=os.getcwd()), timeout=60) is None  # what it imports
+    assert forked.run(["list"], harness_env(RAY_AUTH_MODE="disabled"), timeout=60) is not None  # the harness sets it
+
+
+def test_a_command_past_its_timeout_is_killed_and_the_next_one_runs():
+    with pytest.raises(subprocess.TimeoutExpired):
+        forked.run(["list"], harness_env(), timeout=0.001)
+    assert forked.run(["list"], harness_env(), timeout=300).returncode == 0

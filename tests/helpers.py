@@ -48,13 +48,13 @@ def harness_env(**extra) -> dict:
 def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
     """`harness ARGS` in a process of its own, output captured: forked from this worker's fork server where its
     imports could not differ from a new interpreter's (tests/forked.py: seconds of imports saved), else a new one."""
-    args = [str(a) for a in args]
-    forked_run = forked.run(args, harness_env(**env), timeout)
+    args, env = [str(a) for a in args], harness_env(**env)
+    forked_run = forked.run(args, env, timeout)
     if forked_run is not None:
         return forked_run
     return subprocess.run(
-        [sys.executable, "-m", "harness", *map(str, args)],
-        env=harness_env(**env),
+        [sys.executable, "-m", "harness", *args],
+        env=env,
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -14,6 +14,13 @@ from helpers import harness_env
 REGMIXUP = Path(__file__).parents[1] / "examples" / "plugins" / "regmixup.py"  # registers a method
 
 
+@pytest.fixture(autouse=True)
+def forking_on(monkeypatch):
+    """These tests check the forks themselves, also where TESTS_NO_FORK turned them off for the other tests."""
+    if forked.base_env is None:
+        monkeypatch.setattr(forked, "base_env", harness_env())
+
+
 def interpreter(*args, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "harness", *args], env=harness_env(**env), capture_output=True, text=True, timeout=300

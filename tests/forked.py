@@ -9,10 +9,11 @@ initialized Ray or process group, open database connections, a loaded plugin). F
 which forks the command's process (the CLI with the command's environment, working directory and output pipes),
 waits for it and answers its exit status.
 
-A command runs on a new interpreter instead (``run`` answers None) where the server's imports could have read
-something else: its PYTHONPATH, or a HARNESS_*, RAY_* or MLFLOW_* variable differs from the server's (a few modules
-read theirs at import). TESTS_NO_FORK=1 turns forking off (the same tests on new interpreters, to compare);
-TESTS_FORK_LOG=path appends each decision, with its test and reason, to that file."""
+A command runs on a new interpreter instead (``run`` answers None) in a fast test (the fast lane's few commands do
+not repay a server's imports), and where the server's imports could have read something else: its PYTHONPATH, or a
+HARNESS_*, RAY_* or MLFLOW_* variable differs from the server's (a few modules read theirs at import).
+TESTS_NO_FORK=1 turns forking off (the same tests on new interpreters, to compare); TESTS_FORK_LOG=path appends
+each decision, with its test and reason, to that file."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ IMPORTS = (  # what commands import: the CLI, the sweep (Ray Tune, torch), the p
     "analysis.report",
 )
 base_env: dict | None = None  # a command's default environment, set by conftest (None: never fork); the server's
+in_a_slow_test = True  # set by conftest per test: a fast test's command or two cost less than a server's imports
 LOG = os.environ.get("TESTS_FORK_LOG")  # a file: each decision, with the test and the reason, appended
 _server: tuple[subprocess.Popen, str] | None = None  # this worker's server and its socket
 
@@ -57,6 +59,8 @@ def _declined(env: dict) -> str | None:
     """Why a command with ``env`` does not fork, or None."""
     if base_env is None:
         return "forking is off (TESTS_NO_FORK)"
+    if not in_a_slow_test:
+        return "a fast test (its few commands do not repay a fork server's imports)"
     now, then = _env_read_at_import(env), _env_read_at_import(base_env)
     if keys := sorted(k for k in now.keys() | then.keys() if now.get(k) != then.get(k)):
         return f"the command's environment differs: {', '.join(keys)}"

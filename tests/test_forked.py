@@ -11,6 +11,8 @@ import pytest
 
 from helpers import harness_env
 
+pytestmark = pytest.mark.slow  # the slow lane's commands are the forked ones
+
 REGMIXUP = Path(__file__).parents[1] / "examples" / "plugins" / "regmixup.py"  # registers a method
 
 

@@ -88,15 +88,22 @@ def run(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProce
         os.close(out_w)
         os.close(err_w)
         answers = server.makefile("rb")
-        pid = int(answers.readline())
+        pid = _answer(answers)
         chunks = _read_until_closed(out_r, err_r, time.monotonic() + timeout)
         if chunks is None:
             os.kill(pid, signal.SIGKILL)
             answers.readline()
             raise subprocess.TimeoutExpired(["harness", *args], timeout)
-        status = int(answers.readline())
+        status = _answer(answers)
     out, err = (b"".join(chunks[fd]).decode(errors="replace") for fd in (out_r, err_r))
     return subprocess.CompletedProcess(["harness", *args], os.waitstatus_to_exitcode(status), out, err)
+
+
+def _answer(answers) -> int:
+    """The handler's next answer: the command's pid, then its wait status."""
+    if not (line := answers.readline()):
+        raise RuntimeError("the fork server's handler ended without answering (see the test's captured stderr)")
+    return int(line)
 
 
 def _read_until_closed(out_r: int, err_r: int, deadline: float) -> dict[int, list[bytes]] | None:
@@ -187,7 +194,9 @@ def _handle(connection: socket.socket) -> None:
 def _receive(connection: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
-        data += connection.recv(size - len(data))
+        if not (chunk := connection.recv(size - len(data))):
+            raise ConnectionError("the test worker closed its connection mid-request")
+        data += chunk
     return data
 
 

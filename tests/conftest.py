@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_setup(item):
-    # the slow lane's ~130 commands repay each worker's fork server; the fast lane's few do not (61 s -> 76 s with it)
+    # the slow lane's ~130 commands repay each worker's fork server's imports; the fast lane's few do not
     forked.in_a_slow_test = item.get_closest_marker("slow") is not None
 
 

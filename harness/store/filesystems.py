@@ -116,6 +116,7 @@ def check_cluster_storage(storage: Path) -> None:
 def user_cache() -> Path:
     """What the harness keeps per user ($HARNESS_CACHE_DIR, else $XDG_CACHE_HOME/harness, else ~/.cache/harness):
     data fingerprints, FLOP counts,
-    grid indexes, and (by default) the object-store staging area."""
+    grid indexes, the empty MLflow store new sqlite stores are copied from, and (by default) the object-store staging
+    area."""
     xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(environment.text("HARNESS_CACHE_DIR") or Path(xdg) / "harness")

@@ -1,6 +1,7 @@
 """Where a suite's MLflow runs go: the tracking URI (the flag, the suite's, $MLFLOW_TRACKING_URI, else sqlite
 beside the results), the store's own checks (an sqlite file that is not a database), the lock under which a fresh
-store's tables are created, the record of trials kept back in an outage; how to look at the runs."""
+store's tables are created (from a copy of an empty store, made once per MLflow version), the record of trials kept
+back in an outage; how to look at the runs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
+import sqlite3
 from pathlib import Path
 
 from harness.core import environment, schema
@@ -105,6 +108,47 @@ def store_creation(uri: str):
                     f"again"
                 ) from err
             raise
+
+
+def seed_sqlite_store(uri: str) -> None:
+    """A new sqlite store begins as a copy of an empty one that MLflow made once per MLflow version in the user's cache
+    (MLflow creates a store's tables through its ~60 schema migrations: seconds for every new store; the copy takes
+    milliseconds). The copy holds MLflow's tables and no experiment: MLflow adds its Default experiment on opening the
+    store, as it does for a store it creates itself. Call under ``store_creation``; where no copy can be made (an
+    unwritable cache, a full disk), MLflow creates the tables as before."""
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or path.exists() or not path.parent.is_dir():
+        return
+    partial = path.with_name(f".{path.name}.{os.getpid()}.copy")
+    try:
+        shutil.copyfile(_empty_store(), partial)
+        os.replace(partial, path)
+    except (OSError, sqlite3.Error):
+        partial.unlink(missing_ok=True)
+
+
+def _empty_store() -> Path:
+    """The empty store of this MLflow version in the user's cache, made by MLflow (under a lock: one maker)."""
+    import mlflow
+
+    from harness.store.filesystems import user_cache
+
+    template = user_cache() / "mlflow" / f"empty-store-{mlflow.__version__}.db"
+    if template.exists():
+        return template
+    template.parent.mkdir(parents=True, exist_ok=True)
+    with open(template.parent / f".{template.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not template.exists():
+            from mlflow.tracking import MlflowClient
+
+            made = template.with_name(f".{template.name}.{os.getpid()}")
+            made.unlink(missing_ok=True)
+            MlflowClient(f"sqlite:///{made}").search_experiments(max_results=1)  # MLflow's tables, all migrations
+            with contextlib.closing(sqlite3.connect(made)) as db, db:
+                db.execute("DELETE FROM experiments")  # its Default experiment: each store gets its own on opening
+            os.replace(made, template)
+    return template
 
 
 def mlflow_hint(suite, tracking_uri: str | None = None) -> str:

@@ -45,7 +45,14 @@ from harness.tracker.mlflow_mapping import (
     trial_params,
     trial_tags,
 )
-from harness.tracker.store import check_answers, check_store, kept_back, store_creation, suite_tracking_uri
+from harness.tracker.store import (
+    check_answers,
+    check_store,
+    kept_back,
+    seed_sqlite_store,
+    store_creation,
+    suite_tracking_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class Tracker:
 
             check_answers(self.uri)  # a database that is down: seconds, not MLflow's ~100 s of retries
             with store_creation(self.uri):
+                seed_sqlite_store(self.uri)  # a new sqlite store: a copy of an empty one, not MLflow's migrations
                 client = MlflowClient(self.uri)
                 client.search_experiments(max_results=1)  # creates (or migrates) a sqlite store's tables
             self._client = client

@@ -84,3 +84,42 @@ def test_a_failed_creation_removes_the_half_made_store_and_a_full_disk_says_so(t
     with pytest.raises(ResourceError, match=f"no space left on device for the MLflow store {path}"):
         with store.store_creation(f"sqlite:///{path}"):
             raise OSError(28, "No space left on device")
+
+
+@pytest.mark.slow  # MLflow creates two stores through its migrations (seconds each)
+def test_a_new_store_is_a_copy_of_an_empty_one_that_mlflow_opens_as_its_own(tmp_path, monkeypatch, caplog):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts the Default experiment's artifacts under the working folder
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    made_by_mlflow, seeded = tmp_path / "mlflow_made.db", tmp_path / "seeded.db"
+    reference = MlflowClient(f"sqlite:///{made_by_mlflow}")
+    store.seed_sqlite_store(f"sqlite:///{seeded}")
+    (template,) = (tmp_path / "cache" / "mlflow").glob("empty-store-*.db")
+    made_at = template.stat().st_mtime_ns
+    caplog.set_level("INFO", logger="mlflow.store.db.utils")
+    client = MlflowClient(f"sqlite:///{seeded}")
+    assert [(e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage) for e in client.search_experiments()] == [
+        (e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage) for e in reference.search_experiments()
+    ]  # MLflow's own Default experiment, added on opening
+    assert "Creating initial MLflow database tables" not in caplog.text  # no migration ran for the copy
+    assert client.create_experiment("suite") == reference.create_experiment("suite")
+
+    def tables(path):
+        """Each table's and index's definition, its lines sorted (MLflow's migrations order a table's constraints
+        differently from one run to the next), and the schema version."""
+        with sqlite3.connect(path) as db:
+            sql = db.execute("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+            version = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return sorted(
+            (kind, name, sorted(line.strip(" ,") for line in text.splitlines())) for kind, name, text in sql
+        ), version
+
+    assert tables(seeded) == tables(made_by_mlflow)  # every table, index and the schema version MLflow's
+    store.seed_sqlite_store(f"sqlite:///{seeded}")  # a store that exists is left as it is
+    assert [e.name for e in client.search_experiments()] == ["suite", "Default"]
+    store.seed_sqlite_store(f"sqlite:///{tmp_path / 'second.db'}")
+    assert template.stat().st_mtime_ns == made_at  # made once per MLflow version
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(template))  # a cache that cannot be a folder: MLflow creates it
+    store.seed_sqlite_store(f"sqlite:///{tmp_path / 'third.db'}")
+    assert not (tmp_path / "third.db").exists() and not list(tmp_path.glob(".third.db*"))

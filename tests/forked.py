@@ -11,7 +11,8 @@ waits for it and answers its exit status.
 
 A command runs on a new interpreter instead (``run`` answers None) in a fast test (the fast lane's few commands do
 not repay a server's imports), and where the server's imports could have read something else: its PYTHONPATH, or a
-HARNESS_*, RAY_* or MLFLOW_* variable differs from the server's (a few modules read theirs at import).
+RAY_* or MLFLOW_* variable differs from the server's (Ray and MLflow read some of theirs at import; the harness reads
+its HARNESS_* variables only where it uses them, which tests/test_layout.py checks).
 TESTS_NO_FORK=1 turns forking off (the same tests on new interpreters, to compare); TESTS_FORK_LOG=path appends
 each decision, with its test and reason, to that file."""
 
@@ -32,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-IMPORTED_ENV_PREFIXES = ("HARNESS_", "RAY_", "MLFLOW_")
+IMPORTED_ENV_PREFIXES = ("RAY_", "MLFLOW_")  # HARNESS_*: read when used, never at import
 SET_BY_THE_CODE = {  # set with these values by the harness (or Ray) in any process that needs them
     "RAY_AUTH_MODE", "RAY_AIR_NEW_OUTPUT", "RAY_CLIENT_MODE", "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_TIMEOUT", "RAY_USAGE_STATS_ENABLED",

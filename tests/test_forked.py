@@ -8,8 +8,9 @@ from pathlib import Path
 
 import forked
 import pytest
+import yaml
 
-from helpers import harness_env
+from helpers import harness_env, write_suite
 
 pytestmark = pytest.mark.slow  # the slow lane's commands are the forked ones
 
@@ -51,9 +52,24 @@ def test_what_the_worker_loaded_never_reaches_a_forked_command():
 
 
 def test_a_command_whose_imports_could_differ_runs_on_a_new_interpreter():
-    assert forked.run(["list"], harness_env(HARNESS_PROGRESS_S="1"), timeout=60) is None  # read at import
+    assert forked.run(["list"], harness_env(RAY_DEDUP_LOGS="0"), timeout=60) is None  # Ray reads its own at import
     assert forked.run(["list"], harness_env(PYTHONPATH=os.getcwd()), timeout=60) is None  # what it imports
     assert forked.run(["list"], harness_env(RAY_AUTH_MODE="disabled"), timeout=60) is not None  # the harness sets it
+
+
+def test_a_forked_command_reads_the_harness_variables_it_is_given(tmp_path):
+    """The harness reads HARNESS_* variables where it uses them (tests/test_layout.py): a command given one forks, and
+    sees it as a new interpreter does."""
+    suite = write_suite(tmp_path)
+    raw = yaml.safe_load(suite.read_text())
+    raw["base"] = {k: v for k, v in raw["base"].items() if not k.startswith("synthetic")} | {"dataset": "cifar100"}
+    suite.write_text(yaml.safe_dump(raw))
+    nowhere = tmp_path / "nowhere"
+    fork = forked.run(["run", str(suite), "--dry-run"], harness_env(HARNESS_DATA_DIR=str(nowhere)), timeout=300)
+    assert fork is not None, "a command given a HARNESS_ variable was not forked"
+    assert fork.returncode == 2 and f"{nowhere}/cifar100/train.npz" in fork.stderr, fork.stderr
+    new = interpreter("run", str(suite), "--dry-run", HARNESS_DATA_DIR=str(nowhere))
+    assert (fork.returncode, fork.stdout, fork.stderr) == (new.returncode, new.stdout, new.stderr)
 
 
 def test_a_command_past_its_timeout_is_killed_and_the_next_one_runs():

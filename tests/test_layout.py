@@ -347,8 +347,10 @@ def test_exit_codes_have_one_home_and_the_guarantees_list_them():
 
 
 def test_environment_variables_have_one_home_and_a_page():
-    """Every `HARNESS_*` variable is declared (and documented) in harness/core/environment.py, read there only, used
-    somewhere, and listed in docs/environment.md."""
+    """Every `HARNESS_*` variable is declared (and documented) in harness/core/environment.py, read there only, when
+    it is used (never while a module is imported: a process forked after its imports, the tests' commands, or a value
+    set after the import would see a stale one), used somewhere, and listed in docs/environment.md."""
+    import ast
     import re
 
     from harness.core.environment import VARIABLES, markdown_table
@@ -366,6 +368,22 @@ def test_environment_variables_have_one_home_and_a_page():
             read = re.findall(r"(?:environ(?:\.get)?[(\[]|getenv\()\s*[\"']HARNESS_", text)
             assert not read, f"{path}: reads a HARNESS_ variable itself; use harness.core.environment"
             used |= names | set(re.findall(r"environment\.\w+\(\s*\"(HARNESS_[A-Z0-9_]+)", text))
+            tree = ast.parse(text)
+            in_functions = {
+                id(node)
+                for scope in ast.walk(tree)
+                if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                for node in ast.walk(scope)
+            }
+            at_import = [
+                node.lineno
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and getattr(node.func.value, "id", None) == "environment"
+                and id(node) not in in_functions
+            ]
+            assert not at_import, f"{path}:{at_import}: a HARNESS_ variable read at import; read it where it is used"
     assert set(VARIABLES) <= used, f"declared but never used: {sorted(set(VARIABLES) - used)}"
     assert markdown_table() in (ROOT / "docs" / "environment.md").read_text()
 

@@ -1,5 +1,6 @@
 """Every environment variable the harness reads, each documented once; code reads them through ``text`` and
-``seconds`` (a test fails on a `HARNESS_*` name read anywhere else, and on one not listed here)."""
+``seconds`` where it uses them, never at import (a test fails on a `HARNESS_*` name read anywhere else or at import,
+and on one not listed here)."""
 
 from __future__ import annotations
 

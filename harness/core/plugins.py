@@ -28,7 +28,6 @@ from pathlib import Path
 from harness.core import bounded_read, environment
 
 ENTRY_POINT_GROUP = "harness.plugins"
-SLOW_IMPORT_S = environment.seconds("HARNESS_PLUGIN_SLOW_S")  # a plugin importing longer is named
 MAX_PLUGIN_BYTES = 4 << 20  # a plugin is Python source: a few KiB; /dev/zero or a data file is not one
 
 
@@ -138,14 +137,16 @@ def load(spec: str, base: Path | None = None) -> Plugin:
 @contextlib.contextmanager
 def _running(plugin: Plugin):
     """The plugin's code runs inside: what it registers is attributed to it, and forgotten if it fails; one still
-    importing after ``SLOW_IMPORT_S`` is named on stderr (a plugin that blocks leaves no command silent)."""
+    importing after $HARNESS_PLUGIN_SLOW_S seconds is named on stderr (a plugin that blocks leaves no command
+    silent)."""
     import threading
 
+    slow_s = environment.seconds("HARNESS_PLUGIN_SLOW_S")
     _current.append(plugin)
     timer = threading.Timer(
-        SLOW_IMPORT_S,
+        slow_s,
         lambda: print(
-            f"plugin {plugin.spec}: still importing after {SLOW_IMPORT_S:g} s (what does its import wait for? "
+            f"plugin {plugin.spec}: still importing after {slow_s:g} s (what does its import wait for? "
             "Ctrl-C stops the command)",
             file=sys.stderr,
             flush=True,

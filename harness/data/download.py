@@ -17,13 +17,12 @@ from harness.core import environment
 from harness.data.errors import DataError
 
 logger = logging.getLogger(__name__)
-# Seconds without a byte (or to connect) before a download is given up: a stalled server fails, never hangs.
-TIMEOUT_S = environment.seconds("HARNESS_DOWNLOAD_TIMEOUT_S")
 
 
 def fetch(url: str, dest: Path, md5: str | None = None, timeout: float | None = None) -> Path:
-    """``url`` into ``dest`` (through ``dest``.part, renamed at the end), its MD5 checked when given."""
-    timeout = TIMEOUT_S if timeout is None else timeout
+    """``url`` into ``dest`` (through ``dest``.part, renamed at the end), its MD5 checked when given; ``timeout``:
+    seconds without a byte (or to connect) before it is given up (a stalled server fails, never hangs)."""
+    timeout = environment.seconds("HARNESS_DOWNLOAD_TIMEOUT_S") if timeout is None else timeout
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

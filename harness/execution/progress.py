@@ -10,9 +10,11 @@ from dataclasses import asdict, dataclass, field, fields
 from harness.core import environment
 from harness.core.config import TrialConfig
 
-# in-epoch progress reports and the driver's progress lines: often enough for the view, rare enough to cost
-# nothing ($HARNESS_PROGRESS_S for tests)
-PROGRESS_EVERY_S = environment.seconds("HARNESS_PROGRESS_S")
+
+def progress_every_s() -> float:
+    """Seconds between in-epoch progress reports and between the driver's progress lines: often enough for the
+    view, rare enough to cost nothing ($HARNESS_PROGRESS_S, for tests)."""
+    return environment.seconds("HARNESS_PROGRESS_S")
 
 
 def duration(seconds: float) -> str:
@@ -188,6 +190,6 @@ class Progress:
         return "\n".join(parts)
 
     def show(self, force: bool = False) -> None:
-        if force or time.time() - self.last_print >= PROGRESS_EVERY_S:
+        if force or time.time() - self.last_print >= progress_every_s():
             print(self.line(), flush=True)
             self.last_print = time.time()

@@ -10,7 +10,7 @@ from ray import tune
 
 from harness.core import environment, logs
 from harness.core.config import TrialConfig
-from harness.execution.progress import PROGRESS_EVERY_S, TrialReport
+from harness.execution.progress import TrialReport, progress_every_s
 from harness.trial import catalog, preemption
 
 logger = logging.getLogger(__name__)
@@ -96,14 +96,15 @@ def _evaluate_finished(cfg: TrialConfig, names: list[str]) -> None:
 
 
 def _step_reporter(trial_id: str):
-    """An on_step callback that reports in-epoch progress to Tune every PROGRESS_EVERY_S."""
+    """An on_step callback that reports in-epoch progress to Tune every ``progress_every_s()``."""
+    every_s = progress_every_s()
     clock = {"last": time.monotonic(), "epoch": -1, "t0": 0.0}
 
     def on_step(epoch: int, step: int, steps: int) -> None:
         now = time.monotonic()
         if epoch != clock["epoch"]:
             clock.update(epoch=epoch, t0=now, first=step)
-        if now - clock["last"] >= PROGRESS_EVERY_S and step > clock["first"]:
+        if now - clock["last"] >= every_s and step > clock["first"]:
             clock["last"] = now
             rate = (step - clock["first"]) / (now - clock["t0"])  # steps/s in this epoch so far
             _report(TrialReport(trial_id, in_epoch=epoch + 1, step=step, steps=steps, steps_per_s=rate))

@@ -61,12 +61,12 @@ def check_store(uri: str) -> None:
 
 
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
-ANSWER_S = environment.seconds("HARNESS_STORE_TIMEOUT_S")  # a store that has not answered by then is down
 
 
 def check_answers(uri: str) -> None:
-    """A database store (PostgreSQL, MySQL, SQL Server) accepts a connection within ``ANSWER_S`` seconds, or
-    ConnectionError naming it: MLflow would retry creating its engine for ~100 s first (10 attempts, doubling)."""
+    """A database store (PostgreSQL, MySQL, SQL Server) accepts a connection within $HARNESS_STORE_TIMEOUT_S
+    seconds, or ConnectionError naming it: MLflow would retry creating its engine for ~100 s first (10 attempts,
+    doubling)."""
     from urllib.parse import urlparse
 
     parsed = urlparse(uri)
@@ -75,7 +75,7 @@ def check_answers(uri: str) -> None:
         return
     where = (parsed.hostname, parsed.port or DATABASE_PORTS[scheme])
     try:
-        socket.create_connection(where, timeout=ANSWER_S).close()
+        socket.create_connection(where, timeout=environment.seconds("HARNESS_STORE_TIMEOUT_S")).close()
     except OSError as err:
         raise ConnectionError(
             f"the MLflow store {scheme}://{where[0]}:{where[1]} does not answer ({err.strerror or err})"

@@ -25,7 +25,7 @@ def tune_config(cfg, **extra) -> dict:
 
 
 def test_a_trial_reports_its_steps_its_epochs_then_done_with_its_numbers(tmp_path, heard, monkeypatch):
-    monkeypatch.setattr(trainable, "PROGRESS_EVERY_S", 0.0)  # a report at every step after an epoch's first
+    monkeypatch.setenv("HARNESS_PROGRESS_S", "0")  # a report at every step after an epoch's first
     cfg = tiny_config(output_dir=tmp_path, epochs=2)
     trainable.run_trial(tune_config(cfg))
     assert {r.trial_id for r in heard} == {cfg.trial_id}

@@ -235,7 +235,12 @@ def free_port() -> int:
 
 
 def start_server(tmp_path, port, store: str | None = None, workers: int = 1):
-    """`mlflow server` on localhost (its store: ``store``, default sqlite in tmp_path)."""
+    """`mlflow server` on localhost (its store: ``store``, default sqlite in tmp_path, which begins as the copy of an
+    empty store that `harness run` makes its own from: seconds of MLflow's migrations saved)."""
+    from harness.tracker.store import seed_sqlite_store
+
+    store = store or f"sqlite:///{tmp_path / 'server.db'}"
+    seed_sqlite_store(store)
     proc = subprocess.Popen(
         [
             "mlflow",
@@ -247,7 +252,7 @@ def start_server(tmp_path, port, store: str | None = None, workers: int = 1):
             "--workers",
             str(workers),
             "--backend-store-uri",
-            store or f"sqlite:///{tmp_path / 'server.db'}",
+            store,
             "--artifacts-destination",
             str(tmp_path / "server-artifacts"),
         ],

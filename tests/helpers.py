@@ -38,6 +38,7 @@ def write_suite(tmp_path: Path, **changes) -> Path:
 
 
 def harness_env(**extra) -> dict:
+    extra = {k: str(v) for k, v in extra.items()}  # a Path given as a value: what the process's environment holds
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", **extra}
     env.pop("HARNESS_TEST_FAULT", None)  # set by a test that loads FAULTS, never inherited
     env.pop("MLFLOW_TRACKING_URI", None)

@@ -65,7 +65,7 @@ def test_a_forked_command_reads_the_harness_variables_it_is_given(tmp_path):
     raw["base"] = {k: v for k, v in raw["base"].items() if not k.startswith("synthetic")} | {"dataset": "cifar100"}
     suite.write_text(yaml.safe_dump(raw))
     nowhere = tmp_path / "nowhere"
-    fork = forked.run(["run", str(suite), "--dry-run"], harness_env(HARNESS_DATA_DIR=str(nowhere)), timeout=300)
+    fork = forked.run(["run", str(suite), "--dry-run"], harness_env(HARNESS_DATA_DIR=nowhere), timeout=300)  # a Path
     assert fork is not None, "a command given a HARNESS_ variable was not forked"
     assert fork.returncode == 2 and f"{nowhere}/cifar100/train.npz" in fork.stderr, fork.stderr
     new = interpreter("run", str(suite), "--dry-run", HARNESS_DATA_DIR=str(nowhere))

@@ -123,7 +123,7 @@ def seed_sqlite_store(uri: str) -> None:
     try:
         shutil.copyfile(_empty_store(), partial)
         os.replace(partial, path)
-    except (OSError, sqlite3.Error):
+    except Exception:  # no copy (an unwritable cache, a full disk, MLflow failing on the cache): MLflow makes it
         partial.unlink(missing_ok=True)
 
 

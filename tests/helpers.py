@@ -49,13 +49,16 @@ def harness_env(**extra) -> dict:
 def harness(*args, timeout=600, **env) -> subprocess.CompletedProcess:
     """`harness ARGS` in a process of its own, output captured: forked from this worker's fork server where its
     imports could not differ from a new interpreter's (tests/forked.py: seconds of imports saved), else a new one."""
-    args, env = [str(a) for a in args], harness_env(**env)
-    forked_run = forked.run(args, env, timeout)
-    if forked_run is not None:
-        return forked_run
+    args = [str(a) for a in args]
+    forked_run = forked.run(args, harness_env(**env), timeout)
+    return forked_run if forked_run is not None else on_a_new_interpreter(*args, timeout=timeout, **env)
+
+
+def on_a_new_interpreter(*args, timeout=600, **env) -> subprocess.CompletedProcess:
+    """`python -m harness ARGS` in a new interpreter, output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        env=env,
+        [sys.executable, "-m", "harness", *map(str, args)],
+        env=harness_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,14 +3,13 @@ holds, and leaves to a new interpreter what its server's imports could have read
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import forked
 import pytest
 import yaml
 
-from helpers import harness_env, write_suite
+from helpers import harness_env, on_a_new_interpreter, write_suite
 
 pytestmark = pytest.mark.slow  # the slow lane's commands are the forked ones
 
@@ -24,17 +23,11 @@ def forking_on(monkeypatch):
         monkeypatch.setattr(forked, "base_env", harness_env())
 
 
-def interpreter(*args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args], env=harness_env(**env), capture_output=True, text=True, timeout=300
-    )
-
-
 def test_a_forked_command_prints_and_exits_as_a_new_interpreter(tmp_path):
     for args in (["list"], ["status", str(tmp_path / "missing.yaml")], ["run"]):
         fork = forked.run(args, harness_env(), timeout=300)
         assert fork is not None, "a command with the default environment was not forked"
-        new = interpreter(*args)
+        new = on_a_new_interpreter(*args, timeout=300)
         assert (fork.returncode, fork.stdout, fork.stderr) == (new.returncode, new.stdout, new.stderr), args
     assert fork.returncode == 2 and "the following arguments are required: suite" in fork.stderr
 
@@ -48,7 +41,7 @@ def test_what_the_worker_loaded_never_reaches_a_forked_command():
     finally:
         plugins.unload(plugin)
     assert fork.returncode == 0 and "regmixup" not in [line.split()[0] for line in fork.stdout.splitlines() if line]
-    assert fork.stdout == interpreter("list").stdout
+    assert fork.stdout == on_a_new_interpreter("list", timeout=300).stdout
 
 
 def test_a_command_whose_imports_could_differ_runs_on_a_new_interpreter():
@@ -68,7 +61,7 @@ def test_a_forked_command_reads_the_harness_variables_it_is_given(tmp_path):
     fork = forked.run(["run", str(suite), "--dry-run"], harness_env(HARNESS_DATA_DIR=nowhere), timeout=300)  # a Path
     assert fork is not None, "a command given a HARNESS_ variable was not forked"
     assert fork.returncode == 2 and f"{nowhere}/cifar100/train.npz" in fork.stderr, fork.stderr
-    new = interpreter("run", str(suite), "--dry-run", HARNESS_DATA_DIR=str(nowhere))
+    new = on_a_new_interpreter("run", str(suite), "--dry-run", timeout=300, HARNESS_DATA_DIR=nowhere)
     assert (fork.returncode, fork.stdout, fork.stderr) == (new.returncode, new.stdout, new.stderr)
 
 

@@ -40,12 +40,17 @@ def kept_back(suite_dir: Path) -> dict:
         return {}
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The file of an sqlite store's URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def check_store(uri: str) -> None:
     """An sqlite store that is not a database is one line naming it (MLflow would end in SQLAlchemy's traceback);
     it is only a mirror of the trial folders, so moving it aside loses nothing."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_path(uri)
+    if path is None:
         return
-    path = Path(uri.removeprefix("sqlite:///"))
     try:
         with open(path, "rb") as f:
             head = f.read(16)
@@ -90,7 +95,7 @@ class TrackingStoreError(ConfigError):
 def store_creation(uri: str):
     """Held while a sqlite store's tables are created or migrated: two drivers started together on fresh storage
     would otherwise both create them (`table experiments already exists`) before either reaches the suite lock."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    path = sqlite_path(uri)
     if path is None or not path.parent.is_dir():
         yield
         return
@@ -116,7 +121,7 @@ def seed_sqlite_store(uri: str) -> None:
     milliseconds). The copy holds MLflow's tables and no experiment: MLflow adds its Default experiment on opening the
     store, as it does for a store it creates itself. Call under ``store_creation``; where no copy can be made (an
     unwritable cache, a full disk), MLflow creates the tables as before."""
-    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    path = sqlite_path(uri)
     if path is None or path.exists() or not path.parent.is_dir():
         return
     partial = path.with_name(f".{path.name}.{os.getpid()}.copy")

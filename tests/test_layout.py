@@ -369,11 +369,12 @@ def test_environment_variables_have_one_home_and_a_page():
             assert not read, f"{path}: reads a HARNESS_ variable itself; use harness.core.environment"
             used |= names | set(re.findall(r"environment\.\w+\(\s*\"(HARNESS_[A-Z0-9_]+)", text))
             tree = ast.parse(text)
-            in_functions = {
+            in_functions = {  # a function's body runs when called; its defaults and decorators, at import
                 id(node)
                 for scope in ast.walk(tree)
                 if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-                for node in ast.walk(scope)
+                for statement in (scope.body if isinstance(scope.body, list) else [scope.body])
+                for node in ast.walk(statement)
             }
             at_import = [
                 node.lineno

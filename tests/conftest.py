@@ -1,4 +1,5 @@
 import fcntl
+import gc
 import os
 import shutil
 import signal
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import forked
 import pytest
-import torch
 
-from helpers import GRID, free_port, harness, harness_env, start_server, write_suite
+# Nothing heavy is imported here: with xdist this file is also the controller's, which only hands out files and
+# gathers reports (torch, MLflow and the harness cost it seconds at start and at exit, measured in the fast lane).
+# The test processes import them in pytest_configure.
 
 # Ray keeps its sessions, and its record of the "current" cluster, under $RAY_TMPDIR/ray: the tests get a
 # folder of their own (short: Ray's socket paths must fit in 107 bytes), so they never join, or are joined
@@ -21,14 +23,32 @@ os.environ["HARNESS_INFERENCE_S"] = "0"  # the inference-speed measurement: one 
 # One torch thread per test process (and the subprocesses it starts): the lanes run two pytest workers on two cores,
 # and torch's default of a thread per core in each oversubscribed them (the fast lane: 129 s -> 63 s, measured here).
 os.environ["OMP_NUM_THREADS"] = "1"
-torch.set_num_threads(1)  # torch is imported already (through helpers)
-# `harness ARGS` is forked (tests/forked.py) where its environment is a command's default one (TESTS_NO_FORK=1: never)
-forked.base_env = None if os.environ.get("TESTS_NO_FORK") else harness_env()
 
 
-# The slow lane's longest files, longest first (their minutes in CI, measured at 91947bd). `--dist loadfile` hands
-# files to the two workers in collection order as each frees up: the long ones first leave the short ones to even
-# out the end, where a long file collected last would keep one worker busy while the other idles.
+def pytest_configure(config):
+    if not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        return  # xdist's controller runs no test
+    import torch
+
+    from helpers import harness_env
+
+    torch.set_num_threads(1)
+    # `harness ARGS` is forked (tests/forked.py) where its environment is a command's default one (TESTS_NO_FORK=1:
+    # never)
+    forked.base_env = None if os.environ.get("TESTS_NO_FORK") else harness_env()
+
+
+def pytest_collection_finish(session):
+    # What collection imported lives until the process ends: frozen, it is left out of every garbage collection
+    # (~0.5 s each here over torch, MLflow, Ray and matplotlib; pytest alone runs five at exit).
+    gc.collect()
+    gc.freeze()
+
+
+# Each lane's longest files, longest first (the slow lane's minutes in CI, measured at 91947bd; then the fast lane's
+# seconds, measured at 87a7bc0). `--dist loadfile` hands files to the two workers in collection order as each frees
+# up: the long ones first leave the short ones to even out the end, where a long file collected last would keep one
+# worker busy while the other idles.
 LONGEST_FIRST = [
     "planning/test_tuning.py",
     "engines/test_distributed.py",
@@ -43,6 +63,14 @@ LONGEST_FIRST = [
     "tracker/test_tracking.py",
     "evaluation/test_evaluate.py",
     "system/test_safety.py",
+    # the fast lane's (of the files above, test_plugins and test_safety are its longest too)
+    "bench/test_bench.py",
+    "test_layout.py",
+    "trial/test_trainer.py",
+    "analysis/test_report.py",
+    "methods/test_methods.py",
+    "tracker/test_mlflow_mapping.py",
+    "tracker/test_store.py",
 ]
 
 
@@ -104,6 +132,8 @@ def cluster():
 
 @pytest.fixture
 def mlflow_server(tmp_path):
+    from helpers import free_port, start_server
+
     port = free_port()
     proc = start_server(tmp_path, port)
     yield f"http://127.0.0.1:{port}"
@@ -141,6 +171,8 @@ def finished(tmp_path_factory, worker_id):
     """Four finished trials (vanilla, widths 1 to 4; 2 epochs each), trained once per test run by `harness run`
     (the first xdist worker to ask trains them, under a lock the others wait on); tests work on
     ``helpers.copy_of``, never on these."""
+    from helpers import GRID, harness, write_suite
+
     shared = tmp_path_factory.getbasetemp()
     shared = shared.parent if worker_id != "master" else shared  # the folder the workers' own folders are in
     tmp = shared / "finished"

@@ -289,7 +289,7 @@ def test_bad_slurm_input_is_one_line(tmp_path):
     assert proc.returncode == 2 and "a folder that every node mounts" in proc.stderr
     raw["storage"] = str(tmp_path / "results")
     suite.write_text(yaml.safe_dump(raw))
-    no_sbatch = harness("slurm", suite, "--submit", PATH=str(Path(os.__file__).parent))  # a PATH without sbatch
+    no_sbatch = cli("slurm", suite, "--submit", PATH=str(Path(os.__file__).parent))  # a PATH without sbatch
     assert no_sbatch.returncode == 2 and "no `sbatch` on PATH here; the script is written" in no_sbatch.stderr
 
 

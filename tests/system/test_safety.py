@@ -232,7 +232,7 @@ def test_unusable_storage_and_tracking_are_refused_up_front(tmp_path):
     suite = write_suite(tmp_path)
     proc = cli("run", suite, "--dry-run")
     assert proc.returncode == 0 and not (tmp_path / "results").exists()  # a dry run creates no folder
-    proc = harness("run", suite, "--tracking-uri", "banana://x")
+    proc = cli("run", suite, "--tracking-uri", "banana://x")
     assert proc.returncode == 2 and "tracking URI 'banana://x': not one MLflow can open" in proc.stderr
     assert not (tmp_path / "results" / "synth").exists() or not list(
         (tmp_path / "results" / "synth").glob("*/config.yaml")

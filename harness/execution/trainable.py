@@ -20,6 +20,7 @@ def run_trial(config: dict) -> None:
     """The Tune trainable: one trial through the launcher, its epochs and in-epoch progress reported to Tune."""
     import torch
 
+    _freeze_imports()
     logs.setup(logging.WARNING)  # a Ray worker: Tune shows the progress, the terminal only warnings
     cfg = catalog.in_worker(config["case"]["trial"], config.get("plugins"))
     torch.set_num_threads(max(1, int(config.get("cpus", 1))))
@@ -33,6 +34,17 @@ def run_trial(config: dict) -> None:
     finally:  # Tune reuses this worker for the next trial: what this one held goes back to the system first
         release_memory()  # (~0.2 s, inside the trial's time: the slot is free the moment the trial reports done)
     _report(TrialReport(cfg.trial_id, done=True, metrics=numbers))
+
+
+def _freeze_imports() -> None:
+    """What the worker imported (torch, Ray, the harness: ~0.6 million objects) frozen out of garbage collection, once
+    per worker: each collection (release_memory's after every trial, Python's own while training) then scans only
+    what trials allocate (0.5 s -> ~0 per full collection, measured here)."""
+    import gc
+
+    if not gc.get_freeze_count():
+        gc.collect()
+        gc.freeze()
 
 
 def release_memory() -> None:

@@ -84,6 +84,7 @@ class ReportCache:
             self.values, self.outputs = {}, {}
         self.hits = self.misses = 0
         self.workers = None  # the report's worker processes, started on first need, stopped with the report
+        self.figures = True  # False: `harness report --no-figures`
 
     def key(self, kind: str, files: list[Path]) -> str:
         identity = []
@@ -128,10 +129,12 @@ def hmac_equal(given, expected: str) -> bool:
 
 
 @contextlib.contextmanager
-def reading(suite_dir: Path, rule: str, enabled: bool = True):
+def reading(suite_dir: Path, rule: str, enabled: bool = True, figures: bool = True):
     """Values computed inside the block (under the aggregation ``rule``) are looked up in, and added to, the suite's
-    cache (saved at the end); ``enabled=False``: nothing read from it or written to it (every value computed)."""
+    cache (saved at the end); ``enabled=False``: nothing read from it or written to it (every value computed);
+    ``figures=False``: no figure drawn inside the block (``figure`` answers one that does not exist)."""
     cache = ReportCache(suite_dir, rule, enabled)
+    cache.figures = figures
     _ACTIVE.append(cache)
     try:
         yield cache
@@ -140,6 +143,11 @@ def reading(suite_dir: Path, rule: str, enabled: bool = True):
         if cache.workers is not None:
             cache.workers.shutdown(cancel_futures=True)
         cache.save()
+
+
+def drawing_figures() -> bool:
+    """Whether the report being built draws its figures (not `harness report --no-figures`)."""
+    return _ACTIVE[-1].figures if _ACTIVE else True
 
 
 def cached(kind: str, files: list[Path], compute: Callable[[], Any]) -> Any:
@@ -290,8 +298,11 @@ class Figure:
 def figure(path: Path, draw: Callable, *args, **kwargs) -> Figure:
     """The figure ``path`` (PNG and SVG beside it) drawn by ``draw(*args, path=path, **kwargs)`` (a module-level
     function returning a matplotlib figure, or None when there is nothing to draw), unless ``kept`` from the same
-    arguments; drawn in the report's worker processes when it has them (a large report), else here."""
+    arguments; drawn in the report's worker processes when it has them (a large report), else here; none in a
+    report without figures."""
     cache = _ACTIVE[-1] if _ACTIVE else None
+    if cache is not None and not cache.figures:
+        return Figure([])
     if cache is None or cache.workers is None:
         return Figure(kept(Path(path).name, [*args, *kwargs.values()], lambda: _draw(draw, args, kwargs, path)))
     name, key = Path(path).name, _content_key([*args, *kwargs.values()], cache.rule)

@@ -42,6 +42,7 @@ def build_report(
     grid: dict[str, dict] | None = None,
     study: dict | None = None,
     verify: bool = False,
+    figures: bool = True,
 ) -> dict:
     """Write the report under suite_dir/report; returns {"dir", "tables", "figures", "missing", "corrupt",
     "average", "not_in_suite"} (trial folders with an unreadable file: left out, and listed as missing with the
@@ -50,11 +51,15 @@ def build_report(
     is the aggregation rule (the suite's ``ensemble_average``; None: the one the trials recorded); ``study``, a
     tuned suite's {"resolved": harness.planning.tuning.Resolved, "recipe": setting -> the recipe's searched values,
     "val_size"}: its tuning section, and test tables of the final phase (and recipe) alone; ``verify``: every value
-    recomputed from the saved logits (no cache read or written), metrics.json's disagreements in "disagreements"."""
+    recomputed from the saved logits (no cache read or written), metrics.json's disagreements in "disagreements";
+    ``figures=False``: the tables and the page without figures (matplotlib draws most of a report's time), the page
+    saying so."""
     rule = protocol.checked(average or recorded_rule(suite_dir))
-    with cache.reading(suite_dir, rule, not verify) as kept:
+    with cache.reading(suite_dir, rule, not verify, figures) as kept:
         built = _build_report(Path(suite_dir), ensemble_specs, expected, source, grid, study, rule=rule, verify=verify)
         report = {**built, "average": rule}
+    if not figures:  # an earlier report's figure files may still be in the folder: none of them is this report's
+        report["figures"] = []
     return {**report, "cache": {"hits": kept.hits, "misses": kept.misses}}
 
 
@@ -98,7 +103,10 @@ def _build_report(
         report["tables"] += write_table(published, out / "published_vs_reproduced", captions["published_vs_reproduced"])
         if not paired.empty:
             report["tables"] += write_table(paired, out / "paired_differences", captions["paired_differences"])
-        sections += _figure_sections(out, summary, rows, finished, ensembles, report, rule)
+        if cache.drawing_figures():
+            sections += _figure_sections(out, summary, rows, finished, ensembles, report, rule)
+        else:
+            sections.append(fragment("<p class=meta>Figures not drawn (<code>harness report --no-figures</code>).</p>"))
         extra_sections = robustness.sections(
             finished,
             ensembles,
@@ -132,7 +140,9 @@ def _build_report(
     write_json(out / schema.MISSING, missing)
     write_json(out / schema.NOT_IN_SUITE, foreign)
     files = sorted(
-        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != schema.REPORT_PAGE
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.name != schema.REPORT_PAGE and (cache.drawing_figures() or p.parent.name != "figures")
     )
     sections.append(fragment("<h2>Files</h2><p class=meta>{}</p>", join((link(f) for f in files), " · ")))
     done = int((every.state == "finished").sum()) if not every.empty else 0

@@ -198,6 +198,11 @@ def _report_command(command) -> None:
         help="recompute every value from the saved logits, ignoring the recorded metrics and the report's cache, "
         "and list each disagreement with the recorded ones (exit 1 if any)",
     )
+    report.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="the tables and the page without figures: seconds where matplotlib takes most of a report's time",
+    )
     report.set_defaults(func="suite:cmd_report")
 
 

@@ -190,6 +190,7 @@ def cmd_report(args) -> int:
         grid=records,
         study=study,
         verify=args.verify,
+        figures=not args.no_figures,
     )
     if store is not None:
         store.push(report["dir"], f"{name}/{schema.REPORT_DIR}")

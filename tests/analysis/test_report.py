@@ -113,6 +113,22 @@ def test_partial_sweep_report_says_what_is_missing(sweep):
     assert {p.name for p in report["figures"]} >= {"width_cifar100_wrn16_3ep.png", "reliability.svg", "diversity.png"}
 
 
+@pytest.mark.slow  # a whole report
+def test_a_report_without_figures_writes_the_same_tables_and_says_so(sweep):
+    from helpers import cli
+
+    full = build_report(sweep)
+    tables = {p.name: p.read_bytes() for p in full["dir"].iterdir() if p.suffix in (".csv", ".md", ".tex")}
+    assert full["figures"] and len(tables) > 10
+    proc = cli("report", sweep, "--no-figures")  # the same folder: the full report's figures are still in it
+    assert proc.returncode == 0, proc.stderr
+    assert f"({len(full['tables'])} table files, 0 figure files)" in proc.stdout
+    assert {p.name: p.read_bytes() for p in full["dir"].iterdir() if p.suffix in (".csv", ".md", ".tex")} == tables
+    page = (full["dir"] / "index.html").read_text()
+    assert "Figures not drawn (<code>harness report --no-figures</code>)" in page
+    assert "<img" not in page and "figures/" not in page  # the earlier figures neither shown nor listed
+
+
 @pytest.mark.slow  # a browser
 def test_html_page_renders_in_headless_chromium(sweep, tmp_path):
     report = build_report(sweep, [("vanilla", [2])])
@@ -308,11 +324,11 @@ def test_the_same_saved_logits_are_read_under_either_rule(tmp_path):
     saved = np.load(trial_dir / "logits.npz")
     h, y = torch.from_numpy(saved[schema.TEST_LOGITS]).float(), torch.from_numpy(saved[schema.TEST_LABELS])
     for rule in ("probabilities", "logits"):
-        report = build_report(root, average=rule)
+        report = build_report(root, average=rule, figures=False)
         row = report["summary_frame"].iloc[0]
         expected = classification_metrics(h, y, rule)
         assert row.nll_mean == pytest.approx(expected["nll"], rel=1e-5) and report["average"] == rule
         page = (root / "report" / "index.html").read_text()
         assert "averaging their softmax probabilities" in page if rule == "probabilities" else "their logits" in page
     assert (root / "report" / "aggregation_rule.md").is_file()
-    assert build_report(root)["average"] == "probabilities"  # the rule the trial recorded
+    assert build_report(root, figures=False)["average"] == "probabilities"  # the rule the trial recorded

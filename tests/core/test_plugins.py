@@ -376,12 +376,12 @@ def test_the_example_plugin_runs_on_ray_beside_the_family_and_in_the_report(tmp_
     ), bare.stderr
     assert f"--plugin {tmp_path / 'plugins' / 'classwise_ece.py'}" in bare.stderr and "Traceback" not in bare.stderr
     plugged = [f"--plugin={tmp_path / 'plugins' / n}" for n in ("regmixup.py", "classwise_ece.py")]
-    assert harness("report", folder, *plugged).returncode == 0
+    assert harness("report", folder, *plugged, "--no-figures").returncode == 0
     # an edited metric: its values are recomputed from the saved logits, and the report says so
     recorded = json.loads((trial / "metrics.json").read_text())["classwise_ece"]
     code = (tmp_path / "plugins" / "classwise_ece.py").read_text()
     (tmp_path / "plugins" / "classwise_ece.py").write_text(code.replace("    return float(", "    return 2 * float("))
-    edited = harness("report", suite)
+    edited = harness("report", suite, "--no-figures")
     assert edited.returncode == 0, edited.stderr[-3000:]
     assert "classwise_ece recomputed from the saved logits for 3 trial(s)" in edited.stdout, edited.stdout[-2000:]
     frame = pd.read_csv(folder / "report" / "summary_raw.csv")

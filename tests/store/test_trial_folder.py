@@ -37,7 +37,7 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     assert "metrics.json: not valid JSON" in lines[garbled_metrics.name]
     assert "3 corrupt, 1 finished" in status.stdout
 
-    report = cli("report", suite)
+    report = cli("report", suite, "--no-figures")
     assert report.returncode == 0 and "4 trial(s) missing from the report" in report.stdout, report.stderr
     assert f"{damaged_logits.name}: corrupt: logits.npz: unreadable (Bad CRC-32" in report.stdout
     sync = cli("sync", suite)  # an unreadable file is no tracking outage
@@ -57,7 +57,7 @@ def test_finished_trials_with_unreadable_files_are_corrupt_left_out_and_recomput
     for d in trials(tmp_path):
         assert TrialFolder(d).state(thorough=True).state == "finished"
     assert "4 finished" in cli("status", suite).stdout
-    assert "missing from the report" not in cli("report", suite).stdout
+    assert "missing from the report" not in cli("report", suite, "--no-figures").stdout
 
 
 @pytest.fixture

@@ -238,6 +238,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def new_store(path: Path) -> MlflowClient:
+    """A client of a new sqlite MLflow store at ``path``, made as `harness run` makes one: the copy of a cached empty
+    store (MLflow's own migrations take seconds)."""
+    from harness.tracker.store import seed_sqlite_store
+
+    seed_sqlite_store(f"sqlite:///{path}")
+    return MlflowClient(f"sqlite:///{path}")
+
+
 def start_server(tmp_path, port, store: str | None = None, workers: int = 1):
     """`mlflow server` on localhost (its store: ``store``, default sqlite in tmp_path, which begins as the copy of an
     empty store that `harness run` makes its own from: seconds of MLflow's migrations saved)."""

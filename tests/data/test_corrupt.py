@@ -83,6 +83,7 @@ write_generated_set(images, np.arange(16), sys.argv[1], "cifar100", "first", cor
 """
 
 
+@pytest.mark.slow  # a second writer in a subprocess (seconds of imports)
 def test_two_corruption_writers_into_one_folder_never_mix(tmp_path):
     from harness.core.config import ConfigError
     from harness.data.corrupt import _put_in_place, write_generated_set

@@ -6,12 +6,11 @@ import json
 import numpy as np
 import pytest
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.tracking import MlflowClient
 
 from harness.core import schema
 from harness.store.trial_folder import TrialFolder
 from harness.tracker import mlflow_mapping as mapping
-from helpers import finished_trial, tiny_config
+from helpers import finished_trial, new_store, tiny_config
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_metrics_leave_out_facts_empty_cells_and_what_mlflow_cannot_hold():
 def test_a_real_store_accepts_everything_a_trial_folder_maps_to(tmp_path, trial_folder):
     cfg, path = trial_folder
     folder = TrialFolder(path)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = new_store(tmp_path / "mlflow.db")
     run = client.create_run(client.create_experiment("synth")).info.run_id
     tags = mapping.trial_tags(cfg.record(), "synth", run)
     params = mapping.trial_params(cfg.record())
@@ -79,7 +78,7 @@ def test_a_real_store_accepts_everything_a_trial_folder_maps_to(tmp_path, trial_
 
 
 def test_quoted_suite_names_are_read_back_by_mlflows_search_parser(tmp_path):
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = new_store(tmp_path / "mlflow.db")
     experiment = client.create_experiment("e")
     names = ["plain", "it's", "back\\slash", 'say "it" \\ twice']
     for name in names:

@@ -61,6 +61,7 @@ def _create(uri: str, log: str, tag: str) -> None:
             f.write(f"{tag} out\n")
 
 
+@pytest.mark.slow  # two processes, each importing the harness and MLflow (seconds)
 def test_two_processes_create_a_fresh_store_one_after_the_other(tmp_path):
     uri, log = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "log"
     context = multiprocessing.get_context("spawn")

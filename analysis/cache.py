@@ -66,7 +66,7 @@ class ReportCache:
     of its content under a key of this user's (store.filesystems.user_cache). A cache from a shared folder, edited by
     hand, or of the wrong shape is recomputed, never shown."""
 
-    def __init__(self, suite_dir: Path, rule: str, enabled: bool = True):
+    def __init__(self, suite_dir: Path, rule: str, enabled: bool = True, figures: bool = True):
         self.path = Path(suite_dir) / SUITE_CACHE / REPORT_CACHE
         self.rule = rule  # the report's aggregation rule: part of every key (a value under one rule is not another's)
         self.version = _code_version()
@@ -84,7 +84,7 @@ class ReportCache:
             self.values, self.outputs = {}, {}
         self.hits = self.misses = 0
         self.workers = None  # the report's worker processes, started on first need, stopped with the report
-        self.figures = True  # False: `harness report --no-figures`
+        self.figures = figures  # False: `harness report --no-figures`
 
     def key(self, kind: str, files: list[Path]) -> str:
         identity = []
@@ -133,8 +133,7 @@ def reading(suite_dir: Path, rule: str, enabled: bool = True, figures: bool = Tr
     """Values computed inside the block (under the aggregation ``rule``) are looked up in, and added to, the suite's
     cache (saved at the end); ``enabled=False``: nothing read from it or written to it (every value computed);
     ``figures=False``: no figure drawn inside the block (``figure`` answers one that does not exist)."""
-    cache = ReportCache(suite_dir, rule, enabled)
-    cache.figures = figures
+    cache = ReportCache(suite_dir, rule, enabled, figures)
     _ACTIVE.append(cache)
     try:
         yield cache
